@@ -1,3 +1,6 @@
-//! The one integration test binary (each stage's tests are a module here).
+//! One integration test binary (every test binary links candle and ONNX Runtime's loader, so one link
+//! instead of many). Each stage has its own module.
 
+mod common;
+mod foundation;
 mod persona;
