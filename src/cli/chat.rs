@@ -16,10 +16,12 @@ use idol::persona::import::load_card;
 use idol::persona::memory::{Memory, Turn};
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
 use idol::persona::prompt::{DEFAULT_USER_NAME, PromptBuilder, estimate_tokens};
-use idol::persona::{CancelToken, ChatMessage, GenParams, TextGenerator};
+use idol::persona::{CancelToken, ChatMessage, FinishReason, GenParams, TextGenerator};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Which text generator answers.
@@ -151,6 +153,8 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     };
     let context = args.context.unwrap_or(llm.context);
     let mut session = Session {
+        cancel: CancelToken::new(),
+        busy: Arc::new(AtomicBool::new(false)),
         builder: PromptBuilder::new(&card, DEFAULT_USER_NAME, context, params.max_tokens),
         blocked: BlockedWords::new(&card.blocked_words),
         deflection: card.deflection.clone(),
@@ -158,6 +162,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
         history: memory.as_ref().map(Memory::messages).unwrap_or_default(),
     };
 
+    install_ctrl_c(session.cancel.clone(), session.busy.clone());
     if let Some(text) = &args.once {
         let out = std::io::stdout();
         let mut out = out.lock();
@@ -217,7 +222,32 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     }
 }
 
+/// Ctrl-C while a reply streams cancels the reply (it is stored as heard, marked interrupted);
+/// Ctrl-C at the prompt quits.
+fn install_ctrl_c(cancel: CancelToken, busy: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if busy.load(Ordering::SeqCst) {
+                    cancel.cancel();
+                } else {
+                    eprintln!();
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+}
+
 struct Session {
+    cancel: CancelToken,
+    busy: Arc<AtomicBool>,
     builder: PromptBuilder,
     blocked: BlockedWords,
     deflection: String,
@@ -250,7 +280,9 @@ impl Session {
         }
         self.history.push(new);
 
-        let cancel = CancelToken::new();
+        let cancel = self.cancel.clone();
+        cancel.reset();
+        self.busy.store(true, Ordering::SeqCst);
         let mut filter = ReplyFilter::new(&self.blocked);
         let mut said = String::new();
         let mut hit = None;
@@ -275,7 +307,10 @@ impl Session {
                     }
                 },
             );
-        if hit.is_none() && result.is_ok() {
+        self.busy.store(false, Ordering::SeqCst);
+        let cancelled =
+            matches!(&result, Ok(o) if o.finish == FinishReason::Cancelled) && hit.is_none();
+        if hit.is_none() && result.is_ok() && !cancelled {
             match filter.finish() {
                 FilterStep::Blocked(h) => hit = Some(h),
                 FilterStep::Release(t) => {
@@ -300,6 +335,10 @@ impl Session {
                 write!(out, "{}", self.deflection)?;
                 said.push_str(&self.deflection);
                 (Turn::assistant(said.trim()), None)
+            }
+            (Ok(_), None) if cancelled => {
+                eprint!("\n(interrupted)");
+                (Turn::interrupted(said.trim()), None)
             }
             (Ok(_), None) => (Turn::assistant(said.trim()), None),
             (Err(e), None) => (Turn::interrupted(said.trim()), Some(e.to_string())),

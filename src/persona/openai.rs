@@ -655,10 +655,23 @@ impl OpenAiBackend {
 
     fn send_error(&self, e: reqwest::Error) -> BackendError {
         let url = self.url.clone();
-        let detail = error_chain(&e);
         if e.is_connect() || e.is_timeout() {
+            // The innermost cause ("Connection refused (os error 111)") says it best.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(s) = cause.source() {
+                cause = s;
+            }
+            let detail = if e.is_timeout() {
+                format!(
+                    "no connection within {:.1} s ({cause})",
+                    self.config.connect_timeout.as_secs_f64()
+                )
+            } else {
+                cause.to_string()
+            };
             BackendError::Unreachable { url, detail }
         } else {
+            let detail = error_chain(&e);
             BackendError::Cut {
                 url,
                 detail: format!("the request failed before a response arrived ({detail})"),
