@@ -10,19 +10,18 @@ use super::Env;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use idol::config::LlmBackend;
-use idol::persona::card::expand_macros;
-use idol::persona::guard::{BlockedWords, FilterStep, ReplyFilter};
+use idol::persona::conversation::{Conversation, Speaker};
 use idol::persona::import::load_card;
-use idol::persona::memory::{Memory, Turn};
+use idol::persona::memory::Memory;
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
-use idol::persona::prompt::{DEFAULT_USER_NAME, PromptBuilder, estimate_tokens};
-use idol::persona::{CancelToken, ChatMessage, FinishReason, GenParams, TextGenerator};
+use idol::persona::prompt::estimate_tokens;
+use idol::persona::{CancelToken, GenParams, TextGenerator};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which text generator answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,7 +136,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     if let Some(s) = args.seed {
         params.seed = s;
     }
-    let mut memory = if args.no_memory {
+    let memory = if args.no_memory {
         None
     } else {
         let dir = env.home.path(
@@ -152,43 +151,34 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
         Some(m)
     };
     let context = args.context.unwrap_or(llm.context);
+    let name = card.name.clone();
+    let shown_path = env.rel(&card_path);
+    let mut conv = Conversation::new(card, memory, context, None);
+    conv.set_max_tokens(params.max_tokens);
+    conv.params = params;
     let mut session = Session {
+        conv,
         cancel: CancelToken::new(),
         busy: Arc::new(AtomicBool::new(false)),
-        builder: PromptBuilder::new(&card, DEFAULT_USER_NAME, context, params.max_tokens),
-        blocked: BlockedWords::new(&card.blocked_words),
-        deflection: card.deflection.clone(),
-        params,
-        history: memory.as_ref().map(Memory::messages).unwrap_or_default(),
     };
-
     install_ctrl_c(session.cancel.clone(), session.busy.clone());
+
     if let Some(text) = &args.once {
         let out = std::io::stdout();
         let mut out = out.lock();
-        session.turn(
-            generator.as_mut(),
-            memory.as_mut(),
-            &args.user,
-            text,
-            &mut out,
-        )?;
+        session.turn(generator.as_mut(), &args.user, text, "", &mut out)?;
         return Ok(ExitCode::SUCCESS);
     }
 
     eprintln!(
-        "idol chat with {} ({}). Type a message; `/as NAME` to speak as someone else, `/quit` to leave.",
-        card.name,
-        env.rel(&card_path)
+        "idol chat with {name} ({shown_path}). Type a message; `/as NAME` to speak as someone else, `/quit` to leave."
     );
-    if session.history.is_empty() && !card.greeting.trim().is_empty() {
-        let greeting = expand_macros(&card.greeting, &card.name, &args.user);
-        println!("{}: {greeting}", card.name);
-        let turn = Turn::assistant(greeting);
-        session.history.push(turn.to_message());
-        if let Some(m) = memory.as_mut() {
-            m.append(turn).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+    if let Some(greeting) = session
+        .conv
+        .greet(&args.user)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        println!("{name}: {greeting}");
     }
     let mut user = args.user.clone();
     let stdin = std::io::stdin();
@@ -207,15 +197,14 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
         if line == "/quit" || line == "/exit" {
             return Ok(ExitCode::SUCCESS);
         }
-        if let Some(name) = line.strip_prefix("/as ") {
-            user = name.trim().to_string();
+        if let Some(n) = line.strip_prefix("/as ") {
+            user = n.trim().to_string();
             continue;
         }
         let out = std::io::stdout();
         let mut out = out.lock();
-        write!(out, "{}: ", card.name)?;
-        out.flush()?;
-        if let Err(e) = session.turn(generator.as_mut(), memory.as_mut(), &user, line, &mut out) {
+        let lead = format!("{name}: ");
+        if let Err(e) = session.turn(generator.as_mut(), &user, line, &lead, &mut out) {
             drop(out);
             eprintln!("error: {e:#}");
         }
@@ -246,113 +235,63 @@ fn install_ctrl_c(cancel: CancelToken, busy: Arc<AtomicBool>) {
 }
 
 struct Session {
+    conv: Conversation,
     cancel: CancelToken,
     busy: Arc<AtomicBool>,
-    builder: PromptBuilder,
-    blocked: BlockedWords,
-    deflection: String,
-    params: GenParams,
-    history: Vec<ChatMessage>,
 }
 
 impl Session {
-    /// One exchange: check and store the viewer's message, stream the reply through the blocked-word
-    /// filter to `out`, store what was said.
+    /// One exchange. In a terminal what is printed is what is heard, so the reply is stored as
+    /// printed, marked interrupted when it was cut (Ctrl-C, a broken stream).
     fn turn(
         &mut self,
         generator: &mut dyn TextGenerator,
-        mut memory: Option<&mut Memory>,
         user: &str,
         text: &str,
+        lead: &str,
         out: &mut dyn Write,
     ) -> Result<()> {
-        if let Err(rejection) = self.blocked.check_viewer(user, text) {
-            bail!("{rejection}");
-        }
-        let viewer_turn = Turn::viewer(user, text);
-        let new = viewer_turn.to_message();
-        let prompt = self
-            .builder
-            .build(&self.history, &new, &estimate_tokens)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(m) = memory.as_deref_mut() {
-            m.append(viewer_turn).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        self.history.push(new);
-
-        let cancel = self.cancel.clone();
-        cancel.reset();
+        let speaker = Speaker::Viewer(user);
+        self.conv.accept(speaker, text, Instant::now())?;
+        write!(out, "{lead}")?;
+        out.flush()?;
+        self.cancel.reset();
         self.busy.store(true, Ordering::SeqCst);
-        let mut filter = ReplyFilter::new(&self.blocked);
-        let mut said = String::new();
-        let mut hit = None;
         let mut write_err = None;
-        let result =
-            generator.generate(
-                &prompt.messages,
-                &self.params,
-                &cancel,
-                &mut |piece| match filter.push(piece) {
-                    FilterStep::Release(t) => {
-                        said.push_str(&t);
-                        if let Err(e) = write!(out, "{t}").and_then(|_| out.flush()) {
-                            write_err = Some(e);
-                            return false;
-                        }
-                        true
-                    }
-                    FilterStep::Blocked(h) => {
-                        hit = Some(h);
-                        false
-                    }
-                },
-            );
-        self.busy.store(false, Ordering::SeqCst);
-        let cancelled =
-            matches!(&result, Ok(o) if o.finish == FinishReason::Cancelled) && hit.is_none();
-        if hit.is_none() && result.is_ok() && !cancelled {
-            match filter.finish() {
-                FilterStep::Blocked(h) => hit = Some(h),
-                FilterStep::Release(t) => {
-                    said.push_str(&t);
-                    write!(out, "{t}")?;
+        let reply = self.conv.respond(
+            generator,
+            speaker,
+            text,
+            &self.cancel,
+            &estimate_tokens,
+            &mut |t| match write!(out, "{t}").and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(e);
+                    false
                 }
-            }
+            },
+        );
+        self.busy.store(false, Ordering::SeqCst);
+        let reply = reply.map_err(|e| anyhow::anyhow!("{e}"))?;
+        writeln!(out)?;
+        out.flush()?;
+        if let Some(h) = &reply.blocked {
+            eprintln!(
+                "(reply stopped: it contained the blocked entry {:?})",
+                h.entry
+            );
+        } else if reply.is_cut() && reply.error.is_none() {
+            eprintln!("(interrupted)");
         }
+        self.conv
+            .commit(&reply.text, reply.is_cut())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(e) = write_err {
             return Err(e).context("writing the reply");
         }
-        let (turn, error) = match (&result, &hit) {
-            (_, Some(h)) => {
-                eprintln!(
-                    "\n(reply stopped: it contained the blocked entry {:?})",
-                    h.entry
-                );
-                if !said.is_empty() && !said.ends_with(' ') {
-                    said.push(' ');
-                    write!(out, " ")?;
-                }
-                write!(out, "{}", self.deflection)?;
-                said.push_str(&self.deflection);
-                (Turn::assistant(said.trim()), None)
-            }
-            (Ok(_), None) if cancelled => {
-                eprint!("\n(interrupted)");
-                (Turn::interrupted(said.trim()), None)
-            }
-            (Ok(_), None) => (Turn::assistant(said.trim()), None),
-            (Err(e), None) => (Turn::interrupted(said.trim()), Some(e.to_string())),
-        };
-        writeln!(out)?;
-        out.flush()?;
-        if !turn.text.is_empty() {
-            self.history.push(turn.to_message());
-            if let Some(m) = memory {
-                m.append(turn).map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
-        }
-        match error {
-            Some(msg) => Err(anyhow::anyhow!(msg)),
+        match reply.error {
+            Some(e) => Err(anyhow::anyhow!("{e}")),
             None => Ok(()),
         }
     }

@@ -7,6 +7,7 @@
 //! current token.
 
 pub mod card;
+pub mod conversation;
 pub mod guard;
 pub mod import;
 pub mod memory;
