@@ -838,3 +838,134 @@ fn openai_backend_accepts_a_non_streaming_json_reply() {
     assert_eq!(out.finish, FinishReason::Length);
     assert_eq!(out.prompt_tokens, 12);
 }
+
+// ---------------------------------------------------------------- conversation and CLI end to end
+
+#[test]
+fn conversation_stores_a_reply_cut_mid_stream_as_heard() {
+    use idol::persona::conversation::{Conversation, Speaker};
+    use idol::persona::prompt::estimate_tokens;
+    let server = serve(Script::Write(vec![
+        SSE_HEAD.as_bytes().to_vec(),
+        chunked(&delta("[happy] Once upon ")),
+        chunked(&delta("a ti")),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let card = load_card(&repo().join("personas/mika.toml")).unwrap();
+    let memory = Memory::open(dir.path(), &card.slug()).unwrap();
+    let mut conv = Conversation::new(card, Some(memory), 2048, None);
+    let mut b = backend(&server.base);
+    let mut heard = String::new();
+    let reply = conv
+        .respond(
+            &mut b,
+            Speaker::Viewer("ann"),
+            "story?",
+            &CancelToken::new(),
+            &estimate_tokens,
+            &mut |t| {
+                heard.push_str(t);
+                true
+            },
+        )
+        .unwrap();
+    assert!(reply.is_cut());
+    assert!(
+        reply
+            .error
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("cut off")
+    );
+    // Mika's list has two-word phrases, so the filter holds back the last complete word and the open
+    // one ("a ti"): they were never released, so never heard.
+    assert_eq!(reply.text, "[happy] Once upon ");
+    assert_eq!(heard, reply.text);
+    conv.commit(&heard, reply.is_cut()).unwrap();
+    drop(conv);
+    let m = Memory::open(dir.path(), "mika").unwrap();
+    let last = m.turns().last().unwrap();
+    assert_eq!(
+        (last.text.as_str(), last.interrupted),
+        ("[happy] Once upon", true)
+    );
+    assert_eq!(m.turns()[0].text, "story?");
+}
+
+#[test]
+fn chat_once_cli_streams_a_reply_from_a_local_server() {
+    let server = serve(Script::Write(vec![
+        SSE_HEAD.as_bytes().to_vec(),
+        chunked(&delta("[happy] Hi ")),
+        chunked(&delta("Ann! <wave>")),
+        chunked("data: [DONE]\n\n"),
+        b"0\r\n\r\n".to_vec(),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .current_dir(repo())
+        .args([
+            "chat",
+            "--backend",
+            "openai",
+            "--base-url",
+            &server.base,
+            "--user",
+            "Ann",
+        ])
+        .args([
+            "--memory-dir",
+            dir.path().to_str().unwrap(),
+            "--once",
+            "Hi Mika!",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "[happy] Hi Ann! <wave>\n"
+    );
+    let (_, body) = server.requests.recv().unwrap();
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("You are Mika.")
+    );
+    assert_eq!(body["messages"][1]["content"], "Ann says: \"Hi Mika!\"");
+    let stored = std::fs::read_to_string(dir.path().join("mika.jsonl")).unwrap();
+    assert_eq!(stored.lines().count(), 2);
+
+    // No server: a non-zero exit and a message that names the URL.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .current_dir(repo())
+        .args([
+            "chat",
+            "--backend",
+            "openai",
+            "--base-url",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["--no-memory", "--once", "Hi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            && err.contains("Is it running"),
+        "{err}"
+    );
+}
