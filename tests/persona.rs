@@ -969,3 +969,55 @@ fn chat_once_cli_streams_a_reply_from_a_local_server() {
         "{err}"
     );
 }
+
+#[test]
+fn openai_backend_works_when_called_inside_an_async_runtime() {
+    let server = serve(Script::WriteAndHold(vec![
+        SSE_HEAD.as_bytes().to_vec(),
+        chunked(&(delta("[happy] a ") + &delta("b ") + &delta("c "))),
+    ]));
+    let mut b = backend(&server.base);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let mut n = 0;
+        b.generate(
+            &[ChatMessage::new(Role::User, "hi")],
+            &GenParams::default(),
+            &CancelToken::new(),
+            &mut |_| {
+                n += 1;
+                n < 2
+            },
+        )
+    });
+    let out = out.unwrap();
+    assert_eq!(
+        (out.finish, out.text.as_str()),
+        (FinishReason::Cancelled, "[happy] a b ")
+    );
+}
+
+#[test]
+fn openai_backend_times_out_on_a_stalled_stream_and_keeps_the_text() {
+    let server = serve(Script::WriteAndHold(vec![
+        SSE_HEAD.as_bytes().to_vec(),
+        chunked(&delta("[sad] Um")),
+    ]));
+    let mut b = OpenAiBackend::new(OpenAiConfig {
+        base_url: server.base.clone(),
+        read_timeout: Duration::from_millis(300),
+        ..OpenAiConfig::default()
+    })
+    .unwrap();
+    let (r, _) = run(&mut b);
+    let e = r.unwrap_err();
+    let PersonaError::Backend(be) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(matches!(be, BackendError::Timeout { .. }), "{be:?}");
+    assert_eq!(be.partial_text(), "[sad] Um");
+    assert!(e.to_string().contains("while streaming the reply"), "{e}");
+}
