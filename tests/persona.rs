@@ -239,7 +239,7 @@ fn shipped_default_persona_loads_and_teaches_tags() {
     assert!(!card.blocked_words.is_empty());
     let sp = system_prompt(&card, "Viewer");
     for needle in [
-        "You are Mika.",
+        "You are Mika, a cheerful virtual idol",
         "[happy]",
         "<wave>",
         "short sentences",
@@ -937,7 +937,7 @@ fn chat_once_cli_streams_a_reply_from_a_local_server() {
         body["messages"][0]["content"]
             .as_str()
             .unwrap()
-            .starts_with("You are Mika.")
+            .starts_with("You are Mika, a cheerful")
     );
     assert_eq!(body["messages"][1]["content"], "Ann says: \"Hi Mika!\"");
     let stored = std::fs::read_to_string(dir.path().join("mika.jsonl")).unwrap();

@@ -4,8 +4,9 @@
 //!
 //! A turn goes: [`Conversation::accept`] (viewers only: rate limit, blocked words; a rejection
 //! stores nothing) → [`Conversation::respond`] (stores the incoming turn, builds the prompt within
-//! the budget, generates, releases text only through the [`ReplyFilter`]; on a blocked word it
-//! cancels and appends the card's deflection) → [`Conversation::commit`] with the text that was
+//! the budget, generates, drops a leading `NAME:` that small models copy from the example
+//! transcript, releases text only through the [`ReplyFilter`]; on a blocked word it cancels and
+//! appends the card's deflection) → [`Conversation::commit`] with the text that was
 //! actually heard, and whether it was cut off. Committing is separate because in the live pipeline
 //! the audio lags the text: only the playback stage knows what was heard when a viewer barges in.
 //!
@@ -51,6 +52,55 @@ impl Reply {
                     .outcome
                     .as_ref()
                     .is_some_and(|o| o.finish == FinishReason::Cancelled))
+    }
+}
+
+/// Drops a leading `NAME:` from a reply (small models imitate the example transcript). Holds back
+/// the first characters only until they cannot be that prefix any more.
+struct SpeakerPrefix {
+    prefix: String,
+    buf: String,
+    done: bool,
+}
+
+impl SpeakerPrefix {
+    fn new(name: &str) -> Self {
+        SpeakerPrefix {
+            prefix: format!("{}:", name.to_lowercase()),
+            buf: String::new(),
+            done: false,
+        }
+    }
+
+    fn feed(&mut self, piece: &str) -> String {
+        if self.done {
+            return piece.to_string();
+        }
+        self.buf.push_str(piece);
+        let start = self.buf.trim_start().to_lowercase();
+        if start.starts_with(&self.prefix) {
+            self.done = true;
+            let lead = self.buf.len() - self.buf.trim_start().len();
+            // Byte length of the prefix in the original text (same chars, case-folded).
+            let n: usize = self.buf[lead..]
+                .chars()
+                .take(self.prefix.chars().count())
+                .map(char::len_utf8)
+                .sum();
+            let rest = self.buf[lead + n..].trim_start().to_string();
+            self.buf.clear();
+            return rest;
+        }
+        if self.prefix.starts_with(&start) {
+            return String::new();
+        }
+        self.done = true;
+        std::mem::take(&mut self.buf)
+    }
+
+    fn finish(&mut self) -> String {
+        self.done = true;
+        std::mem::take(&mut self.buf)
     }
 }
 
@@ -179,6 +229,7 @@ impl Conversation {
         self.history.push(new);
 
         let mut filter = ReplyFilter::new(&self.blocked);
+        let mut speaker_prefix = SpeakerPrefix::new(&self.card.name);
         let mut text_out = String::new();
         let mut blocked = None;
         let mut caller_stopped = false;
@@ -187,7 +238,7 @@ impl Conversation {
                 &prompt.messages,
                 &self.params,
                 cancel,
-                &mut |piece| match filter.push(piece) {
+                &mut |piece| match filter.push(&speaker_prefix.feed(piece)) {
                     FilterStep::Release(t) => {
                         text_out.push_str(&t);
                         if !t.is_empty() && !on_text(&t) {
@@ -212,14 +263,20 @@ impl Conversation {
                 .as_ref()
                 .is_some_and(|o| o.finish != FinishReason::Cancelled);
         if ended_normally {
-            match filter.finish() {
-                FilterStep::Release(t) => {
-                    text_out.push_str(&t);
-                    if !t.is_empty() {
-                        on_text(&t);
+            let rest = speaker_prefix.finish();
+            for step in [filter.push(&rest), filter.finish()] {
+                match step {
+                    FilterStep::Release(t) => {
+                        text_out.push_str(&t);
+                        if !t.is_empty() {
+                            on_text(&t);
+                        }
+                    }
+                    FilterStep::Blocked(h) => {
+                        blocked = Some(h);
+                        break;
                     }
                 }
-                FilterStep::Blocked(h) => blocked = Some(h),
             }
         }
         if let Some(h) = &blocked {
@@ -363,6 +420,29 @@ mod tests {
         let h = conv.history();
         assert_eq!(h.len(), 3);
         assert_eq!(h[1], ChatMessage::new(Role::User, "ann says: \"hi\""));
+    }
+
+    #[test]
+    fn leading_speaker_name_is_dropped() {
+        let mut conv = Conversation::new(card(), None, 4096, None);
+        for (pieces, want) in [
+            (vec![" Mi", "ka: [happy] ", "Yes!"], "[happy] Yes!"),
+            (vec!["Mi", "ght be!"], "Might be!"),
+            (vec!["Mi"], "Mi"),
+        ] {
+            let mut g = Script(pieces);
+            let r = conv
+                .respond(
+                    &mut g,
+                    Speaker::Operator,
+                    "q",
+                    &CancelToken::new(),
+                    &estimate_tokens,
+                    &mut |_| true,
+                )
+                .unwrap();
+            assert_eq!(r.text, want);
+        }
     }
 
     #[test]

@@ -27,11 +27,13 @@ pub const DEFAULT_USER_NAME: &str = "Viewer";
 pub fn system_prompt(card: &PersonaCard, user_name: &str) -> String {
     let x = |s: &str| expand_macros(s.trim(), &card.name, user_name);
     let name = &card.name;
-    let mut intro = format!("You are {name}.");
-    if !card.description.trim().is_empty() {
-        intro.push(' ');
-        intro.push_str(&x(&card.description));
-    }
+    let description = x(&card.description);
+    let intro = match description.chars().next() {
+        None => format!("You are {name}."),
+        // "a cheerful idol who ..." continues the sentence; "Mika is ..." starts a new one.
+        Some(c) if c.is_lowercase() => format!("You are {name}, {description}"),
+        Some(_) => format!("You are {name}. {description}"),
+    };
     let mut out = match &card.system_prompt {
         Some(sp) => x(&sp.replace("{{original}}", &intro)),
         None => intro,
