@@ -1021,3 +1021,15 @@ fn openai_backend_times_out_on_a_stalled_stream_and_keeps_the_text() {
     assert_eq!(be.partial_text(), "[sad] Um");
     assert!(e.to_string().contains("while streaming the reply"), "{e}");
 }
+
+#[test]
+fn openai_backend_can_be_created_and_dropped_inside_an_async_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let b = OpenAiBackend::new(OpenAiConfig::default()).unwrap();
+        drop(b);
+    });
+}

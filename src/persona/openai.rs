@@ -7,7 +7,7 @@
 //! Threading: `generate` blocks its caller. The backend owns a single-threaded tokio runtime and drives
 //! reqwest on it; call it from a plain std thread (the persona thread). Called from inside a tokio
 //! runtime, it moves the request onto a scoped helper thread so it never blocks the async executor's
-//! own machinery. Cancellation: the [`CancelToken`] is polled every 20 ms while waiting for the network,
+//! own machinery (and it may be created and dropped there). Cancellation: the [`CancelToken`] is polled every 20 ms while waiting for the network,
 //! and the callback returning `false` stops at once; either drops the connection, which makes
 //! llama.cpp and vLLM stop generating.
 //!
@@ -159,7 +159,8 @@ pub struct OpenAiBackend {
     config: OpenAiConfig,
     url: String,
     client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until drop (taken there so dropping never blocks an async context).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -353,8 +354,12 @@ impl OpenAiBackend {
             config,
             url,
             client,
-            runtime,
+            runtime: Some(runtime),
         })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until drop")
     }
 
     pub fn config(&self) -> &OpenAiConfig {
@@ -695,6 +700,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+impl Drop for OpenAiBackend {
+    fn drop(&mut self) {
+        // A plain drop would block, which panics inside an async context.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl TextGenerator for OpenAiBackend {
     fn generate(
         &mut self,
@@ -716,7 +730,7 @@ impl TextGenerator for OpenAiBackend {
                     let mut forward = |piece: &str| {
                         !stop_http.is_cancelled() && tx.send(piece.to_string()).is_ok()
                     };
-                    this.runtime
+                    this.rt()
                         .block_on(this.run(body, &[cancel, &stop_http], &mut forward))
                 });
                 let mut delivered = String::new();
@@ -742,7 +756,7 @@ impl TextGenerator for OpenAiBackend {
                 }
             })
         } else {
-            this.runtime.block_on(this.run(body, &[cancel], on_text))
+            this.rt().block_on(this.run(body, &[cancel], on_text))
         };
         result.map_err(PersonaError::from)
     }
