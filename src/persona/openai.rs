@@ -4,12 +4,12 @@
 //! Input: chat messages and [`GenParams`]. Output: the reply text, streamed to the callback as the
 //! server's Server-Sent Events arrive (`data: {"choices":[{"delta":{"content":"..."}}]}` ... `data: [DONE]`).
 //!
-//! Threading: `generate` blocks its caller. The backend owns a single-threaded tokio runtime and drives
-//! reqwest on it; call it from a plain std thread (the persona thread). Called from inside a tokio
-//! runtime, it moves the request onto a scoped helper thread so it never blocks the async executor's
-//! own machinery (and it may be created and dropped there). Cancellation: the [`CancelToken`] is polled every 20 ms while waiting for the network,
-//! and the callback returning `false` stops at once; either drops the connection, which makes
-//! llama.cpp and vLLM stop generating.
+//! Threading: `generate` blocks its caller. The backend owns a single-threaded tokio runtime and
+//! drives reqwest on it; call it from a plain std thread (the persona thread). Called from inside a
+//! tokio runtime, it moves the request onto a scoped helper thread (a nested `block_on` would panic);
+//! it may also be created and dropped there. Cancellation: the [`CancelToken`] is polled every 20 ms
+//! while waiting for the network, and the callback returning `false` stops at once; either drops the
+//! connection, which makes llama.cpp and vLLM stop generating.
 //!
 //! Failure policy: every error names the URL. A server that is not there, that answers an HTTP error
 //! (its body excerpt is quoted), that sends something that is not an event stream, or that stops in the
