@@ -8,4 +8,5 @@ pub mod assets;
 pub mod persona;
 pub mod phonemize;
 pub mod speech;
+pub mod text;
 pub mod time;

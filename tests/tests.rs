@@ -1,0 +1,3 @@
+//! The one integration test binary; each stage's tests live in a module file next to this one.
+
+mod text;
