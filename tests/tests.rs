@@ -1,3 +1,4 @@
 //! The one integration test binary; each stage's tests live in a module file next to this one.
 
+mod phonemize;
 mod text;

@@ -9,7 +9,9 @@ use idol::text::{
 #[test]
 fn normalizes_a_streamer_message() {
     assert_eq!(
-        normalize("OMG 2,500 viewers!!! Thx @kira & Dr. Who, see u at 7:30 on 3rd... $5 = 50% off 🎉"),
+        normalize(
+            "OMG 2,500 viewers!!! Thx @kira & Dr. Who, see u at 7:30 on 3rd... $5 = 50% off 🎉"
+        ),
         "oh my god two thousand five hundred viewers! Thx at kira and Doctor Who, see u at seven \
          thirty on third… five dollars equals fifty percent off party"
     );

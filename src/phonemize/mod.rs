@@ -2,6 +2,18 @@
 //! with (espeak-ng en-us). Input: one clause of normalized text. Output: [`PhonToken`]s, one per word or
 //! prosody-shaping punctuation mark. Pure and cheap per call; the loaded dictionary and G2P weights are
 //! shared read-only.
+//!
+//! Implementations: [`EnglishPhonemizer`] (CMUdict + the g2p-en GRU on candle, pure Rust, the default)
+//! and [`EspeakPhonemizer`] (the `espeak-ng` program as a subprocess, for other languages).
+
+pub mod arpabet;
+pub mod english;
+pub mod espeak;
+pub mod g2p;
+
+pub use english::{CmuDict, EnglishPhonemizer, Source};
+pub use espeak::EspeakPhonemizer;
+pub use g2p::G2p;
 
 /// One token of a phonemized clause.
 #[derive(Debug, Clone, PartialEq, Eq)]

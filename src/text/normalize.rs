@@ -65,20 +65,7 @@ fn is_kept_punct(c: char) -> bool {
 fn is_trailing_punct(c: char) -> bool {
     matches!(
         c,
-        ',' | '.'
-            | '!'
-            | '?'
-            | ';'
-            | ':'
-            | '…'
-            | '"'
-            | '\''
-            | '’'
-            | '”'
-            | ')'
-            | ']'
-            | '}'
-            | '»'
+        ',' | '.' | '!' | '?' | ';' | ':' | '…' | '"' | '\'' | '’' | '”' | ')' | ']' | '}' | '»'
     )
 }
 
@@ -223,8 +210,8 @@ fn chunk_words(chunk: &str, prev: Option<&str>, next: Option<&str>) -> String {
 }
 
 const TLDS: [&str; 16] = [
-    "com", "net", "org", "tv", "gg", "io", "co", "uk", "de", "jp", "me", "dev", "app", "edu", "gov",
-    "ly",
+    "com", "net", "org", "tv", "gg", "io", "co", "uk", "de", "jp", "me", "dev", "app", "edu",
+    "gov", "ly",
 ];
 
 /// A URL read as its host, or an e-mail address.
@@ -252,10 +239,7 @@ fn url_words(chunk: &str) -> Option<String> {
         push_trail(&mut out, trail);
         return Some(out);
     }
-    let tld_ok = host
-        .rsplit('.')
-        .next()
-        .is_some_and(|t| TLDS.contains(&t));
+    let tld_ok = host.rsplit('.').next().is_some_and(|t| TLDS.contains(&t));
     let plausible = host.contains('.')
         && host
             .chars()
@@ -322,10 +306,10 @@ fn letter_name(c: char) -> &'static str {
 /// Short all-caps words that are read as words, not spelled.
 const CAPS_WORDS: &[&str] = &[
     "OK", "NO", "YES", "HI", "OH", "WOW", "THE", "AND", "BUT", "YOU", "ME", "MY", "WE", "IT", "IS",
-    "TO", "DO", "GO", "SO", "ON", "IN", "AT", "OF", "OR", "AN", "BE", "HE", "UP", "ALL", "ARE", "FOR",
-    "NOT", "NOW", "HOW", "WHO", "WHY", "OUT", "CAN", "GET", "GOT", "HAS", "HAD", "HER", "HIS", "LET",
-    "LOL", "YAY", "BOO", "BYE", "HEY", "YEA", "OOF", "RIP", "WIN", "BIG", "BAD", "MAD", "SAD", "OMG",
-    "ONE", "TWO", "TOO", "NEW",
+    "TO", "DO", "GO", "SO", "ON", "IN", "AT", "OF", "OR", "AN", "BE", "HE", "UP", "ALL", "ARE",
+    "FOR", "NOT", "NOW", "HOW", "WHO", "WHY", "OUT", "CAN", "GET", "GOT", "HAS", "HAD", "HER",
+    "HIS", "LET", "LOL", "YAY", "BOO", "BYE", "HEY", "YEA", "OOF", "RIP", "WIN", "BIG", "BAD",
+    "MAD", "SAD", "OMG", "ONE", "TWO", "TOO", "NEW",
 ];
 
 fn caps_word(w: &str) -> String {
@@ -342,7 +326,9 @@ fn caps_word(w: &str) -> String {
 
 fn emoji_name(c: char) -> Option<&'static str> {
     Some(match c {
-        '❤' | '♥' | '💕' | '💖' | '💗' | '💜' | '💙' | '💚' | '💛' | '🧡' | '🖤' => "heart",
+        '❤' | '♥' | '💕' | '💖' | '💗' | '💜' | '💙' | '💚' | '💛' | '🧡' | '🖤' => {
+            "heart"
+        }
         '👍' => "thumbs up",
         '👎' => "thumbs down",
         '👋' => "wave",
@@ -396,8 +382,7 @@ fn parse_number(s: &str) -> Option<Num<'_>> {
         if !ok {
             return None;
         }
-    } else if int_part.is_empty() && frac.is_none()
-        || !int_part.bytes().all(|b| b.is_ascii_digit())
+    } else if int_part.is_empty() && frac.is_none() || !int_part.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -429,7 +414,9 @@ fn number_words(n: &Num<'_>, allow_year: bool) -> String {
     }
     let v = n.int.parse::<u64>().ok();
     match v {
-        Some(v) if allow_year && !n.grouped && n.frac.is_none() && n.int.len() == 4 && is_year(v) => {
+        Some(v)
+            if allow_year && !n.grouped && n.frac.is_none() && n.int.len() == 4 && is_year(v) =>
+        {
             out.push_str(&year(v))
         }
         _ => out.push_str(&int_words(&n.int)),
@@ -451,10 +438,7 @@ fn scale_suffix(c: &str) -> Option<&'static str> {
 }
 
 fn money_words(amount: &str, unit: (&str, &str), cents: (&str, &str)) -> Option<String> {
-    let (num_part, scale) = match amount
-        .char_indices()
-        .find(|(_, c)| c.is_ascii_alphabetic())
-    {
+    let (num_part, scale) = match amount.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => (&amount[..i], Some(scale_suffix(&amount[i..])?)),
         None => (amount, None),
     };
@@ -481,7 +465,7 @@ fn money_words(amount: &str, unit: (&str, &str), cents: (&str, &str)) -> Option<
         Some(f) if f.len() == 2 => {
             let c: u64 = f.parse().ok()?;
             let mut s = String::new();
-            if n.int.trim_start_matches('0') != "" || c == 0 {
+            if !n.int.trim_start_matches('0').is_empty() || c == 0 {
                 s = format!("{whole} {}", plural(n.int == "1", unit));
             }
             if c > 0 {
@@ -492,16 +476,26 @@ fn money_words(amount: &str, unit: (&str, &str), cents: (&str, &str)) -> Option<
             }
             Some(s)
         }
-        Some(_) => Some(format!("{} {}", number_words(&n, false), plural(false, unit))),
+        Some(_) => Some(format!(
+            "{} {}",
+            number_words(&n, false),
+            plural(false, unit)
+        )),
         None => Some(format!("{whole} {}", plural(n.int == "1", unit))),
     }
 }
 
 fn time_words(core: &str) -> Option<String> {
     let lower = core.to_lowercase();
-    let (clock, suffix) = if let Some(c) = lower.strip_suffix("am").or_else(|| lower.strip_suffix("a.m")) {
+    let (clock, suffix) = if let Some(c) = lower
+        .strip_suffix("am")
+        .or_else(|| lower.strip_suffix("a.m"))
+    {
         (c, Some("a m"))
-    } else if let Some(c) = lower.strip_suffix("pm").or_else(|| lower.strip_suffix("p.m")) {
+    } else if let Some(c) = lower
+        .strip_suffix("pm")
+        .or_else(|| lower.strip_suffix("p.m"))
+    {
         (c, Some("p m"))
     } else {
         (lower.as_str(), None)
@@ -549,7 +543,7 @@ fn ordinal_words(core: &str) -> Option<String> {
         (_, 3) => "rd",
         _ => "th",
     };
-    (suf == expect || suf == "th" && expect != "th" && false).then(|| ordinal(n))
+    (suf == expect).then(|| ordinal(n))
 }
 
 /// The words for a chunk core (no leading or trailing punctuation).
@@ -761,7 +755,10 @@ mod tests {
 
     #[test]
     fn urls_and_emails() {
-        n("go to https://www.twitch.tv/idol now", "go to twitch dot tv now");
+        n(
+            "go to https://www.twitch.tv/idol now",
+            "go to twitch dot tv now",
+        );
         n("see example.com.", "see example dot com.");
         n("mail me@host.org", "mail me at host dot org");
     }

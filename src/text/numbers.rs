@@ -39,7 +39,7 @@ fn below_hundred(n: u64, out: &mut Vec<&'static str>) {
         out.push(ONES[n as usize]);
     } else {
         out.push(TENS[(n / 10) as usize]);
-        if n % 10 != 0 {
+        if !n.is_multiple_of(10) {
             out.push(ONES[(n % 10) as usize]);
         }
     }
@@ -49,7 +49,7 @@ fn below_thousand(n: u64, out: &mut Vec<&'static str>) {
     if n >= 100 {
         out.push(ONES[(n / 100) as usize]);
         out.push("hundred");
-        if n % 100 != 0 {
+        if !n.is_multiple_of(100) {
             below_hundred(n % 100, out);
         }
     } else {

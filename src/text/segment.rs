@@ -116,7 +116,10 @@ enum Scan {
 
 fn scan(buf: &str, from: usize, seg_start: usize, cfg: &SegmenterConfig, final_: bool) -> Scan {
     let bytes_len = buf.len();
-    let mut iter = buf[from..].char_indices().map(|(i, c)| (i + from, c)).peekable();
+    let mut iter = buf[from..]
+        .char_indices()
+        .map(|(i, c)| (i + from, c))
+        .peekable();
     let mut words_seen = word_count(&buf[seg_start..from]);
     let mut in_word = from > seg_start
         && buf[..from]
@@ -429,7 +432,8 @@ mod tests {
 
     #[test]
     fn clauses() {
-        let c = split_clauses("Oh, hi there, welcome back to the stream; we have 2,500 viewers: wow.");
+        let c =
+            split_clauses("Oh, hi there, welcome back to the stream; we have 2,500 viewers: wow.");
         assert_eq!(
             texts(&c),
             [
