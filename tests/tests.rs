@@ -1,4 +1,7 @@
-//! The one integration test binary; each stage's tests live in a module file next to this one.
+//! One integration test binary (every test binary links candle and ONNX Runtime's loader, so one link
+//! instead of many). Each stage has its own module.
 
+mod common;
+mod foundation;
 mod phonemize;
 mod text;
