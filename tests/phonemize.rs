@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 fn phonemizer() -> &'static EnglishPhonemizer {
     static P: OnceLock<EnglishPhonemizer> = OnceLock::new();
     P.get_or_init(|| {
-        EnglishPhonemizer::load(&Home::from_manifest_dir())
+        EnglishPhonemizer::load(&crate::common::home())
             .expect("models/cmudict.dict and models/checkpoint20.npz (run `idol fetch`)")
     })
 }
@@ -252,7 +252,7 @@ fn missing_files_name_the_path_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let err = EnglishPhonemizer::from_paths(
         &dir.path().join("nope.dict"),
-        &Home::from_manifest_dir().g2p_weights(),
+        &crate::common::home().g2p_weights(),
     )
     .unwrap_err()
     .to_string();
