@@ -178,7 +178,9 @@ pub fn to_ipa(spelling: &str, pron: &[Arpa]) -> String {
         if p.is_vowel() {
             let mut stress = stresses[i];
             // A secondary stress on a final `IY` is not written (*ability* `ɐbˈɪləɾi`).
-            let final_iy = p.base == IY && Some(i) == last_vowel && i + 1 == n;
+            let final_iy = p.base == IY
+                && Some(i) == last_vowel
+                && pron[i + 1..].iter().all(|x| matches!(x.base, S | Z | D));
             if final_iy && stress == 2 {
                 stress = 0;
             }
@@ -219,7 +221,7 @@ pub fn to_ipa(spelling: &str, pron: &[Arpa]) -> String {
                     if spelled_oor { "oːɹ" } else { "ɔːɹ" }
                 }
                 AO if spelled_long_aw => "ɔː",
-                AO if matches!(next_base, Some(S | F | NG | TH | N)) => "ɔ",
+                AO if matches!(next_base, Some(S | F | NG | TH)) => "ɔ",
                 AO => "ɑː",
                 AW if coda_r => {
                     i += 1;
@@ -231,7 +233,21 @@ pub fn to_ipa(spelling: &str, pron: &[Arpa]) -> String {
                     "aɪɚ"
                 }
                 AY => "aɪ",
+                EH if next_base == Some(R)
+                    && (spelling.contains("arr") || spelling.starts_with("char")) =>
+                {
+                    "æ"
+                }
                 EH => "ɛ",
+                // Syncope after f/v following the stressed vowel: *every* `ˈɛvɹi`, *different*.
+                ER if unstressed
+                    && next.is_some_and(|x| x.is_vowel() && x.unstressed())
+                    && prev.is_some_and(|x| matches!(x.base, F | V))
+                    && i >= 2
+                    && pron[i - 2].stress == Some(1) =>
+                {
+                    "ɹ"
+                }
                 ER if unstressed && !demoted && next_is_vowel => "ɚɹ",
                 ER if unstressed && !demoted => "ɚ",
                 ER if next_is_vowel => "ɜːɹ",
@@ -241,6 +257,7 @@ pub fn to_ipa(spelling: &str, pron: &[Arpa]) -> String {
                 IH if unstressed && i == 0 && initial_e(spelling) == Some(true) => "ɛ",
                 IH if unstressed && i == 0 && initial_e(spelling) == Some(false) => "ᵻ",
                 IH if unstressed && at_end_en(spelling, pron, i) => "ə",
+                IH if unstressed && Some(i) == last_vowel && spelling.ends_with("ness") => "ə",
                 IH => "ɪ",
                 IY if next.is_some_and(|x| x.base == AH && x.unstressed()) => "i",
                 IY if !unstressed && next_base == Some(R) => {
@@ -250,7 +267,7 @@ pub fn to_ipa(spelling: &str, pron: &[Arpa]) -> String {
                 IY if !unstressed || demoted && !final_iy => "iː",
                 IY if at_end || final_iy => "i",
                 IY if pron[i + 1..].iter().all(|x| matches!(x.base, S | Z | D)) => "i",
-                IY if next_is_vowel && spelled_ie => "i",
+                IY if next_is_vowel && (spelled_ie || next_base == Some(IH)) => "i",
                 IY => "ɪ",
                 OW if next_base == Some(R) => {
                     i += 1;
@@ -315,7 +332,7 @@ fn respell(spelling: &str, pron: &[Arpa]) -> Vec<Arpa> {
     {
         p[n - 1] = Arpa {
             base: Base::EY,
-            stress: Some(0),
+            stress: Some(2),
         };
     }
     p
@@ -333,7 +350,7 @@ fn initial_e(spelling: &str) -> Option<bool> {
     if b[1] == b'x' || b[1] == b'n' && !vowel(b[2]) {
         return Some(true);
     }
-    (!vowel(b[1]) && vowel(b[2]) && b[1] != b'n').then_some(false)
+    (!vowel(b[1]) && vowel(b[2]) && !matches!(b[1], b'n' | b'q')).then_some(false)
 }
 
 /// `IH0 N` ending a word spelled *-en* is `ən` (*even* `ˈiːvən`).
@@ -402,12 +419,11 @@ fn vowel_letters<'a>(spelling: &'a str, pron: &[Arpa]) -> VowelLetters<'a> {
 }
 
 impl VowelLetters<'_> {
-    /// The *i* of *-ity* is `ᵻ` (*activity* `æktˈɪvᵻɾi`), but not in *-ility* (*ability* `ɐbˈɪləɾi`).
+    /// The *i* of *-ity* and *-icate* is `ᵻ` (*activity* `æktˈɪvᵻɾi`, *indicate* `ˈɪndᵻkˌeɪt`).
     fn is_ity(&self, i: usize) -> bool {
         self.groups[i].is_some_and(|(s, e)| {
             &self.spelling[s..e] == "i"
-                && self.spelling[e..].starts_with("ty")
-                && !self.spelling[..s].ends_with("il")
+                && (self.spelling[e..].starts_with("ty") || self.spelling[e..].starts_with("cat"))
         })
     }
 
@@ -441,7 +457,7 @@ impl VowelLetters<'_> {
         match letters {
             "i" => !after.starts_with("tely") && !after.starts_with("ty") && !after.is_empty(),
             "ai" => !after.is_empty(),
-            "a" => after.starts_with("ge"),
+            "a" | "ua" => after.starts_with("ge"),
             // Not the silent-ish e of a syllabic *-les*/*-res* (*struggles*).
             "e" => {
                 let before = &self.spelling.as_bytes()[..s];
@@ -462,7 +478,15 @@ impl VowelLetters<'_> {
 /// Stress per symbol after espeak's clash rule: a secondary stress on the syllable right next to the
 /// primary one is dropped (*always* `ˈɔːlweɪz`, *nobody* `nˈoʊbɑːdi`, but *everyone* `ˈɛvɹɪwˌʌn`).
 fn effective_stress(pron: &[Arpa]) -> Vec<u8> {
-    let vowels: Vec<usize> = (0..pron.len()).filter(|&i| pron[i].is_vowel()).collect();
+    // `AY ER0`/`AW ER0` (*fire*, *hour*) are one syllable for this rule.
+    let vowels: Vec<usize> = (0..pron.len())
+        .filter(|&i| {
+            pron[i].is_vowel()
+                && !(pron[i].base == Base::ER
+                    && i > 0
+                    && matches!(pron[i - 1].base, Base::AY | Base::AW))
+        })
+        .collect();
     let mut out: Vec<u8> = pron.iter().map(|p| p.stress.unwrap_or(0)).collect();
     for (k, &vi) in vowels.iter().enumerate() {
         if pron[vi].stress != Some(2) {

@@ -213,6 +213,8 @@ fn function_word(w: &str) -> Option<&'static str> {
         "herself" => "hɜːsˈɛlf",
         "itself" => "ɪtsˈɛlf",
         "themselves" => "ðɛmsˈɛlvz",
+        "yourselves" => "joːɹsˈɛlvz",
+        "within" => "wɪðˌɪn",
         _ => return None,
     })
 }
@@ -237,6 +239,12 @@ fn word_override(w: &str) -> Option<&'static str> {
         "maybe" => "mˈeɪbiː",
         "yeah" => "jˈɛh",
         "lives" => "lˈaɪvz",
+        "cameras" => "kˈæmɹəz",
+        "cannot" => "kænˈɑːt",
+        "real" => "ɹˈiːəl",
+        "minute" => "mˈɪnɪt",
+        "minutes" => "mˈɪnɪts",
+        "ability" => "ɐbˈɪləɾi",
         _ => return None,
     })
 }
@@ -422,6 +430,7 @@ fn clause_final_form(w: &str) -> Option<&'static str> {
         "his" => "hˈɪz",
         "to" => "tuː",
         "not" => "nˈɑːt",
+        "i" => "ˈaɪ",
         _ => return None,
     })
 }
@@ -440,6 +449,7 @@ fn pair_forms(first: &str, second: &str) -> Option<(Option<&'static str>, Option
         ("to", "be") => (None, Some("bi")),
         ("out", "of") => (Some("ˌaʊɾ"), Some("əv")),
         ("each", "of") => (None, Some("əv")),
+        ("at", "a") => (Some("æɾ"), Some("ə")),
         _ => return None,
     })
 }
@@ -476,13 +486,20 @@ fn apply_boundaries(toks: &mut [PhonToken]) {
             continue;
         };
         let vowel_next = starts_with_vowel(&next_ipa);
+        // A few verbs and adverbs take only secondary stress before a stressed word (*make sense*
+        // `mˌeɪk sˈɛns`, but *make it* `mˈeɪk ɪt`).
+        if matches!(lower.as_str(), "make" | "makes" | "made" | "much" | "down")
+            && next_ipa.contains('ˈ')
+        {
+            *ipa = ipa.replace('ˈ', "ˌ");
+        }
         let article_next = matches!(next_text.as_str(), "the" | "a" | "an");
         match lower.as_str() {
             "the" if vowel_next => *ipa = "ðɪ".into(),
             "to" if vowel_next => *ipa = "tʊ".into(),
             "for" if article_next => *ipa = if vowel_next { "fɚɹ" } else { "fɚ" }.into(),
             "on" if article_next => *ipa = "ɔn".into(),
-            "it" | "at" | "what" | "but" | "get"
+            "it" | "at" | "what" | "get"
                 if starts_unstressed_vowel(&next_ipa) && ipa.ends_with('t') =>
             {
                 ipa.pop();

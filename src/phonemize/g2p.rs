@@ -9,6 +9,9 @@
 //! `r, z = σ(W_ih x + b_ih + W_hh h + b_hh)` (first two thirds), `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`,
 //! `h' = (1 − z) ⊙ n + z ⊙ h`.
 //!
+//! The input projections `W_ih x + b_ih` depend only on the input symbol, so they are computed once at
+//! load for every letter and every ARPAbet symbol; a step then costs one matrix–vector product.
+//!
 //! Threading: [`G2p`] is immutable after load and `Send + Sync`; each call allocates its own small tensors
 //! on the CPU.
 
@@ -34,16 +37,17 @@ const MAX_STEPS: usize = 20;
 
 struct Gru {
     hidden: usize,
-    /// (3H, in), transposed once at load to (in, 3H).
-    w_ih_t: Tensor,
+    /// Input projection of every symbol, computed once at load: `emb · W_ihᵀ + b_ih`, (vocab, 3H).
+    gi_table: Tensor,
+    /// (3H, H) transposed once at load to (H, 3H).
     w_hh_t: Tensor,
-    b_ih: Tensor,
     b_hh: Tensor,
 }
 
 impl Gru {
-    fn step(&self, x: &Tensor, h: &Tensor) -> candle_core::Result<Tensor> {
-        let gi = x.matmul(&self.w_ih_t)?.broadcast_add(&self.b_ih)?;
+    /// One step for input symbol `id` from hidden state `h` (1, H).
+    fn step(&self, id: usize, h: &Tensor) -> candle_core::Result<Tensor> {
+        let gi = self.gi_table.narrow(0, id, 1)?;
         let gh = h.matmul(&self.w_hh_t)?.broadcast_add(&self.b_hh)?;
         let hd = self.hidden;
         let rz = (gi.narrow(1, 0, 2 * hd)? + gh.narrow(1, 0, 2 * hd)?)?;
@@ -51,7 +55,7 @@ impl Gru {
         let r = rz.narrow(1, 0, hd)?;
         let z = rz.narrow(1, hd, hd)?;
         let n = (gi.narrow(1, 2 * hd, hd)? + (r * gh.narrow(1, 2 * hd, hd)?)?)?.tanh()?;
-        // h' = n + z * (h - n)
+        // h' = (1 - z) n + z h = n + z (h - n)
         let diff = (h - &n)?;
         n + (z * diff)?
     }
@@ -60,9 +64,7 @@ impl Gru {
 /// The g2p-en GRU model.
 pub struct G2p {
     hidden: usize,
-    enc_emb: Tensor,
     enc: Gru,
-    dec_emb: Tensor,
     dec: Gru,
     fc_w_t: Tensor,
     fc_b: Tensor,
@@ -122,7 +124,7 @@ impl G2p {
         let row = |x: Tensor| -> Result<Tensor, PhonemizeError> {
             x.unsqueeze(0).map_err(|e| load_err(e.to_string()))
         };
-        let gru = |p: &str| -> Result<Gru, PhonemizeError> {
+        let gru = |p: &str, emb_table: &Tensor| -> Result<Gru, PhonemizeError> {
             let names = [
                 format!("{p}_w_ih"),
                 format!("{p}_w_hh"),
@@ -137,11 +139,14 @@ impl G2p {
             check(&names[2], &b_ih, &[3 * hidden])?;
             let b_hh = get(&names[3])?;
             check(&names[3], &b_hh, &[3 * hidden])?;
+            let gi_table = emb_table
+                .matmul(&t(w_ih)?)
+                .and_then(|x| x.broadcast_add(&b_ih.unsqueeze(0)?))
+                .map_err(|e| load_err(e.to_string()))?;
             Ok(Gru {
                 hidden,
-                w_ih_t: t(w_ih)?,
+                gi_table,
                 w_hh_t: t(w_hh)?,
-                b_ih: row(b_ih)?,
                 b_hh: row(b_hh)?,
             })
         };
@@ -153,10 +158,8 @@ impl G2p {
         check("fc_b", &fc_b, &[PHONEMES.len()])?;
         Ok(G2p {
             hidden,
-            enc_emb,
-            enc: gru("enc")?,
-            dec_emb,
-            dec: gru("dec")?,
+            enc: gru("enc", &enc_emb)?,
+            dec: gru("dec", &dec_emb)?,
             fc_w_t: t(fc_w)?,
             fc_b: row(fc_b)?,
         })
@@ -182,18 +185,14 @@ impl G2p {
             .collect();
         ids.push(END_LETTER);
         let dev = Device::Cpu;
-        let x = self
-            .enc_emb
-            .index_select(&Tensor::new(ids.as_slice(), &dev)?, 0)?;
         let mut h = Tensor::zeros((1, self.hidden), DType::F32, &dev)?;
-        for i in 0..ids.len() {
-            h = self.enc.step(&x.narrow(0, i, 1)?, &h)?;
+        for &id in &ids {
+            h = self.enc.step(id as usize, &h)?;
         }
         let mut prev = START;
         let mut out = Vec::new();
         for _ in 0..MAX_STEPS {
-            let x = self.dec_emb.narrow(0, prev as usize, 1)?;
-            h = self.dec.step(&x, &h)?;
+            h = self.dec.step(prev as usize, &h)?;
             let logits = h.matmul(&self.fc_w_t)?.broadcast_add(&self.fc_b)?;
             let logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
             // First maximum, as numpy's argmax.
