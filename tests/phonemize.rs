@@ -241,6 +241,24 @@ fn sixty_word_paragraph_phonemizes() {
 }
 
 #[test]
+fn foreign_letters_are_folded_or_skipped() {
+    let toks = phonemizer()
+        .phonemize("A café — かわいい naïve idol…")
+        .unwrap();
+    let words: Vec<&str> = toks
+        .iter()
+        .filter_map(|t| match t {
+            PhonToken::Word { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(words, ["A", "café", "naïve", "idol"]);
+    assert!(toks.contains(&PhonToken::Punct(',')));
+    assert_eq!(toks.last(), Some(&PhonToken::Punct('.')));
+    assert!(phonemizer().phonemize("かわいい").is_err());
+}
+
+#[test]
 fn unspeakable_text_is_an_error() {
     assert!(phonemizer().phonemize("!!! ...").is_err());
     assert!(phonemizer().phonemize("").is_err());

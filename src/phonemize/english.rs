@@ -250,12 +250,35 @@ fn word_override(w: &str) -> Option<&'static str> {
 }
 
 /// Prosody punctuation kept as [`PhonToken::Punct`].
+///
+/// Only marks Piper voices have ids for come out: a dash is a comma-like pause and an ellipsis ends
+/// like a period.
 fn prosody_punct(c: char) -> Option<char> {
     match c {
-        ',' | '.' | '!' | '?' | ';' | ':' | '…' => Some(c),
-        '—' | '–' => Some('—'),
+        ',' | '.' | '!' | '?' | ';' | ':' => Some(c),
+        '—' | '–' => Some(','),
+        '…' => Some('.'),
         _ => None,
     }
+}
+
+/// Latin letters with diacritics folded to ASCII (*café* → *cafe*); other characters unchanged.
+fn fold_ascii(word: &str) -> String {
+    word.chars()
+        .map(|c| match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' => 'a',
+            'ç' | 'č' => 'c',
+            'è' | 'é' | 'ê' | 'ë' | 'ē' => 'e',
+            'ì' | 'í' | 'î' | 'ï' | 'ī' => 'i',
+            'ñ' | 'ń' => 'n',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' => 'o',
+            'ù' | 'ú' | 'û' | 'ü' | 'ū' => 'u',
+            'ý' | 'ÿ' => 'y',
+            'š' => 's',
+            'ž' => 'z',
+            c => c,
+        })
+        .collect()
 }
 
 /// The CMUdict + GRU English phonemizer (espeak-ng en-us conventions).
@@ -387,9 +410,14 @@ impl Phonemize for EnglishPhonemizer {
             match tok {
                 Tok::Punct(c) => out.push(PhonToken::Punct(c)),
                 Tok::Word(w) => {
-                    let w = w.replace('’', "'");
-                    let (ipa, _) = self.word_ipa(&w)?;
-                    out.push(PhonToken::Word { text: w, ipa });
+                    let text = w.replace('’', "'");
+                    let folded = fold_ascii(&text.to_lowercase());
+                    if !folded.chars().any(|c| c.is_ascii_lowercase()) {
+                        log::warn!("skipping {text:?}: no English letters to pronounce");
+                        continue;
+                    }
+                    let (ipa, _) = self.word_ipa(&folded)?;
+                    out.push(PhonToken::Word { text, ipa });
                 }
             }
         }
@@ -563,7 +591,7 @@ mod tests {
         assert_eq!(
             toks,
             [
-                "Hi", ",", "it's", "me", "—", "the", "well", "known", "idol", ".", ".", ".", "ok",
+                "Hi", ",", "it's", "me", ",", "the", "well", "known", "idol", ".", ".", ".", "ok",
                 "?"
             ]
         );

@@ -21,7 +21,8 @@ pub enum PhonToken {
     /// A word as written and its IPA, espeak-ng style: stress marks `ˈ`/`ˌ` before the stressed vowel,
     /// `ɡ` as U+0261, no zero-width joiners (e.g. "hello" → `həlˈoʊ`).
     Word { text: String, ipa: String },
-    /// Punctuation that shapes prosody, kept for the voice: `, . ! ? ; : —` etc.
+    /// Punctuation that shapes prosody, kept for the voice: `, . ! ? ; :` (the English phonemizer
+    /// writes a dash as `,` and an ellipsis as `.`, so every mark has a Piper phoneme id).
     Punct(char),
 }
 
