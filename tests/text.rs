@@ -12,7 +12,7 @@ fn normalizes_a_streamer_message() {
         normalize(
             "OMG 2,500 viewers!!! Thx @kira & Dr. Who, see u at 7:30 on 3rd... $5 = 50% off 🎉"
         ),
-        "oh my god two thousand five hundred viewers! Thx at kira and Doctor Who, see u at seven \
+        "oh my god two thousand five hundred viewers! thanks at kira and Doctor Who, see you at seven \
          thirty on third… five dollars equals fifty percent off party"
     );
     assert_eq!(

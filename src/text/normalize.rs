@@ -13,6 +13,7 @@
 //!   *three point one four*), signed numbers, `#1` (*number one*), hashtags and `@mentions`;
 //! - an ALL-CAPS word is lowercased when it reads as a word (four letters or more with a vowel, or a
 //!   common short word like `OK`, `YES`) and spelled letter by letter otherwise (`GG` → *gee gee*);
+//! - chat shorthand is expanded (`thx` → *thanks*, `idk` → *I don't know*, a lone `u` → *you*);
 //! - letters and digits glued together are split (`1v1` → *one v one*); the symbols `& @ + = / % #`
 //!   inside a chunk become words; emoji are named when common (❤ → *heart*) and dropped otherwise.
 //!
@@ -313,15 +314,31 @@ const CAPS_WORDS: &[&str] = &[
 ];
 
 fn caps_word(w: &str) -> String {
-    if w == "OMG" {
-        return "oh my god".into();
-    }
     let has_vowel = w.chars().any(|c| "AEIOUY".contains(c));
     if CAPS_WORDS.contains(&w) || (w.len() >= 4 && has_vowel) {
         w.to_lowercase()
     } else {
         w.chars().map(letter_name).collect::<Vec<_>>().join(" ")
     }
+}
+
+/// Chat shorthand read as what it stands for (whole words, any case).
+fn chat_shorthand(w: &str) -> Option<&'static str> {
+    Some(match w.to_ascii_lowercase().as_str() {
+        "u" if w == "u" => "you",
+        "ur" => "your",
+        "pls" | "plz" => "please",
+        "thx" | "thnx" => "thanks",
+        "ty" => "thank you",
+        "np" => "no problem",
+        "idk" => "I don't know",
+        "imo" => "in my opinion",
+        "btw" => "by the way",
+        "brb" => "be right back",
+        "tbh" => "to be honest",
+        "omg" => "oh my god",
+        _ => return None,
+    })
 }
 
 fn emoji_name(c: char) -> Option<&'static str> {
@@ -500,8 +517,13 @@ fn time_words(core: &str) -> Option<String> {
     } else {
         (lower.as_str(), None)
     };
-    let (h, m) = clock.split_once(':')?;
-    if h.is_empty() || h.len() > 2 || m.len() != 2 {
+    // "7pm": an hour alone, only with a suffix.
+    let (h, m) = match clock.split_once(':') {
+        Some(hm) => hm,
+        None if suffix.is_some() => (clock.trim_end(), "00"),
+        None => return None,
+    };
+    if h.is_empty() || h.len() > 2 || m.len() != 2 || !h.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let h: u64 = h.parse().ok()?;
@@ -621,7 +643,9 @@ fn core_words(core: &str) -> String {
             }
             let w: String = chars[start..i].iter().collect();
             let w = w.replace('’', "'");
-            if w.len() >= 2 && w.chars().all(|c| c.is_ascii_uppercase()) {
+            if let Some(e) = chat_shorthand(&w) {
+                out.push(e.to_string());
+            } else if w.len() >= 2 && w.chars().all(|c| c.is_ascii_uppercase()) {
                 out.push(caps_word(&w));
             } else {
                 out.push(w);
@@ -792,6 +816,19 @@ mod tests {
         n("Hello, world! How are you?", "Hello, world! How are you?");
         n("\"Quoted\" (aside)", "Quoted aside");
         n("first; second: third", "first; second: third");
+    }
+
+    #[test]
+    fn chat_shorthand() {
+        n("thx for the raid, u rock", "thanks for the raid, you rock");
+        n("brb pls wait", "be right back please wait");
+        n("IDK", "I don't know");
+    }
+
+    #[test]
+    fn hours_with_suffix() {
+        n("at 7pm", "at seven p m");
+        n("10am!", "ten a m!");
     }
 
     #[test]
