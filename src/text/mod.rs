@@ -2,12 +2,12 @@
 //! inline cues that ride along.
 //!
 //! Input: text, whole or as streamed pieces cut anywhere. Output: [`Clause`]s (clean text, byte span,
-//! what ended it, the [`TextCue`]s inside it) and, per clause, [`normalize`]d text for the phonemizer.
+//! what ended it, the [`TextCue`]s inside it) and, per clause, [`normalize()`]d text for the phonemizer.
 //!
 //! - [`tags`]: streaming parser for `[happy]`, `[sad:0.5]`, `<wave>`, `<break time="300ms"/>`.
 //! - [`segment`]: sentences and clauses, whole or incremental, so the first clause of a reply can be
 //!   spoken before the sentence ends.
-//! - [`normalize`](mod@normalize): numbers, money, times, abbreviations, symbols, URLs, emoji, repeated
+//! - [`normalize`](mod@normalize) ([`normalize()`](fn@normalize)): numbers, money, times, abbreviations, symbols, URLs, emoji, repeated
 //!   punctuation, ALL CAPS → plain words and prosody punctuation.
 //! - [`numbers`]: numbers as words.
 //!

@@ -1,7 +1,7 @@
 //! Numbers as words: cardinals, ordinals, years, decimals and digit strings.
 //!
 //! Algorithm. Cardinals split into groups of three digits from the right, each group read as
-//! "<hundreds> hundred <tens-units>" and followed by its scale word (thousand, million, billion,
+//! `<hundreds> hundred <tens-units>` and followed by its scale word (thousand, million, billion,
 //! trillion); American style, no "and". Ordinals read the cardinal and replace its last word with its
 //! ordinal form (*twenty one* → *twenty first*). Years 1100–1999 and 2010–2099 read as two pairs
 //! (*nineteen ninety nine*, *twenty twenty four*), with *hundred* for a round century and *oh* for a
