@@ -5,6 +5,7 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
+pub mod face;
 pub mod persona;
 pub mod phonemize;
 pub mod speech;
