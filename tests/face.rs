@@ -720,3 +720,136 @@ fn writers_lay_out_live_link_csv_and_rhubarb_cues() {
     );
     assert!(shapes.contains(&"D") && shapes.contains(&"H") && !shapes.contains(&"G"));
 }
+
+fn idol_in(home: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
+    c.current_dir(home)
+        .env("IDOL_HOME", home)
+        .env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn lipsync_and_rigs_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frames.jsonl");
+    let st = idol_in(dir.path())
+        .args(["lipsync", "--phonemes"])
+        .arg(data("mary.TextGrid"))
+        .args([
+            "--rig",
+            "vrm",
+            "--fps",
+            "30",
+            "--seed",
+            "3",
+            "--cue",
+            "happy@0.3:0.9",
+            "--cue",
+            "nod@0.9",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["rig"], "vrm");
+    assert_eq!(header["fps"], 30);
+    let end = SampleTime::from_secs_f64(1.869687, 48000).unwrap().get();
+    assert_eq!(
+        text.lines().count() as u64,
+        1 + SampleTime::frames_in(end, 48000, 30)
+    );
+    // The same command again gives the same bytes.
+    let out2 = dir.path().join("again.jsonl");
+    let st = idol_in(dir.path())
+        .args(["lipsync", "--phonemes"])
+        .arg(data("mary.TextGrid"))
+        .args([
+            "--rig",
+            "vrm",
+            "--fps",
+            "30",
+            "--seed",
+            "3",
+            "--cue",
+            "happy@0.3:0.9",
+            "--cue",
+            "nod@0.9",
+            "--out",
+        ])
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+    // CSV and TSV by extension.
+    for (name, first) in [
+        ("take.csv", "Timecode,BlendShapeCount,EyeBlinkLeft"),
+        ("mouth.tsv", "0.00\tX"),
+    ] {
+        let p = dir.path().join(name);
+        let st = idol_in(dir.path())
+            .args(["lipsync", "--phonemes"])
+            .arg(data("bobby_phones.TextGrid"))
+            .arg("--out")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        assert!(std::fs::read_to_string(&p).unwrap().starts_with(first));
+    }
+    // A bad rig file in the home's rigs/ is reported with file, line and field.
+    std::fs::create_dir(dir.path().join("rigs")).unwrap();
+    std::fs::write(
+        dir.path().join("rigs/broken.toml"),
+        "name = \"broken\"\n[[channel]]\nname = \"x\"\nrange = [2.0, 1.0]\nfrom = \"jawOpen\"\n",
+    )
+    .unwrap();
+    let st = idol_in(dir.path())
+        .args(["lipsync", "--rig", "broken", "--phonemes"])
+        .arg(data("mary.TextGrid"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("broken.toml:4: field `range`"), "{err}");
+    // `idol rigs` lists the built-in rigs and their channels.
+    std::fs::remove_file(dir.path().join("rigs/broken.toml")).unwrap();
+    let st = idol_in(dir.path()).arg("rigs").output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let list = String::from_utf8_lossy(&st.stdout);
+    for want in [
+        "arkit52 (built-in)",
+        "vrm (built-in)",
+        "live2d (built-in)",
+        "oculus15 (built-in)",
+        "jawOpen",
+        "ParamMouthOpenY",
+        "viseme_PP",
+        "blinkLeft",
+    ] {
+        assert!(list.contains(want), "{want} missing from:\n{list}");
+    }
+    let st = idol_in(dir.path())
+        .args(["rigs", "live2d"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&st.stdout).contains("ParamEyeLOpen"));
+}

@@ -4,15 +4,16 @@
 //! The input is grouped in [`LipsyncInput`] so a later command version can add a positional AUDIO
 //! file next to `--phonemes` (aligning or synthesising the phonemes itself) without touching the rest.
 
+use super::Env;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use idol::assets::Home;
 use idol::face::read::{self, PhonemeFile};
 use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, write};
 use idol::speech::{Cue, CueKind};
 use idol::time::{SampleTime, TimeRange};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Where the phonemes come from.
 #[derive(Debug, Clone, Args)]
@@ -42,20 +43,22 @@ pub enum OutFormat {
 pub struct LipsyncArgs {
     #[command(flatten)]
     pub input: LipsyncInput,
-    /// Rig: arkit52, vrm, live2d, oculus15, a rigs/NAME.toml in the idol home, or a path to a .toml.
-    #[arg(long, default_value = "arkit52")]
-    pub rig: String,
-    /// Frames per second.
-    #[arg(long, default_value_t = 60)]
-    pub fps: u32,
+    /// Rig: arkit52, vrm, live2d, oculus15, a rigs/NAME.toml in the idol home, or a path to a .toml
+    /// (default: `[face] rig` of idol.toml, else arkit52).
+    #[arg(long)]
+    pub rig: Option<String>,
+    /// Frames per second (default: `[face] fps` of idol.toml, else 60).
+    #[arg(long)]
+    pub fps: Option<u32>,
     /// Output file (`-` for stdout); the format follows the extension unless --format says.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
     #[arg(long, value_enum)]
     pub format: Option<OutFormat>,
-    /// Seed of the idle layer (blinks, gaze, head motion): same seed, same bytes.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the idle layer (blinks, gaze, head motion): same seed, same bytes (default: `[face]
+    /// seed` of idol.toml, else 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Emotion or action cue, repeatable: NAME@SECONDS[:INTENSITY], e.g. happy@0.2:0.8, nod@1.1.
     #[arg(long = "cue", value_name = "CUE")]
     pub cues: Vec<String>,
@@ -73,14 +76,20 @@ pub struct LipsyncArgs {
 const ACTIONS: [&str; 5] = ["nod", "shake", "tilt", "wink", "blink"];
 
 fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
-    let (name, rest) = s
-        .split_once('@')
-        .with_context(|| format!("cue `{s}`: write NAME@SECONDS[:INTENSITY], e.g. happy@0.5:0.8"))?;
+    let (name, rest) = s.split_once('@').with_context(|| {
+        format!("cue `{s}`: write NAME@SECONDS[:INTENSITY], e.g. happy@0.5:0.8")
+    })?;
     let (secs, intensity) = match rest.split_once(':') {
-        Some((a, b)) => (a, b.parse::<f32>().with_context(|| format!("cue `{s}`: bad intensity"))?),
+        Some((a, b)) => (
+            a,
+            b.parse::<f32>()
+                .with_context(|| format!("cue `{s}`: bad intensity"))?,
+        ),
         None => (rest, 1.0),
     };
-    let secs: f64 = secs.parse().with_context(|| format!("cue `{s}`: bad time"))?;
+    let secs: f64 = secs
+        .parse()
+        .with_context(|| format!("cue `{s}`: bad time"))?;
     let at = SampleTime::from_secs_f64(secs, rate).with_context(|| format!("cue `{s}`"))?;
     let kind = if ACTIONS.contains(&name.to_ascii_lowercase().as_str()) {
         CueKind::Action
@@ -95,20 +104,24 @@ fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
     })
 }
 
-/// Run with the idol home from the environment.
-pub fn run(args: &LipsyncArgs) -> Result<()> {
-    run_in(&Home::discover(), args)
-}
-
-/// Run with rigs looked up under `home/rigs/` first.
-pub fn run_in(home: &Home, args: &LipsyncArgs) -> Result<()> {
+/// Run in the idol home: rigs are looked up under its `rigs/` first; rig, fps and seed default to
+/// idol.toml's `[face]` section.
+pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
+    let face_cfg = env.config()?.face;
+    let rig_name = args.rig.clone().unwrap_or(face_cfg.rig);
+    let fps = args.fps.unwrap_or(face_cfg.fps);
+    let seed = args.seed.unwrap_or(face_cfg.seed);
+    if fps == 0 {
+        bail!("--fps must be at least 1");
+    }
+    let home = &env.home;
     let Some(path) = &args.input.phonemes else {
         bail!("nothing to lip-sync: give --phonemes FILE (a .TextGrid, .lab or .json timeline)");
     };
     let file: PhonemeFile = read::read_path(path, args.input.rate, args.input.tier.as_deref())?;
     let rate = file.phonemes.rate();
     let rigs_dir = home.path("rigs");
-    let rig = Rig::find(&args.rig, Some(rigs_dir.as_path()))?;
+    let rig = Rig::find(&rig_name, Some(rigs_dir.as_path()))?;
     let look_at = match &args.look_at {
         None => None,
         Some(s) => {
@@ -116,14 +129,22 @@ pub fn run_in(home: &Home, args: &LipsyncArgs) -> Result<()> {
                 .split_once(',')
                 .with_context(|| format!("--look-at `{s}`: write YAW,PITCH in degrees"))?;
             Some(EyeGaze {
-                yaw: y.trim().parse::<f32>().context("--look-at yaw")?.to_radians(),
-                pitch: p.trim().parse::<f32>().context("--look-at pitch")?.to_radians(),
+                yaw: y
+                    .trim()
+                    .parse::<f32>()
+                    .context("--look-at yaw")?
+                    .to_radians(),
+                pitch: p
+                    .trim()
+                    .parse::<f32>()
+                    .context("--look-at pitch")?
+                    .to_radians(),
             })
         }
     };
     let config = FaceConfig {
-        fps: args.fps,
-        seed: args.seed,
+        fps,
+        seed,
         layers: Layers {
             idle: !args.no_idle,
             nods: !args.no_nods,
@@ -159,12 +180,12 @@ pub fn run_in(home: &Home, args: &LipsyncArgs) -> Result<()> {
     match format {
         OutFormat::Tsv => write::rhubarb_tsv(&prep, file.end, &mut bytes)?,
         OutFormat::Jsonl | OutFormat::Csv => {
-            let mut frames = idol::face::Frames::new(face.rig(), rate, args.fps);
+            let mut frames = idol::face::Frames::new(face.rig(), rate, fps);
             face.render_into(&prep, 0..prep.frame_count(), &mut frames);
             if format == OutFormat::Csv {
                 write::live_link_csv(&frames, true, &mut bytes)?;
             } else {
-                write::jsonl(&frames, Some(args.seed), true, &mut bytes)?;
+                write::jsonl(&frames, Some(seed), true, &mut bytes)?;
             }
         }
     }
@@ -174,7 +195,7 @@ pub fn run_in(home: &Home, args: &LipsyncArgs) -> Result<()> {
         std::fs::write(&args.out, &bytes)
             .with_context(|| format!("cannot write {}", args.out.display()))?;
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn format_from_ext(p: &Path) -> OutFormat {

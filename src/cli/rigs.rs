@@ -1,9 +1,10 @@
 //! `idol rigs`: list the rigs (built-in and under the idol home's `rigs/`) and their channels.
 
+use super::Env;
 use anyhow::Result;
 use clap::Args;
-use idol::assets::Home;
 use idol::face::{Rig, canon, rig::BUILTIN};
+use std::process::ExitCode;
 
 #[derive(Debug, Clone, Args)]
 pub struct RigsArgs {
@@ -14,16 +15,13 @@ pub struct RigsArgs {
     pub canonical: bool,
 }
 
-pub fn run(args: &RigsArgs) -> Result<()> {
-    run_in(&Home::discover(), args)
-}
-
-pub fn run_in(home: &Home, args: &RigsArgs) -> Result<()> {
+pub fn run(env: &Env, args: &RigsArgs) -> Result<ExitCode> {
+    let home = &env.home;
     if args.canonical {
         for i in 0..canon::COUNT {
             println!("{}", canon::name(i));
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let dir = home.path("rigs");
     if let Some(name) = &args.name {
@@ -38,7 +36,11 @@ pub fn run_in(home: &Home, args: &RigsArgs) -> Result<()> {
             println!(
                 "  {:<22} = {}{}  range [{}, {}]  {}",
                 c.name,
-                if c.offset != 0.0 { format!("{} + ", c.offset) } else { String::new() },
+                if c.offset != 0.0 {
+                    format!("{} + ", c.offset)
+                } else {
+                    String::new()
+                },
                 from.join(" + "),
                 c.min,
                 c.max,
@@ -48,7 +50,7 @@ pub fn run_in(home: &Home, args: &RigsArgs) -> Result<()> {
         for e in &rig.expressions {
             println!("  expression {}", e.name);
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let mut names: Vec<(String, Rig)> = Vec::new();
     for (n, _) in BUILTIN {
@@ -78,5 +80,5 @@ pub fn run_in(home: &Home, args: &RigsArgs) -> Result<()> {
         let list: Vec<&str> = rig.channel_names().collect();
         println!("  {}", list.join(" "));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
