@@ -7,6 +7,7 @@
 pub mod assets;
 pub mod check;
 pub mod config;
+pub mod face;
 pub mod fetch;
 pub mod persona;
 pub mod phonemize;

@@ -2,4 +2,5 @@
 //! instead of many). Each stage has its own module.
 
 mod common;
+mod face;
 mod foundation;
