@@ -31,6 +31,12 @@ pub struct SayArgs {
     /// Seed for the voice's noise; the same seed gives byte-identical output.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Noise scale (default: the voice's); 0 with --noise-w 0 gives the voice's mean rendering.
+    #[arg(long)]
+    pub noise_scale: Option<f32>,
+    /// Duration noise width (default: the voice's).
+    #[arg(long)]
+    pub noise_w: Option<f32>,
     /// Rig to solve face frames for (frames.jsonl), once the face stage is present.
     #[arg(long)]
     pub rig: Option<String>,
@@ -102,7 +108,12 @@ pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
     let options = VoiceOptions {
         threads: args.threads,
         length_scale: args.rate,
-        speaker: args.speaker.as_deref().map(|s| s.parse::<Speaker>().expect("infallible")),
+        noise_scale: args.noise_scale,
+        noise_w: args.noise_w,
+        speaker: args
+            .speaker
+            .as_deref()
+            .map(|s| s.parse::<Speaker>().expect("infallible")),
         seed: args.seed,
         ..VoiceOptions::default()
     };
@@ -122,20 +133,21 @@ pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
     let mut speech = tts::empty_speech(rate);
     let mut pending = 0usize;
     let mut spoken_any = false;
-    let mut answer = |worker: &SynthWorker, speech: &mut idol::speech::Speech| -> anyhow::Result<()> {
-        let s = worker.recv().context("the synthesis thread stopped")?;
-        match s.speech {
-            Ok(sp) => {
-                tts::append(speech, sp);
-                spoken_any = true;
+    let mut answer =
+        |worker: &SynthWorker, speech: &mut idol::speech::Speech| -> anyhow::Result<()> {
+            let s = worker.recv().context("the synthesis thread stopped")?;
+            match s.speech {
+                Ok(sp) => {
+                    tts::append(speech, sp);
+                    spoken_any = true;
+                }
+                Err(tts::TtsError::Unspeakable(_) | tts::TtsError::Phonemize(_)) => {
+                    log::warn!("skipped {:?}: nothing speakable", s.clause)
+                }
+                Err(e) => return Err(e).with_context(|| format!("synthesizing {:?}", s.clause)),
             }
-            Err(tts::TtsError::Unspeakable(_) | tts::TtsError::Phonemize(_)) => {
-                log::warn!("skipped {:?}: nothing speakable", s.clause)
-            }
-            Err(e) => return Err(e).with_context(|| format!("synthesizing {:?}", s.clause)),
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     for c in &clauses {
         if pending == 4 {
             answer(&worker, &mut speech)?;
@@ -151,7 +163,9 @@ pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
     if !spoken_any {
         bail!("nothing speakable in {:?}", args.text);
     }
-    speech.validate().context("internal error: speech timeline")?;
+    speech
+        .validate()
+        .context("internal error: speech timeline")?;
     write_outputs(&args.out, &args.text, &voice, args.seed, &speech)?;
     eprintln!(
         "wrote {} ({:.2} s, {} phonemes, {} words) and {}",

@@ -175,12 +175,12 @@ fn split_pieces(pieces: &[&str], isolated: &[&str]) -> Vec<String> {
     let mut out = Vec::with_capacity(w);
     for (pi, a, b) in spans {
         let mut rest: Vec<char> = pieces[pi].chars().collect();
-        for word in a..b {
-            if word + 1 == b {
+        for (k, iso_word) in iso[a..b].iter().enumerate() {
+            if a + k + 1 == b {
                 out.push(rest.iter().collect());
                 break;
             }
-            let mut take = iso[word].len();
+            let mut take = iso_word.len();
             let mut cut = 0;
             while cut < rest.len() && take > 0 {
                 if !matches!(rest[cut], 'ˈ' | 'ˌ') {

@@ -539,11 +539,7 @@ impl<'a> Graph<'a> {
         for (i, f) in self.fields.iter().enumerate() {
             match (f.number, f.wire) {
                 (1, WIRE_LEN) if !keep_field.contains(&i) => continue,
-                (5, WIRE_LEN) => {
-                    if !used.contains(name_field(f.payload, 8)?) {
-                        continue;
-                    }
-                }
+                (5, WIRE_LEN) if !used.contains(name_field(f.payload, 8)?) => continue,
                 (11, WIRE_LEN) => {
                     let name = name_field(f.payload, 1)?;
                     if !graph_inputs.contains(&name) || !declared_inputs.insert(name) {

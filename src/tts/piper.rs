@@ -257,15 +257,16 @@ impl PiperVoice {
         let env = ort_environment(ort_lib)?;
         let threads = options.threads.max(1);
         let session = |bytes: &[u8]| -> Result<Session, TtsError> {
-            Session::builder(&env)
-                .and_then(|b| {
-                    b.with_intra_threads(threads)
-                        .and_then(|b| b.with_inter_threads(1))
-                        .and_then(|b| b.with_parallel_execution(false))
-                        .map_err(ort::Error::from)
-                })
-                .and_then(|mut b| b.commit_from_memory(bytes))
-                .map_err(|e| corrupt(voice, e.to_string()))
+            let fail = |e: String| corrupt(voice, e);
+            let b = Session::builder(&env).map_err(|e| fail(e.to_string()))?;
+            let b = b
+                .with_intra_threads(threads)
+                .map_err(|e| fail(e.to_string()))?;
+            let b = b.with_inter_threads(1).map_err(|e| fail(e.to_string()))?;
+            let mut b = b
+                .with_parallel_execution(false)
+                .map_err(|e| fail(e.to_string()))?;
+            b.commit_from_memory(bytes).map_err(|e| fail(e.to_string()))
         };
         let sessions = match split_decoder(&edited, &edits) {
             Ok(split) => Sessions::Split {
@@ -342,7 +343,7 @@ impl PiperVoice {
             )?;
             let frames: u64 = front.frames.iter().sum();
             let pcm = self.decode(&front, 0, front.total_frames(), 0)?;
-            if frames == 0 || pcm.len() as u64 % frames != 0 {
+            if frames == 0 || !(pcm.len() as u64).is_multiple_of(frames) {
                 return Err(TtsError::Runtime(format!(
                     "the audio ({} samples) is not a whole number of duration frames ({frames})",
                     pcm.len()
@@ -615,7 +616,7 @@ impl PiperVoice {
     fn synthesize_encoded(
         &mut self,
         enc: &Encoded,
-        mut stream: Option<(StreamOptions, &mut dyn FnMut(&[f32]))>,
+        mut stream: Option<(StreamOptions, AudioSink<'_>)>,
     ) -> Result<Speech, TtsError> {
         let n = enc.ids.len();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -703,6 +704,9 @@ impl PiperVoice {
         self.scales = [noise_scale, length_scale, noise_w];
     }
 }
+
+/// Where streamed audio chunks go.
+type AudioSink<'a> = &'a mut dyn FnMut(&[f32]);
 
 fn rt(e: ort::Error) -> TtsError {
     TtsError::Runtime(e.to_string())
