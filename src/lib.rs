@@ -5,6 +5,9 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
+pub mod check;
+pub mod config;
+pub mod fetch;
 pub mod persona;
 pub mod phonemize;
 pub mod speech;

@@ -1,12 +1,12 @@
 //! The voice on the real Piper voice (voices/en_US-joe-medium.onnx) and ONNX Runtime library.
 
-use idol::assets::Home;
+use crate::common;
 use idol::speech::{Speech, Stress};
 use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, TtsError, VoiceOptions, wav};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 fn load(options: &VoiceOptions) -> Result<PiperVoice, TtsError> {
-    let home = Home::from_manifest_dir();
+    let home = common::home();
     PiperVoice::load(
         &home.voice(),
         &home.ort_library(),
@@ -33,7 +33,7 @@ fn check_timelines(s: &Speech) {
     let n = s.pcm.len() as u64;
     assert_eq!(s.phonemes.span().unwrap().end().get(), n);
     for p in s.phonemes.iter() {
-        assert!(p.range.len() > 0, "empty phoneme span {p:?}");
+        assert!(!p.range.is_empty(), "empty phoneme span {p:?}");
     }
     assert!(s.words.is_contiguous() || s.words.len() > 1);
     let mut prev_end = 0;
@@ -162,7 +162,7 @@ fn empty_and_unspeakable_text_are_errors() {
 
 #[test]
 fn missing_voice_names_its_path_and_the_fix() {
-    let home = Home::from_manifest_dir();
+    let home = common::home();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nobody-here.onnx");
     let e = PiperVoice::load(
@@ -174,12 +174,15 @@ fn missing_voice_names_its_path_and_the_fix() {
     .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("idol fetch --voice nobody-here"), "{msg}");
+    assert!(
+        msg.contains("idol fetch --voice PATH/nobody-here.onnx"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn corrupt_voice_names_its_path_and_the_fix() {
-    let home = Home::from_manifest_dir();
+    let home = common::home();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.onnx");
     std::fs::write(&path, b"\x0a\xff\xff not a model").unwrap();
@@ -198,7 +201,7 @@ fn corrupt_voice_names_its_path_and_the_fix() {
     };
     let msg = load().unwrap_err().to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("idol fetch --voice broken"), "{msg}");
+    assert!(msg.contains("idol fetch --voice PATH/broken.onnx"), "{msg}");
     // A truncated real model (valid protobuf prefix cut mid-field) fails the same way.
     let real = std::fs::read(home.voice()).unwrap();
     std::fs::write(&path, &real[..real.len() / 2]).unwrap();

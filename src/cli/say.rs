@@ -2,6 +2,7 @@
 //! (16-bit PCM) and `DIR/phonemes.json` (phoneme and word timelines on the audio's sample clock), both
 //! atomically. With `--seed`, the output is byte-identical from run to run.
 
+use super::Env;
 use anyhow::{Context, bail};
 use clap::Args;
 use idol::assets::Home;
@@ -10,6 +11,7 @@ use idol::time::Timeline;
 use idol::tts::{self, EspeakPhonemizer, PiperVoice, Speaker, SynthWorker, VoiceOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -19,7 +21,7 @@ pub struct SayArgs {
     /// Output folder (created if missing) for speech.wav and phonemes.json.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Voice: a name under voices/ (en_US-joe-medium) or a path to NAME.onnx.
+    /// Voice: a name under voices/ (en_US-joe-medium) or a path to NAME.onnx (default: [voice] model).
     #[arg(long)]
     pub voice: Option<String>,
     /// Speaker of a multi-speaker voice: an id or a name from the voice's speaker_id_map.
@@ -28,9 +30,9 @@ pub struct SayArgs {
     /// Length scale: 1.0 is the voice's pace, 1.2 slower, 0.8 faster.
     #[arg(long)]
     pub rate: Option<f32>,
-    /// Seed for the voice's noise; the same seed gives byte-identical output.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed for the voice's noise; the same seed gives byte-identical output (default: [voice] seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Noise scale (default: the voice's); 0 with --noise-w 0 gives the voice's mean rendering.
     #[arg(long)]
     pub noise_scale: Option<f32>,
@@ -60,9 +62,9 @@ struct PhonemesFile<'a> {
 }
 
 /// The voice file for `--voice`: a path (anything with a `/` or ending in `.onnx`) or a name in voices/.
-pub fn voice_path(home: &Home, voice: Option<&str>) -> PathBuf {
+pub fn voice_path(home: &Home, voice: Option<&str>, configured: &Path) -> PathBuf {
     match voice {
-        None => home.voice(),
+        None => home.path(configured),
         Some(v) if v.contains('/') || v.ends_with(".onnx") => home.path(v),
         Some(name) => home.path(format!("voices/{name}.onnx")),
     }
@@ -86,11 +88,12 @@ fn sentences(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn run(args: &SayArgs) -> anyhow::Result<()> {
-    run_in(&Home::discover(), args)
-}
-
-pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
+pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
+    // Warnings (skipped characters, skipped clauses) go to stderr unless RUST_LOG says otherwise.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+    let config = env.config()?;
+    let home = &env.home;
     let clauses = sentences(&args.text);
     if clauses.is_empty() {
         bail!("nothing to say: the text {:?} has no words", args.text);
@@ -103,19 +106,21 @@ pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
     if args.rig.is_some() || args.fps.is_some() {
         log::warn!("--rig/--fps: this build has no face stage yet, so frames.jsonl is not written");
     }
-    let voice = voice_path(home, args.voice.as_deref());
+    let vc = &config.voice;
+    let seed = args.seed.unwrap_or(vc.seed);
+    let voice = voice_path(home, args.voice.as_deref(), &vc.model);
     let ort_lib = home.ort_library();
     let options = VoiceOptions {
         threads: args.threads,
-        length_scale: args.rate,
-        noise_scale: args.noise_scale,
-        noise_w: args.noise_w,
+        length_scale: args.rate.or(vc.length_scale),
+        noise_scale: args.noise_scale.or(vc.noise_scale),
+        noise_w: args.noise_w.or(vc.noise_w),
         speaker: args
             .speaker
             .as_deref()
+            .or(vc.speaker.as_deref())
             .map(|s| s.parse::<Speaker>().expect("infallible")),
-        seed: args.seed,
-        ..VoiceOptions::default()
+        seed,
     };
     let voice_for_thread = voice.clone();
     let mut worker = SynthWorker::spawn(
@@ -166,7 +171,7 @@ pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
     speech
         .validate()
         .context("internal error: speech timeline")?;
-    write_outputs(&args.out, &args.text, &voice, args.seed, &speech)?;
+    write_outputs(&args.out, &args.text, &voice, seed, &speech)?;
     eprintln!(
         "wrote {} ({:.2} s, {} phonemes, {} words) and {}",
         args.out.join("speech.wav").display(),
@@ -175,7 +180,7 @@ pub fn run_in(home: &Home, args: &SayArgs) -> anyhow::Result<()> {
         speech.words.len(),
         args.out.join("phonemes.json").display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn write_outputs(

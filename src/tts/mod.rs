@@ -37,9 +37,9 @@ pub enum TtsError {
     Empty,
     #[error("nothing speakable in {0:?}")]
     Unspeakable(String),
-    #[error("voice not found at {}: run `idol fetch --voice {name}`", path.display())]
+    #[error("voice {name} not found at {}: run `idol fetch` (the pinned voice) or `idol fetch --voice PATH/{name}.onnx` (your own)", path.display())]
     VoiceMissing { path: PathBuf, name: String },
-    #[error("voice at {} is unreadable or corrupt ({message}): run `idol fetch --voice {name}` to reinstall it", path.display())]
+    #[error("voice {name} at {} is unreadable or corrupt ({message}): run `idol fetch` (the pinned voice) or `idol fetch --voice PATH/{name}.onnx` (your own) to reinstall it", path.display())]
     VoiceCorrupt {
         path: PathBuf,
         name: String,
