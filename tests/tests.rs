@@ -7,3 +7,4 @@ mod foundation;
 mod phonemize;
 mod text;
 mod tts;
+mod persona;
