@@ -5,7 +5,13 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
+<<<<<<< HEAD
 pub mod face;
+=======
+pub mod check;
+pub mod config;
+pub mod fetch;
+>>>>>>> main
 pub mod persona;
 pub mod phonemize;
 pub mod speech;

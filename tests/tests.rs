@@ -1,3 +1,6 @@
-//! The one integration test binary: one module per stage.
+//! One integration test binary (every test binary links candle and ONNX Runtime's loader, so one link
+//! instead of many). Each stage has its own module.
 
+mod common;
 mod face;
+mod foundation;
