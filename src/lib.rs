@@ -5,13 +5,10 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
-<<<<<<< HEAD
-pub mod face;
-=======
 pub mod check;
 pub mod config;
+pub mod face;
 pub mod fetch;
->>>>>>> main
 pub mod persona;
 pub mod phonemize;
 pub mod speech;
