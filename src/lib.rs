@@ -11,5 +11,6 @@ pub mod face;
 pub mod fetch;
 pub mod persona;
 pub mod phonemize;
+pub mod sink;
 pub mod speech;
 pub mod time;
