@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub mod check;
+pub mod devices;
 pub mod fetch;
 pub mod lipsync;
 pub mod rigs;
@@ -37,6 +38,8 @@ pub enum Command {
     Lipsync(lipsync::LipsyncArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),
+    /// List the audio output devices.
+    Devices(devices::DevicesArgs),
 }
 
 /// Paths and settings every command shares.
@@ -72,5 +75,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(&env, a),
         Command::Lipsync(a) => lipsync::run_in(&env.home, a).map(|()| ExitCode::SUCCESS),
         Command::Rigs(a) => rigs::run_in(&env.home, a).map(|()| ExitCode::SUCCESS),
+        Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
     }
 }

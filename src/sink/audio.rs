@@ -363,10 +363,11 @@ impl Feeder {
             };
             // Where the next ring sample will sound on the timeline.
             let played = self.clock.played().get();
-            let pos = if self.prod.capacity() - free == 0 {
-                self.next.max(played)
-            } else {
+            let continuing = self.prod.capacity() - free > 0;
+            let pos = if continuing {
                 self.next
+            } else {
+                self.next.max(played)
             };
             let (start, len) = (b.start, b.pcm.len() as u64);
             let dev_len = self.to_device(len);
@@ -386,10 +387,14 @@ impl Feeder {
             // Skip what is already past.
             let due = self.to_device(pos - start);
             let b = self.queue.front_mut().expect("front exists");
-            if due > b.done {
+            // (Only at a block's start or after an underrun: mid-block, `next` is exact and the
+            // round trip through the two rates could invent a skipped sample.)
+            if (b.done == 0 || !continuing) && due > b.done {
                 let skip = due.min(dev_len) - b.done;
-                self.late
-                    .fetch_add(SampleTime(skip).rescale(self.device_rate, self.rate).get(), Ordering::Relaxed);
+                self.late.fetch_add(
+                    SampleTime(skip).rescale(self.device_rate, self.rate).get(),
+                    Ordering::Relaxed,
+                );
                 b.done += skip;
             }
             if b.done >= dev_len {

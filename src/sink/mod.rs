@@ -46,7 +46,9 @@ pub enum SinkError {
     Channels { expected: usize, got: usize },
     #[error("sink rate must be positive (got 0)")]
     ZeroRate,
-    #[error("the VTube Studio token file {path} could not be written: {source}; check that its folder is writable")]
+    #[error(
+        "the VTube Studio token file {path} could not be written: {source}; check that its folder is writable"
+    )]
     TokenFile {
         path: std::path::PathBuf,
         #[source]
@@ -326,7 +328,11 @@ mod tests {
         assert_eq!(out.len(), 61);
         for (k, t) in out.iter().enumerate() {
             assert_eq!(t.at.get(), SampleTime::frame_offset(k as u64, 22050, 60));
-            assert!((t.weights[0] - k as f32 / 2.0).abs() < 1e-3, "{k}: {:?}", t.weights);
+            assert!(
+                (t.weights[0] - k as f32 / 2.0).abs() < 1e-3,
+                "{k}: {:?}",
+                t.weights
+            );
         }
     }
 

@@ -171,10 +171,7 @@ impl VmcSink {
         for (c, &w) in channels.iter().zip(f.weights) {
             out.push(msg(
                 "/VMC/Ext/Blend/Val",
-                vec![
-                    OscType::String(self.name(c).to_string()),
-                    OscType::Float(w),
-                ],
+                vec![OscType::String(self.name(c).to_string()), OscType::Float(w)],
             ));
         }
         out.push(msg("/VMC/Ext/Blend/Apply", vec![]));
@@ -266,7 +263,10 @@ impl FrameSink for VmcSink {
                 r.reset();
             }
         }
-        let mut resampler = self.resampler.take().expect("resampler present between calls");
+        let mut resampler = self
+            .resampler
+            .take()
+            .expect("resampler present between calls");
         resampler.push(frame, |t| {
             if self.err.is_none()
                 && let Err(e) = self.send_tick(t)
@@ -293,7 +293,10 @@ mod tests {
         let u = to_unity_quat(yaw_left);
         assert!((u.y + yaw_left.y).abs() < 1e-6 && u.w == yaw_left.w);
         // Our +Z forward stays forward; our +X (character's left) becomes Unity -X.
-        assert_eq!(to_unity_pos(Vec3::new(1.0, 2.0, 3.0)), Vec3::new(-1.0, 2.0, 3.0));
+        assert_eq!(
+            to_unity_pos(Vec3::new(1.0, 2.0, 3.0)),
+            Vec3::new(-1.0, 2.0, 3.0)
+        );
         // The conversion is a homomorphism: it commutes with composition.
         let a = Quat::from_euler(glam::EulerRot::YXZ, 0.2, -0.1, 0.05);
         let b = Quat::from_euler(glam::EulerRot::YXZ, -0.3, 0.2, 0.1);
