@@ -598,3 +598,38 @@ fn no_device_fallback_is_paced_not_spinning() {
     let out = AudioOut::open(&idol::sink::audio::AudioOptions::new(22050)).unwrap();
     assert!(matches!(out.backend(), Backend::Null | Backend::Device(_)));
 }
+
+#[test]
+fn gate_runner_feeds_sinks_only_what_the_mock_device_has_played() {
+    use idol::sink::{GateRunner, Recorder};
+    use std::sync::Arc;
+    let rate = 22050;
+    let (out, mut dev) = AudioOut::mock(rate, rate).unwrap();
+    let rig = Rig::builtin("arkit52").unwrap();
+    let channels: Arc<[String]> = rig.channel_names().map(str::to_string).collect();
+    let rec = Arc::new(parking_lot::Mutex::new(Recorder::default()));
+    let runner = GateRunner::spawn(out.clock(), vec![Box::new(rec.clone())]);
+    for k in 0..30 {
+        runner.push(channels.clone(), frame(&rig, k, rate, 30));
+    }
+    out.push(SampleTime::ZERO, &vec![0.2; rate as usize]);
+    // Play half a second: frames up to sample 11025 (0..=15 at 30 fps) and no more are released.
+    dev.pull(11025);
+    let released = |n: usize| {
+        for _ in 0..4000 {
+            let got = rec.lock().frames.len();
+            assert!(got <= n, "{got} frames released, only {n} are due");
+            if got == n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the gate never released the {n} frames that were due");
+    };
+    released(16);
+    dev.pull(11025);
+    released(30);
+    let frames = rec.lock().frames.clone();
+    assert!(frames.windows(2).all(|w| w[0].at < w[1].at));
+    drop(runner);
+}

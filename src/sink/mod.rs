@@ -284,6 +284,116 @@ impl FrameGate {
     }
 }
 
+/// What a [`GateRunner`] is told.
+pub enum GateMsg {
+    /// A frame of a rig with these channel names, to be released at its stamp.
+    Frame(std::sync::Arc<[String]>, StampedFrame),
+    /// Drop every held frame at or after this sample (a barge-in cut).
+    Cut(SampleTime),
+}
+
+/// A thread that releases frames to the face sinks by the audio clock.
+///
+/// It wakes every 5 ms (sleeping in between, never spinning), takes new frames from its channel into
+/// a [`FrameGate`], hands every frame whose stamp the [`audio::Clock`] has reached to each sink in
+/// order, and calls [`FrameSink::idle`] on every sink when nothing was released for 250 ms. A sink's
+/// error is logged once per kind and the sink keeps being fed.
+pub struct GateRunner {
+    tx: Option<crossbeam_channel::Sender<GateMsg>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GateRunner {
+    pub fn spawn(clock: audio::Clock, mut sinks: Vec<Box<dyn FrameSink>>) -> GateRunner {
+        let (tx, rx) = crossbeam_channel::unbounded::<GateMsg>();
+        let thread = std::thread::Builder::new()
+            .name("idol-gate".into())
+            .spawn(move || {
+                let mut gate = FrameGate::new();
+                let mut channels: VecDeque<std::sync::Arc<[String]>> = VecDeque::new();
+                let mut last_release = std::time::Instant::now();
+                let mut failing = vec![false; sinks.len()];
+                loop {
+                    loop {
+                        match rx.try_recv() {
+                            Ok(GateMsg::Frame(c, f)) => {
+                                channels.push_back(c);
+                                gate.push(f);
+                            }
+                            Ok(GateMsg::Cut(at)) => {
+                                let before = gate.len();
+                                gate.cut(at);
+                                channels.truncate(channels.len() - (before - gate.len()));
+                            }
+                            Err(crossbeam_channel::TryRecvError::Empty) => break,
+                            Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+                        }
+                    }
+                    let released = gate.release(clock.played(), |f| {
+                        let c = channels.pop_front().expect("one channel list per frame");
+                        for (s, bad) in sinks.iter_mut().zip(failing.iter_mut()) {
+                            match s.frame(&c, &f.as_ref()) {
+                                Ok(()) => *bad = false,
+                                Err(e) if !*bad => {
+                                    *bad = true;
+                                    log::warn!("sink: {e}");
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                    });
+                    if released > 0 {
+                        last_release = std::time::Instant::now();
+                    } else if last_release.elapsed() >= std::time::Duration::from_millis(250) {
+                        for s in &mut sinks {
+                            let _ = s.idle();
+                        }
+                        last_release = std::time::Instant::now();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            })
+            .expect("spawn the gate thread");
+        GateRunner {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queue a frame (frames come in stamp order).
+    pub fn push(&self, channels: std::sync::Arc<[String]>, frame: StampedFrame) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(GateMsg::Frame(channels, frame));
+        }
+    }
+
+    /// Drop held frames at or after `at`.
+    pub fn cut(&self, at: SampleTime) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(GateMsg::Cut(at));
+        }
+    }
+}
+
+impl Drop for GateRunner {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<T: FrameSink> FrameSink for std::sync::Arc<parking_lot::Mutex<T>> {
+    fn frame(&mut self, channels: &[String], frame: &FrameRef<'_>) -> Result<(), SinkError> {
+        self.lock().frame(channels, frame)
+    }
+
+    fn idle(&mut self) -> Result<(), SinkError> {
+        self.lock().idle()
+    }
+}
+
 /// A [`FrameSink`] that records what it gets (for unit tests of the stages around the sinks).
 #[derive(Debug, Default, Clone)]
 pub struct Recorder {
