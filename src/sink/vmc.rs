@@ -23,8 +23,8 @@
 //! ([`to_unity_quat`], [`to_unity_pos`]).
 //!
 //! Threading: a [`VmcSink`] is `Send`, sends with a std `UdpSocket` from the caller's thread (UDP sends
-//! do not wait for the receiver), and keeps one reusable buffer, so a tick does not allocate beyond
-//! the OSC encoder's own strings.
+//! do not wait for the receiver). A tick builds its OSC messages afresh (a few kilobytes); the
+//! datagram buffer is reused.
 
 use super::{FrameSink, Resampler, SinkError};
 use crate::face::FrameRef;
