@@ -853,3 +853,73 @@ fn lipsync_and_rigs_commands() {
         .unwrap();
     assert!(String::from_utf8_lossy(&st.stdout).contains("ParamEyeLOpen"));
 }
+
+#[test]
+fn stressed_syllables_nod_the_head_and_look_at_moves_the_eyes() {
+    let f = fixture("bobby_phones.TextGrid", 48000);
+    let quiet = |nods: bool| FaceConfig {
+        layers: Layers {
+            idle: false,
+            nods,
+            ..Layers::default()
+        },
+        ..FaceConfig::default()
+    };
+    let with = render("arkit52", quiet(true), &f, &[]);
+    let without = render("arkit52", quiet(false), &f, &[]);
+    // Pitch down (a positive rotation about +X) peaks during the stressed AA1 of "Bobby".
+    let pitch_down =
+        |fr: &Frames, i: usize| fr.get(i).unwrap().head.to_euler(glam::EulerRot::YXZ).1;
+    let aa = &f.phonemes.items()[1];
+    assert_eq!(aa.value.symbol, "AA1");
+    let in_aa = frames_in_span(&with, aa.start(), aa.end());
+    let deepest = in_aa
+        .iter()
+        .map(|&i| pitch_down(&with, i))
+        .fold(0.0f32, f32::max);
+    assert!(deepest.to_degrees() > 1.0, "{}", deepest.to_degrees());
+    assert!(in_aa.iter().all(|&i| pitch_down(&without, i).abs() < 1e-6));
+    // The eyes rest on the look-at target (saccades scatter around it).
+    let target = idol::face::EyeGaze {
+        yaw: 0.3,
+        pitch: -0.1,
+    };
+    let frames = render(
+        "arkit52",
+        FaceConfig {
+            look_at: Some(target),
+            ..FaceConfig::default()
+        },
+        &f,
+        &[],
+    );
+    let n = frames.len() as f32;
+    let mean_yaw: f32 = frames
+        .iter()
+        .map(|fr| 0.5 * (fr.gaze[0].yaw + fr.gaze[1].yaw))
+        .sum::<f32>()
+        / n;
+    let mean_pitch: f32 = frames.iter().map(|fr| fr.gaze[0].pitch).sum::<f32>() / n;
+    assert!(
+        (mean_yaw - 0.3).abs() < 0.1 && (mean_pitch + 0.1).abs() < 0.06,
+        "{mean_yaw} {mean_pitch}"
+    );
+    let out = frames.channel("eyeLookOutLeft").unwrap();
+    assert!(out.iter().sum::<f32>() / n > 0.3);
+}
+
+#[test]
+fn utf16_textgrids_read_like_utf8() {
+    let text = std::fs::read_to_string(data("mary.TextGrid")).unwrap();
+    let mut bytes = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        bytes.extend(u.to_le_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mary16.TextGrid");
+    std::fs::write(&p, bytes).unwrap();
+    assert_eq!(
+        read::read_path(&p, 48000, None).unwrap(),
+        fixture("mary.TextGrid", 48000)
+    );
+}
