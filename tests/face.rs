@@ -923,3 +923,41 @@ fn utf16_textgrids_read_like_utf8() {
         fixture("mary.TextGrid", 48000)
     );
 }
+
+#[test]
+fn an_utterance_renders_at_its_session_position_and_faces_are_shareable() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Face>();
+    let f = fixture("bobby_phones.TextGrid", 48000);
+    let mut phonemes = f.phonemes.clone();
+    phonemes.truncate(f.end);
+    let speech = idol::speech::Speech {
+        pcm: vec![0.0; f.end.get() as usize],
+        sample_rate: 48000,
+        phonemes,
+        words: Timeline::new(48000).unwrap(),
+    };
+    let face = Face::new(Rig::builtin("arkit52").unwrap(), FaceConfig::default()).unwrap();
+    let start = SampleTime(480_000);
+    let frames = face.render_speech(&speech, start, &[]).unwrap();
+    assert_eq!(
+        frames.len() as u64,
+        SampleTime::frames_in(f.end.get(), 48000, 60)
+    );
+    assert_eq!(frames.get(0).unwrap().at, start);
+    // The same face as rendering the file at 0, with the idle layer 10 s later.
+    let quiet = Face::new(
+        Rig::builtin("arkit52").unwrap(),
+        FaceConfig {
+            layers: Layers {
+                idle: false,
+                ..Layers::default()
+            },
+            ..FaceConfig::default()
+        },
+    )
+    .unwrap();
+    let a = quiet.render_speech(&speech, start, &[]).unwrap();
+    let b = quiet.render_speech(&speech, SampleTime::ZERO, &[]).unwrap();
+    assert_eq!(a.channel("jawOpen"), b.channel("jawOpen"));
+}

@@ -154,7 +154,7 @@ impl Phone {
             mouth: MouthShape::X,
             bilabial: false,
             target: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-            dominance: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6],
+            dominance: [1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6],
             stress: Stress::None,
         }
     }
