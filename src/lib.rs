@@ -13,3 +13,4 @@ pub mod persona;
 pub mod phonemize;
 pub mod speech;
 pub mod time;
+pub mod tts;

@@ -4,3 +4,4 @@
 mod common;
 mod face;
 mod foundation;
+mod tts;

@@ -9,6 +9,7 @@ pub mod check;
 pub mod fetch;
 pub mod lipsync;
 pub mod rigs;
+pub mod say;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +38,8 @@ pub enum Command {
     Lipsync(lipsync::LipsyncArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),
+    /// Speak text with the voice: DIR/speech.wav and DIR/phonemes.json (phoneme and word timings).
+    Say(say::SayArgs),
 }
 
 /// Paths and settings every command shares.
@@ -72,5 +75,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(&env, a),
         Command::Lipsync(a) => lipsync::run(&env, a),
         Command::Rigs(a) => rigs::run(&env, a),
+        Command::Say(a) => say::run(&env, a),
     }
 }
