@@ -961,3 +961,64 @@ fn an_utterance_renders_at_its_session_position_and_faces_are_shareable() {
     let b = quiet.render_speech(&speech, SampleTime::ZERO, &[]).unwrap();
     assert_eq!(a.channel("jawOpen"), b.channel("jawOpen"));
 }
+
+#[test]
+fn the_real_voice_output_drives_the_face() {
+    use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, VoiceOptions};
+    let home = crate::common::home();
+    let mut voice = PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        std::sync::Arc::new(EspeakPhonemizer::default()),
+        &VoiceOptions::default(),
+    )
+    .unwrap();
+    voice.set_seed(1);
+    let speech = voice
+        .synthesize("Maybe we should bring pumpkin pie to the party, okay?")
+        .unwrap();
+    let rate = speech.sample_rate;
+    let face = Face::new(Rig::builtin("arkit52").unwrap(), FaceConfig::default()).unwrap();
+    let start = SampleTime(rate as u64 * 3);
+    let phonemes = speech.phonemes.clone().shift(start.get());
+    let prep = face
+        .prepare(&Segment {
+            range: TimeRange::at(start, speech.pcm.len() as u64),
+            phonemes: &phonemes,
+            words: None,
+            cues: &[],
+        })
+        .unwrap();
+    assert!(
+        prep.unknown.is_empty(),
+        "symbols the face does not know: {:?}",
+        prep.unknown
+    );
+    let frames = face.render_speech(&speech, start, &[]).unwrap();
+    assert_eq!(
+        frames.len() as u64,
+        SampleTime::frames_in(speech.pcm.len() as u64, rate, 60)
+    );
+    // Every p, b, m the voice spoke closes the lips.
+    let mut bilabials = 0;
+    for it in phonemes.iter() {
+        if !it
+            .value
+            .symbol
+            .chars()
+            .any(|c| matches!(c, 'p' | 'b' | 'm'))
+        {
+            continue;
+        }
+        bilabials += 1;
+        let closed = frames_in_span(&frames, it.start(), it.end())
+            .into_iter()
+            .any(|i| value(&frames, i, "jawOpen") - value(&frames, i, "mouthClose") < 0.02);
+        assert!(
+            closed,
+            "lips stay open during `{}` at {}",
+            it.value.symbol, it.range
+        );
+    }
+    assert!(bilabials >= 5, "{bilabials}");
+}
