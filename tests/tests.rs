@@ -5,3 +5,4 @@ mod common;
 mod face;
 mod foundation;
 mod tts;
+mod persona;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod chat;
 pub mod check;
 pub mod fetch;
 pub mod lipsync;
@@ -40,6 +41,8 @@ pub enum Command {
     Rigs(rigs::RigsArgs),
     /// Speak text with the voice: DIR/speech.wav and DIR/phonemes.json (phoneme and word timings).
     Say(say::SayArgs),
+    /// Talk to the persona: a REPL that streams each reply, or `--once "Hi!"` for scripts.
+    Chat(chat::ChatArgs),
 }
 
 /// Paths and settings every command shares.
@@ -76,5 +79,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Lipsync(a) => lipsync::run(&env, a),
         Command::Rigs(a) => rigs::run(&env, a),
         Command::Say(a) => say::run(&env, a),
+        Command::Chat(a) => chat::run(&env, a),
     }
 }
