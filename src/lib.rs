@@ -12,5 +12,6 @@ pub mod fetch;
 pub mod persona;
 pub mod phonemize;
 pub mod speech;
+pub mod text;
 pub mod time;
 pub mod tts;

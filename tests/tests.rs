@@ -4,5 +4,7 @@
 mod common;
 mod face;
 mod foundation;
+mod phonemize;
+mod text;
 mod tts;
 mod persona;
