@@ -26,6 +26,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +39,10 @@ pub const VIEWER_HTML: &str = include_str!("viewer.html");
 /// Largest WebSocket message the socket layer reads at all; beyond it the connection is closed.
 /// Messages between [`ConnPolicy::max_message_bytes`] and this get a `too_large` error instead.
 pub const MAX_WS_MESSAGE: usize = 1 << 20;
+
+/// Kernel send buffer per client socket (Linux doubles it): about half a second of the bulkiest
+/// subscription, so lag beyond it is seen by the hub.
+pub const SEND_BUFFER: usize = 32 * 1024;
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +166,12 @@ impl Server {
                             return;
                         }
                     };
+                    // A modest kernel send buffer, so that a client's lag shows in its queue
+                    // (where the hub measures it) instead of hiding in megabytes of socket buffer.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
+                    });
                     let serve = axum::serve(
                         listener,
                         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -203,6 +214,12 @@ impl Server {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.ctx.hub
+    }
+
+    /// What a connection needs, for serving a connection from another transport (or a test's
+    /// channels) on this server: pass it to [`serve_connection`].
+    pub fn conn_ctx(&self) -> ConnCtx {
+        self.ctx.clone()
     }
 
     /// Playback statistics viewers reported (`stats` messages), newest last.
