@@ -137,11 +137,13 @@ async fn until_done(ws: &mut Ws, utt: u64) -> Vec<In> {
     }
 }
 
+/// (start, end, text, words as (text, start)).
+type CaptionRow = (u64, u64, String, Vec<(String, u64)>);
+
 struct Utterance {
     audio: Vec<(u64, Vec<f32>)>,
     frames: Vec<(u64, Vec<f32>)>,
-    /// (start, end, text, words (text, start))
-    captions: Vec<(u64, u64, String, Vec<(String, u64)>)>,
+    captions: Vec<CaptionRow>,
     states: Vec<Value>,
 }
 
@@ -601,4 +603,83 @@ async fn interrupt_mid_utterance_cuts_audio_and_frames_at_one_sample() {
     let u2 = split(&until_done(&mut ws, next_utt).await, next_utt);
     check_sync(&u2, None);
     assert!(u2.audio[0].0 >= cut);
+}
+
+fn find_chromium() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("IDOL_CHROMIUM") {
+        return Some(p.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser", "google-chrome"] {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The viewer in headless Chromium: it connects, sends a chat (`?autochat=`), plays the reply with
+/// WebAudio and reports its statistics back over the socket (`?report=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
+    let Some(chromium) = find_chromium() else {
+        eprintln!(
+            "SKIPPED viewer_in_headless_chromium_plays_audio_and_moves_the_mouth: no chromium on PATH \
+             (Debian: `apt-get install -y chromium`, or set IDOL_CHROMIUM)"
+        );
+        return;
+    };
+    let server = start(&[LONG]);
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/?autochat=hello%20there&report=1", server.addr());
+    let mut child = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--mute-audio",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    // Wait for the reply to have been played (bounded, so a broken page fails instead of hanging).
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(s) = server.viewer_stats().last() {
+            last = s.clone();
+            let played = s["audioSamplesPlayed"].as_f64().unwrap_or(0.0);
+            if played >= RATE as f64 * 3.0 && s["state"] == "idle" {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("viewer stats: {last}");
+    assert_eq!(last["protocol"], 1, "{last}");
+    assert!(
+        last["audioSamplesPlayed"].as_f64().unwrap_or(0.0) >= RATE as f64 * 3.0,
+        "{last}"
+    );
+    assert!(
+        last["framesAppliedWhilePlaying"].as_f64().unwrap_or(0.0) > 60.0,
+        "{last}"
+    );
+    assert!(
+        last["mouthOpenMaxWhilePlaying"].as_f64().unwrap_or(0.0) > 0.5,
+        "{last}"
+    );
+    assert_eq!(last["errors"], 0, "{last}");
+    assert_eq!(last["clock"], "webaudio", "audio went through WebAudio: {last}");
 }
