@@ -681,5 +681,8 @@ async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
         "{last}"
     );
     assert_eq!(last["errors"], 0, "{last}");
-    assert_eq!(last["clock"], "webaudio", "audio went through WebAudio: {last}");
+    assert_eq!(
+        last["clock"], "webaudio",
+        "audio went through WebAudio: {last}"
+    );
 }

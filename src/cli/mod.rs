@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 pub mod check;
 pub mod fetch;
+pub mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +32,8 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Show what is configured and found, with sizes, licences and what to do about anything missing.
     Check(check::CheckArgs),
+    /// Run the idol live: chat in, voice and face out over WebSocket, with a browser viewer.
+    Serve(serve::ServeArgs),
 }
 
 /// Paths and settings every command shares.
@@ -64,5 +67,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Fetch(a) => fetch::run(&env, a),
         Command::Check(a) => check::run(&env, a),
+        Command::Serve(a) => serve::run(&env, a),
     }
 }

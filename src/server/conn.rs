@@ -124,14 +124,28 @@ where
             _ = closed(&mut link.close) => break,
             m = link.rx.recv() => {
                 let Some(m) = m else { break };
-                let mut send = sink.send(m);
+                // Write what is queued in one go (one flush, not one per message).
+                let mut batch = vec![m];
+                while batch.len() < 64 {
+                    match link.rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let n = batch.len() as u64;
+                let mut send = Box::pin(async {
+                    for m in batch {
+                        sink.feed(m).await?;
+                    }
+                    sink.flush().await
+                });
                 let done = tokio::select! {
                     r = &mut send => Some(r.is_ok()),
                     _ = closed(&mut link.close) => None,
                 };
                 match done {
                     Some(true) => {
-                        link.written.fetch_add(1, Ordering::Release);
+                        link.written.fetch_add(n, Ordering::Release);
                     }
                     Some(false) => return,
                     None => {

@@ -116,6 +116,17 @@ impl Server {
         perform: PerformConfig,
         opts: ServerOptions,
     ) -> Result<Server, ServerError> {
+        Server::start_with_sinks(stages, perform, opts, Vec::new())
+    }
+
+    /// [`Server::start`], with more sinks (VMC, VTube Studio, an audio device, files, probes) fed
+    /// the same events, in the same order, just before the WebSocket hub.
+    pub fn start_with_sinks(
+        stages: Stages,
+        perform: PerformConfig,
+        opts: ServerOptions,
+        mut sinks: Vec<Box<dyn crate::perform::Sink>>,
+    ) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
         // Room for several times the lag limit of traffic: audio chunks + frames + a little text.
         let per_sec = 1000 / perform.chunk.as_millis().max(1) as u64 + perform.fps as u64 + 20;
@@ -132,13 +143,8 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
 
-        let performer = Performer::start(
-            stages,
-            perform,
-            vec![Box::new(HubSink(hub.clone()))],
-            None,
-            metrics,
-        )?;
+        sinks.push(Box::new(HubSink(hub.clone())));
+        let performer = Performer::start(stages, perform, sinks, None, metrics)?;
         let handle = performer.handle();
         let h2 = handle.clone();
         hub.set_session(Arc::new(handle.info().clone()), move || h2.now().get());
