@@ -108,6 +108,7 @@ enum PersonaMsg {
         text: String,
     },
     Memory(UtteranceRecord),
+    Stop,
 }
 
 enum VoiceMsg {
@@ -350,14 +351,13 @@ impl Drop for Performer {
             .cancel_upto
             .store(u32::MAX, Ordering::SeqCst);
         let _ = self.handle.cond_tx.send(CondMsg::Stop);
-        // The persona thread ends when every sender is gone: ours is replaced by a dead one.
-        let (dead, _) = unbounded();
-        self.handle.persona_tx = dead;
+        let _ = self.handle.persona_tx.send(PersonaMsg::Stop);
         if let Some(cond) = self.threads.pop() {
             let _ = cond.join();
         }
-        // The persona and voice threads end when their channels close; the handle clones held by
-        // clients keep them open, so they are detached rather than joined.
+        // The persona thread stops after the generation in progress (cancelled above); the voice
+        // thread when the persona thread's channel closes. Neither is joined: a slow model must not
+        // hold up shutdown.
         self.threads.clear();
     }
 }
@@ -456,6 +456,7 @@ fn persona_thread(
                 ));
                 let _ = voice_tx.send(VoiceMsg::End { utt });
             }
+            PersonaMsg::Stop => break,
             PersonaMsg::Memory(rec) => {
                 if let Some(i) = history.iter().position(|(u, _)| *u == Some(rec.utterance)) {
                     if rec.text.is_empty() {
