@@ -87,7 +87,9 @@ pub trait Voice: Send {
 
 /// The face stage as the pipeline drives it. Adapter target: `idol::face`.
 ///
-/// Called on the conductor thread only. Stamps are session samples at the voice's rate.
+/// Called on the conductor thread only. Stamps are session samples at the voice's rate: build the
+/// solver for [`Voice::sample_rate`] and [`PerformConfig::fps`], which the pipeline uses for the frame
+/// grid it checks frames against.
 pub trait FaceSolver: Send {
     /// The rig's channel names, in the order of [`FaceFrame::weights`].
     fn channels(&self) -> &[String];
