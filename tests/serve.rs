@@ -360,13 +360,17 @@ async fn stalled_client_is_dropped_while_another_continues() {
         let msgs = until_done(&mut good, utt).await;
         (good, msgs)
     });
-    // Wait (without reading) until the server gives up on the stalled client.
+    // Wait (without reading) until the server gives up on the stalled client; bounded, so a server
+    // that never notices fails the test instead of hanging it.
+    let mut waited = 0;
     while metrics
         .clients_dropped
         .load(std::sync::atomic::Ordering::SeqCst)
         == 0
     {
+        assert!(waited < 3000, "the stalled client was never dropped");
         tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
     }
     // Now read what is left: buffered messages, then the close frame with the reason.
     let close = loop {
