@@ -554,7 +554,7 @@ fn install_stream(
             actual,
         });
     }
-    tmp.as_file().sync_all().map_err(io_err(dest))?;
+    finish_file(tmp.as_file(), dest)?;
     tmp.persist(dest).map_err(|e| FetchError::Io {
         path: dest.to_path_buf(),
         source: e.error,
@@ -587,7 +587,7 @@ fn copy_atomic(
         progress,
     )?;
     progress.finish();
-    tmp.as_file().sync_all().map_err(io_err(dest))?;
+    finish_file(tmp.as_file(), dest)?;
     tmp.persist(dest).map_err(|e| FetchError::Io {
         path: dest.to_path_buf(),
         source: e.error,
@@ -623,6 +623,17 @@ fn copy_hashing(
         progress.advance(n as u64);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Make an installed file world-readable (temporaries are created private) and sync it to disk.
+fn finish_file(f: &File, dest: &Path) -> Result<(), FetchError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_err(dest))?;
+    }
+    f.sync_all().map_err(io_err(dest))
 }
 
 /// The sha256 of a file, hex.

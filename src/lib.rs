@@ -7,10 +7,13 @@
 pub mod assets;
 pub mod check;
 pub mod config;
+pub mod face;
 pub mod fetch;
 pub mod perform;
 pub mod persona;
 pub mod phonemize;
 pub mod server;
 pub mod speech;
+pub mod text;
 pub mod time;
+pub mod tts;

@@ -2,5 +2,10 @@
 //! instead of many). Each stage has its own module.
 
 mod common;
+mod face;
 mod foundation;
+mod persona;
+mod phonemize;
 mod serve;
+mod text;
+mod tts;
