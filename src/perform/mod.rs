@@ -25,6 +25,7 @@
 //! clock plus a small lead, and hands the events to the sinks, which must not block (the WebSocket hub
 //! only enqueues). Nothing here uses tokio.
 
+pub mod adapters;
 pub mod director;
 pub mod metrics;
 pub mod runtime;
