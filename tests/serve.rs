@@ -690,3 +690,58 @@ async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
         "audio went through WebAudio: {last}"
     );
 }
+
+/// The live pipeline on the real Piper voice and the text stage: what the voice says lines up with
+/// the frames, clause by clause, on the session clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_voice_through_the_live_pipeline_lines_up() {
+    use idol::perform::adapters::{SynthVoice, TextSegmenter};
+    use idol::tts::{EspeakPhonemizer, PiperVoice, VoiceOptions};
+    let home = crate::common::home();
+    let voice = PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        std::sync::Arc::new(EspeakPhonemizer::default()),
+        &VoiceOptions::default(),
+    )
+    .expect("load the voice");
+    let voice = SynthVoice(voice);
+    let rate = idol::perform::Voice::sample_rate(&voice);
+    assert_eq!(rate, RATE);
+    let server = Server::start(
+        Stages {
+            generator: Box::new(ScriptedGenerator::new([
+                "[happy] Hello there, it is 2 pm and I am glad you came.",
+            ])),
+            segmenter: Box::new(TextSegmenter::default()),
+            voice: Box::new(voice),
+            face: Box::new(JawFace::arkit(RATE, FPS)),
+        },
+        PerformConfig::default(),
+        options([127, 0, 0, 1].into(), 2000, None),
+    )
+    .unwrap();
+    let (mut ws, _) = connect(&server).await;
+    send(&mut ws, json!({"type":"chat","text":"hi","id":"r"})).await;
+    let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
+    let msgs = until_done(&mut ws, utt).await;
+    let u = split(&msgs, utt);
+    check_sync(&u, None);
+    let said: Vec<String> = u
+        .captions
+        .iter()
+        .flat_map(|c| c.3.iter().map(|w| w.0.to_lowercase()))
+        .collect();
+    assert!(said.contains(&"hello".to_string()), "{said:?}");
+    assert!(
+        said.contains(&"two".to_string()),
+        "numbers are normalized: {said:?}"
+    );
+    let audible = u
+        .audio
+        .iter()
+        .flat_map(|a| a.1.iter())
+        .map(|x| x.abs())
+        .fold(0.0f32, f32::max);
+    assert!(audible > 0.05, "the voice is audible: {audible}");
+}
