@@ -6,6 +6,7 @@ mod face;
 mod foundation;
 mod persona;
 mod phonemize;
+mod serve;
 mod sinks;
 mod text;
 mod tts;
