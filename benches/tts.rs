@@ -6,7 +6,7 @@
 //! `cargo bench --bench tts [-- --runs N]`
 //!
 //! Measured for idol: time to first audio of a 6-word first clause when the whole clause is decoded at
-//! once and when it is decoded in chunks (`synthesize_streaming`), both including phonemization
+//! once and when it is decoded in chunks (`synthesize_chunked`), both including phonemization
 //! (espeak-ng subprocess here, like piper's espeak-ng); RTF over all sentences (whole clauses).
 
 use idol::assets::Home;
@@ -142,7 +142,7 @@ fn main() {
         let t0 = Instant::now();
         let mut first = None;
         voice
-            .synthesize_streaming(FIRST_CLAUSE.1, StreamOptions::default(), &mut |_| {
+            .synthesize_chunked(FIRST_CLAUSE.1, StreamOptions::default(), &mut |_| {
                 first.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
             })
             .expect("synthesize");

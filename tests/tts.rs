@@ -225,3 +225,37 @@ fn speaker_options_are_checked() {
     .unwrap_err();
     assert!(e.to_string().contains("single speaker"), "{e}");
 }
+
+#[test]
+fn chunked_decoding_matches_the_whole_clause() {
+    use idol::tts::piper::StreamOptions;
+    let text = "Streaming audio should sound the same as the whole clause, seam by seam.";
+    let whole = voice(11).synthesize(text).unwrap();
+    let snr = |a: &[f32], b: &[f32]| {
+        let err: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+        let sig: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
+        10.0 * (sig / err.max(1e-30)).log10()
+    };
+    for (options, min_snr) in [
+        (StreamOptions::default(), 90.0),
+        (
+            StreamOptions {
+                first_frames: 10,
+                chunk_frames: 30,
+                context_frames: 16,
+            },
+            100.0,
+        ),
+    ] {
+        let mut chunks = Vec::new();
+        let streamed = voice(11)
+            .synthesize_chunked(text, options, &mut |c| chunks.push(c.len()))
+            .unwrap();
+        assert!(chunks.len() > 2, "{chunks:?}");
+        assert_eq!(chunks.iter().sum::<usize>(), whole.pcm.len());
+        assert_eq!(streamed.phonemes, whole.phonemes);
+        let s = snr(&whole.pcm, &streamed.pcm);
+        assert!(s > min_snr, "{options:?}: SNR {s:.1} dB");
+        eprintln!("{options:?}: SNR {s:.1} dB");
+    }
+}
