@@ -129,7 +129,10 @@ fn main() {
     }
     let (mut ttfa_whole, mut ttfa_stream, mut rtf_all, mut phonemize) =
         (vec![], vec![], vec![], vec![]);
+    let mut ttfa_tokens = vec![];
     let phonemizer = EspeakPhonemizer::default();
+    let tokens =
+        idol::phonemize::Phonemize::phonemize(&phonemizer, FIRST_CLAUSE.1).expect("phonemize");
     for _ in 0..runs {
         let t0 = Instant::now();
         idol::phonemize::Phonemize::phonemize(&phonemizer, FIRST_CLAUSE.1).expect("phonemize");
@@ -148,6 +151,15 @@ fn main() {
             .expect("synthesize");
         ttfa_stream.push(first.unwrap_or(f64::NAN));
 
+        let t0 = Instant::now();
+        let mut first = None;
+        voice
+            .synthesize_tokens_chunked(&tokens, StreamOptions::default(), &mut |_| {
+                first.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
+            })
+            .expect("synthesize");
+        ttfa_tokens.push(first.unwrap_or(f64::NAN));
+
         let (mut secs, mut audio) = (0.0, 0.0);
         for (_, t) in &sents {
             let t0 = Instant::now();
@@ -157,6 +169,7 @@ fn main() {
         }
         rtf_all.push(secs / audio);
     }
+    let ttfa_tokens = median(ttfa_tokens);
     let idol = (
         median(ttfa_whole),
         median(ttfa_stream),
@@ -194,5 +207,12 @@ fn main() {
         pt,
         idol.1 / pt
     );
-    println!("| of which espeak-ng phonemize (ms) | {:.1} | | |", idol.3);
+    println!(
+        "| first audio, chunked, from phonemes (ms) | {ttfa_tokens:.1} | {pt:.1} | {:.2}x |",
+        ttfa_tokens / pt
+    );
+    println!(
+        "| espeak-ng subprocess phonemize (ms) | {:.1} | | |",
+        idol.3
+    );
 }

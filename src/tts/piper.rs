@@ -609,7 +609,17 @@ impl PiperVoice {
             return Err(TtsError::Empty);
         }
         let tokens = self.phonemizer.phonemize(clause)?;
-        let enc = self.encode_tokens(&tokens)?;
+        self.synthesize_tokens_chunked(&tokens, stream, on_audio)
+    }
+
+    /// [`PiperVoice::synthesize_chunked`] for already phonemized tokens.
+    pub fn synthesize_tokens_chunked(
+        &mut self,
+        tokens: &[PhonToken],
+        stream: StreamOptions,
+        on_audio: &mut dyn FnMut(&[f32]),
+    ) -> Result<Speech, TtsError> {
+        let enc = self.encode_tokens(tokens)?;
         self.synthesize_encoded(&enc, Some((stream, on_audio)))
     }
 
