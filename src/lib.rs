@@ -7,9 +7,11 @@
 pub mod assets;
 pub mod check;
 pub mod config;
+pub mod face;
 pub mod fetch;
 pub mod persona;
 pub mod phonemize;
 pub mod speech;
+pub mod text;
 pub mod time;
 pub mod tts;

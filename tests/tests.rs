@@ -2,5 +2,9 @@
 //! instead of many). Each stage has its own module.
 
 mod common;
+mod face;
 mod foundation;
+mod phonemize;
+mod text;
 mod tts;
+mod persona;

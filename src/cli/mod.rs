@@ -5,8 +5,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod chat;
 pub mod check;
 pub mod fetch;
+pub mod lipsync;
+pub mod rigs;
 pub mod say;
 
 #[derive(Debug, Parser)]
@@ -32,8 +35,14 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Show what is configured and found, with sizes, licences and what to do about anything missing.
     Check(check::CheckArgs),
+    /// Turn a phoneme timeline (TextGrid, HTK/HTS .lab, JSON) into face frames for a rig.
+    Lipsync(lipsync::LipsyncArgs),
+    /// List the rigs and their channels.
+    Rigs(rigs::RigsArgs),
     /// Speak text with the voice: DIR/speech.wav and DIR/phonemes.json (phoneme and word timings).
     Say(say::SayArgs),
+    /// Talk to the persona: a REPL that streams each reply, or `--once "Hi!"` for scripts.
+    Chat(chat::ChatArgs),
 }
 
 /// Paths and settings every command shares.
@@ -67,6 +76,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Fetch(a) => fetch::run(&env, a),
         Command::Check(a) => check::run(&env, a),
+        Command::Lipsync(a) => lipsync::run(&env, a),
+        Command::Rigs(a) => rigs::run(&env, a),
         Command::Say(a) => say::run(&env, a),
+        Command::Chat(a) => chat::run(&env, a),
     }
 }
