@@ -6,12 +6,14 @@
 //! `cargo bench --bench tts [-- --runs N]`
 //!
 //! Measured for idol: time to first audio of a 6-word first clause when the whole clause is decoded at
-//! once and when it is decoded in chunks (`synthesize_chunked`), both including phonemization
-//! (espeak-ng subprocess here, like piper's espeak-ng); RTF over all sentences (whole clauses).
+//! once and when it is decoded in chunks (`synthesize_chunked`), both including phonemization (the
+//! built-in English phonemizer; piper-tts uses espeak-ng in-process); RTF over all sentences (whole
+//! clauses). The sentences are not normalized here, as piper-tts does not normalize either.
 
 use idol::assets::Home;
+use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::tts::piper::StreamOptions;
-use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, VoiceOptions};
+use idol::tts::{PiperVoice, Synthesizer, VoiceOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,10 +118,12 @@ fn main() {
     let body: String = sents.iter().map(|(id, t)| format!("{id}\t{t}\n")).collect();
     std::fs::write(&tsv, body).expect("write sentences");
 
+    let phonemizer: Arc<EnglishPhonemizer> =
+        Arc::new(EnglishPhonemizer::load(&home).expect("load the phonemizer (run `idol fetch`)"));
     let mut voice = PiperVoice::load(
         &home.voice(),
         &home.ort_library(),
-        Arc::new(EspeakPhonemizer::default()),
+        phonemizer.clone(),
         &VoiceOptions::default(),
     )
     .expect("load the voice (run `idol fetch`)");
@@ -130,12 +134,10 @@ fn main() {
     let (mut ttfa_whole, mut ttfa_stream, mut rtf_all, mut phonemize) =
         (vec![], vec![], vec![], vec![]);
     let mut ttfa_tokens = vec![];
-    let phonemizer = EspeakPhonemizer::default();
-    let tokens =
-        idol::phonemize::Phonemize::phonemize(&phonemizer, FIRST_CLAUSE.1).expect("phonemize");
+    let tokens = phonemizer.phonemize(FIRST_CLAUSE.1).expect("phonemize");
     for _ in 0..runs {
         let t0 = Instant::now();
-        idol::phonemize::Phonemize::phonemize(&phonemizer, FIRST_CLAUSE.1).expect("phonemize");
+        phonemizer.phonemize(FIRST_CLAUSE.1).expect("phonemize");
         phonemize.push(t0.elapsed().as_secs_f64() * 1e3);
 
         let t0 = Instant::now();
@@ -211,8 +213,5 @@ fn main() {
         "| first audio, chunked, from phonemes (ms) | {ttfa_tokens:.1} | {pt:.1} | {:.2}x |",
         ttfa_tokens / pt
     );
-    println!(
-        "| espeak-ng subprocess phonemize (ms) | {:.1} | | |",
-        idol.3
-    );
+    println!("| built-in phonemizer (ms) | {:.1} | | |", idol.3);
 }

@@ -6,6 +6,7 @@ use super::Env;
 use anyhow::{Context, bail};
 use clap::Args;
 use idol::assets::Home;
+use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::speech::{Phoneme, Word};
 use idol::time::Timeline;
 use idol::tts::{self, EspeakPhonemizer, PiperVoice, Speaker, SynthWorker, VoiceOptions};
@@ -45,6 +46,9 @@ pub struct SayArgs {
     /// Face frames per second for frames.jsonl.
     #[arg(long)]
     pub fps: Option<u32>,
+    /// Phonemize with the espeak-ng program instead of the built-in English phonemizer.
+    #[arg(long)]
+    pub espeak: bool,
     /// ONNX Runtime threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -70,19 +74,19 @@ pub fn voice_path(home: &Home, voice: Option<&str>, configured: &Path) -> PathBu
     }
 }
 
-/// Sentences (Piper speaks one at a time): split after `.`, `!`, `?` followed by a space.
+/// Sentences ready for the voice (Piper speaks one at a time): inline cue tags taken out, segmented,
+/// normalized (numbers, abbreviations, symbols → words).
 fn sentences(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        cur.push(c);
-        if matches!(c, '.' | '!' | '?') && chars.peek().is_none_or(|n| n.is_whitespace()) {
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    out.push(cur);
-    out.into_iter()
+    let mut stream = idol::text::ClauseStream::new(idol::text::SegmenterConfig {
+        sentences_only: true,
+        max_clause_words: usize::MAX,
+        ..Default::default()
+    });
+    let mut clauses = stream.push(text);
+    clauses.extend(stream.finish());
+    clauses
+        .into_iter()
+        .map(|c| idol::text::normalize(&c.segment.text))
         .map(|s| s.trim().to_string())
         .filter(|s| s.chars().any(|c| c.is_alphanumeric()))
         .collect()
@@ -122,16 +126,14 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.parse::<Speaker>().expect("infallible")),
         seed,
     };
+    let phonemizer: Arc<dyn Phonemize> = if args.espeak {
+        Arc::new(EspeakPhonemizer::default())
+    } else {
+        Arc::new(EnglishPhonemizer::load(home).context("loading the English phonemizer")?)
+    };
     let voice_for_thread = voice.clone();
     let mut worker = SynthWorker::spawn(
-        move || {
-            PiperVoice::load(
-                &voice_for_thread,
-                &ort_lib,
-                Arc::new(EspeakPhonemizer::default()),
-                &options,
-            )
-        },
+        move || PiperVoice::load(&voice_for_thread, &ort_lib, phonemizer, &options),
         4,
     )?;
     let rate = worker.sample_rate();
@@ -219,9 +221,12 @@ mod tests {
 
     #[test]
     fn splits_sentences() {
-        assert_eq!(
-            sentences("Hello everyone! How are you? Fine... 3.14 is pi."),
-            ["Hello everyone!", "How are you?", "Fine...", "3.14 is pi."]
+        let s = sentences("[happy] Hello everyone! How are you? Dr. Brown has 3 cats.");
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(s[0].starts_with("Hello everyone"), "{s:?}");
+        assert!(
+            s[2].contains("three") && s[2].to_lowercase().contains("doctor"),
+            "{s:?}"
         );
         assert!(sentences("  !! ").is_empty());
     }
