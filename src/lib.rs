@@ -11,6 +11,7 @@ pub mod face;
 pub mod fetch;
 pub mod persona;
 pub mod phonemize;
+pub mod sink;
 pub mod speech;
 pub mod text;
 pub mod time;

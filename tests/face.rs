@@ -853,3 +853,172 @@ fn lipsync_and_rigs_commands() {
         .unwrap();
     assert!(String::from_utf8_lossy(&st.stdout).contains("ParamEyeLOpen"));
 }
+
+#[test]
+fn stressed_syllables_nod_the_head_and_look_at_moves_the_eyes() {
+    let f = fixture("bobby_phones.TextGrid", 48000);
+    let quiet = |nods: bool| FaceConfig {
+        layers: Layers {
+            idle: false,
+            nods,
+            ..Layers::default()
+        },
+        ..FaceConfig::default()
+    };
+    let with = render("arkit52", quiet(true), &f, &[]);
+    let without = render("arkit52", quiet(false), &f, &[]);
+    // Pitch down (a positive rotation about +X) peaks during the stressed AA1 of "Bobby".
+    let pitch_down =
+        |fr: &Frames, i: usize| fr.get(i).unwrap().head.to_euler(glam::EulerRot::YXZ).1;
+    let aa = &f.phonemes.items()[1];
+    assert_eq!(aa.value.symbol, "AA1");
+    let in_aa = frames_in_span(&with, aa.start(), aa.end());
+    let deepest = in_aa
+        .iter()
+        .map(|&i| pitch_down(&with, i))
+        .fold(0.0f32, f32::max);
+    assert!(deepest.to_degrees() > 1.0, "{}", deepest.to_degrees());
+    assert!(in_aa.iter().all(|&i| pitch_down(&without, i).abs() < 1e-6));
+    // The eyes rest on the look-at target (saccades scatter around it).
+    let target = idol::face::EyeGaze {
+        yaw: 0.3,
+        pitch: -0.1,
+    };
+    let frames = render(
+        "arkit52",
+        FaceConfig {
+            look_at: Some(target),
+            ..FaceConfig::default()
+        },
+        &f,
+        &[],
+    );
+    let n = frames.len() as f32;
+    let mean_yaw: f32 = frames
+        .iter()
+        .map(|fr| 0.5 * (fr.gaze[0].yaw + fr.gaze[1].yaw))
+        .sum::<f32>()
+        / n;
+    let mean_pitch: f32 = frames.iter().map(|fr| fr.gaze[0].pitch).sum::<f32>() / n;
+    assert!(
+        (mean_yaw - 0.3).abs() < 0.1 && (mean_pitch + 0.1).abs() < 0.06,
+        "{mean_yaw} {mean_pitch}"
+    );
+    let out = frames.channel("eyeLookOutLeft").unwrap();
+    assert!(out.iter().sum::<f32>() / n > 0.3);
+}
+
+#[test]
+fn utf16_textgrids_read_like_utf8() {
+    let text = std::fs::read_to_string(data("mary.TextGrid")).unwrap();
+    let mut bytes = vec![0xFF, 0xFE];
+    for u in text.encode_utf16() {
+        bytes.extend(u.to_le_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mary16.TextGrid");
+    std::fs::write(&p, bytes).unwrap();
+    assert_eq!(
+        read::read_path(&p, 48000, None).unwrap(),
+        fixture("mary.TextGrid", 48000)
+    );
+}
+
+#[test]
+fn an_utterance_renders_at_its_session_position_and_faces_are_shareable() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Face>();
+    let f = fixture("bobby_phones.TextGrid", 48000);
+    let mut phonemes = f.phonemes.clone();
+    phonemes.truncate(f.end);
+    let speech = idol::speech::Speech {
+        pcm: vec![0.0; f.end.get() as usize],
+        sample_rate: 48000,
+        phonemes,
+        words: Timeline::new(48000).unwrap(),
+    };
+    let face = Face::new(Rig::builtin("arkit52").unwrap(), FaceConfig::default()).unwrap();
+    let start = SampleTime(480_000);
+    let frames = face.render_speech(&speech, start, &[]).unwrap();
+    assert_eq!(
+        frames.len() as u64,
+        SampleTime::frames_in(f.end.get(), 48000, 60)
+    );
+    assert_eq!(frames.get(0).unwrap().at, start);
+    // The same face as rendering the file at 0, with the idle layer 10 s later.
+    let quiet = Face::new(
+        Rig::builtin("arkit52").unwrap(),
+        FaceConfig {
+            layers: Layers {
+                idle: false,
+                ..Layers::default()
+            },
+            ..FaceConfig::default()
+        },
+    )
+    .unwrap();
+    let a = quiet.render_speech(&speech, start, &[]).unwrap();
+    let b = quiet.render_speech(&speech, SampleTime::ZERO, &[]).unwrap();
+    assert_eq!(a.channel("jawOpen"), b.channel("jawOpen"));
+}
+
+#[test]
+fn the_real_voice_output_drives_the_face() {
+    use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, VoiceOptions};
+    let home = crate::common::home();
+    let mut voice = PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        std::sync::Arc::new(EspeakPhonemizer::default()),
+        &VoiceOptions::default(),
+    )
+    .unwrap();
+    voice.set_seed(1);
+    let speech = voice
+        .synthesize("Maybe we should bring pumpkin pie to the party, okay?")
+        .unwrap();
+    let rate = speech.sample_rate;
+    let face = Face::new(Rig::builtin("arkit52").unwrap(), FaceConfig::default()).unwrap();
+    let start = SampleTime(rate as u64 * 3);
+    let phonemes = speech.phonemes.clone().shift(start.get());
+    let prep = face
+        .prepare(&Segment {
+            range: TimeRange::at(start, speech.pcm.len() as u64),
+            phonemes: &phonemes,
+            words: None,
+            cues: &[],
+        })
+        .unwrap();
+    assert!(
+        prep.unknown.is_empty(),
+        "symbols the face does not know: {:?}",
+        prep.unknown
+    );
+    let frames = face.render_speech(&speech, start, &[]).unwrap();
+    assert_eq!(
+        frames.len() as u64,
+        SampleTime::frames_in(speech.pcm.len() as u64, rate, 60)
+    );
+    // Every p, b, m the voice spoke closes the lips.
+    let mut bilabials = 0;
+    for it in phonemes.iter() {
+        if !it
+            .value
+            .symbol
+            .chars()
+            .any(|c| matches!(c, 'p' | 'b' | 'm'))
+        {
+            continue;
+        }
+        bilabials += 1;
+        let closed = frames_in_span(&frames, it.start(), it.end())
+            .into_iter()
+            .any(|i| value(&frames, i, "jawOpen") - value(&frames, i, "mouthClose") < 0.02);
+        assert!(
+            closed,
+            "lips stay open during `{}` at {}",
+            it.value.symbol, it.range
+        );
+    }
+    assert!(bilabials >= 5, "{bilabials}");
+}

@@ -6,5 +6,6 @@ mod face;
 mod foundation;
 mod persona;
 mod phonemize;
+mod sinks;
 mod text;
 mod tts;

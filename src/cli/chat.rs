@@ -15,7 +15,7 @@ use idol::persona::import::load_card;
 use idol::persona::memory::Memory;
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
 use idol::persona::prompt::estimate_tokens;
-use idol::persona::{CancelToken, GenParams, TextGenerator};
+use idol::persona::{CancelToken, ChatMessage, GenParams, TextGenerator};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,21 +92,26 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
         LlmBackend::Local => BackendKind::Local,
         LlmBackend::Openai => BackendKind::Openai,
     });
-    let mut generator: Box<dyn TextGenerator> = match backend {
-        BackendKind::Openai => Box::new(
-            OpenAiBackend::new(OpenAiConfig {
-                base_url: args
-                    .base_url
-                    .clone()
-                    .unwrap_or_else(|| llm.base_url.clone()),
-                model: args.model.clone().unwrap_or_else(|| llm.api_model.clone()),
-                api_key_env: args.api_key_env.clone().or_else(|| llm.api_key_env.clone()),
-                read_timeout: Duration::from_secs_f64(
-                    args.timeout.unwrap_or(llm.timeout_secs).max(0.1),
-                ),
-                ..OpenAiConfig::default()
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    // An OpenAI-compatible server does not expose its tokenizer: estimate. (The local engine will
+    // pass its own count here: chat template rendered and tokenized.)
+    let (mut generator, count): (Box<dyn TextGenerator>, Counter) = match backend {
+        BackendKind::Openai => (
+            Box::new(
+                OpenAiBackend::new(OpenAiConfig {
+                    base_url: args
+                        .base_url
+                        .clone()
+                        .unwrap_or_else(|| llm.base_url.clone()),
+                    model: args.model.clone().unwrap_or_else(|| llm.api_model.clone()),
+                    api_key_env: args.api_key_env.clone().or_else(|| llm.api_key_env.clone()),
+                    read_timeout: Duration::from_secs_f64(
+                        args.timeout.unwrap_or(llm.timeout_secs).max(0.1),
+                    ),
+                    ..OpenAiConfig::default()
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            Box::new(estimate_tokens),
         ),
         BackendKind::Local => bail!(
             "the in-process GGUF engine is not wired into `idol chat` in this build yet; use \
@@ -158,6 +163,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     conv.params = params;
     let mut session = Session {
         conv,
+        count,
         cancel: CancelToken::new(),
         busy: Arc::new(AtomicBool::new(false)),
     };
@@ -234,8 +240,12 @@ fn install_ctrl_c(cancel: CancelToken, busy: Arc<AtomicBool>) {
     });
 }
 
+/// The token counter for the prompt budget.
+type Counter = Box<dyn Fn(&[ChatMessage]) -> usize>;
+
 struct Session {
     conv: Conversation,
+    count: Counter,
     cancel: CancelToken,
     busy: Arc<AtomicBool>,
 }
@@ -263,7 +273,7 @@ impl Session {
             speaker,
             text,
             &self.cancel,
-            &estimate_tokens,
+            &*self.count,
             &mut |t| match write!(out, "{t}").and_then(|_| out.flush()) {
                 Ok(()) => true,
                 Err(e) => {

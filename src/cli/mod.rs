@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 pub mod chat;
 pub mod check;
+pub mod devices;
 pub mod fetch;
 pub mod lipsync;
 pub mod rigs;
@@ -43,6 +44,8 @@ pub enum Command {
     Say(say::SayArgs),
     /// Talk to the persona: a REPL that streams each reply, or `--once "Hi!"` for scripts.
     Chat(chat::ChatArgs),
+    /// List the audio output devices.
+    Devices(devices::DevicesArgs),
 }
 
 /// Paths and settings every command shares.
@@ -80,5 +83,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Rigs(a) => rigs::run(&env, a),
         Command::Say(a) => say::run(&env, a),
         Command::Chat(a) => chat::run(&env, a),
+        Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -8,7 +8,7 @@
 //!    more phones with articulatory targets (jaw, rounding, funnel, spreading, lower-lip tuck,
 //!    tongue), a dominance per target and an Oculus viseme. Diphthongs and clusters are split.
 //! 2. `timing.rs`: gaps become explicit silence; bilabials shorter than the minimum closure are
-//!    widened around their centre so the lips meet visibly at any frame rate.
+//!    widened (mostly into the phone before) so the lips meet visibly at any frame rate.
 //! 3. `stress.rs`: vowel jaw opening scaled by stress.
 //! 4. `anticipate.rs`: lip rounding spreads back over the consonants before a rounded vowel.
 //! 5. this file: the timeline becomes a [`Track`] that can be evaluated at any instant.
@@ -39,7 +39,7 @@
 //!
 //! Lip closure does not come from blending, which would average a 20 ms /b/ away. Each bilabial
 //! instead imposes a closure floor: 1 inside its (widened) span, easing in over 25 ms before it and out
-//! over 20 ms after it; the closure is the maximum of the floors. The solver then closes the lips
+//! over 15 ms after it; the closure is the maximum of the floors. The solver then closes the lips
 //! whatever the jaw and the expression are doing.
 //!
 //! Evaluation is allocation-free: a [`Cursor`] remembers where the last frame was, so a monotone
@@ -54,7 +54,7 @@ const ANTICIPATION: f32 = 1.3;
 /// Inside its span a phone's dominance grows up to e² (reached 2 τ deep).
 const DEPTH_CAP: f32 = 2.0;
 const CLOSE_IN: f32 = 0.025;
-const CLOSE_OUT: f32 = 0.020;
+const CLOSE_OUT: f32 = 0.015;
 
 #[derive(Debug, Clone, Copy)]
 struct Seg {

@@ -49,6 +49,8 @@ pub enum FaceError {
     Rig(#[from] RigError),
     #[error("frame rate must be positive (got 0)")]
     ZeroFps,
+    #[error("phoneme timeline is at {timeline} Hz but the audio is at {audio} Hz")]
+    RateMismatch { timeline: u32, audio: u32 },
     #[error("{0} expressions defined, at most {1} are supported")]
     TooManyExpressions(usize, usize),
     #[error("rig `{rig}` has {expected} channels but {got} weights were given")]

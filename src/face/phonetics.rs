@@ -154,7 +154,7 @@ impl Phone {
             mouth: MouthShape::X,
             bilabial: false,
             target: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-            dominance: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6],
+            dominance: [1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6],
             stress: Stress::None,
         }
     }
@@ -378,6 +378,8 @@ fn is_ignorable_mark(c: char) -> bool {
         c,
         'ˑ' | '͡'
             | '‿'
+            | '\u{200D}'
+            | '\u{200C}'
             | 'ʰ'
             | 'ʲ'
             | 'ʷ'
@@ -541,6 +543,26 @@ mod tests {
             visemes(code);
         }
         assert!(!phones_of("QQQX", Stress::None, &mut v));
+    }
+
+    #[test]
+    fn whole_espeak_words_split_into_known_phones() {
+        // espeak-ng 1.51 `--ipa=3` output (U+200D joins the letters of one phoneme), en-us and en-gb.
+        let text = "ðə kwˈɪk bɹˈa\u{200d}ʊn fˈɑːks d\u{200d}ʒˈʌmps ˌo\u{200d}ʊvɚ lˈe\u{200d}ɪzi dˈɑːɡ \
+            bˈæɹə\u{200d}l ɐ θˈa\u{200d}ʊzənd ˈɔɹɪnd\u{200d}ʒᵻz mˈɛʒɚd lˈiːʒɚ jʊ\u{200d}ɹ hˈɛ\u{200d}ɹ \
+            θˈi\u{200d}əɾɚ t\u{200d}ʃˈɜːt\u{200d}ʃ sˈɪŋɪŋ bˈʌʔn̩ lˈɪɾə\u{200d}l həwˈa\u{200d}ɪiː ʃᵻkˈɑːɡo\u{200d}ʊ \
+            nˈɔː\u{200d}ɹθ fˈoː\u{200d}ɹs stˈɑː\u{200d}ɹt t\u{200d}ʃˈɔ\u{200d}ɪs hjˈuːd\u{200d}ʒ ʒˈɑːnɹə jˈɛh hˈəm \
+            ˈʌˈo\u{200d}ʊ bˈaθ klˈɒθ wˈɔːtə nˈi\u{200d}ə skwˈe\u{200d}ə kjˈʊ\u{200d}ə ɡˈə\u{200d}ʊt lˈɒt";
+        let mut v = Vec::new();
+        for word in text.split_whitespace() {
+            assert!(phones_of(word, Stress::None, &mut v), "{word}");
+        }
+        assert!(phones_of("kwˈɪk", Stress::None, &mut v));
+        assert_eq!(
+            v.iter().map(|p| p.viseme).collect::<Vec<_>>(),
+            [Viseme::Kk, Viseme::Ou, Viseme::Ih, Viseme::Kk]
+        );
+        assert_eq!(v[2].stress, Stress::Primary);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::idle::Idle;
 use super::phonetics::{Phone, PhoneClass};
 use super::rig::Rig;
 use super::{EyeGaze, FaceError, Frames, anticipate, stress, timing, visemes};
-use crate::speech::{Cue, Phoneme, Stress, Word};
+use crate::speech::{Cue, Phoneme, Speech, Stress, Word};
 use crate::time::{SampleTime, TimeRange, Timeline};
 use glam::{EulerRot, Quat};
 
@@ -215,6 +215,31 @@ impl Face {
             nods,
             phones,
             unknown,
+        })
+    }
+
+    /// The frames of one synthesized utterance played from session sample `start`: its phoneme and
+    /// word timelines (which start at 0) are moved to `start`, and the segment covers its audio
+    /// exactly. `cues` carry session times, including the mood in force before `start`.
+    pub fn render_speech(
+        &self,
+        speech: &Speech,
+        start: SampleTime,
+        cues: &[Cue],
+    ) -> Result<Frames, FaceError> {
+        if speech.phonemes.rate() != speech.sample_rate {
+            return Err(FaceError::RateMismatch {
+                timeline: speech.phonemes.rate(),
+                audio: speech.sample_rate,
+            });
+        }
+        let phonemes = speech.phonemes.clone().shift(start.get());
+        let words = speech.words.clone().shift(start.get());
+        self.render(&Segment {
+            range: TimeRange::at(start, speech.pcm.len() as u64),
+            phonemes: &phonemes,
+            words: Some(&words),
+            cues,
         })
     }
 

@@ -3,7 +3,8 @@
 //! Input: the voice's `Timeline<Phoneme>` (IPA or ARPAbet). Output: a `Timeline<Phone>` at the same
 //! rate, one item per phone. A symbol that is several phones (a diphthong `aɪ`, an r-coloured `ɑːɹ`, an
 //! aligner's cluster `PT`) is split and its span shared among the parts (a diphthong's first vowel gets
-//! 60 %). A stress mark that arrives as its own item (`ˈ`) is moved onto the next vowel. Silences
+//! 60 %). A stress mark that arrives as its own item (`ˈ`) is moved onto the next vowel; a length
+//! mark that arrives as its own item (`ː`) lengthens the phone before it. Silences
 //! become gaps (the next step fills gaps with explicit silence). Symbols found in neither table become
 //! transparent phones (the neighbours' mouth shows through) and are reported back.
 //!
@@ -38,6 +39,16 @@ pub fn phones(phonemes: &Timeline<Phoneme>) -> (Timeline<Phone>, Vec<String>) {
             p.dominance = [0.05; phonetics::param::COUNT];
             parts.clear();
             parts.push(p);
+        }
+        if parts.is_empty() {
+            // Only marks (a length mark `ː` as its own token, as Piper emits it): lengthen the phone
+            // before it.
+            if let Some(last) = out.last_mut()
+                && last.end() == item.start()
+            {
+                last.range = TimeRange::new(last.start(), item.end()).expect("ordered");
+            }
+            continue;
         }
         if pending_stress != Stress::None
             && let Some(v) = parts.iter_mut().find(|p| p.class == PhoneClass::Vowel)
@@ -98,7 +109,13 @@ mod tests {
             ("aɪ", 0, 100),
             ("_", 100, 150),
             ("ʬ", 150, 160),
+            ("i", 160, 170),
+            ("ː", 170, 200),
         ]));
+        assert_eq!(
+            p.items()[3].range,
+            TimeRange::new(SampleTime(160), SampleTime(200)).unwrap()
+        );
         assert_eq!(unk, vec!["ʬ".to_string()]);
         let items = p.items();
         assert_eq!(items[0].value.viseme, Viseme::Aa);
@@ -106,6 +123,6 @@ mod tests {
         assert_eq!(items[0].value.stress, Stress::Primary);
         assert_eq!(items[1].value.viseme, Viseme::Ih);
         assert_eq!(items[1].end(), SampleTime(100));
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 4);
     }
 }
