@@ -40,7 +40,7 @@ pub enum Command {
     Lipsync(lipsync::LipsyncArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),
-    /// Speak text with the voice: DIR/speech.wav and DIR/phonemes.json (phoneme and word timings).
+    /// Speak text: DIR/speech.wav, DIR/phonemes.json (phoneme and word timings) and DIR/frames.jsonl.
     Say(say::SayArgs),
     /// Talk to the persona: a REPL that streams each reply, or `--once "Hi!"` for scripts.
     Chat(chat::ChatArgs),
