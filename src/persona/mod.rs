@@ -6,6 +6,8 @@
 //! `on_text` callback returns `false`, or the [`CancelToken`] is set, and generation stops after the
 //! current token.
 
+pub mod llm;
+
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
