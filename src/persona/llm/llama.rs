@@ -162,7 +162,11 @@ impl LlamaModel {
                 .map(|v| v as usize)
                 .unwrap_or(4096),
         };
-        if n_head % n_kv_head != 0 || head_dim % 2 != 0 || d_model % QK != 0 || d_ff % QK != 0 {
+        if !n_head.is_multiple_of(n_kv_head)
+            || !head_dim.is_multiple_of(2)
+            || !d_model.is_multiple_of(QK)
+            || !d_ff.is_multiple_of(QK)
+        {
             return Err(load_err(&g.path, "unsupported llama shape".into()));
         }
         let qmat = |g: &mut GgufFile, name: &str| -> Result<QMat, PersonaError> {
@@ -482,7 +486,7 @@ fn matmul(
     match pool {
         None => job.run(0, w.rows, out, w.rows),
         Some(pool) => {
-            let tasks = pool.current_num_threads() * 2;
+            let tasks = pool.current_num_threads();
             let per = w.rows.div_ceil(tasks).next_multiple_of(4);
             let ptr = SendPtr(out.as_mut_ptr());
             let ptr = &ptr;
@@ -510,7 +514,7 @@ fn matmul(
 #[inline]
 fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if quant::have_avx2() && q.len() % 8 == 0 {
+    if quant::have_avx2() && q.len().is_multiple_of(8) {
         // SAFETY: features checked; lengths equal and a multiple of 8.
         return unsafe { simd::dot_f16(q, k) };
     }
@@ -523,7 +527,7 @@ fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
 #[inline]
 fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if quant::have_avx2() && out.len() % 8 == 0 {
+    if quant::have_avx2() && out.len().is_multiple_of(8) {
         // SAFETY: features checked; lengths equal and a multiple of 8.
         unsafe { simd::axpy_f16(a, v, out) };
         return;
