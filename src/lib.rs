@@ -5,7 +5,14 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
+pub mod check;
+pub mod config;
+pub mod face;
+pub mod fetch;
 pub mod persona;
 pub mod phonemize;
+pub mod sink;
 pub mod speech;
+pub mod text;
 pub mod time;
+pub mod tts;

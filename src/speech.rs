@@ -50,7 +50,10 @@ impl Phoneme {
         matches!(
             self.symbol.as_str(),
             "" | "_" | "sil" | "sp" | "spn" | "pau" | "SIL" | "<p:>" | " "
-        ) || self.symbol.chars().all(|c| c.is_ascii_punctuation() || c.is_whitespace())
+        ) || self
+            .symbol
+            .chars()
+            .all(|c| c.is_ascii_punctuation() || c.is_whitespace())
     }
 }
 
@@ -143,8 +146,11 @@ mod tests {
     #[test]
     fn speech_validates_coverage() {
         let mut ph = Timeline::new(100).unwrap();
-        ph.push(Timed::new(TimeRange::at(SampleTime(0), 4), Phoneme::new("h")))
-            .unwrap();
+        ph.push(Timed::new(
+            TimeRange::at(SampleTime(0), 4),
+            Phoneme::new("h"),
+        ))
+        .unwrap();
         ph.push(Timed::new(
             TimeRange::at(SampleTime(4), 6),
             Phoneme::stressed("ɛ", Stress::Primary),

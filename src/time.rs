@@ -23,7 +23,9 @@ pub enum TimeError {
     ZeroFps,
     #[error("range ends before it starts: start {start}, end {end}")]
     Reversed { start: u64, end: u64 },
-    #[error("item at {start}..{end} overlaps or precedes the previous item, which ends at {prev_end}")]
+    #[error(
+        "item at {start}..{end} overlaps or precedes the previous item, which ends at {prev_end}"
+    )]
     OutOfOrder { start: u64, end: u64, prev_end: u64 },
 }
 
@@ -450,7 +452,10 @@ mod tests {
     #[test]
     fn seconds_round_trip_and_rounding() {
         assert_eq!(SampleTime::from_secs_f64(1.5, 22050).unwrap().get(), 33075);
-        assert_eq!(SampleTime::from_secs_f64(0.0, 48000).unwrap(), SampleTime::ZERO);
+        assert_eq!(
+            SampleTime::from_secs_f64(0.0, 48000).unwrap(),
+            SampleTime::ZERO
+        );
         assert!(SampleTime::from_secs_f64(-1.0, 48000).is_err());
         assert!(SampleTime::from_secs_f64(f64::NAN, 48000).is_err());
         assert_eq!(SampleTime::from_secs_f64(1.0, 0), Err(TimeError::ZeroRate));
@@ -465,7 +470,10 @@ mod tests {
     fn rescale_is_exact_and_rounds_half_up() {
         assert_eq!(SampleTime(22050).rescale(22050, 48000).get(), 48000);
         assert_eq!(SampleTime(1).rescale(2, 1).get(), 1); // 0.5 -> 1
-        assert_eq!(SampleTime(123_456_789).rescale(48000, 48000).get(), 123_456_789);
+        assert_eq!(
+            SampleTime(123_456_789).rescale(48000, 48000).get(),
+            123_456_789
+        );
         // No overflow on long sessions: a year at 48 kHz.
         let year = SampleTime(48000 * 3600 * 24 * 365);
         assert_eq!(year.rescale(48000, 22050).get(), 22050 * 3600 * 24 * 365);
@@ -477,13 +485,25 @@ mod tests {
         assert_eq!(SampleTime::frame_offset(2, 22050, 60), 735);
         assert_eq!(SampleTime::frame_offset(60, 22050, 60), 22050);
         assert_eq!(SampleTime(1000).frame(3, 48000, 30).get(), 1000 + 4800);
-        for &(rate, fps) in &[(22050u32, 60u32), (48000, 30), (16000, 24), (44100, 59), (22050, 1)] {
+        for &(rate, fps) in &[
+            (22050u32, 60u32),
+            (48000, 30),
+            (16000, 24),
+            (44100, 59),
+            (22050, 1),
+        ] {
             for len in [0u64, 1, 367, 368, 369, 22050, 22051, 100_003] {
                 let n = SampleTime::frames_in(len, rate, fps);
                 if n > 0 {
-                    assert!(SampleTime::frame_offset(n - 1, rate, fps) < len, "{rate} {fps} {len}");
+                    assert!(
+                        SampleTime::frame_offset(n - 1, rate, fps) < len,
+                        "{rate} {fps} {len}"
+                    );
                 }
-                assert!(SampleTime::frame_offset(n, rate, fps) >= len, "{rate} {fps} {len}");
+                assert!(
+                    SampleTime::frame_offset(n, rate, fps) >= len,
+                    "{rate} {fps} {len}"
+                );
             }
         }
     }
@@ -506,10 +526,16 @@ mod tests {
     #[test]
     fn timeline_orders_looks_up_and_rescales() {
         let mut tl = Timeline::new(100).unwrap();
-        tl.push(Timed::new(TimeRange::at(SampleTime(0), 10), 'a')).unwrap();
-        tl.push(Timed::new(TimeRange::at(SampleTime(10), 5), 'b')).unwrap();
-        assert!(tl.push(Timed::new(TimeRange::at(SampleTime(12), 5), 'x')).is_err());
-        tl.push(Timed::new(TimeRange::at(SampleTime(20), 5), 'c')).unwrap();
+        tl.push(Timed::new(TimeRange::at(SampleTime(0), 10), 'a'))
+            .unwrap();
+        tl.push(Timed::new(TimeRange::at(SampleTime(10), 5), 'b'))
+            .unwrap();
+        assert!(
+            tl.push(Timed::new(TimeRange::at(SampleTime(12), 5), 'x'))
+                .is_err()
+        );
+        tl.push(Timed::new(TimeRange::at(SampleTime(20), 5), 'c'))
+            .unwrap();
         assert!(!tl.is_contiguous());
         assert_eq!(tl.at(SampleTime(9)).unwrap().value, 'a');
         assert_eq!(tl.at(SampleTime(10)).unwrap().value, 'b');

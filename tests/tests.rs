@@ -1,3 +1,12 @@
-//! The one integration test binary.
+//! One integration test binary (every test binary links candle and ONNX Runtime's loader, so one link
+//! instead of many). Each stage has its own module.
 
+mod common;
+mod face;
+mod foundation;
 mod llm;
+mod persona;
+mod phonemize;
+mod sinks;
+mod text;
+mod tts;

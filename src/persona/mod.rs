@@ -6,7 +6,15 @@
 //! `on_text` callback returns `false`, or the [`CancelToken`] is set, and generation stops after the
 //! current token.
 
+pub mod card;
+pub mod conversation;
+pub mod guard;
+pub mod import;
 pub mod llm;
+pub mod memory;
+pub mod openai;
+pub mod prompt;
+pub mod sse;
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -122,6 +130,12 @@ pub enum PersonaError {
     Generation(String),
     #[error("{0}")]
     Other(String),
+    /// A persona card that does not parse or validate (positioned).
+    #[error(transparent)]
+    Card(#[from] card::CardError),
+    /// An OpenAI-compatible server failed; any text that arrived is in the error.
+    #[error(transparent)]
+    Backend(#[from] openai::BackendError),
 }
 
 /// Chat turns in, reply text out, streamed. Real: the candle GGUF engine and the OpenAI-compatible HTTP

@@ -2,6 +2,18 @@
 //! with (espeak-ng en-us). Input: one clause of normalized text. Output: [`PhonToken`]s, one per word or
 //! prosody-shaping punctuation mark. Pure and cheap per call; the loaded dictionary and G2P weights are
 //! shared read-only.
+//!
+//! Implementations: [`EnglishPhonemizer`] (CMUdict + the g2p-en GRU on candle, pure Rust, the default)
+//! and [`EspeakPhonemizer`] (the `espeak-ng` program as a subprocess, for other languages).
+
+pub mod arpabet;
+pub mod english;
+pub mod espeak;
+pub mod g2p;
+
+pub use english::{CmuDict, EnglishPhonemizer, Source};
+pub use espeak::EspeakPhonemizer;
+pub use g2p::G2p;
 
 /// One token of a phonemized clause.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +21,8 @@ pub enum PhonToken {
     /// A word as written and its IPA, espeak-ng style: stress marks `ˈ`/`ˌ` before the stressed vowel,
     /// `ɡ` as U+0261, no zero-width joiners (e.g. "hello" → `həlˈoʊ`).
     Word { text: String, ipa: String },
-    /// Punctuation that shapes prosody, kept for the voice: `, . ! ? ; : —` etc.
+    /// Punctuation that shapes prosody, kept for the voice: `, . ! ? ; :` (the English phonemizer
+    /// writes a dash as `,` and an ellipsis as `.`, so every mark has a Piper phoneme id).
     Punct(char),
 }
 

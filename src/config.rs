@@ -1,0 +1,649 @@
+//! `idol.toml`: raw TOML validated into a typed [`Config`].
+//!
+//! Parsing happens in two steps, as in ripgrep: serde reads the raw document into structs that reject
+//! unknown keys and wrong types, then [`Config::validate`] checks what types cannot (ranges, addresses,
+//! names). Every error is a [`ConfigError`] that names the file, line, column and field, and says what is
+//! allowed. Every section is optional; an empty file is the default configuration.
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, positioned in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem has no position (e.g. the file cannot be read).
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `server.port`; empty when unknown.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": field `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Which text generator speaks for the persona.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    /// The in-process candle GGUF engine.
+    #[default]
+    Local,
+    /// An OpenAI-compatible server (llama.cpp server, Ollama, vLLM).
+    Openai,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    persona: RawPersona,
+    llm: RawLlm,
+    voice: RawVoice,
+    face: RawFace,
+    server: RawServer,
+    sinks: RawSinks,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawPersona {
+    card: Option<Spanned<String>>,
+    memory_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLlm {
+    backend: LlmBackend,
+    model: Option<String>,
+    threads: Option<Spanned<i64>>,
+    context: Option<Spanned<i64>>,
+    base_url: Option<Spanned<String>>,
+    api_model: Option<String>,
+    api_key_env: Option<String>,
+    timeout_secs: Option<Spanned<f64>>,
+    temperature: Option<Spanned<f64>>,
+    max_tokens: Option<Spanned<i64>>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawVoice {
+    model: Option<String>,
+    speaker: Option<String>,
+    length_scale: Option<Spanned<f64>>,
+    noise_scale: Option<Spanned<f64>>,
+    noise_w: Option<Spanned<f64>>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawFace {
+    rig: Option<Spanned<String>>,
+    fps: Option<Spanned<i64>>,
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    bind: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    token_env: Option<String>,
+    max_clients: Option<Spanned<i64>>,
+    max_client_lag_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSinks {
+    vmc: Option<RawVmc>,
+    vtube_studio: Option<RawVts>,
+    audio: Option<RawAudio>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawVmc {
+    enabled: bool,
+    target: Option<Spanned<String>>,
+    rate: Option<Spanned<i64>>,
+    rig: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawVts {
+    enabled: bool,
+    url: Option<Spanned<String>>,
+    rate: Option<Spanned<i64>>,
+    token_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudio {
+    enabled: bool,
+    device: Option<String>,
+}
+
+/// The validated configuration. Paths are as written (relative to the idol home).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub persona: PersonaConfig,
+    pub llm: LlmConfig,
+    pub voice: VoiceConfig,
+    pub face: FaceConfig,
+    pub server: ServerConfig,
+    pub sinks: SinksConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonaConfig {
+    pub card: PathBuf,
+    pub memory_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    pub backend: LlmBackend,
+    pub model: PathBuf,
+    pub threads: usize,
+    pub context: usize,
+    pub base_url: String,
+    pub api_model: String,
+    pub api_key_env: Option<String>,
+    pub timeout_secs: f64,
+    pub temperature: f32,
+    pub max_tokens: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceConfig {
+    pub model: PathBuf,
+    pub speaker: Option<String>,
+    pub length_scale: Option<f32>,
+    pub noise_scale: Option<f32>,
+    pub noise_w: Option<f32>,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceConfig {
+    pub rig: String,
+    pub fps: u32,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Environment variable holding the control token required off loopback.
+    pub token_env: String,
+    pub max_clients: usize,
+    pub max_client_lag_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SinksConfig {
+    pub vmc: Option<VmcConfig>,
+    pub vtube_studio: Option<VtsConfig>,
+    pub audio: Option<AudioConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmcConfig {
+    pub target: std::net::SocketAddr,
+    pub rate: u32,
+    pub rig: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VtsConfig {
+    pub url: String,
+    pub rate: u32,
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioConfig {
+    pub device: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml_str("", Path::new("idol.toml")).expect("the empty config is valid")
+    }
+}
+
+/// Positions errors in the source text.
+struct Ctx<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = line_col(self.src, span.start);
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn int_in<T: TryFrom<i64>>(
+        &self,
+        v: &Option<Spanned<i64>>,
+        field: &str,
+        lo: i64,
+        hi: i64,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let x = *s.get_ref();
+                if x < lo || x > hi {
+                    return Err(self.at(
+                        s.span(),
+                        field,
+                        format!("{x} is out of range: allowed {lo}..={hi}"),
+                    ));
+                }
+                T::try_from(x).map_err(|_| self.at(s.span(), field, "value does not fit"))
+            }
+        }
+    }
+
+    fn float_in(
+        &self,
+        v: &Option<Spanned<f64>>,
+        field: &str,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Option<f32>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) => {
+                let x = *s.get_ref();
+                if !(lo..=hi).contains(&x) {
+                    return Err(self.at(
+                        s.span(),
+                        field,
+                        format!("{x} is out of range: allowed {lo}..={hi}"),
+                    ));
+                }
+                Ok(Some(x as f32))
+            }
+        }
+    }
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// The dotted key that a byte offset belongs to, recovered from the document's text: the last table
+/// header before it and the key on its line.
+fn key_path_at(src: &str, offset: usize) -> String {
+    let offset = offset.min(src.len());
+    let mut table = String::new();
+    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    for line in src[..line_start].lines() {
+        let t = line.trim();
+        if t.starts_with('[') && !t.starts_with("[[") {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        } else if let Some(inner) = t.strip_prefix("[[") {
+            table = inner.trim_end_matches("]]").trim().to_string();
+        }
+    }
+    let line = src[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+        .unwrap_or_default();
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) => table,
+        (true, false) => key,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Config::from_toml_str(&src, path)
+    }
+
+    /// `idol.toml` in the idol home if it exists, else the defaults.
+    pub fn load_or_default(path: &Path) -> Result<Config, ConfigError> {
+        if path.exists() {
+            Config::load(path)
+        } else {
+            Ok(Config::default())
+        }
+    }
+
+    /// Parse and validate TOML text; `file` is used in error messages only.
+    pub fn from_toml_str(src: &str, file: &Path) -> Result<Config, ConfigError> {
+        let ctx = Ctx { file, src };
+        let raw: RawConfig = toml::from_str(src).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let (line, column) = if e.span().is_some() {
+                line_col(src, span.start)
+            } else {
+                (0, 0)
+            };
+            let mut message = e.message().trim().to_string();
+            if message.starts_with("unknown field") {
+                message.push_str(" (see the annotated idol.toml at the repository root)");
+            }
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                column,
+                field: key_path_at(src, span.start),
+                message,
+            }
+        })?;
+        raw.validate(&ctx)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, ctx: &Ctx) -> Result<Config, ConfigError> {
+        let persona = PersonaConfig {
+            card: PathBuf::from(
+                self.persona
+                    .card
+                    .map(|s| s.into_inner())
+                    .unwrap_or_else(|| "personas/mika.toml".into()),
+            ),
+            memory_dir: PathBuf::from(
+                self.persona
+                    .memory_dir
+                    .unwrap_or_else(|| ".cache/memory".into()),
+            ),
+        };
+
+        let l = &self.llm;
+        let base_url = match &l.base_url {
+            None => "http://127.0.0.1:8080".to_string(),
+            Some(s) => {
+                let u = s.get_ref();
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(ctx.at(
+                        s.span(),
+                        "llm.base_url",
+                        format!("{u:?} is not an http:// or https:// URL (e.g. \"http://127.0.0.1:11434\" for Ollama)"),
+                    ));
+                }
+                u.trim_end_matches('/').to_string()
+            }
+        };
+        let llm = LlmConfig {
+            backend: l.backend,
+            model: PathBuf::from(
+                l.model
+                    .clone()
+                    .unwrap_or_else(|| crate::assets::DEFAULT_LLM.into()),
+            ),
+            threads: ctx.int_in(&l.threads, "llm.threads", 1, 256, 1usize)?,
+            context: ctx.int_in(&l.context, "llm.context", 256, 1 << 20, 2048usize)?,
+            base_url,
+            api_model: l.api_model.clone().unwrap_or_else(|| "default".into()),
+            api_key_env: l.api_key_env.clone(),
+            timeout_secs: ctx
+                .float_in(&l.timeout_secs, "llm.timeout_secs", 0.1, 3600.0)?
+                .unwrap_or(60.0) as f64,
+            temperature: ctx
+                .float_in(&l.temperature, "llm.temperature", 0.0, 5.0)?
+                .unwrap_or(0.7),
+            max_tokens: ctx.int_in(&l.max_tokens, "llm.max_tokens", 1, 1 << 20, 160usize)?,
+            seed: l.seed.unwrap_or(0),
+        };
+
+        let v = &self.voice;
+        let voice = VoiceConfig {
+            model: PathBuf::from(
+                v.model
+                    .clone()
+                    .unwrap_or_else(|| crate::assets::DEFAULT_VOICE.into()),
+            ),
+            speaker: v.speaker.clone(),
+            length_scale: ctx.float_in(&v.length_scale, "voice.length_scale", 0.1, 10.0)?,
+            noise_scale: ctx.float_in(&v.noise_scale, "voice.noise_scale", 0.0, 5.0)?,
+            noise_w: ctx.float_in(&v.noise_w, "voice.noise_w", 0.0, 5.0)?,
+            seed: v.seed.unwrap_or(0),
+        };
+
+        let face = FaceConfig {
+            rig: rig_name(ctx, &self.face.rig, "face.rig")?.unwrap_or_else(|| "arkit52".into()),
+            fps: ctx.int_in(&self.face.fps, "face.fps", 1, 1000, 60u32)?,
+            seed: self.face.seed.unwrap_or(0),
+        };
+
+        let s = &self.server;
+        let bind = match &s.bind {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(b) => b.get_ref().parse().map_err(|_| {
+                ctx.at(
+                    b.span(),
+                    "server.bind",
+                    format!(
+                        "{:?} is not an IP address: allowed e.g. \"127.0.0.1\" (this machine only), \"0.0.0.0\" (all interfaces), \"::1\"",
+                        b.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let server = ServerConfig {
+            bind,
+            port: ctx.int_in(&s.port, "server.port", 0, 65535, 8787u16)?,
+            token_env: s.token_env.clone().unwrap_or_else(|| "IDOL_TOKEN".into()),
+            max_clients: ctx.int_in(&s.max_clients, "server.max_clients", 1, 100_000, 256usize)?,
+            max_client_lag_ms: ctx.int_in(
+                &s.max_client_lag_ms,
+                "server.max_client_lag_ms",
+                50,
+                600_000,
+                2000u64,
+            )?,
+        };
+
+        let mut sinks = SinksConfig::default();
+        if let Some(vmc) = self.sinks.vmc.as_ref().filter(|v| v.enabled) {
+            let target = match &vmc.target {
+                None => std::net::SocketAddr::from(([127, 0, 0, 1], 39539)),
+                Some(t) => t.get_ref().parse().map_err(|_| {
+                    ctx.at(
+                        t.span(),
+                        "sinks.vmc.target",
+                        format!(
+                            "{:?} is not HOST:PORT with an IP address (e.g. \"127.0.0.1:39539\")",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            sinks.vmc = Some(VmcConfig {
+                target,
+                rate: ctx.int_in(&vmc.rate, "sinks.vmc.rate", 1, 240, 60u32)?,
+                rig: rig_name(ctx, &vmc.rig, "sinks.vmc.rig")?.unwrap_or_else(|| "vrm".into()),
+            });
+        }
+        if let Some(vts) = self.sinks.vtube_studio.as_ref().filter(|v| v.enabled) {
+            let url = match &vts.url {
+                None => "ws://localhost:8001".to_string(),
+                Some(u)
+                    if u.get_ref().starts_with("ws://") || u.get_ref().starts_with("wss://") =>
+                {
+                    u.get_ref().clone()
+                }
+                Some(u) => {
+                    return Err(ctx.at(
+                        u.span(),
+                        "sinks.vtube_studio.url",
+                        format!("{:?} is not a ws:// URL (VTube Studio listens on \"ws://localhost:8001\")", u.get_ref()),
+                    ));
+                }
+            };
+            sinks.vtube_studio = Some(VtsConfig {
+                url,
+                rate: ctx.int_in(&vts.rate, "sinks.vtube_studio.rate", 1, 60, 30u32)?,
+                token_file: PathBuf::from(
+                    vts.token_file
+                        .clone()
+                        .unwrap_or_else(|| ".cache/vtube_studio_token".into()),
+                ),
+            });
+        }
+        if let Some(a) = self.sinks.audio.as_ref().filter(|a| a.enabled) {
+            sinks.audio = Some(AudioConfig {
+                device: a.device.clone(),
+            });
+        }
+
+        Ok(Config {
+            persona,
+            llm,
+            voice,
+            face,
+            server,
+            sinks,
+        })
+    }
+}
+
+/// A rig is named by a file stem under `rigs/` or a path to a `.toml` file.
+fn rig_name(
+    ctx: &Ctx,
+    v: &Option<Spanned<String>>,
+    field: &str,
+) -> Result<Option<String>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(s) => {
+            let name = s.get_ref();
+            let ok = !name.is_empty()
+                && (name.ends_with(".toml")
+                    || name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+            if !ok {
+                return Err(ctx.at(
+                    s.span(),
+                    field,
+                    format!("{name:?} is not a rig: allowed a name from `idol rigs` (arkit52, vrm, live2d, oculus15) or a path to a rig .toml"),
+                ));
+            }
+            Ok(Some(name.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(src: &str) -> ConfigError {
+        Config::from_toml_str(src, Path::new("idol.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn empty_is_default() {
+        let c = Config::from_toml_str("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.server.port, 8787);
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1");
+        assert_eq!(c.face.fps, 60);
+        assert_eq!(c.face.rig, "arkit52");
+        assert_eq!(c.llm.backend, LlmBackend::Local);
+        assert!(c.sinks.vmc.is_none());
+    }
+
+    #[test]
+    fn bad_type_is_positioned() {
+        let e = err("[server]\nport = \"eighty\"\n");
+        assert_eq!((e.line, e.column), (2, 8), "{e}");
+        assert_eq!(e.field, "server.port");
+        assert!(
+            e.to_string()
+                .starts_with("idol.toml:2:8: field `server.port`:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_positioned_and_lists_allowed() {
+        let e = err("[face]\nfps = 30\nrigg = \"vrm\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert_eq!(e.field, "face.rigg");
+        assert!(
+            e.message.contains("rig") && e.message.contains("fps"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_port_and_ranges() {
+        let e = err("[server]\nport = 70000\n");
+        assert_eq!((e.line, e.column, e.field.as_str()), (2, 8, "server.port"));
+        assert!(e.message.contains("0..=65535"), "{e}");
+        let e = err("[face]\nfps = 0\n");
+        assert!(e.message.contains("1..=1000"), "{e}");
+        let e = err("[server]\nbind = \"localhost:80\"\n");
+        assert_eq!(e.field, "server.bind");
+        let e = err("[sinks.vmc]\nenabled = true\ntarget = \"nowhere\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "sinks.vmc.target"));
+    }
+
+    #[test]
+    fn syntax_error_is_positioned() {
+        let e = err("[llm]\ntemperature = = 1\n");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("idol.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.server.port, 8787);
+    }
+}

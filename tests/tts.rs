@@ -1,0 +1,227 @@
+//! The voice on the real Piper voice (voices/en_US-joe-medium.onnx) and ONNX Runtime library.
+
+use crate::common;
+use idol::speech::{Speech, Stress};
+use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, TtsError, VoiceOptions, wav};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+fn load(options: &VoiceOptions) -> Result<PiperVoice, TtsError> {
+    let home = common::home();
+    PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        Arc::new(EspeakPhonemizer::default()),
+        options,
+    )
+}
+
+/// One loaded voice shared by the tests (loading takes about a second).
+fn voice(seed: u64) -> MutexGuard<'static, PiperVoice> {
+    static VOICE: OnceLock<Mutex<PiperVoice>> = OnceLock::new();
+    let v =
+        VOICE.get_or_init(|| Mutex::new(load(&VoiceOptions::default()).expect("load the voice")));
+    let mut g = v.lock().unwrap_or_else(|e| e.into_inner());
+    let inf = g.config().inference;
+    g.set_scales(inf.noise_scale, inf.length_scale, inf.noise_w);
+    g.set_seed(seed);
+    g
+}
+
+fn check_timelines(s: &Speech) {
+    s.validate().expect("phonemes cover the audio exactly");
+    assert!(!s.pcm.is_empty());
+    let n = s.pcm.len() as u64;
+    assert_eq!(s.phonemes.span().unwrap().end().get(), n);
+    for p in s.phonemes.iter() {
+        assert!(!p.range.is_empty(), "empty phoneme span {p:?}");
+    }
+    assert!(s.words.is_contiguous() || s.words.len() > 1);
+    let mut prev_end = 0;
+    for w in s.words.iter() {
+        assert!(
+            w.start().get() >= prev_end && w.end() > w.start(),
+            "word {w:?}"
+        );
+        assert!(w.end().get() <= n);
+        // Every word starts and ends on a phoneme boundary.
+        assert!(s.phonemes.iter().any(|p| p.start() == w.start()));
+        assert!(s.phonemes.iter().any(|p| p.end() == w.end()));
+        prev_end = w.end().get();
+    }
+}
+
+#[test]
+fn durations_sum_to_the_sample_count() {
+    let mut v = voice(1);
+    let hop = v.hop();
+    assert_eq!(hop, 256);
+    let s = v
+        .synthesize("Hello everyone, welcome back to the stream!")
+        .unwrap();
+    assert_eq!(s.sample_rate, 22050);
+    check_timelines(&s);
+    // The voice's durations are whole frames: every phoneme span but the last is a multiple of the hop.
+    assert_eq!(s.pcm.len() as u64 % hop, 0);
+    for p in s.phonemes.iter() {
+        assert_eq!(p.range.len() % hop, 0, "{p:?}");
+    }
+    let words: Vec<_> = s.words.iter().map(|w| w.value.text.as_str()).collect();
+    assert_eq!(
+        words,
+        [
+            "Hello", "everyone", "welcome", "back", "to", "the", "stream"
+        ]
+    );
+    let syms: Vec<_> = s.phonemes.iter().map(|p| p.value.symbol.as_str()).collect();
+    assert!(
+        syms.starts_with(&["h", "ə", "l", "oʊ"]) || syms.starts_with(&["_", "h", "ə", "l", "oʊ"]),
+        "{syms:?}"
+    );
+    assert!(syms.contains(&"_"), "the comma makes a pause: {syms:?}");
+    assert!(s.phonemes.iter().any(|p| p.value.stress == Stress::Primary));
+    assert!(
+        s.phonemes
+            .iter()
+            .any(|p| p.value.stress == Stress::Secondary)
+    );
+}
+
+#[test]
+fn same_seed_same_bytes_and_different_seeds_differ() {
+    let text = "Thanks for the follow, you are amazing.";
+    let a = voice(7).synthesize(text).unwrap();
+    let b = voice(7).synthesize(text).unwrap();
+    let c = voice(8).synthesize(text).unwrap();
+    let (wa, wb, wc) = (
+        wav::wav_bytes(&a.pcm, a.sample_rate),
+        wav::wav_bytes(&b.pcm, b.sample_rate),
+        wav::wav_bytes(&c.pcm, c.sample_rate),
+    );
+    assert_eq!(wa, wb);
+    assert_eq!(a.phonemes, b.phonemes);
+    assert_ne!(wa, wc);
+    // Consecutive clauses of one render use different noise streams.
+    let mut v = voice(7);
+    let first = v.synthesize(text).unwrap();
+    let second = v.synthesize(text).unwrap();
+    assert_eq!(first.pcm, a.pcm);
+    assert_ne!(second.pcm, a.pcm);
+}
+
+#[test]
+fn noise_free_synthesis_ignores_the_seed() {
+    let mut v = voice(1);
+    v.set_scales(0.0, 1.0, 0.0);
+    let a = v.synthesize("Good evening, chat.").unwrap();
+    v.set_seed(99);
+    let b = v.synthesize("Good evening, chat.").unwrap();
+    assert_eq!(a.pcm, b.pcm);
+    check_timelines(&a);
+}
+
+#[test]
+fn length_scale_slows_speech_down() {
+    let mut v = voice(3);
+    let normal = v
+        .synthesize("This is a test of the speaking rate.")
+        .unwrap();
+    v.set_seed(3);
+    v.set_scales(0.667, 1.5, 0.8);
+    let slow = v
+        .synthesize("This is a test of the speaking rate.")
+        .unwrap();
+    check_timelines(&slow);
+    assert!(slow.pcm.len() as f64 > 1.3 * normal.pcm.len() as f64);
+}
+
+#[test]
+fn a_sixty_word_paragraph_renders() {
+    let text = "Welcome back to the stream, everyone. Today we are going to build a tiny house in the \
+                forest, decorate it with lanterns, and then go fishing by the river until the sun goes \
+                down. If you have any ideas for the garden, write them in the chat and I will try my best \
+                to make them happen. Remember to stay hydrated and be kind to each other.";
+    assert!(text.split_whitespace().count() >= 60);
+    let s = voice(5).synthesize(text).unwrap();
+    check_timelines(&s);
+    assert!(s.duration_secs() > 12.0, "{} s", s.duration_secs());
+    assert!(s.words.len() >= 60);
+    let peak = s.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(peak > 0.1 && peak <= 1.0, "peak {peak}");
+}
+
+#[test]
+fn empty_and_unspeakable_text_are_errors() {
+    let mut v = voice(1);
+    assert!(matches!(v.synthesize("   "), Err(TtsError::Empty)));
+    let e = v.synthesize("🙂 🎉 ...").unwrap_err();
+    assert!(e.to_string().contains("nothing speakable"), "{e}");
+    // Unknown characters are skipped, the rest is spoken.
+    let s = v.synthesize("Hello 🙂 there").unwrap();
+    assert_eq!(s.words.len(), 2);
+}
+
+#[test]
+fn missing_voice_names_its_path_and_the_fix() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nobody-here.onnx");
+    let e = PiperVoice::load(
+        &path,
+        &home.ort_library(),
+        Arc::new(EspeakPhonemizer::default()),
+        &VoiceOptions::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("idol fetch --voice PATH/nobody-here.onnx"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn corrupt_voice_names_its_path_and_the_fix() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.onnx");
+    std::fs::write(&path, b"\x0a\xff\xff not a model").unwrap();
+    std::fs::copy(
+        home.path("voices/en_US-joe-medium.onnx.json"),
+        dir.path().join("broken.onnx.json"),
+    )
+    .unwrap();
+    let load = || {
+        PiperVoice::load(
+            &path,
+            &home.ort_library(),
+            Arc::new(EspeakPhonemizer::default()),
+            &VoiceOptions::default(),
+        )
+    };
+    let msg = load().unwrap_err().to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("idol fetch --voice PATH/broken.onnx"), "{msg}");
+    // A truncated real model (valid protobuf prefix cut mid-field) fails the same way.
+    let real = std::fs::read(home.voice()).unwrap();
+    std::fs::write(&path, &real[..real.len() / 2]).unwrap();
+    let msg = load().unwrap_err().to_string();
+    assert!(
+        msg.contains("broken.onnx") && msg.contains("idol fetch"),
+        "{msg}"
+    );
+    // A corrupt config names the config.
+    std::fs::write(dir.path().join("broken.onnx.json"), b"{").unwrap();
+    let msg = load().unwrap_err().to_string();
+    assert!(msg.contains("broken.onnx.json"), "{msg}");
+}
+
+#[test]
+fn speaker_options_are_checked() {
+    let e = load(&VoiceOptions {
+        speaker: Some(idol::tts::Speaker::Id(3)),
+        ..VoiceOptions::default()
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("single speaker"), "{e}");
+}
