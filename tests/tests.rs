@@ -4,6 +4,7 @@
 mod common;
 mod face;
 mod foundation;
+mod llm;
 mod persona;
 mod phonemize;
 mod serve;

@@ -10,6 +10,7 @@ pub mod card;
 pub mod conversation;
 pub mod guard;
 pub mod import;
+pub mod llm;
 pub mod memory;
 pub mod openai;
 pub mod prompt;

@@ -1,0 +1,570 @@
+//! Our own forward pass for llama-family GGUF files whose matrices are Q4_0, Q4_1 or Q8_0 (SmolLM2 and
+//! most small llama-architecture files); anything else goes through candle-transformers.
+//!
+//! Per token: embedding row (dequantized), then per layer: RMS norm (sum of squares in f64 like ggml,
+//! `x * (1/sqrt(mean + eps))`, times the weight), Q/K/V projections, rotary embedding in the "normal"
+//! (adjacent pairs) layout with `theta_i = pos * base^(-2i/d)` built by repeated multiplication as ggml
+//! does, K and V stored as f16 in the cache (llama.cpp's default cache type), attention with the query
+//! rounded to f16 and f32 accumulation, numerically stable softmax, output projection and residual; then
+//! RMS norm, SwiGLU feed-forward (`silu(gate) * up`, down projection) and residual. The final norm and the
+//! output matrix (tied to the embedding when the file has no `output.weight`) give the logits.
+//! Every projection quantizes its input row once (see `quant`) and uses integer dot products, as
+//! llama.cpp does, so the logits agree with llama.cpp's to float rounding.
+//!
+//! A prompt is evaluated as one batch (each unpacked weight block is reused for up to 4 tokens); the KV
+//! cache can be truncated to any length, which is what the prefix cache needs.
+//!
+//! Threading: one compute thread by default; with `threads > 1` the rows of every projection are split
+//! over a private rayon pool of that size.
+
+use super::quant::{self, ABLOCK, AType, MatJob, QK, WType};
+use super::{GgufFile, load_err};
+use crate::persona::PersonaError;
+use half::f16;
+
+/// A quantized matrix: `rows` output rows of `cols` inputs, GGUF blocks.
+pub struct QMat {
+    pub t: WType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+}
+
+impl QMat {
+    fn row_bytes(&self) -> usize {
+        self.cols / QK * self.t.block_bytes()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub d_model: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub d_ff: usize,
+    pub eps: f32,
+    pub rope_base: f32,
+    pub rope_dim: usize,
+    pub vocab: usize,
+    pub train_ctx: usize,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMat,
+    wk: QMat,
+    wv: QMat,
+    wo: QMat,
+    ffn_norm: Vec<f32>,
+    gate: QMat,
+    up: QMat,
+    down: QMat,
+    k_cache: Vec<u16>,
+    v_cache: Vec<u16>,
+}
+
+/// Scratch buffers, reused across calls.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+    acts: Vec<u8>,
+    acts2: Vec<u8>,
+    tmp: Vec<u8>,
+    scores: Vec<f32>,
+    rope: Vec<(f32, f32)>,
+}
+
+pub struct LlamaModel {
+    pub cfg: LlamaConfig,
+    tok_embd: QMat,
+    output: Option<QMat>,
+    out_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    ctx: usize,
+    n_past: usize,
+    pool: Option<rayon::ThreadPool>,
+    s: Scratch,
+    /// Reference mode: f32 activations times dequantized weights (slow; for tests).
+    pub reference_f32: bool,
+}
+
+/// Which GGUF llama files this engine takes: every matrix Q4_0, Q4_1 or Q8_0, no rope scaling tensor.
+pub fn supports(g: &GgufFile) -> bool {
+    let ok = |name: &str| g.ggml_type(name).and_then(WType::from_ggml).is_some();
+    g.has("token_embd.weight")
+        && ok("token_embd.weight")
+        && (!g.has("output.weight") || ok("output.weight"))
+        && !g.has("rope_freqs.weight")
+        && g.has("blk.0.attn_q.weight")
+        && (0..g.u32_md("llama.block_count").unwrap_or(0) as usize).all(|i| {
+            [
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ]
+            .iter()
+            .all(|n| ok(&format!("blk.{i}.{n}.weight")))
+        })
+        && !g.has("blk.0.attn_q.bias")
+}
+
+impl LlamaModel {
+    pub fn load(g: &mut GgufFile, ctx: usize, threads: usize) -> Result<Self, PersonaError> {
+        let md = |k: &str| {
+            g.u32_md(&format!("llama.{k}"))
+                .map(|v| v as usize)
+                .ok_or_else(|| load_err(&g.path, format!("missing metadata `llama.{k}`")))
+        };
+        let n_layer = md("block_count")?;
+        let d_model = md("embedding_length")?;
+        let n_head = md("attention.head_count")?;
+        let n_kv_head = g
+            .u32_md("llama.attention.head_count_kv")
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
+        let d_ff = md("feed_forward_length")?;
+        let head_dim = g
+            .u32_md("llama.attention.key_length")
+            .map(|v| v as usize)
+            .unwrap_or(d_model / n_head);
+        let cfg = LlamaConfig {
+            n_layer,
+            d_model,
+            n_head,
+            n_kv_head,
+            head_dim,
+            d_ff,
+            eps: g
+                .f32_md("llama.attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-5),
+            rope_base: g.f32_md("llama.rope.freq_base").unwrap_or(10000.0),
+            rope_dim: g
+                .u32_md("llama.rope.dimension_count")
+                .map(|v| v as usize)
+                .unwrap_or(head_dim),
+            vocab: 0,
+            train_ctx: g
+                .u32_md("llama.context_length")
+                .map(|v| v as usize)
+                .unwrap_or(4096),
+        };
+        if !n_head.is_multiple_of(n_kv_head)
+            || !head_dim.is_multiple_of(2)
+            || !d_model.is_multiple_of(QK)
+            || !d_ff.is_multiple_of(QK)
+        {
+            return Err(load_err(&g.path, "unsupported llama shape".into()));
+        }
+        let qmat = |g: &mut GgufFile, name: &str| -> Result<QMat, PersonaError> {
+            let (t, dims, data) = g.raw(name)?;
+            let t = WType::from_ggml(t)
+                .ok_or_else(|| load_err(&g.path, format!("tensor {name}: unsupported type")))?;
+            Ok(QMat {
+                t,
+                cols: dims[0],
+                rows: dims.get(1).copied().unwrap_or(1),
+                data,
+            })
+        };
+        let tok_embd = qmat(g, "token_embd.weight")?;
+        let output = if g.has("output.weight") {
+            Some(qmat(g, "output.weight")?)
+        } else {
+            None
+        };
+        let out_norm = g.f32_tensor("output_norm.weight")?;
+        let kv_len = ctx * n_kv_head * head_dim;
+        let mut layers = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let p = |n: &str| format!("blk.{i}.{n}.weight");
+            layers.push(Layer {
+                attn_norm: g.f32_tensor(&p("attn_norm"))?,
+                wq: qmat(g, &p("attn_q"))?,
+                wk: qmat(g, &p("attn_k"))?,
+                wv: qmat(g, &p("attn_v"))?,
+                wo: qmat(g, &p("attn_output"))?,
+                ffn_norm: g.f32_tensor(&p("ffn_norm"))?,
+                gate: qmat(g, &p("ffn_gate"))?,
+                up: qmat(g, &p("ffn_up"))?,
+                down: qmat(g, &p("ffn_down"))?,
+                k_cache: vec![0; kv_len],
+                v_cache: vec![0; kv_len],
+            });
+        }
+        let mut cfg = cfg;
+        cfg.vocab = output.as_ref().unwrap_or(&tok_embd).rows;
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("idol-llm-{i}"))
+                    .build()
+                    .map_err(|e| PersonaError::Other(format!("thread pool: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(LlamaModel {
+            cfg,
+            tok_embd,
+            output,
+            out_norm,
+            layers,
+            ctx,
+            n_past: 0,
+            pool,
+            s: Scratch::default(),
+            reference_f32: false,
+        })
+    }
+
+    pub fn ctx(&self) -> usize {
+        self.ctx
+    }
+
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    /// Forget everything after the first `n` cached positions.
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    /// Evaluate `tokens` after the cached ones; returns the logits of the last token.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, PersonaError> {
+        if tokens.is_empty() {
+            return Err(PersonaError::Generation("no tokens to evaluate".into()));
+        }
+        if self.n_past + tokens.len() > self.ctx {
+            return Err(PersonaError::Generation(format!(
+                "context full: {} cached + {} new tokens > {} (drop older turns)",
+                self.n_past,
+                tokens.len(),
+                self.ctx
+            )));
+        }
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(256) {
+            logits = self.forward_chunk(chunk)?;
+        }
+        Ok(logits)
+    }
+
+    fn forward_chunk(&mut self, tokens: &[u32]) -> Result<Vec<f32>, PersonaError> {
+        let c = &self.cfg;
+        let (n, d, hd) = (tokens.len(), c.d_model, c.head_dim);
+        let dq = c.n_head * hd;
+        let dkv = c.n_kv_head * hd;
+        let s = &mut self.s;
+        // embeddings
+        s.x.resize(n * d, 0.0);
+        let erb = self.tok_embd.row_bytes();
+        for (i, &t) in tokens.iter().enumerate() {
+            let t = t as usize;
+            if t >= self.tok_embd.rows {
+                return Err(PersonaError::Generation(format!(
+                    "token id {t} out of range"
+                )));
+            }
+            quant::dequant_row(
+                self.tok_embd.t,
+                &self.tok_embd.data[t * erb..(t + 1) * erb],
+                &mut s.x[i * d..(i + 1) * d],
+            );
+        }
+        // rotary tables for these positions
+        let half = c.rope_dim / 2;
+        s.rope.clear();
+        let theta_scale = c.rope_base.powf(-2.0 / c.rope_dim as f32);
+        for i in 0..n {
+            let mut theta = (self.n_past + i) as f32;
+            for _ in 0..half {
+                s.rope.push((theta.cos(), theta.sin()));
+                theta *= theta_scale;
+            }
+        }
+        s.h.resize(n * d, 0.0);
+        s.q.resize(n * dq, 0.0);
+        s.k.resize(n * dkv, 0.0);
+        s.v.resize(n * dkv, 0.0);
+        s.att.resize(n * dq, 0.0);
+        s.o.resize(n * d, 0.0);
+        s.g.resize(n * c.d_ff, 0.0);
+        s.u.resize(n * c.d_ff, 0.0);
+        let pool = self.pool.as_ref();
+        let rf = self.reference_f32;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for l in self.layers.iter_mut() {
+            rms_norm(&s.x, &l.attn_norm, c.eps, d, &mut s.h);
+            quantize_rows(&s.h, d, l.wq.t.act(), &mut s.acts, &mut s.tmp);
+            let same = |a: &QMat, b: &QMat| a.t.act() == b.t.act();
+            matmul(pool, &l.wq, &s.acts, rf.then_some(&s.h[..]), &mut s.q);
+            let acts_kv = if same(&l.wq, &l.wk) && same(&l.wq, &l.wv) {
+                &s.acts
+            } else {
+                quantize_rows(&s.h, d, l.wk.t.act(), &mut s.acts2, &mut s.tmp);
+                &s.acts2
+            };
+            matmul(pool, &l.wk, acts_kv, rf.then_some(&s.h[..]), &mut s.k);
+            matmul(pool, &l.wv, acts_kv, rf.then_some(&s.h[..]), &mut s.v);
+            for i in 0..n {
+                let rope = &s.rope[i * half..(i + 1) * half];
+                for hq in s.q[i * dq..(i + 1) * dq].chunks_exact_mut(hd) {
+                    apply_rope(hq, rope);
+                }
+                for hk in s.k[i * dkv..(i + 1) * dkv].chunks_exact_mut(hd) {
+                    apply_rope(hk, rope);
+                }
+                let pos = self.n_past + i;
+                to_f16(
+                    &s.k[i * dkv..(i + 1) * dkv],
+                    &mut l.k_cache[pos * dkv..(pos + 1) * dkv],
+                );
+                to_f16(
+                    &s.v[i * dkv..(i + 1) * dkv],
+                    &mut l.v_cache[pos * dkv..(pos + 1) * dkv],
+                );
+            }
+            // attention
+            let group = c.n_head / c.n_kv_head;
+            let mut qh = vec![0f32; hd];
+            for i in 0..n {
+                let len = self.n_past + i + 1;
+                s.scores.resize(len, 0.0);
+                for h in 0..c.n_head {
+                    let kvh = h / group;
+                    for (dst, src) in qh
+                        .iter_mut()
+                        .zip(&s.q[i * dq + h * hd..i * dq + (h + 1) * hd])
+                    {
+                        *dst = f16::from_f32(*src).to_f32();
+                    }
+                    let mut mx = f32::NEG_INFINITY;
+                    for t in 0..len {
+                        let kr = &l.k_cache[t * dkv + kvh * hd..t * dkv + (kvh + 1) * hd];
+                        let sc = dot_f16(&qh, kr) * scale;
+                        s.scores[t] = sc;
+                        mx = mx.max(sc);
+                    }
+                    let mut sum = 0f32;
+                    for sc in s.scores.iter_mut() {
+                        *sc = (*sc - mx).exp();
+                        sum += *sc;
+                    }
+                    let out = &mut s.att[i * dq + h * hd..i * dq + (h + 1) * hd];
+                    out.fill(0.0);
+                    for t in 0..len {
+                        let vr = &l.v_cache[t * dkv + kvh * hd..t * dkv + (kvh + 1) * hd];
+                        axpy_f16(s.scores[t], vr, out);
+                    }
+                    let inv = 1.0 / sum;
+                    out.iter_mut().for_each(|v| *v *= inv);
+                }
+            }
+            quantize_rows(&s.att, dq, l.wo.t.act(), &mut s.acts, &mut s.tmp);
+            matmul(pool, &l.wo, &s.acts, rf.then_some(&s.att[..]), &mut s.o);
+            s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
+            // feed-forward
+            rms_norm(&s.x, &l.ffn_norm, c.eps, d, &mut s.h);
+            quantize_rows(&s.h, d, l.gate.t.act(), &mut s.acts, &mut s.tmp);
+            matmul(pool, &l.gate, &s.acts, rf.then_some(&s.h[..]), &mut s.g);
+            let acts_up = if l.up.t.act() == l.gate.t.act() {
+                &s.acts
+            } else {
+                quantize_rows(&s.h, d, l.up.t.act(), &mut s.acts2, &mut s.tmp);
+                &s.acts2
+            };
+            matmul(pool, &l.up, acts_up, rf.then_some(&s.h[..]), &mut s.u);
+            s.g.iter_mut()
+                .zip(&s.u)
+                .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+            quantize_rows(&s.g, c.d_ff, l.down.t.act(), &mut s.acts, &mut s.tmp);
+            matmul(pool, &l.down, &s.acts, rf.then_some(&s.g[..]), &mut s.o);
+            s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
+        }
+        self.n_past += n;
+        // logits of the last token
+        let last = &s.x[(n - 1) * d..n * d];
+        let mut h = vec![0f32; d];
+        rms_norm(last, &self.out_norm, c.eps, d, &mut h);
+        let out = self.output.as_ref().unwrap_or(&self.tok_embd);
+        quantize_rows(&h, d, out.t.act(), &mut s.acts, &mut s.tmp);
+        let mut logits = vec![0f32; out.rows];
+        matmul(pool, out, &s.acts, rf.then_some(&h[..]), &mut logits);
+        Ok(logits)
+    }
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, d: usize, out: &mut [f32]) {
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let sum: f64 = xr.iter().map(|v| (v * v) as f64).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, xv), wv) in or.iter_mut().zip(xr).zip(w) {
+            *o = (xv * scale) * wv;
+        }
+    }
+}
+
+fn apply_rope(x: &mut [f32], rope: &[(f32, f32)]) {
+    for (pair, &(cos, sin)) in x.chunks_exact_mut(2).zip(rope) {
+        let (a, b) = (pair[0], pair[1]);
+        pair[0] = a * cos - b * sin;
+        pair[1] = a * sin + b * cos;
+    }
+}
+
+fn to_f16(x: &[f32], out: &mut [u16]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = f16::from_f32(*v).to_bits();
+    }
+}
+
+/// Quantize each `d`-long row of `x` into consecutive activation rows.
+fn quantize_rows(x: &[f32], d: usize, _t: AType, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
+    out.clear();
+    for row in x.chunks_exact(d) {
+        quant::quantize_act(row, tmp);
+        out.extend_from_slice(tmp);
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of indices.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `out[c * rows + r] = w_r · act_c` for every activation row `c`; with `x` (reference mode) the
+/// dequantized weights times the f32 rows of `x` instead.
+fn matmul(
+    pool: Option<&rayon::ThreadPool>,
+    w: &QMat,
+    acts: &[u8],
+    x: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    if let Some(x) = x {
+        let mut row = vec![0f32; w.cols];
+        let rb = w.row_bytes();
+        let n = x.len() / w.cols;
+        for r in 0..w.rows {
+            quant::dequant_row(w.t, &w.data[r * rb..(r + 1) * rb], &mut row);
+            for c in 0..n {
+                out[c * w.rows + r] = row
+                    .iter()
+                    .zip(&x[c * w.cols..(c + 1) * w.cols])
+                    .map(|(a, b)| a * b)
+                    .sum();
+            }
+        }
+        return;
+    }
+    let job = MatJob {
+        t: w.t,
+        w: &w.data,
+        row_bytes: w.row_bytes(),
+        acts,
+        act_bytes: w.cols / QK * ABLOCK,
+    };
+    let n_act = acts.len() / job.act_bytes;
+    debug_assert!(out.len() >= n_act * w.rows);
+    match pool {
+        None => job.run(0, w.rows, out, w.rows),
+        Some(pool) => {
+            let tasks = pool.current_num_threads();
+            let per = w.rows.div_ceil(tasks).next_multiple_of(4);
+            let ptr = SendPtr(out.as_mut_ptr());
+            let ptr = &ptr;
+            let job = &job;
+            let rows = w.rows;
+            pool.scope(|sc| {
+                for r0 in (0..rows).step_by(per) {
+                    sc.spawn(move |_| {
+                        let r1 = (r0 + per).min(rows);
+                        let mut tmp = vec![0f32; n_act * (r1 - r0)];
+                        job.run(r0, r1, &mut tmp, r1 - r0);
+                        for c in 0..n_act {
+                            for r in r0..r1 {
+                                // SAFETY: disjoint (c, r) per task, in bounds (checked above).
+                                unsafe { *ptr.0.add(c * rows + r) = tmp[c * (r1 - r0) + r - r0] };
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
+#[inline]
+fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if quant::have_avx2() && q.len().is_multiple_of(8) {
+        // SAFETY: features checked; lengths equal and a multiple of 8.
+        return unsafe { simd::dot_f16(q, k) };
+    }
+    q.iter()
+        .zip(k)
+        .map(|(a, b)| a * f16::from_bits(*b).to_f32())
+        .sum()
+}
+
+#[inline]
+fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if quant::have_avx2() && out.len().is_multiple_of(8) {
+        // SAFETY: features checked; lengths equal and a multiple of 8.
+        unsafe { simd::axpy_f16(a, v, out) };
+        return;
+    }
+    for (o, b) in out.iter_mut().zip(v) {
+        *o += a * f16::from_bits(*b).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for i in (0..q.len()).step_by(8) {
+                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i));
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), kv, acc);
+            }
+            let mut r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+            r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
+        unsafe {
+            let av = _mm256_set1_ps(a);
+            for i in (0..out.len()).step_by(8) {
+                let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
+                let o = out.as_mut_ptr().add(i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(av, vv, _mm256_loadu_ps(o)));
+            }
+        }
+    }
+}
