@@ -7,11 +7,12 @@
 //! Replies are printed with their `[emotion]` and `<action>` tags.
 
 use super::Env;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use idol::config::LlmBackend;
 use idol::persona::conversation::{Conversation, Speaker};
 use idol::persona::import::load_card;
+use idol::persona::llm::{LlmOptions, LlmWorker};
 use idol::persona::memory::Memory;
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
 use idol::persona::prompt::estimate_tokens;
@@ -113,11 +114,25 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
             ),
             Box::new(estimate_tokens),
         ),
-        BackendKind::Local => bail!(
-            "the in-process GGUF engine is not wired into `idol chat` in this build yet; use \
-             `--backend openai --base-url URL` with a llama.cpp, Ollama or vLLM server (or set \
-             `backend = \"openai\"` under [llm] in idol.toml)"
-        ),
+        BackendKind::Local => {
+            let model = env.home.path(
+                args.model
+                    .as_deref()
+                    .map(std::path::Path::new)
+                    .unwrap_or(&llm.model),
+            );
+            super::fetch::ensure_default(env, &model, false)?;
+            let worker = LlmWorker::spawn(
+                &model,
+                LlmOptions {
+                    threads: llm.threads,
+                    ctx: llm.context,
+                    ..LlmOptions::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (Box::new(worker), Box::new(estimate_tokens))
+        }
     };
     // The card's generation settings, then idol.toml's where they differ from the built-in defaults,
     // then the flags.

@@ -89,3 +89,21 @@ pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+/// Install a missing default asset on first use, saying so; with `offline`, only say what to run.
+pub fn ensure_default(env: &Env, path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if offline {
+        anyhow::bail!("{} is missing: run `idol fetch`", path.display());
+    }
+    let fetcher = Fetcher::new(env.home.clone());
+    eprintln!("{} is missing: fetching it now (first use)", path.display());
+    match fetcher.ensure_path(path, &mut Bar::new())? {
+        Some(_) => Ok(()),
+        None => anyhow::bail!(
+            "{} does not exist and is not one of the pinned assets: check the path in idol.toml, or register the file with `idol fetch --model/--voice`",
+            path.display()
+        ),
+    }
+}

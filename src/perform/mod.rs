@@ -28,6 +28,7 @@
 pub mod adapters;
 pub mod director;
 pub mod metrics;
+pub mod rig_face;
 pub mod runtime;
 pub mod segment;
 pub mod testing;
