@@ -6,12 +6,14 @@
 //! `cargo bench --bench tts [-- --runs N]`
 //!
 //! Measured for idol: time to first audio of a 6-word first clause when the whole clause is decoded at
-//! once and when it is decoded in chunks (`synthesize_streaming`), both including phonemization
-//! (espeak-ng subprocess here, like piper's espeak-ng); RTF over all sentences (whole clauses).
+//! once and when it is decoded in chunks (`synthesize_chunked`), both including phonemization (the
+//! built-in English phonemizer; piper-tts uses espeak-ng in-process); RTF over all sentences (whole
+//! clauses). The sentences are not normalized here, as piper-tts does not normalize either.
 
 use idol::assets::Home;
+use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::tts::piper::StreamOptions;
-use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, VoiceOptions};
+use idol::tts::{PiperVoice, Synthesizer, VoiceOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,10 +118,12 @@ fn main() {
     let body: String = sents.iter().map(|(id, t)| format!("{id}\t{t}\n")).collect();
     std::fs::write(&tsv, body).expect("write sentences");
 
+    let phonemizer: Arc<EnglishPhonemizer> =
+        Arc::new(EnglishPhonemizer::load(&home).expect("load the phonemizer (run `idol fetch`)"));
     let mut voice = PiperVoice::load(
         &home.voice(),
         &home.ort_library(),
-        Arc::new(EspeakPhonemizer::default()),
+        phonemizer.clone(),
         &VoiceOptions::default(),
     )
     .expect("load the voice (run `idol fetch`)");
@@ -129,10 +133,11 @@ fn main() {
     }
     let (mut ttfa_whole, mut ttfa_stream, mut rtf_all, mut phonemize) =
         (vec![], vec![], vec![], vec![]);
-    let phonemizer = EspeakPhonemizer::default();
+    let mut ttfa_tokens = vec![];
+    let tokens = phonemizer.phonemize(FIRST_CLAUSE.1).expect("phonemize");
     for _ in 0..runs {
         let t0 = Instant::now();
-        idol::phonemize::Phonemize::phonemize(&phonemizer, FIRST_CLAUSE.1).expect("phonemize");
+        phonemizer.phonemize(FIRST_CLAUSE.1).expect("phonemize");
         phonemize.push(t0.elapsed().as_secs_f64() * 1e3);
 
         let t0 = Instant::now();
@@ -142,11 +147,20 @@ fn main() {
         let t0 = Instant::now();
         let mut first = None;
         voice
-            .synthesize_streaming(FIRST_CLAUSE.1, StreamOptions::default(), &mut |_| {
+            .synthesize_chunked(FIRST_CLAUSE.1, StreamOptions::default(), &mut |_| {
                 first.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
             })
             .expect("synthesize");
         ttfa_stream.push(first.unwrap_or(f64::NAN));
+
+        let t0 = Instant::now();
+        let mut first = None;
+        voice
+            .synthesize_tokens_chunked(&tokens, StreamOptions::default(), &mut |_| {
+                first.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
+            })
+            .expect("synthesize");
+        ttfa_tokens.push(first.unwrap_or(f64::NAN));
 
         let (mut secs, mut audio) = (0.0, 0.0);
         for (_, t) in &sents {
@@ -157,6 +171,7 @@ fn main() {
         }
         rtf_all.push(secs / audio);
     }
+    let ttfa_tokens = median(ttfa_tokens);
     let idol = (
         median(ttfa_whole),
         median(ttfa_stream),
@@ -194,5 +209,9 @@ fn main() {
         pt,
         idol.1 / pt
     );
-    println!("| of which espeak-ng phonemize (ms) | {:.1} | | |", idol.3);
+    println!(
+        "| first audio, chunked, from phonemes (ms) | {ttfa_tokens:.1} | {pt:.1} | {:.2}x |",
+        ttfa_tokens / pt
+    );
+    println!("| built-in phonemizer (ms) | {:.1} | | |", idol.3);
 }

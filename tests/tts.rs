@@ -1,18 +1,23 @@
 //! The voice on the real Piper voice (voices/en_US-joe-medium.onnx) and ONNX Runtime library.
 
 use crate::common;
+use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::speech::{Speech, Stress};
-use idol::tts::{EspeakPhonemizer, PiperVoice, Synthesizer, TtsError, VoiceOptions, wav};
+use idol::tts::{PiperVoice, Synthesizer, TtsError, VoiceOptions, wav};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// The built-in English phonemizer, loaded once.
+fn english() -> Arc<dyn Phonemize> {
+    static P: OnceLock<Arc<EnglishPhonemizer>> = OnceLock::new();
+    P.get_or_init(|| {
+        Arc::new(EnglishPhonemizer::load(&common::home()).expect("load the phonemizer"))
+    })
+    .clone()
+}
 
 fn load(options: &VoiceOptions) -> Result<PiperVoice, TtsError> {
     let home = common::home();
-    PiperVoice::load(
-        &home.voice(),
-        &home.ort_library(),
-        Arc::new(EspeakPhonemizer::default()),
-        options,
-    )
+    PiperVoice::load(&home.voice(), &home.ort_library(), english(), options)
 }
 
 /// One loaded voice shared by the tests (loading takes about a second).
@@ -151,13 +156,23 @@ fn a_sixty_word_paragraph_renders() {
 
 #[test]
 fn empty_and_unspeakable_text_are_errors() {
+    use idol::phonemize::PhonToken;
     let mut v = voice(1);
     assert!(matches!(v.synthesize("   "), Err(TtsError::Empty)));
-    let e = v.synthesize("🙂 🎉 ...").unwrap_err();
+    let e = v.synthesize("... !!! ---").unwrap_err();
     assert!(e.to_string().contains("nothing speakable"), "{e}");
-    // Unknown characters are skipped, the rest is spoken.
-    let s = v.synthesize("Hello 🙂 there").unwrap();
+    // Symbols the voice has no id for are skipped (with a warning); the rest is spoken.
+    let word = |text: &str, ipa: &str| PhonToken::Word {
+        text: text.into(),
+        ipa: ipa.into(),
+    };
+    let s = v
+        .synthesize_tokens(&[word("hello", "həl☃ˈoʊ"), word("there", "ðˈɛɹ")])
+        .unwrap();
     assert_eq!(s.words.len(), 2);
+    assert!(!s.phonemes.iter().any(|p| p.value.symbol.contains('☃')));
+    let e = v.synthesize_tokens(&[word("x", "☃☃")]).unwrap_err();
+    assert!(e.to_string().contains("nothing speakable"), "{e}");
 }
 
 #[test]
@@ -168,7 +183,7 @@ fn missing_voice_names_its_path_and_the_fix() {
     let e = PiperVoice::load(
         &path,
         &home.ort_library(),
-        Arc::new(EspeakPhonemizer::default()),
+        english(),
         &VoiceOptions::default(),
     )
     .unwrap_err();
@@ -195,7 +210,7 @@ fn corrupt_voice_names_its_path_and_the_fix() {
         PiperVoice::load(
             &path,
             &home.ort_library(),
-            Arc::new(EspeakPhonemizer::default()),
+            english(),
             &VoiceOptions::default(),
         )
     };
@@ -224,4 +239,38 @@ fn speaker_options_are_checked() {
     })
     .unwrap_err();
     assert!(e.to_string().contains("single speaker"), "{e}");
+}
+
+#[test]
+fn chunked_decoding_matches_the_whole_clause() {
+    use idol::tts::piper::StreamOptions;
+    let text = "Streaming audio should sound the same as the whole clause, seam by seam.";
+    let whole = voice(11).synthesize(text).unwrap();
+    let snr = |a: &[f32], b: &[f32]| {
+        let err: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+        let sig: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
+        10.0 * (sig / err.max(1e-30)).log10()
+    };
+    for (options, min_snr) in [
+        (StreamOptions::default(), 90.0),
+        (
+            StreamOptions {
+                first_frames: 10,
+                chunk_frames: 30,
+                context_frames: 16,
+            },
+            100.0,
+        ),
+    ] {
+        let mut chunks = Vec::new();
+        let streamed = voice(11)
+            .synthesize_chunked(text, options, &mut |c| chunks.push(c.len()))
+            .unwrap();
+        assert!(chunks.len() > 2, "{chunks:?}");
+        assert_eq!(chunks.iter().sum::<usize>(), whole.pcm.len());
+        assert_eq!(streamed.phonemes, whole.phonemes);
+        let s = snr(&whole.pcm, &streamed.pcm);
+        assert!(s > min_snr, "{options:?}: SNR {s:.1} dB");
+        eprintln!("{options:?}: SNR {s:.1} dB");
+    }
 }

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod lipsync;
 pub mod rigs;
 pub mod say;
+pub mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,12 +41,14 @@ pub enum Command {
     Lipsync(lipsync::LipsyncArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),
-    /// Speak text with the voice: DIR/speech.wav and DIR/phonemes.json (phoneme and word timings).
+    /// Speak text: DIR/speech.wav, DIR/phonemes.json (phoneme and word timings) and DIR/frames.jsonl.
     Say(say::SayArgs),
     /// Talk to the persona: a REPL that streams each reply, or `--once "Hi!"` for scripts.
     Chat(chat::ChatArgs),
     /// List the audio output devices.
     Devices(devices::DevicesArgs),
+    /// Run the idol live: chat in, voice and face out over WebSocket, with a browser viewer.
+    Serve(serve::ServeArgs),
 }
 
 /// Paths and settings every command shares.
@@ -84,5 +87,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Say(a) => say::run(&env, a),
         Command::Chat(a) => chat::run(&env, a),
         Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Serve(a) => serve::run(&env, a),
     }
 }

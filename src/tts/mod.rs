@@ -62,6 +62,19 @@ pub trait Synthesizer: Send {
     fn sample_rate(&self) -> u32;
     /// One clause of normalized text (a sentence or part of one) → speech.
     fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError>;
+
+    /// Like [`Synthesizer::synthesize`], handing the audio to `on_audio` in order as it is made, so
+    /// playback can start before the clause is done. The returned speech holds all of it. The default
+    /// hands over the whole clause at once.
+    fn synthesize_streaming(
+        &mut self,
+        clause: &str,
+        on_audio: &mut dyn FnMut(&[f32]),
+    ) -> Result<Speech, TtsError> {
+        let speech = self.synthesize(clause)?;
+        on_audio(&speech.pcm);
+        Ok(speech)
+    }
 }
 
 /// Append `next` to `speech`, shifting its timelines to start where `speech` ends. Both must have the

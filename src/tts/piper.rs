@@ -599,7 +599,7 @@ impl PiperVoice {
     /// Synthesize a clause, handing audio to `on_audio` as it is decoded: first `stream.first_frames`
     /// latent frames (so the first audio comes early), then `stream.chunk_frames` at a time. Returns the
     /// whole speech, whose timelines are known before the first audio (they come from the durations).
-    pub fn synthesize_streaming(
+    pub fn synthesize_chunked(
         &mut self,
         clause: &str,
         stream: StreamOptions,
@@ -609,7 +609,17 @@ impl PiperVoice {
             return Err(TtsError::Empty);
         }
         let tokens = self.phonemizer.phonemize(clause)?;
-        let enc = self.encode_tokens(&tokens)?;
+        self.synthesize_tokens_chunked(&tokens, stream, on_audio)
+    }
+
+    /// [`PiperVoice::synthesize_chunked`] for already phonemized tokens.
+    pub fn synthesize_tokens_chunked(
+        &mut self,
+        tokens: &[PhonToken],
+        stream: StreamOptions,
+        on_audio: &mut dyn FnMut(&[f32]),
+    ) -> Result<Speech, TtsError> {
+        let enc = self.encode_tokens(tokens)?;
         self.synthesize_encoded(&enc, Some((stream, on_audio)))
     }
 
@@ -748,23 +758,24 @@ impl Front {
     }
 }
 
-/// How [`PiperVoice::synthesize_streaming`] cuts the audio.
+/// How [`PiperVoice::synthesize_chunked`] cuts the audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamOptions {
     /// Latent frames in the first chunk (a frame is `hop` samples: 256 at 22050 Hz, 11.6 ms).
     pub first_frames: usize,
     /// Latent frames in each later chunk.
     pub chunk_frames: usize,
-    /// Frames decoded either side of a chunk and thrown away, so its edges match a whole decode.
+    /// Frames decoded either side of a chunk and thrown away, so its edges match a whole decode (the
+    /// joe voice: 8 frames give 59 dB SNR against a whole-clause decode, 16 give 129 dB, i.e. exact).
     pub context_frames: usize,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
-            first_frames: 24,
+            first_frames: 16,
             chunk_frames: 96,
-            context_frames: 16,
+            context_frames: 12,
         }
     }
 }
@@ -807,5 +818,14 @@ impl Synthesizer for PiperVoice {
         }
         let tokens = self.phonemizer.phonemize(clause)?;
         self.synthesize_tokens(&tokens)
+    }
+
+    /// Chunked decoding with [`StreamOptions::default`] (first audio after 16 latent frames).
+    fn synthesize_streaming(
+        &mut self,
+        clause: &str,
+        on_audio: &mut dyn FnMut(&[f32]),
+    ) -> Result<Speech, TtsError> {
+        self.synthesize_chunked(clause, StreamOptions::default(), on_audio)
     }
 }

@@ -1,0 +1,609 @@
+//! The director: one session timeline, built from scheduled speech, released in sample order.
+//!
+//! Algorithm. The timeline has a *horizon* `E`: every audio sample before `E` and every frame stamped
+//! before `E` has been released, nothing at or after it has. [`Director::advance`] moves `E` forward in
+//! steps of at most one chunk (`chunk` samples), emitting for each step, in this order:
+//!
+//! - inside a scheduled segment (the speech of one clause, placed at `s0`): the audio chunk
+//!   `[E, min(end, s0 + (⌊(E-s0)/chunk⌋+1)·chunk))`, then the segment's frames, cues and state changes
+//!   stamped inside that chunk; the clause's caption goes out with its first chunk;
+//! - in a gap (no segment yet, or the next starts later): idle frames from the face for the step.
+//!
+//! [`Director::schedule`] places a clause's speech at `max(E, end of the last scheduled segment)`: an
+//! utterance starts at the timeline's current position and its clauses follow each other without gaps
+//! when the voice keeps ahead. The face solves the clause's frames right there, at their final stamps
+//! (`s0.frame(k, rate, fps)` for `k < frames_in(len)`), so frames cover exactly the audio.
+//!
+//! Barge-in ([`Director::interrupt`]) cuts at `E`: the audio and frames before it were released, nothing
+//! of the utterance after it will be, so audio and face end at the same sample for every client. The
+//! heard text is the words whose span starts before the cut. Every queued utterance is dropped too.
+//!
+//! Pure and synchronous: no clock, no threads; the runtime feeds it and decides how far to advance.
+
+use super::{
+    AudioChunk, Caption, ClauseText, CueEvent, Event, FaceControl, FaceFrame, FaceSolver,
+    FrameEvent, PerformState, StageError, StateEvent, UtteranceId, UtteranceRecord,
+};
+use crate::speech::{Cue, CueKind, Speech, Word};
+use crate::time::{SampleTime, TimeRange, Timed};
+use std::collections::VecDeque;
+
+/// Fixed parameters of a session timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectorConfig {
+    /// Session sample rate (the voice's).
+    pub rate: u32,
+    pub fps: u32,
+    /// Audio chunk length in samples (the largest step of the horizon).
+    pub chunk: u64,
+}
+
+struct Segment {
+    utt: UtteranceId,
+    range: TimeRange,
+    pcm: Vec<f32>,
+    frames: VecDeque<FaceFrame>,
+    cues: VecDeque<Cue>,
+    caption: Option<Caption>,
+}
+
+struct Utterance {
+    id: UtteranceId,
+    /// No more clauses will come.
+    ended: bool,
+    speaking: bool,
+    /// Clause texts whose audio started.
+    said: Vec<String>,
+    /// Words (session time) of the clauses whose audio started.
+    words: Vec<Timed<Word>>,
+}
+
+/// The session timeline state machine. See the module docs.
+pub struct Director {
+    cfg: DirectorConfig,
+    face: Box<dyn FaceSolver>,
+    horizon: SampleTime,
+    next_free: SampleTime,
+    segments: VecDeque<Segment>,
+    utts: VecDeque<Utterance>,
+    state: PerformState,
+    records: Vec<UtteranceRecord>,
+}
+
+impl Director {
+    pub fn new(cfg: DirectorConfig, face: Box<dyn FaceSolver>) -> Self {
+        assert!(cfg.rate > 0 && cfg.fps > 0 && cfg.chunk > 0);
+        Director {
+            cfg,
+            face,
+            horizon: SampleTime::ZERO,
+            next_free: SampleTime::ZERO,
+            segments: VecDeque::new(),
+            utts: VecDeque::new(),
+            state: PerformState::Idle,
+            records: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> DirectorConfig {
+        self.cfg
+    }
+
+    /// The first sample not yet released.
+    pub fn horizon(&self) -> SampleTime {
+        self.horizon
+    }
+
+    pub fn state(&self) -> PerformState {
+        self.state
+    }
+
+    pub fn face(&self) -> &dyn FaceSolver {
+        self.face.as_ref()
+    }
+
+    /// Utterances that ended since the last call (completed or interrupted), for the persona's memory.
+    pub fn take_records(&mut self) -> Vec<UtteranceRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    fn set_state(&mut self, state: PerformState, utt: Option<UtteranceId>, out: &mut Vec<Event>) {
+        if self.state != state || state == PerformState::Interrupted {
+            self.state = state;
+            out.push(Event::State(StateEvent {
+                state,
+                utterance: utt,
+                at: self.horizon,
+                heard: None,
+            }));
+        }
+    }
+
+    /// A new utterance was requested (its text is being generated).
+    pub fn begin(&mut self, id: UtteranceId, out: &mut Vec<Event>) {
+        self.utts.push_back(Utterance {
+            id,
+            ended: false,
+            speaking: false,
+            said: Vec::new(),
+            words: Vec::new(),
+        });
+        if self.state == PerformState::Idle {
+            self.set_state(PerformState::Thinking, Some(id), out);
+        }
+    }
+
+    fn known(&self, id: UtteranceId) -> bool {
+        self.utts.iter().any(|u| u.id == id)
+    }
+
+    /// Place one clause's speech on the timeline. Speech for an utterance that is unknown (never
+    /// begun, or dropped by an interrupt) is ignored.
+    pub fn schedule(
+        &mut self,
+        id: UtteranceId,
+        clause: &ClauseText,
+        speech: &Speech,
+    ) -> Result<(), StageError> {
+        if !self.known(id) {
+            return Ok(());
+        }
+        if speech.sample_rate != self.cfg.rate {
+            return Err(StageError::RateMismatch {
+                got: speech.sample_rate,
+                want: self.cfg.rate,
+            });
+        }
+        speech
+            .validate()
+            .map_err(|e| StageError::BadSpeech(e.to_string()))?;
+        let len = speech.pcm.len() as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        let s0 = self.horizon.max(self.next_free);
+        let range = TimeRange::at(s0, len);
+        self.next_free = range.end();
+
+        let words: Vec<Timed<Word>> = speech
+            .words
+            .iter()
+            .map(|w| Timed::new(w.range.shift(s0.get()), w.value.clone()))
+            .collect();
+        let mut cues: Vec<Cue> = clause
+            .cues
+            .iter()
+            .map(|c| {
+                let at = words
+                    .get(c.before_word)
+                    .map(|w| w.start())
+                    .unwrap_or(SampleTime(range.end().get() - 1));
+                Cue {
+                    kind: c.kind,
+                    name: c.name.clone(),
+                    intensity: c.intensity,
+                    at,
+                }
+            })
+            .collect();
+        cues.sort_by_key(|c| c.at);
+        let mut frames: Vec<FaceFrame> = self
+            .face
+            .frames(s0, speech, &cues)
+            .into_iter()
+            .filter(|f| range.contains(f.at))
+            .collect();
+        frames.sort_by_key(|f| f.at);
+        frames.dedup_by_key(|f| f.at);
+        self.segments.push_back(Segment {
+            utt: id,
+            range,
+            pcm: speech.pcm.clone(),
+            frames: frames.into(),
+            cues: cues.into(),
+            caption: Some(Caption {
+                utterance: id,
+                text: clause.text.clone(),
+                range,
+                words,
+            }),
+        });
+        Ok(())
+    }
+
+    /// No more clauses will come for `id`.
+    pub fn end(&mut self, id: UtteranceId, out: &mut Vec<Event>) {
+        if let Some(u) = self.utts.iter_mut().find(|u| u.id == id) {
+            u.ended = true;
+        }
+        self.finish_ready(out);
+    }
+
+    /// Apply a standing face control from the horizon on.
+    pub fn set(&mut self, control: &FaceControl, out: &mut Vec<Event>) {
+        self.face.set(control);
+        if let FaceControl::Emotion { name, intensity } = control {
+            out.push(Event::Cue(CueEvent {
+                utterance: self.current_speaking().unwrap_or(0),
+                cue: Cue {
+                    kind: CueKind::Emotion,
+                    name: name.clone(),
+                    intensity: *intensity,
+                    at: self.horizon,
+                },
+            }));
+        }
+    }
+
+    fn current_speaking(&self) -> Option<UtteranceId> {
+        self.utts.front().filter(|u| u.speaking).map(|u| u.id)
+    }
+
+    /// Barge-in: cut the current utterance at the horizon and drop everything queued. Returns the ids
+    /// of every utterance dropped (so the persona and voice stop working on them); the current one's
+    /// record (with the heard text) is in [`Director::take_records`].
+    pub fn interrupt(&mut self, out: &mut Vec<Event>) -> Vec<UtteranceId> {
+        let cut = self.horizon;
+        self.segments.clear();
+        self.next_free = cut;
+        let dropped: Vec<UtteranceId> = self.utts.iter().map(|u| u.id).collect();
+        let mut first = true;
+        for u in std::mem::take(&mut self.utts) {
+            let heard = if first {
+                let words: Vec<&str> = u
+                    .words
+                    .iter()
+                    .filter(|w| w.start() < cut)
+                    .map(|w| w.value.text.as_str())
+                    .collect();
+                words.join(" ")
+            } else {
+                String::new()
+            };
+            if first {
+                self.state = PerformState::Interrupted;
+                out.push(Event::State(StateEvent {
+                    state: PerformState::Interrupted,
+                    utterance: Some(u.id),
+                    at: cut,
+                    heard: Some(heard.clone()),
+                }));
+            }
+            first = false;
+            self.records.push(UtteranceRecord {
+                utterance: u.id,
+                text: heard,
+                interrupted: true,
+                cut: Some(cut),
+            });
+        }
+        if !dropped.is_empty() {
+            self.set_state(PerformState::Idle, None, out);
+        }
+        dropped
+    }
+
+    /// Release everything before `to` (rounded up to the chunk that contains it).
+    pub fn advance(&mut self, to: SampleTime, out: &mut Vec<Event>) {
+        while self.horizon < to {
+            self.step(out);
+        }
+    }
+
+    fn step(&mut self, out: &mut Vec<Event>) {
+        let e = self.horizon;
+        let chunk = self.cfg.chunk;
+        let Some(seg) = self.segments.front() else {
+            self.idle(TimeRange::at(e, chunk), out);
+            return;
+        };
+        if seg.range.start() > e {
+            let end = seg.range.start().min(e + chunk);
+            self.idle(TimeRange::new(e, end).expect("gap is ordered"), out);
+            return;
+        }
+        // Inside the front segment.
+        let utt = seg.utt;
+        let s0 = seg.range.start();
+        let off = e - s0;
+        let end_off = ((off / chunk + 1) * chunk).min(seg.range.len());
+        let end = s0 + end_off;
+        if let Some(caption) = self.segments[0].caption.take() {
+            let u = self
+                .utts
+                .iter_mut()
+                .find(|u| u.id == utt)
+                .expect("scheduled segments belong to known utterances");
+            u.said.push(caption.text.clone());
+            u.words.extend(caption.words.iter().cloned());
+            let first = !u.speaking;
+            u.speaking = true;
+            if first {
+                self.set_state(PerformState::Speaking, Some(utt), out);
+            }
+            out.push(Event::Caption(caption));
+        }
+        let seg = &mut self.segments[0];
+        out.push(Event::Audio(AudioChunk {
+            utterance: utt,
+            start: e,
+            pcm: seg.pcm[off as usize..end_off as usize].to_vec(),
+        }));
+        while seg.cues.front().is_some_and(|c| c.at < end) {
+            let cue = seg.cues.pop_front().expect("checked");
+            out.push(Event::Cue(CueEvent {
+                utterance: utt,
+                cue,
+            }));
+        }
+        while seg.frames.front().is_some_and(|f| f.at < end) {
+            let frame = seg.frames.pop_front().expect("checked");
+            out.push(Event::Frame(FrameEvent {
+                utterance: utt,
+                frame,
+            }));
+        }
+        self.horizon = end;
+        if end == seg.range.end() {
+            self.segments.pop_front();
+            self.finish_ready(out);
+        }
+    }
+
+    fn idle(&mut self, range: TimeRange, out: &mut Vec<Event>) {
+        let mut frames: Vec<FaceFrame> = self
+            .face
+            .idle(range)
+            .into_iter()
+            .filter(|f| range.contains(f.at))
+            .collect();
+        frames.sort_by_key(|f| f.at);
+        frames.dedup_by_key(|f| f.at);
+        out.extend(frames.into_iter().map(|frame| {
+            Event::Frame(FrameEvent {
+                utterance: 0,
+                frame,
+            })
+        }));
+        self.horizon = range.end();
+    }
+
+    /// Complete the front utterances whose input ended and whose audio is all released.
+    fn finish_ready(&mut self, out: &mut Vec<Event>) {
+        while let Some(u) = self.utts.front() {
+            let pending = self.segments.iter().any(|s| s.utt == u.id);
+            if !u.ended || pending {
+                break;
+            }
+            let u = self.utts.pop_front().expect("checked");
+            self.records.push(UtteranceRecord {
+                utterance: u.id,
+                text: u.said.join(" "),
+                interrupted: false,
+                cut: None,
+            });
+            match self.utts.front() {
+                Some(next) if next.speaking => {}
+                Some(next) => {
+                    let id = next.id;
+                    self.set_state(PerformState::Thinking, Some(id), out);
+                }
+                None => self.set_state(PerformState::Idle, None, out),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perform::testing::{JawFace, ToneVoice};
+    use crate::perform::{TextCue, Voice};
+
+    const RATE: u32 = 22050;
+
+    fn director() -> Director {
+        Director::new(
+            DirectorConfig {
+                rate: RATE,
+                fps: 60,
+                chunk: 441,
+            },
+            Box::new(JawFace::arkit(RATE, 60)),
+        )
+    }
+
+    fn clause(text: &str) -> ClauseText {
+        ClauseText {
+            text: text.into(),
+            cues: vec![],
+        }
+    }
+
+    fn audio_of(events: &[Event], utt: UtteranceId) -> Vec<(u64, usize)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Audio(a) if a.utterance == utt => Some((a.start.get(), a.pcm.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn frames_of(events: &[Event], utt: UtteranceId) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame(f) if f.utterance == utt => Some(f.frame.at.get()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clauses_play_back_to_back_and_frames_cover_the_audio() {
+        let mut d = director();
+        let mut voice = ToneVoice::new(RATE);
+        let mut out = vec![];
+        d.advance(SampleTime(1000), &mut out);
+        let start = d.horizon();
+        d.begin(1, &mut out);
+        let a = voice.speak("Hello there,").unwrap();
+        let b = voice.speak("how are you?").unwrap();
+        d.schedule(1, &clause("Hello there,"), &a).unwrap();
+        d.schedule(1, &clause("how are you?"), &b).unwrap();
+        d.end(1, &mut out);
+        d.advance(start + (a.pcm.len() + b.pcm.len()) as u64 + 5000, &mut out);
+
+        let audio = audio_of(&out, 1);
+        assert_eq!(audio[0].0, start.get());
+        let mut at = start.get();
+        for (s, n) in &audio {
+            assert_eq!(*s, at, "audio chunks are contiguous");
+            at += *n as u64;
+        }
+        let total = (a.pcm.len() + b.pcm.len()) as u64;
+        assert_eq!(at - start.get(), total);
+
+        // Frames: exactly frames_in per clause, on each clause's grid.
+        let frames = frames_of(&out, 1);
+        let mut want = vec![];
+        let len_a = a.pcm.len() as u64;
+        for k in 0..SampleTime::frames_in(len_a, RATE, 60) {
+            want.push(start.frame(k, RATE, 60).get());
+        }
+        let s1 = start + len_a;
+        for k in 0..SampleTime::frames_in(b.pcm.len() as u64, RATE, 60) {
+            want.push(s1.frame(k, RATE, 60).get());
+        }
+        assert_eq!(frames, want);
+
+        // All frame stamps strictly increase over idle and speech alike.
+        let all: Vec<u64> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame(f) => Some(f.frame.at.get()),
+                _ => None,
+            })
+            .collect();
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+
+        let states: Vec<PerformState> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::State(s) => Some(s.state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                PerformState::Thinking,
+                PerformState::Speaking,
+                PerformState::Idle
+            ]
+        );
+        let rec = d.take_records();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(rec[0].text, "Hello there, how are you?");
+        assert!(!rec[0].interrupted);
+    }
+
+    #[test]
+    fn interrupt_cuts_audio_and_frames_at_one_sample_and_reports_heard_words() {
+        let mut d = director();
+        let mut voice = ToneVoice::new(RATE);
+        let mut out = vec![];
+        d.begin(1, &mut out);
+        let s = voice.speak("one two three four five six").unwrap();
+        d.schedule(1, &clause("one two three four five six"), &s)
+            .unwrap();
+        d.end(1, &mut out);
+        let start = SampleTime::ZERO;
+        // Release a bit more than two words and a half.
+        let w = &s.words.items()[2];
+        let mid = start + (w.start().get() + w.end().get()) / 2;
+        d.advance(mid, &mut out);
+        d.interrupt(&mut out);
+        let cut = d.horizon();
+        d.advance(cut + 20_000, &mut out);
+
+        let audio = audio_of(&out, 1);
+        let (last_start, last_len) = *audio.last().unwrap();
+        assert_eq!(last_start + last_len as u64, cut.get());
+        let frames = frames_of(&out, 1);
+        assert!(frames.iter().all(|&f| f < cut.get()));
+        let n = SampleTime::frames_in(cut - start, RATE, 60);
+        assert_eq!(
+            frames.len() as u64,
+            n,
+            "frames cover exactly the audio heard"
+        );
+        let heard = out
+            .iter()
+            .find_map(|e| match e {
+                Event::State(s) if s.state == PerformState::Interrupted => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(heard.at, cut);
+        let expect: Vec<&str> = s
+            .words
+            .iter()
+            .filter(|w| w.start() < cut)
+            .map(|w| w.value.text.as_str())
+            .collect();
+        assert_eq!(heard.heard.as_deref(), Some(expect.join(" ").as_str()));
+        assert!(expect.len() >= 3 && expect.len() < 6);
+        let rec = d.take_records();
+        assert!(rec[0].interrupted && rec[0].text == expect.join(" "));
+        assert_eq!(d.state(), PerformState::Idle);
+        // Speech arriving later for the dropped utterance is ignored.
+        d.schedule(1, &clause("late"), &s).unwrap();
+        let mut more = vec![];
+        d.advance(d.horizon() + 5000, &mut more);
+        assert!(audio_of(&more, 1).is_empty());
+    }
+
+    #[test]
+    fn cues_are_placed_at_their_word() {
+        let mut d = director();
+        let mut voice = ToneVoice::new(RATE);
+        let mut out = vec![];
+        d.begin(3, &mut out);
+        let s = voice.speak("so happy now").unwrap();
+        let c = ClauseText {
+            text: "so happy now".into(),
+            cues: vec![TextCue {
+                before_word: 1,
+                kind: CueKind::Emotion,
+                name: "happy".into(),
+                intensity: 1.0,
+            }],
+        };
+        d.schedule(3, &c, &s).unwrap();
+        d.end(3, &mut out);
+        d.advance(SampleTime(s.pcm.len() as u64 + 1000), &mut out);
+        let cue = out
+            .iter()
+            .find_map(|e| match e {
+                Event::Cue(c) => Some(c.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(cue.utterance, 3);
+        assert_eq!(cue.cue.at, s.words.items()[1].start());
+    }
+
+    #[test]
+    fn wrong_rate_is_an_error() {
+        let mut d = director();
+        let mut out = vec![];
+        d.begin(1, &mut out);
+        let s = ToneVoice::new(16000).speak("hi").unwrap();
+        assert!(matches!(
+            d.schedule(1, &clause("hi"), &s),
+            Err(StageError::RateMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,736 @@
+//! The live runtime: three std threads around the [`Director`], paced by the wall clock.
+//!
+//! - persona thread: owns the [`TextGenerator`] and the [`Segmenter`]; answers one request at a time
+//!   and sends each clause to the voice as soon as it is complete. It keeps the chat history; when an
+//!   utterance ends, the conductor sends back its [`UtteranceRecord`] and the assistant turn is
+//!   replaced by exactly what was heard.
+//! - voice thread: owns the [`Voice`]; synthesizes clause n+1 while clause n plays.
+//! - conductor thread: owns the [`Director`] and the face; every `tick` it advances the timeline to the
+//!   session clock plus `lead` (audio goes out slightly ahead of time so clients can buffer) and hands
+//!   the events to the sinks.
+//!
+//! The session clock ([`SessionClock`]) maps wall time since the start to samples at the voice's rate.
+//! Barge-in: [`PerformHandle::interrupt`] marks every utterance issued so far as cancelled (the persona
+//! stops generating, the voice skips queued clauses) and the conductor cuts at its horizon.
+//!
+//! Channels: persona → voice and voice → conductor are bounded (a slow voice holds back the persona,
+//! never the clock); control and memory messages are unbounded and tiny.
+
+use super::{
+    ClauseText, Director, DirectorConfig, Event, FaceControl, Metrics, Segmenter, Sink, Stages,
+    UtteranceId, UtteranceRecord, Voice,
+};
+use crate::persona::{CancelToken, ChatMessage, GenParams, Role, TextGenerator};
+use crate::speech::Speech;
+use crate::time::SampleTime;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Pacing and persona settings of a live session.
+#[derive(Debug, Clone)]
+pub struct PerformConfig {
+    /// Face frame rate.
+    pub fps: u32,
+    /// How far ahead of the session clock audio and frames are released.
+    pub lead: Duration,
+    /// Audio chunk length.
+    pub chunk: Duration,
+    /// How often the conductor wakes.
+    pub tick: Duration,
+    pub params: GenParams,
+    /// Prepended to every request as the system turn.
+    pub system_prompt: Option<String>,
+    /// How many past messages (user and assistant) go with each request.
+    pub history: usize,
+}
+
+impl Default for PerformConfig {
+    fn default() -> Self {
+        PerformConfig {
+            fps: 60,
+            lead: Duration::from_millis(300),
+            chunk: Duration::from_millis(20),
+            tick: Duration::from_millis(5),
+            params: GenParams::default(),
+            system_prompt: None,
+            history: 16,
+        }
+    }
+}
+
+/// What every client needs to know about the session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// Random hex id of this session.
+    pub session: String,
+    pub rate: u32,
+    pub fps: u32,
+    pub rig: String,
+    pub channels: Vec<String>,
+    /// The release lead in samples.
+    pub lead: u64,
+}
+
+/// Wall time since the session start, in samples.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionClock {
+    start: Instant,
+    rate: u32,
+}
+
+impl SessionClock {
+    pub fn new(rate: u32) -> Self {
+        SessionClock {
+            start: Instant::now(),
+            rate,
+        }
+    }
+
+    pub fn now(&self) -> SampleTime {
+        let ns = self.start.elapsed().as_nanos();
+        SampleTime((ns * self.rate as u128 / 1_000_000_000) as u64)
+    }
+}
+
+enum PersonaMsg {
+    Chat {
+        utt: UtteranceId,
+        user: String,
+        text: String,
+        t0: Instant,
+    },
+    Say {
+        utt: UtteranceId,
+        text: String,
+    },
+    Memory(UtteranceRecord),
+    Stop,
+}
+
+enum VoiceMsg {
+    Clause {
+        utt: UtteranceId,
+        clause: ClauseText,
+    },
+    End {
+        utt: UtteranceId,
+    },
+    Error {
+        utt: UtteranceId,
+        message: String,
+    },
+}
+
+enum CondMsg {
+    Begin {
+        utt: UtteranceId,
+        t0: Instant,
+    },
+    Segment {
+        utt: UtteranceId,
+        clause: ClauseText,
+        speech: Speech,
+    },
+    End {
+        utt: UtteranceId,
+    },
+    Error {
+        utt: UtteranceId,
+        message: String,
+    },
+    Interrupt,
+    Set(FaceControl),
+    Stop,
+}
+
+struct Shared {
+    next_utt: AtomicU32,
+    /// Every utterance with an id at or below this is cancelled.
+    cancel_upto: AtomicU32,
+    generating: parking_lot::Mutex<CancelToken>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn cancelled(&self, utt: UtteranceId) -> bool {
+        utt <= self.cancel_upto.load(Ordering::SeqCst)
+    }
+}
+
+/// A cheap, cloneable handle to a running performance: the way in for chat, operator lines, barge-in
+/// and face controls. Every method returns at once.
+#[derive(Clone)]
+pub struct PerformHandle {
+    persona_tx: Sender<PersonaMsg>,
+    cond_tx: Sender<CondMsg>,
+    shared: Arc<Shared>,
+    info: Arc<SessionInfo>,
+    clock: SessionClock,
+}
+
+impl PerformHandle {
+    fn issue(&self) -> (UtteranceId, Instant) {
+        let utt = self.shared.next_utt.fetch_add(1, Ordering::SeqCst);
+        self.shared
+            .metrics
+            .utterances
+            .fetch_add(1, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let _ = self.cond_tx.send(CondMsg::Begin { utt, t0 });
+        (utt, t0)
+    }
+
+    /// A viewer's chat message: the persona answers it. `user` names the speaker (may be empty).
+    pub fn chat(&self, user: &str, text: &str) -> UtteranceId {
+        let (utt, t0) = self.issue();
+        let _ = self.persona_tx.send(PersonaMsg::Chat {
+            utt,
+            user: user.to_string(),
+            text: text.to_string(),
+            t0,
+        });
+        utt
+    }
+
+    /// An operator line, spoken as written (tags allowed), optionally in a mood.
+    pub fn say(&self, text: &str, emotion: Option<&str>) -> UtteranceId {
+        let (utt, _) = self.issue();
+        let text = match emotion {
+            Some(e) if !e.is_empty() => format!("[{e}] {text}"),
+            _ => text.to_string(),
+        };
+        let _ = self.persona_tx.send(PersonaMsg::Say { utt, text });
+        utt
+    }
+
+    /// Barge-in: cut what is being said and drop everything queued.
+    pub fn interrupt(&self) {
+        let last = self.shared.next_utt.load(Ordering::SeqCst) - 1;
+        self.shared.cancel_upto.fetch_max(last, Ordering::SeqCst);
+        self.shared.generating.lock().cancel();
+        let _ = self.cond_tx.send(CondMsg::Interrupt);
+    }
+
+    /// A standing face control (mood, gaze).
+    pub fn set(&self, control: FaceControl) {
+        let _ = self.cond_tx.send(CondMsg::Set(control));
+    }
+
+    /// The session clock now (not the release horizon, which is `lead` ahead).
+    pub fn now(&self) -> SampleTime {
+        self.clock.now()
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+}
+
+/// A running performance; dropping it stops and joins its threads.
+pub struct Performer {
+    handle: PerformHandle,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Called on the conductor thread when an utterance ends (for logs or an external memory).
+pub type RecordCallback = Box<dyn FnMut(&UtteranceRecord) + Send>;
+
+impl Performer {
+    /// Start the three threads. The session rate is the voice's; the rig is the face's.
+    pub fn start(
+        stages: Stages,
+        cfg: PerformConfig,
+        sinks: Vec<Box<dyn Sink>>,
+        on_record: Option<RecordCallback>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Performer> {
+        let Stages {
+            generator,
+            segmenter,
+            voice,
+            face,
+        } = stages;
+        let rate = voice.sample_rate();
+        let info = Arc::new(SessionInfo {
+            session: format!("{:016x}", rand::random::<u64>()),
+            rate,
+            fps: cfg.fps,
+            rig: face.rig().to_string(),
+            channels: face.channels().to_vec(),
+            lead: SampleTime::from_millis(cfg.lead.as_millis() as u64, rate).get(),
+        });
+        let chunk = SampleTime::from_millis(cfg.chunk.as_millis().max(1) as u64, rate)
+            .get()
+            .max(1);
+        let director = Director::new(
+            DirectorConfig {
+                rate,
+                fps: cfg.fps,
+                chunk,
+            },
+            face,
+        );
+        let shared = Arc::new(Shared {
+            next_utt: AtomicU32::new(1),
+            cancel_upto: AtomicU32::new(0),
+            generating: parking_lot::Mutex::new(CancelToken::new()),
+            metrics,
+        });
+        let clock = SessionClock::new(rate);
+        let (persona_tx, persona_rx) = unbounded();
+        let (voice_tx, voice_rx) = bounded(64);
+        let (cond_tx, cond_rx) = bounded::<CondMsg>(256);
+
+        let mut threads = vec![];
+        {
+            let shared = shared.clone();
+            let cfg = cfg.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("idol-persona".into())
+                    .spawn(move || {
+                        persona_thread(generator, segmenter, persona_rx, voice_tx, shared, cfg)
+                    })?,
+            );
+        }
+        {
+            let shared = shared.clone();
+            let cond_tx = cond_tx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("idol-voice".into())
+                    .spawn(move || voice_thread(voice, voice_rx, cond_tx, shared))?,
+            );
+        }
+        {
+            let shared = shared.clone();
+            let persona_tx = persona_tx.clone();
+            let lead = info.lead;
+            let tick = cfg.tick;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("idol-conductor".into())
+                    .spawn(move || {
+                        conductor_thread(
+                            director, cond_rx, sinks, on_record, persona_tx, shared, clock, lead,
+                            tick,
+                        )
+                    })?,
+            );
+        }
+        Ok(Performer {
+            handle: PerformHandle {
+                persona_tx,
+                cond_tx,
+                shared,
+                info,
+                clock,
+            },
+            threads,
+        })
+    }
+
+    pub fn handle(&self) -> PerformHandle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for Performer {
+    fn drop(&mut self) {
+        self.handle.shared.generating.lock().cancel();
+        self.handle
+            .shared
+            .cancel_upto
+            .store(u32::MAX, Ordering::SeqCst);
+        let _ = self.handle.cond_tx.send(CondMsg::Stop);
+        let _ = self.handle.persona_tx.send(PersonaMsg::Stop);
+        if let Some(cond) = self.threads.pop() {
+            let _ = cond.join();
+        }
+        // The persona thread stops after the generation in progress (cancelled above); the voice
+        // thread when the persona thread's channel closes. Neither is joined: a slow model must not
+        // hold up shutdown.
+        self.threads.clear();
+    }
+}
+
+fn persona_thread(
+    mut generator: Box<dyn TextGenerator>,
+    mut segmenter: Box<dyn Segmenter>,
+    rx: Receiver<PersonaMsg>,
+    voice_tx: Sender<VoiceMsg>,
+    shared: Arc<Shared>,
+    cfg: PerformConfig,
+) {
+    // (utterance that produced it, message); user turns have no utterance.
+    let mut history: Vec<(Option<UtteranceId>, ChatMessage)> = vec![];
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            PersonaMsg::Chat {
+                utt,
+                user,
+                text,
+                t0,
+            } => {
+                let content = if user.trim().is_empty() {
+                    text
+                } else {
+                    format!("{}: {text}", user.trim())
+                };
+                history.push((None, ChatMessage::new(Role::User, content)));
+                if shared.cancelled(utt) {
+                    let _ = voice_tx.send(VoiceMsg::End { utt });
+                    continue;
+                }
+                let mut messages = vec![];
+                if let Some(sys) = &cfg.system_prompt {
+                    messages.push(ChatMessage::new(Role::System, sys.clone()));
+                }
+                let skip = history.len().saturating_sub(cfg.history.max(1));
+                messages.extend(history[skip..].iter().map(|(_, m)| m.clone()));
+                let token = CancelToken::new();
+                *shared.generating.lock() = token.clone();
+                if shared.cancelled(utt) {
+                    token.cancel();
+                }
+                let mut spoken: Vec<String> = vec![];
+                let mut first_text = true;
+                let metrics = shared.metrics.clone();
+                let send = |clauses: Vec<ClauseText>, spoken: &mut Vec<String>| {
+                    for clause in clauses {
+                        if spoken.is_empty() {
+                            metrics.first_clause.observe(t0.elapsed());
+                        }
+                        spoken.push(clause.text.clone());
+                        let _ = voice_tx.send(VoiceMsg::Clause { utt, clause });
+                    }
+                };
+                let result =
+                    generator.generate(&messages, &cfg.params, &token, &mut |piece: &str| {
+                        if shared.cancelled(utt) {
+                            return false;
+                        }
+                        if first_text && !piece.is_empty() {
+                            first_text = false;
+                            metrics.llm_first_token.observe(t0.elapsed());
+                        }
+                        send(segmenter.push(piece), &mut spoken);
+                        true
+                    });
+                let rest = segmenter.finish();
+                if !shared.cancelled(utt) {
+                    send(rest, &mut spoken);
+                }
+                if let Err(e) = result {
+                    let _ = voice_tx.send(VoiceMsg::Error {
+                        utt,
+                        message: e.to_string(),
+                    });
+                }
+                history.push((
+                    Some(utt),
+                    ChatMessage::new(Role::Assistant, spoken.join(" ")),
+                ));
+                let _ = voice_tx.send(VoiceMsg::End { utt });
+            }
+            PersonaMsg::Say { utt, text } => {
+                let mut clauses = segmenter.push(&text);
+                clauses.extend(segmenter.finish());
+                let spoken: Vec<String> = clauses.iter().map(|c| c.text.clone()).collect();
+                if !shared.cancelled(utt) {
+                    for clause in clauses {
+                        let _ = voice_tx.send(VoiceMsg::Clause { utt, clause });
+                    }
+                }
+                history.push((
+                    Some(utt),
+                    ChatMessage::new(Role::Assistant, spoken.join(" ")),
+                ));
+                let _ = voice_tx.send(VoiceMsg::End { utt });
+            }
+            PersonaMsg::Stop => break,
+            PersonaMsg::Memory(rec) => {
+                if let Some(i) = history.iter().position(|(u, _)| *u == Some(rec.utterance)) {
+                    if rec.text.is_empty() {
+                        history.remove(i);
+                    } else {
+                        history[i].1.content = rec.text;
+                    }
+                }
+            }
+        }
+        let keep = cfg.history.max(1) * 2;
+        if history.len() > keep {
+            history.drain(..history.len() - keep);
+        }
+    }
+}
+
+fn voice_thread(
+    mut voice: Box<dyn Voice>,
+    rx: Receiver<VoiceMsg>,
+    cond_tx: Sender<CondMsg>,
+    shared: Arc<Shared>,
+) {
+    while let Ok(msg) = rx.recv() {
+        let out = match msg {
+            VoiceMsg::Clause { utt, clause } => {
+                if shared.cancelled(utt) {
+                    continue;
+                }
+                let t = Instant::now();
+                match voice.speak(&clause.text) {
+                    Ok(speech) => {
+                        shared.metrics.voice.observe(t.elapsed());
+                        CondMsg::Segment {
+                            utt,
+                            clause,
+                            speech,
+                        }
+                    }
+                    Err(e) => CondMsg::Error {
+                        utt,
+                        message: e.to_string(),
+                    },
+                }
+            }
+            VoiceMsg::End { utt } => CondMsg::End { utt },
+            VoiceMsg::Error { utt, message } => CondMsg::Error { utt, message },
+        };
+        if cond_tx.send(out).is_err() {
+            break;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conductor_thread(
+    mut director: Director,
+    rx: Receiver<CondMsg>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut on_record: Option<RecordCallback>,
+    persona_tx: Sender<PersonaMsg>,
+    shared: Arc<Shared>,
+    clock: SessionClock,
+    lead: u64,
+    tick: Duration,
+) {
+    let metrics = shared.metrics.clone();
+    let mut started: HashMap<UtteranceId, Instant> = HashMap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut next_tick = Instant::now();
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(CondMsg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(CondMsg::Begin { utt, t0 }) => {
+                started.insert(utt, t0);
+                director.begin(utt, &mut events);
+            }
+            Ok(CondMsg::Segment {
+                utt,
+                clause,
+                speech,
+            }) => {
+                if let Err(e) = director.schedule(utt, &clause, &speech) {
+                    metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
+                    events.push(Event::Error {
+                        utterance: utt,
+                        message: e.to_string(),
+                    });
+                }
+            }
+            Ok(CondMsg::End { utt }) => director.end(utt, &mut events),
+            Ok(CondMsg::Error { utt, message }) => {
+                metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("utterance {utt}: {message}");
+                events.push(Event::Error {
+                    utterance: utt,
+                    message,
+                });
+            }
+            Ok(CondMsg::Interrupt) => {
+                let dropped = director.interrupt(&mut events);
+                if !dropped.is_empty() {
+                    metrics.interruptions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(CondMsg::Set(control)) => director.set(&control, &mut events),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if Instant::now() >= next_tick {
+            director.advance(clock.now() + lead, &mut events);
+            next_tick += tick;
+            let now = Instant::now();
+            if next_tick < now {
+                next_tick = now + tick;
+            }
+        }
+        for ev in events.drain(..) {
+            if let Event::Audio(a) = &ev
+                && let Some(t0) = started.remove(&a.utterance)
+            {
+                metrics.first_audio.observe(t0.elapsed());
+            }
+            for sink in sinks.iter_mut() {
+                sink.event(&ev);
+            }
+        }
+        for rec in director.take_records() {
+            started.remove(&rec.utterance);
+            if let Some(cb) = on_record.as_mut() {
+                cb(&rec);
+            }
+            let _ = persona_tx.send(PersonaMsg::Memory(rec));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
+    use crate::perform::{PerformState, Recorder, SimpleSegmenter};
+
+    fn stages(replies: &[&str]) -> (Stages, ScriptedGenerator) {
+        let g = ScriptedGenerator::new(replies.iter().copied());
+        (
+            Stages {
+                generator: Box::new(g.clone()),
+                segmenter: Box::new(SimpleSegmenter::new()),
+                voice: Box::new(ToneVoice::new(16000)),
+                face: Box::new(JawFace::arkit(16000, 60)),
+            },
+            g,
+        )
+    }
+
+    fn wait_for(rec: &Recorder, f: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        loop {
+            let ev = rec.events();
+            if f(&ev) {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn is_idle_after_speaking(ev: &[Event]) -> bool {
+        let mut spoke = false;
+        for e in ev {
+            if let Event::State(s) = e {
+                if s.state == PerformState::Speaking {
+                    spoke = true;
+                }
+                if spoke && s.state == PerformState::Idle {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn chat_is_spoken_live_and_remembered() {
+        let (st, g) = stages(&["Hi there, nice to see you.", "Again!"]);
+        let rec = Recorder::new();
+        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
+        let perf = Performer::start(
+            st,
+            PerformConfig {
+                system_prompt: Some("You are Mika.".into()),
+                ..PerformConfig::default()
+            },
+            vec![Box::new(rec.clone())],
+            Some(Box::new(move |r: &UtteranceRecord| {
+                let _ = mem_tx.send(r.clone());
+            })),
+            Arc::default(),
+        )
+        .unwrap();
+        let h = perf.handle();
+        let utt = h.chat("ann", "hello");
+        let ev = wait_for(&rec, is_idle_after_speaking);
+        let r = mem_rx.recv().unwrap();
+        assert_eq!(r.utterance, utt);
+        assert_eq!(r.text, "Hi there, nice to see you.");
+        let captions: Vec<String> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Caption(c) => Some(c.text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(captions, ["Hi there,", "nice to see you."]);
+        // Stamps are in sample order across all events.
+        let stamps: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Audio(_) | Event::Frame(_) => e.at().map(|s| s.get()),
+                _ => None,
+            })
+            .collect();
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
+
+        h.chat("", "again");
+        mem_rx.recv().unwrap();
+        let seen = g.seen.lock().clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1][0].role, Role::System);
+        let contents: Vec<&str> = seen[1].iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            [
+                "You are Mika.",
+                "ann: hello",
+                "Hi there, nice to see you.",
+                "again"
+            ]
+        );
+    }
+
+    #[test]
+    fn interrupted_reply_is_remembered_as_heard() {
+        let long = "one two three four five six seven eight nine ten eleven twelve.";
+        let (st, g) = stages(&[long, "ok."]);
+        let rec = Recorder::new();
+        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
+        let perf = Performer::start(
+            st,
+            PerformConfig::default(),
+            vec![Box::new(rec.clone())],
+            Some(Box::new(move |r: &UtteranceRecord| {
+                let _ = mem_tx.send(r.clone());
+            })),
+            Arc::default(),
+        )
+        .unwrap();
+        let h = perf.handle();
+        h.chat("", "count");
+        // Interrupt once some audio is out.
+        wait_for(&rec, |ev| {
+            ev.iter()
+                .filter(|e| matches!(e, Event::Audio(a) if a.utterance == 1))
+                .count()
+                > 30
+        });
+        h.interrupt();
+        let r = mem_rx.recv().unwrap();
+        assert!(r.interrupted);
+        assert!(!r.text.is_empty() && long.starts_with(&r.text), "{r:?}");
+        assert!(r.text.len() < long.len() - 1);
+        h.chat("", "next");
+        mem_rx.recv().unwrap();
+        let seen = g.seen.lock().clone();
+        let contents: Vec<&str> = seen[1].iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["count", r.text.as_str(), "next"]);
+    }
+}

@@ -1,0 +1,677 @@
+//! One client connection: a writer that drains the client's hub queue into the socket, and a reader
+//! that parses, authorizes and rate-limits the client's requests.
+//!
+//! Both halves are generic over `futures` `Sink`/`Stream` of WebSocket [`Message`]s, so unit tests
+//! drive them with channels and an injected peer address (the way axum's websocket testing example
+//! does); the server passes the two halves of an upgraded socket.
+//!
+//! Rules: a text message longer than `max_message_bytes`, malformed JSON, an unknown `type`, a bad
+//! field, a request over the rate limit, or a control request without the token from off loopback,
+//! each get an `error` and the connection stays. Binary messages from clients get an `error` too.
+
+use super::hub::{ClientLink, CloseReason, Hub};
+use super::protocol::{self, ClientMsg, StreamKind, Subscription};
+use crate::perform::{FaceControl, PerformHandle};
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a closing connection may take to flush its last message and close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Per-connection limits and the control token.
+#[derive(Debug, Clone)]
+pub struct ConnPolicy {
+    /// The control token (`None`: control is refused off loopback).
+    pub token: Option<String>,
+    /// The name of the environment variable holding it, for error messages.
+    pub token_env: String,
+    /// Largest text message accepted and answered; larger ones get `too_large`.
+    pub max_message_bytes: usize,
+    /// Token bucket: sustained requests per second.
+    pub rate_per_sec: f64,
+    /// Token bucket: burst size.
+    pub burst: f64,
+}
+
+impl Default for ConnPolicy {
+    fn default() -> Self {
+        ConnPolicy {
+            token: None,
+            token_env: "IDOL_TOKEN".into(),
+            max_message_bytes: 16 * 1024,
+            rate_per_sec: 10.0,
+            burst: 30.0,
+        }
+    }
+}
+
+/// What a connection shares with the server.
+#[derive(Clone)]
+pub struct ConnCtx {
+    pub hub: Arc<Hub>,
+    pub perform: PerformHandle,
+    pub policy: Arc<ConnPolicy>,
+    /// Viewer playback statistics reported with `stats`, newest last (kept short).
+    pub stats: Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
+}
+
+/// Serve one connection until either side ends it. `peer` decides whether control requests need the
+/// token; `query_token` is the `?token=` of the upgrade request, if any.
+pub async fn serve_connection<S, R, E>(
+    mut sink: S,
+    stream: R,
+    peer: SocketAddr,
+    query_token: Option<String>,
+    ctx: ConnCtx,
+) where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let link = match ctx.hub.register() {
+        Ok(link) => link,
+        Err(reason) => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_msg(&reason))).await;
+            return;
+        }
+    };
+    let id = link.id;
+    let writer = write_loop(sink, link);
+    let mut reader = Reader {
+        ctx: ctx.clone(),
+        id,
+        peer,
+        query_token,
+        bucket: ctx.policy.burst,
+        refilled: Instant::now(),
+    };
+    let read = reader.run(stream);
+    tokio::pin!(writer, read);
+    tokio::select! {
+        _ = &mut writer => {}
+        _ = &mut read => {
+            ctx.hub.unregister(id);
+            writer.await;
+        }
+    }
+    ctx.hub.unregister(id);
+}
+
+fn close_msg(r: &CloseReason) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: r.code,
+        reason: r.reason.clone().into(),
+    }))
+}
+
+async fn closed(rx: &mut tokio::sync::watch::Receiver<Option<CloseReason>>) {
+    let _ = rx.wait_for(|r| r.is_some()).await;
+}
+
+/// Drain the client's queue into the socket, counting what was written, until the hub closes the
+/// client (then send the close frame with the reason) or the client goes away.
+pub async fn write_loop<S>(mut sink: S, mut link: ClientLink)
+where
+    S: Sink<Message> + Unpin,
+{
+    loop {
+        tokio::select! {
+            biased;
+            _ = closed(&mut link.close) => break,
+            m = link.rx.recv() => {
+                let Some(m) = m else { break };
+                // Write what is queued in one go (one flush, not one per message).
+                let mut batch = vec![m];
+                while batch.len() < 64 {
+                    match link.rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let n = batch.len() as u64;
+                let mut send = Box::pin(async {
+                    for m in batch {
+                        sink.feed(m).await?;
+                    }
+                    sink.flush().await
+                });
+                let done = tokio::select! {
+                    r = &mut send => Some(r.is_ok()),
+                    _ = closed(&mut link.close) => None,
+                };
+                match done {
+                    Some(true) => {
+                        link.written.fetch_add(n, Ordering::Release);
+                    }
+                    Some(false) => return,
+                    None => {
+                        // Closed while this send was stuck: let it finish, then say why.
+                        if !matches!(tokio::time::timeout(CLOSE_GRACE, send).await, Ok(Ok(()))) {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let reason = link.close.borrow().clone();
+    let msg = match reason {
+        Some(r) => close_msg(&r),
+        None => Message::Close(None),
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(msg)).await;
+}
+
+struct Reader {
+    ctx: ConnCtx,
+    id: u64,
+    peer: SocketAddr,
+    query_token: Option<String>,
+    bucket: f64,
+    refilled: Instant,
+}
+
+/// Constant-time string comparison (the token must not leak through timing).
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback.
+pub fn is_loopback(peer: &SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
+impl Reader {
+    async fn run<R, E>(&mut self, mut stream: R)
+    where
+        R: Stream<Item = Result<Message, E>> + Unpin,
+    {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Text(t)) => self.text(t.as_str()),
+                Ok(Message::Binary(_)) => self.error(
+                    "binary",
+                    "binary messages are not accepted: send JSON text",
+                    None,
+                ),
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn reply(&self, text: String) {
+        self.ctx.hub.send_to(self.id, Message::Text(text.into()));
+    }
+
+    fn error(&self, code: &str, message: &str, id: Option<&serde_json::Value>) {
+        self.ctx
+            .perform
+            .metrics()
+            .messages_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        self.reply(protocol::error(code, message, id));
+    }
+
+    fn take_token(&mut self) -> bool {
+        let p = &self.ctx.policy;
+        let now = Instant::now();
+        let dt = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.bucket = (self.bucket + dt * p.rate_per_sec).min(p.burst);
+        if self.bucket >= 1.0 {
+            self.bucket -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn authorized(&self, msg_token: Option<&str>) -> Result<(), String> {
+        if is_loopback(&self.peer) {
+            return Ok(());
+        }
+        let env = &self.ctx.policy.token_env;
+        let Some(want) = &self.ctx.policy.token else {
+            return Err(format!(
+                "control from other machines is disabled: start the server with the token in ${env} and send it as \"token\""
+            ));
+        };
+        let given = msg_token.or(self.query_token.as_deref());
+        match given {
+            Some(t) if same(t, want) => Ok(()),
+            Some(_) => Err("wrong token".into()),
+            None => Err(format!(
+                "this request needs the control token (${env} on the server): add \"token\" to the message or ?token= to the URL"
+            )),
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        if !self.take_token() {
+            self.error(
+                "rate_limited",
+                &format!(
+                    "too many requests: at most {} per second (bursts of {})",
+                    self.ctx.policy.rate_per_sec, self.ctx.policy.burst
+                ),
+                None,
+            );
+            return;
+        }
+        let max = self.ctx.policy.max_message_bytes;
+        if text.len() > max {
+            self.error(
+                "too_large",
+                &format!("message is {} bytes; the limit is {max}", text.len()),
+                None,
+            );
+            return;
+        }
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error("bad_json", &format!("not JSON: {e}"), None);
+                return;
+            }
+        };
+        let id = value.get("id").cloned();
+        let Some(kind) = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+        else {
+            self.error(
+                "bad_message",
+                "missing \"type\": one of subscribe, chat, say, interrupt, set, ping",
+                id.as_ref(),
+            );
+            return;
+        };
+        if !protocol::CLIENT_TYPES.contains(&kind.as_str()) {
+            self.error(
+                "unknown_type",
+                &format!(
+                    "unknown type {kind:?}: allowed {}",
+                    protocol::CLIENT_TYPES.join(", ")
+                ),
+                id.as_ref(),
+            );
+            return;
+        }
+        let msg: ClientMsg = match serde_json::from_value(value) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error("bad_message", &format!("bad {kind}: {e}"), id.as_ref());
+                return;
+            }
+        };
+        if msg.is_control()
+            && let Err(why) = self.authorized(msg.token())
+        {
+            self.error("unauthorized", &why, id.as_ref());
+            return;
+        }
+        self.dispatch(msg);
+    }
+
+    fn dispatch(&mut self, msg: ClientMsg) {
+        let id = msg.id().cloned();
+        let id = id.as_ref();
+        let perform = &self.ctx.perform;
+        match msg {
+            ClientMsg::Subscribe {
+                streams,
+                audio,
+                frames,
+                rig,
+                ..
+            } => {
+                let info = perform.info();
+                if let Some(r) = rig
+                    && r != info.rig
+                {
+                    self.error(
+                        "bad_rig",
+                        &format!(
+                            "this session streams the {:?} rig; per-client retargeting is not available yet",
+                            info.rig
+                        ),
+                        id,
+                    );
+                    return;
+                }
+                let mut sub = self.ctx.hub.subscription(self.id).unwrap_or_default();
+                if let Some(streams) = streams {
+                    sub.audio = streams.contains(&StreamKind::Audio);
+                    sub.frames = streams.contains(&StreamKind::Frames);
+                    sub.captions = streams.contains(&StreamKind::Captions);
+                    sub.cues = streams.contains(&StreamKind::Cues);
+                    sub.state = streams.contains(&StreamKind::State);
+                }
+                if let Some(a) = audio {
+                    sub.audio_encoding = a;
+                }
+                if let Some(f) = frames {
+                    sub.frame_encoding = f;
+                }
+                self.ctx.hub.set_subscription(self.id, sub);
+                self.reply(protocol::ack(id, "subscribe", subscription_json(&sub)));
+            }
+            ClientMsg::Chat { user, text, .. } => {
+                if text.trim().is_empty() {
+                    self.error("bad_message", "chat text is empty", id);
+                    return;
+                }
+                let utt = perform.chat(&user, &text);
+                self.reply(protocol::ack(id, "chat", json!({"utterance": utt})));
+            }
+            ClientMsg::Say { text, emotion, .. } => {
+                if text.trim().is_empty() {
+                    self.error("bad_message", "say text is empty", id);
+                    return;
+                }
+                let utt = perform.say(&text, emotion.as_deref());
+                self.reply(protocol::ack(id, "say", json!({"utterance": utt})));
+            }
+            ClientMsg::Interrupt { .. } => {
+                perform.interrupt();
+                self.reply(protocol::ack(id, "interrupt", json!({})));
+            }
+            ClientMsg::Set {
+                emotion,
+                intensity,
+                look_at,
+                ..
+            } => {
+                if emotion.is_none() && look_at.is_none() {
+                    self.error("bad_message", "set needs \"emotion\" or \"look_at\"", id);
+                    return;
+                }
+                if let Some(name) = emotion {
+                    perform.set(FaceControl::Emotion {
+                        name,
+                        intensity: intensity.unwrap_or(1.0).clamp(0.0, 1.0),
+                    });
+                }
+                if let Some([yaw, pitch]) = look_at {
+                    perform.set(FaceControl::LookAt { yaw, pitch });
+                }
+                self.reply(protocol::ack(id, "set", json!({})));
+            }
+            ClientMsg::Ping { .. } => {
+                let mut v = json!({"type": "pong", "sample": perform.now().get()});
+                if let Some(id) = id {
+                    v["id"] = id.clone();
+                }
+                self.reply(v.to_string());
+            }
+            ClientMsg::Stats { stats, .. } => {
+                let mut s = self.ctx.stats.lock();
+                s.push(stats);
+                if s.len() > 64 {
+                    s.remove(0);
+                }
+            }
+        }
+    }
+}
+
+fn subscription_json(s: &Subscription) -> serde_json::Value {
+    let mut streams = vec![];
+    for (on, name) in [
+        (s.audio, "audio"),
+        (s.frames, "frames"),
+        (s.captions, "captions"),
+        (s.cues, "cues"),
+        (s.state, "state"),
+    ] {
+        if on {
+            streams.push(name);
+        }
+    }
+    json!({"streams": streams, "audio": s.audio_encoding, "frames": s.frame_encoding})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
+    use crate::perform::{Metrics, PerformConfig, Performer, SimpleSegmenter, Stages};
+    use tokio::sync::mpsc;
+
+    struct Fixture {
+        _perf: Performer,
+        ctx: ConnCtx,
+    }
+
+    fn fixture(token: Option<&str>) -> Fixture {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(8, Duration::from_secs(2), 4096, metrics.clone()));
+        let perf = Performer::start(
+            Stages {
+                generator: Box::new(ScriptedGenerator::new(["Hello."])),
+                segmenter: Box::new(SimpleSegmenter::new()),
+                voice: Box::new(ToneVoice::new(16000)),
+                face: Box::new(JawFace::arkit(16000, 60)),
+            },
+            PerformConfig::default(),
+            vec![Box::new(super::super::HubSink(hub.clone()))],
+            None,
+            metrics,
+        )
+        .unwrap();
+        let h = perf.handle();
+        let h2 = h.clone();
+        hub.set_session(Arc::new(h.info().clone()), move || h2.now().get());
+        Fixture {
+            ctx: ConnCtx {
+                hub,
+                perform: h,
+                policy: Arc::new(ConnPolicy {
+                    token: token.map(str::to_string),
+                    ..ConnPolicy::default()
+                }),
+                stats: Arc::default(),
+            },
+            _perf: perf,
+        }
+    }
+
+    /// A connection driven by channels: (client → server sender, server → client receiver).
+    fn connect(
+        f: &Fixture,
+        peer: &str,
+        query_token: Option<&str>,
+    ) -> (
+        mpsc::UnboundedSender<Message>,
+        mpsc::UnboundedReceiver<Message>,
+    ) {
+        let (to_client, from_server) = mpsc::unbounded_channel::<Message>();
+        let (to_server, from_client) = mpsc::unbounded_channel::<Message>();
+        let sink = Box::pin(futures_util::sink::unfold(
+            to_client,
+            |tx, m: Message| async move {
+                tx.send(m).map_err(|_| ())?;
+                Ok::<_, ()>(tx)
+            },
+        ));
+        let stream = Box::pin(futures_util::stream::unfold(
+            from_client,
+            |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, ()>(m), rx)) },
+        ));
+        tokio::spawn(serve_connection(
+            sink,
+            stream,
+            peer.parse().unwrap(),
+            query_token.map(str::to_string),
+            f.ctx.clone(),
+        ));
+        (to_server, from_server)
+    }
+
+    /// The next JSON reply that is an ack, error or pong.
+    async fn reply(rx: &mut mpsc::UnboundedReceiver<Message>) -> serde_json::Value {
+        loop {
+            if let Message::Text(t) = rx.recv().await.expect("connection open") {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if matches!(v["type"].as_str(), Some("ack" | "error" | "pong")) {
+                    return v;
+                }
+            }
+        }
+    }
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.to_string().into())
+    }
+
+    #[tokio::test]
+    async fn hello_comes_first() {
+        let f = fixture(None);
+        let (_tx, mut rx) = connect(&f, "127.0.0.1:4000", None);
+        let Message::Text(t) = rx.recv().await.unwrap() else {
+            panic!("hello is text")
+        };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(v["type"], "hello");
+        assert_eq!(v["protocol"], 1);
+        assert_eq!(v["sample_rate"], 16000);
+        assert_eq!(v["channel_names"].as_array().unwrap().len(), 52);
+        assert_eq!(v["channel_names"][17], "jawOpen");
+    }
+
+    #[tokio::test]
+    async fn control_off_loopback_needs_the_token() {
+        let f = fixture(Some("s3cret"));
+        let (tx, mut rx) = connect(&f, "192.0.2.7:5000", None);
+        tx.send(text(r#"{"type":"interrupt","id":1}"#)).unwrap();
+        let r = reply(&mut rx).await;
+        assert_eq!(
+            (r["code"].as_str(), r["id"].as_i64()),
+            (Some("unauthorized"), Some(1))
+        );
+        tx.send(text(r#"{"type":"interrupt","id":2,"token":"wrong"}"#))
+            .unwrap();
+        assert_eq!(reply(&mut rx).await["code"], "unauthorized");
+        // Non-control requests need no token; the connection stayed open.
+        tx.send(text(r#"{"type":"ping","id":3}"#)).unwrap();
+        assert_eq!(reply(&mut rx).await["type"], "pong");
+        tx.send(text(r#"{"type":"interrupt","id":4,"token":"s3cret"}"#))
+            .unwrap();
+        let r = reply(&mut rx).await;
+        assert_eq!(
+            (r["type"].as_str(), r["id"].as_i64()),
+            (Some("ack"), Some(4))
+        );
+
+        // The token may come with the upgrade request instead.
+        let (tx, mut rx) = connect(&f, "[2001:db8::1]:5000", Some("s3cret"));
+        tx.send(text(r#"{"type":"interrupt"}"#)).unwrap();
+        assert_eq!(reply(&mut rx).await["type"], "ack");
+
+        // Loopback needs none, IPv4-mapped included.
+        let (tx, mut rx) = connect(&f, "[::ffff:127.0.0.1]:5000", None);
+        tx.send(text(r#"{"type":"interrupt"}"#)).unwrap();
+        assert_eq!(reply(&mut rx).await["type"], "ack");
+    }
+
+    #[tokio::test]
+    async fn without_a_configured_token_control_is_refused_off_loopback() {
+        let f = fixture(None);
+        let (tx, mut rx) = connect(&f, "10.1.2.3:5000", None);
+        tx.send(text(r#"{"type":"chat","text":"hi","token":"anything"}"#))
+            .unwrap();
+        let r = reply(&mut rx).await;
+        assert_eq!(r["code"], "unauthorized");
+        assert!(r["message"].as_str().unwrap().contains("IDOL_TOKEN"));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_answers_errors_and_recovers() {
+        let f = fixture(None);
+        let (tx, mut rx) = connect(&f, "127.0.0.1:4000", None);
+        for i in 0..40 {
+            tx.send(text(&format!(r#"{{"type":"ping","id":{i}}}"#)))
+                .unwrap();
+        }
+        let mut limited = 0;
+        for _ in 0..40 {
+            if reply(&mut rx).await["code"] == "rate_limited" {
+                limited += 1;
+            }
+        }
+        assert!(limited >= 5, "{limited}");
+    }
+
+    #[tokio::test]
+    async fn stalled_sink_is_closed_with_a_reason() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(
+            8,
+            Duration::from_millis(100),
+            4096,
+            metrics.clone(),
+        ));
+        let f = fixture(None);
+        hub.set_session(Arc::new(f.ctx.perform.info().clone()), || 0);
+        let link = hub.register().unwrap();
+        // A sink whose sends never complete, like a peer that stopped reading.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let stuck = std::sync::atomic::AtomicBool::new(true);
+        let stuck = Arc::new(stuck);
+        let s2 = stuck.clone();
+        let sink = Box::pin(futures_util::sink::unfold(tx, move |tx, m: Message| {
+            let s2 = s2.clone();
+            async move {
+                while s2.load(Ordering::SeqCst) && !matches!(m, Message::Close(_)) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tx.send(m).map_err(|_| ())?;
+                Ok::<_, ()>(tx)
+            }
+        }));
+        let writer = tokio::spawn(write_loop(sink, link));
+        let ev = crate::perform::Event::Error {
+            utterance: 0,
+            message: "x".into(),
+        };
+        let mut closed = false;
+        for _ in 0..100 {
+            hub.broadcast(&ev);
+            if hub.is_empty() {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed, "the lagging client was dropped");
+        assert_eq!(metrics.clients_dropped.load(Ordering::SeqCst), 1);
+        stuck.store(false, Ordering::SeqCst);
+        writer.await.unwrap();
+        let mut last = None;
+        while let Ok(m) = rx.try_recv() {
+            last = Some(m);
+        }
+        match last {
+            Some(Message::Close(Some(c))) => {
+                assert_eq!(c.code, super::super::hub::CLOSE_LAGGING);
+                assert!(
+                    c.reason.as_str().contains("lagging"),
+                    "{}",
+                    c.reason.as_str()
+                );
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The fan-out hub: one [`Event`] in (on the conductor thread), one message per subscribed client out,
+//! each client behind its own bounded queue.
+//!
+//! Each event is encoded once per wire form needed (s16 or f32 audio, binary or JSON frames, JSON text)
+//! and the bytes are shared by every client's queue. The hub never blocks and never drops a message
+//! for a client that keeps up: either a message is queued, or the client is closed.
+//!
+//! Lag: for every client the hub remembers when each queued message was enqueued; the connection's
+//! writer counts the messages it has written. The age of the oldest message not yet written is the
+//! client's lag; beyond `max_lag` (or with a full queue) the client is closed with a reason, and only
+//! that client: the others' queues are untouched.
+
+use super::protocol::{self, AudioEncoding, FrameEncoding, Subscription};
+use crate::perform::{Event, Metrics, SessionInfo, Sink};
+use axum::body::Bytes;
+use axum::extract::ws::Message;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Close code for a client closed for falling behind (private-use range).
+pub const CLOSE_LAGGING: u16 = 4008;
+/// Close code when the server already has `max_clients`.
+pub const CLOSE_FULL: u16 = 4013;
+
+/// Why the server closes a connection: a WebSocket close code and a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Message>,
+    sub: Subscription,
+    written: Arc<AtomicU64>,
+    enqueued: u64,
+    pending: VecDeque<Instant>,
+    close: watch::Sender<Option<CloseReason>>,
+}
+
+/// The receiving end a connection's writer drains.
+pub struct ClientLink {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Message>,
+    /// Messages written to the socket so far (the writer increments it).
+    pub written: Arc<AtomicU64>,
+    /// Set when the hub closes the client; the sender is dropped when the client is unregistered.
+    pub close: watch::Receiver<Option<CloseReason>>,
+}
+
+/// See the module docs.
+pub struct Hub {
+    clients: Mutex<Vec<Slot>>,
+    next_id: AtomicU64,
+    info: OnceLock<Arc<SessionInfo>>,
+    now: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
+    max_clients: usize,
+    max_lag: Duration,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// `capacity` bounds each client's queue (in messages); size it to hold well over `max_lag` of
+    /// traffic so that lag, not capacity, decides.
+    pub fn new(
+        max_clients: usize,
+        max_lag: Duration,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Hub {
+            clients: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            info: OnceLock::new(),
+            now: OnceLock::new(),
+            max_clients,
+            max_lag,
+            capacity: capacity.max(16),
+            metrics,
+        }
+    }
+
+    /// The session this hub serves (set once, before clients connect) and its clock.
+    pub fn set_session(
+        &self,
+        info: Arc<SessionInfo>,
+        now: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        let _ = self.info.set(info);
+        let _ = self.now.set(Box::new(now));
+    }
+
+    pub fn info(&self) -> Option<&Arc<SessionInfo>> {
+        self.info.get()
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Add a client; its queue starts with `hello`. `Err` when the server is full.
+    pub fn register(&self) -> Result<ClientLink, CloseReason> {
+        let info = self.info.get().expect("the hub serves a session").clone();
+        let now = self.now.get().map_or(0, |f| f());
+        let mut clients = self.clients.lock();
+        if clients.len() >= self.max_clients {
+            return Err(CloseReason {
+                code: CLOSE_FULL,
+                reason: format!("server full ({} clients)", self.max_clients),
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let (close_tx, close_rx) = watch::channel(None);
+        let written = Arc::new(AtomicU64::new(0));
+        let sub = Subscription::default();
+        let mut slot = Slot {
+            id,
+            tx,
+            sub,
+            written: written.clone(),
+            enqueued: 0,
+            pending: VecDeque::new(),
+            close: close_tx,
+        };
+        let hello = Message::Text(protocol::hello(&info, now, &sub).into());
+        let _ = self.push(&mut slot, hello, Instant::now());
+        clients.push(slot);
+        self.metrics.clients_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .clients_connected
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(ClientLink {
+            id,
+            rx,
+            written,
+            close: close_rx,
+        })
+    }
+
+    /// Remove a client (its connection ended).
+    pub fn unregister(&self, id: u64) {
+        let mut clients = self.clients.lock();
+        if let Some(i) = clients.iter().position(|s| s.id == id) {
+            clients.swap_remove(i);
+            self.metrics
+                .clients_connected
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn subscription(&self, id: u64) -> Option<Subscription> {
+        self.clients
+            .lock()
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.sub)
+    }
+
+    pub fn set_subscription(&self, id: u64, sub: Subscription) {
+        if let Some(s) = self.clients.lock().iter_mut().find(|s| s.id == id) {
+            s.sub = sub;
+        }
+    }
+
+    /// Queue a reply for one client.
+    pub fn send_to(&self, id: u64, msg: Message) {
+        let mut clients = self.clients.lock();
+        let Some(i) = clients.iter().position(|s| s.id == id) else {
+            return;
+        };
+        if let Err(reason) = self.push(&mut clients[i], msg, Instant::now()) {
+            let slot = clients.swap_remove(i);
+            self.drop_slot(slot, reason);
+        }
+    }
+
+    fn drop_slot(&self, slot: Slot, reason: CloseReason) {
+        log::info!("closing client {}: {}", slot.id, reason.reason);
+        self.metrics.clients_dropped.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .clients_connected
+            .fetch_sub(1, Ordering::Relaxed);
+        let _ = slot.close.send(Some(reason));
+    }
+
+    fn push(&self, slot: &mut Slot, msg: Message, now: Instant) -> Result<(), CloseReason> {
+        let written = slot.written.load(Ordering::Acquire);
+        while slot.enqueued - (slot.pending.len() as u64) < written {
+            slot.pending.pop_front();
+        }
+        if let Some(oldest) = slot.pending.front() {
+            let lag = now.saturating_duration_since(*oldest);
+            if lag > self.max_lag {
+                return Err(CloseReason {
+                    code: CLOSE_LAGGING,
+                    reason: format!(
+                        "lagging: {} ms behind (the limit is {} ms); reconnect to resume",
+                        lag.as_millis(),
+                        self.max_lag.as_millis()
+                    ),
+                });
+            }
+        }
+        match slot.tx.try_send(msg) {
+            Ok(()) => {
+                slot.enqueued += 1;
+                slot.pending.push_back(now);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(CloseReason {
+                code: CLOSE_LAGGING,
+                reason: format!(
+                    "lagging: {} messages queued; reconnect to resume",
+                    self.capacity
+                ),
+            }),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(CloseReason {
+                code: 1001,
+                reason: "gone".into(),
+            }),
+        }
+    }
+
+    /// Send one event to every subscribed client.
+    pub fn broadcast(&self, ev: &Event) {
+        let mut enc = Encoded::default();
+        let now = Instant::now();
+        let mut clients = self.clients.lock();
+        let mut i = 0;
+        while i < clients.len() {
+            let msg = enc.for_sub(ev, &clients[i].sub);
+            let res = match msg {
+                Some(m) => self.push(&mut clients[i], m, now),
+                None => Ok(()),
+            };
+            match res {
+                Ok(()) => i += 1,
+                Err(reason) => {
+                    let slot = clients.swap_remove(i);
+                    self.drop_slot(slot, reason);
+                }
+            }
+        }
+    }
+}
+
+/// The wire forms of one event, made on first use.
+#[derive(Default)]
+struct Encoded {
+    s16: Option<Message>,
+    f32: Option<Message>,
+    frame_bin: Option<Message>,
+    frame_json: Option<Message>,
+    text: Option<Option<Message>>,
+}
+
+impl Encoded {
+    fn for_sub(&mut self, ev: &Event, sub: &Subscription) -> Option<Message> {
+        match ev {
+            Event::Audio(a) if sub.audio => Some(match sub.audio_encoding {
+                AudioEncoding::S16 => self
+                    .s16
+                    .get_or_insert_with(|| {
+                        Message::Binary(Bytes::from(protocol::audio_binary(a, AudioEncoding::S16)))
+                    })
+                    .clone(),
+                AudioEncoding::F32 => self
+                    .f32
+                    .get_or_insert_with(|| {
+                        Message::Binary(Bytes::from(protocol::audio_binary(a, AudioEncoding::F32)))
+                    })
+                    .clone(),
+            }),
+            Event::Frame(f) if sub.frames => Some(match sub.frame_encoding {
+                FrameEncoding::Binary => self
+                    .frame_bin
+                    .get_or_insert_with(|| Message::Binary(Bytes::from(protocol::frame_binary(f))))
+                    .clone(),
+                FrameEncoding::Json => self
+                    .frame_json
+                    .get_or_insert_with(|| Message::Text(protocol::frame_json(f).into()))
+                    .clone(),
+            }),
+            Event::Caption(_) if sub.captions => self.text(ev),
+            Event::Cue(_) if sub.cues => self.text(ev),
+            Event::State(_) if sub.state => self.text(ev),
+            Event::Error { .. } => self.text(ev),
+            _ => None,
+        }
+    }
+
+    fn text(&mut self, ev: &Event) -> Option<Message> {
+        self.text
+            .get_or_insert_with(|| protocol::event_json(ev).map(|t| Message::Text(t.into())))
+            .clone()
+    }
+}
+
+/// The hub as a pipeline sink.
+pub struct HubSink(pub Arc<Hub>);
+
+impl Sink for HubSink {
+    fn event(&mut self, event: &Event) {
+        self.0.broadcast(event);
+    }
+}

@@ -1,0 +1,283 @@
+//! Sink `server`: `idol serve`'s HTTP and WebSocket front. Input: the performance's [`Event`]s (through
+//! the [`Hub`], a [`crate::perform::Sink`]) and client requests. Output: the stream protocol
+//! (`docs/protocol.md`) to any number of clients, the viewer page, `/healthz` and `/metrics`.
+//!
+//! Routes: `GET /` the viewer (one self-contained page, `?bg=transparent` for OBS), `GET /v1/stream`
+//! the WebSocket stream, `GET /healthz`, `GET /metrics` (Prometheus text).
+//!
+//! Threading: tokio (a small multi-threaded runtime on its own std thread) does the I/O only: accepting,
+//! reading requests, writing queued messages. The performance runs on its own std threads
+//! ([`crate::perform`]); the conductor thread calls the hub, which only enqueues.
+//!
+//! [`Event`]: crate::perform::Event
+
+pub mod conn;
+pub mod hub;
+pub mod protocol;
+
+pub use conn::{ConnCtx, ConnPolicy, serve_connection};
+pub use hub::{CLOSE_FULL, CLOSE_LAGGING, Hub, HubSink};
+
+use crate::config::ServerConfig;
+use crate::perform::{Metrics, PerformConfig, PerformHandle, Performer, Stages};
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The viewer page, embedded in the binary.
+pub const VIEWER_HTML: &str = include_str!("viewer.html");
+
+/// Largest WebSocket message the socket layer reads at all; beyond it the connection is closed.
+/// Messages between [`ConnPolicy::max_message_bytes`] and this get a `too_large` error instead.
+pub const MAX_WS_MESSAGE: usize = 1 << 20;
+
+/// Kernel send buffer per client socket (Linux doubles it): about half a second of the bulkiest
+/// subscription, so lag beyond it is seen by the hub.
+pub const SEND_BUFFER: usize = 32 * 1024;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another `idol serve` running? set [server] port in idol.toml, or 0 for any free port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub bind: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    pub max_clients: usize,
+    pub max_client_lag: Duration,
+    pub policy: ConnPolicy,
+}
+
+impl ServerOptions {
+    /// From `[server]` in idol.toml; the token is read from the environment variable it names.
+    pub fn from_config(c: &ServerConfig) -> Self {
+        let token = std::env::var(&c.token_env)
+            .ok()
+            .filter(|t| !t.trim().is_empty());
+        ServerOptions {
+            bind: c.bind,
+            port: c.port,
+            max_clients: c.max_clients,
+            max_client_lag: Duration::from_millis(c.max_client_lag_ms),
+            policy: ConnPolicy {
+                token,
+                token_env: c.token_env.clone(),
+                ..ConnPolicy::default()
+            },
+        }
+    }
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions::from_config(&crate::config::Config::default().server)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    ctx: ConnCtx,
+}
+
+/// A running `idol serve`: the performance, the hub and the HTTP server. Dropping it stops all three.
+pub struct Server {
+    addr: SocketAddr,
+    ctx: ConnCtx,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    performer: Option<Performer>,
+}
+
+impl Server {
+    /// Start the performance on `stages` and serve it.
+    pub fn start(
+        stages: Stages,
+        perform: PerformConfig,
+        opts: ServerOptions,
+    ) -> Result<Server, ServerError> {
+        Server::start_with_sinks(stages, perform, opts, Vec::new())
+    }
+
+    /// [`Server::start`], with more sinks (VMC, VTube Studio, an audio device, files, probes) fed
+    /// the same events, in the same order, just before the WebSocket hub.
+    pub fn start_with_sinks(
+        stages: Stages,
+        perform: PerformConfig,
+        opts: ServerOptions,
+        mut sinks: Vec<Box<dyn crate::perform::Sink>>,
+    ) -> Result<Server, ServerError> {
+        let metrics = Arc::new(Metrics::default());
+        // Room for several times the lag limit of traffic: audio chunks + frames + a little text.
+        let per_sec = 1000 / perform.chunk.as_millis().max(1) as u64 + perform.fps as u64 + 20;
+        let capacity = (per_sec * (opts.max_client_lag.as_millis() as u64 / 1000 + 1) * 4) as usize;
+        let hub = Arc::new(Hub::new(
+            opts.max_clients,
+            opts.max_client_lag,
+            capacity,
+            metrics.clone(),
+        ));
+        let addr = SocketAddr::new(opts.bind, opts.port);
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+
+        sinks.push(Box::new(HubSink(hub.clone())));
+        let performer = Performer::start(stages, perform, sinks, None, metrics)?;
+        let handle = performer.handle();
+        let h2 = handle.clone();
+        hub.set_session(Arc::new(handle.info().clone()), move || h2.now().get());
+        let ctx = ConnCtx {
+            hub,
+            perform: handle,
+            policy: Arc::new(opts.policy.clone()),
+            stats: Arc::default(),
+        };
+        let app = router(AppState { ctx: ctx.clone() });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("idol-io")
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("idol-server".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            log::error!("server: {e}");
+                            return;
+                        }
+                    };
+                    // A modest kernel send buffer, so that a client's lag shows in its queue
+                    // (where the hub measures it) instead of hiding in megabytes of socket buffer.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
+                    });
+                    let serve = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    });
+                    if let Err(e) = serve.await {
+                        log::error!("server: {e}");
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_millis(200));
+            })?;
+        Ok(Server {
+            addr,
+            ctx,
+            shutdown: Some(tx),
+            thread: Some(thread),
+            performer: Some(performer),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The viewer's URL.
+    pub fn viewer_url(&self) -> String {
+        let host = match self.addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("http://{host}:{}/", self.addr.port())
+    }
+
+    pub fn perform(&self) -> &PerformHandle {
+        &self.ctx.perform
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.ctx.hub
+    }
+
+    /// What a connection needs, for serving a connection from another transport (or a test's
+    /// channels) on this server: pass it to [`serve_connection`].
+    pub fn conn_ctx(&self) -> ConnCtx {
+        self.ctx.clone()
+    }
+
+    /// Playback statistics viewers reported (`stats` messages), newest last.
+    pub fn viewer_stats(&self) -> Vec<serde_json::Value> {
+        self.ctx.stats.lock().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.performer.take();
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(viewer))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/stream", get(stream))
+        .with_state(state)
+}
+
+async fn viewer() -> Html<&'static str> {
+    Html(VIEWER_HTML)
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.ctx.perform.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn stream(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    State(st): State<AppState>,
+) -> Response {
+    let token = q.get("token").cloned();
+    ws.max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            serve_connection(sink, stream, peer, token, st.ctx).await;
+        })
+}

@@ -1,0 +1,529 @@
+//! Wire format of `ws://HOST:PORT/v1/stream` (protocol version [`PROTOCOL_VERSION`]); the prose
+//! specification with examples is `docs/protocol.md`.
+//!
+//! Server → client: JSON text messages (`hello`, `caption`, `cue`, `state`, `error`, `ack`, `pong`, and
+//! `frame` when subscribed as JSON) and binary messages (audio chunks and frames), each binary message
+//! starting with a 24-byte little-endian header:
+//!
+//! ```text
+//! offset size  audio (kind 1)                 frame (kind 2)
+//!  0     u8    kind = 1                       kind = 2
+//!  1     u8    encoding: 1 = s16le, 2 = f32le flags: bit 0 = speaking
+//!  2     u16   header length (24)             header length (24)
+//!  4     u32   utterance id (0 = none)        utterance id (0 = idle)
+//!  8     u64   start sample                   sample
+//! 16     u32   sample count                   channel count N
+//! 20     u32   reserved (0)                   reserved (0)
+//! 24     ...   PCM, mono                      N × f32 weights (rig order), head quaternion
+//!                                             x y z w (4 × f32), eyes: left yaw, left pitch,
+//!                                             right yaw, right pitch (4 × f32, radians)
+//! ```
+//!
+//! Client → server: JSON text messages with a `type` ([`ClientMsg`]).
+
+use crate::perform::{
+    AudioChunk, Caption, CueEvent, Event, FrameEvent, PerformState, SessionInfo, StateEvent,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 24;
+pub const KIND_AUDIO: u8 = 1;
+pub const KIND_FRAME: u8 = 2;
+
+/// PCM encoding of audio chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioEncoding {
+    #[default]
+    S16,
+    F32,
+}
+
+/// Encoding of frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameEncoding {
+    #[default]
+    Binary,
+    Json,
+}
+
+/// The streams a client can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Audio,
+    Frames,
+    Captions,
+    Cues,
+    State,
+}
+
+/// What a client receives. The default (before any `subscribe`) is everything, s16 audio, binary frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    pub audio: bool,
+    pub frames: bool,
+    pub captions: bool,
+    pub cues: bool,
+    pub state: bool,
+    pub audio_encoding: AudioEncoding,
+    pub frame_encoding: FrameEncoding,
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        Subscription {
+            audio: true,
+            frames: true,
+            captions: true,
+            cues: true,
+            state: true,
+            audio_encoding: AudioEncoding::S16,
+            frame_encoding: FrameEncoding::Binary,
+        }
+    }
+}
+
+/// A client's request. Every request may carry an `id` (echoed in the `ack` or `error` it causes)
+/// and a `token` (the control token, needed off loopback for `chat`, `say`, `interrupt`, `set`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMsg {
+    Subscribe {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+        /// Default: all streams.
+        #[serde(default)]
+        streams: Option<Vec<StreamKind>>,
+        #[serde(default)]
+        audio: Option<AudioEncoding>,
+        #[serde(default)]
+        frames: Option<FrameEncoding>,
+        /// Must name the session's rig (retargeting per client is not offered yet).
+        #[serde(default)]
+        rig: Option<String>,
+    },
+    Chat {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        user: String,
+        text: String,
+    },
+    Say {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+        text: String,
+        #[serde(default)]
+        emotion: Option<String>,
+    },
+    Interrupt {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    Set {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        emotion: Option<String>,
+        #[serde(default)]
+        intensity: Option<f32>,
+        /// `[yaw, pitch]` in radians.
+        #[serde(default)]
+        look_at: Option<[f32; 2]>,
+    },
+    Ping {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// Playback statistics a viewer reports (shown in `/metrics`-style logs and tests).
+    Stats {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+        stats: serde_json::Value,
+    },
+}
+
+impl ClientMsg {
+    pub fn id(&self) -> Option<&serde_json::Value> {
+        match self {
+            ClientMsg::Subscribe { id, .. }
+            | ClientMsg::Chat { id, .. }
+            | ClientMsg::Say { id, .. }
+            | ClientMsg::Interrupt { id, .. }
+            | ClientMsg::Set { id, .. }
+            | ClientMsg::Ping { id, .. }
+            | ClientMsg::Stats { id, .. } => id.as_ref(),
+        }
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            ClientMsg::Subscribe { token, .. }
+            | ClientMsg::Chat { token, .. }
+            | ClientMsg::Say { token, .. }
+            | ClientMsg::Interrupt { token, .. }
+            | ClientMsg::Set { token, .. }
+            | ClientMsg::Ping { token, .. }
+            | ClientMsg::Stats { token, .. } => token.as_deref(),
+        }
+    }
+
+    /// Messages that change what the idol does need the token off loopback.
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self,
+            ClientMsg::Chat { .. }
+                | ClientMsg::Say { .. }
+                | ClientMsg::Interrupt { .. }
+                | ClientMsg::Set { .. }
+        )
+    }
+}
+
+/// The message types a client may send, for error messages.
+pub const CLIENT_TYPES: [&str; 7] = [
+    "subscribe",
+    "chat",
+    "say",
+    "interrupt",
+    "set",
+    "ping",
+    "stats",
+];
+
+/// `hello`, the first message on every connection.
+pub fn hello(info: &SessionInfo, now: u64, sub: &Subscription) -> String {
+    json!({
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "session": info.session,
+        "sample_rate": info.rate,
+        "channels": 1,
+        "fps": info.fps,
+        "rig": info.rig,
+        "channel_names": info.channels,
+        "now": now,
+        "lead": info.lead,
+        "audio": sub.audio_encoding,
+        "frames": sub.frame_encoding,
+    })
+    .to_string()
+}
+
+/// An `error` reply: `code` is machine-readable, `message` says what to do.
+pub fn error(code: &str, message: &str, id: Option<&serde_json::Value>) -> String {
+    let mut v = json!({"type": "error", "code": code, "message": message});
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    v.to_string()
+}
+
+/// An `ack` of a request, with extra fields (e.g. the utterance id of a chat).
+pub fn ack(id: Option<&serde_json::Value>, of: &str, extra: serde_json::Value) -> String {
+    let mut v = json!({"type": "ack", "of": of});
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    if let serde_json::Value::Object(m) = extra {
+        for (k, x) in m {
+            v[k] = x;
+        }
+    }
+    v.to_string()
+}
+
+/// The binary audio message.
+pub fn audio_binary(a: &AudioChunk, enc: AudioEncoding) -> Vec<u8> {
+    let n = a.pcm.len();
+    let bytes_per = match enc {
+        AudioEncoding::S16 => 2,
+        AudioEncoding::F32 => 4,
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + n * bytes_per);
+    out.push(KIND_AUDIO);
+    out.push(match enc {
+        AudioEncoding::S16 => 1,
+        AudioEncoding::F32 => 2,
+    });
+    out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    out.extend_from_slice(&a.utterance.to_le_bytes());
+    out.extend_from_slice(&a.start.get().to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    match enc {
+        AudioEncoding::S16 => {
+            for &x in &a.pcm {
+                let v = (x.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        AudioEncoding::F32 => {
+            for &x in &a.pcm {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// The binary frame message.
+pub fn frame_binary(f: &FrameEvent) -> Vec<u8> {
+    let w = &f.frame.weights;
+    let mut out = Vec::with_capacity(HEADER_LEN + (w.len() + 8) * 4);
+    out.push(KIND_FRAME);
+    out.push(u8::from(f.utterance != 0));
+    out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    out.extend_from_slice(&f.utterance.to_le_bytes());
+    out.extend_from_slice(&f.frame.at.get().to_le_bytes());
+    out.extend_from_slice(&(w.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let q = f.frame.head;
+    for x in w.iter().chain(&[q.x, q.y, q.z, q.w]).chain(&f.frame.eyes) {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// The JSON frame message.
+pub fn frame_json(f: &FrameEvent) -> String {
+    let q = f.frame.head;
+    json!({
+        "type": "frame",
+        "utterance": f.utterance,
+        "sample": f.frame.at.get(),
+        "weights": f.frame.weights,
+        "head": [q.x, q.y, q.z, q.w],
+        "eyes": f.frame.eyes,
+    })
+    .to_string()
+}
+
+pub fn caption_json(c: &Caption) -> String {
+    let words: Vec<serde_json::Value> = c
+        .words
+        .iter()
+        .map(|w| json!({"text": w.value.text, "start": w.start().get(), "end": w.end().get()}))
+        .collect();
+    json!({
+        "type": "caption",
+        "utterance": c.utterance,
+        "text": c.text,
+        "start": c.range.start().get(),
+        "end": c.range.end().get(),
+        "words": words,
+    })
+    .to_string()
+}
+
+pub fn cue_json(c: &CueEvent) -> String {
+    json!({
+        "type": "cue",
+        "utterance": c.utterance,
+        "kind": c.cue.kind,
+        "name": c.cue.name,
+        "intensity": c.cue.intensity,
+        "sample": c.cue.at.get(),
+    })
+    .to_string()
+}
+
+pub fn state_json(s: &StateEvent) -> String {
+    let mut v = json!({
+        "type": "state",
+        "state": s.state,
+        "sample": s.at.get(),
+    });
+    if let Some(u) = s.utterance {
+        v["utterance"] = u.into();
+    }
+    if s.state == PerformState::Interrupted {
+        v["heard"] = s.heard.clone().unwrap_or_default().into();
+    }
+    v.to_string()
+}
+
+/// The JSON text of a non-binary event (`None` for audio and frames).
+pub fn event_json(e: &Event) -> Option<String> {
+    match e {
+        Event::Caption(c) => Some(caption_json(c)),
+        Event::Cue(c) => Some(cue_json(c)),
+        Event::State(s) => Some(state_json(s)),
+        Event::Error { utterance, message } => {
+            let mut v = json!({"type": "error", "code": "stage", "message": message});
+            v["utterance"] = (*utterance).into();
+            Some(v.to_string())
+        }
+        Event::Audio(_) | Event::Frame(_) => None,
+    }
+}
+
+/// A parsed binary message (for clients written in Rust, tests and benchmarks).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Binary {
+    Audio {
+        utterance: u32,
+        start: u64,
+        /// Decoded to f32 whatever the encoding.
+        pcm: Vec<f32>,
+    },
+    Frame {
+        utterance: u32,
+        sample: u64,
+        weights: Vec<f32>,
+        head: [f32; 4],
+        eyes: [f32; 4],
+    },
+}
+
+/// Parse a binary message; `None` when it is malformed.
+pub fn parse_binary(b: &[u8]) -> Option<Binary> {
+    if b.len() < HEADER_LEN {
+        return None;
+    }
+    let hl = u16::from_le_bytes([b[2], b[3]]) as usize;
+    let utterance = u32::from_le_bytes(b[4..8].try_into().ok()?);
+    let at = u64::from_le_bytes(b[8..16].try_into().ok()?);
+    let n = u32::from_le_bytes(b[16..20].try_into().ok()?) as usize;
+    let body = b.get(hl..)?;
+    let f32s = |body: &[u8]| -> Vec<f32> {
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect()
+    };
+    match (b[0], b[1]) {
+        (KIND_AUDIO, 1) if body.len() == 2 * n => Some(Binary::Audio {
+            utterance,
+            start: at,
+            pcm: body
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32767.0)
+                .collect(),
+        }),
+        (KIND_AUDIO, 2) if body.len() == 4 * n => Some(Binary::Audio {
+            utterance,
+            start: at,
+            pcm: f32s(body),
+        }),
+        (KIND_FRAME, _) if body.len() == 4 * (n + 8) => {
+            let v = f32s(body);
+            Some(Binary::Frame {
+                utterance,
+                sample: at,
+                weights: v[..n].to_vec(),
+                head: v[n..n + 4].try_into().ok()?,
+                eyes: v[n + 4..n + 8].try_into().ok()?,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::perform::FaceFrame;
+    use crate::time::SampleTime;
+
+    #[test]
+    fn binary_round_trips() {
+        let a = AudioChunk {
+            utterance: 7,
+            start: SampleTime(123_456_789_012),
+            pcm: vec![0.0, 0.5, -1.0],
+        };
+        let b = audio_binary(&a, AudioEncoding::S16);
+        assert_eq!(b.len(), 24 + 6);
+        assert_eq!(&b[..4], &[1, 1, 24, 0]);
+        match parse_binary(&b).unwrap() {
+            Binary::Audio {
+                utterance,
+                start,
+                pcm,
+            } => {
+                assert_eq!((utterance, start), (7, 123_456_789_012));
+                assert!((pcm[1] - 0.5).abs() < 1e-4 && pcm[2] == -1.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let b = audio_binary(&a, AudioEncoding::F32);
+        assert_eq!(
+            parse_binary(&b),
+            Some(Binary::Audio {
+                utterance: 7,
+                start: 123_456_789_012,
+                pcm: a.pcm.clone()
+            })
+        );
+        let f = FrameEvent {
+            utterance: 0,
+            frame: FaceFrame {
+                at: SampleTime(368),
+                weights: vec![0.25; 52],
+                head: glam::Quat::IDENTITY,
+                eyes: [0.1, 0.2, 0.3, 0.4],
+            },
+        };
+        let b = frame_binary(&f);
+        assert_eq!(b.len(), 24 + 60 * 4);
+        match parse_binary(&b).unwrap() {
+            Binary::Frame {
+                sample,
+                weights,
+                head,
+                eyes,
+                ..
+            } => {
+                assert_eq!(sample, 368);
+                assert_eq!(weights.len(), 52);
+                assert_eq!(head, [0.0, 0.0, 0.0, 1.0]);
+                assert_eq!(eyes, [0.1, 0.2, 0.3, 0.4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse_binary(&b[..30]), None);
+    }
+
+    #[test]
+    fn client_messages_parse_strictly() {
+        let m: ClientMsg =
+            serde_json::from_str(r#"{"type":"chat","user":"ann","text":"hi","id":3}"#).unwrap();
+        assert!(m.is_control());
+        assert_eq!(m.id(), Some(&json!(3)));
+        let m: ClientMsg = serde_json::from_str(
+            r#"{"type":"subscribe","streams":["audio","frames"],"audio":"f32","frames":"json"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMsg::Subscribe {
+                audio: Some(AudioEncoding::F32),
+                ..
+            }
+        ));
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"chat"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"dance"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientMsg>(r#"{"type":"ping","extra":1}"#).is_err(),
+            "unknown fields are refused"
+        );
+    }
+}

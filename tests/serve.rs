@@ -1,0 +1,747 @@
+//! `idol serve` end to end: the real server on port 0, real WebSocket clients, fake stages (a tone
+//! voice, a jaw-only face, a scripted persona) until the real stages are wired in.
+
+use futures_util::{SinkExt, StreamExt};
+use idol::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
+use idol::perform::{PerformConfig, SimpleSegmenter, Stages};
+use idol::server::protocol::{Binary, parse_binary};
+use idol::server::{ConnPolicy, Server, ServerOptions};
+use idol::time::SampleTime;
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const RATE: u32 = 22050;
+const FPS: u32 = 60;
+const LONG: &str = "[happy] Hello there, it is so lovely to see everyone here tonight. \
+                    Let us talk about music, movies and the stars above us.";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn stages(replies: &[&str]) -> Stages {
+    Stages {
+        generator: Box::new(ScriptedGenerator::new(replies.iter().copied())),
+        segmenter: Box::new(SimpleSegmenter::new()),
+        voice: Box::new(ToneVoice::new(RATE)),
+        face: Box::new(JawFace::arkit(RATE, FPS)),
+    }
+}
+
+fn options(bind: IpAddr, lag_ms: u64, token: Option<&str>) -> ServerOptions {
+    ServerOptions {
+        bind,
+        port: 0,
+        max_clients: 16,
+        max_client_lag: Duration::from_millis(lag_ms),
+        policy: ConnPolicy {
+            token: token.map(str::to_string),
+            ..ConnPolicy::default()
+        },
+    }
+}
+
+fn start(replies: &[&str]) -> Server {
+    Server::start(
+        stages(replies),
+        PerformConfig::default(),
+        options([127, 0, 0, 1].into(), 2000, None),
+    )
+    .unwrap()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum In {
+    Json(Value),
+    Bin(Binary),
+    Closed(Option<(u16, String)>),
+}
+
+async fn next(ws: &mut Ws) -> In {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                return In::Json(serde_json::from_str(t.as_str()).unwrap());
+            }
+            Some(Ok(Message::Binary(b))) => {
+                return In::Bin(parse_binary(&b).expect("well-formed binary message"));
+            }
+            Some(Ok(Message::Close(c))) => {
+                return In::Closed(c.map(|c| (u16::from(c.code), c.reason.as_str().to_string())));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return In::Closed(None),
+        }
+    }
+}
+
+async fn connect(server: &Server) -> (Ws, Value) {
+    let url = format!("ws://{}/v1/stream", server.addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let In::Json(hello) = next(&mut ws).await else {
+        panic!("hello first")
+    };
+    assert_eq!(hello["type"], "hello");
+    (ws, hello)
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next ack, error or pong.
+async fn reply(ws: &mut Ws) -> Value {
+    reply_keep(ws, &mut vec![]).await
+}
+
+/// The next ack, error or pong; what came before it is appended to `kept`.
+async fn reply_keep(ws: &mut Ws, kept: &mut Vec<In>) -> Value {
+    loop {
+        match next(ws).await {
+            In::Json(v) if matches!(v["type"].as_str(), Some("ack" | "error" | "pong")) => {
+                return v;
+            }
+            In::Closed(c) => panic!("closed: {c:?}"),
+            m => kept.push(m),
+        }
+    }
+}
+
+/// Everything received until the utterance `utt` ends (state idle after it spoke, or interrupted
+/// and then idle).
+async fn until_done(ws: &mut Ws, utt: u64) -> Vec<In> {
+    let mut got = vec![];
+    let mut spoke = false;
+    loop {
+        let m = next(ws).await;
+        if let In::Closed(c) = &m {
+            panic!("closed before the utterance ended: {c:?}");
+        }
+        let done = match &m {
+            In::Json(v) if v["type"] == "state" => {
+                if v["utterance"].as_u64() == Some(utt)
+                    && matches!(v["state"].as_str(), Some("speaking" | "interrupted"))
+                {
+                    spoke = true;
+                }
+                spoke && v["state"] == "idle"
+            }
+            _ => false,
+        };
+        got.push(m);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// (start, end, text, words as (text, start)).
+type CaptionRow = (u64, u64, String, Vec<(String, u64)>);
+
+struct Utterance {
+    audio: Vec<(u64, Vec<f32>)>,
+    frames: Vec<(u64, Vec<f32>)>,
+    captions: Vec<CaptionRow>,
+    states: Vec<Value>,
+}
+
+fn split(msgs: &[In], utt: u64) -> Utterance {
+    let mut u = Utterance {
+        audio: vec![],
+        frames: vec![],
+        captions: vec![],
+        states: vec![],
+    };
+    for m in msgs {
+        match m {
+            In::Bin(Binary::Audio {
+                utterance,
+                start,
+                pcm,
+            }) if *utterance as u64 == utt => u.audio.push((*start, pcm.clone())),
+            In::Bin(Binary::Frame {
+                utterance,
+                sample,
+                weights,
+                ..
+            }) if *utterance as u64 == utt => u.frames.push((*sample, weights.clone())),
+            In::Json(v) if v["type"] == "caption" && v["utterance"] == utt => {
+                let words = v["words"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| {
+                        (
+                            w["text"].as_str().unwrap().to_string(),
+                            w["start"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect();
+                u.captions.push((
+                    v["start"].as_u64().unwrap(),
+                    v["end"].as_u64().unwrap(),
+                    v["text"].as_str().unwrap().to_string(),
+                    words,
+                ))
+            }
+            In::Json(v) if v["type"] == "state" => u.states.push(v.clone()),
+            _ => {}
+        }
+    }
+    u
+}
+
+/// Audio chunks are contiguous inside each caption's span and cover it; frames of each clause sit
+/// exactly on its frame grid, up to `cut` (the clause end when not interrupted).
+fn check_sync(u: &Utterance, cut: Option<u64>) {
+    assert!(!u.captions.is_empty() && !u.audio.is_empty() && !u.frames.is_empty());
+    let jaw = 17;
+    let mut frames = u.frames.iter();
+    let mut audio = u.audio.iter().peekable();
+    for (start, end, _, _) in &u.captions {
+        let end = cut.map_or(*end, |c| c.min(*end));
+        if *start >= end {
+            continue;
+        }
+        let mut at = *start;
+        while at < end {
+            let (s, pcm) = audio.next().expect("audio covers the clause");
+            assert_eq!(*s, at, "audio chunks are contiguous");
+            at += pcm.len() as u64;
+        }
+        assert_eq!(at, end, "audio ends exactly at the clause end (or the cut)");
+        let n = SampleTime::frames_in(end - start, RATE, FPS);
+        for k in 0..n {
+            let (s, w) = frames.next().expect("a frame for every grid point");
+            assert_eq!(*s, SampleTime(*start).frame(k, RATE, FPS).get());
+            assert_eq!(w.len(), 52);
+            assert!((0.0..=1.0).contains(&w[jaw]));
+        }
+    }
+    assert!(audio.next().is_none(), "no audio outside the captions");
+    assert!(frames.next().is_none(), "no frames outside the audio");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_produces_audio_and_frames_whose_stamps_line_up() {
+    let server = start(&[LONG]);
+    let (mut ws, hello) = connect(&server).await;
+    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["sample_rate"], RATE);
+    assert_eq!(hello["fps"], FPS);
+    assert_eq!(hello["rig"], "arkit52");
+    assert_eq!(hello["channel_names"][17], "jawOpen");
+    send(
+        &mut ws,
+        json!({"type":"chat","user":"ann","text":"hi!","id":"c1"}),
+    )
+    .await;
+    let mut msgs = vec![];
+    let ack = reply_keep(&mut ws, &mut msgs).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["id"].as_str()),
+        (Some("ack"), Some("c1"))
+    );
+    let utt = ack["utterance"].as_u64().unwrap();
+    msgs.extend(until_done(&mut ws, utt).await);
+    let u = split(&msgs, utt);
+    check_sync(&u, None);
+    let text: Vec<&str> = u.captions.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(text[0], "Hello there,");
+    assert_eq!(text.len(), 4);
+    // The jaw moves with the speech: open on vowels, closed in pauses.
+    let jaw: Vec<f32> = u.frames.iter().map(|f| f.1[17]).collect();
+    assert!(jaw.iter().any(|&j| j > 0.5) && jaw.contains(&0.0));
+    // The emotion tag became a cue at the first word.
+    let cue = msgs
+        .iter()
+        .find_map(|m| match m {
+            In::Json(v) if v["type"] == "cue" => Some(v.clone()),
+            _ => None,
+        })
+        .expect("a cue");
+    assert_eq!(
+        (cue["name"].as_str(), cue["kind"].as_str()),
+        (Some("happy"), Some("emotion"))
+    );
+    assert_eq!(cue["sample"].as_u64(), Some(u.captions[0].3[0].1));
+    let states: Vec<&str> = u
+        .states
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["thinking", "speaking", "idle"]);
+
+    // Metrics saw the stages.
+    let body = reqwest::get(format!("http://{}/metrics", server.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("idol_first_audio_sent_seconds_count 1"),
+        "{body}"
+    );
+    assert!(body.contains("idol_utterances_total 1"));
+    assert!(body.contains("idol_clients_connected 1"));
+    let health = reqwest::get(format!("http://{}/healthz", server.addr()))
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_receive_identical_streams() {
+    let server = start(&["One, two, three. Four five six!"]);
+    let (mut a, _) = connect(&server).await;
+    let (mut b, _) = connect(&server).await;
+    // b asks for the same encodings explicitly; a keeps the defaults.
+    send(
+        &mut b,
+        json!({"type":"subscribe","audio":"s16","frames":"binary"}),
+    )
+    .await;
+    assert_eq!(reply(&mut b).await["type"], "ack");
+    send(
+        &mut a,
+        json!({"type":"say","text":"One, two, three. Four five six!"}),
+    )
+    .await;
+    let utt = reply(&mut a).await["utterance"].as_u64().unwrap();
+    let (ma, mb) = tokio::join!(until_done(&mut a, utt), until_done(&mut b, utt));
+    let keep = |m: &Vec<In>| -> Vec<In> {
+        m.iter()
+            .filter(|x| match x {
+                In::Bin(Binary::Audio { utterance, .. })
+                | In::Bin(Binary::Frame { utterance, .. }) => *utterance as u64 == utt,
+                In::Json(v) => v["utterance"] == utt && v["type"] != "ack",
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    };
+    let (ka, kb) = (keep(&ma), keep(&mb));
+    assert!(ka.len() > 50, "{}", ka.len());
+    assert_eq!(ka, kb);
+    check_sync(&split(&ma, utt), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_client_is_dropped_while_another_continues() {
+    let server = Server::start(
+        stages(&[LONG]),
+        PerformConfig::default(),
+        options([127, 0, 0, 1].into(), 200, None),
+    )
+    .unwrap();
+    // The stalled client: a tiny receive window, the bulkiest encodings, and then it stops reading.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(server.addr()).await.unwrap();
+    let url = format!("ws://{}/v1/stream", server.addr());
+    let (mut stalled, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut stalled).await, In::Json(v) if v["type"] == "hello"));
+    send(
+        &mut stalled,
+        json!({"type":"subscribe","audio":"f32","frames":"json"}),
+    )
+    .await;
+
+    let (mut good, _) = connect(&server).await;
+    send(&mut good, json!({"type":"chat","text":"talk to me"})).await;
+    let utt = reply(&mut good).await["utterance"].as_u64().unwrap();
+    let metrics = server.perform().metrics().clone();
+    let good_task = tokio::spawn(async move {
+        let msgs = until_done(&mut good, utt).await;
+        (good, msgs)
+    });
+    // Wait (without reading) until the server gives up on the stalled client; bounded, so a server
+    // that never notices fails the test instead of hanging it.
+    let mut waited = 0;
+    while metrics
+        .clients_dropped
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 0
+    {
+        assert!(waited < 3000, "the stalled client was never dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    // Now read what is left: buffered messages, then the close frame with the reason.
+    let close = loop {
+        if let In::Closed(c) = next(&mut stalled).await {
+            break c;
+        }
+    };
+    let (code, reason) = close.expect("a close frame with a reason");
+    assert_eq!(code, idol::server::CLOSE_LAGGING);
+    assert!(reason.contains("lagging"), "{reason}");
+
+    // The client that kept up got the whole utterance, undisturbed.
+    let (mut good, msgs) = good_task.await.unwrap();
+    let u = split(&msgs, utt);
+    check_sync(&u, None);
+    assert_eq!(u.captions.len(), 4);
+    send(&mut good, json!({"type":"ping"})).await;
+    assert_eq!(reply(&mut good).await["type"], "pong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_get_errors_and_the_connection_stays() {
+    let server = start(&["Hi."]);
+    let (mut ws, _) = connect(&server).await;
+    let cases: [(Message, &str); 7] = [
+        (Message::Text("not json {".into()), "bad_json"),
+        (
+            Message::Text(r#"{"type":"dance","id":1}"#.into()),
+            "unknown_type",
+        ),
+        (Message::Text(r#"{"id":1}"#.into()), "bad_message"),
+        (Message::Text(r#"{"type":"chat"}"#.into()), "bad_message"),
+        (
+            Message::Text(r#"{"type":"subscribe","rig":"vrm"}"#.into()),
+            "bad_rig",
+        ),
+        (
+            Message::Text(
+                json!({"type":"chat","text":"x".repeat(40_000)})
+                    .to_string()
+                    .into(),
+            ),
+            "too_large",
+        ),
+        (Message::Binary(vec![1, 2, 3].into()), "binary"),
+    ];
+    for (msg, code) in cases {
+        ws.send(msg).await.unwrap();
+        let r = reply(&mut ws).await;
+        assert_eq!(
+            (r["type"].as_str(), r["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{r}"
+        );
+        assert!(!r["message"].as_str().unwrap().is_empty());
+    }
+    send(&mut ws, json!({"type":"ping","id":"still-here"})).await;
+    let r = reply(&mut ws).await;
+    assert_eq!(
+        (r["type"].as_str(), r["id"].as_str()),
+        (Some("pong"), Some("still-here"))
+    );
+}
+
+/// A local non-loopback IPv4 address of this machine, if it has one (no packet is sent).
+fn non_loopback_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_enforced_off_loopback() {
+    let server = Server::start(
+        stages(&["Hi."]),
+        PerformConfig::default(),
+        options([0, 0, 0, 0].into(), 2000, Some("letmein")),
+    )
+    .unwrap();
+    // 1. A connection from another machine, injected through the server's own handler.
+    let (to_client, mut from_server) = tokio::sync::mpsc::unbounded_channel();
+    let (to_server, from_client) = tokio::sync::mpsc::unbounded_channel();
+    let sink = Box::pin(futures_util::sink::unfold(
+        to_client,
+        |tx, m: axum::extract::ws::Message| async move {
+            tx.send(m).map_err(|_| ())?;
+            Ok::<_, ()>(tx)
+        },
+    ));
+    let stream = Box::pin(futures_util::stream::unfold(
+        from_client,
+        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, ()>(m), rx)) },
+    ));
+    let peer: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    tokio::spawn(idol::server::serve_connection(
+        sink,
+        stream,
+        peer,
+        None,
+        server.conn_ctx(),
+    ));
+    let mut replies = vec![];
+    for (msg, _) in [
+        (json!({"type":"chat","text":"hi","id":1}), ()),
+        (json!({"type":"say","text":"hi","id":2,"token":"nope"}), ()),
+        (json!({"type":"set","emotion":"sad","id":3}), ()),
+        (json!({"type":"ping","id":4}), ()),
+        (json!({"type":"interrupt","id":5,"token":"letmein"}), ()),
+    ] {
+        to_server
+            .send(axum::extract::ws::Message::Text(msg.to_string().into()))
+            .unwrap();
+        loop {
+            let m = from_server.recv().await.unwrap();
+            if let axum::extract::ws::Message::Text(t) = m {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v.get("id").is_some() {
+                    replies.push(v);
+                    break;
+                }
+            }
+        }
+    }
+    let kinds: Vec<(String, String)> = replies
+        .iter()
+        .map(|r| {
+            (
+                r["type"].as_str().unwrap().to_string(),
+                r["code"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("error", "unauthorized"),
+        ("error", "unauthorized"),
+        ("error", "unauthorized"),
+        ("pong", ""),
+        ("ack", ""),
+    ];
+    assert_eq!(
+        kinds,
+        want.map(|(a, b)| (a.to_string(), b.to_string())).to_vec()
+    );
+
+    // 2. A real socket from this machine's non-loopback address, when it has one.
+    if let Some(ip) = non_loopback_ip() {
+        let url = format!("ws://{}:{}/v1/stream", ip, server.addr().port());
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        next(&mut ws).await;
+        send(&mut ws, json!({"type":"interrupt"})).await;
+        assert_eq!(reply(&mut ws).await["code"], "unauthorized");
+        send(&mut ws, json!({"type":"interrupt","token":"letmein"})).await;
+        assert_eq!(reply(&mut ws).await["type"], "ack");
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?token=letmein"))
+            .await
+            .unwrap();
+        next(&mut ws).await;
+        send(&mut ws, json!({"type":"interrupt"})).await;
+        assert_eq!(reply(&mut ws).await["type"], "ack");
+    }
+    // Loopback needs no token.
+    let url = format!("ws://127.0.0.1:{}/v1/stream", server.addr().port());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    next(&mut ws).await;
+    send(&mut ws, json!({"type":"interrupt"})).await;
+    assert_eq!(reply(&mut ws).await["type"], "ack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_mid_utterance_cuts_audio_and_frames_at_one_sample() {
+    let server = start(&[LONG, "Sure."]);
+    let (mut ws, _) = connect(&server).await;
+    send(&mut ws, json!({"type":"chat","text":"tell me everything"})).await;
+    let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
+    let mut msgs = vec![];
+    // Listen until about a second of the reply was sent, then barge in.
+    let mut sent = 0u64;
+    while sent < RATE as u64 {
+        let m = next(&mut ws).await;
+        if let In::Bin(Binary::Audio { utterance, pcm, .. }) = &m
+            && *utterance as u64 == utt
+        {
+            sent += pcm.len() as u64;
+        }
+        msgs.push(m);
+    }
+    send(&mut ws, json!({"type":"interrupt","id":"stop"})).await;
+    msgs.extend(until_done(&mut ws, utt).await);
+    let u = split(&msgs, utt);
+    let interrupted = u
+        .states
+        .iter()
+        .find(|s| s["state"] == "interrupted")
+        .expect("an interrupted state");
+    assert_eq!(interrupted["utterance"].as_u64(), Some(utt));
+    let cut = interrupted["sample"].as_u64().unwrap();
+    // Audio and frames of the utterance end at the cut, and cover everything before it.
+    let (last_start, last_pcm) = u.audio.last().unwrap();
+    assert_eq!(last_start + last_pcm.len() as u64, cut);
+    assert!(u.frames.iter().all(|f| f.0 < cut));
+    check_sync(&u, Some(cut));
+    // Heard: the words that started before the cut.
+    let words: Vec<&str> = u
+        .captions
+        .iter()
+        .flat_map(|c| c.3.iter())
+        .filter(|w| w.1 < cut)
+        .map(|w| w.0.as_str())
+        .collect();
+    assert!(words.len() >= 3);
+    assert_eq!(
+        interrupted["heard"].as_str(),
+        Some(words.join(" ").as_str())
+    );
+    let total: usize = LONG.split_whitespace().count() - 1;
+    assert!(words.len() < total, "cut before the end");
+    // No audio of the utterance after the interrupted state.
+    let pos = msgs
+        .iter()
+        .position(|m| matches!(m, In::Json(v) if v["state"] == "interrupted"))
+        .unwrap();
+    assert!(!msgs[pos..].iter().any(
+        |m| matches!(m, In::Bin(Binary::Audio { utterance, .. }) if *utterance as u64 == utt)
+    ));
+    // The session goes on.
+    send(&mut ws, json!({"type":"chat","text":"ok","id":"c2"})).await;
+    let next_utt = loop {
+        let r = reply(&mut ws).await;
+        if r["id"] == "c2" {
+            break r["utterance"].as_u64().unwrap();
+        }
+    };
+    let u2 = split(&until_done(&mut ws, next_utt).await, next_utt);
+    check_sync(&u2, None);
+    assert!(u2.audio[0].0 >= cut);
+}
+
+fn find_chromium() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("IDOL_CHROMIUM") {
+        return Some(p.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser", "google-chrome"] {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The viewer in headless Chromium: it connects, sends a chat (`?autochat=`), plays the reply with
+/// WebAudio and reports its statistics back over the socket (`?report=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
+    let Some(chromium) = find_chromium() else {
+        eprintln!(
+            "SKIPPED viewer_in_headless_chromium_plays_audio_and_moves_the_mouth: no chromium on PATH \
+             (Debian: `apt-get install -y chromium`, or set IDOL_CHROMIUM)"
+        );
+        return;
+    };
+    let server = start(&[LONG]);
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/?autochat=hello%20there&report=1", server.addr());
+    let mut child = std::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--mute-audio",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    // Wait for the reply to have been played (bounded, so a broken page fails instead of hanging).
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(s) = server.viewer_stats().last() {
+            last = s.clone();
+            let played = s["audioSamplesPlayed"].as_f64().unwrap_or(0.0);
+            if played >= RATE as f64 * 3.0 && s["state"] == "idle" {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("viewer stats: {last}");
+    assert_eq!(last["protocol"], 1, "{last}");
+    assert!(
+        last["audioSamplesPlayed"].as_f64().unwrap_or(0.0) >= RATE as f64 * 3.0,
+        "{last}"
+    );
+    assert!(
+        last["framesAppliedWhilePlaying"].as_f64().unwrap_or(0.0) > 60.0,
+        "{last}"
+    );
+    assert!(
+        last["mouthOpenMaxWhilePlaying"].as_f64().unwrap_or(0.0) > 0.5,
+        "{last}"
+    );
+    assert_eq!(last["errors"], 0, "{last}");
+    assert_eq!(
+        last["clock"], "webaudio",
+        "audio went through WebAudio: {last}"
+    );
+}
+
+/// The live pipeline on the real Piper voice and the text stage: what the voice says lines up with
+/// the frames, clause by clause, on the session clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_voice_through_the_live_pipeline_lines_up() {
+    use idol::perform::adapters::{SynthVoice, TextSegmenter};
+    use idol::tts::{EspeakPhonemizer, PiperVoice, VoiceOptions};
+    let home = crate::common::home();
+    let voice = PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        std::sync::Arc::new(EspeakPhonemizer::default()),
+        &VoiceOptions::default(),
+    )
+    .expect("load the voice");
+    let voice = SynthVoice(voice);
+    let rate = idol::perform::Voice::sample_rate(&voice);
+    assert_eq!(rate, RATE);
+    let server = Server::start(
+        Stages {
+            generator: Box::new(ScriptedGenerator::new([
+                "[happy] Hello there, it is 2 pm and I am glad you came.",
+            ])),
+            segmenter: Box::new(TextSegmenter::default()),
+            voice: Box::new(voice),
+            face: Box::new(JawFace::arkit(RATE, FPS)),
+        },
+        PerformConfig::default(),
+        options([127, 0, 0, 1].into(), 2000, None),
+    )
+    .unwrap();
+    let (mut ws, _) = connect(&server).await;
+    send(&mut ws, json!({"type":"chat","text":"hi","id":"r"})).await;
+    let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
+    let msgs = until_done(&mut ws, utt).await;
+    let u = split(&msgs, utt);
+    check_sync(&u, None);
+    let said: Vec<String> = u
+        .captions
+        .iter()
+        .flat_map(|c| c.3.iter().map(|w| w.0.to_lowercase()))
+        .collect();
+    assert!(said.contains(&"hello".to_string()), "{said:?}");
+    assert!(
+        said.contains(&"two".to_string()),
+        "numbers are normalized: {said:?}"
+    );
+    let audible = u
+        .audio
+        .iter()
+        .flat_map(|a| a.1.iter())
+        .map(|x| x.abs())
+        .fold(0.0f32, f32::max);
+    assert!(audible > 0.05, "the voice is audible: {audible}");
+}
