@@ -110,9 +110,8 @@ fn main() {
     let home = std::env::var("HOME").unwrap_or_default();
     let py = std::env::var("IDOL_ANCHORS_PY")
         .unwrap_or_else(|_| format!("{home}/.cache/idol-anchors/venv/bin/python"));
-    let anchors = std::env::var("IDOL_ANCHORS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/anchors").to_string()
-    });
+    let anchors = std::env::var("IDOL_ANCHORS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/anchors").to_string());
     let script = format!("{anchors}/llama_bench.py");
     let threads = [1usize, 2];
 
