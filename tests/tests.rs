@@ -4,7 +4,7 @@
 mod common;
 mod face;
 mod foundation;
+mod persona;
 mod phonemize;
 mod text;
 mod tts;
-mod persona;
