@@ -307,3 +307,39 @@ fn espeak_phonemizer_runs_or_fails_clearly() {
     let err = EspeakPhonemizer::with_program("/nonexistent/espeak-ng", "en-us").unwrap_err();
     assert!(err.to_string().contains("install espeak-ng"), "{err}");
 }
+
+/// Every symbol the phonemizer writes has an id in the default Piper voice's `phoneme_id_map`, so the
+/// voice never has to drop one.
+#[test]
+fn every_symbol_has_a_piper_id() {
+    let home = crate::common::home();
+    let config = home.voice().with_extension("onnx.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let map = json["phoneme_id_map"].as_object().expect("phoneme_id_map");
+    let mut text = data("dev_text.txt");
+    text.push_str(
+        " Zorblaxia's vtuber button — 2,500 viewers… really?! $20.50 at 7:30, Dr. Smith.",
+    );
+    let mut missing = std::collections::BTreeSet::new();
+    for sentence in text.split_inclusive(['.', '!', '?']) {
+        let Ok(toks) = phonemizer().phonemize(sentence) else {
+            continue;
+        };
+        for t in toks {
+            let symbols: Vec<char> = match t {
+                PhonToken::Word { ipa, .. } => ipa.chars().collect(),
+                PhonToken::Punct(c) => vec![c],
+            };
+            for c in symbols {
+                if !map.contains_key(&c.to_string()) {
+                    missing.insert(c);
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "symbols without a Piper id: {missing:?}"
+    );
+}
