@@ -5,6 +5,11 @@
 //! neutralized, checked against the card's blocked words; the reply is streamed through the
 //! blocked-word filter, and both are kept in the persona's memory file (unless `--no-memory`).
 //! Replies are printed with their `[emotion]` and `<action>` tags.
+//!
+//! `--speak` also says each reply aloud as it streams: every finished sentence goes to the live
+//! pipeline (the real voice and face, on the audio device's clock) as soon as it is printed, and the
+//! frames go to the face sinks `[sinks]` enables (VMC, VTube Studio). The prompt comes back when the
+//! reply has been heard; Ctrl-C while it speaks cuts it, and memory keeps the words that were heard.
 
 use super::Env;
 use anyhow::{Context, Result};
@@ -22,6 +27,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use idol::perform::adapters::TextSegmenter;
+use idol::perform::{PerformConfig, Performer, Stages, UtteranceRecord};
+use idol::sink::live::{LiveOutputs, PerformOutputs};
 use std::time::{Duration, Instant};
 
 /// Which text generator answers.
@@ -80,6 +88,9 @@ pub struct ChatArgs {
     /// Sampling seed.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Speak each reply with the voice on the audio device, and drive the face sinks [sinks] enables.
+    #[arg(long)]
+    pub speak: bool,
 }
 
 pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
@@ -176,11 +187,17 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     let mut conv = Conversation::new(card, memory, context, None);
     conv.set_max_tokens(params.max_tokens);
     conv.params = params;
+    let voice = if args.speak {
+        Some(Voice::start(env, &config)?)
+    } else {
+        None
+    };
     let mut session = Session {
         conv,
         count,
         cancel: CancelToken::new(),
         busy: Arc::new(AtomicBool::new(false)),
+        voice,
     };
     install_ctrl_c(session.cancel.clone(), session.busy.clone());
 
@@ -263,6 +280,133 @@ struct Session {
     count: Counter,
     cancel: CancelToken,
     busy: Arc<AtomicBool>,
+    voice: Option<Voice>,
+}
+
+/// `--speak`: the live pipeline with the real voice and face on the audio device's clock. Its own
+/// persona thread is not used (this REPL's conversation generates); sentences go in as `say` lines.
+struct Voice {
+    performer: Performer,
+    records: crossbeam_channel::Receiver<UtteranceRecord>,
+    _outputs: Arc<LiveOutputs>,
+}
+
+/// The generator of `--speak`'s pipeline: never asked (replies come from the REPL's conversation).
+struct NoGenerator;
+
+impl TextGenerator for NoGenerator {
+    fn generate(
+        &mut self,
+        _messages: &[ChatMessage],
+        _params: &GenParams,
+        _cancel: &CancelToken,
+        _on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<idol::persona::GenOutcome, idol::persona::PersonaError> {
+        Err(idol::persona::PersonaError::Other(
+            "chat --speak generates in the REPL".into(),
+        ))
+    }
+}
+
+impl Voice {
+    fn start(env: &Env, config: &idol::config::Config) -> Result<Voice> {
+        let (voice, face) = super::serve::build_voice_face(env, config)?;
+        let rate = voice.sample_rate();
+        let mut sinks = config.sinks.clone();
+        if sinks.audio.is_none() {
+            sinks.audio = Some(idol::config::AudioConfig { device: None });
+        }
+        let outputs = super::serve::live_outputs(env, &sinks, rate, face.rig())?
+            .context("internal error: no audio output")?;
+        let sink = PerformOutputs::new(outputs.clone(), face.channels());
+        let (tx, records) = crossbeam_channel::unbounded();
+        let performer = Performer::start(
+            Stages {
+                generator: Box::new(NoGenerator),
+                segmenter: Box::new(TextSegmenter::default()),
+                voice,
+                face,
+            },
+            PerformConfig {
+                fps: config.face.fps,
+                clock: Some(outputs.clock()),
+                ..PerformConfig::default()
+            },
+            vec![Box::new(sink)],
+            Some(Box::new(move |r: &UtteranceRecord| {
+                let _ = tx.send(r.clone());
+            })),
+            Arc::default(),
+        )?;
+        Ok(Voice {
+            performer,
+            records,
+            _outputs: outputs,
+        })
+    }
+}
+
+impl Voice {
+    /// Wait until the utterances `said` have been heard. Ctrl-C (`cancel`) cuts them; then the words
+    /// heard (all utterances' heard text joined) are returned.
+    fn wait_heard(
+        &self,
+        h: &idol::perform::PerformHandle,
+        said: &[u32],
+        cancel: &CancelToken,
+    ) -> Option<String> {
+        let mut left: std::collections::HashSet<u32> = said.iter().copied().collect();
+        let mut heard: Vec<(u32, String)> = vec![];
+        let mut cut = false;
+        let mut interrupted = false;
+        while !left.is_empty() {
+            if cancel.is_cancelled() && !interrupted {
+                interrupted = true;
+                h.interrupt();
+            }
+            match self.records.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => {
+                    if left.remove(&r.utterance) {
+                        cut |= r.interrupted;
+                        heard.push((r.utterance, r.text));
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        if !(cut || interrupted) {
+            return None;
+        }
+        heard.sort_by_key(|(u, _)| *u);
+        let words: Vec<String> = heard
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| !t.is_empty())
+            .collect();
+        Some(words.join(" "))
+    }
+}
+
+/// Where the text in `buf` can be cut after a whole sentence: just past the last `.`, `!`, `?` or
+/// newline that is followed by whitespace and not inside a `[...]` or `<...>` tag.
+fn sentence_end(buf: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    let mut end = None;
+    let mut chars = buf.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '[' | '<' => depth += 1,
+            ']' | '>' => depth = (depth - 1).max(0),
+            '.' | '!' | '?' | '\n' if depth == 0 => {
+                if chars.peek().is_some_and(|(_, n)| n.is_whitespace()) || c == '\n' {
+                    end = Some(i + c.len_utf8());
+                }
+            }
+            _ => {}
+        }
+    }
+    end
 }
 
 impl Session {
@@ -283,24 +427,53 @@ impl Session {
         self.cancel.reset();
         self.busy.store(true, Ordering::SeqCst);
         let mut write_err = None;
+        let handle = self.voice.as_ref().map(|v| v.performer.handle());
+        let mut pending = String::new();
+        let mut said: Vec<u32> = vec![];
         let reply = self.conv.respond(
             generator,
             speaker,
             text,
             &self.cancel,
             &*self.count,
-            &mut |t| match write!(out, "{t}").and_then(|_| out.flush()) {
-                Ok(()) => true,
-                Err(e) => {
-                    write_err = Some(e);
-                    false
+            &mut |t| {
+                if let Some(h) = &handle {
+                    pending.push_str(t);
+                    if let Some(end) = sentence_end(&pending) {
+                        said.push(h.say(&pending[..end], None));
+                        pending.drain(..end);
+                    }
+                }
+                match write!(out, "{t}").and_then(|_| out.flush()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        write_err = Some(e);
+                        false
+                    }
                 }
             },
         );
-        self.busy.store(false, Ordering::SeqCst);
-        let reply = reply.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let reply = reply.map_err(|e| anyhow::anyhow!("{e}"));
         writeln!(out)?;
         out.flush()?;
+        let mut heard = None;
+        if let (Some(v), Some(h), Ok(r)) = (&self.voice, &handle, &reply) {
+            if !pending.trim().is_empty() && !self.cancel.is_cancelled() && r.blocked.is_none() {
+                said.push(h.say(&pending, None));
+            }
+            heard = v.wait_heard(h, &said, &self.cancel);
+        }
+        self.busy.store(false, Ordering::SeqCst);
+        let mut reply = reply?;
+        if let Some(h) = heard {
+            // Cut while speaking: what was heard is what the persona remembers.
+            reply.text = h;
+            self.conv
+                .commit(&reply.text, true)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("(interrupted)");
+            return Ok(());
+        }
         if let Some(h) = &reply.blocked {
             eprintln!(
                 "(reply stopped: it contained the blocked entry {:?})",

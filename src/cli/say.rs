@@ -3,6 +3,11 @@
 //! atomically, and `DIR/frames.jsonl` (face frames for the rig, stamped with the sample they describe).
 //! With `--seed`, the output is byte-identical from run to run.
 //!
+//! `--play` also plays the speech on the local audio device (`[sinks.audio]` device, or the system
+//! default; the paced null output with one warning when there is none) and sends the frames to the
+//! face sinks `[sinks]` enables (VMC, VTube Studio), released by the device's played-sample counter so
+//! the face matches what is heard.
+//!
 //! The text goes through the same stages as a live reply: cue tags (`[happy]`, `<wave>`,
 //! `<break time="300ms"/>`) are pulled out, the rest is split into clauses and normalized, the pure-Rust
 //! phonemizer and the Piper voice speak each clause, and the face solver turns the phonemes and cues
@@ -14,6 +19,7 @@ use clap::Args;
 use idol::assets::Home;
 use idol::face::{Face, FaceConfig, Frames, Rig, Segment, write};
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
+use idol::sink::StampedFrame;
 use idol::speech::{Cue, Phoneme, Speech, Word};
 use idol::text::{ClauseStream, CueEvent, SegmenterConfig, TextCue};
 use idol::time::{SampleTime, TimeRange, Timed, Timeline};
@@ -60,6 +66,9 @@ pub struct SayArgs {
     /// ONNX Runtime threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Also play the speech on the audio device and drive the face sinks [sinks] enables.
+    #[arg(long)]
+    pub play: bool,
 }
 
 #[derive(Serialize)]
@@ -289,7 +298,47 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         frames.len(),
         frames.rig()
     );
+    if args.play {
+        play(env, &config.sinks, &speech, &frames)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Play `speech` on the audio device and release `frames` (stamped from the speech's start) to the
+/// face sinks by the device's played-sample counter; returns when all of it has been heard.
+fn play(
+    env: &Env,
+    sinks: &idol::config::SinksConfig,
+    speech: &Speech,
+    frames: &Frames,
+) -> anyhow::Result<()> {
+    let mut sinks = sinks.clone();
+    if sinks.audio.is_none() {
+        sinks.audio = Some(idol::config::AudioConfig { device: None });
+    }
+    let rate = speech.sample_rate;
+    let out = super::serve::live_outputs(env, &sinks, rate, frames.rig())?
+        .context("internal error: no audio output")?;
+    for o in out.describe() {
+        eprintln!("playing: {o}");
+    }
+    // Start a little after now so the first samples are in the device ring before they are due.
+    let start = out.clock().played() + SampleTime::from_millis(150, rate).get();
+    out.audio(start, &speech.pcm);
+    let channels: Arc<[String]> = frames.channels().into();
+    for f in frames.iter() {
+        let mut s = StampedFrame::from(&f);
+        s.at = start + f.at.get();
+        out.frame(channels.clone(), s);
+    }
+    out.wait_played(start + speech.pcm.len() as u64);
+    if out.late_samples() > 0 {
+        log::warn!(
+            "{} samples reached the device late and were skipped",
+            out.late_samples()
+        );
+    }
+    Ok(())
 }
 
 fn write_outputs(

@@ -1,19 +1,22 @@
 //! `idol serve`: run the idol live and stream her over WebSocket (`docs/protocol.md`), with the
 //! browser viewer at `/`. Settings come from `[server]`, `[llm]`, `[voice]`, `[face]` in idol.toml;
-//! `--bind` and `--port` override the address.
+//! `--bind` and `--port` override the address. The outputs `[sinks]` enables (local audio device, VMC,
+//! VTube Studio) get the same performance: the audio device's played-sample counter is then the
+//! session clock and releases the frames to the face sinks (`docs/sinks.md`).
 
 use super::Env;
-use idol::config::{Config, LlmBackend};
+use idol::config::{Config, LlmBackend, SinksConfig};
 use idol::face::{FaceConfig, Rig};
 use idol::perform::adapters::{SynthVoice, TextSegmenter};
 use idol::perform::rig_face::RigFace;
-use idol::perform::{PerformConfig, Stages};
+use idol::perform::{FaceSolver, PerformConfig, Stages, Voice};
 use idol::persona::import::load_card;
 use idol::persona::llm::{LlmOptions, LlmWorker};
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
 use idol::persona::{GenParams, TextGenerator};
 use idol::phonemize::EnglishPhonemizer;
 use idol::server::{Server, ServerOptions};
+use idol::sink::live::{LiveOutputs, PerformOutputs};
 use idol::tts::{PiperVoice, Speaker, VoiceOptions};
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -50,7 +53,17 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let stages = build_stages(env, &config)?;
     let mut perform = perform_config(&config);
     perform.system_prompt = Some(system_prompt(env, &config)?);
-    let server = Server::start(stages, perform, opts)?;
+    let rate = stages.voice.sample_rate();
+    let outputs = live_outputs(env, &config.sinks, rate, stages.face.rig())?;
+    let mut sinks: Vec<Box<dyn idol::perform::Sink>> = vec![];
+    if let Some(o) = &outputs {
+        perform.clock = Some(o.clock());
+        sinks.push(Box::new(PerformOutputs::new(
+            o.clone(),
+            stages.face.channels(),
+        )));
+    }
+    let server = Server::start_with_sinks(stages, perform, opts, sinks)?;
     let addr = server.addr();
     println!("idol is live");
     println!("  viewer:  {}", server.viewer_url());
@@ -66,6 +79,9 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .trim_end_matches('/')
     );
     println!("  metrics: http://{addr}/metrics");
+    for o in outputs.iter().flat_map(|o| o.describe()) {
+        println!("  sink:    {o}");
+    }
     println!("Ctrl-C stops.");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,8 +101,25 @@ pub fn perform_config(config: &Config) -> PerformConfig {
             seed: config.llm.seed,
             ..GenParams::default()
         },
+        warm_up: true,
         ..PerformConfig::default()
     }
+}
+
+/// The outputs `sinks` enables, for a timeline at `rate` Hz and the live face's `rig`; `None` when it
+/// enables nothing. With an audio device that does not exist (servers, CI) the paced null output
+/// stands in with one warning.
+pub fn live_outputs(
+    env: &Env,
+    sinks: &SinksConfig,
+    rate: u32,
+    rig: &str,
+) -> anyhow::Result<Option<Arc<LiveOutputs>>> {
+    if sinks.audio.is_none() && sinks.vmc.is_none() && sinks.vtube_studio.is_none() {
+        return Ok(None);
+    }
+    let o = LiveOutputs::from_config(sinks, env.home.root(), rate, rig)?;
+    Ok(Some(Arc::new(o)))
 }
 
 /// The real stages from the config: the persona's text generator (the in-process GGUF engine or an
@@ -115,6 +148,23 @@ pub fn build_stages(env: &Env, config: &Config) -> anyhow::Result<Stages> {
             ..OpenAiConfig::default()
         })?),
     };
+    let (voice, face) = build_voice_face(env, config)?;
+    Ok(Stages {
+        generator,
+        segmenter: Box::new(TextSegmenter::default()),
+        voice,
+        face,
+    })
+}
+
+/// The live voice (Piper with the pure-Rust phonemizer, text normalized per clause) and face (the
+/// solver for the configured rig at the voice's rate) from the config; missing default assets are
+/// fetched first.
+pub fn build_voice_face(
+    env: &Env,
+    config: &Config,
+) -> anyhow::Result<(Box<dyn Voice>, Box<dyn FaceSolver>)> {
+    let home = &env.home;
     let voice_path = home.path(&config.voice.model);
     super::fetch::ensure_default(env, &voice_path, false)?;
     let ort = home.ort_library();
@@ -151,12 +201,7 @@ pub fn build_stages(env: &Env, config: &Config) -> anyhow::Result<Stages> {
         },
         rate,
     )?;
-    Ok(Stages {
-        generator,
-        segmenter: Box::new(TextSegmenter::default()),
-        voice: Box::new(SynthVoice(voice)),
-        face: Box::new(face),
-    })
+    Ok((Box::new(SynthVoice(voice)), Box::new(face)))
 }
 
 /// The persona card's system prompt (it teaches the model the emotion and action tags).

@@ -9,7 +9,9 @@
 //!   session clock plus `lead` (audio goes out slightly ahead of time so clients can buffer) and hands
 //!   the events to the sinks.
 //!
-//! The session clock ([`SessionClock`]) maps wall time since the start to samples at the voice's rate.
+//! The session clock ([`SessionClock`]) maps wall time since the start to samples at the voice's rate,
+//! or reads an audio output's played-sample counter when [`PerformConfig::clock`] gives one (live
+//! playback on the local speakers: the device is then the master clock).
 //! Barge-in: [`PerformHandle::interrupt`] marks every utterance issued so far as cancelled (the persona
 //! stops generating, the voice skips queued clauses) and the conductor cuts at its horizon.
 //!
@@ -46,6 +48,13 @@ pub struct PerformConfig {
     pub system_prompt: Option<String>,
     /// How many past messages (user and assistant) go with each request.
     pub history: usize,
+    /// The session clock's source: `None` is the wall clock; `Some` is an audio output's played-sample
+    /// counter ([`crate::sink::audio::Clock`]), so the timeline is what the speakers have played and
+    /// frames released by it match what is heard. Its rate must be the voice's.
+    pub clock: Option<crate::sink::audio::Clock>,
+    /// Evaluate the system prompt once at start (a one-token generation on the persona thread), so
+    /// the first chat finds the persona prefix in the model's cache instead of prefilling it.
+    pub warm_up: bool,
 }
 
 impl Default for PerformConfig {
@@ -58,6 +67,8 @@ impl Default for PerformConfig {
             params: GenParams::default(),
             system_prompt: None,
             history: 16,
+            clock: None,
+            warm_up: false,
         }
     }
 }
@@ -75,11 +86,13 @@ pub struct SessionInfo {
     pub lead: u64,
 }
 
-/// Wall time since the session start, in samples.
-#[derive(Debug, Clone, Copy)]
+/// The session timeline's "now": wall time since the session start in samples, or the samples an
+/// audio output has played (then the speakers are the master clock).
+#[derive(Debug, Clone)]
 pub struct SessionClock {
     start: Instant,
     rate: u32,
+    played: Option<crate::sink::audio::Clock>,
 }
 
 impl SessionClock {
@@ -87,10 +100,22 @@ impl SessionClock {
         SessionClock {
             start: Instant::now(),
             rate,
+            played: None,
+        }
+    }
+
+    /// A clock that reads an audio output's played-sample counter (at the timeline rate).
+    pub fn played(rate: u32, clock: crate::sink::audio::Clock) -> Self {
+        SessionClock {
+            played: Some(clock),
+            ..SessionClock::new(rate)
         }
     }
 
     pub fn now(&self) -> SampleTime {
+        if let Some(c) = &self.played {
+            return c.played();
+        }
         let ns = self.start.elapsed().as_nanos();
         SampleTime((ns * self.rate as u128 / 1_000_000_000) as u64)
     }
@@ -284,7 +309,10 @@ impl Performer {
             generating: parking_lot::Mutex::new(CancelToken::new()),
             metrics,
         });
-        let clock = SessionClock::new(rate);
+        let clock = match &cfg.clock {
+            Some(c) => SessionClock::played(rate, c.clone()),
+            None => SessionClock::new(rate),
+        };
         let (persona_tx, persona_rx) = unbounded();
         let (voice_tx, voice_rx) = bounded(64);
         let (cond_tx, cond_rx) = bounded::<CondMsg>(256);
@@ -315,6 +343,7 @@ impl Performer {
             let persona_tx = persona_tx.clone();
             let lead = info.lead;
             let tick = cfg.tick;
+            let clock = clock.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("idol-conductor".into())
@@ -372,6 +401,27 @@ fn persona_thread(
 ) {
     // (utterance that produced it, message); user turns have no utterance.
     let mut history: Vec<(Option<UtteranceId>, ChatMessage)> = vec![];
+    if cfg.warm_up
+        && let Some(sys) = &cfg.system_prompt
+    {
+        // One token after the persona prefix: the engine keeps the evaluated prefix in its cache and
+        // the first chat only prefills its own message.
+        let t = Instant::now();
+        let messages = [
+            ChatMessage::new(Role::System, sys.clone()),
+            ChatMessage::new(Role::User, String::new()),
+        ];
+        let params = GenParams {
+            max_tokens: 1,
+            ..cfg.params.clone()
+        };
+        let token = CancelToken::new();
+        *shared.generating.lock() = token.clone();
+        match generator.generate(&messages, &params, &token, &mut |_| false) {
+            Ok(_) => log::info!("persona: prefix evaluated in {:.2} s", t.elapsed().as_secs_f64()),
+            Err(e) => log::warn!("persona: warm-up failed ({e}); the first chat evaluates the prefix"),
+        }
+    }
     while let Ok(msg) = rx.recv() {
         match msg {
             PersonaMsg::Chat {

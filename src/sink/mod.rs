@@ -15,6 +15,10 @@
 //! the solver's fps. [`Resampler`] turns frames into ticks of the sink's rate by their sample stamps
 //! (linear weights, slerped head), never by wall time.
 //!
+//! Attached: [`live::LiveOutputs`] bundles what `[sinks]` in idol.toml enables (device or null clock,
+//! gate, VMC, VTube Studio); `idol serve` feeds it the live pipeline's events, `idol say --play` and
+//! `idol chat --speak` their speech.
+//!
 //! Threading: [`FrameSink`]s are `Send` and called from one thread at a time (the gate's). The VMC
 //! sink sends on a std UDP socket from that thread; the VTube Studio sink hands the latest values to
 //! its own tokio task; the audio sink owns a thread per stream (see [`audio`]).
@@ -23,6 +27,7 @@
 //! disagree on the byte layout (see `docs/sinks.md`), and a guessed layout would fail silently.
 
 pub mod audio;
+pub mod live;
 pub mod vmc;
 pub mod vts;
 
