@@ -745,3 +745,91 @@ async fn real_voice_through_the_live_pipeline_lines_up() {
         .fold(0.0f32, f32::max);
     assert!(audible > 0.05, "the voice is audible: {audible}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_vmc_sink_sends_osc_for_a_say_on_the_audio_clock() {
+    use idol::sink::audio::AudioOut;
+    use idol::sink::live::{LiveOutputs, PerformOutputs};
+    use idol::sink::vmc::{BlendNames, VmcOptions, VmcSink};
+    use std::sync::Arc;
+    let (addr, rx) = crate::sinks::udp_receiver();
+    let vmc = VmcSink::new(VmcOptions {
+        target: addr,
+        rate: 60,
+        sample_rate: RATE,
+        names: BlendNames::AsRig,
+    })
+    .unwrap();
+    // No sound card here: the null output's played counter is the session clock, as in `idol serve`.
+    let outputs = Arc::new(LiveOutputs::new(
+        AudioOut::null(RATE).unwrap(),
+        true,
+        vec![Box::new(vmc)],
+    ));
+    let st = stages(&[]);
+    let channels = st.face.channels().to_vec();
+    let server = Server::start_with_sinks(
+        st,
+        PerformConfig {
+            clock: Some(outputs.clock()),
+            ..PerformConfig::default()
+        },
+        options([127, 0, 0, 1].into(), 2000, None),
+        vec![Box::new(PerformOutputs::new(outputs.clone(), &channels))],
+    )
+    .unwrap();
+    let (mut ws, _) = connect(&server).await;
+    send(
+        &mut ws,
+        json!({"type":"say","text":"Hello there, nice to see you all."}),
+    )
+    .await;
+    let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
+    let u = split(&until_done(&mut ws, utt).await, utt);
+    check_sync(&u, None);
+    let start = u.audio[0].0;
+    let (ls, lp) = u.audio.last().unwrap();
+    let end = ls + lp.len() as u64;
+    // The stream is `lead` ahead of the clock; VMC ticks come when the clock has played them.
+    assert!(outputs.clock().played().get() < end);
+    let (t0, t1) = (start as f32 / RATE as f32, end as f32 / RATE as f32);
+    let mut spoken = vec![];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no VMC tick after the utterance"
+        );
+        let ticks = crate::sinks::ticks_until_quiet(&rx, Duration::from_millis(100));
+        let mut past = false;
+        for t in ticks {
+            let time = t
+                .iter()
+                .find(|m| m.addr == "/VMC/Ext/T")
+                .map(|m| crate::sinks::f(&m.args[0]))
+                .expect("a time per tick");
+            past |= time >= t1;
+            if time >= t0 && time < t1 {
+                let jaw = t
+                    .iter()
+                    .find(|m| {
+                        m.addr == "/VMC/Ext/Blend/Val" && crate::sinks::s(&m.args[0]) == "jawOpen"
+                    })
+                    .map(|m| crate::sinks::f(&m.args[1]))
+                    .expect("jawOpen in every tick");
+                spoken.push((time, jaw));
+            }
+        }
+        if past {
+            break;
+        }
+    }
+    // One tick per 1/60 s of the utterance, the jaw moving with the voice.
+    let expected = (end - start) as f64 * 60.0 / RATE as f64;
+    assert!(
+        (spoken.len() as f64 - expected).abs() <= 1.5,
+        "{} ticks in the utterance, expected {expected:.1}",
+        spoken.len()
+    );
+    assert!(spoken.iter().any(|&(_, j)| j > 0.1), "{spoken:?}");
+}

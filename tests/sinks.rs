@@ -17,16 +17,16 @@ use std::time::Duration;
 // An independent OSC 1.0 decoder: packets are a message or a "#bundle" of size-prefixed elements.
 
 #[derive(Debug, Clone, PartialEq)]
-enum Arg {
+pub(crate) enum Arg {
     I(i32),
     F(f32),
     S(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct Msg {
-    addr: String,
-    args: Vec<Arg>,
+pub(crate) struct Msg {
+    pub(crate) addr: String,
+    pub(crate) args: Vec<Arg>,
 }
 
 fn osc_string(b: &[u8], pos: &mut usize) -> String {
@@ -82,14 +82,14 @@ fn decode(b: &[u8], out: &mut Vec<Msg>) -> bool {
     false
 }
 
-fn f(a: &Arg) -> f32 {
+pub(crate) fn f(a: &Arg) -> f32 {
     match a {
         Arg::F(x) => *x,
         other => panic!("expected a float, got {other:?}"),
     }
 }
 
-fn s(a: &Arg) -> &str {
+pub(crate) fn s(a: &Arg) -> &str {
     match a {
         Arg::S(x) => x,
         other => panic!("expected a string, got {other:?}"),
@@ -97,7 +97,7 @@ fn s(a: &Arg) -> &str {
 }
 
 /// A receiver thread: every datagram decoded, sent on as (was a bundle, size, messages).
-fn udp_receiver() -> (
+pub(crate) fn udp_receiver() -> (
     std::net::SocketAddr,
     mpsc::Receiver<(bool, usize, Vec<Msg>)>,
 ) {
@@ -632,4 +632,108 @@ fn gate_runner_feeds_sinks_only_what_the_mock_device_has_played() {
     let frames = rec.lock().frames.clone();
     assert!(frames.windows(2).all(|w| w[0].at < w[1].at));
     drop(runner);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attached: `idol say --play` with the null audio device and a VMC sink aimed at this test.
+
+/// The ticks received until nothing has come for `quiet`.
+pub(crate) fn ticks_until_quiet(
+    rx: &mpsc::Receiver<(bool, usize, Vec<Msg>)>,
+    quiet: Duration,
+) -> Vec<Vec<Msg>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    while let Ok((_, _, msgs)) = rx.recv_timeout(quiet) {
+        for m in msgs {
+            let apply = m.addr == "/VMC/Ext/Blend/Apply";
+            cur.push(m);
+            if apply {
+                out.push(std::mem::take(&mut cur));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn say_play_sends_vmc_ticks_covering_the_audio_at_the_configured_rate() {
+    let home = crate::common::home();
+    let (addr, rx) = udp_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idol.toml");
+    let vmc_rate = 30u32;
+    std::fs::write(
+        &config,
+        format!(
+            "[face]\nrig = \"arkit52\"\nfps = 60\n\n[sinks.audio]\nenabled = true\ndevice = \"null\"\n\n\
+             [sinks.vmc]\nenabled = true\ntarget = \"{addr}\"\nrate = {vmc_rate}\nrig = \"arkit52\"\n"
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .env("IDOL_HOME", home.root())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "say",
+            "Hello there, nice to meet you all.",
+            "--seed",
+            "3",
+            "--play",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "say --play failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("phonemes.json")).unwrap()).unwrap();
+    let samples = ph["samples"].as_u64().unwrap();
+    let rate = ph["sample_rate"].as_u64().unwrap();
+    // The command returned after playback: everything has been sent.
+    let ticks = ticks_until_quiet(&rx, Duration::from_millis(500));
+    let expected = samples as f64 * vmc_rate as f64 / rate as f64;
+    assert!(
+        (ticks.len() as f64 - expected).abs() <= 1.5,
+        "{} ticks for {samples} samples at {rate} Hz, expected {expected:.1} at {vmc_rate} Hz",
+        ticks.len()
+    );
+    // Ticks are one sink period apart on the session timeline.
+    let times: Vec<f32> = ticks
+        .iter()
+        .map(|t| {
+            let m = t
+                .iter()
+                .find(|m| m.addr == "/VMC/Ext/T")
+                .expect("a time per tick");
+            f(&m.args[0])
+        })
+        .collect();
+    for w in times.windows(2) {
+        assert!(
+            ((w[1] - w[0]) - 1.0 / vmc_rate as f32).abs() < 1e-3,
+            "tick spacing {}",
+            w[1] - w[0]
+        );
+    }
+    // The mouth moves while the speech plays, and the values are the rig's names.
+    let jaw: Vec<f32> = ticks
+        .iter()
+        .filter_map(|t| {
+            t.iter()
+                .find(|m| m.addr == "/VMC/Ext/Blend/Val" && s(&m.args[0]) == "jawOpen")
+                .map(|m| f(&m.args[1]))
+        })
+        .collect();
+    assert_eq!(jaw.len(), ticks.len());
+    assert!(
+        jaw.iter().cloned().fold(0.0, f32::max) > 0.2,
+        "jawOpen never opened: {jaw:?}"
+    );
 }

@@ -15,6 +15,8 @@ use super::Env;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use idol::config::LlmBackend;
+use idol::perform::adapters::TextSegmenter;
+use idol::perform::{PerformConfig, Performer, Stages, UtteranceRecord};
 use idol::persona::conversation::{Conversation, Speaker};
 use idol::persona::import::load_card;
 use idol::persona::llm::{LlmOptions, LlmWorker};
@@ -22,14 +24,12 @@ use idol::persona::memory::Memory;
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
 use idol::persona::prompt::estimate_tokens;
 use idol::persona::{CancelToken, ChatMessage, GenParams, TextGenerator};
+use idol::sink::live::{LiveOutputs, PerformOutputs};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use idol::perform::adapters::TextSegmenter;
-use idol::perform::{PerformConfig, Performer, Stages, UtteranceRecord};
-use idol::sink::live::{LiveOutputs, PerformOutputs};
 use std::time::{Duration, Instant};
 
 /// Which text generator answers.

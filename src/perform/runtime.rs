@@ -418,8 +418,13 @@ fn persona_thread(
         let token = CancelToken::new();
         *shared.generating.lock() = token.clone();
         match generator.generate(&messages, &params, &token, &mut |_| false) {
-            Ok(_) => log::info!("persona: prefix evaluated in {:.2} s", t.elapsed().as_secs_f64()),
-            Err(e) => log::warn!("persona: warm-up failed ({e}); the first chat evaluates the prefix"),
+            Ok(_) => log::info!(
+                "persona: prefix evaluated in {:.2} s",
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                log::warn!("persona: warm-up failed ({e}); the first chat evaluates the prefix")
+            }
         }
     }
     while let Ok(msg) = rx.recv() {
