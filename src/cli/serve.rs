@@ -6,22 +6,15 @@
 
 use super::Env;
 use idol::config::{Config, LlmBackend, SinksConfig};
-use idol::face::{FaceConfig, Rig};
-use idol::perform::adapters::{SynthVoice, TextSegmenter};
-use idol::perform::rig_face::RigFace;
+use idol::perform::adapters;
 use idol::perform::{FaceSolver, PerformConfig, Stages, Voice};
+use idol::persona::GenParams;
 use idol::persona::import::load_card;
-use idol::persona::llm::{LlmOptions, LlmWorker};
-use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
-use idol::persona::{GenParams, TextGenerator};
-use idol::phonemize::EnglishPhonemizer;
 use idol::server::{Server, ServerOptions};
 use idol::sink::live::{LiveOutputs, PerformOutputs};
-use idol::tts::{PiperVoice, Speaker, VoiceOptions};
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -122,86 +115,37 @@ pub fn live_outputs(
     Ok(Some(Arc::new(o)))
 }
 
-/// The real stages from the config: the persona's text generator (the in-process GGUF engine or an
-/// OpenAI-compatible server), the text stage's clause stream, the Piper voice with the pure-Rust
-/// phonemizer, and the face solver for the configured rig. Missing default assets are fetched first.
+/// The real stages from the config (see [`idol::perform::adapters::build_stages`]); missing default
+/// assets are fetched first.
 pub fn build_stages(env: &Env, config: &Config) -> anyhow::Result<Stages> {
-    let home = &env.home;
-    let generator: Box<dyn TextGenerator> = match config.llm.backend {
-        LlmBackend::Local => {
-            let model = home.path(&config.llm.model);
-            super::fetch::ensure_default(env, &model, false)?;
-            Box::new(LlmWorker::spawn(
-                &model,
-                LlmOptions {
-                    threads: config.llm.threads,
-                    ctx: config.llm.context,
-                    ..LlmOptions::default()
-                },
-            )?)
-        }
-        LlmBackend::Openai => Box::new(OpenAiBackend::new(OpenAiConfig {
-            base_url: config.llm.base_url.clone(),
-            model: config.llm.api_model.clone(),
-            api_key_env: config.llm.api_key_env.clone(),
-            read_timeout: Duration::from_secs_f64(config.llm.timeout_secs),
-            ..OpenAiConfig::default()
-        })?),
-    };
-    let (voice, face) = build_voice_face(env, config)?;
-    Ok(Stages {
-        generator,
-        segmenter: Box::new(TextSegmenter::default()),
-        voice,
-        face,
-    })
+    if config.llm.backend == LlmBackend::Local {
+        super::fetch::ensure_default(env, &env.home.path(&config.llm.model), false)?;
+    }
+    ensure_voice_face(env, config)?;
+    Ok(adapters::build_stages(&env.home, config)?)
 }
 
-/// The live voice (Piper with the pure-Rust phonemizer, text normalized per clause) and face (the
-/// solver for the configured rig at the voice's rate) from the config; missing default assets are
-/// fetched first.
+/// The live voice and face from the config (see [`idol::perform::adapters::build_voice_face`]);
+/// missing default assets are fetched first.
 pub fn build_voice_face(
     env: &Env,
     config: &Config,
 ) -> anyhow::Result<(Box<dyn Voice>, Box<dyn FaceSolver>)> {
+    ensure_voice_face(env, config)?;
+    Ok(adapters::build_voice_face(&env.home, config)?)
+}
+
+fn ensure_voice_face(env: &Env, config: &Config) -> anyhow::Result<()> {
     let home = &env.home;
-    let voice_path = home.path(&config.voice.model);
-    super::fetch::ensure_default(env, &voice_path, false)?;
-    let ort = home.ort_library();
-    super::fetch::ensure_default(env, &ort, false)?;
-    for asset in [home.cmudict(), home.g2p_weights()] {
+    for asset in [
+        home.path(&config.voice.model),
+        home.ort_library(),
+        home.cmudict(),
+        home.g2p_weights(),
+    ] {
         super::fetch::ensure_default(env, &asset, false)?;
     }
-    let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
-    let vc = &config.voice;
-    let voice = PiperVoice::load(
-        &voice_path,
-        &ort,
-        phonemizer,
-        &VoiceOptions {
-            length_scale: vc.length_scale,
-            noise_scale: vc.noise_scale,
-            noise_w: vc.noise_w,
-            speaker: vc
-                .speaker
-                .as_deref()
-                .map(|s| s.parse::<Speaker>().expect("infallible")),
-            seed: vc.seed,
-            ..VoiceOptions::default()
-        },
-    )?;
-    let rate = voice.config().audio.sample_rate;
-    let rig = Rig::find(&config.face.rig, Some(home.rigs_dir().as_path()))?;
-    let face = RigFace::new(
-        rig,
-        FaceConfig {
-            fps: config.face.fps,
-            seed: config.face.seed,
-            ..FaceConfig::default()
-        },
-        rate,
-    )?;
-    Ok((Box::new(SynthVoice(voice)), Box::new(face)))
+    Ok(())
 }
 
 /// The persona card's system prompt (it teaches the model the emotion and action tags).

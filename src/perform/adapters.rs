@@ -2,12 +2,127 @@
 //! [`crate::tts::Synthesizer`] (text normalized first) as a [`Voice`], and [`TextSegmenter`] wraps the
 //! text stage's [`ClauseStream`] (streaming tag parser + clause segmenter) as a [`Segmenter`].
 //!
+//! [`build_stages`] and [`build_voice_face`] assemble the real stages from the config (what `idol
+//! serve`, `idol chat --speak` and the live benchmark run).
+//!
 //! Threading: each adapter lives on the thread of the stage it wraps (voice thread, persona thread).
 
-use super::{ClauseText, Segmenter, StageError, TextCue, Voice};
+use super::rig_face::RigFace;
+use super::{ClauseText, FaceSolver, Segmenter, StageError, Stages, TextCue, Voice};
+use crate::assets::Home;
+use crate::config::{Config, LlmBackend};
+use crate::face::{FaceConfig, Rig};
+use crate::persona::TextGenerator;
+use crate::persona::llm::{LlmOptions, LlmWorker};
+use crate::persona::openai::{OpenAiBackend, OpenAiConfig};
+use crate::phonemize::EnglishPhonemizer;
+use crate::tts::{PiperVoice, Speaker, VoiceOptions};
+use std::sync::Arc;
 use crate::speech::{CueKind, Speech};
 use crate::text::{ClauseStream, CueEvent, SegmenterConfig};
 use crate::tts::Synthesizer;
+
+/// A stage that could not be built from the config, with the stage named.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {source}")]
+pub struct BuildError {
+    pub stage: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn build<T, E: std::error::Error + Send + Sync + 'static>(
+    stage: &'static str,
+    r: Result<T, E>,
+) -> Result<T, BuildError> {
+    r.map_err(|e| BuildError {
+        stage,
+        source: Box::new(e),
+    })
+}
+
+/// The real stages from the config: the persona's text generator (the in-process GGUF engine or an
+/// OpenAI-compatible server), the text stage's clause stream, and [`build_voice_face`]. Assets must
+/// be installed (`idol fetch`); a missing one fails with its path.
+pub fn build_stages(home: &Home, config: &Config) -> Result<Stages, BuildError> {
+    let generator: Box<dyn TextGenerator> = match config.llm.backend {
+        LlmBackend::Local => Box::new(build(
+            "persona",
+            LlmWorker::spawn(
+                home.path(&config.llm.model),
+                LlmOptions {
+                    threads: config.llm.threads,
+                    ctx: config.llm.context,
+                    ..LlmOptions::default()
+                },
+            ),
+        )?),
+        LlmBackend::Openai => Box::new(build(
+            "persona",
+            OpenAiBackend::new(OpenAiConfig {
+                base_url: config.llm.base_url.clone(),
+                model: config.llm.api_model.clone(),
+                api_key_env: config.llm.api_key_env.clone(),
+                read_timeout: std::time::Duration::from_secs_f64(config.llm.timeout_secs),
+                ..OpenAiConfig::default()
+            }),
+        )?),
+    };
+    let (voice, face) = build_voice_face(home, config)?;
+    Ok(Stages {
+        generator,
+        segmenter: Box::new(TextSegmenter::default()),
+        voice,
+        face,
+    })
+}
+
+/// The live voice (Piper on ONNX Runtime with the pure-Rust phonemizer, each clause normalized) and
+/// face (the solver for the configured rig at the voice's rate).
+pub fn build_voice_face(
+    home: &Home,
+    config: &Config,
+) -> Result<(Box<dyn Voice>, Box<dyn FaceSolver>), BuildError> {
+    let phonemizer = Arc::new(build("phonemizer", EnglishPhonemizer::load(home))?);
+    let vc = &config.voice;
+    let voice = build(
+        "voice",
+        PiperVoice::load(
+            &home.path(&vc.model),
+            &home.ort_library(),
+            phonemizer,
+            &VoiceOptions {
+                length_scale: vc.length_scale,
+                noise_scale: vc.noise_scale,
+                noise_w: vc.noise_w,
+                speaker: vc
+                    .speaker
+                    .as_deref()
+                    .map(|s| s.parse::<Speaker>().expect("infallible")),
+                seed: vc.seed,
+                ..VoiceOptions::default()
+            },
+        ),
+    )?;
+    let rate = voice.config().audio.sample_rate;
+    let rig = build(
+        "face",
+        Rig::find(&config.face.rig, Some(home.rigs_dir().as_path())),
+    )?;
+    let face = build(
+        "face",
+        RigFace::new(
+            rig,
+            FaceConfig {
+                fps: config.face.fps,
+                seed: config.face.seed,
+                ..FaceConfig::default()
+            },
+            rate,
+        ),
+    )?;
+    Ok((Box::new(SynthVoice(voice)), Box::new(face)))
+}
 
 /// A synthesizer as the pipeline's voice: each clause is normalized ([`crate::text::normalize`]:
 /// numbers, abbreviations, symbols → words) and synthesized.
