@@ -92,13 +92,17 @@ fn main() {
     println!(
         "live: chat → first audio, {n} messages, max {max_tokens} tokens, llm threads {}, load average at start {}",
         config.llm.threads,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let t = Instant::now();
     let stages = idol::perform::adapters::build_stages(&home, &config)
         .expect("the real stages (run `idol fetch` first)");
     let card = idol::persona::import::load_card(&home.path(&config.persona.card)).expect("card");
-    let system = idol::persona::prompt::system_prompt(&card, idol::persona::prompt::DEFAULT_USER_NAME);
+    let system =
+        idol::persona::prompt::system_prompt(&card, idol::persona::prompt::DEFAULT_USER_NAME);
     println!("stages loaded in {:.2} s", t.elapsed().as_secs_f64());
     let perform = PerformConfig {
         fps: config.face.fps,

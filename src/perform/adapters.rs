@@ -16,11 +16,11 @@ use crate::persona::TextGenerator;
 use crate::persona::llm::{LlmOptions, LlmWorker};
 use crate::persona::openai::{OpenAiBackend, OpenAiConfig};
 use crate::phonemize::EnglishPhonemizer;
-use crate::tts::{PiperVoice, Speaker, VoiceOptions};
-use std::sync::Arc;
 use crate::speech::{CueKind, Speech};
 use crate::text::{ClauseStream, CueEvent, SegmenterConfig};
 use crate::tts::Synthesizer;
+use crate::tts::{PiperVoice, Speaker, VoiceOptions};
+use std::sync::Arc;
 
 /// A stage that could not be built from the config, with the stage named.
 #[derive(Debug, thiserror::Error)]
@@ -142,12 +142,14 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
 }
 
 /// The text stage's clause stream as the pipeline's segmenter. Emotion and action tags become cues
-/// before the word that follows them; `<break/>` tags are dropped (the voice does not take them yet);
-/// clauses without words are dropped and their cues carried to the next clause.
+/// before the word that follows them; a `<break time="..."/>` at the start of a clause becomes silence
+/// before it, one elsewhere silence after it ([`ClauseText::pause_before_ms`], `pause_after_ms`);
+/// clauses without words are dropped and their cues and breaks carried to the next clause.
 pub struct TextSegmenter {
     cfg: SegmenterConfig,
     stream: ClauseStream,
     carry: Vec<TextCue>,
+    carry_pause: u32,
 }
 
 impl TextSegmenter {
@@ -156,6 +158,7 @@ impl TextSegmenter {
             stream: ClauseStream::new(cfg),
             cfg,
             carry: Vec::new(),
+            carry_pause: 0,
         }
     }
 
@@ -165,11 +168,24 @@ impl TextSegmenter {
             let raw = &c.segment.text;
             let text = raw.split_whitespace().collect::<Vec<_>>().join(" ");
             let mut cues: Vec<TextCue> = std::mem::take(&mut self.carry);
+            let mut before = std::mem::take(&mut self.carry_pause);
+            let mut after = 0u32;
+            let words_in = text.split_whitespace().count();
             for tc in &c.cues {
                 let (kind, name, intensity) = match &tc.event {
                     CueEvent::Emotion { name, intensity } => (CueKind::Emotion, name, *intensity),
                     CueEvent::Action { name, intensity } => (CueKind::Action, name, *intensity),
-                    CueEvent::Break { .. } => continue,
+                    CueEvent::Break { millis } => {
+                        let at = tc.at.min(raw.len());
+                        let words_before =
+                            raw.get(..at).map_or(0, |t| t.split_whitespace().count());
+                        if words_before == 0 && words_in > 0 {
+                            before = before.saturating_add(*millis);
+                        } else {
+                            after = after.saturating_add(*millis);
+                        }
+                        continue;
+                    }
                 };
                 let at = tc.at.min(raw.len());
                 let before_word = raw.get(..at).map_or(0, |t| t.split_whitespace().count());
@@ -180,7 +196,7 @@ impl TextSegmenter {
                     intensity,
                 });
             }
-            if text.split_whitespace().next().is_none() {
+            if words_in == 0 {
                 self.carry = cues
                     .into_iter()
                     .map(|mut c| {
@@ -188,9 +204,15 @@ impl TextSegmenter {
                         c
                     })
                     .collect();
+                self.carry_pause = before.saturating_add(after);
                 continue;
             }
-            out.push(ClauseText { text, cues });
+            out.push(ClauseText {
+                text,
+                cues,
+                pause_before_ms: before,
+                pause_after_ms: after,
+            });
         }
         out
     }
@@ -213,6 +235,7 @@ impl Segmenter for TextSegmenter {
         let out = self.convert(clauses);
         self.stream = ClauseStream::new(self.cfg);
         self.carry.clear();
+        self.carry_pause = 0;
         out
     }
 }
@@ -254,5 +277,29 @@ mod tests {
         again.extend(s.finish());
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].text, "Bye now.");
+    }
+
+    #[test]
+    fn breaks_become_pauses_around_clauses() {
+        let mut s = TextSegmenter::default();
+        let mut got =
+            s.push("Hello there. <break time=\"500ms\"/> Bye <break time=\"200ms\"/>now.");
+        got.extend(s.finish());
+        let texts: Vec<&str> = got.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts.join(" "), "Hello there. Bye now.");
+        let pauses: u32 = got
+            .iter()
+            .map(|c| c.pause_before_ms + c.pause_after_ms)
+            .sum();
+        assert_eq!(pauses, 700, "{got:?}");
+        // The 500 ms break sits between the two sentences, not inside a word.
+        let bye = got.iter().position(|c| c.text.starts_with("Bye")).unwrap();
+        let between = got[bye].pause_before_ms
+            + if bye > 0 {
+                got[bye - 1].pause_after_ms
+            } else {
+                0
+            };
+        assert!(between >= 500, "{got:?}");
     }
 }

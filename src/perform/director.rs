@@ -416,7 +416,7 @@ mod tests {
     fn clause(text: &str) -> ClauseText {
         ClauseText {
             text: text.into(),
-            cues: vec![],
+            ..ClauseText::default()
         }
     }
 
@@ -580,6 +580,7 @@ mod tests {
                 name: "happy".into(),
                 intensity: 1.0,
             }],
+            ..ClauseText::default()
         };
         d.schedule(3, &c, &s).unwrap();
         d.end(3, &mut out);

@@ -59,11 +59,15 @@ pub enum StageError {
 }
 
 /// One clause of text, ready to speak, with the cues that were written inside it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClauseText {
     /// Clean text (tags removed).
     pub text: String,
     pub cues: Vec<TextCue>,
+    /// Silence before the clause, in milliseconds (`<break time="..."/>` written before it).
+    pub pause_before_ms: u32,
+    /// Silence after the clause, in milliseconds (a break written inside or after it).
+    pub pause_after_ms: u32,
 }
 
 /// A cue inside a clause, placed before the word with index `before_word` (0-based, counted in

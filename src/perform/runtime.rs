@@ -441,6 +441,18 @@ fn persona_thread(
                     format!("{}: {text}", user.trim())
                 };
                 history.push((None, ChatMessage::new(Role::User, content)));
+                // The history window moves in jumps, not one message per turn: the engine reuses its
+                // cache for the longest common prefix of consecutive prompts, and a window sliding by
+                // one message would change the prompt right after the system turn every time (a full
+                // re-prefill of the history per chat). Trimmed to half when full, the prefix stays
+                // the same for history/4 exchanges.
+                let limit = cfg.history.max(1);
+                if history.len() > limit {
+                    history.drain(..history.len() - (limit / 2).max(1));
+                    while history.len() > 1 && history[0].0.is_some() {
+                        history.remove(0);
+                    }
+                }
                 if shared.cancelled(utt) {
                     let _ = voice_tx.send(VoiceMsg::End { utt });
                     continue;
@@ -449,14 +461,16 @@ fn persona_thread(
                 if let Some(sys) = &cfg.system_prompt {
                     messages.push(ChatMessage::new(Role::System, sys.clone()));
                 }
-                let skip = history.len().saturating_sub(cfg.history.max(1));
-                messages.extend(history[skip..].iter().map(|(_, m)| m.clone()));
+                messages.extend(history.iter().map(|(_, m)| m.clone()));
                 let token = CancelToken::new();
                 *shared.generating.lock() = token.clone();
                 if shared.cancelled(utt) {
                     token.cancel();
                 }
                 let mut spoken: Vec<String> = vec![];
+                // The reply as generated (tags included): kept in the history when it is heard to
+                // the end, so the next prompt repeats the tokens the engine has cached.
+                let mut raw = String::new();
                 let mut first_text = true;
                 let metrics = shared.metrics.clone();
                 let send = |clauses: Vec<ClauseText>, spoken: &mut Vec<String>| {
@@ -473,6 +487,7 @@ fn persona_thread(
                         if shared.cancelled(utt) {
                             return false;
                         }
+                        raw.push_str(piece);
                         if first_text && !piece.is_empty() {
                             first_text = false;
                             metrics.llm_first_token.observe(t0.elapsed());
@@ -490,10 +505,12 @@ fn persona_thread(
                         message: e.to_string(),
                     });
                 }
-                history.push((
-                    Some(utt),
-                    ChatMessage::new(Role::Assistant, spoken.join(" ")),
-                ));
+                let said = if raw.trim().is_empty() {
+                    spoken.join(" ")
+                } else {
+                    raw
+                };
+                history.push((Some(utt), ChatMessage::new(Role::Assistant, said)));
                 let _ = voice_tx.send(VoiceMsg::End { utt });
             }
             PersonaMsg::Say { utt, text } => {
@@ -512,7 +529,8 @@ fn persona_thread(
                 let _ = voice_tx.send(VoiceMsg::End { utt });
             }
             PersonaMsg::Stop => break,
-            PersonaMsg::Memory(rec) => {
+            // A completed reply keeps its generated text; a cut one becomes exactly what was heard.
+            PersonaMsg::Memory(rec) if rec.interrupted => {
                 if let Some(i) = history.iter().position(|(u, _)| *u == Some(rec.utterance)) {
                     if rec.text.is_empty() {
                         history.remove(i);
@@ -521,10 +539,12 @@ fn persona_thread(
                     }
                 }
             }
+            PersonaMsg::Memory(_) => {}
         }
-        let keep = cfg.history.max(1) * 2;
-        if history.len() > keep {
-            history.drain(..history.len() - keep);
+        // Operator lines between chats: bounded too (chats trim on arrival, above).
+        let limit = cfg.history.max(1);
+        if history.len() > limit * 4 {
+            history.drain(..history.len() - (limit / 2).max(1));
         }
     }
 }
@@ -545,6 +565,8 @@ fn voice_thread(
                 match voice.speak(&clause.text) {
                     Ok(speech) => {
                         shared.metrics.voice.observe(t.elapsed());
+                        let speech =
+                            with_pauses(speech, clause.pause_before_ms, clause.pause_after_ms);
                         CondMsg::Segment {
                             utt,
                             clause,
@@ -564,6 +586,31 @@ fn voice_thread(
             break;
         }
     }
+}
+
+/// `speech` with `before_ms` of silence before it and `after_ms` after it, each covered by a pause
+/// phoneme `_` (a `<break/>`: the face rests, the timeline stays exact).
+fn with_pauses(speech: Speech, before_ms: u32, after_ms: u32) -> Speech {
+    if before_ms == 0 && after_ms == 0 {
+        return speech;
+    }
+    let rate = speech.sample_rate;
+    let silence = |ms: u32| {
+        let n = SampleTime::from_millis(ms as u64, rate).get();
+        let mut s = crate::tts::empty_speech(rate);
+        s.pcm = vec![0.0; n as usize];
+        if n > 0 {
+            let _ = s.phonemes.push(crate::time::Timed::new(
+                crate::time::TimeRange::at(SampleTime::ZERO, n),
+                crate::speech::Phoneme::new("_"),
+            ));
+        }
+        s
+    };
+    let mut out = silence(before_ms);
+    crate::tts::append(&mut out, speech);
+    crate::tts::append(&mut out, silence(after_ms));
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -654,6 +701,7 @@ mod tests {
     use super::*;
     use crate::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
     use crate::perform::{PerformState, Recorder, SimpleSegmenter};
+    use crate::time::TimeRange;
 
     fn stages(replies: &[&str]) -> (Stages, ScriptedGenerator) {
         let g = ScriptedGenerator::new(replies.iter().copied());
@@ -750,6 +798,54 @@ mod tests {
                 "again"
             ]
         );
+    }
+
+    #[test]
+    fn breaks_are_silence_on_the_timeline() {
+        let g = ScriptedGenerator::new(["unused"]);
+        let st = Stages {
+            generator: Box::new(g),
+            segmenter: Box::new(crate::perform::adapters::TextSegmenter::default()),
+            voice: Box::new(ToneVoice::new(16000)),
+            face: Box::new(JawFace::arkit(16000, 60)),
+        };
+        let rec = Recorder::new();
+        let perf = Performer::start(
+            st,
+            PerformConfig::default(),
+            vec![Box::new(rec.clone())],
+            None,
+            Arc::default(),
+        )
+        .unwrap();
+        perf.handle()
+            .say("Hello there. <break time=\"500ms\"/> Bye now.", None);
+        let ev = wait_for(&rec, is_idle_after_speaking);
+        let pcm: Vec<f32> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Audio(a) => Some(a.pcm.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        // The longest run of silence inside the speech is the break (the tone voice never pauses
+        // that long by itself).
+        let (mut run, mut longest) = (0usize, 0usize);
+        for x in &pcm {
+            run = if *x == 0.0 { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        assert!(longest >= 8000, "longest silence {longest} samples");
+        assert!(longest < 8000 + 1600, "longest silence {longest} samples");
+        let captions: Vec<TimeRange> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Caption(c) => Some(c.range),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(captions.len(), 2);
     }
 
     #[test]

@@ -33,7 +33,11 @@ impl SimpleSegmenter {
         }
         let mut all = std::mem::take(&mut self.carry);
         all.append(&mut cues);
-        out.push(ClauseText { text, cues: all });
+        out.push(ClauseText {
+            text,
+            cues: all,
+            ..ClauseText::default()
+        });
     }
 }
 
