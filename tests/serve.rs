@@ -833,3 +833,152 @@ async fn serve_with_a_vmc_sink_sends_osc_for_a_say_on_the_audio_clock() {
     );
     assert!(spoken.iter().any(|&(_, j)| j > 0.1), "{spoken:?}");
 }
+
+/// The real generator, with every prompt it is given kept for the test to read.
+struct Spy {
+    inner: Box<dyn idol::persona::TextGenerator>,
+    seen: std::sync::Arc<parking_lot::Mutex<Vec<Vec<idol::persona::ChatMessage>>>>,
+}
+
+impl idol::persona::TextGenerator for Spy {
+    fn generate(
+        &mut self,
+        messages: &[idol::persona::ChatMessage],
+        params: &idol::persona::GenParams,
+        cancel: &idol::persona::CancelToken,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<idol::persona::GenOutcome, idol::persona::PersonaError> {
+        self.seen.lock().push(messages.to_vec());
+        self.inner.generate(messages, params, cancel, on_text)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_model_and_voice_chat_lines_up_and_an_interrupt_is_remembered_as_heard() {
+    use idol::persona::{GenParams, Role};
+    let home = crate::common::home();
+    let config = idol::config::Config::default();
+    let mut stages = idol::perform::adapters::build_stages(&home, &config)
+        .expect("the real stages from the default config");
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    stages.generator = Box::new(Spy {
+        inner: stages.generator,
+        seen: seen.clone(),
+    });
+    assert_eq!(idol::perform::Voice::sample_rate(&*stages.voice), RATE);
+    let server = Server::start(
+        stages,
+        PerformConfig {
+            fps: FPS,
+            params: GenParams {
+                temperature: 0.0,
+                max_tokens: 60,
+                seed: 7,
+                ..GenParams::default()
+            },
+            system_prompt: Some(
+                "You are Mika, a cheerful virtual streamer. Answer in a few friendly sentences."
+                    .into(),
+            ),
+            warm_up: true,
+            ..PerformConfig::default()
+        },
+        options([127, 0, 0, 1].into(), 30_000, None),
+    )
+    .unwrap();
+    let (mut ws, hello) = connect(&server).await;
+    assert_eq!(hello["rig"], "arkit52");
+
+    // A chat is answered with audio and frames on one timeline.
+    send(
+        &mut ws,
+        json!({"type":"chat","user":"ann","text":"What music do you like?","id":"a"}),
+    )
+    .await;
+    let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
+    let u = split(&until_done(&mut ws, utt).await, utt);
+    check_sync(&u, None);
+    let audible = u
+        .audio
+        .iter()
+        .flat_map(|a| a.1.iter())
+        .map(|x| x.abs())
+        .fold(0.0f32, f32::max);
+    assert!(audible > 0.05, "the voice is audible: {audible}");
+    let jaw_max = u.frames.iter().map(|f| f.1[17]).fold(0.0f32, f32::max);
+    assert!(jaw_max > 0.2, "the jaw moves with the voice: {jaw_max}");
+
+    // Barge in once a little of the next reply was sent.
+    send(
+        &mut ws,
+        json!({"type":"chat","user":"ann","text":"Tell me a long story about the sea.","id":"b"}),
+    )
+    .await;
+    let utt = loop {
+        let r = reply(&mut ws).await;
+        if r["id"] == "b" {
+            break r["utterance"].as_u64().unwrap();
+        }
+    };
+    let mut msgs = vec![];
+    let mut sent = 0u64;
+    while sent < RATE as u64 / 2 {
+        let m = next(&mut ws).await;
+        if let In::Bin(Binary::Audio { utterance, pcm, .. }) = &m
+            && *utterance as u64 == utt
+        {
+            sent += pcm.len() as u64;
+        }
+        msgs.push(m);
+    }
+    send(&mut ws, json!({"type":"interrupt"})).await;
+    msgs.extend(until_done(&mut ws, utt).await);
+    let u = split(&msgs, utt);
+    let interrupted = u
+        .states
+        .iter()
+        .find(|s| s["state"] == "interrupted")
+        .expect("an interrupted state");
+    let cut = interrupted["sample"].as_u64().unwrap();
+    check_sync(&u, Some(cut));
+    let heard = interrupted["heard"].as_str().unwrap().to_string();
+    let words: Vec<&str> = u
+        .captions
+        .iter()
+        .flat_map(|c| c.3.iter())
+        .filter(|w| w.1 < cut)
+        .map(|w| w.0.as_str())
+        .collect();
+    assert_eq!(heard, words.join(" "));
+
+    // The persona's memory holds exactly what was heard: the next prompt carries it as her turn.
+    send(
+        &mut ws,
+        json!({"type":"chat","user":"ann","text":"Sorry, go on.","id":"c"}),
+    )
+    .await;
+    let utt = loop {
+        let r = reply(&mut ws).await;
+        if r["id"] == "c" {
+            break r["utterance"].as_u64().unwrap();
+        }
+    };
+    until_done(&mut ws, utt).await;
+    let prompts = seen.lock().clone();
+    let last = prompts.last().unwrap();
+    let n = last.len();
+    assert_eq!(last[n - 1].content, "ann: Sorry, go on.");
+    if heard.is_empty() {
+        assert_eq!(
+            last[n - 2].content,
+            "ann: Tell me a long story about the sea."
+        );
+    } else {
+        assert_eq!(last[n - 2].role, Role::Assistant);
+        assert_eq!(last[n - 2].content, heard);
+        assert_eq!(
+            last[n - 3].content,
+            "ann: Tell me a long story about the sea."
+        );
+    }
+}

@@ -398,10 +398,11 @@ fn sentence_end(buf: &str) -> Option<usize> {
         match c {
             '[' | '<' => depth += 1,
             ']' | '>' => depth = (depth - 1).max(0),
-            '.' | '!' | '?' | '\n' if depth == 0 => {
-                if chars.peek().is_some_and(|(_, n)| n.is_whitespace()) || c == '\n' {
-                    end = Some(i + c.len_utf8());
-                }
+            '.' | '!' | '?' | '\n'
+                if depth == 0
+                    && (c == '\n' || chars.peek().is_some_and(|(_, n)| n.is_whitespace())) =>
+            {
+                end = Some(i + c.len_utf8());
             }
             _ => {}
         }
@@ -492,5 +493,19 @@ impl Session {
             Some(e) => Err(anyhow::anyhow!("{e}")),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentence_end;
+
+    #[test]
+    fn sentences_end_outside_tags() {
+        assert_eq!(sentence_end("Hi there"), None);
+        assert_eq!(sentence_end("Hi there. How"), Some(9));
+        assert_eq!(sentence_end("[sad:0.5] Oh no! Wait. "), Some(22));
+        assert_eq!(sentence_end("<break time=\"0.5s\"/> Hm"), None);
+        assert_eq!(sentence_end("Line one\nline"), Some(9));
     }
 }

@@ -7,7 +7,7 @@
 use super::Env;
 use idol::config::{Config, LlmBackend, SinksConfig};
 use idol::perform::adapters;
-use idol::perform::{FaceSolver, PerformConfig, Stages, Voice};
+use idol::perform::{PerformConfig, Stages};
 use idol::persona::GenParams;
 use idol::persona::import::load_card;
 use idol::server::{Server, ServerOptions};
@@ -127,10 +127,7 @@ pub fn build_stages(env: &Env, config: &Config) -> anyhow::Result<Stages> {
 
 /// The live voice and face from the config (see [`idol::perform::adapters::build_voice_face`]);
 /// missing default assets are fetched first.
-pub fn build_voice_face(
-    env: &Env,
-    config: &Config,
-) -> anyhow::Result<(Box<dyn Voice>, Box<dyn FaceSolver>)> {
+pub fn build_voice_face(env: &Env, config: &Config) -> anyhow::Result<adapters::VoiceAndFace> {
     ensure_voice_face(env, config)?;
     Ok(adapters::build_voice_face(&env.home, config)?)
 }

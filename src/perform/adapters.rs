@@ -77,12 +77,12 @@ pub fn build_stages(home: &Home, config: &Config) -> Result<Stages, BuildError> 
     })
 }
 
+/// A voice and the face solver at its rate.
+pub type VoiceAndFace = (Box<dyn Voice>, Box<dyn FaceSolver>);
+
 /// The live voice (Piper on ONNX Runtime with the pure-Rust phonemizer, each clause normalized) and
 /// face (the solver for the configured rig at the voice's rate).
-pub fn build_voice_face(
-    home: &Home,
-    config: &Config,
-) -> Result<(Box<dyn Voice>, Box<dyn FaceSolver>), BuildError> {
+pub fn build_voice_face(home: &Home, config: &Config) -> Result<VoiceAndFace, BuildError> {
     let phonemizer = Arc::new(build("phonemizer", EnglishPhonemizer::load(home))?);
     let vc = &config.voice;
     let voice = build(

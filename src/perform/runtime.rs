@@ -415,10 +415,8 @@ fn persona_thread(
             max_tokens: 1,
             ..cfg.params.clone()
         };
-        let token = CancelToken::new();
-        *shared.generating.lock() = token.clone();
-        match generator.generate(&messages, &params, &token, &mut |_| false) {
-            Ok(_) => log::info!(
+        match prefill(generator.as_mut(), &messages, &params, &shared) {
+            Ok(()) => log::info!(
                 "persona: prefix evaluated in {:.2} s",
                 t.elapsed().as_secs_f64()
             ),
@@ -512,6 +510,27 @@ fn persona_thread(
                 };
                 history.push((Some(utt), ChatMessage::new(Role::Assistant, said)));
                 let _ = voice_tx.send(VoiceMsg::End { utt });
+                // The next chat would overflow the window: trim it now, while the reply is being
+                // spoken, and evaluate the kept history, so that chat only prefills itself.
+                if history.len() + 2 > limit && !shared.cancelled(utt) {
+                    history.drain(..history.len() - (limit / 2).max(1));
+                    while history.len() > 1 && history[0].0.is_some() {
+                        history.remove(0);
+                    }
+                    let mut messages = vec![];
+                    if let Some(sys) = &cfg.system_prompt {
+                        messages.push(ChatMessage::new(Role::System, sys.clone()));
+                    }
+                    messages.extend(history.iter().map(|(_, m)| m.clone()));
+                    messages.push(ChatMessage::new(Role::User, String::new()));
+                    let params = GenParams {
+                        max_tokens: 1,
+                        ..cfg.params.clone()
+                    };
+                    if let Err(e) = prefill(generator.as_mut(), &messages, &params, &shared) {
+                        log::debug!("persona: history prefill: {e}");
+                    }
+                }
             }
             PersonaMsg::Say { utt, text } => {
                 let mut clauses = segmenter.push(&text);
@@ -547,6 +566,21 @@ fn persona_thread(
             history.drain(..history.len() - (limit / 2).max(1));
         }
     }
+}
+
+/// Evaluate `messages` (one token, discarded) so the engine caches their prefix. Cancelled like a
+/// reply (barge-in, shutdown).
+fn prefill(
+    generator: &mut dyn TextGenerator,
+    messages: &[ChatMessage],
+    params: &GenParams,
+    shared: &Shared,
+) -> Result<(), crate::persona::PersonaError> {
+    let token = CancelToken::new();
+    *shared.generating.lock() = token.clone();
+    generator
+        .generate(messages, params, &token, &mut |_| false)
+        .map(|_| ())
 }
 
 fn voice_thread(
