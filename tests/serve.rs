@@ -793,23 +793,31 @@ async fn serve_with_a_vmc_sink_sends_osc_for_a_say_on_the_audio_clock() {
     // The stream is `lead` ahead of the clock; VMC ticks come when the clock has played them.
     assert!(outputs.clock().played().get() < end);
     let (t0, t1) = (start as f32 / RATE as f32, end as f32 / RATE as f32);
+    // Idle frames keep the receiver busy: read tick by tick until one lies past the utterance.
     let mut spoken = vec![];
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no VMC tick after the utterance"
-        );
-        let ticks = crate::sinks::ticks_until_quiet(&rx, Duration::from_millis(100));
-        let mut past = false;
-        for t in ticks {
+    let mut cur: Vec<crate::sinks::Msg> = vec![];
+    'ticks: loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (_, _, msgs) = rx
+            .recv_timeout(left)
+            .expect("VMC ticks up to the end of the utterance");
+        for m in msgs {
+            let apply = m.addr == "/VMC/Ext/Blend/Apply";
+            cur.push(m);
+            if !apply {
+                continue;
+            }
+            let t = std::mem::take(&mut cur);
             let time = t
                 .iter()
                 .find(|m| m.addr == "/VMC/Ext/T")
                 .map(|m| crate::sinks::f(&m.args[0]))
                 .expect("a time per tick");
-            past |= time >= t1;
-            if time >= t0 && time < t1 {
+            if time >= t1 {
+                break 'ticks;
+            }
+            if time >= t0 {
                 let jaw = t
                     .iter()
                     .find(|m| {
@@ -819,9 +827,6 @@ async fn serve_with_a_vmc_sink_sends_osc_for_a_say_on_the_audio_clock() {
                     .expect("jawOpen in every tick");
                 spoken.push((time, jaw));
             }
-        }
-        if past {
-            break;
         }
     }
     // One tick per 1/60 s of the utterance, the jaw moving with the voice.
