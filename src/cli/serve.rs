@@ -28,6 +28,9 @@ pub struct ServeArgs {
 }
 
 pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    // Warnings (no audio device, a sink that fails) go to stderr unless RUST_LOG says otherwise.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
     let config = env.config()?;
     let mut opts = ServerOptions::from_config(&config.server);
     if let Some(b) = args.bind {
