@@ -45,8 +45,6 @@ use crate::time::{SampleTime, TimeRange, Timed, Timeline};
 pub enum FromAudioError {
     #[error("the audio's sample rate must be positive (got 0)")]
     ZeroRate,
-    #[error("transcript phone `{0}` is not in the face's phone tables")]
-    UnknownPhone(String),
     #[error(transparent)]
     Time(#[from] crate::time::TimeError),
 }
@@ -379,9 +377,8 @@ fn align(
             if ph.is_silence() || phonetics::is_stress_mark(sym).is_some() {
                 continue;
             }
-            if !phonetics::phones_of(sym, Stress::None, &mut parts) {
-                return Err(FromAudioError::UnknownPhone(sym.clone()));
-            }
+            // A symbol the tables do not know is scored like a transparent phone.
+            phonetics::phones_of(sym, Stress::None, &mut parts);
             let class = parts
                 .iter()
                 .find(|p| p.class != phonetics::PhoneClass::Transparent)
@@ -430,7 +427,7 @@ fn align(
         }
     }
     let mut next = vec![NEG; m];
-    for t in 1..n {
+    for (t, row) in back.iter_mut().enumerate().skip(1) {
         next.fill(NEG);
         for j in 0..m {
             let mut best = if states[j].looping {
@@ -457,7 +454,7 @@ fn align(
                 } else {
                     0.0
                 };
-                back[t][j] = best.1 as u32;
+                row[j] = best.1 as u32;
                 next[j] = best.0 - enter + emit(t, &states[j]);
             }
         }
@@ -484,6 +481,63 @@ fn align(
         }
     }
     Ok(runs)
+}
+
+/// The phones of a phonemized transcript, one `Vec` per word, for
+/// [`AudioLipsyncOptions::transcript`]: each word's IPA is split into the symbols the face's phone
+/// tables know (longest match first; stress marks stay on the next symbol, length and other marks on
+/// the one before); punctuation is dropped.
+pub fn transcript_phones(tokens: &[crate::phonemize::PhonToken]) -> Vec<Vec<String>> {
+    tokens
+        .iter()
+        .filter_map(|t| match t {
+            crate::phonemize::PhonToken::Word { ipa, .. } => Some(split_ipa_word(ipa)),
+            crate::phonemize::PhonToken::Punct(_) => None,
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Split one word's IPA into phone symbols.
+pub fn split_ipa_word(ipa: &str) -> Vec<String> {
+    let chars: Vec<char> = ipa
+        .chars()
+        .filter(|c| !matches!(c, '\u{200d}' | '\u{200c}' | '\u{361}'))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut stress = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, 'ˈ' | 'ˌ') {
+            stress.push(c);
+            i += 1;
+            continue;
+        }
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let took = (1..=3.min(chars.len() - i))
+            .rev()
+            .find(|&n| phonetics::ipa(&chars[i..i + n].iter().collect::<String>()).is_some());
+        match took {
+            Some(n) => {
+                let mut sym = std::mem::take(&mut stress);
+                sym.extend(&chars[i..i + n]);
+                out.push(sym);
+                i += n;
+            }
+            None => {
+                match out.last_mut() {
+                    Some(last) => last.push(c),
+                    None => out.push(c.to_string()),
+                }
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Frame-level agreement between two class sequences of the same clip.
