@@ -59,7 +59,12 @@ pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
         .format(
             &hint,
             mss,
-            &FormatOptions::default(),
+            &FormatOptions {
+                // Drop the encoder delay and padding where the file records them (LAME/Xing
+                // headers in MP3, granule positions in Ogg), so a line keeps its real length.
+                enable_gapless: true,
+                ..FormatOptions::default()
+            },
             &MetadataOptions::default(),
         )
         .map_err(|e| unsupported(format!("not a recognised audio container ({e})")))?;

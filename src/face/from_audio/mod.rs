@@ -227,8 +227,14 @@ pub fn phonemes_from_audio(
             continue;
         }
         let range = TimeRange::new(SampleTime(start), SampleTime(end))?;
-        // Merge a run into the previous one when rounding left it no samples of its own.
         items.push(Timed::new(range, ph.clone()));
+    }
+    if items.is_empty() && len > 0 {
+        // Shorter than one analysis frame: nothing to hear, a pause.
+        items.push(Timed::new(
+            TimeRange::new(SampleTime::ZERO, SampleTime(len))?,
+            Phoneme::new("_"),
+        ));
     }
     // Runs lost to rounding leave gaps; stretch each item to the next one's start so the timeline
     // stays contiguous.
