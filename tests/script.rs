@@ -469,3 +469,142 @@ fn perform_command_plays_the_script_live() {
     );
     assert_eq!(lines[3]["data"]["shot"], 1);
 }
+
+mod server {
+    //! The server's `perform` message: a script rendered with the real voice, performed live to a
+    //! WebSocket client on the session clock (the session's own stages are fakes: a tone voice and a
+    //! jaw-only face, which the script does not use).
+
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use idol::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
+    use idol::perform::{PerformConfig, SimpleSegmenter, Stages};
+    use idol::script::live::ScriptRenderer;
+    use idol::server::protocol::{Binary, parse_binary};
+    use idol::server::{ConnPolicy, Server, ServerOptions};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::Message;
+
+    fn renderer() -> ScriptRenderer {
+        let voice = Arc::new(parking_lot::Mutex::new(voice(5)));
+        ScriptRenderer::new(move |s: &Script| {
+            let mut v = voice.lock();
+            v.reseed(5);
+            script::render(
+                s,
+                &mut *v,
+                RenderOptions {
+                    rig: Rig::builtin("arkit52").unwrap(),
+                    fps: 60,
+                    seed: 5,
+                    rate: None,
+                    lipsync: None,
+                    progress: None,
+                },
+            )
+            .map_err(|e| e.to_string())
+        })
+    }
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// The next text message, or a summary of the next audio chunk.
+    async fn next(ws: &mut Ws) -> Option<Value> {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(serde_json::from_str::<Value>(t.as_str()).unwrap());
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if let Some(Binary::Audio { utterance, pcm, .. }) = parse_binary(&b) {
+                        return Some(json!({"type": "audio", "utterance": utterance, "n": pcm.len()}));
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Send `v`, return the next ack or error.
+    async fn reply(ws: &mut Ws, v: Value) -> Value {
+        ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        loop {
+            let v = next(ws).await.expect("open");
+            if matches!(v["type"].as_str(), Some("ack" | "error")) {
+                return v;
+            }
+        }
+    }
+
+    const LIVE: &str = "[[line]]\ntext = \"[happy] Hello everyone! <nod> Welcome.\"\n[[line]]\ntext = \"Let's begin.\"\ngap = \"400ms\"\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn perform_message_plays_a_script_to_clients() {
+        let r = renderer();
+        let expected = r
+            .render(&Script::parse(LIVE, Path::new("script"), Path::new(".")).unwrap())
+            .unwrap();
+        let server = Server::start(
+            Stages {
+                generator: Box::new(ScriptedGenerator::new(["unused"])),
+                segmenter: Box::new(SimpleSegmenter::new()),
+                voice: Box::new(ToneVoice::new(RATE)),
+                face: Box::new(JawFace::arkit(RATE, 60)),
+            },
+            PerformConfig::default(),
+            ServerOptions {
+                bind: [127, 0, 0, 1].into(),
+                port: 0,
+                max_clients: 4,
+                max_client_lag: Duration::from_millis(5000),
+                policy: ConnPolicy {
+                    scripts: Some(r),
+                    ..ConnPolicy::default()
+                },
+            },
+        )
+        .unwrap();
+        let url = format!("ws://{}/v1/stream", server.addr());
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let _hello = next(&mut ws).await.unwrap();
+        // Errors first: a bad script, a recorded line.
+        let (mut ws2, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let e = reply(&mut ws2, json!({"type": "perform", "id": 1, "script": "[[line]]\nspeed = 2\n"})).await;
+        assert_eq!(e["code"], "bad_script");
+        assert!(e["message"].as_str().unwrap().starts_with("script:2:1"), "{e}");
+        let e = reply(&mut ws2, json!({"type": "perform", "script": "[[line]]\naudio = \"/etc/passwd\"\n"})).await;
+        assert_eq!(e["code"], "bad_script");
+        let ack = reply(&mut ws2, json!({"type": "perform", "id": "p", "script": LIVE})).await;
+        assert_eq!(ack["of"], "perform");
+        assert_eq!(ack["lines"], 2);
+        let utt = ack["utterance"].as_u64().unwrap();
+        // The watching client gets the performance: audio of exactly the rendered length, the
+        // captions in order, then idle.
+        let mut samples = 0usize;
+        let mut captions = Vec::new();
+        let mut spoke = false;
+        while let Some(v) = next(&mut ws).await {
+            match v["type"].as_str() {
+                Some("audio") if v["utterance"] == utt => samples += v["n"].as_u64().unwrap() as usize,
+                Some("caption") if v["utterance"] == utt => {
+                    captions.push(v["text"].as_str().unwrap().to_string())
+                }
+                Some("state") => {
+                    if v["utterance"] == utt && v["state"] == "speaking" {
+                        spoke = true;
+                    }
+                    if spoke && v["state"] == "idle" {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(samples, expected.pcm.len());
+        assert_eq!(captions, ["Hello everyone!", "Welcome.", "Let's begin."]);
+    }
+}

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use idol::face::Rig;
 use idol::phonemize::EnglishPhonemizer;
+use idol::script::live::ScriptRenderer;
 use idol::script::{self, PiperLineVoice, RenderOptions, Script};
 use idol::tts::{PiperVoice, Speaker, VoiceOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -181,6 +182,53 @@ pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         println!("{}", w.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The renderer behind the server's `perform` message: the session's voice settings, rig and fps from
+/// idol.toml (a script's voice, rig and fps are ignored live, as the session's stream is fixed), the
+/// script's seed; its own copy of the voice, loaded on the first script.
+pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRenderer {
+    let home = env.home.clone();
+    let vc = config.voice.clone();
+    let face = config.face.clone();
+    let voice: Arc<parking_lot::Mutex<Option<PiperLineVoice>>> = Arc::default();
+    ScriptRenderer::new(move |script: &Script| {
+        let seed = script.defaults.seed;
+        let options = VoiceOptions {
+            length_scale: vc.length_scale,
+            noise_scale: script.defaults.noise_scale.or(vc.noise_scale),
+            noise_w: script.defaults.noise_w.or(vc.noise_w),
+            speaker: vc
+                .speaker
+                .as_deref()
+                .map(|s| s.parse::<Speaker>().expect("infallible")),
+            seed: seed.unwrap_or(vc.seed),
+            ..VoiceOptions::default()
+        };
+        let mut guard = voice.lock();
+        if guard.is_none() {
+            let ph = Arc::new(EnglishPhonemizer::load(&home).map_err(|e| e.to_string())?);
+            let v = PiperVoice::load(&home.path(&vc.model), &home.ort_library(), ph, &options)
+                .map_err(|e| e.to_string())?;
+            *guard = Some(PiperLineVoice::new(v, &options));
+        }
+        let v = guard.as_mut().expect("loaded");
+        v.reseed(options.seed);
+        let rig = Rig::find(&face.rig, Some(home.rigs_dir().as_path())).map_err(|e| e.to_string())?;
+        script::render(
+            script,
+            v,
+            RenderOptions {
+                rig,
+                fps: face.fps,
+                seed: seed.unwrap_or(face.seed),
+                rate: script.defaults.rate.or(vc.length_scale),
+                lipsync: None,
+                progress: None,
+            },
+        )
+        .map_err(|e| e.to_string())
+    })
 }
 
 /// CPU time of this process so far (user + system), where the platform says.

@@ -58,6 +58,19 @@ struct Utterance {
     words: Vec<Timed<Word>>,
 }
 
+/// A piece of an already-rendered performance (a scripted line's sentence, or the silence between
+/// lines): its audio, the face frames solved for it, its cues and at most one caption, every stamp
+/// counted from the piece's first sample (0). See [`Director::schedule_rendered`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedPiece {
+    pub pcm: Vec<f32>,
+    /// Frames with stamps inside `0..pcm.len()`.
+    pub frames: Vec<FaceFrame>,
+    pub cues: Vec<Cue>,
+    /// Caption text and its words, sent when the piece's audio starts.
+    pub caption: Option<(String, Vec<Timed<Word>>)>,
+}
+
 /// The session timeline state machine. See the module docs.
 pub struct Director {
     cfg: DirectorConfig,
@@ -209,6 +222,60 @@ impl Director {
             }),
         });
         Ok(())
+    }
+
+    /// Place pre-rendered pieces (a script performance, `idol::script::live::pieces`) back to back from
+    /// `max(horizon, end of the last scheduled segment)`, as utterance `id`. The face is not consulted:
+    /// the pieces carry their frames. Pieces for an unknown utterance are ignored.
+    pub fn schedule_rendered(&mut self, id: UtteranceId, pieces: Vec<RenderedPiece>) {
+        if !self.known(id) {
+            return;
+        }
+        for p in pieces {
+            let len = p.pcm.len() as u64;
+            if len == 0 {
+                continue;
+            }
+            let s0 = self.horizon.max(self.next_free);
+            let range = TimeRange::at(s0, len);
+            self.next_free = range.end();
+            let mut frames: Vec<FaceFrame> = p
+                .frames
+                .into_iter()
+                .filter(|f| f.at.get() < len)
+                .map(|mut f| {
+                    f.at = f.at + s0.get();
+                    f
+                })
+                .collect();
+            frames.sort_by_key(|f| f.at);
+            let mut cues: Vec<Cue> = p
+                .cues
+                .into_iter()
+                .map(|mut c| {
+                    c.at = SampleTime(c.at.get().min(len - 1)) + s0.get();
+                    c
+                })
+                .collect();
+            cues.sort_by_key(|c| c.at);
+            let caption = p.caption.map(|(text, words)| Caption {
+                utterance: id,
+                text,
+                range,
+                words: words
+                    .into_iter()
+                    .map(|w| Timed::new(w.range.shift(s0.get()), w.value))
+                    .collect(),
+            });
+            self.segments.push_back(Segment {
+                utt: id,
+                range,
+                pcm: p.pcm,
+                frames: frames.into(),
+                cues: cues.into(),
+                caption,
+            });
+        }
     }
 
     /// No more clauses will come for `id`.

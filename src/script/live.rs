@@ -11,10 +11,11 @@
 //! sample minus `lead` (so sinks can buffer a little, like the live conductor's ~300 ms), and returns
 //! once the last sample has been heard or `stop` is set.
 
+use super::parse::Script;
 use super::render::{Performance, ScriptEvent, ScriptEventKind};
 use crate::perform::{
-    AudioChunk, Caption, CueEvent, Event, FaceFrame, FrameEvent, PerformState, Sink, StateEvent,
-    UtteranceId,
+    AudioChunk, Caption, CueEvent, Event, FaceFrame, FrameEvent, PerformState, RenderedPiece, Sink,
+    StateEvent, UtteranceId,
 };
 use crate::speech::{Cue, CueKind};
 use crate::time::{SampleTime, TimeRange, Timed};
@@ -164,6 +165,105 @@ pub fn items(perf: &Performance, chunk: u64) -> Vec<Item> {
     out
 }
 
+/// Renders scripts for the server's `perform` message (the server cannot load voices itself; `idol
+/// serve` plugs one in). Cheap to clone.
+#[derive(Clone)]
+pub struct ScriptRenderer(
+    pub std::sync::Arc<dyn Fn(&Script) -> Result<Performance, String> + Send + Sync>,
+);
+
+impl ScriptRenderer {
+    pub fn new(f: impl Fn(&Script) -> Result<Performance, String> + Send + Sync + 'static) -> Self {
+        ScriptRenderer(std::sync::Arc::new(f))
+    }
+
+    pub fn render(&self, script: &Script) -> Result<Performance, String> {
+        (self.0)(script)
+    }
+}
+
+impl std::fmt::Debug for ScriptRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptRenderer")
+    }
+}
+
+/// The performance as pieces for the live pipeline's director
+/// ([`crate::perform::Director::schedule_rendered`], the server's `perform` message): cut at every
+/// caption and line boundary, so each piece has at most one caption (starting with it); frames, cues
+/// and caption words are stamped from each piece's start. Script events other than emotions and
+/// actions have no place in the pipeline's events and are not carried.
+pub fn pieces(perf: &Performance) -> Vec<RenderedPiece> {
+    let end = perf.pcm.len() as u64;
+    let mut cuts: Vec<u64> = vec![0, end];
+    for c in &perf.captions {
+        cuts.push(c.range.start().get());
+        cuts.push(c.range.end().get());
+    }
+    for l in &perf.lines {
+        cuts.push(l.range.start().get());
+        cuts.push(l.range.end().get());
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.retain(|&c| c <= end);
+    let rel = |t: SampleTime, a: u64| SampleTime(t.get() - a);
+    cuts.windows(2)
+        .map(|w| {
+            let (a, b) = (w[0], w[1]);
+            let range = TimeRange::new(SampleTime(a), SampleTime(b)).expect("ordered cuts");
+            let frames = perf
+                .frames
+                .iter()
+                .filter(|f| range.contains(f.at))
+                .map(|f| FaceFrame {
+                    at: rel(f.at, a),
+                    weights: f.weights.to_vec(),
+                    head: f.head,
+                    eyes: [
+                        f.gaze[0].yaw,
+                        f.gaze[0].pitch,
+                        f.gaze[1].yaw,
+                        f.gaze[1].pitch,
+                    ],
+                })
+                .collect();
+            let cues = perf
+                .cues
+                .iter()
+                .filter(|c| range.contains(c.at))
+                .map(|c| Cue {
+                    at: rel(c.at, a),
+                    ..c.clone()
+                })
+                .collect();
+            let caption = perf
+                .captions
+                .iter()
+                .find(|c| c.range.start().get() == a)
+                .map(|c| {
+                    let words = perf
+                        .words
+                        .overlapping(c.range)
+                        .iter()
+                        .filter(|w| w.start() >= c.range.start() && w.end() <= range.end())
+                        .map(|w| {
+                            let r = TimeRange::new(rel(w.start(), a), rel(w.end(), a));
+                            Timed::new(r.expect("ordered"), w.value.clone())
+                        })
+                        .collect();
+                    (c.text.clone(), words)
+                });
+            RenderedPiece {
+                pcm: perf.pcm[a as usize..b as usize].to_vec(),
+                frames,
+                cues,
+                caption,
+            }
+        })
+        .collect()
+}
+
 /// Play `items` of a performance at `rate` by the wall clock: each is handed to every sink (script
 /// events to `on_script` only) when `elapsed >= its time - lead`. Returns when the performance's
 /// `end` sample has been reached by the clock, or early when `stop` is set.
@@ -267,6 +367,27 @@ mod tests {
             .filter(|i| matches!(i, Item::Pipeline(Event::Cue(_))))
             .count();
         assert_eq!(cues, 2);
+    }
+
+    #[test]
+    fn pieces_cover_the_audio_with_one_caption_each() {
+        let p = perf();
+        let ps = pieces(&p);
+        let pcm: Vec<f32> = ps.iter().flat_map(|x| x.pcm.iter().copied()).collect();
+        assert_eq!(pcm, p.pcm);
+        assert_eq!(
+            ps.iter().map(|x| x.frames.len()).sum::<usize>(),
+            p.frames.len()
+        );
+        assert_eq!(ps.iter().map(|x| x.cues.len()).sum::<usize>(), p.cues.len());
+        let caps: Vec<&str> = ps
+            .iter()
+            .filter_map(|x| x.caption.as_ref().map(|c| c.0.as_str()))
+            .collect();
+        assert_eq!(caps, ["Hi there.", "Bye.", "Yo."]);
+        for x in &ps {
+            assert!(x.frames.iter().all(|f| (f.at.get() as usize) < x.pcm.len()));
+        }
     }
 
     #[test]
