@@ -5,6 +5,7 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
+pub mod audio;
 pub mod check;
 pub mod config;
 pub mod face;

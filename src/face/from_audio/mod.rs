@@ -1,0 +1,555 @@
+//! Audio-driven lip sync: a recording in, a `Timeline<Phoneme>` the face solver reads out.
+//!
+//! Stage: beside tts, before the face. Input: mono PCM (`&[f32]`) at any rate (from
+//! [`crate::audio::decode_file`]) and [`AudioLipsyncOptions`]. Output: a contiguous
+//! `Timeline<Phoneme>` at the input's rate covering exactly `[0, pcm.len())`, with IPA symbols the
+//! face's phone tables know, so the same rigs, coarticulation, expressions and idle layers apply to
+//! a human actor's line as to the synthetic voice (build a [`Segment`](super::Segment) from it, or a
+//! [`Speech`](crate::speech::Speech) with the PCM).
+//!
+//! Algorithm (audio only):
+//! 1. Resample to 16 kHz and cut 25 ms Hamming frames every 10 ms (`features.rs`): energy,
+//!    zero-crossing rate, the power share above 4 kHz and below 1 kHz, spectral centroid, a voicing
+//!    score from the autocorrelation, 13 MFCCs, and F1-F3 from the poles of a 16th-order LPC model.
+//! 2. Score each frame against eight mouth classes ([`VisemeClass`]: closed, sibilant, dental,
+//!    tongue, open, mid, spread, rounded) from that evidence, normalised to the utterance (its loud
+//!    level, its floor, and its speaker's formant scale), and pick the best class sequence with a
+//!    Viterbi pass that charges for every change (`classify.rs`).
+//! 3. Turn each run of frames into one phone of its class, choosing the symbol inside the class from
+//!    the run's mean features (`i` or `ɪ` by F2, `u`/`o`/`ɹ` by F1 and F3, `s` or `ʃ` by the
+//!    centroid, and so on). A closed run longer than `pause_ms`, or at either end, is a pause (`_`);
+//!    a shorter one between sounds is a lip closure (`p`): lips meet for p b m, and for the other
+//!    stops the face's coarticulation keeps the closure brief. Vowel runs whose level is within
+//!    3 dB of the utterance's loud level carry primary stress, which drives the face's emphasis.
+//!
+//! With a transcript ([`AudioLipsyncOptions::transcript`], phonemised by the caller), the expected
+//! phone sequence is aligned to the frame scores instead (step 3 replaced by a left-to-right Viterbi
+//! over the expected phones, each scored by its class, pauses optional between words), so the
+//! output carries the real phones (place of articulation the audio alone cannot give) at the times
+//! the audio shows.
+//!
+//! Threading: pure functions of their inputs; no shared state. Cost: about 20 µs of one core per
+//! 10 ms frame (see `docs/benchmarks.md`, "Audio lip sync").
+
+mod classify;
+mod features;
+
+pub use features::{Analyzer, FrameFeatures};
+
+use super::phonetics::{self, Viseme};
+use crate::speech::{Phoneme, Stress};
+use crate::time::{SampleTime, TimeRange, Timed, Timeline};
+
+/// Errors of audio lip sync.
+#[derive(Debug, thiserror::Error)]
+pub enum FromAudioError {
+    #[error("the audio's sample rate must be positive (got 0)")]
+    ZeroRate,
+    #[error("transcript phone `{0}` is not in the face's phone tables")]
+    UnknownPhone(String),
+    #[error(transparent)]
+    Time(#[from] crate::time::TimeError),
+}
+
+/// Settings of audio lip sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioLipsyncOptions {
+    /// Log-score cost of changing class between two frames: higher gives fewer, longer segments.
+    pub switch_cost: f32,
+    /// A closed stretch at least this long (milliseconds) is a pause, shorter ones are closures.
+    pub pause_ms: u32,
+    /// Expected phones, in order, one inner `Vec` per word (IPA or ARPAbet symbols as the face reads
+    /// them, e.g. from `EnglishPhonemizer`); `None` for audio-only lip sync.
+    pub transcript: Option<Vec<Vec<String>>>,
+}
+
+impl Default for AudioLipsyncOptions {
+    fn default() -> Self {
+        AudioLipsyncOptions {
+            switch_cost: 4.0,
+            pause_ms: 180,
+            transcript: None,
+        }
+    }
+}
+
+/// The mouth classes audio can tell apart (the Oculus visemes grouped by what the lips and jaw do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VisemeClass {
+    /// Lips together or at rest: silence and p b m (`sil`, `PP`).
+    Closed,
+    /// s z sh zh ch j (`SS`, `CH`).
+    Sibilant,
+    /// Teeth on the lip or tongue between the teeth: f v th (`FF`, `TH`).
+    Dental,
+    /// Tongue consonants with the mouth a little open: t d k g n ng l (`DD`, `kk`, `nn`).
+    Tongue,
+    /// Open vowels (`aa`).
+    Open,
+    /// Mid vowels and schwa (`E`).
+    Mid,
+    /// Spread vowels and y (`ih`).
+    Spread,
+    /// Rounded vowels, w and r (`oh`, `ou`, `RR`).
+    Rounded,
+}
+
+impl VisemeClass {
+    pub const COUNT: usize = 8;
+    pub const ALL: [VisemeClass; 8] = [
+        VisemeClass::Closed,
+        VisemeClass::Sibilant,
+        VisemeClass::Dental,
+        VisemeClass::Tongue,
+        VisemeClass::Open,
+        VisemeClass::Mid,
+        VisemeClass::Spread,
+        VisemeClass::Rounded,
+    ];
+
+    pub fn of(v: Viseme) -> VisemeClass {
+        use VisemeClass as C;
+        match v {
+            Viseme::Sil | Viseme::PP => C::Closed,
+            Viseme::SS | Viseme::CH => C::Sibilant,
+            Viseme::FF | Viseme::TH => C::Dental,
+            Viseme::DD | Viseme::Kk | Viseme::Nn => C::Tongue,
+            Viseme::Aa => C::Open,
+            Viseme::E => C::Mid,
+            Viseme::Ih => C::Spread,
+            Viseme::Oh | Viseme::Ou | Viseme::RR => C::Rounded,
+        }
+    }
+
+    /// Lips apart.
+    pub fn is_open(self) -> bool {
+        self != VisemeClass::Closed
+    }
+
+    pub fn name(self) -> &'static str {
+        [
+            "closed", "sibilant", "dental", "tongue", "open", "mid", "spread", "rounded",
+        ][self as usize]
+    }
+}
+
+/// The class the face gives each frame of a phoneme timeline: frame `k` at `SampleTime::frame(k)`
+/// over `[0, end)`, through the face's own phone tables (`phonetics`, step 1 of the mouth chain);
+/// silence and gaps are `Closed`, a transparent phone (h, ʔ) takes `Closed` too.
+pub fn frame_classes(phonemes: &Timeline<Phoneme>, end: SampleTime, fps: u32) -> Vec<VisemeClass> {
+    let rate = phonemes.rate();
+    let (phones, _) = super::visemes::phones(phonemes);
+    let n = SampleTime::frames_in(end.get(), rate, fps);
+    (0..n)
+        .map(|k| {
+            let t = SampleTime::ZERO.frame(k, rate, fps);
+            phones
+                .at(t)
+                .map_or(VisemeClass::Closed, |p| VisemeClass::of(p.value.viseme))
+        })
+        .collect()
+}
+
+/// Per-frame classes from audio (one per 10 ms, frame `k` centred on `k * 10 ms`), the raw result of
+/// steps 1-2; [`phonemes_from_audio`] builds its timeline from these.
+pub fn classes_from_audio(
+    pcm: &[f32],
+    sample_rate: u32,
+    opts: &AudioLipsyncOptions,
+) -> Result<Vec<VisemeClass>, FromAudioError> {
+    Ok(analyze(pcm, sample_rate, opts)?.classes)
+}
+
+struct Analysis {
+    feats: Vec<FrameFeatures>,
+    norm: classify::Norm,
+    scores: Vec<[f32; VisemeClass::COUNT]>,
+    classes: Vec<VisemeClass>,
+}
+
+fn analyze(
+    pcm: &[f32],
+    sample_rate: u32,
+    opts: &AudioLipsyncOptions,
+) -> Result<Analysis, FromAudioError> {
+    if sample_rate == 0 {
+        return Err(FromAudioError::ZeroRate);
+    }
+    let pcm16 = crate::audio::resample(pcm, sample_rate, features::RATE);
+    let feats = Analyzer::new().analyze(&pcm16);
+    let norm = classify::Norm::of(&feats);
+    let scores = classify::scores(&feats, &norm);
+    let classes = classify::viterbi(&scores, opts.switch_cost);
+    Ok(Analysis {
+        feats,
+        norm,
+        scores,
+        classes,
+    })
+}
+
+/// Derive a phoneme timeline from a recording: `pcm` mono at `sample_rate` Hz. The timeline is at
+/// `sample_rate`, contiguous, and covers exactly `[0, pcm.len())` (empty for empty audio); feed it to
+/// the face like the voice's phonemes.
+pub fn phonemes_from_audio(
+    pcm: &[f32],
+    sample_rate: u32,
+    opts: &AudioLipsyncOptions,
+) -> Result<Timeline<Phoneme>, FromAudioError> {
+    let a = analyze(pcm, sample_rate, opts)?;
+    let len = pcm.len() as u64;
+    // Sample (at `sample_rate`) where frame k begins: frames are centred on k * 10 ms.
+    let hop = features::HOP as u64;
+    let edge = |k: usize| -> u64 {
+        if k == 0 {
+            return 0;
+        }
+        let at16 = k as u64 * hop - hop / 2;
+        ((at16 as u128 * sample_rate as u128 + features::RATE as u128 / 2) / features::RATE as u128)
+            .min(len as u128) as u64
+    };
+    let runs: Vec<(usize, usize, Phoneme)> = match &opts.transcript {
+        Some(words) if !words.is_empty() && !a.feats.is_empty() => align(&a, words)?,
+        _ => symbols(&a, opts),
+    };
+    let mut items: Vec<Timed<Phoneme>> = Vec::with_capacity(runs.len());
+    for (i, (from, _, ph)) in runs.iter().enumerate() {
+        let start = edge(*from);
+        let end = if i + 1 == runs.len() {
+            len
+        } else {
+            edge(runs[i + 1].0)
+        };
+        if end <= start {
+            continue;
+        }
+        let range = TimeRange::new(SampleTime(start), SampleTime(end))?;
+        // Merge a run into the previous one when rounding left it no samples of its own.
+        items.push(Timed::new(range, ph.clone()));
+    }
+    // Runs lost to rounding leave gaps; stretch each item to the next one's start so the timeline
+    // stays contiguous.
+    for i in 0..items.len() {
+        let next = if i + 1 < items.len() {
+            items[i + 1].start()
+        } else {
+            SampleTime(len)
+        };
+        let start = if i == 0 {
+            SampleTime::ZERO
+        } else {
+            items[i].start()
+        };
+        items[i].range = TimeRange::new(start, next)?;
+    }
+    Ok(Timeline::from_items(sample_rate, items)?)
+}
+
+/// Mean of a feature over frames `a..b` where it is present (non-zero).
+fn mean_of(feats: &[FrameFeatures], f: impl Fn(&FrameFeatures) -> f32) -> f32 {
+    let (mut s, mut n) = (0.0f32, 0usize);
+    for x in feats {
+        let v = f(x);
+        if v > 0.0 {
+            s += v;
+            n += 1;
+        }
+    }
+    if n == 0 { 0.0 } else { s / n as f32 }
+}
+
+/// Audio-only step 3: one phone per run of equal classes.
+fn symbols(a: &Analysis, opts: &AudioLipsyncOptions) -> Vec<(usize, usize, Phoneme)> {
+    let n = a.classes.len();
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for k in 1..=n {
+        if k == n || a.classes[k] != a.classes[start] {
+            runs.push((start, k));
+            start = k;
+        }
+    }
+    let pause_frames = (opts.pause_ms as usize).div_ceil(10);
+    let s = a.norm.scale;
+    runs.iter()
+        .map(|&(from, to)| {
+            let fs = &a.feats[from..to];
+            let f1 = mean_of(fs, |f| f.formants[0]) / s;
+            let f2 = mean_of(fs, |f| f.formants[1]) / s;
+            let f3 = mean_of(fs, |f| f.formants[2]) / s;
+            let centroid = mean_of(fs, |f| f.centroid);
+            let voiced = mean_of(fs, |f| f.voicing) > 0.6;
+            let loud = fs.iter().map(|f| f.energy_db).fold(f32::MIN, f32::max);
+            let stress = if loud >= a.norm.peak - 3.0 {
+                Stress::Primary
+            } else {
+                Stress::None
+            };
+            let sym = match a.classes[from] {
+                VisemeClass::Closed => {
+                    if from == 0 || to == n || to - from >= pause_frames {
+                        "_"
+                    } else {
+                        "p"
+                    }
+                }
+                VisemeClass::Sibilant => {
+                    if centroid > 4500.0 {
+                        "s"
+                    } else {
+                        "ʃ"
+                    }
+                }
+                VisemeClass::Dental => "f",
+                VisemeClass::Tongue => {
+                    if !voiced {
+                        "t"
+                    } else if f2 > 0.0 && f2 < 1000.0 {
+                        "l"
+                    } else {
+                        "n"
+                    }
+                }
+                VisemeClass::Open => {
+                    if f2 > 1500.0 {
+                        "æ"
+                    } else {
+                        "ɑ"
+                    }
+                }
+                VisemeClass::Mid => {
+                    if f1 > 480.0 {
+                        "ɛ"
+                    } else {
+                        "ə"
+                    }
+                }
+                VisemeClass::Spread => {
+                    if f2 > 1950.0 {
+                        "i"
+                    } else {
+                        "ɪ"
+                    }
+                }
+                VisemeClass::Rounded => {
+                    if f3 > 0.0 && f3 < 2000.0 && f3 - f2 < 700.0 {
+                        "ɹ"
+                    } else if f1 > 0.0 && f1 < 380.0 {
+                        "u"
+                    } else {
+                        "o"
+                    }
+                }
+            };
+            let vowel = matches!(
+                a.classes[from],
+                VisemeClass::Open | VisemeClass::Mid | VisemeClass::Spread | VisemeClass::Rounded
+            ) && sym != "ɹ";
+            let ph = if vowel {
+                Phoneme::stressed(sym, stress)
+            } else {
+                Phoneme::new(sym)
+            };
+            (from, to, ph)
+        })
+        .collect()
+}
+
+/// Transcript-aided step 3: align the expected phones (optional pauses between words and at both
+/// ends) to the frame scores with a left-to-right Viterbi, and return one run per phone that got
+/// frames.
+fn align(
+    a: &Analysis,
+    words: &[Vec<String>],
+) -> Result<Vec<(usize, usize, Phoneme)>, FromAudioError> {
+    // The state sequence: pause? (phones of word 1) pause? (phones of word 2) ... pause?
+    struct State {
+        phoneme: Phoneme,
+        class: VisemeClass,
+        optional: bool,
+    }
+    let pause = || State {
+        phoneme: Phoneme::new("_"),
+        class: VisemeClass::Closed,
+        optional: true,
+    };
+    let mut states = vec![pause()];
+    let mut parts = Vec::new();
+    for w in words {
+        for sym in w {
+            let ph = Phoneme::new(sym.clone());
+            if ph.is_silence() || phonetics::is_stress_mark(sym).is_some() {
+                continue;
+            }
+            if !phonetics::phones_of(sym, Stress::None, &mut parts) {
+                return Err(FromAudioError::UnknownPhone(sym.clone()));
+            }
+            // A transparent phone (h) takes whatever class the audio shows: score it by the best
+            // class.
+            let class = parts
+                .iter()
+                .find(|p| p.class != phonetics::PhoneClass::Transparent)
+                .map(|p| VisemeClass::of(p.viseme));
+            states.push(State {
+                phoneme: ph,
+                class: class.unwrap_or(VisemeClass::Closed),
+                optional: class.is_none(),
+            });
+        }
+        states.push(pause());
+    }
+    let n = a.scores.len();
+    let m = states.len();
+    let best_class = |t: usize| a.scores[t].iter().copied().fold(f32::MIN, f32::max);
+    let emit = |t: usize, s: &State| -> f32 {
+        if s.optional && s.class == VisemeClass::Closed && s.phoneme.symbol != "_" {
+            best_class(t)
+        } else {
+            a.scores[t][s.class as usize]
+        }
+    };
+    // cost[j]: best log score of frames 0..=t ending in state j. Moves: stay, next, or skip over
+    // optional states.
+    const NEG: f32 = f32::MIN / 4.0;
+    let mut cost = vec![NEG; m];
+    let mut back = vec![vec![0u32; m]; n];
+    // Frame 0 may start in the first state or any state reachable by skipping optional ones.
+    let mut j = 0;
+    loop {
+        cost[j] = emit(0, &states[j]);
+        back[0][j] = j as u32;
+        if !states[j].optional || j + 1 >= m {
+            break;
+        }
+        j += 1;
+    }
+    for t in 1..n {
+        let mut next = vec![NEG; m];
+        for j in 0..m {
+            // Stay.
+            let mut best = (cost[j], j);
+            // Advance from i < j where every state strictly between is optional.
+            let mut i = j;
+            while i > 0 {
+                i -= 1;
+                if cost[i] > best.0 {
+                    best = (cost[i], i);
+                }
+                if !states[i].optional {
+                    break;
+                }
+            }
+            if best.0 > NEG {
+                next[j] = best.0 + emit(t, &states[j]);
+                back[t][j] = best.1 as u32;
+            }
+        }
+        cost = next;
+    }
+    // End in the last state or any state after which only optional states remain.
+    let mut end = m - 1;
+    let mut j = m - 1;
+    loop {
+        if cost[j] > cost[end] {
+            end = j;
+        }
+        if j == 0 || !states[j].optional {
+            break;
+        }
+        j -= 1;
+    }
+    let mut path = vec![0usize; n];
+    let mut j = end;
+    for t in (0..n).rev() {
+        path[t] = j;
+        j = back[t][j] as usize;
+    }
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for t in 1..=n {
+        if t == n || path[t] != path[start] {
+            runs.push((start, t, states[path[start]].phoneme.clone()));
+            start = t;
+        }
+    }
+    Ok(runs)
+}
+
+/// Frame-level agreement between two class sequences of the same clip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agreement {
+    /// Frames compared (the shorter of the two).
+    pub frames: usize,
+    /// Share of frames where both agree on lips apart vs closed.
+    pub open_closed: f64,
+    /// Share of frames with the same [`VisemeClass`].
+    pub class: f64,
+}
+
+/// Compare `got` with `want` frame by frame (see [`frame_classes`]).
+pub fn agreement(got: &[VisemeClass], want: &[VisemeClass]) -> Agreement {
+    let n = got.len().min(want.len());
+    let (mut oc, mut cl) = (0usize, 0usize);
+    for (g, w) in got.iter().zip(want) {
+        oc += (g.is_open() == w.is_open()) as usize;
+        cl += (g == w) as usize;
+    }
+    let d = n.max(1) as f64;
+    Agreement {
+        frames: n,
+        open_closed: oc as f64 / d,
+        class: cl as f64 / d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn dump_features() {
+        let fx =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/speech");
+        for (wav, tg) in [
+            ("bobby.wav", "bobby_phones.TextGrid"),
+            ("mary.wav", "mary.TextGrid"),
+        ] {
+            let a = crate::audio::decode_file(fx.join(wav)).unwrap();
+            let rate = a.sample_rate;
+            let file = crate::face::read::read_path(&fx.join(tg), rate, None).unwrap();
+            let end = SampleTime(a.samples.len() as u64);
+            let want = frame_classes(&file.phonemes, end, 100);
+            let opts = AudioLipsyncOptions::default();
+            let tl = phonemes_from_audio(&a.samples, rate, &opts).unwrap();
+            let got = frame_classes(&tl, end, 100);
+            let raw = classes_from_audio(&a.samples, rate, &opts).unwrap();
+            let pcm = crate::audio::resample(&a.samples, rate, features::RATE);
+            let feats = Analyzer::new().analyze(&pcm);
+            println!("== {wav}");
+            for (k, f) in feats.iter().enumerate() {
+                let t = SampleTime((k as u64 * rate as u64) / 100);
+                let sym = file.phonemes.at(t).map_or("", |p| p.value.symbol.as_str());
+                let mine = tl.at(t).map_or("", |p| p.value.symbol.as_str());
+                println!(
+                    "{:4} {:5} {:9} {:9} {:4} {} e{:6.1} hi{:.2} c{:5.0} v{:.2} F {:4.0} {:4.0} {:4.0}",
+                    k,
+                    sym,
+                    want.get(k).map_or("-", |c| c.name()),
+                    got.get(k).map_or("-", |c| c.name()),
+                    mine,
+                    if want.get(k) == got.get(k) { " " } else { "X" },
+                    f.energy_db,
+                    f.high,
+                    f.centroid,
+                    f.voicing,
+                    f.formants[0],
+                    f.formants[1],
+                    f.formants[2]
+                );
+                let _ = raw.get(k);
+            }
+            println!("{wav}: {:?}", agreement(&got, &want));
+        }
+    }
+}
