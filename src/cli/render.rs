@@ -214,7 +214,8 @@ pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRender
         }
         let v = guard.as_mut().expect("loaded");
         v.reseed(options.seed);
-        let rig = Rig::find(&face.rig, Some(home.rigs_dir().as_path())).map_err(|e| e.to_string())?;
+        let rig =
+            Rig::find(&face.rig, Some(home.rigs_dir().as_path())).map_err(|e| e.to_string())?;
         script::render(
             script,
             v,

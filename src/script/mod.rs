@@ -27,7 +27,6 @@ pub mod live;
 pub mod output;
 pub mod parse;
 pub mod render;
-mod take;
 
 pub use output::{OutputError, write_dir};
 pub use parse::{

@@ -142,7 +142,7 @@ pub struct RenderOptions<'a> {
 pub enum RenderError {
     #[error(transparent)]
     Script(#[from] ScriptError),
-    #[error("recorded audio {}: {message}", path.display())]
+    #[error("recorded line: {message}")]
     Audio { path: PathBuf, message: String },
     #[error("alignment {}: {message}", path.display())]
     Alignment { path: PathBuf, message: String },
@@ -405,7 +405,7 @@ fn speak_line(
         words: speech.words,
         captions,
         marks: marks.into_iter().map(|(_, s, k)| (s, k)).collect(),
-        text: clean.trim().to_string(),
+        text: clean.split_whitespace().collect::<Vec<_>>().join(" "),
     })
 }
 
@@ -417,14 +417,15 @@ fn recorded_line(
     lipsync: &mut Option<&mut dyn LipSync>,
     warnings: &mut Vec<String>,
 ) -> Result<LineAudio, RenderError> {
-    let pcm = super::take::load(audio, rate).map_err(|message| RenderError::Audio {
+    let decoded = crate::audio::decode_file(audio).map_err(|e| RenderError::Audio {
         path: audio.to_path_buf(),
-        message,
+        message: e.to_string(),
     })?;
+    let pcm = crate::audio::resample(&decoded.samples, decoded.sample_rate, rate);
     if pcm.is_empty() {
         return Err(RenderError::Audio {
             path: audio.to_path_buf(),
-            message: "the take has no samples".into(),
+            message: format!("{} has no samples", audio.display()),
         });
     }
     let n = pcm.len() as u64;
@@ -433,7 +434,8 @@ fn recorded_line(
         Some(t) => TagParser::parse_all(t),
         None => (String::new(), Vec::new()),
     };
-    let transcript = clean.trim();
+    let transcript = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    let transcript = transcript.as_str();
     let (mut phonemes, mut words) = match alignment {
         Some(p) => {
             let file =
@@ -452,7 +454,7 @@ fn recorded_line(
                     .phonemes(&pcm, rate, (!transcript.is_empty()).then_some(transcript))
                     .map_err(|message| RenderError::Audio {
                         path: audio.to_path_buf(),
-                        message: format!("lip sync failed: {message}"),
+                        message: format!("lip sync of {} failed: {message}", audio.display()),
                     })?,
                 None => {
                     warnings.push(format!(
