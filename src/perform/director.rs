@@ -244,7 +244,7 @@ impl Director {
                 .into_iter()
                 .filter(|f| f.at.get() < len)
                 .map(|mut f| {
-                    f.at = f.at + s0.get();
+                    f.at += s0.get();
                     f
                 })
                 .collect();
@@ -505,6 +505,68 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn rendered_pieces_play_back_to_back_with_their_own_frames() {
+        let mut d = director();
+        let mut out = vec![];
+        d.advance(SampleTime(1000), &mut out);
+        let start = d.horizon();
+        d.begin(7, &mut out);
+        let frame = |at: u64| FaceFrame {
+            at: SampleTime(at),
+            weights: vec![0.5],
+            head: glam::Quat::IDENTITY,
+            eyes: [0.0; 4],
+        };
+        let cue = |at: u64| Cue {
+            kind: CueKind::Action,
+            name: "nod".into(),
+            intensity: 1.0,
+            at: SampleTime(at),
+        };
+        d.schedule_rendered(
+            7,
+            vec![
+                RenderedPiece {
+                    pcm: vec![0.1; 1000],
+                    frames: vec![frame(0), frame(500)],
+                    cues: vec![cue(10)],
+                    caption: Some(("Hi.".into(), vec![])),
+                },
+                RenderedPiece {
+                    pcm: vec![0.0; 300],
+                    frames: vec![frame(100), frame(300)],
+                    cues: vec![],
+                    caption: None,
+                },
+            ],
+        );
+        d.schedule_rendered(99, vec![]);
+        d.end(7, &mut out);
+        d.advance(start + 5000, &mut out);
+        let audio = audio_of(&out, 7);
+        assert_eq!(audio.iter().map(|a| a.1).sum::<usize>(), 1300);
+        assert_eq!(audio[0].0, start.get());
+        let s = start.get();
+        // The frame at 300 of the second piece is past its end: dropped.
+        assert_eq!(frames_of(&out, 7), [s, s + 500, s + 1100]);
+        let cues: Vec<u64> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Cue(c) => Some(c.cue.at.get()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cues, [s + 10]);
+        let captions = out
+            .iter()
+            .filter(|e| matches!(e, Event::Caption(c) if c.text == "Hi."))
+            .count();
+        assert_eq!(captions, 1);
+        assert_eq!(d.state(), PerformState::Idle);
+        assert_eq!(d.take_records()[0].text, "Hi.");
     }
 
     #[test]

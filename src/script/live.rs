@@ -168,9 +168,10 @@ pub fn items(perf: &Performance, chunk: u64) -> Vec<Item> {
 /// Renders scripts for the server's `perform` message (the server cannot load voices itself; `idol
 /// serve` plugs one in). Cheap to clone.
 #[derive(Clone)]
-pub struct ScriptRenderer(
-    pub std::sync::Arc<dyn Fn(&Script) -> Result<Performance, String> + Send + Sync>,
-);
+pub struct ScriptRenderer(pub std::sync::Arc<RenderFn>);
+
+/// What a [`ScriptRenderer`] calls.
+pub type RenderFn = dyn Fn(&Script) -> Result<Performance, String> + Send + Sync;
 
 impl ScriptRenderer {
     pub fn new(f: impl Fn(&Script) -> Result<Performance, String> + Send + Sync + 'static) -> Self {

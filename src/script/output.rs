@@ -164,11 +164,12 @@ pub fn events_jsonl(events: &[ScriptEvent], rate: u32) -> String {
     out
 }
 
+/// Output files by name.
+pub type Files = Vec<(&'static str, Vec<u8>)>;
+
 /// Every output file as bytes; `frames.csv` is absent when the rig lacks ARKit channels (the reason
 /// is returned).
-pub fn files(
-    perf: &Performance,
-) -> Result<(Vec<(&'static str, Vec<u8>)>, Option<String>), OutputError> {
+pub fn files(perf: &Performance) -> Result<(Files, Option<String>), OutputError> {
     let mut out = Vec::with_capacity(FILES.len());
     out.push((
         "performance.wav",

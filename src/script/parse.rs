@@ -289,7 +289,7 @@ impl Ctx<'_> {
             toml::Value::String(s) => parse_time(s).ok_or_else(bad)?,
             _ => return Err(bad()),
         };
-        if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
             return Err(bad());
         }
         Ok(secs)
@@ -689,9 +689,9 @@ impl RawScript {
                             ));
                         }
                     }
-                    if r.rate.is_some() {
+                    if let Some(rate) = &r.rate {
                         return Err(ctx.at(
-                            r.rate.as_ref().expect("checked").span(),
+                            rate.span(),
                             &f("rate"),
                             "a recorded line keeps its own pace: rate applies to spoken lines only",
                         ));
