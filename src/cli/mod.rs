@@ -39,7 +39,8 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Show what is configured and found, with sizes, licences and what to do about anything missing.
     Check(check::CheckArgs),
-    /// Turn a phoneme timeline (TextGrid, HTK/HTS .lab, JSON) into face frames for a rig.
+    /// Turn a recording (WAV, MP3, FLAC, Ogg) or a phoneme timeline (TextGrid, HTK/HTS .lab, JSON)
+    /// into face frames for a rig.
     Lipsync(lipsync::LipsyncArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),

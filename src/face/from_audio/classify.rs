@@ -2,15 +2,18 @@
 //!
 //! Each frame gets a log score per class from soft (logistic) evidence:
 //! - *closure*: the frame is well below the loudest frame within ±150 ms (a stop's closure, a nasal's
-//!   murmur between vowels, a pause) or below the utterance's floor, and it carries no frication;
+//!   murmur between vowels, a pause), or close to the utterance's floor, or 28 dB under its loud
+//!   level, and it carries no frication;
 //! - *frication*: more than about a third of the power above 4 kHz, clear of the noise floor;
 //!   sibilants (s, sh) are loud and centred high, f/v/th weak and flat;
 //! - *tongue* consonants (n, l, d): voiced, a few dB under the neighbouring vowels, a low spectral
 //!   centroid and a low first formant;
 //! - *vowels*: the first three formants after speaker normalisation (all formants divided by the
-//!   ratio of the utterance's median F1+F2+F3 to that of an adult male voice, 500+1500+2500 Hz) are
-//!   scored against one prototype per class (open: high F1; mid; spread: low F1, high F2; rounded:
-//!   low F2, or a low F3 close to F2, the mark of r-colouring).
+//!   ratio of the utterance's median F1+F2+F3 to that of an adult male voice, about 4450 Hz, when it
+//!   is higher) are scored against one Gaussian prototype per class, placed from the classic
+//!   American English vowel measurements (Peterson & Barney 1952, men): open (ɑ æ ʌ: F1 700,
+//!   F2 1250), mid (ɛ ə: 520, 1650), spread (i ɪ: 330, 2100), rounded (u ʊ o ɔ: 450, 900) or a low
+//!   F3 close to F2, the mark of r-colouring, which also counts against the other vowels.
 //!
 //! A Viterbi pass over the frames with a fixed cost per class change then picks the best class
 //! sequence, which suppresses single-frame flicker and makes every segment at least a few frames long
@@ -55,7 +58,9 @@ impl Norm {
             .map(|f| f.formants.iter().sum())
             .collect();
         let scale = if sums.len() >= 5 {
-            (percentile(&mut sums, 0.5) / 4500.0).clamp(0.85, 1.35)
+            // Only ever scale up (higher voices): a short line full of r, l and back vowels has a low
+            // median without a longer vocal tract.
+            (percentile(&mut sums, 0.5) / 4450.0).clamp(1.0, 1.4)
         } else {
             1.0
         };
@@ -84,7 +89,9 @@ pub fn scores(feats: &[FrameFeatures], norm: &Norm) -> Vec<[f32; VisemeClass::CO
         .map(|(f, &lmax)| {
             let drop = lmax.min(norm.peak) - f.energy_db;
             let above_floor = f.energy_db - norm.floor;
-            let quiet = sig((drop - 10.0) / 2.0).max(sig((6.0 - above_floor) / 2.0));
+            let quiet = sig((drop - 10.0) / 2.0)
+                .max(sig((6.0 - above_floor) / 2.0))
+                .max(sig((norm.peak - 28.0 - f.energy_db) / 2.5));
             let audible = sig((above_floor - 8.0) / 2.0);
             let fric = sig((f.high - 0.35) / 0.07) * audible;
             let strong = sig((f.centroid - 3500.0) / 400.0) * sig((14.0 - drop) / 2.5);
@@ -119,15 +126,14 @@ pub fn scores(feats: &[FrameFeatures], norm: &Norm) -> Vec<[f32; VisemeClass::CO
                     0.0
                 };
             let vowel = (sonorant * (1.0 - 0.7 * murmur) + eps).ln();
-            out[VisemeClass::Open as usize] = vowel + proto(740.0, 110.0, 1200.0, 300.0);
-            out[VisemeClass::Mid as usize] = vowel + proto(520.0, 100.0, 1500.0, 250.0);
-            out[VisemeClass::Spread as usize] = vowel + proto(320.0, 90.0, 2050.0, 280.0);
-            out[VisemeClass::Rounded as usize] = vowel
-                + proto(430.0, 110.0, 850.0, 200.0).max(if rhotic > 0.5 {
-                    (rhotic + eps).ln()
-                } else {
-                    -100.0
-                });
+            // A low F3 close to F2 is r-colouring: evidence for the rounded class (r, er) and
+            // against the others.
+            let plain = (1.0 - 0.8 * rhotic).ln();
+            out[VisemeClass::Open as usize] = vowel + plain + proto(700.0, 110.0, 1250.0, 350.0);
+            out[VisemeClass::Mid as usize] = vowel + plain + proto(520.0, 90.0, 1650.0, 300.0);
+            out[VisemeClass::Spread as usize] = vowel + plain + proto(330.0, 80.0, 2100.0, 300.0);
+            out[VisemeClass::Rounded as usize] =
+                vowel + proto(450.0, 120.0, 900.0, 180.0).max((rhotic + eps).ln());
             out
         })
         .collect()

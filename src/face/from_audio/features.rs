@@ -6,7 +6,7 @@
 //! three formants from a 16th-order LPC model (autocorrelation method, Levinson-Durbin, on the
 //! pre-emphasised frame; the poles are the roots of the predictor polynomial found with the
 //! Durand-Kerner iteration; a pole is a formant when it lies above 150 Hz with a bandwidth under
-//! 500 Hz).
+//! 500 Hz); each formant track is then median-filtered over five frames.
 
 pub const RATE: u32 = 16_000;
 pub const HOP: usize = 160;
@@ -114,7 +114,7 @@ impl Analyzer {
         let mut re = vec![0.0f32; NFFT];
         let mut im = vec![0.0f32; NFFT];
         let mut power = vec![0.0f32; NFFT / 2 + 1];
-        (0..n)
+        let mut out: Vec<FrameFeatures> = (0..n)
             .map(|k| {
                 let centre = (k * HOP) as i64;
                 for (i, f) in frame.iter_mut().enumerate() {
@@ -127,7 +127,9 @@ impl Analyzer {
                 }
                 self.frame(&frame, &mut re, &mut im, &mut power)
             })
-            .collect()
+            .collect();
+        smooth_formants(&mut out);
+        out
     }
 
     fn frame(&self, x: &[f32], re: &mut [f32], im: &mut [f32], power: &mut [f32]) -> FrameFeatures {
@@ -185,6 +187,29 @@ impl Analyzer {
             voicing: voicing(x, mean),
             formants: formants(x, &self.window),
             mfcc,
+        }
+    }
+}
+
+/// Median of five frames for each formant track (over the frames where it was found): LPC picks a
+/// spurious pole now and then, which shifts the numbering for one frame.
+fn smooth_formants(feats: &mut [FrameFeatures]) {
+    let raw: Vec<[f32; 3]> = feats.iter().map(|f| f.formants).collect();
+    for (k, f) in feats.iter_mut().enumerate() {
+        if raw[k][0] == 0.0 {
+            continue;
+        }
+        for i in 0..3 {
+            let mut v: Vec<f32> = raw[k.saturating_sub(2)..(k + 3).min(raw.len())]
+                .iter()
+                .map(|r| r[i])
+                .filter(|&x| x > 0.0)
+                .collect();
+            if v.is_empty() {
+                continue;
+            }
+            v.sort_by(f32::total_cmp);
+            f.formants[i] = v[v.len() / 2];
         }
     }
 }

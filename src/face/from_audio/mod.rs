@@ -45,8 +45,6 @@ use crate::time::{SampleTime, TimeRange, Timed, Timeline};
 pub enum FromAudioError {
     #[error("the audio's sample rate must be positive (got 0)")]
     ZeroRate,
-    #[error("transcript phone `{0}` is not in the face's phone tables")]
-    UnknownPhone(String),
     #[error(transparent)]
     Time(#[from] crate::time::TimeError),
 }
@@ -66,7 +64,7 @@ pub struct AudioLipsyncOptions {
 impl Default for AudioLipsyncOptions {
     fn default() -> Self {
         AudioLipsyncOptions {
-            switch_cost: 4.0,
+            switch_cost: 6.0,
             pause_ms: 180,
             transcript: None,
         }
@@ -150,6 +148,9 @@ pub fn frame_classes(phonemes: &Timeline<Phoneme>, end: SampleTime, fps: u32) ->
         .collect()
 }
 
+/// Shortest phone in transcript alignment, in 10 ms frames.
+pub const MIN_PHONE_FRAMES: usize = 3;
+
 /// Per-frame classes from audio (one per 10 ms, frame `k` centred on `k * 10 ms`), the raw result of
 /// steps 1-2; [`phonemes_from_audio`] builds its timeline from these.
 pub fn classes_from_audio(
@@ -209,7 +210,9 @@ pub fn phonemes_from_audio(
             .min(len as u128) as u64
     };
     let runs: Vec<(usize, usize, Phoneme)> = match &opts.transcript {
-        Some(words) if !words.is_empty() && !a.feats.is_empty() => align(&a, words)?,
+        Some(words) if !words.is_empty() && !a.feats.is_empty() => {
+            align(&a, words, opts.switch_cost)?
+        }
         _ => symbols(&a, opts),
     };
     let mut items: Vec<Timed<Phoneme>> = Vec::with_capacity(runs.len());
@@ -356,24 +359,17 @@ fn symbols(a: &Analysis, opts: &AudioLipsyncOptions) -> Vec<(usize, usize, Phone
 }
 
 /// Transcript-aided step 3: align the expected phones (optional pauses between words and at both
-/// ends) to the frame scores with a left-to-right Viterbi, and return one run per phone that got
-/// frames.
+/// ends) to the frame scores with a left-to-right Viterbi in which every phone lasts at least
+/// [`MIN_PHONE_FRAMES`] frames (when the audio is long enough for that), and return one run per phone.
 fn align(
     a: &Analysis,
     words: &[Vec<String>],
+    pause_cost: f32,
 ) -> Result<Vec<(usize, usize, Phoneme)>, FromAudioError> {
-    // The state sequence: pause? (phones of word 1) pause? (phones of word 2) ... pause?
-    struct State {
-        phoneme: Phoneme,
-        class: VisemeClass,
-        optional: bool,
-    }
-    let pause = || State {
-        phoneme: Phoneme::new("_"),
-        class: VisemeClass::Closed,
-        optional: true,
-    };
-    let mut states = vec![pause()];
+    // One entry per expected phone: its phoneme, the class that scores it (None: the best class,
+    // for transparent phones like h), whether it may be skipped (pauses).
+    let mut phones: Vec<(Phoneme, Option<VisemeClass>, bool)> =
+        vec![(Phoneme::new("_"), Some(VisemeClass::Closed), true)];
     let mut parts = Vec::new();
     for w in words {
         for sym in w {
@@ -381,98 +377,167 @@ fn align(
             if ph.is_silence() || phonetics::is_stress_mark(sym).is_some() {
                 continue;
             }
-            if !phonetics::phones_of(sym, Stress::None, &mut parts) {
-                return Err(FromAudioError::UnknownPhone(sym.clone()));
-            }
-            // A transparent phone (h) takes whatever class the audio shows: score it by the best
-            // class.
+            // A symbol the tables do not know is scored like a transparent phone.
+            phonetics::phones_of(sym, Stress::None, &mut parts);
             let class = parts
                 .iter()
                 .find(|p| p.class != phonetics::PhoneClass::Transparent)
                 .map(|p| VisemeClass::of(p.viseme));
-            states.push(State {
-                phoneme: ph,
-                class: class.unwrap_or(VisemeClass::Closed),
-                optional: class.is_none(),
-            });
+            phones.push((ph, class, false));
         }
-        states.push(pause());
+        phones.push((Phoneme::new("_"), Some(VisemeClass::Closed), true));
     }
     let n = a.scores.len();
+    let required = phones.iter().filter(|p| !p.2).count();
+    let min_len = (n / required.max(1)).clamp(1, MIN_PHONE_FRAMES);
+    // Expanded states: a phone is a chain of `min_len` states, the last one looping; a pause is one
+    // looping state that may be skipped.
+    struct State {
+        phone: usize,
+        looping: bool,
+        skippable: bool,
+    }
+    let mut states = Vec::new();
+    for (i, p) in phones.iter().enumerate() {
+        let len = if p.2 { 1 } else { min_len };
+        for k in 0..len {
+            states.push(State {
+                phone: i,
+                looping: k + 1 == len,
+                skippable: p.2,
+            });
+        }
+    }
     let m = states.len();
-    let best_class = |t: usize| a.scores[t].iter().copied().fold(f32::MIN, f32::max);
     let emit = |t: usize, s: &State| -> f32 {
-        if s.optional && s.class == VisemeClass::Closed && s.phoneme.symbol != "_" {
-            best_class(t)
-        } else {
-            a.scores[t][s.class as usize]
+        match phones[s.phone].1 {
+            Some(c) => a.scores[t][c as usize],
+            None => a.scores[t].iter().copied().fold(f32::MIN, f32::max),
         }
     };
-    // cost[j]: best log score of frames 0..=t ending in state j. Moves: stay, next, or skip over
-    // optional states.
     const NEG: f32 = f32::MIN / 4.0;
     let mut cost = vec![NEG; m];
     let mut back = vec![vec![0u32; m]; n];
-    // Frame 0 may start in the first state or any state reachable by skipping optional ones.
-    let mut j = 0;
-    loop {
-        cost[j] = emit(0, &states[j]);
+    // Frame 0 starts in the first state or, skipping the opening pause, the one after it.
+    for (j, st) in states.iter().enumerate() {
+        cost[j] = emit(0, st);
         back[0][j] = j as u32;
-        if !states[j].optional || j + 1 >= m {
+        if !st.skippable {
             break;
         }
-        j += 1;
     }
-    for t in 1..n {
-        let mut next = vec![NEG; m];
+    let mut next = vec![NEG; m];
+    for (t, row) in back.iter_mut().enumerate().skip(1) {
+        next.fill(NEG);
         for j in 0..m {
-            // Stay.
-            let mut best = (cost[j], j);
-            // Advance from i < j where every state strictly between is optional.
+            let mut best = if states[j].looping {
+                (cost[j], j)
+            } else {
+                (NEG, j)
+            };
+            // From the state before, or from further back over skippable states.
             let mut i = j;
             while i > 0 {
                 i -= 1;
                 if cost[i] > best.0 {
                     best = (cost[i], i);
                 }
-                if !states[i].optional {
+                if !states[i].skippable {
                     break;
                 }
             }
             if best.0 > NEG {
-                next[j] = best.0 + emit(t, &states[j]);
-                back[t][j] = best.1 as u32;
+                // Entering a pause between words costs as much as a class change does in the
+                // audio-only decode, so pauses are inserted only where the audio shows one.
+                let enter = if best.1 != j && states[j].skippable && j + 1 != m {
+                    pause_cost
+                } else {
+                    0.0
+                };
+                row[j] = best.1 as u32;
+                next[j] = best.0 - enter + emit(t, &states[j]);
             }
         }
-        cost = next;
+        std::mem::swap(&mut cost, &mut next);
     }
-    // End in the last state or any state after which only optional states remain.
+    // End in the last state, or in the last state of the last phone when the closing pause is
+    // skipped.
     let mut end = m - 1;
-    let mut j = m - 1;
-    loop {
-        if cost[j] > cost[end] {
-            end = j;
-        }
-        if j == 0 || !states[j].optional {
-            break;
-        }
-        j -= 1;
+    if m >= 2 && states[m - 1].skippable && cost[m - 2] > cost[m - 1] {
+        end = m - 2;
     }
     let mut path = vec![0usize; n];
     let mut j = end;
     for t in (0..n).rev() {
-        path[t] = j;
+        path[t] = states[j].phone;
         j = back[t][j] as usize;
     }
     let mut runs = Vec::new();
     let mut start = 0;
     for t in 1..=n {
         if t == n || path[t] != path[start] {
-            runs.push((start, t, states[path[start]].phoneme.clone()));
+            runs.push((start, t, phones[path[start]].0.clone()));
             start = t;
         }
     }
     Ok(runs)
+}
+
+/// The phones of a phonemized transcript, one `Vec` per word, for
+/// [`AudioLipsyncOptions::transcript`]: each word's IPA is split into the symbols the face's phone
+/// tables know (longest match first; stress marks stay on the next symbol, length and other marks on
+/// the one before); punctuation is dropped.
+pub fn transcript_phones(tokens: &[crate::phonemize::PhonToken]) -> Vec<Vec<String>> {
+    tokens
+        .iter()
+        .filter_map(|t| match t {
+            crate::phonemize::PhonToken::Word { ipa, .. } => Some(split_ipa_word(ipa)),
+            crate::phonemize::PhonToken::Punct(_) => None,
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Split one word's IPA into phone symbols.
+pub fn split_ipa_word(ipa: &str) -> Vec<String> {
+    let chars: Vec<char> = ipa
+        .chars()
+        .filter(|c| !matches!(c, '\u{200d}' | '\u{200c}' | '\u{361}'))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut stress = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, 'ˈ' | 'ˌ') {
+            stress.push(c);
+            i += 1;
+            continue;
+        }
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let took = (1..=3.min(chars.len() - i))
+            .rev()
+            .find(|&n| phonetics::ipa(&chars[i..i + n].iter().collect::<String>()).is_some());
+        match took {
+            Some(n) => {
+                let mut sym = std::mem::take(&mut stress);
+                sym.extend(&chars[i..i + n]);
+                out.push(sym);
+                i += n;
+            }
+            None => {
+                match out.last_mut() {
+                    Some(last) => last.push(c),
+                    None => out.push(c.to_string()),
+                }
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Frame-level agreement between two class sequences of the same clip.
@@ -549,7 +614,28 @@ mod tests {
                 );
                 let _ = raw.get(k);
             }
-            println!("{wav}: {:?}", agreement(&got, &want));
+            let pcm16 = crate::audio::resample(&a.samples, rate, features::RATE);
+            let norm = classify::Norm::of(&Analyzer::new().analyze(&pcm16));
+            println!("{wav}: {:?} {norm:?}", agreement(&got, &want));
+            let words: Vec<Vec<String>> = if wav == "bobby.wav" {
+                "B AA1 B IY0|R IH1 P T|DH AH0|L EH1 JH ER0"
+            } else {
+                "m ɛ ɹ i|ɹ oʊ l d|ð ə|b æ ɹ ə l"
+            }
+            .split('|')
+            .map(|w| w.split(' ').map(String::from).collect())
+            .collect();
+            let topts = AudioLipsyncOptions {
+                transcript: Some(words),
+                ..AudioLipsyncOptions::default()
+            };
+            let tl = phonemes_from_audio(&a.samples, rate, &topts).unwrap();
+            let got = frame_classes(&tl, end, 100);
+            println!("{wav} with transcript: {:?}", agreement(&got, &want));
+            for it in tl.iter() {
+                print!("{}@{:.2} ", it.value.symbol, it.start().as_secs_f64(rate));
+            }
+            println!();
         }
     }
 }
