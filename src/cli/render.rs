@@ -151,10 +151,10 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
 
 pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
-    let cpu0 = cpu_time();
     let mut p = prepare(env, &args.common)?;
     let t_load = t0.elapsed();
     let t1 = Instant::now();
+    let cpu0 = cpu_time();
     let perf = render(&mut p, args.quiet)?;
     let (files, skipped) = script::output::files(&perf)?;
     if let Some(s) = skipped {
@@ -163,6 +163,13 @@ pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let wall = t1.elapsed().as_secs_f64();
     let written = script::write_dir(&args.out, &files)
         .with_context(|| format!("writing {}", args.out.display()))?;
+    // A file this render did not make (frames.csv for a rig without ARKit channels) must not be
+    // left over from an earlier render.
+    for name in script::output::FILES {
+        if !files.iter().any(|(n, _)| *n == name) {
+            let _ = std::fs::remove_file(args.out.join(name));
+        }
+    }
     let dur = perf.duration_secs();
     let cpu = cpu_time().map(|c| c - cpu0.unwrap_or(0.0));
     eprintln!(
@@ -174,7 +181,7 @@ pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         perf.frames.rig(),
         wall,
         dur / wall.max(1e-9),
-        cpu.map(|c| format!(", {c:.2} s CPU in all"))
+        cpu.map(|c| format!(" ({c:.2} s CPU, {:.1}x)", dur / c.max(1e-9)))
             .unwrap_or_default(),
         t_load.as_secs_f64(),
     );
