@@ -631,3 +631,36 @@ mod server {
         assert_eq!(captions, ["Hello everyone!", "Welcome.", "Let's begin."]);
     }
 }
+
+#[test]
+fn the_example_script_renders() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/intro.script.toml");
+    let s = Script::load(&path).unwrap();
+    let p = script::render(
+        &s,
+        &mut voice(s.defaults.seed.unwrap()),
+        RenderOptions {
+            rig: Rig::builtin("arkit52").unwrap(),
+            fps: s.defaults.fps.unwrap(),
+            seed: s.defaults.seed.unwrap(),
+            rate: s.defaults.rate,
+            lipsync: None,
+            progress: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(p.lines.len(), 5);
+    assert_eq!(p.lines[3].range.start().get(), samples(14.0));
+    // The recorded take (bobby.wav) lasts as long as its alignment says, to the sample.
+    assert!(p.lines[4].recorded);
+    assert_eq!(p.lines[4].range.len(), samples(1.194625));
+    // Only the body gesture is unknown to the face.
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("action `wave`"));
+    let events = p
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, ScriptEventKind::Event { .. }))
+        .count();
+    assert_eq!(events, 3);
+}
