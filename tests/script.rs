@@ -358,6 +358,60 @@ text = "Bobby ripped the ledger."
 }
 
 #[test]
+fn recorded_lines_without_alignment_are_lip_synced_from_the_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(data("bobby.wav"), dir.path().join("take.wav")).unwrap();
+    let src = r#"
+[[line]]
+audio = "take.wav"
+[[line]]
+audio = "take.wav"
+text = "Bobby ripped the ledger."
+"#;
+    let s = Script::parse(src, &dir.path().join("t.script.toml"), dir.path()).unwrap();
+    let mut lipsync =
+        script::AudioLipSync::new(Some(Arc::new(EnglishPhonemizer::load(&home()).unwrap())));
+    let p = script::render(
+        &s,
+        &mut voice(7),
+        RenderOptions {
+            rig: Rig::builtin("arkit52").unwrap(),
+            fps: 60,
+            seed: 7,
+            rate: None,
+            lipsync: Some(&mut lipsync),
+            progress: None,
+        },
+    )
+    .unwrap();
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("no alignment")),
+        "{:?}",
+        p.warnings
+    );
+    let jaw = p.frames.channel("jawOpen").unwrap();
+    let close = p.frames.channel("mouthClose").unwrap();
+    for line in &p.lines {
+        // The 48 kHz take keeps its duration at the voice's rate.
+        assert_eq!(line.range.len(), (57_342u64 * 22_050 + 24_000) / 48_000);
+        let inside: Vec<usize> = p
+            .frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| line.range.contains(f.at))
+            .map(|(k, _)| k)
+            .collect();
+        // The mouth opens for the vowels and closes again for "b", "p" and the pauses.
+        let open = inside.iter().map(|&k| jaw[k]).fold(0.0f32, f32::max);
+        assert!(open > 0.2, "jaw never opens: {open}");
+        let opened_then_closed = inside
+            .windows(2)
+            .any(|w| jaw[w[0]] > 0.15 && jaw[w[1]] < jaw[w[0]] * 0.5 || close[w[1]] > 0.3);
+        assert!(opened_then_closed, "the mouth never closes again");
+    }
+}
+
+#[test]
 fn bad_scripts_give_positioned_errors() {
     let dir = tempfile::tempdir().unwrap();
     let e = |src: &str| match render_in(dir.path(), src) {

@@ -64,6 +64,8 @@ pub struct Prepared {
     pub fps: u32,
     pub seed: u64,
     pub rate: Option<f32>,
+    /// For aligning recorded lines' transcripts in audio lip sync.
+    pub phonemizer: Arc<EnglishPhonemizer>,
 }
 
 /// Load the script, the voice and the rig.
@@ -92,7 +94,12 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
         seed: seed.unwrap_or(vc.seed),
     };
     let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
-    let voice = PiperVoice::load(&voice_path, &home.ort_library(), phonemizer, &options)?;
+    let voice = PiperVoice::load(
+        &voice_path,
+        &home.ort_library(),
+        phonemizer.clone(),
+        &options,
+    )?;
     let rig_name = args
         .rig
         .as_deref()
@@ -110,6 +117,7 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
         script,
         rig,
         fps,
+        phonemizer,
     })
 }
 
@@ -129,6 +137,8 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
         b
     };
     let mut progress = |done: usize, _total: usize| bar.set_position(done as u64);
+    // Recorded lines without an alignment file get their mouth from the audio itself.
+    let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
     let perf = script::render(
         &p.script,
         &mut p.voice,
@@ -137,7 +147,7 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
             fps: p.fps,
             seed: p.seed,
             rate: p.rate,
-            lipsync: None,
+            lipsync: Some(&mut lipsync),
             progress: Some(&mut progress),
         },
     );

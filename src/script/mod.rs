@@ -33,6 +33,6 @@ pub use parse::{
     Anchor, Defaults, Line, LineKind, Look, PassEvent, Pos, Script, ScriptError, Timing,
 };
 pub use render::{
-    CaptionCue, LineVoice, LipSync, Performance, PiperLineVoice, PlacedLine, RenderError,
-    RenderOptions, ScriptEvent, ScriptEventKind, Style, SynthLineVoice, render,
+    AudioLipSync, CaptionCue, LineVoice, LipSync, Performance, PiperLineVoice, PlacedLine,
+    RenderError, RenderOptions, ScriptEvent, ScriptEventKind, Style, SynthLineVoice, render,
 };

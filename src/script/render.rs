@@ -122,6 +122,42 @@ pub trait LipSync {
     ) -> Result<Timeline<Phoneme>, String>;
 }
 
+/// [`LipSync`] from the audio itself (`crate::face::from_audio`): spectral classes decoded to phones,
+/// aligned to the transcript's expected phones when a transcript and a phonemizer are given.
+pub struct AudioLipSync {
+    phonemizer: Option<std::sync::Arc<dyn crate::phonemize::Phonemize>>,
+    options: crate::face::from_audio::AudioLipsyncOptions,
+}
+
+impl AudioLipSync {
+    /// `phonemizer` turns a transcript into the phones to align (without one, transcripts are ignored
+    /// and the audio alone decides).
+    pub fn new(phonemizer: Option<std::sync::Arc<dyn crate::phonemize::Phonemize>>) -> Self {
+        AudioLipSync {
+            phonemizer,
+            options: Default::default(),
+        }
+    }
+}
+
+impl LipSync for AudioLipSync {
+    fn phonemes(
+        &mut self,
+        audio: &[f32],
+        rate: u32,
+        transcript: Option<&str>,
+    ) -> Result<Timeline<Phoneme>, String> {
+        let mut opts = self.options.clone();
+        if let (Some(text), Some(ph)) = (transcript, &self.phonemizer) {
+            // A transcript the phonemizer cannot read leaves the audio alone to decide.
+            if let Ok(tokens) = ph.phonemize(text) {
+                opts.transcript = Some(crate::face::from_audio::transcript_phones(&tokens));
+            }
+        }
+        crate::face::from_audio::phonemes_from_audio(audio, rate, &opts).map_err(|e| e.to_string())
+    }
+}
+
 /// What a render needs besides the script and the voice.
 pub struct RenderOptions<'a> {
     pub rig: Rig,
