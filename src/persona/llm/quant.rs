@@ -546,6 +546,97 @@ mod x86 {
         };
     }
 
+    /// The batch tile with 512-bit registers (AVX-512 VNNI): each register holds the 8 accumulator lanes
+    /// of two activation rows side by side, so one `vpdpbusd` serves two tokens. Every lane sees the
+    /// same operations in the same order as in the 256-bit tile, so the results are the same floats.
+    macro_rules! batch_tile_zmm {
+        ($name:ident, $nr:literal, $rows:tt) => {
+            #[inline(always)]
+            unsafe fn $name<const K: u8, const V: bool>(
+                w: *const u8,
+                row_bytes: usize,
+                a: *const u8,
+                nb: usize,
+            ) -> [[f32; 4]; $nr] {
+                unsafe {
+                    let bb = wt(K).block_bytes();
+                    let mut acc = [[_mm512_setzero_ps(); 2]; $nr];
+                    let mut summs = [_mm_setzero_ps(); $nr];
+                    let mut wp = [w; $nr];
+                    unroll!(R in $rows {
+                        wp[R] = w.wrapping_add(R * row_bytes);
+                    });
+                    let idx = [
+                        _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                        _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
+                    ];
+                    let mut ap = a;
+                    for _ in 0..nb {
+                        let d4 = _mm512_castps128_ps512(_mm_loadu_ps(ap as *const f32));
+                        let s4 = _mm_loadu_ps(ap.wrapping_add(16) as *const f32);
+                        let mut y = [_mm512_setzero_si512(); 2];
+                        let mut da = [_mm512_setzero_ps(); 2];
+                        unroll!(C in [0, 1] {
+                            da[C] = _mm512_permutexvar_ps(idx[C], d4);
+                            y[C] = _mm512_loadu_si512(ap.wrapping_add(32 + 64 * C) as *const _);
+                        });
+                        ap = ap.wrapping_add(4 * ABLOCK);
+                        unroll!(R in $rows {
+                            let p = wp[R];
+                            wp[R] = p.wrapping_add(bb);
+                            let x = load_w::<K>(p);
+                            let x = _mm512_inserti64x4(_mm512_castsi256_si512(x), x, 1);
+                            let wdm = two_f16(p);
+                            if K == 1 {
+                                let m = _mm_permute_ps(wdm, 0b0101_0101);
+                                summs[R] = _mm_add_ps(summs[R], _mm_mul_ps(m, s4));
+                            }
+                            let dw = _mm512_broadcastss_ps(wdm);
+                            unroll!(C in [0, 1] {
+                                let (xs, ys) = if K == 1 {
+                                    (x, y[C])
+                                } else {
+                                    (
+                                        _mm512_abs_epi8(x),
+                                        _mm512_mask_sub_epi8(
+                                            y[C],
+                                            _mm512_movepi8_mask(x),
+                                            _mm512_setzero_si512(),
+                                            y[C],
+                                        ),
+                                    )
+                                };
+                                acc[R][C] = _mm512_fmadd_ps(
+                                    _mm512_mul_ps(dw, da[C]),
+                                    _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(
+                                        _mm512_setzero_si512(),
+                                        xs,
+                                        ys,
+                                    )),
+                                    acc[R][C],
+                                );
+                            });
+                        });
+                    }
+                    let mut out = [[0f32; 4]; $nr];
+                    unroll!(R in $rows {
+                        let mut s = [0f32; 4];
+                        _mm_storeu_ps(s.as_mut_ptr(), summs[R]);
+                        unroll!(C in [0, 1] {
+                            let v = acc[R][C];
+                            let lo = _mm512_castps512_ps256(v);
+                            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+                            out[R][2 * C] = hsum(lo) + s[2 * C];
+                            out[R][2 * C + 1] = hsum(hi) + s[2 * C + 1];
+                        });
+                    });
+                    out
+                }
+            }
+        };
+    }
+
+    batch_tile_zmm!(batch_z4, 4, [0, 1, 2, 3]);
     batch_tile!(batch3, 3, [0, 1, 2]);
     batch_tile!(batch2, 2, [0, 1]);
     batch_tile!(batch1, 1, [0]);
@@ -655,8 +746,8 @@ mod x86 {
     runner!(
         run_vnni,
         "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
-        batch3,
-        3,
+        batch_z4,
+        4,
         true
     );
 }
