@@ -560,7 +560,7 @@ mod simd {
 
     #[inline(always)]
     unsafe fn load8(p: *const u16) -> __m256 {
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+        unsafe { _mm256_cvtph_ps(_mm_lddqu_si128(p as *const __m128i)) }
     }
 
     /// `scores[t] = (q · k_t) * scale` for the rows `k_t = k + t * stride` (f16), 4 rows at a time.
@@ -587,7 +587,9 @@ mod simd {
                 let mut acc = [_mm256_setzero_ps(); 4];
                 let mut j = 0;
                 while j < hd {
-                    let qv = _mm256_loadu_ps(qp.wrapping_add(j));
+                    let qv = _mm256_castsi256_ps(_mm256_lddqu_si256(
+                        qp.wrapping_add(j) as *const __m256i
+                    ));
                     unroll!(T in [0, 1, 2, 3] {
                         acc[T] = _mm256_fmadd_ps(qv, load8(kr[T].wrapping_add(j)), acc[T]);
                     });
@@ -604,7 +606,9 @@ mod simd {
                 let mut j = 0;
                 while j < hd {
                     acc = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(qp.wrapping_add(j)),
+                        _mm256_castsi256_ps(_mm256_lddqu_si256(
+                            qp.wrapping_add(j) as *const __m256i
+                        )),
                         load8(kr.wrapping_add(j)),
                         acc,
                     );
@@ -625,7 +629,7 @@ mod simd {
             if hd == 64 {
                 let mut o = [_mm256_setzero_ps(); 8];
                 unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    o[J] = _mm256_loadu_ps(op.wrapping_add(8 * J));
+                    o[J] = _mm256_castsi256_ps(_mm256_lddqu_si256(op.wrapping_add(8 * J) as *const __m256i));
                 });
                 let mut vr = v;
                 for &pt in p {
@@ -648,7 +652,11 @@ mod simd {
                     let o = op.wrapping_add(j);
                     _mm256_storeu_ps(
                         o,
-                        _mm256_fmadd_ps(a, load8(vr.wrapping_add(j)), _mm256_loadu_ps(o)),
+                        _mm256_fmadd_ps(
+                            a,
+                            load8(vr.wrapping_add(j)),
+                            _mm256_castsi256_ps(_mm256_lddqu_si256(o as *const __m256i)),
+                        ),
                     );
                     j += 8;
                 }
