@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod perform;
 pub mod persona;
 pub mod phonemize;
+pub mod script;
 pub mod server;
 pub mod sink;
 pub mod speech;

@@ -8,6 +8,7 @@ mod foundation;
 mod llm;
 mod persona;
 mod phonemize;
+mod script;
 mod serve;
 mod sinks;
 mod text;
