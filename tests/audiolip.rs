@@ -53,8 +53,8 @@ fn measure(wav: &str, textgrid: &str, opts: &AudioLipsyncOptions) -> (from_audio
 
 /// The floors. Measured on this code (100 fps frames, the face's own phone → viseme tables for the
 /// reference, eight classes: closed, sibilant, dental, tongue, open, mid, spread, rounded):
-///   bobby.wav  open/closed 0.850, class 0.617 (majority class alone: 0.36)
-///   mary.wav   open/closed 0.882, class 0.663 (majority class alone: 0.31)
+///   bobby.wav  open/closed 0.850, class 0.617 (always the commonest class: 0.225)
+///   mary.wav   open/closed 0.882, class 0.663 (always the commonest class: 0.422)
 /// The floors sit four to six points under the lower of the two, so a change that costs a couple of
 /// frames on these 1.2 s and 1.9 s clips (one frame is 0.8 % of bobby) passes, and a real regression
 /// does not. The parameters were set from phonetics (Peterson & Barney formants, fixed dB margins)
@@ -79,8 +79,8 @@ fn lip_sync_from_audio_agrees_with_the_phone_alignments() {
         );
         assert!(acc.open_closed >= FLOOR_OPEN_CLOSED, "{wav}: {acc:?}");
         assert!(acc.class >= FLOOR_CLASS, "{wav}: {acc:?}");
-        // Spectral classes, not loudness: far better than always guessing the commonest class.
-        assert!(acc.class >= majority + 0.2, "{wav}: {acc:?} vs {majority}");
+        // Spectral classes, not loudness: well above always guessing the commonest class.
+        assert!(acc.class >= majority + 0.15, "{wav}: {acc:?} vs {majority}");
     }
 }
 

@@ -37,9 +37,9 @@ impl DecodedAudio {
 /// Errors name the path and, when the file is not readable audio, the supported formats.
 pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|source| AudioError::Open {
+    let file = File::open(path).map_err(|reason| AudioError::Open {
         path: path.to_path_buf(),
-        source,
+        reason,
     })?;
     let unsupported = |detail: String| AudioError::Unsupported {
         path: path.to_path_buf(),

@@ -27,18 +27,18 @@ pub const SUPPORTED_FORMATS: &str = "WAV (PCM or float), MP3, FLAC and Ogg/Vorbi
 /// Errors of the audio stage; every one names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
-    #[error("cannot open audio file {path}: {source}")]
+    /// The reason is in the message (not a `source`), so it shows once however the error is printed.
+    #[error("cannot open audio file {}: {reason}", path.display())]
     Open {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("cannot read audio file {path}: {detail}; supported formats are {SUPPORTED_FORMATS}")]
+    #[error("cannot read audio file {}: {detail}; supported formats are {SUPPORTED_FORMATS}", path.display())]
     Unsupported { path: PathBuf, detail: String },
     #[error(
         "audio file {path} could not be decoded: {detail}; supported formats are {SUPPORTED_FORMATS}"
     )]
     Decode { path: PathBuf, detail: String },
-    #[error("audio file {path} contains no audio samples")]
+    #[error("audio file {} contains no audio samples", path.display())]
     Empty { path: PathBuf },
 }
