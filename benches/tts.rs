@@ -9,6 +9,12 @@
 //! once and when it is decoded in chunks (`synthesize_chunked`), both including phonemization (the
 //! built-in English phonemizer; piper-tts uses espeak-ng in-process); RTF over all sentences (whole
 //! clauses). The sentences are not normalized here, as piper-tts does not normalize either.
+//!
+//! Then an interleaved comparison for a shared, noisy machine: a piper-tts co-process (voice loaded by
+//! the anchor's own `load_voice`, same session options) and idol synthesize the same sentence one
+//! after the other, alternating which goes first, so both see the same load; each side records wall
+//! time and its synthesis thread's CPU time (one intra-op thread runs on the calling thread). The
+//! ratio is taken per repetition over all sentences, and its median is reported.
 
 use idol::assets::Home;
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
@@ -131,6 +137,10 @@ fn main() {
     for (_, t) in &sents {
         voice.synthesize(t).expect("synthesize");
     }
+    if args.iter().any(|a| a == "--interleaved-only") {
+        interleaved(&anchors, &home, &mut voice, &sents, runs);
+        return;
+    }
     let (mut ttfa_whole, mut ttfa_stream, mut rtf_all, mut phonemize) =
         (vec![], vec![], vec![], vec![]);
     let mut ttfa_tokens = vec![];
@@ -214,4 +224,139 @@ fn main() {
         ttfa_tokens / pt
     );
     println!("| built-in phonemizer (ms) | {:.1} | | |", idol.3);
+    interleaved(&anchors, &home, &mut voice, &sents, runs);
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu() -> f64 {
+    let mut ts = std::mem::MaybeUninit::<[i64; 2]>::uninit();
+    // SAFETY: clock_gettime writes a timespec (two i64 on x86-64 Linux) into the buffer.
+    unsafe {
+        unsafe extern "C" {
+            fn clock_gettime(clock: i32, tp: *mut [i64; 2]) -> i32;
+        }
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        if clock_gettime(CLOCK_THREAD_CPUTIME_ID, ts.as_mut_ptr()) != 0 {
+            return f64::NAN;
+        }
+        let [s, ns] = ts.assume_init();
+        s as f64 + ns as f64 * 1e-9
+    }
+}
+
+const PIPER_COPROCESS: &str = r#"
+import sys, json, time
+sys.path.insert(0, sys.argv[1])
+from piper_bench import load_voice, synth
+voice = load_voice(sys.argv[2], 1)
+for s in ("Warm up.", "The voice is ready."):
+    synth(voice, s)
+print("ready", flush=True)
+for line in sys.stdin:
+    text = line.rstrip("\n")
+    c0 = time.thread_time()
+    ttfa, total, dur, _ = synth(voice, text)
+    cpu = time.thread_time() - c0
+    print(json.dumps({"wall": total, "cpu": cpu, "audio": dur}), flush=True)
+"#;
+
+fn interleaved(
+    anchors: &std::path::Path,
+    home: &Home,
+    voice: &mut PiperVoice,
+    sents: &[(String, String)],
+    runs: usize,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let py = std::env::var_os("IDOL_ANCHORS_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/idol-anchors/venv/bin/python")
+        });
+    let Ok(mut child) = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(PIPER_COPROCESS)
+        .arg(anchors)
+        .arg(home.voice())
+        .env_remove("GLIBC_TUNABLES")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "could not start {}: no interleaved comparison",
+            py.display()
+        );
+        return;
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    match lines.next() {
+        Some(Ok(l)) if l == "ready" => {}
+        other => {
+            eprintln!("piper co-process did not start: {other:?}");
+            return;
+        }
+    }
+    let mut piper_once = |text: &str| -> Option<(f64, f64, f64)> {
+        writeln!(stdin, "{text}").ok()?;
+        let line = lines.next()?.ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some((
+            v["wall"].as_f64()?,
+            v["cpu"].as_f64()?,
+            v["audio"].as_f64()?,
+        ))
+    };
+    let mut idol_once = |text: &str| -> (f64, f64, f64) {
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        let s = voice.synthesize(text).expect("synthesize");
+        (
+            t0.elapsed().as_secs_f64(),
+            thread_cpu() - c0,
+            s.duration_secs(),
+        )
+    };
+    let (mut wall_ratio, mut cpu_ratio) = (vec![], vec![]);
+    let (mut idol_cpu_rtf, mut piper_cpu_rtf) = (vec![], vec![]);
+    for r in 0..runs {
+        let (mut iw, mut ic, mut ia) = (0.0, 0.0, 0.0);
+        let (mut pw, mut pc, mut pa) = (0.0, 0.0, 0.0);
+        for (i, (_, text)) in sents.iter().enumerate() {
+            let piper_first = (r + i) % 2 == 0;
+            let mut p = None;
+            if piper_first {
+                p = piper_once(text);
+            }
+            let (w, c, a) = idol_once(text);
+            if !piper_first {
+                p = piper_once(text);
+            }
+            let Some((w2, c2, a2)) = p else {
+                eprintln!("piper co-process failed");
+                return;
+            };
+            (iw, ic, ia) = (iw + w, ic + c, ia + a);
+            (pw, pc, pa) = (pw + w2, pc + c2, pa + a2);
+        }
+        wall_ratio.push((iw / ia) / (pw / pa));
+        cpu_ratio.push((ic / ia) / (pc / pa));
+        idol_cpu_rtf.push(ic / ia);
+        piper_cpu_rtf.push(pc / pa);
+    }
+    drop(child.kill());
+    println!("\ninterleaved, sentence by sentence, {runs} repetitions, medians:\n");
+    println!("| measure | idol | piper-tts | idol / piper |");
+    println!("|---|---|---|---|");
+    println!(
+        "| RTF on CPU time (all sentences) | {:.3} | {:.3} | {:.2}x |",
+        median(idol_cpu_rtf),
+        median(piper_cpu_rtf),
+        median(cpu_ratio)
+    );
+    println!(
+        "| RTF on wall time, ratio per repetition | | | {:.2}x |",
+        median(wall_ratio)
+    );
 }

@@ -5,6 +5,7 @@
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
 pub mod assets;
+pub mod audio;
 pub mod check;
 pub mod config;
 pub mod face;
@@ -12,6 +13,7 @@ pub mod fetch;
 pub mod perform;
 pub mod persona;
 pub mod phonemize;
+pub mod script;
 pub mod server;
 pub mod sink;
 pub mod speech;

@@ -969,7 +969,9 @@ fn the_real_voice_output_drives_the_face() {
     let mut voice = PiperVoice::load(
         &home.voice(),
         &home.ort_library(),
-        std::sync::Arc::new(EspeakPhonemizer::default()),
+        std::sync::Arc::new(
+            EspeakPhonemizer::new("en-us").expect("espeak-ng (apt install espeak-ng)"),
+        ),
         &VoiceOptions::default(),
     )
     .unwrap();

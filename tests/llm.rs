@@ -3,7 +3,7 @@
 
 use idol::assets::Home;
 use idol::persona::llm::text::Utf8Stream;
-use idol::persona::llm::{LlmEngine, LlmOptions, LlmWorker};
+use idol::persona::llm::{LlmEngine, LlmOptions, LlmWorker, TokenCounter};
 use idol::persona::{
     CancelToken, ChatMessage, FinishReason, GenParams, PersonaError, Role, TextGenerator,
 };
@@ -459,4 +459,19 @@ fn llm_load_errors_name_the_path() {
         msg.contains("mamba.gguf") && msg.contains("`mamba` is not supported"),
         "{msg}"
     );
+}
+
+/// The local engine's token counter (loaded from the file's metadata alone) counts exactly the tokens
+/// the engine evaluates for a prompt, where the byte estimate only approximates them.
+#[test]
+fn llm_token_counter_counts_the_engines_prompt_tokens() {
+    let e = engine();
+    let counter = TokenCounter::load(Home::from_manifest_dir().llm()).unwrap();
+    for msgs in [
+        mika(),
+        vec![ChatMessage::new(Role::User, "héllo 🎤 2,500 viewers!!")],
+    ] {
+        let exact = e.tokenize(&e.render(&msgs).unwrap()).unwrap().len();
+        assert_eq!(counter.count(&msgs), exact);
+    }
 }

@@ -577,6 +577,26 @@ fn backend(base: &str) -> OpenAiBackend {
     .unwrap()
 }
 
+/// The error a backend reports against a server playing `script`.
+fn error_from(script: Script) -> PersonaError {
+    let server = serve(script);
+    run(&mut backend(&server.base)).0.unwrap_err()
+}
+
+/// A whole HTTP/1.1 response with a body and its length.
+fn http_response(status: &str, content_type: Option<&str>, body: &str) -> Script {
+    let ctype = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    Script::Write(vec![
+        format!(
+            "HTTP/1.1 {status}\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    ])
+}
+
 fn run(b: &mut OpenAiBackend) -> (Result<idol::persona::GenOutcome, PersonaError>, Vec<String>) {
     let mut pieces = Vec::new();
     let messages = [
@@ -677,12 +697,11 @@ fn openai_backend_keeps_text_when_the_server_dies_mid_stream() {
 
     // A close-delimited body that ends before `[DONE]` and without a finish reason.
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
-    let server = serve(Script::Write(vec![
+    let e = error_from(Script::Write(vec![
         head.as_bytes().to_vec(),
         delta("Hel").into_bytes(),
-    ]));
-    let (r, _) = run(&mut backend(&server.base));
-    let e = r.unwrap_err().to_string();
+    ]))
+    .to_string();
     assert!(
         e.contains("before `data: [DONE]`") && e.contains("cut off after 3 characters"),
         "{e}"
@@ -693,27 +712,19 @@ fn openai_backend_keeps_text_when_the_server_dies_mid_stream() {
 fn openai_backend_reports_garbage_and_http_errors() {
     // An HTML page with 200.
     let html = "<html><body><h1>Welcome to nginx!</h1></body></html>\n";
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{html}",
-        html.len()
-    );
-    let server = serve(Script::Write(vec![resp.into_bytes()]));
-    let (r, _) = run(&mut backend(&server.base));
-    let e = r.unwrap_err().to_string();
+    let e = error_from(http_response("200 OK", Some("text/html"), html)).to_string();
     assert!(
         e.contains("not an OpenAI-compatible event stream") && e.contains("Welcome to nginx"),
         "{e}"
     );
 
     // SSE whose data is not JSON.
-    let server = serve(Script::Write(vec![
+    let e = error_from(Script::Write(vec![
         SSE_HEAD.as_bytes().to_vec(),
         chunked(&delta("ok ")),
         chunked("data: this is not json\n\n"),
         b"0\r\n\r\n".to_vec(),
     ]));
-    let (r, _) = run(&mut backend(&server.base));
-    let e = r.unwrap_err();
     let PersonaError::Backend(be) = &e else {
         panic!("{e:?}")
     };
@@ -723,36 +734,31 @@ fn openai_backend_reports_garbage_and_http_errors() {
 
     // HTTP 500 with a JSON error body: the server's message is quoted.
     let body = r#"{"error":{"code":500,"message":"model failed to load: out of memory","type":"server_error"}}"#;
-    let resp = format!(
-        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let server = serve(Script::Write(vec![resp.into_bytes()]));
-    let (r, _) = run(&mut backend(&server.base));
-    let e = r.unwrap_err().to_string();
+    let e = error_from(http_response(
+        "500 Internal Server Error",
+        Some("application/json"),
+        body,
+    ))
+    .to_string();
     assert!(
         e.contains("HTTP 500") && e.contains("model failed to load: out of memory"),
         "{e}"
     );
 
     // 404: says to check the base URL and model.
-    let resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found";
-    let server = serve(Script::Write(vec![resp.as_bytes().to_vec()]));
-    let (r, _) = run(&mut backend(&server.base));
-    let e = r.unwrap_err().to_string();
+    let e = error_from(http_response("404 Not Found", None, "not found")).to_string();
     assert!(
         e.contains("HTTP 404: not found") && e.contains("check the base URL"),
         "{e}"
     );
 
     // An error event inside the stream.
-    let server = serve(Script::Write(vec![
+    let e = error_from(Script::Write(vec![
         SSE_HEAD.as_bytes().to_vec(),
         chunked("data: {\"error\":{\"message\":\"context length exceeded\"}}\n\n"),
         b"0\r\n\r\n".to_vec(),
-    ]));
-    let (r, _) = run(&mut backend(&server.base));
-    let e = r.unwrap_err().to_string();
+    ]))
+    .to_string();
     assert!(
         e.contains("reported an error: context length exceeded"),
         "{e}"

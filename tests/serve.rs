@@ -701,7 +701,9 @@ async fn real_voice_through_the_live_pipeline_lines_up() {
     let voice = PiperVoice::load(
         &home.voice(),
         &home.ort_library(),
-        std::sync::Arc::new(EspeakPhonemizer::default()),
+        std::sync::Arc::new(
+            EspeakPhonemizer::new("en-us").expect("espeak-ng (apt install espeak-ng)"),
+        ),
         &VoiceOptions::default(),
     )
     .expect("load the voice");

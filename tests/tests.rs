@@ -1,12 +1,14 @@
 //! One integration test binary (every test binary links candle and ONNX Runtime's loader, so one link
 //! instead of many). Each stage has its own module.
 
+mod audiolip;
 mod common;
 mod face;
 mod foundation;
 mod llm;
 mod persona;
 mod phonemize;
+mod script;
 mod serve;
 mod sinks;
 mod text;

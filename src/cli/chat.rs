@@ -19,7 +19,7 @@ use idol::perform::adapters::TextSegmenter;
 use idol::perform::{PerformConfig, Performer, Stages, UtteranceRecord};
 use idol::persona::conversation::{Conversation, Speaker};
 use idol::persona::import::load_card;
-use idol::persona::llm::{LlmOptions, LlmWorker};
+use idol::persona::llm::{LlmOptions, LlmWorker, TokenCounter};
 use idol::persona::memory::Memory;
 use idol::persona::openai::{OpenAiBackend, OpenAiConfig};
 use idol::persona::prompt::estimate_tokens;
@@ -145,7 +145,12 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
                 },
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            (Box::new(worker), Box::new(estimate_tokens))
+            // the model's own tokenizer for the prompt budget, not the estimate
+            let counter = TokenCounter::load(&model).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (
+                Box::new(worker),
+                Box::new(move |m: &[ChatMessage]| counter.count(m)),
+            )
         }
     };
     // The card's generation settings, then idol.toml's where they differ from the built-in defaults,

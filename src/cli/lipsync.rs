@@ -1,14 +1,18 @@
-//! `idol lipsync`: render a phoneme timeline file to face frames (JSONL, Live Link Face CSV or
-//! Rhubarb-style TSV mouth cues).
+//! `idol lipsync`: render a phoneme timeline file, or a recording, to face frames (JSONL, Live Link
+//! Face CSV or Rhubarb-style TSV mouth cues).
 //!
-//! The input is grouped in [`LipsyncInput`] so a later command version can add a positional AUDIO
-//! file next to `--phonemes` (aligning or synthesising the phonemes itself) without touching the rest.
+//! The input ([`LipsyncInput`]) is either `--phonemes FILE` (TextGrid, .lab, JSON) or a positional
+//! AUDIO file (WAV, MP3, FLAC, Ogg/Vorbis) whose phonemes are derived from the audio itself
+//! (`idol::face::from_audio`), optionally aligned to a `--transcript`. The output is written
+//! atomically.
 
 use super::Env;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use idol::face::from_audio::{self, AudioLipsyncOptions};
 use idol::face::read::{self, PhonemeFile};
 use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, write};
+use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::speech::{Cue, CueKind};
 use idol::time::{SampleTime, TimeRange};
 use std::io::Write;
@@ -18,6 +22,13 @@ use std::process::ExitCode;
 /// Where the phonemes come from.
 #[derive(Debug, Clone, Args)]
 pub struct LipsyncInput {
+    /// A recording (WAV, MP3, FLAC or Ogg/Vorbis): the mouth follows the audio itself.
+    #[arg(value_name = "AUDIO", conflicts_with = "phonemes")]
+    pub audio: Option<PathBuf>,
+    /// What the recording says: its phones are aligned to the audio (needs the phonemizer models,
+    /// `idol fetch`).
+    #[arg(long, value_name = "TEXT", requires = "audio")]
+    pub transcript: Option<String>,
     /// Phoneme timeline: a Praat .TextGrid, an HTK/HTS .lab, or an idol JSON Timeline<Phoneme>.
     #[arg(long, value_name = "FILE")]
     pub phonemes: Option<PathBuf>,
@@ -115,10 +126,14 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
         bail!("--fps must be at least 1");
     }
     let home = &env.home;
-    let Some(path) = &args.input.phonemes else {
-        bail!("nothing to lip-sync: give --phonemes FILE (a .TextGrid, .lab or .json timeline)");
+    let file: PhonemeFile = match (&args.input.audio, &args.input.phonemes) {
+        (Some(audio), _) => from_audio(env, audio, args.input.transcript.as_deref())?,
+        (None, Some(path)) => read::read_path(path, args.input.rate, args.input.tier.as_deref())?,
+        (None, None) => bail!(
+            "nothing to lip-sync: give an AUDIO file (WAV, MP3, FLAC, Ogg) or --phonemes FILE (a \
+             .TextGrid, .lab or .json timeline)"
+        ),
     };
-    let file: PhonemeFile = read::read_path(path, args.input.rate, args.input.tier.as_deref())?;
     let rate = file.phonemes.rate();
     let rigs_dir = home.path("rigs");
     let rig = Rig::find(&rig_name, Some(rigs_dir.as_path()))?;
@@ -192,10 +207,31 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
     if args.out.as_os_str() == "-" {
         std::io::stdout().lock().write_all(&bytes)?;
     } else {
-        std::fs::write(&args.out, &bytes)
+        idol::tts::wav::write_atomic(&args.out, &bytes)
             .with_context(|| format!("cannot write {}", args.out.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Phonemes from a recording: decode, then derive (or, with a transcript, align) them.
+fn from_audio(env: &Env, path: &Path, transcript: Option<&str>) -> Result<PhonemeFile> {
+    let audio = idol::audio::decode_file(path)?;
+    let mut opts = AudioLipsyncOptions::default();
+    if let Some(text) = transcript {
+        let phonemizer = EnglishPhonemizer::load(&env.home)
+            .context("--transcript needs the English phonemizer: run `idol fetch`")?;
+        let tokens = phonemizer
+            .phonemize(text)
+            .with_context(|| format!("--transcript {text:?}"))?;
+        opts.transcript = Some(from_audio::transcript_phones(&tokens));
+    }
+    let phonemes = from_audio::phonemes_from_audio(&audio.samples, audio.sample_rate, &opts)
+        .with_context(|| format!("lip sync of {}", path.display()))?;
+    Ok(PhonemeFile {
+        phonemes,
+        words: None,
+        end: SampleTime(audio.samples.len() as u64),
+    })
 }
 
 fn format_from_ext(p: &Path) -> OutFormat {

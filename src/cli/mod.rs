@@ -10,6 +10,8 @@ pub mod check;
 pub mod devices;
 pub mod fetch;
 pub mod lipsync;
+pub mod perform;
+pub mod render;
 pub mod rigs;
 pub mod say;
 pub mod serve;
@@ -37,7 +39,8 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Show what is configured and found, with sizes, licences and what to do about anything missing.
     Check(check::CheckArgs),
-    /// Turn a phoneme timeline (TextGrid, HTK/HTS .lab, JSON) into face frames for a rig.
+    /// Turn a recording (WAV, MP3, FLAC, Ogg) or a phoneme timeline (TextGrid, HTK/HTS .lab, JSON)
+    /// into face frames for a rig.
     Lipsync(lipsync::LipsyncArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),
@@ -49,6 +52,10 @@ pub enum Command {
     Devices(devices::DevicesArgs),
     /// Run the idol live: chat in, voice and face out over WebSocket, with a browser viewer.
     Serve(serve::ServeArgs),
+    /// Render a scripted performance offline: WAV, frames (JSONL, Live Link CSV), captions, events.
+    Render(render::RenderArgs),
+    /// Perform a script live, paced by the clock: events to stdout, audio with --play.
+    Perform(perform::PerformArgs),
 }
 
 /// Paths and settings every command shares.
@@ -88,5 +95,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Chat(a) => chat::run(&env, a),
         Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
         Command::Serve(a) => serve::run(&env, a),
+        Command::Render(a) => render::run(&env, a),
+        Command::Perform(a) => perform::run(&env, a),
     }
 }

@@ -46,6 +46,7 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             opts.bind, config.server.token_env
         );
     }
+    opts.policy.scripts = Some(super::render::server_renderer(env, &config));
     let stages = build_stages(env, &config)?;
     let mut perform = perform_config(&config);
     perform.system_prompt = Some(system_prompt(env, &config)?);

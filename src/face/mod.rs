@@ -23,6 +23,7 @@ mod anticipate;
 pub mod canon;
 mod coarticulate;
 pub mod expression;
+pub mod from_audio;
 pub mod idle;
 pub mod phonetics;
 pub mod read;

@@ -58,6 +58,19 @@ struct Utterance {
     words: Vec<Timed<Word>>,
 }
 
+/// A piece of an already-rendered performance (a scripted line's sentence, or the silence between
+/// lines): its audio, the face frames solved for it, its cues and at most one caption, every stamp
+/// counted from the piece's first sample (0). See [`Director::schedule_rendered`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedPiece {
+    pub pcm: Vec<f32>,
+    /// Frames with stamps inside `0..pcm.len()`.
+    pub frames: Vec<FaceFrame>,
+    pub cues: Vec<Cue>,
+    /// Caption text and its words, sent when the piece's audio starts.
+    pub caption: Option<(String, Vec<Timed<Word>>)>,
+}
+
 /// The session timeline state machine. See the module docs.
 pub struct Director {
     cfg: DirectorConfig,
@@ -209,6 +222,60 @@ impl Director {
             }),
         });
         Ok(())
+    }
+
+    /// Place pre-rendered pieces (a script performance, `idol::script::live::pieces`) back to back from
+    /// `max(horizon, end of the last scheduled segment)`, as utterance `id`. The face is not consulted:
+    /// the pieces carry their frames. Pieces for an unknown utterance are ignored.
+    pub fn schedule_rendered(&mut self, id: UtteranceId, pieces: Vec<RenderedPiece>) {
+        if !self.known(id) {
+            return;
+        }
+        for p in pieces {
+            let len = p.pcm.len() as u64;
+            if len == 0 {
+                continue;
+            }
+            let s0 = self.horizon.max(self.next_free);
+            let range = TimeRange::at(s0, len);
+            self.next_free = range.end();
+            let mut frames: Vec<FaceFrame> = p
+                .frames
+                .into_iter()
+                .filter(|f| f.at.get() < len)
+                .map(|mut f| {
+                    f.at += s0.get();
+                    f
+                })
+                .collect();
+            frames.sort_by_key(|f| f.at);
+            let mut cues: Vec<Cue> = p
+                .cues
+                .into_iter()
+                .map(|mut c| {
+                    c.at = SampleTime(c.at.get().min(len - 1)) + s0.get();
+                    c
+                })
+                .collect();
+            cues.sort_by_key(|c| c.at);
+            let caption = p.caption.map(|(text, words)| Caption {
+                utterance: id,
+                text,
+                range,
+                words: words
+                    .into_iter()
+                    .map(|w| Timed::new(w.range.shift(s0.get()), w.value))
+                    .collect(),
+            });
+            self.segments.push_back(Segment {
+                utt: id,
+                range,
+                pcm: p.pcm,
+                frames: frames.into(),
+                cues: cues.into(),
+                caption,
+            });
+        }
     }
 
     /// No more clauses will come for `id`.
@@ -438,6 +505,68 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn rendered_pieces_play_back_to_back_with_their_own_frames() {
+        let mut d = director();
+        let mut out = vec![];
+        d.advance(SampleTime(1000), &mut out);
+        let start = d.horizon();
+        d.begin(7, &mut out);
+        let frame = |at: u64| FaceFrame {
+            at: SampleTime(at),
+            weights: vec![0.5],
+            head: glam::Quat::IDENTITY,
+            eyes: [0.0; 4],
+        };
+        let cue = |at: u64| Cue {
+            kind: CueKind::Action,
+            name: "nod".into(),
+            intensity: 1.0,
+            at: SampleTime(at),
+        };
+        d.schedule_rendered(
+            7,
+            vec![
+                RenderedPiece {
+                    pcm: vec![0.1; 1000],
+                    frames: vec![frame(0), frame(500)],
+                    cues: vec![cue(10)],
+                    caption: Some(("Hi.".into(), vec![])),
+                },
+                RenderedPiece {
+                    pcm: vec![0.0; 300],
+                    frames: vec![frame(100), frame(300)],
+                    cues: vec![],
+                    caption: None,
+                },
+            ],
+        );
+        d.schedule_rendered(99, vec![]);
+        d.end(7, &mut out);
+        d.advance(start + 5000, &mut out);
+        let audio = audio_of(&out, 7);
+        assert_eq!(audio.iter().map(|a| a.1).sum::<usize>(), 1300);
+        assert_eq!(audio[0].0, start.get());
+        let s = start.get();
+        // The frame at 300 of the second piece is past its end: dropped.
+        assert_eq!(frames_of(&out, 7), [s, s + 500, s + 1100]);
+        let cues: Vec<u64> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Cue(c) => Some(c.cue.at.get()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cues, [s + 10]);
+        let captions = out
+            .iter()
+            .filter(|e| matches!(e, Event::Caption(c) if c.text == "Hi."))
+            .count();
+        assert_eq!(captions, 1);
+        assert_eq!(d.state(), PerformState::Idle);
+        assert_eq!(d.take_records()[0].text, "Hi.");
     }
 
     #[test]

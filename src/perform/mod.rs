@@ -33,7 +33,7 @@ pub mod runtime;
 pub mod segment;
 pub mod testing;
 
-pub use director::{Director, DirectorConfig};
+pub use director::{Director, DirectorConfig, RenderedPiece};
 pub use metrics::Metrics;
 pub use runtime::{PerformConfig, PerformHandle, Performer, SessionClock, SessionInfo};
 pub use segment::SimpleSegmenter;

@@ -19,8 +19,8 @@
 //! never the clock); control and memory messages are unbounded and tiny.
 
 use super::{
-    ClauseText, Director, DirectorConfig, Event, FaceControl, Metrics, Segmenter, Sink, Stages,
-    UtteranceId, UtteranceRecord, Voice,
+    ClauseText, Director, DirectorConfig, Event, FaceControl, Metrics, RenderedPiece, Segmenter,
+    Sink, Stages, UtteranceId, UtteranceRecord, Voice,
 };
 use crate::persona::{CancelToken, ChatMessage, GenParams, Role, TextGenerator};
 use crate::speech::Speech;
@@ -169,6 +169,11 @@ enum CondMsg {
     },
     Interrupt,
     Set(FaceControl),
+    /// Pre-rendered pieces (a script) for a reserved utterance, or why rendering failed.
+    Rendered {
+        utt: UtteranceId,
+        pieces: Result<Vec<RenderedPiece>, String>,
+    },
     Stop,
 }
 
@@ -238,6 +243,18 @@ impl PerformHandle {
         self.shared.cancel_upto.fetch_max(last, Ordering::SeqCst);
         self.shared.generating.lock().cancel();
         let _ = self.cond_tx.send(CondMsg::Interrupt);
+    }
+
+    /// Reserve an utterance for pre-rendered content (a script being rendered); the session shows
+    /// `thinking` until it plays. Hand the content over with [`PerformHandle::play`].
+    pub fn reserve(&self) -> UtteranceId {
+        self.issue().0
+    }
+
+    /// Play pre-rendered pieces as the reserved utterance `utt`, back to back from the end of what is
+    /// already scheduled; `Err` is reported to the sinks as an error event and ends the utterance.
+    pub fn play(&self, utt: UtteranceId, pieces: Result<Vec<RenderedPiece>, String>) {
+        let _ = self.cond_tx.send(CondMsg::Rendered { utt, pieces });
     }
 
     /// A standing face control (mood, gaze).
@@ -700,6 +717,19 @@ fn conductor_thread(
                 }
             }
             Ok(CondMsg::Set(control)) => director.set(&control, &mut events),
+            Ok(CondMsg::Rendered { utt, pieces }) => {
+                match pieces {
+                    Ok(p) => director.schedule_rendered(utt, p),
+                    Err(message) => {
+                        metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
+                        events.push(Event::Error {
+                            utterance: utt,
+                            message,
+                        });
+                    }
+                }
+                director.end(utt, &mut events);
+            }
             Err(RecvTimeoutError::Timeout) => {}
         }
         if Instant::now() >= next_tick {

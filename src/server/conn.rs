@@ -36,6 +36,8 @@ pub struct ConnPolicy {
     pub rate_per_sec: f64,
     /// Token bucket: burst size.
     pub burst: f64,
+    /// Renders the scripts of `perform` messages (`None`: `perform` is refused as unsupported).
+    pub scripts: Option<crate::script::live::ScriptRenderer>,
 }
 
 impl Default for ConnPolicy {
@@ -46,6 +48,7 @@ impl Default for ConnPolicy {
             max_message_bytes: 16 * 1024,
             rate_per_sec: 10.0,
             burst: 30.0,
+            scripts: None,
         }
     }
 }
@@ -407,6 +410,65 @@ impl Reader {
                     perform.set(FaceControl::LookAt { yaw, pitch });
                 }
                 self.reply(protocol::ack(id, "set", json!({})));
+            }
+            ClientMsg::Perform { script, .. } => {
+                let Some(renderer) = self.ctx.policy.scripts.clone() else {
+                    self.error(
+                        "unsupported",
+                        "this server does not render scripts (idol serve does)",
+                        id,
+                    );
+                    return;
+                };
+                let parsed = match crate::script::Script::parse(
+                    &script,
+                    std::path::Path::new("script"),
+                    std::path::Path::new("."),
+                ) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.error("bad_script", &e.to_string(), id);
+                        return;
+                    }
+                };
+                if let Some(l) = parsed
+                    .lines
+                    .iter()
+                    .find(|l| matches!(l.kind, crate::script::LineKind::Recorded { .. }))
+                {
+                    self.error(
+                        "bad_script",
+                        &format!(
+                            "script:{}:{}: {} is a recorded line: the server does not read files for clients; render it with `idol render`",
+                            l.pos.line,
+                            l.pos.column,
+                            l.label()
+                        ),
+                        id,
+                    );
+                    return;
+                }
+                let utt = perform.reserve();
+                let lines = parsed.lines.len();
+                let perform = perform.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("idol-script".into())
+                    .spawn(move || {
+                        let pieces = renderer
+                            .render(&parsed)
+                            .map(|p| crate::script::live::pieces(&p));
+                        perform.play(utt, pieces);
+                    });
+                if let Err(e) = spawned {
+                    self.ctx
+                        .perform
+                        .play(utt, Err(format!("cannot start the script renderer: {e}")));
+                }
+                self.reply(protocol::ack(
+                    id,
+                    "perform",
+                    json!({"utterance": utt, "lines": lines}),
+                ));
             }
             ClientMsg::Ping { .. } => {
                 let mut v = json!({"type": "pong", "sample": perform.now().get()});

@@ -159,6 +159,14 @@ pub enum ClientMsg {
         token: Option<String>,
         stats: serde_json::Value,
     },
+    /// A script (`docs/scripts.md`, as TOML text) to render and perform live to every client.
+    Perform {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        token: Option<String>,
+        script: String,
+    },
 }
 
 impl ClientMsg {
@@ -170,7 +178,8 @@ impl ClientMsg {
             | ClientMsg::Interrupt { id, .. }
             | ClientMsg::Set { id, .. }
             | ClientMsg::Ping { id, .. }
-            | ClientMsg::Stats { id, .. } => id.as_ref(),
+            | ClientMsg::Stats { id, .. }
+            | ClientMsg::Perform { id, .. } => id.as_ref(),
         }
     }
 
@@ -182,7 +191,8 @@ impl ClientMsg {
             | ClientMsg::Interrupt { token, .. }
             | ClientMsg::Set { token, .. }
             | ClientMsg::Ping { token, .. }
-            | ClientMsg::Stats { token, .. } => token.as_deref(),
+            | ClientMsg::Stats { token, .. }
+            | ClientMsg::Perform { token, .. } => token.as_deref(),
         }
     }
 
@@ -194,12 +204,13 @@ impl ClientMsg {
                 | ClientMsg::Say { .. }
                 | ClientMsg::Interrupt { .. }
                 | ClientMsg::Set { .. }
+                | ClientMsg::Perform { .. }
         )
     }
 }
 
 /// The message types a client may send, for error messages.
-pub const CLIENT_TYPES: [&str; 7] = [
+pub const CLIENT_TYPES: [&str; 8] = [
     "subscribe",
     "chat",
     "say",
@@ -207,6 +218,7 @@ pub const CLIENT_TYPES: [&str; 7] = [
     "set",
     "ping",
     "stats",
+    "perform",
 ];
 
 /// `hello`, the first message on every connection.

@@ -6,13 +6,12 @@
 //!   durations and to take its noise from a seeded RNG: see [`onnx`] and [`piper`]); the fake one is
 //!   [`FakeSynthesizer`] (a tone and a fixed phoneme table) for unit tests of the stages around it.
 //! - [`timing`] maps phonemes to voice ids and the voice's durations back to timelines.
-//! - [`EspeakPhonemizer`] runs `espeak-ng` as a subprocess (an optional external phonemizer).
+//! - [`EspeakPhonemizer`] (re-exported from [`crate::phonemize`]) runs `espeak-ng` as a subprocess.
 //!
 //! Threading: a synthesizer is used from one thread at a time (`&mut self`). [`SynthWorker`] runs one
 //! on a dedicated std thread, fed by a bounded channel, and hands back speech clause by clause in order.
 //! ONNX Runtime gets one intra-op thread by default.
 
-pub mod espeak;
 pub mod fake;
 pub mod onnx;
 pub mod piper;
@@ -20,7 +19,7 @@ pub mod timing;
 pub mod wav;
 mod worker;
 
-pub use espeak::EspeakPhonemizer;
+pub use crate::phonemize::EspeakPhonemizer;
 pub use fake::FakeSynthesizer;
 pub use piper::{PiperVoice, Speaker, VoiceOptions};
 pub use worker::SynthWorker;

@@ -17,7 +17,7 @@
 //! Threading: one compute thread by default; with `threads > 1` the rows of every projection are split
 //! over a private rayon pool of that size.
 
-use super::quant::{self, ABLOCK, AType, MatJob, QK, WType};
+use super::quant::{self, Acts, MatJob, QK, WType};
 use super::{GgufFile, load_err};
 use crate::persona::PersonaError;
 use half::f16;
@@ -77,9 +77,7 @@ struct Scratch {
     o: Vec<f32>,
     g: Vec<f32>,
     u: Vec<f32>,
-    acts: Vec<u8>,
-    acts2: Vec<u8>,
-    tmp: Vec<u8>,
+    acts: Acts,
     scores: Vec<f32>,
     rope: Vec<(f32, f32)>,
 }
@@ -311,17 +309,10 @@ impl LlamaModel {
         let scale = 1.0 / (hd as f32).sqrt();
         for l in self.layers.iter_mut() {
             rms_norm(&s.x, &l.attn_norm, c.eps, d, &mut s.h);
-            quantize_rows(&s.h, d, l.wq.t.act(), &mut s.acts, &mut s.tmp);
-            let same = |a: &QMat, b: &QMat| a.t.act() == b.t.act();
+            s.acts.quantize(&s.h, d);
             matmul(pool, &l.wq, &s.acts, rf.then_some(&s.h[..]), &mut s.q);
-            let acts_kv = if same(&l.wq, &l.wk) && same(&l.wq, &l.wv) {
-                &s.acts
-            } else {
-                quantize_rows(&s.h, d, l.wk.t.act(), &mut s.acts2, &mut s.tmp);
-                &s.acts2
-            };
-            matmul(pool, &l.wk, acts_kv, rf.then_some(&s.h[..]), &mut s.k);
-            matmul(pool, &l.wv, acts_kv, rf.then_some(&s.h[..]), &mut s.v);
+            matmul(pool, &l.wk, &s.acts, rf.then_some(&s.h[..]), &mut s.k);
+            matmul(pool, &l.wv, &s.acts, rf.then_some(&s.h[..]), &mut s.v);
             for i in 0..n {
                 let rope = &s.rope[i * half..(i + 1) * half];
                 for hq in s.q[i * dq..(i + 1) * dq].chunks_exact_mut(hd) {
@@ -345,7 +336,6 @@ impl LlamaModel {
             let mut qh = vec![0f32; hd];
             for i in 0..n {
                 let len = self.n_past + i + 1;
-                s.scores.resize(len, 0.0);
                 for h in 0..c.n_head {
                     let kvh = h / group;
                     for (dst, src) in qh
@@ -354,46 +344,29 @@ impl LlamaModel {
                     {
                         *dst = f16::from_f32(*src).to_f32();
                     }
-                    let mut mx = f32::NEG_INFINITY;
-                    for t in 0..len {
-                        let kr = &l.k_cache[t * dkv + kvh * hd..t * dkv + (kvh + 1) * hd];
-                        let sc = dot_f16(&qh, kr) * scale;
-                        s.scores[t] = sc;
-                        mx = mx.max(sc);
-                    }
-                    let mut sum = 0f32;
-                    for sc in s.scores.iter_mut() {
-                        *sc = (*sc - mx).exp();
-                        sum += *sc;
-                    }
-                    let out = &mut s.att[i * dq + h * hd..i * dq + (h + 1) * hd];
-                    out.fill(0.0);
-                    for t in 0..len {
-                        let vr = &l.v_cache[t * dkv + kvh * hd..t * dkv + (kvh + 1) * hd];
-                        axpy_f16(s.scores[t], vr, out);
-                    }
-                    let inv = 1.0 / sum;
-                    out.iter_mut().for_each(|v| *v *= inv);
+                    attend(
+                        &qh,
+                        (&l.k_cache, &l.v_cache),
+                        (dkv, kvh * hd),
+                        len,
+                        scale,
+                        &mut s.scores,
+                        &mut s.att[i * dq + h * hd..i * dq + (h + 1) * hd],
+                    );
                 }
             }
-            quantize_rows(&s.att, dq, l.wo.t.act(), &mut s.acts, &mut s.tmp);
+            s.acts.quantize(&s.att, dq);
             matmul(pool, &l.wo, &s.acts, rf.then_some(&s.att[..]), &mut s.o);
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
             // feed-forward
             rms_norm(&s.x, &l.ffn_norm, c.eps, d, &mut s.h);
-            quantize_rows(&s.h, d, l.gate.t.act(), &mut s.acts, &mut s.tmp);
+            s.acts.quantize(&s.h, d);
             matmul(pool, &l.gate, &s.acts, rf.then_some(&s.h[..]), &mut s.g);
-            let acts_up = if l.up.t.act() == l.gate.t.act() {
-                &s.acts
-            } else {
-                quantize_rows(&s.h, d, l.up.t.act(), &mut s.acts2, &mut s.tmp);
-                &s.acts2
-            };
-            matmul(pool, &l.up, acts_up, rf.then_some(&s.h[..]), &mut s.u);
+            matmul(pool, &l.up, &s.acts, rf.then_some(&s.h[..]), &mut s.u);
             s.g.iter_mut()
                 .zip(&s.u)
                 .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
-            quantize_rows(&s.g, c.d_ff, l.down.t.act(), &mut s.acts, &mut s.tmp);
+            s.acts.quantize(&s.g, c.d_ff);
             matmul(pool, &l.down, &s.acts, rf.then_some(&s.g[..]), &mut s.o);
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
         }
@@ -403,7 +376,7 @@ impl LlamaModel {
         let mut h = vec![0f32; d];
         rms_norm(last, &self.out_norm, c.eps, d, &mut h);
         let out = self.output.as_ref().unwrap_or(&self.tok_embd);
-        quantize_rows(&h, d, out.t.act(), &mut s.acts, &mut s.tmp);
+        s.acts.quantize(&h, d);
         let mut logits = vec![0f32; out.rows];
         matmul(pool, out, &s.acts, rf.then_some(&h[..]), &mut logits);
         Ok(logits)
@@ -435,15 +408,6 @@ fn to_f16(x: &[f32], out: &mut [u16]) {
     }
 }
 
-/// Quantize each `d`-long row of `x` into consecutive activation rows.
-fn quantize_rows(x: &[f32], d: usize, _t: AType, out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
-    out.clear();
-    for row in x.chunks_exact(d) {
-        quant::quantize_act(row, tmp);
-        out.extend_from_slice(tmp);
-    }
-}
-
 struct SendPtr(*mut f32);
 // SAFETY: every task writes a disjoint set of indices.
 unsafe impl Send for SendPtr {}
@@ -454,7 +418,7 @@ unsafe impl Sync for SendPtr {}
 fn matmul(
     pool: Option<&rayon::ThreadPool>,
     w: &QMat,
-    acts: &[u8],
+    acts: &Acts,
     x: Option<&[f32]>,
     out: &mut [f32],
 ) {
@@ -479,9 +443,8 @@ fn matmul(
         w: &w.data,
         row_bytes: w.row_bytes(),
         acts,
-        act_bytes: w.cols / QK * ABLOCK,
     };
-    let n_act = acts.len() / job.act_bytes;
+    let n_act = acts.n;
     debug_assert!(out.len() >= n_act * w.rows);
     match pool {
         None => job.run(0, w.rows, out, w.rows),
@@ -511,44 +474,83 @@ fn matmul(
     }
 }
 
-#[inline]
-fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+/// One head's attention for one query `q` (already rounded to f16): scores against the first `len`
+/// cached keys (`kv.0`, row `t` at `t * stride + off`), scaled, softmax (max subtracted, f32 sum), and
+/// the weighted sum of the cached values (`kv.1`, same layout) into `out`. Each score is one 8-lane
+/// f32 accumulation over the head dimension, reduced pairwise; each output element accumulates over
+/// the positions in order.
+fn attend(
+    q: &[f32],
+    kv: (&[u16], &[u16]),
+    (stride, off): (usize, usize),
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(len > 0 && out.len() == hd);
+    assert!((len - 1) * stride + off + hd <= kv.0.len().min(kv.1.len()));
+    scores.resize(len, 0.0);
     #[cfg(target_arch = "x86_64")]
-    if quant::have_avx2() && q.len().is_multiple_of(8) {
-        // SAFETY: features checked; lengths equal and a multiple of 8.
-        return unsafe { simd::dot_f16(q, k) };
+    let simd_ok = quant::have_avx2() && hd.is_multiple_of(8);
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd_ok = false;
+    if simd_ok {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features checked; every row read is in bounds (asserted above).
+        unsafe {
+            simd::scores(q, kv.0.as_ptr().add(off), stride, len, scale, scores)
+        };
+    } else {
+        for (t, sc) in scores.iter_mut().enumerate() {
+            let kr = &kv.0[t * stride + off..t * stride + off + hd];
+            let d: f32 = q
+                .iter()
+                .zip(kr)
+                .map(|(a, b)| a * f16::from_bits(*b).to_f32())
+                .sum();
+            *sc = d * scale;
+        }
     }
-    q.iter()
-        .zip(k)
-        .map(|(a, b)| a * f16::from_bits(*b).to_f32())
-        .sum()
-}
-
-#[inline]
-fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if quant::have_avx2() && out.len().is_multiple_of(8) {
-        // SAFETY: features checked; lengths equal and a multiple of 8.
-        unsafe { simd::axpy_f16(a, v, out) };
-        return;
+    let mx = scores.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0f32;
+    for sc in scores.iter_mut() {
+        *sc = (*sc - mx).exp();
+        sum += *sc;
     }
-    for (o, b) in out.iter_mut().zip(v) {
-        *o += a * f16::from_bits(*b).to_f32();
+    out.fill(0.0);
+    if simd_ok {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        unsafe {
+            simd::weighted(scores, kv.1.as_ptr().add(off), stride, out)
+        };
+    } else {
+        for (t, p) in scores.iter().enumerate() {
+            let vr = &kv.1[t * stride + off..t * stride + off + hd];
+            for (o, v) in out.iter_mut().zip(vr) {
+                *o = p.mul_add(f16::from_bits(*v).to_f32(), *o);
+            }
+        }
     }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+    macro_rules! unroll {
+        ($i:ident in [$($n:literal),*] $body:block) => {
+            $( { const $i: usize = $n; $body } )*
+        };
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(acc: __m256) -> f32 {
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for i in (0..q.len()).step_by(8) {
-                let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i) as *const __m128i));
-                acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), kv, acc);
-            }
             let mut r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
             r = _mm_add_ps(r, _mm_movehl_ps(r, r));
             r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -556,14 +558,109 @@ mod simd {
         }
     }
 
+    #[inline(always)]
+    unsafe fn load8(p: *const u16) -> __m256 {
+        unsafe { _mm256_cvtph_ps(_mm_lddqu_si128(p as *const __m128i)) }
+    }
+
+    /// `scores[t] = (q · k_t) * scale` for the rows `k_t = k + t * stride` (f16), 4 rows at a time.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn axpy_f16(a: f32, v: &[u16], out: &mut [f32]) {
+    pub unsafe fn scores(
+        q: &[f32],
+        k: *const u16,
+        stride: usize,
+        len: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
         unsafe {
-            let av = _mm256_set1_ps(a);
-            for i in (0..out.len()).step_by(8) {
-                let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
-                let o = out.as_mut_ptr().add(i);
-                _mm256_storeu_ps(o, _mm256_fmadd_ps(av, vv, _mm256_loadu_ps(o)));
+            let hd = q.len();
+            let qp = q.as_ptr();
+            let mut t = 0;
+            while t + 4 <= len {
+                let kr = [
+                    k.wrapping_add(t * stride),
+                    k.wrapping_add((t + 1) * stride),
+                    k.wrapping_add((t + 2) * stride),
+                    k.wrapping_add((t + 3) * stride),
+                ];
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut j = 0;
+                while j < hd {
+                    let qv = _mm256_castsi256_ps(_mm256_lddqu_si256(
+                        qp.wrapping_add(j) as *const __m256i
+                    ));
+                    unroll!(T in [0, 1, 2, 3] {
+                        acc[T] = _mm256_fmadd_ps(qv, load8(kr[T].wrapping_add(j)), acc[T]);
+                    });
+                    j += 8;
+                }
+                unroll!(T in [0, 1, 2, 3] {
+                    scores[t + T] = hsum(acc[T]) * scale;
+                });
+                t += 4;
+            }
+            while t < len {
+                let kr = k.wrapping_add(t * stride);
+                let mut acc = _mm256_setzero_ps();
+                let mut j = 0;
+                while j < hd {
+                    acc = _mm256_fmadd_ps(
+                        _mm256_castsi256_ps(_mm256_lddqu_si256(
+                            qp.wrapping_add(j) as *const __m256i
+                        )),
+                        load8(kr.wrapping_add(j)),
+                        acc,
+                    );
+                    j += 8;
+                }
+                scores[t] = hsum(acc) * scale;
+                t += 1;
+            }
+        }
+    }
+
+    /// `out += Σ_t p[t] * v_t` for the rows `v_t = v + t * stride` (f16), in order of `t`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted(p: &[f32], v: *const u16, stride: usize, out: &mut [f32]) {
+        unsafe {
+            let hd = out.len();
+            let op = out.as_mut_ptr();
+            if hd == 64 {
+                let mut o = [_mm256_setzero_ps(); 8];
+                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    o[J] = _mm256_castsi256_ps(_mm256_lddqu_si256(op.wrapping_add(8 * J) as *const __m256i));
+                });
+                let mut vr = v;
+                for &pt in p {
+                    let a = _mm256_set1_ps(pt);
+                    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                        o[J] = _mm256_fmadd_ps(a, load8(vr.wrapping_add(8 * J)), o[J]);
+                    });
+                    vr = vr.wrapping_add(stride);
+                }
+                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    _mm256_storeu_ps(op.wrapping_add(8 * J), o[J]);
+                });
+                return;
+            }
+            let mut vr = v;
+            for &pt in p {
+                let a = _mm256_set1_ps(pt);
+                let mut j = 0;
+                while j < hd {
+                    let o = op.wrapping_add(j);
+                    _mm256_storeu_ps(
+                        o,
+                        _mm256_fmadd_ps(
+                            a,
+                            load8(vr.wrapping_add(j)),
+                            _mm256_castsi256_ps(_mm256_lddqu_si256(o as *const __m256i)),
+                        ),
+                    );
+                    j += 8;
+                }
+                vr = vr.wrapping_add(stride);
             }
         }
     }

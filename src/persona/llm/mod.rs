@@ -221,6 +221,38 @@ pub struct LlmEngine {
     cached: Vec<u32>,
 }
 
+/// The local model's own token counter (its GGUF tokenizer and chat template, read from the file's
+/// metadata without the weights), for prompt budgets on the caller's thread while the model runs on
+/// its worker.
+pub struct TokenCounter {
+    tok: tokenizer::Tok,
+    template: template::ChatTemplate,
+}
+
+impl TokenCounter {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, PersonaError> {
+        let path = path.as_ref();
+        let g = GgufFile::open(path)?;
+        let tok = tokenizer::Tok::load(&g)?;
+        let template = template::ChatTemplate::new(
+            g.str_md("tokenizer.chat_template").as_deref(),
+            tok.bos.clone(),
+            tok.eos.clone(),
+        )
+        .map_err(|e| load_err(path, e.to_string()))?;
+        Ok(TokenCounter { tok, template })
+    }
+
+    /// Tokens of the rendered prompt for `messages` (the estimate if rendering or tokenizing fails).
+    pub fn count(&self, messages: &[ChatMessage]) -> usize {
+        self.template
+            .render(messages)
+            .and_then(|t| self.tok.encode(&t))
+            .map(|ids| ids.len())
+            .unwrap_or_else(|_| crate::persona::prompt::estimate_tokens(messages))
+    }
+}
+
 impl LlmEngine {
     /// Load a GGUF model. Errors name the path and say what to do.
     pub fn load(path: impl AsRef<Path>, opts: &LlmOptions) -> Result<Self, PersonaError> {

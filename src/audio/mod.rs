@@ -1,0 +1,44 @@
+//! audio: recorded audio in, mono `f32` PCM out.
+//!
+//! Stage: before the face (audio-driven lip sync, `face::from_audio`) and the offline render (recorded
+//! lines). Input: a path to a WAV, MP3, FLAC or Ogg/Vorbis file. Output: [`DecodedAudio`], the file
+//! mixed down to one channel of `f32` samples in -1..=1 at the file's own sample rate; [`resample`]
+//! brings it to the rate of the session clock (e.g. the voice's 22050 Hz).
+//!
+//! Decoding is done with symphonia (pure Rust). Multichannel audio is mixed to mono by averaging the
+//! channels. A truncated file, or a streamed WAV whose header carries a bogus length, ends where the
+//! data ends: an unexpected end of file is the end of the audio, not an error. A packet that fails to
+//! decode in the middle of a file is skipped (a glitch, not a failed line); a file where nothing
+//! decodes is an error naming the path.
+//!
+//! Threading: plain functions, no shared state; decoding reads the whole file on the calling thread.
+
+mod decode;
+mod resample;
+
+pub use decode::{DecodedAudio, decode_file};
+pub use resample::resample;
+
+use std::path::PathBuf;
+
+/// The formats [`decode_file`] reads, for error messages.
+pub const SUPPORTED_FORMATS: &str = "WAV (PCM or float), MP3, FLAC and Ogg/Vorbis";
+
+/// Errors of the audio stage; every one names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    /// The reason is in the message (not a `source`), so it shows once however the error is printed.
+    #[error("cannot open audio file {}: {reason}", path.display())]
+    Open {
+        path: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("cannot read audio file {}: {detail}; supported formats are {SUPPORTED_FORMATS}", path.display())]
+    Unsupported { path: PathBuf, detail: String },
+    #[error(
+        "audio file {path} could not be decoded: {detail}; supported formats are {SUPPORTED_FORMATS}"
+    )]
+    Decode { path: PathBuf, detail: String },
+    #[error("audio file {} contains no audio samples", path.display())]
+    Empty { path: PathBuf },
+}

@@ -1,0 +1,98 @@
+//! `idol perform SCRIPT`: the same scripted performance as `idol render`, live, paced by the wall
+//! clock. The script is rendered first (the voice runs many times faster than real time), then its
+//! audio chunks, frames, captions, cues, state changes and script events go out in sample order
+//! through the live pipeline's `Sink` interface: events are printed to stdout as JSON lines (the
+//! `events.jsonl` form), captions as they start, and with `--play` the audio goes to the sound card.
+
+use super::Env;
+use super::render::{ScriptArgs, prepare, render};
+use clap::Args;
+use idol::perform::{Event, Sink};
+use idol::script::live::{items, play};
+use idol::script::output::event_json;
+use idol::sink::audio::{AudioOptions, AudioOut};
+use idol::time::SampleTime;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct PerformArgs {
+    #[command(flatten)]
+    pub common: ScriptArgs,
+    /// Play the audio on the default output device (or the one named by [sinks.audio] device).
+    #[arg(long)]
+    pub play: bool,
+    /// How far ahead of the clock events are released, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    pub lead_ms: u64,
+}
+
+/// Prints captions to stdout as they start.
+struct Captions;
+
+impl Sink for Captions {
+    fn event(&mut self, event: &Event) {
+        if let Event::Caption(c) = event {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::json!({"sample": c.range.start().get(), "type": "caption", "text": c.text})
+            );
+        }
+    }
+}
+
+/// Pushes audio chunks to the sound card.
+struct Speaker(AudioOut);
+
+impl Sink for Speaker {
+    fn event(&mut self, event: &Event) {
+        if let Event::Audio(a) = event {
+            self.0.push(a.start, &a.pcm);
+        }
+    }
+}
+
+pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
+    let mut p = prepare(env, &args.common)?;
+    let t0 = Instant::now();
+    let perf = render(&mut p, true)?;
+    eprintln!(
+        "rendered {:.2} s in {:.2} s; performing live",
+        perf.duration_secs(),
+        t0.elapsed().as_secs_f64()
+    );
+    let mut speaker = if args.play {
+        let opts = match &env.config()?.sinks.audio {
+            Some(c) => AudioOptions::from_config(c, perf.rate),
+            None => AudioOptions::new(perf.rate),
+        };
+        Some(Speaker(AudioOut::open(&opts)?))
+    } else {
+        None
+    };
+    let mut captions = Captions;
+    let mut sinks: Vec<&mut dyn Sink> = vec![&mut captions];
+    if let Some(s) = speaker.as_mut() {
+        sinks.push(s);
+    }
+    let list = items(&perf, (perf.rate / 50) as u64);
+    let stop = AtomicBool::new(false);
+    let rate = perf.rate;
+    play(
+        &list,
+        rate,
+        SampleTime(perf.pcm.len() as u64),
+        Duration::from_millis(args.lead_ms),
+        &mut sinks,
+        &mut |e| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", event_json(e, rate));
+        },
+        &stop,
+    );
+    Ok(ExitCode::SUCCESS)
+}

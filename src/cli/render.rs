@@ -1,0 +1,259 @@
+//! `idol render SCRIPT --out DIR`: a scripted performance (`docs/scripts.md`) rendered offline with
+//! the real voice and face into `DIR/performance.wav`, `frames.jsonl`, `frames.csv` (Live Link Face),
+//! `captions.srt`, `captions.vtt` and `events.jsonl`. With a seed the files are byte-identical from
+//! run to run. Everything is rendered in memory and written into a temporary folder beside DIR, then
+//! moved in: a render that fails leaves no partial output.
+
+use super::Env;
+use anyhow::Context;
+use clap::Args;
+use idol::face::Rig;
+use idol::phonemize::EnglishPhonemizer;
+use idol::script::live::ScriptRenderer;
+use idol::script::{self, PiperLineVoice, RenderOptions, Script};
+use idol::tts::{PiperVoice, Speaker, VoiceOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings shared by `render` and `perform`; each overrides the script's `[script]` value, which
+/// overrides idol.toml.
+#[derive(Debug, Args, Clone)]
+pub struct ScriptArgs {
+    /// The script (TOML, see docs/scripts.md).
+    pub script: PathBuf,
+    /// Voice: a name under voices/ or a path to NAME.onnx.
+    #[arg(long)]
+    pub voice: Option<String>,
+    /// Speaker of a multi-speaker voice.
+    #[arg(long)]
+    pub speaker: Option<String>,
+    /// Rig for the frames.
+    #[arg(long)]
+    pub rig: Option<String>,
+    /// Face frames per second.
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Seed of the voice's noise and the face's idle motion: the same seed gives the same bytes.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// ONNX Runtime threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub common: ScriptArgs,
+    /// Output folder (created if missing; the six files in it are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A script with its voice and face settings resolved.
+pub struct Prepared {
+    pub script: Script,
+    pub voice: PiperLineVoice,
+    pub rig: Rig,
+    pub fps: u32,
+    pub seed: u64,
+    pub rate: Option<f32>,
+    /// For aligning recorded lines' transcripts in audio lip sync.
+    pub phonemizer: Arc<EnglishPhonemizer>,
+}
+
+/// Load the script, the voice and the rig.
+pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+    let script = Script::load(&args.script)?;
+    let config = env.config()?;
+    let home = &env.home;
+    let d = &script.defaults;
+    let vc = &config.voice;
+    let voice_name = args.voice.as_deref().or(d.voice.as_deref());
+    let voice_path = super::say::voice_path(home, voice_name, &vc.model);
+    let seed = args.seed.or(d.seed);
+    let options = VoiceOptions {
+        threads: args.threads,
+        length_scale: vc.length_scale,
+        noise_scale: d.noise_scale.or(vc.noise_scale),
+        noise_w: d.noise_w.or(vc.noise_w),
+        speaker: args
+            .speaker
+            .as_deref()
+            .or(d.speaker.as_deref())
+            .or(vc.speaker.as_deref())
+            .map(|s| s.parse::<Speaker>().expect("infallible")),
+        seed: seed.unwrap_or(vc.seed),
+    };
+    let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
+    let voice = PiperVoice::load(
+        &voice_path,
+        &home.ort_library(),
+        phonemizer.clone(),
+        &options,
+    )?;
+    let rig_name = args
+        .rig
+        .as_deref()
+        .or(d.rig.as_deref())
+        .unwrap_or(&config.face.rig);
+    let rig = Rig::find(rig_name, Some(home.rigs_dir().as_path()))?;
+    let fps = args.fps.or(d.fps).unwrap_or(config.face.fps);
+    if fps == 0 {
+        anyhow::bail!("--fps must be at least 1");
+    }
+    Ok(Prepared {
+        voice: PiperLineVoice::new(voice, &options),
+        rate: d.rate.or(vc.length_scale),
+        seed: seed.unwrap_or(config.face.seed),
+        script,
+        rig,
+        fps,
+        phonemizer,
+    })
+}
+
+/// Render a prepared script, with a progress bar unless `quiet`.
+pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performance> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(p.script.lines.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} rendering [{bar:30}] line {pos}/{len} {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    };
+    let mut progress = |done: usize, _total: usize| bar.set_position(done as u64);
+    // Recorded lines without an alignment file get their mouth from the audio itself.
+    let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
+    let perf = script::render(
+        &p.script,
+        &mut p.voice,
+        RenderOptions {
+            rig: p.rig.clone(),
+            fps: p.fps,
+            seed: p.seed,
+            rate: p.rate,
+            lipsync: Some(&mut lipsync),
+            progress: Some(&mut progress),
+        },
+    );
+    bar.finish_and_clear();
+    let perf = perf?;
+    for w in &perf.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(perf)
+}
+
+pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let mut p = prepare(env, &args.common)?;
+    let t_load = t0.elapsed();
+    let t1 = Instant::now();
+    let cpu0 = cpu_time();
+    let perf = render(&mut p, args.quiet)?;
+    let (files, skipped) = script::output::files(&perf)?;
+    if let Some(s) = skipped {
+        eprintln!("warning: {s}");
+    }
+    let wall = t1.elapsed().as_secs_f64();
+    let written = script::write_dir(&args.out, &files)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    // A file this render did not make (frames.csv for a rig without ARKit channels) must not be
+    // left over from an earlier render.
+    for name in script::output::FILES {
+        if !files.iter().any(|(n, _)| *n == name) {
+            let _ = std::fs::remove_file(args.out.join(name));
+        }
+    }
+    let dur = perf.duration_secs();
+    let cpu = cpu_time().map(|c| c - cpu0.unwrap_or(0.0));
+    eprintln!(
+        "rendered {:.2} s ({} lines, {} frames at {} fps, rig {}) in {:.2} s: {:.1}x faster than real time{} (voice load {:.2} s)",
+        dur,
+        perf.lines.len(),
+        perf.frames.len(),
+        perf.fps,
+        perf.frames.rig(),
+        wall,
+        dur / wall.max(1e-9),
+        cpu.map(|c| format!(" ({c:.2} s CPU, {:.1}x)", dur / c.max(1e-9)))
+            .unwrap_or_default(),
+        t_load.as_secs_f64(),
+    );
+    for w in written {
+        println!("{}", w.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The renderer behind the server's `perform` message: the session's voice settings, rig and fps from
+/// idol.toml (a script's voice, rig and fps are ignored live, as the session's stream is fixed), the
+/// script's seed; its own copy of the voice, loaded on the first script.
+pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRenderer {
+    let home = env.home.clone();
+    let vc = config.voice.clone();
+    let face = config.face.clone();
+    let voice: Arc<parking_lot::Mutex<Option<PiperLineVoice>>> = Arc::default();
+    ScriptRenderer::new(move |script: &Script| {
+        let seed = script.defaults.seed;
+        let options = VoiceOptions {
+            length_scale: vc.length_scale,
+            noise_scale: script.defaults.noise_scale.or(vc.noise_scale),
+            noise_w: script.defaults.noise_w.or(vc.noise_w),
+            speaker: vc
+                .speaker
+                .as_deref()
+                .map(|s| s.parse::<Speaker>().expect("infallible")),
+            seed: seed.unwrap_or(vc.seed),
+            ..VoiceOptions::default()
+        };
+        let mut guard = voice.lock();
+        if guard.is_none() {
+            let ph = Arc::new(EnglishPhonemizer::load(&home).map_err(|e| e.to_string())?);
+            let v = PiperVoice::load(&home.path(&vc.model), &home.ort_library(), ph, &options)
+                .map_err(|e| e.to_string())?;
+            *guard = Some(PiperLineVoice::new(v, &options));
+        }
+        let v = guard.as_mut().expect("loaded");
+        v.reseed(options.seed);
+        let rig =
+            Rig::find(&face.rig, Some(home.rigs_dir().as_path())).map_err(|e| e.to_string())?;
+        script::render(
+            script,
+            v,
+            RenderOptions {
+                rig,
+                fps: face.fps,
+                seed: seed.unwrap_or(face.seed),
+                rate: script.defaults.rate.or(vc.length_scale),
+                lipsync: None,
+                progress: None,
+            },
+        )
+        .map_err(|e| e.to_string())
+    })
+}
+
+/// CPU time of this process so far (user + system), where the platform says.
+pub fn cpu_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}

@@ -1,0 +1,972 @@
+//! Offline render: a [`Script`] becomes one [`Performance`] on one sample clock.
+//!
+//! Algorithm.
+//!
+//! 1. **Each line becomes local audio** (sample 0 = the line's start). A spoken line's text goes
+//!    through the tag parser (`[happy]`, `<wave>`, `<break time="300ms"/>`); the clean text is cut at
+//!    each break, each piece into sentences, each sentence normalized and spoken by the [`LineVoice`]
+//!    with the line's [`Style`] (length scale, emphasis); a break is silence of its length exactly
+//!    where it was written. Emotion and action tags land at the start of the word at the same relative
+//!    position in their sentence's audio (the voice speaks normalized text, so positions map by
+//!    proportion, then snap to a word start), or, between sentences, where the next audio starts. A
+//!    recorded line is its take decoded and resampled to the voice's rate, sample for sample, so it
+//!    keeps its exact duration; its mouth comes from its alignment file (`phonemes = ...`), else from
+//!    the [`LipSync`] provider if one is plugged in, else it stays at rest (expression and idle only)
+//!    with a warning. Its transcript's tags are placed by proportion of the take, snapped to aligned
+//!    words when there are any.
+//! 2. **Placement.** A line without `at` starts `gap` after the previous line ends (the first line
+//!    at 0 + its own gap); a line with `at` starts exactly there and must not start before the
+//!    previous line ends (a positioned error otherwise). The performance ends `tail` after the last
+//!    line, or just after the last pass-through event if that is later.
+//! 3. **Assembly.** PCM is silence with each line copied in; the phoneme timeline is the lines'
+//!    phonemes moved to their starts with the gaps filled by `_`, so it covers the whole audio; words,
+//!    captions (one per sentence, or per recorded transcript), cues and events move likewise.
+//! 4. **Face.** One segment over the whole performance is prepared once (mouth chain, cue envelopes,
+//!    nods), so expressions and the idle layer (a pure function of seed and absolute sample) run
+//!    continuously across lines and gaps. Frames are `SampleTime::ZERO.frame(k, rate, fps)` for
+//!    `k < frames_in(len)`, covering exactly the audio. Look-at targets switch at the start of the
+//!    line that sets them, the eyes (and 30% of the head) turning over [`LOOK_TURN_SECS`] with a
+//!    smoothstep; frames during a turn are evaluated with the interpolated target.
+//!
+//! Determinism: the voice's noise is seeded per clause, the face is a pure function of its inputs,
+//! events are ordered by (sample, script order): with a seed, a render is the same bytes every time.
+
+use super::parse::{Anchor, Line, LineKind, Look, Script, ScriptError, Timing};
+use crate::face::{self, EyeGaze, Face, FaceConfig, FaceError, Frames, Rig, Scratch, Segment};
+use crate::speech::{Cue, CueKind, Phoneme, Speech, Word};
+use crate::text::{CueEvent, TagParser, normalize, split_sentences};
+use crate::time::{SampleTime, TimeRange, Timed, Timeline};
+use crate::tts::{self, PiperVoice, Synthesizer, TtsError, VoiceOptions};
+use std::path::PathBuf;
+
+/// How long the eyes take to turn to a new look-at target.
+pub const LOOK_TURN_SECS: f64 = 0.25;
+
+/// How a line is to be spoken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Style {
+    /// Length scale; `None` keeps the voice's (or the script's default).
+    pub length_scale: Option<f32>,
+    /// 0..=1.
+    pub emphasis: f32,
+}
+
+/// The voice as a script render drives it: one normalized sentence at a time, with a style.
+pub trait LineVoice {
+    fn sample_rate(&self) -> u32;
+    fn speak(&mut self, sentence: &str, style: Style) -> Result<Speech, TtsError>;
+}
+
+/// The Piper voice with per-line length scale and emphasis (emphasis widens the noise scales by up to
+/// 50%: livelier pitch and timing).
+pub struct PiperLineVoice {
+    voice: PiperVoice,
+    scales: [f32; 3],
+}
+
+impl PiperLineVoice {
+    /// Wrap a loaded voice; `options` are the ones it was loaded with (their overrides are the base
+    /// scales), and its noise restarts at clause 0 of `options.seed`.
+    pub fn new(mut voice: PiperVoice, options: &VoiceOptions) -> Self {
+        let inf = voice.config().inference;
+        let scales = [
+            options.noise_scale.unwrap_or(inf.noise_scale),
+            options.length_scale.unwrap_or(inf.length_scale),
+            options.noise_w.unwrap_or(inf.noise_w),
+        ];
+        voice.set_seed(options.seed);
+        PiperLineVoice { voice, scales }
+    }
+
+    /// Restart the noise streams at clause 0 of `seed` (to render again from the same start).
+    pub fn reseed(&mut self, seed: u64) {
+        self.voice.set_seed(seed);
+    }
+}
+
+impl LineVoice for PiperLineVoice {
+    fn sample_rate(&self) -> u32 {
+        self.voice.sample_rate()
+    }
+
+    fn speak(&mut self, sentence: &str, style: Style) -> Result<Speech, TtsError> {
+        let [ns, ls, nw] = self.scales;
+        let boost = 1.0 + 0.5 * style.emphasis.clamp(0.0, 1.0);
+        self.voice
+            .set_scales(ns * boost, style.length_scale.unwrap_or(ls), nw * boost);
+        self.voice.synthesize(sentence)
+    }
+}
+
+/// Any [`Synthesizer`] as a line voice that ignores the style (the fake voice in unit tests).
+pub struct SynthLineVoice<S>(pub S);
+
+impl<S: Synthesizer> LineVoice for SynthLineVoice<S> {
+    fn sample_rate(&self) -> u32 {
+        self.0.sample_rate()
+    }
+    fn speak(&mut self, sentence: &str, _style: Style) -> Result<Speech, TtsError> {
+        self.0.synthesize(sentence)
+    }
+}
+
+/// Audio-driven lip sync for recorded lines without an alignment file: the take (mono, at the
+/// performance's rate) and its transcript (tags removed), if any → a phoneme timeline starting at 0
+/// (IPA or ARPAbet symbols, gaps allowed), at `rate`.
+pub trait LipSync {
+    fn phonemes(
+        &mut self,
+        audio: &[f32],
+        rate: u32,
+        transcript: Option<&str>,
+    ) -> Result<Timeline<Phoneme>, String>;
+}
+
+/// [`LipSync`] from the audio itself (`crate::face::from_audio`): spectral classes decoded to phones,
+/// aligned to the transcript's expected phones when a transcript and a phonemizer are given.
+pub struct AudioLipSync {
+    phonemizer: Option<std::sync::Arc<dyn crate::phonemize::Phonemize>>,
+    options: crate::face::from_audio::AudioLipsyncOptions,
+}
+
+impl AudioLipSync {
+    /// `phonemizer` turns a transcript into the phones to align (without one, transcripts are ignored
+    /// and the audio alone decides).
+    pub fn new(phonemizer: Option<std::sync::Arc<dyn crate::phonemize::Phonemize>>) -> Self {
+        AudioLipSync {
+            phonemizer,
+            options: Default::default(),
+        }
+    }
+}
+
+impl LipSync for AudioLipSync {
+    fn phonemes(
+        &mut self,
+        audio: &[f32],
+        rate: u32,
+        transcript: Option<&str>,
+    ) -> Result<Timeline<Phoneme>, String> {
+        let mut opts = self.options.clone();
+        if let (Some(text), Some(ph)) = (transcript, &self.phonemizer) {
+            // A transcript the phonemizer cannot read leaves the audio alone to decide.
+            if let Ok(tokens) = ph.phonemize(text) {
+                opts.transcript = Some(crate::face::from_audio::transcript_phones(&tokens));
+            }
+        }
+        crate::face::from_audio::phonemes_from_audio(audio, rate, &opts).map_err(|e| e.to_string())
+    }
+}
+
+/// What a render needs besides the script and the voice.
+pub struct RenderOptions<'a> {
+    pub rig: Rig,
+    pub fps: u32,
+    /// The face's seed (idle layer); the voice is seeded by whoever built it.
+    pub seed: u64,
+    /// Default length scale for spoken lines without their own `rate` (the script's `[script] rate`
+    /// or the command line's).
+    pub rate: Option<f32>,
+    /// Audio-driven lip sync for recorded lines without an alignment file.
+    pub lipsync: Option<&'a mut dyn LipSync>,
+    /// Called after each line with (lines done, lines in all).
+    pub progress: Option<&'a mut dyn FnMut(usize, usize)>,
+}
+
+/// Errors of a render.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+    #[error("recorded line: {message}")]
+    Audio { path: PathBuf, message: String },
+    #[error("alignment {}: {message}", path.display())]
+    Alignment { path: PathBuf, message: String },
+    #[error("{line}: the voice failed on {sentence:?}: {source}")]
+    Voice {
+        line: String,
+        sentence: String,
+        source: TtsError,
+    },
+    #[error(transparent)]
+    Face(#[from] FaceError),
+    #[error("the performance is empty: nothing was said")]
+    Empty,
+}
+
+/// A line as placed on the performance timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedLine {
+    pub index: usize,
+    pub id: Option<String>,
+    pub range: TimeRange,
+    /// The text without tags (the transcript for a recorded line; may be empty).
+    pub text: String,
+    pub recorded: bool,
+}
+
+/// One caption: a sentence (or a recorded line's transcript) over its audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionCue {
+    pub line: usize,
+    pub range: TimeRange,
+    pub text: String,
+}
+
+/// What an event is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptEventKind {
+    LineStart {
+        id: Option<String>,
+        text: String,
+        end: SampleTime,
+        recorded: bool,
+    },
+    LineEnd {
+        id: Option<String>,
+    },
+    Emotion {
+        name: String,
+        intensity: f32,
+    },
+    Action {
+        name: String,
+        intensity: f32,
+    },
+    Break {
+        millis: u32,
+    },
+    LookAt {
+        target: String,
+        /// Degrees; `None` for free gaze.
+        angles: Option<(f32, f32)>,
+    },
+    /// A pass-through event from `[[event]]`.
+    Event {
+        name: String,
+        data: serde_json::Value,
+    },
+}
+
+/// An event of the performance at its sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptEvent {
+    pub at: SampleTime,
+    /// The line it belongs to (0-based), if any.
+    pub line: Option<usize>,
+    pub kind: ScriptEventKind,
+}
+
+/// A rendered performance.
+#[derive(Debug, Clone)]
+pub struct Performance {
+    pub rate: u32,
+    pub fps: u32,
+    pub seed: u64,
+    pub pcm: Vec<f32>,
+    pub phonemes: Timeline<Phoneme>,
+    pub words: Timeline<Word>,
+    pub lines: Vec<PlacedLine>,
+    pub captions: Vec<CaptionCue>,
+    /// Emotion and action cues on the performance timeline, as the face used them.
+    pub cues: Vec<Cue>,
+    /// Every event in (sample, script) order.
+    pub events: Vec<ScriptEvent>,
+    pub frames: Frames,
+    /// Things the user should know (skipped sentences, recorded lines without lip sync).
+    pub warnings: Vec<String>,
+}
+
+impl Performance {
+    pub fn duration_secs(&self) -> f64 {
+        self.pcm.len() as f64 / self.rate as f64
+    }
+}
+
+/// One line's audio before placement (all times local to the line).
+struct LineAudio {
+    pcm: Vec<f32>,
+    phonemes: Timeline<Phoneme>,
+    words: Timeline<Word>,
+    captions: Vec<(TimeRange, String)>,
+    /// Emotion/action cues and breaks, in text order.
+    marks: Vec<(SampleTime, ScriptEventKind)>,
+    text: String,
+}
+
+/// `ms` of silence covered by one pause phoneme.
+fn silence(rate: u32, ms: u32) -> Speech {
+    let n = SampleTime::from_millis(ms as u64, rate).get();
+    let mut s = tts::empty_speech(rate);
+    s.pcm = vec![0.0; n as usize];
+    if n > 0 {
+        s.phonemes
+            .push(Timed::new(
+                TimeRange::at(SampleTime::ZERO, n),
+                Phoneme::new("_"),
+            ))
+            .expect("first item");
+    }
+    s
+}
+
+/// The local sample of a cue `at` bytes into a sentence `len` bytes long whose audio (`n` samples,
+/// words `words` local to the sentence) starts at `start`: proportional, snapped to a word start.
+fn cue_sample(at: usize, len: usize, start: u64, n: u64, words: &[Timed<Word>]) -> SampleTime {
+    let guess = if len == 0 {
+        0
+    } else {
+        n * at as u64 / len as u64
+    };
+    let snapped = words
+        .iter()
+        .map(|w| w.start().get())
+        .find(|&s| s >= guess)
+        .unwrap_or(guess);
+    SampleTime(start + snapped.min(n))
+}
+
+fn scaled(intensity: f32, emphasis: f32) -> f32 {
+    (intensity * (1.0 + 0.5 * emphasis)).clamp(0.0, 1.0)
+}
+
+fn mark_of(ev: &CueEvent, emphasis: f32) -> ScriptEventKind {
+    match ev {
+        CueEvent::Emotion { name, intensity } => ScriptEventKind::Emotion {
+            name: name.clone(),
+            intensity: scaled(*intensity, emphasis),
+        },
+        CueEvent::Action { name, intensity } => ScriptEventKind::Action {
+            name: name.clone(),
+            intensity: scaled(*intensity, emphasis),
+        },
+        CueEvent::Break { millis } => ScriptEventKind::Break { millis: *millis },
+    }
+}
+
+struct PartDone {
+    start_b: usize,
+    end_b: usize,
+    s0: u64,
+    len: u64,
+    words: Vec<Timed<Word>>,
+}
+
+fn speak_line(
+    voice: &mut dyn LineVoice,
+    line: &Line,
+    text: &str,
+    style: Style,
+    warnings: &mut Vec<String>,
+) -> Result<LineAudio, RenderError> {
+    let rate = voice.sample_rate();
+    let (clean, cues) = TagParser::parse_all(text);
+    let mut speech = tts::empty_speech(rate);
+    let mut parts: Vec<PartDone> = Vec::new();
+    let mut anchors: Vec<(usize, u64)> = Vec::new();
+    let mut captions = Vec::new();
+    let mut marks: Vec<(usize, SampleTime, ScriptEventKind)> = Vec::new();
+    let mut bounds: Vec<(usize, Option<u32>)> = cues
+        .iter()
+        .filter_map(|c| match c.event {
+            CueEvent::Break { millis } => Some((c.at, Some(millis))),
+            _ => None,
+        })
+        .collect();
+    bounds.push((clean.len(), None));
+    let mut piece_start = 0usize;
+    for (b, brk) in bounds {
+        let b = b.max(piece_start);
+        for seg in split_sentences(&clean[piece_start..b]) {
+            if !seg.text.chars().any(char::is_alphanumeric) {
+                continue;
+            }
+            let sentence = normalize(&seg.text);
+            let sp = match voice.speak(&sentence, style) {
+                Ok(sp) => sp,
+                Err(TtsError::Unspeakable(_) | TtsError::Phonemize(_) | TtsError::Empty) => {
+                    warnings.push(format!(
+                        "{}: skipped {:?}: nothing speakable",
+                        line.label(),
+                        seg.text
+                    ));
+                    continue;
+                }
+                Err(source) => {
+                    return Err(RenderError::Voice {
+                        line: line.label(),
+                        sentence: seg.text.clone(),
+                        source,
+                    });
+                }
+            };
+            let s0 = speech.pcm.len() as u64;
+            let len = sp.pcm.len() as u64;
+            parts.push(PartDone {
+                start_b: piece_start + seg.start,
+                end_b: piece_start + seg.end,
+                s0,
+                len,
+                words: sp.words.items().to_vec(),
+            });
+            captions.push((TimeRange::at(SampleTime(s0), len), seg.text.clone()));
+            tts::append(&mut speech, sp);
+        }
+        if let Some(millis) = brk {
+            let at = speech.pcm.len() as u64;
+            anchors.push((b, at));
+            tts::append(&mut speech, silence(rate, millis));
+        }
+        piece_start = b;
+    }
+    let n = speech.pcm.len() as u64;
+    let mut break_i = 0usize;
+    for c in &cues {
+        let at = if let CueEvent::Break { .. } = c.event {
+            let s = anchors[break_i].1;
+            break_i += 1;
+            SampleTime(s)
+        } else if let Some(p) = parts.iter().find(|p| p.start_b <= c.at && c.at < p.end_b) {
+            cue_sample(c.at - p.start_b, p.end_b - p.start_b, p.s0, p.len, &p.words)
+        } else {
+            let next_part = parts.iter().filter(|p| p.start_b >= c.at).map(|p| p.s0);
+            let next_break = anchors.iter().filter(|a| a.0 >= c.at).map(|a| a.1);
+            SampleTime(next_part.chain(next_break).min().unwrap_or(n))
+        };
+        marks.push((c.at, at, mark_of(&c.event, style.emphasis)));
+    }
+    Ok(LineAudio {
+        pcm: speech.pcm,
+        phonemes: speech.phonemes,
+        words: speech.words,
+        captions,
+        marks: marks.into_iter().map(|(_, s, k)| (s, k)).collect(),
+        text: clean.split_whitespace().collect::<Vec<_>>().join(" "),
+    })
+}
+
+fn recorded_line(
+    line: &Line,
+    audio: &std::path::Path,
+    alignment: Option<&std::path::Path>,
+    rate: u32,
+    lipsync: &mut Option<&mut dyn LipSync>,
+    warnings: &mut Vec<String>,
+) -> Result<LineAudio, RenderError> {
+    let decoded = crate::audio::decode_file(audio).map_err(|e| RenderError::Audio {
+        path: audio.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let pcm = crate::audio::resample(&decoded.samples, decoded.sample_rate, rate);
+    if pcm.is_empty() {
+        return Err(RenderError::Audio {
+            path: audio.to_path_buf(),
+            message: format!("{} has no samples", audio.display()),
+        });
+    }
+    let n = pcm.len() as u64;
+    let end = SampleTime(n);
+    let (clean, cues) = match &line.text {
+        Some(t) => TagParser::parse_all(t),
+        None => (String::new(), Vec::new()),
+    };
+    let transcript = clean.split_whitespace().collect::<Vec<_>>().join(" ");
+    let transcript = transcript.as_str();
+    let (mut phonemes, mut words) = match alignment {
+        Some(p) => {
+            let file =
+                face::read::read_path(p, rate, None).map_err(|e| RenderError::Alignment {
+                    path: p.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            let words = file
+                .words
+                .unwrap_or_else(|| Timeline::new(rate).expect("rate"));
+            (file.phonemes, words)
+        }
+        None => {
+            let ph = match lipsync.as_deref_mut() {
+                Some(ls) => ls
+                    .phonemes(&pcm, rate, (!transcript.is_empty()).then_some(transcript))
+                    .map_err(|message| RenderError::Audio {
+                        path: audio.to_path_buf(),
+                        message: format!("lip sync of {} failed: {message}", audio.display()),
+                    })?,
+                None => {
+                    warnings.push(format!(
+                        "{}: recorded line {} has no alignment (phonemes = \"take.TextGrid\"): its mouth stays at rest, expression and idle only",
+                        line.label(),
+                        audio.display()
+                    ));
+                    Timeline::new(rate).expect("rate")
+                }
+            };
+            (ph, Timeline::new(rate).expect("rate"))
+        }
+    };
+    phonemes.truncate(end);
+    words.truncate(end);
+    let len = clean.len();
+    let marks = cues
+        .iter()
+        .map(|c| {
+            let at = cue_sample(c.at, len, 0, n, words.items());
+            (at.min(SampleTime(n)), mark_of(&c.event, line.emphasis))
+        })
+        .collect();
+    let captions = if transcript.is_empty() {
+        Vec::new()
+    } else {
+        vec![(TimeRange::at(SampleTime::ZERO, n), transcript.to_string())]
+    };
+    Ok(LineAudio {
+        pcm,
+        phonemes,
+        words,
+        captions,
+        marks,
+        text: transcript.to_string(),
+    })
+}
+
+fn secs(s: f64, rate: u32) -> u64 {
+    SampleTime::from_secs_f64(s, rate)
+        .expect("validated times are finite and non-negative")
+        .get()
+}
+
+fn fmt_secs(s: SampleTime, rate: u32) -> String {
+    format!("{:.3}", s.as_secs_f64(rate))
+}
+
+/// Render a script. See the module docs for the algorithm.
+pub fn render(
+    script: &Script,
+    voice: &mut dyn LineVoice,
+    mut opts: RenderOptions<'_>,
+) -> Result<Performance, RenderError> {
+    let rate = voice.sample_rate();
+    let total_lines = script.lines.len();
+    let mut warnings = Vec::new();
+    // 1. Each line's audio.
+    let mut audios = Vec::with_capacity(total_lines);
+    for line in &script.lines {
+        let a = match &line.kind {
+            LineKind::Spoken => {
+                let style = Style {
+                    length_scale: line.rate.or(opts.rate),
+                    emphasis: line.emphasis,
+                };
+                let text = line.text.as_deref().unwrap_or_default();
+                speak_line(voice, line, text, style, &mut warnings)?
+            }
+            LineKind::Recorded { audio, phonemes } => recorded_line(
+                line,
+                audio,
+                phonemes.as_deref(),
+                rate,
+                &mut opts.lipsync,
+                &mut warnings,
+            )?,
+        };
+        audios.push(a);
+        if let Some(p) = opts.progress.as_deref_mut() {
+            p(audios.len(), total_lines);
+        }
+    }
+    if audios.iter().all(|a| a.pcm.is_empty()) {
+        return Err(RenderError::Empty);
+    }
+    // 2. Placement.
+    let mut starts = Vec::with_capacity(total_lines);
+    let mut prev_end = 0u64;
+    for (i, (line, a)) in script.lines.iter().zip(&audios).enumerate() {
+        let start = match line.timing {
+            Timing::At { secs: t } => {
+                let s = secs(t, rate);
+                if s < prev_end {
+                    let pos = line.at_pos.clone().unwrap_or_else(|| line.pos.clone());
+                    return Err(script
+                        .error_at(
+                            &pos,
+                            format!(
+                                "{} at {t} s overlaps {}, which is spoken until {} s: use at >= {} or drop at to follow it with a gap",
+                                line.label(),
+                                script.lines[i - 1].label(),
+                                fmt_secs(SampleTime(prev_end), rate),
+                                fmt_secs(SampleTime(prev_end), rate),
+                            ),
+                        )
+                        .into());
+                }
+                s
+            }
+            Timing::After { gap } => {
+                let g = match (gap, i) {
+                    (Some(g), _) => g,
+                    (None, 0) => 0.0,
+                    (None, _) => script.defaults.gap,
+                };
+                prev_end + secs(g, rate)
+            }
+        };
+        prev_end = start + a.pcm.len() as u64;
+        starts.push(start);
+    }
+    let mut end = prev_end + secs(script.defaults.tail, rate);
+    let event_at: Vec<u64> = script
+        .events
+        .iter()
+        .map(|e| match e.anchor {
+            Anchor::At(t) => secs(t, rate),
+            Anchor::Line { index, offset } => starts[index] + secs(offset, rate),
+        })
+        .collect();
+    if let Some(&last) = event_at.iter().max() {
+        end = end.max(last + 1);
+    }
+    // 3. Assembly.
+    let mut pcm = vec![0.0f32; end as usize];
+    let mut phonemes: Timeline<Phoneme> = Timeline::new(rate).expect("rate");
+    let mut words: Timeline<Word> = Timeline::new(rate).expect("rate");
+    let mut lines = Vec::with_capacity(total_lines);
+    let mut captions = Vec::new();
+    let mut events: Vec<ScriptEvent> = Vec::new();
+    let mut cues: Vec<Cue> = Vec::new();
+    let mut looks: Vec<(u64, Option<EyeGaze>)> = vec![(0, script.defaults.look_at.1.gaze())];
+    let mut current_look = script.defaults.look_at.0.clone();
+    let fill_to = |phonemes: &mut Timeline<Phoneme>, at: u64| {
+        let from = phonemes.span().map_or(0, |s| s.end().get());
+        if at > from {
+            phonemes
+                .push(Timed::new(
+                    TimeRange::at(SampleTime(from), at - from),
+                    Phoneme::new("_"),
+                ))
+                .expect("gap after the last phoneme");
+        }
+    };
+    for ((line, a), &start) in script.lines.iter().zip(audios).zip(&starts) {
+        let s0 = SampleTime(start);
+        let range = TimeRange::at(s0, a.pcm.len() as u64);
+        pcm[start as usize..range.end().get() as usize].copy_from_slice(&a.pcm);
+        for p in a.phonemes.shift(start).into_items() {
+            fill_to(&mut phonemes, p.start().get());
+            phonemes.push(p).expect("line phonemes are ordered");
+        }
+        fill_to(&mut phonemes, range.end().get());
+        for w in a.words.shift(start).into_items() {
+            words.push(w).expect("lines do not overlap");
+        }
+        for (r, text) in a.captions {
+            captions.push(CaptionCue {
+                line: line.index,
+                range: r.shift(start),
+                text,
+            });
+        }
+        let li = Some(line.index);
+        events.push(ScriptEvent {
+            at: s0,
+            line: li,
+            kind: ScriptEventKind::LineStart {
+                id: line.id.clone(),
+                text: a.text.clone(),
+                end: range.end(),
+                recorded: matches!(line.kind, LineKind::Recorded { .. }),
+            },
+        });
+        if let Some((name, look)) = &line.look_at
+            && *name != current_look
+        {
+            current_look = name.clone();
+            looks.push((start, look.gaze()));
+            events.push(ScriptEvent {
+                at: s0,
+                line: li,
+                kind: ScriptEventKind::LookAt {
+                    target: name.clone(),
+                    angles: match look {
+                        Look::Free => None,
+                        _ => look
+                            .gaze()
+                            .map(|g| (g.yaw.to_degrees(), g.pitch.to_degrees())),
+                    },
+                },
+            });
+        }
+        if let Some((name, intensity)) = &line.emotion {
+            events.push(ScriptEvent {
+                at: s0,
+                line: li,
+                kind: ScriptEventKind::Emotion {
+                    name: name.clone(),
+                    intensity: scaled(*intensity, line.emphasis),
+                },
+            });
+        }
+        for (at, kind) in a.marks {
+            events.push(ScriptEvent {
+                at: at + start,
+                line: li,
+                kind,
+            });
+        }
+        events.push(ScriptEvent {
+            at: range.end(),
+            line: li,
+            kind: ScriptEventKind::LineEnd {
+                id: line.id.clone(),
+            },
+        });
+        lines.push(PlacedLine {
+            index: line.index,
+            id: line.id.clone(),
+            range,
+            text: a.text,
+            recorded: matches!(line.kind, LineKind::Recorded { .. }),
+        });
+    }
+    fill_to(&mut phonemes, end);
+    for (e, &at) in script.events.iter().zip(&event_at) {
+        events.push(ScriptEvent {
+            at: SampleTime(at),
+            line: match e.anchor {
+                Anchor::Line { index, .. } => Some(index),
+                Anchor::At(_) => None,
+            },
+            kind: ScriptEventKind::Event {
+                name: e.name.clone(),
+                data: e.data.clone(),
+            },
+        });
+    }
+    events.sort_by_key(|e| e.at);
+    for e in &events {
+        let (kind, name, intensity) = match &e.kind {
+            ScriptEventKind::Emotion { name, intensity } => (CueKind::Emotion, name, *intensity),
+            ScriptEventKind::Action { name, intensity } => (CueKind::Action, name, *intensity),
+            _ => continue,
+        };
+        cues.push(Cue {
+            kind,
+            name: name.clone(),
+            intensity,
+            at: e.at,
+        });
+    }
+    // Names the face does not know still go out as events (a game engine may animate them).
+    let mut moods: Vec<String> = face::expression::presets()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    moods.extend(opts.rig.expressions.iter().map(|e| e.name.clone()));
+    moods.push("neutral".into());
+    let mut unknown: Vec<String> = Vec::new();
+    for c in &cues {
+        let known = match c.kind {
+            CueKind::Emotion => moods.iter().any(|m| m.eq_ignore_ascii_case(&c.name)),
+            CueKind::Action => face::expression::Action::parse(&c.name).is_some(),
+        };
+        let label = format!("{:?} `{}`", c.kind, c.name).to_lowercase();
+        if !known && !unknown.contains(&label) {
+            unknown.push(label);
+        }
+    }
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "the face does not animate {} (they are still emitted as events); the face knows the emotions {} and the actions nod, shake, tilt, wink, blink",
+            unknown.join(", "),
+            moods.join(", ")
+        ));
+    }
+    // 4. Face.
+    let frames = solve_face(&opts, &phonemes, &words, &cues, &looks, end, &mut warnings)?;
+    Ok(Performance {
+        rate,
+        fps: opts.fps,
+        seed: opts.seed,
+        pcm,
+        phonemes,
+        words,
+        lines,
+        captions,
+        cues,
+        events,
+        frames,
+        warnings,
+    })
+}
+
+fn smoothstep(x: f64) -> f64 {
+    let x = x.clamp(0.0, 1.0);
+    x * x * (3.0 - 2.0 * x)
+}
+
+fn solve_face(
+    opts: &RenderOptions<'_>,
+    phonemes: &Timeline<Phoneme>,
+    words: &Timeline<Word>,
+    cues: &[Cue],
+    looks: &[(u64, Option<EyeGaze>)],
+    end: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Frames, RenderError> {
+    let rate = phonemes.rate();
+    let config = |look_at| FaceConfig {
+        fps: opts.fps,
+        seed: opts.seed,
+        look_at,
+        ..FaceConfig::default()
+    };
+    // One face per standing target (a few), built once; turning frames get their own.
+    let faces: Vec<Face> = looks
+        .iter()
+        .map(|(_, g)| Face::new(opts.rig.clone(), config(*g)))
+        .collect::<Result<_, _>>()?;
+    let base = &faces[0];
+    let prep = base.prepare(&Segment {
+        range: TimeRange::new(SampleTime::ZERO, SampleTime(end)).expect("ordered"),
+        phonemes,
+        words: Some(words),
+        cues,
+    })?;
+    if !prep.unknown.is_empty() {
+        warnings.push(format!(
+            "unknown phoneme symbols (the mouth ignores them): {}",
+            prep.unknown.join(" ")
+        ));
+    }
+    let n = prep.frame_count();
+    let mut frames = Frames::new(base.rig(), rate, opts.fps);
+    frames.reserve(n as usize);
+    let channels = base.rig().len();
+    let turn = (LOOK_TURN_SECS * rate as f64) as u64;
+    let mut scratch = Scratch::default();
+    let mut li = 0usize;
+    for k in 0..n {
+        let at = SampleTime::ZERO.frame(k, rate, opts.fps);
+        while li + 1 < looks.len() && looks[li + 1].0 <= at.get() {
+            li += 1;
+        }
+        let since = at.get() - looks[li].0;
+        let baseidx = frames.weights.len();
+        frames.weights.resize(baseidx + channels, 0.0);
+        let out = &mut frames.weights[baseidx..];
+        let (head, gaze) = if li > 0 && since < turn {
+            let x = smoothstep(since as f64 / turn as f64) as f32;
+            let a = looks[li - 1].1.unwrap_or_default();
+            let b = looks[li].1.unwrap_or_default();
+            let g = EyeGaze {
+                yaw: a.yaw + (b.yaw - a.yaw) * x,
+                pitch: a.pitch + (b.pitch - a.pitch) * x,
+            };
+            let f = Face::new(opts.rig.clone(), config(Some(g)))?;
+            f.eval(&prep, at, &mut scratch, out)
+        } else {
+            faces[li].eval(&prep, at, &mut scratch, out)
+        };
+        frames.stamps.push(at);
+        frames.heads.push(head);
+        frames.gaze.push(gaze);
+    }
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tts::FakeSynthesizer;
+    use std::path::Path;
+
+    fn perf(src: &str) -> Result<Performance, RenderError> {
+        let script = Script::parse(src, Path::new("t.toml"), Path::new("."))?;
+        let mut voice = SynthLineVoice(FakeSynthesizer::default());
+        render(
+            &script,
+            &mut voice,
+            RenderOptions {
+                rig: Rig::builtin("arkit52").unwrap(),
+                fps: 30,
+                seed: 1,
+                rate: None,
+                lipsync: None,
+                progress: None,
+            },
+        )
+    }
+
+    #[test]
+    fn lines_follow_with_gaps_and_at() {
+        let p = perf(
+            "[script]\ngap = \"200ms\"\ntail = \"1s\"\n[[line]]\ntext = \"Hi there.\"\n[[line]]\ntext = \"Yo.\"\n[[line]]\ntext = \"Go.\"\nat = 10\n[[line]]\ntext = \"Ok.\"\ngap = 0\n",
+        )
+        .unwrap();
+        let r: Vec<TimeRange> = p.lines.iter().map(|l| l.range).collect();
+        assert_eq!(r[0].start(), SampleTime::ZERO);
+        assert_eq!(r[1].start().get(), r[0].end().get() + 4410);
+        assert_eq!(r[2].start().get(), 220500);
+        assert_eq!(r[3].start(), r[2].end());
+        assert_eq!(p.pcm.len() as u64, r[3].end().get() + 22050);
+        assert_eq!(
+            p.frames.len() as u64,
+            SampleTime::frames_in(p.pcm.len() as u64, 22050, 30)
+        );
+        assert!(p.phonemes.is_contiguous());
+        assert_eq!(p.phonemes.span().unwrap().end().get(), p.pcm.len() as u64);
+    }
+
+    #[test]
+    fn overlapping_at_is_a_positioned_error() {
+        let e = perf("[[line]]\ntext = \"Hello there everyone, how are you.\"\n[[line]]\ntext = \"Yo.\"\nat = 0.5\n")
+            .unwrap_err();
+        let RenderError::Script(e) = e else {
+            panic!("{e}")
+        };
+        assert_eq!((e.line, e.column, e.field.as_str()), (5, 6, "line[2].at"));
+        assert!(e.message.contains("overlaps line 1"), "{e}");
+    }
+
+    #[test]
+    fn breaks_are_silence_and_cues_land_in_order() {
+        let p =
+            perf("[[line]]\ntext = \"[happy] Hello. <wave> <break time=\\\"500ms\\\"/> Bye.\"\n")
+                .unwrap();
+        let kinds: Vec<String> = p
+            .events
+            .iter()
+            .map(|e| match &e.kind {
+                ScriptEventKind::LineStart { .. } => "start".into(),
+                ScriptEventKind::LineEnd { .. } => "end".into(),
+                ScriptEventKind::Emotion { name, .. } => name.clone(),
+                ScriptEventKind::Action { name, .. } => name.clone(),
+                ScriptEventKind::Break { millis } => format!("break{millis}"),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["start", "happy", "wave", "break500", "end"]);
+        let brk = p.events[3].at.get() as usize;
+        assert_eq!(p.events[2].at.get() as usize, brk);
+        assert!(p.pcm[brk..brk + 11025].iter().all(|&x| x == 0.0));
+        assert_eq!(p.captions.len(), 2);
+        assert_eq!(p.captions[1].range.start().get() as usize, brk + 11025);
+    }
+
+    #[test]
+    fn pass_through_events_at_their_samples_and_extend_the_end() {
+        let p = perf(
+            "[[line]]\nid = \"a\"\ntext = \"Hi.\"\n[[event]]\nname = \"camera\"\nline = \"a\"\noffset = \"100ms\"\ndata = { shot = 2 }\n[[event]]\nname = \"lights\"\nat = 30\n",
+        )
+        .unwrap();
+        let ev: Vec<(u64, &str)> = p
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                ScriptEventKind::Event { name, .. } => Some((e.at.get(), name.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ev, [(2205, "camera"), (661500, "lights")]);
+        assert_eq!(p.pcm.len(), 661501);
+    }
+}
