@@ -429,6 +429,33 @@ impl<T> Timeline<T> {
         });
     }
 
+    /// Split at `at`: `self` keeps what lies before it (as [`Timeline::truncate`]), the returned
+    /// timeline holds what lies from `at` on, moved to start at 0. An item across `at` is clipped into
+    /// both.
+    pub fn split_off(&mut self, at: SampleTime) -> Timeline<T>
+    where
+        T: Clone,
+    {
+        let items = self
+            .items
+            .iter()
+            .filter(|it| it.end() > at)
+            .map(|it| {
+                let start = it.start().get().max(at.get()) - at.get();
+                let end = it.end().get() - at.get();
+                Timed::new(
+                    TimeRange::new(SampleTime(start), SampleTime(end)).expect("ordered"),
+                    it.value.clone(),
+                )
+            })
+            .collect();
+        self.truncate(at);
+        Timeline {
+            rate: self.rate,
+            items,
+        }
+    }
+
     pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> Timeline<U> {
         Timeline {
             rate: self.rate,
@@ -448,6 +475,27 @@ impl<'a, T> IntoIterator for &'a Timeline<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_off_clips_the_item_across_the_cut_into_both_halves() {
+        let mut t = Timeline::new(100).unwrap();
+        for (a, b, v) in [(0, 10, 'a'), (10, 25, 'b'), (25, 40, 'c')] {
+            t.push(Timed::new(
+                TimeRange::new(SampleTime(a), SampleTime(b)).unwrap(),
+                v,
+            ))
+            .unwrap();
+        }
+        let tail = t.split_off(SampleTime(20));
+        let spans = |t: &Timeline<char>| {
+            t.iter()
+                .map(|i| (i.start().get(), i.end().get(), i.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(spans(&t), [(0, 10, 'a'), (10, 20, 'b')]);
+        assert_eq!(spans(&tail), [(0, 5, 'b'), (5, 20, 'c')]);
+        assert_eq!(tail.rate(), 100);
+    }
 
     #[test]
     fn seconds_round_trip_and_rounding() {

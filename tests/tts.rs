@@ -242,6 +242,45 @@ fn speaker_options_are_checked() {
 }
 
 #[test]
+fn head_first_pieces_join_into_the_chunked_clause() {
+    use idol::tts::piper::StreamOptions;
+    let text = "The first words go out while the rest of this clause is still being made.";
+    let chunked = voice(5)
+        .synthesize_chunked(text, StreamOptions::default(), &mut |_| {})
+        .unwrap();
+    let mut head = None;
+    let rest = voice(5)
+        .synthesize_head_first(text, StreamOptions::default(), &mut |h, plan| {
+            head = Some((h, plan))
+        })
+        .unwrap();
+    let (head, plan) = head.expect("a clause longer than the first chunk has a head");
+    head.validate().unwrap();
+    rest.validate().unwrap();
+    // The pieces are the chunked clause, cut in two: the same samples, and timelines that join.
+    let a = head.pcm.len();
+    assert!(a > 0 && a < chunked.pcm.len());
+    assert_eq!(a + rest.pcm.len(), chunked.pcm.len());
+    assert_eq!(head.pcm[..], chunked.pcm[..a]);
+    assert_eq!(rest.pcm[..], chunked.pcm[a..]);
+    // The plan (known before any audio) is the clause's timelines.
+    assert_eq!(plan.pcm.len(), chunked.pcm.len());
+    assert_eq!(plan.words, chunked.words);
+    assert_eq!(plan.phonemes, chunked.phonemes);
+    let mut joined = head.clone();
+    idol::tts::append(&mut joined, rest.clone());
+    // A phoneme across the cut is in both pieces; everything else lines up exactly.
+    let starts = |s: &idol::speech::Speech| -> Vec<u64> {
+        s.phonemes.iter().map(|p| p.start().get()).collect()
+    };
+    let mut want = starts(&chunked);
+    want.sort();
+    let got: std::collections::BTreeSet<u64> = starts(&joined).into_iter().collect();
+    assert!(want.iter().all(|s| got.contains(s)));
+    assert!(got.contains(&(a as u64)));
+}
+
+#[test]
 fn chunked_decoding_matches_the_whole_clause() {
     use idol::tts::piper::StreamOptions;
     let text = "Streaming audio should sound the same as the whole clause, seam by seam.";

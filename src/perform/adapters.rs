@@ -139,6 +139,17 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
             .synthesize(&text)
             .map_err(|e| StageError::Voice(e.to_string()))
     }
+
+    fn speak_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, StageError> {
+        let text = crate::text::normalize(clause);
+        self.0
+            .synthesize_head_first(&text, on_head)
+            .map_err(|e| StageError::Voice(e.to_string()))
+    }
 }
 
 /// The text stage's clause stream as the pipeline's segmenter. Emotion and action tags become cues

@@ -38,6 +38,13 @@ pub struct DirectorConfig {
     pub chunk: u64,
 }
 
+/// What a placed speech is: a whole clause, the head of one (with its plan), or the rest after a head.
+enum Piece<'a> {
+    Whole(&'a ClauseText),
+    Head(&'a ClauseText, &'a Speech),
+    Rest,
+}
+
 struct Segment {
     utt: UtteranceId,
     range: TimeRange,
@@ -81,6 +88,9 @@ pub struct Director {
     utts: VecDeque<Utterance>,
     state: PerformState,
     records: Vec<UtteranceRecord>,
+    /// Face frames solved for a whole clause whose head is placed and whose rest is awaited:
+    /// (utterance, where the rest must start, the frames from there on).
+    rest_frames: Option<(UtteranceId, SampleTime, Vec<FaceFrame>)>,
 }
 
 impl Director {
@@ -95,6 +105,7 @@ impl Director {
             utts: VecDeque::new(),
             state: PerformState::Idle,
             records: Vec::new(),
+            rest_frames: None,
         }
     }
 
@@ -158,6 +169,39 @@ impl Director {
         clause: &ClauseText,
         speech: &Speech,
     ) -> Result<(), StageError> {
+        self.place(id, Piece::Whole(clause), speech)
+    }
+
+    /// Place the first piece of a clause (see [`crate::perform::Voice::speak_head_first`]): like
+    /// [`Director::schedule`], but the caption, the cues and the face come from `plan`, the whole
+    /// clause's timelines, so the face is solved once on the clause's own frame grid; the frames past
+    /// the head wait for [`Director::schedule_continuation`].
+    pub fn schedule_head(
+        &mut self,
+        id: UtteranceId,
+        clause: &ClauseText,
+        head: &Speech,
+        plan: &Speech,
+    ) -> Result<(), StageError> {
+        self.place(id, Piece::Head(clause, plan), head)
+    }
+
+    /// Place the rest of a clause after its head: audio, and the face frames solved with the head
+    /// (solved again for the rest alone only if it comes too late to follow the head directly).
+    pub fn schedule_continuation(
+        &mut self,
+        id: UtteranceId,
+        rest: &Speech,
+    ) -> Result<(), StageError> {
+        self.place(id, Piece::Rest, rest)
+    }
+
+    fn place(
+        &mut self,
+        id: UtteranceId,
+        piece: Piece<'_>,
+        speech: &Speech,
+    ) -> Result<(), StageError> {
         if !self.known(id) {
             return Ok(());
         }
@@ -177,20 +221,32 @@ impl Director {
         let s0 = self.horizon.max(self.next_free);
         let range = TimeRange::at(s0, len);
         self.next_free = range.end();
-
-        let words: Vec<Timed<Word>> = speech
-            .words
-            .iter()
-            .map(|w| Timed::new(w.range.shift(s0.get()), w.value.clone()))
-            .collect();
+        let waiting = self.rest_frames.take();
+        let is_rest = matches!(piece, Piece::Rest);
+        let (clause, whole) = match piece {
+            Piece::Whole(c) => (Some(c), speech),
+            Piece::Head(c, plan) => (Some(c), plan),
+            Piece::Rest => (None, speech),
+        };
+        let words: Vec<Timed<Word>> = match clause {
+            Some(_) => whole
+                .words
+                .iter()
+                .map(|w| Timed::new(w.range.shift(s0.get()), w.value.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let clause_end = SampleTime(s0.get() + whole.pcm.len() as u64).max(range.end());
+        let no_cues = Vec::new();
         let mut cues: Vec<Cue> = clause
-            .cues
+            .map(|c| &c.cues)
+            .unwrap_or(&no_cues)
             .iter()
             .map(|c| {
                 let at = words
                     .get(c.before_word)
                     .map(|w| w.start())
-                    .unwrap_or(SampleTime(range.end().get() - 1));
+                    .unwrap_or(SampleTime(clause_end.get() - 1));
                 Cue {
                     kind: c.kind,
                     name: c.name.clone(),
@@ -200,24 +256,34 @@ impl Director {
             })
             .collect();
         cues.sort_by_key(|c| c.at);
-        let mut frames: Vec<FaceFrame> = self
-            .face
-            .frames(s0, speech, &cues)
+        let mut solved: Vec<FaceFrame> = match waiting {
+            Some((u, at, frames)) if is_rest && u == id && at == s0 => frames,
+            _ => self.face.frames(s0, whole, &cues),
+        };
+        solved.sort_by_key(|f| f.at);
+        solved.dedup_by_key(|f| f.at);
+        if clause_end > range.end() {
+            let later: Vec<FaceFrame> = solved
+                .iter()
+                .filter(|f| f.at >= range.end() && f.at < clause_end)
+                .cloned()
+                .collect();
+            self.rest_frames = Some((id, range.end(), later));
+        }
+        let frames: Vec<FaceFrame> = solved
             .into_iter()
             .filter(|f| range.contains(f.at))
             .collect();
-        frames.sort_by_key(|f| f.at);
-        frames.dedup_by_key(|f| f.at);
         self.segments.push_back(Segment {
             utt: id,
             range,
             pcm: speech.pcm.clone(),
             frames: frames.into(),
             cues: cues.into(),
-            caption: Some(Caption {
+            caption: clause.map(|clause| Caption {
                 utterance: id,
                 text: clause.text.clone(),
-                range,
+                range: TimeRange::new(range.start(), clause_end).expect("ordered"),
                 words,
             }),
         });
@@ -352,9 +418,20 @@ impl Director {
 
     /// Release everything before `to` (rounded up to the chunk that contains it).
     pub fn advance(&mut self, to: SampleTime, out: &mut Vec<Event>) {
+        // While the rest of a clause whose head is placed is being made, the timeline waits at the
+        // head's end (so the rest follows without a gap) and catches up when it comes.
+        let to = match &self.rest_frames {
+            Some((utt, at, _)) if self.known(*utt) => to.min(*at),
+            _ => to,
+        };
         while self.horizon < to {
             self.step(out);
         }
+    }
+
+    /// Stop waiting for the rest of a clause (its voice failed): the timeline moves on.
+    pub fn release_hold(&mut self) {
+        self.rest_frames = None;
     }
 
     fn step(&mut self, out: &mut Vec<Event>) {

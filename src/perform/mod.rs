@@ -89,6 +89,18 @@ pub trait Voice: Send {
     /// The rate of every [`Speech`] this voice returns; it becomes the session's sample rate.
     fn sample_rate(&self) -> u32;
     fn speak(&mut self, clause: &str) -> Result<Speech, StageError>;
+    /// Speak a clause so its first audio can be placed before the rest is made: `on_head` may be
+    /// called once with the first piece (a [`Speech`] of its own) and the clause's plan (its whole
+    /// timelines over silence of its length); the rest is then returned on its own timeline. Without a call to `on_head` the
+    /// returned speech is the whole clause (the default, which is [`Voice::speak`]).
+    fn speak_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, StageError> {
+        let _ = on_head;
+        self.speak(clause)
+    }
 }
 
 /// The face stage as the pipeline drives it. Adapter target: `idol::face`.

@@ -150,6 +150,15 @@ enum VoiceMsg {
     },
 }
 
+/// Which piece of a clause a segment is.
+enum Part {
+    Whole,
+    /// The first piece, with the clause's plan (whole timelines over silence of its length).
+    Head(Box<Speech>),
+    /// The rest after a head.
+    Rest,
+}
+
 enum CondMsg {
     Begin {
         utt: UtteranceId,
@@ -159,6 +168,7 @@ enum CondMsg {
         utt: UtteranceId,
         clause: ClauseText,
         speech: Speech,
+        part: Part,
     },
     End {
         utt: UtteranceId,
@@ -606,22 +616,50 @@ fn voice_thread(
     cond_tx: Sender<CondMsg>,
     shared: Arc<Shared>,
 ) {
+    // The first clause of each utterance is spoken head first (its first audio placed while the
+    // rest is decoded): that is the clause the listener waits for.
+    let mut last_utt = None;
     while let Ok(msg) = rx.recv() {
         let out = match msg {
             VoiceMsg::Clause { utt, clause } => {
                 if shared.cancelled(utt) {
                     continue;
                 }
+                let first = last_utt != Some(utt);
+                last_utt = Some(utt);
                 let t = Instant::now();
-                match voice.speak(&clause.text) {
+                let mut head_sent = false;
+                let spoken = if first && clause.pause_before_ms == 0 {
+                    voice.speak_head_first(&clause.text, &mut |head, plan| {
+                        head_sent = true;
+                        let _ = cond_tx.send(CondMsg::Segment {
+                            utt,
+                            clause: clause.clone(),
+                            speech: head,
+                            part: Part::Head(Box::new(plan)),
+                        });
+                    })
+                } else {
+                    voice.speak(&clause.text)
+                };
+                match spoken {
                     Ok(speech) => {
                         shared.metrics.voice.observe(t.elapsed());
-                        let speech =
-                            with_pauses(speech, clause.pause_before_ms, clause.pause_after_ms);
-                        CondMsg::Segment {
-                            utt,
-                            clause,
-                            speech,
+                        let (before, after) = (clause.pause_before_ms, clause.pause_after_ms);
+                        if head_sent {
+                            CondMsg::Segment {
+                                utt,
+                                clause,
+                                speech: with_pauses(speech, 0, after),
+                                part: Part::Rest,
+                            }
+                        } else {
+                            CondMsg::Segment {
+                                utt,
+                                clause,
+                                speech: with_pauses(speech, before, after),
+                                part: Part::Whole,
+                            }
                         }
                     }
                     Err(e) => CondMsg::Error {
@@ -692,8 +730,14 @@ fn conductor_thread(
                 utt,
                 clause,
                 speech,
+                part,
             }) => {
-                if let Err(e) = director.schedule(utt, &clause, &speech) {
+                let placed = match &part {
+                    Part::Whole => director.schedule(utt, &clause, &speech),
+                    Part::Head(plan) => director.schedule_head(utt, &clause, &speech, plan),
+                    Part::Rest => director.schedule_continuation(utt, &speech),
+                };
+                if let Err(e) = placed {
                     metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
                     events.push(Event::Error {
                         utterance: utt,
@@ -703,6 +747,7 @@ fn conductor_thread(
             }
             Ok(CondMsg::End { utt }) => director.end(utt, &mut events),
             Ok(CondMsg::Error { utt, message }) => {
+                director.release_hold();
                 metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("utterance {utt}: {message}");
                 events.push(Event::Error {
@@ -711,6 +756,7 @@ fn conductor_thread(
                 });
             }
             Ok(CondMsg::Interrupt) => {
+                director.release_hold();
                 let dropped = director.interrupt(&mut events);
                 if !dropped.is_empty() {
                     metrics.interruptions.fetch_add(1, Ordering::Relaxed);
@@ -740,6 +786,15 @@ fn conductor_thread(
                 next_tick = now + tick;
             }
         }
+        // Memory first: a client that hears of an interruption and chats at once must find the
+        // heard text already queued for the persona, ahead of its chat.
+        for rec in director.take_records() {
+            started.remove(&rec.utterance);
+            if let Some(cb) = on_record.as_mut() {
+                cb(&rec);
+            }
+            let _ = persona_tx.send(PersonaMsg::Memory(rec));
+        }
         for ev in events.drain(..) {
             if let Event::Audio(a) = &ev
                 && let Some(t0) = started.remove(&a.utterance)
@@ -749,13 +804,6 @@ fn conductor_thread(
             for sink in sinks.iter_mut() {
                 sink.event(&ev);
             }
-        }
-        for rec in director.take_records() {
-            started.remove(&rec.utterance);
-            if let Some(cb) = on_record.as_mut() {
-                cb(&rec);
-            }
-            let _ = persona_tx.send(PersonaMsg::Memory(rec));
         }
     }
 }

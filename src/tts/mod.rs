@@ -74,6 +74,20 @@ pub trait Synthesizer: Send {
         on_audio(&speech.pcm);
         Ok(speech)
     }
+
+    /// Synthesize a clause so its first audio can be played before the rest exists: `on_head` may be
+    /// called once with the first piece (a [`Speech`] of its own, timelines cut at its end) and the
+    /// clause's plan (its whole phoneme and word timelines, known from the durations, with silence of
+    /// its full length in place of the audio not made yet); then the rest is returned on its own
+    /// timeline. When `on_head` is not called, the returned speech is the whole clause (the default).
+    fn synthesize_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, TtsError> {
+        let _ = on_head;
+        self.synthesize(clause)
+    }
 }
 
 /// Append `next` to `speech`, shifting its timelines to start where `speech` ends. Both must have the

@@ -571,7 +571,7 @@ impl PiperVoice {
     /// Synthesize already phonemized tokens.
     pub fn synthesize_tokens(&mut self, tokens: &[PhonToken]) -> Result<Speech, TtsError> {
         let enc = self.encode_tokens(tokens)?;
-        self.synthesize_encoded(&enc, None)
+        self.synthesize_encoded(&enc, None, None)
     }
 
     fn encode_tokens(&self, tokens: &[PhonToken]) -> Result<Encoded, TtsError> {
@@ -620,13 +620,37 @@ impl PiperVoice {
         on_audio: &mut dyn FnMut(&[f32]),
     ) -> Result<Speech, TtsError> {
         let enc = self.encode_tokens(tokens)?;
-        self.synthesize_encoded(&enc, Some((stream, on_audio)))
+        self.synthesize_encoded(&enc, Some((stream, on_audio)), None)
+    }
+
+    /// Synthesize a clause in two pieces for the lowest latency: as soon as the first chunk of audio
+    /// is decoded (`stream.first_frames` latent frames), `on_head` gets it as a [`Speech`] of its own
+    /// (its phonemes and words cut at its end) together with the clause's plan (the whole phoneme and
+    /// word timelines, known from the durations before any audio, over silence of the clause's
+    /// length); the rest of the clause is returned, its timelines starting
+    /// at 0, so head + rest is exactly the clause [`PiperVoice::synthesize_chunked`] makes. When the
+    /// clause fits in the first chunk, or the graph could not be cut at the vocoder, `on_head` is not
+    /// called and the whole clause is returned.
+    pub fn synthesize_head_first(
+        &mut self,
+        clause: &str,
+        stream: StreamOptions,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, TtsError> {
+        if clause.trim().is_empty() {
+            return Err(TtsError::Empty);
+        }
+        let tokens = self.phonemizer.phonemize(clause)?;
+        let enc = self.encode_tokens(&tokens)?;
+        let mut nothing = |_: &[f32]| {};
+        self.synthesize_encoded(&enc, Some((stream, &mut nothing)), Some(on_head))
     }
 
     fn synthesize_encoded(
         &mut self,
         enc: &Encoded,
         mut stream: Option<(StreamOptions, AudioSink<'_>)>,
+        mut on_head: Option<HeadSink<'_>>,
     ) -> Result<Speech, TtsError> {
         let n = enc.ids.len();
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
@@ -653,6 +677,7 @@ impl PiperVoice {
             }
         };
         let total = front.total_frames();
+        let mut head: Option<usize> = None;
         let pcm = match &mut stream {
             None => self.decode(&front, 0, total, 0)?,
             Some((opts, on_audio)) => {
@@ -669,6 +694,36 @@ impl PiperVoice {
                     };
                     let chunk = self.decode(&front, from, to, opts.context_frames)?;
                     on_audio(&chunk);
+                    if from == 0
+                        && to < total
+                        && self.hop > 0
+                        && chunk.len() as u64 == to as u64 * self.hop
+                        && let Some(f) = on_head.as_mut()
+                    {
+                        let rate = self.config.audio.sample_rate;
+                        let planned = total as u64 * self.hop;
+                        let (phonemes, words) =
+                            timing::timelines(enc, &front.frames, self.hop, planned, rate);
+                        let at = crate::time::SampleTime(chunk.len() as u64);
+                        let (mut head_phonemes, mut head_words) = (phonemes.clone(), words.clone());
+                        head_phonemes.truncate(at);
+                        head_words.truncate(at);
+                        f(
+                            Speech {
+                                pcm: chunk.clone(),
+                                sample_rate: rate,
+                                phonemes: head_phonemes,
+                                words: head_words,
+                            },
+                            Speech {
+                                pcm: vec![0.0; planned as usize],
+                                sample_rate: rate,
+                                phonemes,
+                                words,
+                            },
+                        );
+                        head = Some(chunk.len());
+                    }
                     pcm.extend_from_slice(&chunk);
                     from = to;
                     size = opts.chunk_frames.max(1);
@@ -678,7 +733,18 @@ impl PiperVoice {
         };
         let rate = self.config.audio.sample_rate;
         let samples = pcm.len() as u64;
-        let (phonemes, words) = timing::timelines(enc, &front.frames, self.hop, samples, rate);
+        let (mut phonemes, mut words) =
+            timing::timelines(enc, &front.frames, self.hop, samples, rate);
+        if let Some(a) = head {
+            // The head went out already: return the rest, on its own timeline.
+            let at = crate::time::SampleTime(a as u64);
+            return Ok(Speech {
+                pcm: pcm[a..].to_vec(),
+                sample_rate: rate,
+                phonemes: phonemes.split_off(at),
+                words: words.split_off(at),
+            });
+        }
         Ok(Speech {
             pcm,
             sample_rate: rate,
@@ -717,6 +783,7 @@ impl PiperVoice {
 
 /// Where streamed audio chunks go.
 type AudioSink<'a> = &'a mut dyn FnMut(&[f32]);
+type HeadSink<'a> = &'a mut dyn FnMut(Speech, Speech);
 
 fn rt(e: ort::Error) -> TtsError {
     TtsError::Runtime(e.to_string())
@@ -827,5 +894,13 @@ impl Synthesizer for PiperVoice {
         on_audio: &mut dyn FnMut(&[f32]),
     ) -> Result<Speech, TtsError> {
         self.synthesize_chunked(clause, StreamOptions::default(), on_audio)
+    }
+
+    fn synthesize_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, TtsError> {
+        PiperVoice::synthesize_head_first(self, clause, StreamOptions::default(), on_head)
     }
 }
