@@ -737,3 +737,54 @@ fn say_play_sends_vmc_ticks_covering_the_audio_at_the_configured_rate() {
         "jawOpen never opened: {jaw:?}"
     );
 }
+
+#[test]
+fn perform_sends_the_script_to_a_vmc_receiver_for_its_whole_length() {
+    let home = crate::common::home();
+    let (addr, rx) = udp_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idol.toml");
+    let vmc_rate = 30u32;
+    std::fs::write(
+        &config,
+        format!(
+            "[face]\nrig = \"arkit52\"\nfps = 60\n\n[sinks.vmc]\nenabled = true\ntarget = \"{addr}\"\nrate = {vmc_rate}\nrig = \"arkit52\"\n"
+        ),
+    )
+    .unwrap();
+    let script = dir.path().join("s.script.toml");
+    std::fs::write(
+        &script,
+        "[script]\nseed = 2\ntail = \"200ms\"\n\n[[line]]\ntext = \"Hello everyone.\"\n\n[[line]]\ntext = \"[happy] Thanks for coming!\"\n",
+    )
+    .unwrap();
+    // No --play and no [sinks.audio]: a silent paced clock releases the frames to VMC.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .env("IDOL_HOME", home.root())
+        .arg("--config")
+        .arg(&config)
+        .arg("perform")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "perform failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last event printed is at the performance's end.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: u64 = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["sample"].as_u64())
+        .max()
+        .expect("events on stdout");
+    let ticks = ticks_until_quiet(&rx, Duration::from_millis(500));
+    let expected = last as f64 * vmc_rate as f64 / 22050.0;
+    assert!(
+        ticks.len() as f64 >= expected - 2.0,
+        "{} VMC ticks, expected about {expected:.1} or more",
+        ticks.len()
+    );
+}

@@ -2,7 +2,9 @@
 //! clock. The script is rendered first (the voice runs many times faster than real time), then its
 //! audio chunks, frames, captions, cues, state changes and script events go out in sample order
 //! through the live pipeline's `Sink` interface: events are printed to stdout as JSON lines (the
-//! `events.jsonl` form), captions as they start, and with `--play` the audio goes to the sound card.
+//! `events.jsonl` form), captions as they start; with `--play` the audio goes to the sound card, and
+//! the face sinks idol.toml enables (VMC, VTube Studio) get the frames on the device's played-sample
+//! clock (a silent paced clock without `--play` or `[sinks.audio]`).
 
 use super::Env;
 use super::render::{ScriptArgs, prepare, render};
@@ -10,7 +12,6 @@ use clap::Args;
 use idol::perform::{Event, Sink};
 use idol::script::live::{items, play};
 use idol::script::output::event_json;
-use idol::sink::audio::{AudioOptions, AudioOut};
 use idol::time::SampleTime;
 use std::io::Write;
 use std::process::ExitCode;
@@ -45,17 +46,6 @@ impl Sink for Captions {
     }
 }
 
-/// Pushes audio chunks to the sound card.
-struct Speaker(AudioOut);
-
-impl Sink for Speaker {
-    fn event(&mut self, event: &Event) {
-        if let Event::Audio(a) = event {
-            self.0.push(a.start, &a.pcm);
-        }
-    }
-}
-
 pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
     let mut p = prepare(env, &args.common)?;
     let t0 = Instant::now();
@@ -65,34 +55,46 @@ pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
         perf.duration_secs(),
         t0.elapsed().as_secs_f64()
     );
-    let mut speaker = if args.play {
-        let opts = match &env.config()?.sinks.audio {
-            Some(c) => AudioOptions::from_config(c, perf.rate),
-            None => AudioOptions::new(perf.rate),
-        };
-        Some(Speaker(AudioOut::open(&opts)?))
-    } else {
-        None
-    };
-    let mut captions = Captions;
-    let mut sinks: Vec<&mut dyn Sink> = vec![&mut captions];
-    if let Some(s) = speaker.as_mut() {
-        sinks.push(s);
-    }
-    let list = items(&perf, (perf.rate / 50) as u64);
-    let stop = AtomicBool::new(false);
-    let rate = perf.rate;
-    play(
-        &list,
-        rate,
-        SampleTime(perf.pcm.len() as u64),
-        Duration::from_millis(args.lead_ms),
-        &mut sinks,
-        &mut |e| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", event_json(e, rate));
-        },
-        &stop,
-    );
+    // The sound card (with --play) and the face sinks idol.toml enables (VMC, VTube Studio) get the
+    // performance on the device's played-sample clock, on a thread of their own; stdout gets the
+    // events paced by the wall clock.
+    let sinks_cfg = env.config()?.sinks.clone();
+    let to_sinks = args.play || sinks_cfg.vmc.is_some() || sinks_cfg.vtube_studio.is_some();
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let device = to_sinks.then(|| {
+            scope.spawn(|| {
+                super::say::play(
+                    env,
+                    &sinks_cfg,
+                    args.play,
+                    &perf.pcm,
+                    perf.rate,
+                    &perf.frames,
+                )
+            })
+        });
+        let mut captions = Captions;
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut captions];
+        let list = items(&perf, (perf.rate / 50) as u64);
+        let stop = AtomicBool::new(false);
+        let rate = perf.rate;
+        play(
+            &list,
+            rate,
+            SampleTime(perf.pcm.len() as u64),
+            Duration::from_millis(args.lead_ms),
+            &mut sinks,
+            &mut |e| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", event_json(e, rate));
+            },
+            &stop,
+        );
+        if let Some(d) = device {
+            d.join()
+                .map_err(|_| anyhow::anyhow!("the audio/sink thread panicked"))??;
+        }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -299,24 +299,35 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         frames.rig()
     );
     if args.play {
-        play(env, &config.sinks, &speech, &frames)?;
+        play(
+            env,
+            &config.sinks,
+            true,
+            &speech.pcm,
+            speech.sample_rate,
+            &frames,
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Play `speech` on the audio device and release `frames` (stamped from the speech's start) to the
-/// face sinks by the device's played-sample counter; returns when all of it has been heard.
-fn play(
+/// Play `pcm` (at `rate`) on the audio device and release `frames` (stamped from the audio's start) to
+/// the face sinks `sinks` enables (VMC, VTube Studio) by the device's played-sample counter; returns
+/// when all of it has been heard. `sound` plays on the device even when `[sinks.audio]` is not
+/// configured (without it and without the section, a silent paced clock releases the frames). Also
+/// used by `idol perform`.
+pub fn play(
     env: &Env,
     sinks: &idol::config::SinksConfig,
-    speech: &Speech,
+    sound: bool,
+    pcm: &[f32],
+    rate: u32,
     frames: &Frames,
 ) -> anyhow::Result<()> {
     let mut sinks = sinks.clone();
-    if sinks.audio.is_none() {
+    if sound && sinks.audio.is_none() {
         sinks.audio = Some(idol::config::AudioConfig { device: None });
     }
-    let rate = speech.sample_rate;
     let out = super::serve::live_outputs(env, &sinks, rate, frames.rig())?
         .context("internal error: no audio output")?;
     for o in out.describe() {
@@ -324,14 +335,14 @@ fn play(
     }
     // Start a little after now so the first samples are in the device ring before they are due.
     let start = out.clock().played() + SampleTime::from_millis(150, rate).get();
-    out.audio(start, &speech.pcm);
+    out.audio(start, pcm);
     let channels: Arc<[String]> = frames.channels().into();
     for f in frames.iter() {
         let mut s = StampedFrame::from(&f);
         s.at = start + f.at.get();
         out.frame(channels.clone(), s);
     }
-    out.wait_played(start + speech.pcm.len() as u64);
+    out.wait_played(start + pcm.len() as u64);
     if out.late_samples() > 0 {
         log::warn!(
             "{} samples reached the device late and were skipped",
