@@ -305,12 +305,18 @@ impl Ctx<'_> {
     }
 }
 
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
-    let before = &src[..offset];
+/// 1-based line and column (in characters) of byte `offset` in `text`, for positioned errors in TOML
+/// files (idol.toml, persona cards, scripts). An offset past the end or inside a character is moved
+/// back to the character's start.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, text[line_start..offset].chars().count() + 1)
 }
 
 /// The dotted key that a byte offset belongs to, recovered from the document's text: the last table

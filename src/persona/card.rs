@@ -98,17 +98,7 @@ impl CardError {
     }
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    (line, text[line_start..offset].chars().count() + 1)
-}
+pub use crate::config::line_col;
 
 /// One example exchange. `user` may be empty (the character speaking unprompted).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -9,6 +9,7 @@
 //! depends on how long that line is spoken, so that check happens when the render places the lines
 //! ([`crate::script::render`]), with the same position.
 
+use crate::config::line_col;
 use crate::face::EyeGaze;
 use crate::text::{CueEvent, TagParser};
 use serde::Deserialize;
@@ -399,14 +400,6 @@ pub fn parse_time(s: &str) -> Option<f64> {
         return None;
     }
     n.parse::<f64>().ok().map(|x| x * scale)
-}
-
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(src.len());
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 /// The dotted key that a byte offset belongs to (for serde's errors, which carry only a span):
