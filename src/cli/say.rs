@@ -22,7 +22,7 @@ use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::sink::StampedFrame;
 use idol::speech::{Cue, Phoneme, Speech, Word};
 use idol::text::{ClauseStream, CueEvent, SegmenterConfig, TextCue};
-use idol::time::{SampleTime, TimeRange, Timed, Timeline};
+use idol::time::{SampleTime, TimeRange, Timeline};
 use idol::tts::{self, PiperVoice, Speaker, SynthWorker, VoiceOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -112,22 +112,6 @@ fn parts(text: &str) -> Vec<Part> {
             cues: c.cues,
         })
         .collect()
-}
-
-/// `ms` of silence at `rate`, as speech with one pause phoneme.
-fn silence(rate: u32, ms: u32) -> Speech {
-    let n = SampleTime::from_millis(ms as u64, rate).get();
-    let mut s = tts::empty_speech(rate);
-    s.pcm = vec![0.0; n as usize];
-    if n > 0 {
-        s.phonemes
-            .push(Timed::new(
-                TimeRange::at(SampleTime::ZERO, n),
-                Phoneme::new("_"),
-            ))
-            .expect("first item");
-    }
-    s
 }
 
 /// Where a cue at byte `at` of a clause `len` bytes long falls in that clause's speech: the start of
@@ -248,7 +232,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             if let CueEvent::Break { millis } = c.event
                 && c.at == 0
             {
-                tts::append(&mut speech, silence(rate, millis));
+                tts::append(&mut speech, tts::silence(rate, millis));
             }
         }
         let start = speech.pcm.len() as u64;
@@ -260,7 +244,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         tts::append(&mut speech, clause);
         for c in &after {
             if let CueEvent::Break { millis } = c.event {
-                tts::append(&mut speech, silence(rate, millis));
+                tts::append(&mut speech, tts::silence(rate, millis));
             }
         }
     }
@@ -401,7 +385,7 @@ mod tests {
 
     #[test]
     fn silence_is_covered_by_a_pause() {
-        let s = silence(22050, 100);
+        let s = tts::silence(22050, 100);
         assert_eq!(s.pcm.len(), 2205);
         s.validate().unwrap();
     }

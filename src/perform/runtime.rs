@@ -684,18 +684,7 @@ fn with_pauses(speech: Speech, before_ms: u32, after_ms: u32) -> Speech {
         return speech;
     }
     let rate = speech.sample_rate;
-    let silence = |ms: u32| {
-        let n = SampleTime::from_millis(ms as u64, rate).get();
-        let mut s = crate::tts::empty_speech(rate);
-        s.pcm = vec![0.0; n as usize];
-        if n > 0 {
-            let _ = s.phonemes.push(crate::time::Timed::new(
-                crate::time::TimeRange::at(SampleTime::ZERO, n),
-                crate::speech::Phoneme::new("_"),
-            ));
-        }
-        s
-    };
+    let silence = |ms: u32| crate::tts::silence(rate, ms);
     let mut out = silence(before_ms);
     crate::tts::append(&mut out, speech);
     crate::tts::append(&mut out, silence(after_ms));

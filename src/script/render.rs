@@ -294,22 +294,6 @@ struct LineAudio {
     text: String,
 }
 
-/// `ms` of silence covered by one pause phoneme.
-fn silence(rate: u32, ms: u32) -> Speech {
-    let n = SampleTime::from_millis(ms as u64, rate).get();
-    let mut s = tts::empty_speech(rate);
-    s.pcm = vec![0.0; n as usize];
-    if n > 0 {
-        s.phonemes
-            .push(Timed::new(
-                TimeRange::at(SampleTime::ZERO, n),
-                Phoneme::new("_"),
-            ))
-            .expect("first item");
-    }
-    s
-}
-
 /// The local sample of a cue `at` bytes into a sentence `len` bytes long whose audio (`n` samples,
 /// words `words` local to the sentence) starts at `start`: proportional, snapped to a word start.
 fn cue_sample(at: usize, len: usize, start: u64, n: u64, words: &[Timed<Word>]) -> SampleTime {
@@ -415,7 +399,7 @@ fn speak_line(
         if let Some(millis) = brk {
             let at = speech.pcm.len() as u64;
             anchors.push((b, at));
-            tts::append(&mut speech, silence(rate, millis));
+            tts::append(&mut speech, tts::silence(rate, millis));
         }
         piece_start = b;
     }

@@ -117,3 +117,20 @@ pub fn empty_speech(rate: u32) -> Speech {
         words: Timeline::new(rate.max(1)).expect("non-zero rate"),
     }
 }
+
+/// `ms` of silence at `rate`, covered by one pause phoneme `_` (a `<break/>`: the face rests and the
+/// timeline stays exact).
+pub fn silence(rate: u32, ms: u32) -> Speech {
+    let n = crate::time::SampleTime::from_millis(ms as u64, rate).get();
+    let mut s = empty_speech(rate);
+    s.pcm = vec![0.0; n as usize];
+    if n > 0 {
+        s.phonemes
+            .push(Timed::new(
+                crate::time::TimeRange::at(crate::time::SampleTime::ZERO, n),
+                crate::speech::Phoneme::new("_"),
+            ))
+            .expect("first item");
+    }
+    s
+}
