@@ -7,34 +7,12 @@
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// A configuration problem, positioned in its file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// 1-based; 0 when the problem has no position (e.g. the file cannot be read).
-    pub line: usize,
-    pub column: usize,
-    /// Dotted key path, e.g. `server.port`; empty when unknown.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": field `{}`", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+/// A configuration problem, positioned in its file (see [`crate::tomlpos`]).
+pub type ConfigError = crate::tomlpos::TomlError;
+pub use crate::tomlpos::line_col;
 
 /// Which text generator speaks for the persona.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -247,14 +225,7 @@ impl Ctx<'_> {
         field: &str,
         message: impl Into<String>,
     ) -> ConfigError {
-        let (line, column) = line_col(self.src, span.start);
-        ConfigError {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            field: field.to_string(),
-            message: message.into(),
-        }
+        ConfigError::at(self.file, self.src, span.start, field, message)
     }
 
     fn int_in<T: TryFrom<i64>>(
@@ -305,56 +276,11 @@ impl Ctx<'_> {
     }
 }
 
-/// 1-based line and column (in characters) of byte `offset` in `text`, for positioned errors in TOML
-/// files (idol.toml, persona cards, scripts). An offset past the end or inside a character is moved
-/// back to the character's start.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    (line, text[line_start..offset].chars().count() + 1)
-}
-
-/// The dotted key that a byte offset belongs to, recovered from the document's text: the last table
-/// header before it and the key on its line.
-fn key_path_at(src: &str, offset: usize) -> String {
-    let offset = offset.min(src.len());
-    let mut table = String::new();
-    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
-    for line in src[..line_start].lines() {
-        let t = line.trim();
-        if t.starts_with('[') && !t.starts_with("[[") {
-            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-        } else if let Some(inner) = t.strip_prefix("[[") {
-            table = inner.trim_end_matches("]]").trim().to_string();
-        }
-    }
-    let line = src[line_start..].lines().next().unwrap_or("");
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .unwrap_or_default();
-    match (table.is_empty(), key.is_empty()) {
-        (_, true) => table,
-        (true, false) => key,
-        (false, false) => format!("{table}.{key}"),
-    }
-}
-
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read the config file: {e}"),
-        })?;
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::unreadable(path, "config file", &e))?;
         Config::from_toml_str(&src, path)
     }
 
@@ -371,23 +297,13 @@ impl Config {
     pub fn from_toml_str(src: &str, file: &Path) -> Result<Config, ConfigError> {
         let ctx = Ctx { file, src };
         let raw: RawConfig = toml::from_str(src).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (line, column) = if e.span().is_some() {
-                line_col(src, span.start)
-            } else {
-                (0, 0)
-            };
-            let mut message = e.message().trim().to_string();
-            if message.starts_with("unknown field") {
-                message.push_str(" (see the annotated idol.toml at the repository root)");
-            }
-            ConfigError {
-                file: file.to_path_buf(),
-                line,
-                column,
-                field: key_path_at(src, span.start),
-                message,
-            }
+            ConfigError::from_de(file, src, &e, |m| {
+                if m.starts_with("unknown field") {
+                    " (see the annotated idol.toml at the repository root)"
+                } else {
+                    ""
+                }
+            })
         })?;
         raw.validate(&ctx)
     }

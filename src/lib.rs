@@ -19,4 +19,5 @@ pub mod sink;
 pub mod speech;
 pub mod text;
 pub mod time;
+pub mod tomlpos;
 pub mod tts;

@@ -1,6 +1,7 @@
 //! Audio: decoding every supported format, resampling, and audio-driven lip sync measured against
 //! the phone alignments of two real recordings.
 
+use crate::common::{data, idol_in};
 use idol::audio::{self, AudioError};
 use idol::face::from_audio::{
     self, AudioLipsyncOptions, VisemeClass, agreement, frame_classes, phonemes_from_audio,
@@ -8,22 +9,8 @@ use idol::face::from_audio::{
 use idol::face::read;
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::time::SampleTime;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-fn idol_in(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_idol"));
-    c.current_dir(home)
-        .env("IDOL_HOME", home)
-        .env_remove("RUST_LOG");
-    c
-}
 
 fn sox(args: &[&str]) {
     let st = Command::new("sox")

@@ -20,3 +20,19 @@ pub fn home() -> Home {
     }
     home
 }
+
+/// A file of the committed test data (`tests/data/NAME`).
+pub fn data(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// The `idol` binary run in `dir` with `dir` as its home (`IDOL_HOME`), quiet logging.
+pub fn idol_in(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
+    c.current_dir(dir)
+        .env("IDOL_HOME", dir)
+        .env_remove("RUST_LOG");
+    c
+}

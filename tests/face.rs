@@ -1,17 +1,12 @@
 //! The face solver on real alignments (the praatio fixtures in tests/data) and on controlled
 //! timelines: ranges, stamps, determinism, articulation, expressions, rigs, readers and writers.
 
+use crate::common::{data, idol_in};
 use idol::face::read::{self, Format, PhonemeFile};
 use idol::face::{Face, FaceConfig, Frames, Layers, Rig, Segment, canon, rig::BUILTIN, write};
 use idol::speech::{Cue, CueKind, Phoneme, Stress};
 use idol::time::{SampleTime, TimeRange, Timed, Timeline};
-use std::path::{Path, PathBuf};
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+use std::path::Path;
 
 fn fixture(name: &str, rate: u32) -> PhonemeFile {
     read::read_path(&data(name), rate, None).unwrap()
@@ -719,14 +714,6 @@ fn writers_lay_out_live_link_csv_and_rhubarb_cues() {
         "{shapes:?}"
     );
     assert!(shapes.contains(&"D") && shapes.contains(&"H") && !shapes.contains(&"G"));
-}
-
-fn idol_in(home: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
-    c.current_dir(home)
-        .env("IDOL_HOME", home)
-        .env_remove("RUST_LOG");
-    c
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! renders that fail without leaving output.
 
 use crate::common::home;
+use crate::common::{data, idol_in};
 use idol::face::Rig;
 use idol::phonemize::EnglishPhonemizer;
 use idol::script::{
@@ -10,7 +11,7 @@ use idol::script::{
 };
 use idol::time::SampleTime;
 use idol::tts::{PiperVoice, VoiceOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 const RATE: u32 = 22050;
@@ -52,26 +53,12 @@ fn samples(secs: f64) -> u64 {
     SampleTime::from_secs_f64(secs, RATE).unwrap().get()
 }
 
-fn idol_in(home: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
-    c.current_dir(home)
-        .env("IDOL_HOME", home)
-        .env_remove("RUST_LOG");
-    c
-}
-
 /// A tone of `n` samples at `rate`, written as a 16-bit WAV.
 fn tone(path: &Path, n: usize, rate: u32) {
     let pcm: Vec<f32> = (0..n)
         .map(|i| 0.3 * (i as f32 * 220.0 * std::f32::consts::TAU / rate as f32).sin())
         .collect();
     idol::tts::wav::write_wav(path, &pcm, rate).unwrap();
-}
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
 }
 
 const SCRIPT: &str = r#"

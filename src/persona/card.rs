@@ -98,7 +98,7 @@ impl CardError {
     }
 }
 
-pub use crate::config::line_col;
+pub use crate::tomlpos::line_col;
 
 /// One example exchange. `user` may be empty (the character speaking unprompted).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -9,39 +9,16 @@
 //! depends on how long that line is spoken, so that check happens when the render places the lines
 //! ([`crate::script::render`]), with the same position.
 
-use crate::config::line_col;
 use crate::face::EyeGaze;
 use crate::text::{CueEvent, TagParser};
+use crate::tomlpos::line_col;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A problem in a script, positioned in its file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ScriptError {
-    pub file: PathBuf,
-    /// 1-based; 0 when the problem has no position (the file cannot be read).
-    pub line: usize,
-    pub column: usize,
-    /// Dotted field, e.g. `line[2].at`; empty when unknown.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ScriptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if !self.field.is_empty() {
-            write!(f, ": field `{}`", self.field)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+/// A problem in a script, positioned in its file (see [`crate::tomlpos`]).
+pub type ScriptError = crate::tomlpos::TomlError;
 
 /// A place in the script text (1-based line and column) and the field it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -272,14 +249,7 @@ impl Ctx<'_> {
         field: &str,
         message: impl Into<String>,
     ) -> ScriptError {
-        let p = self.pos(span, field);
-        ScriptError {
-            file: self.file.to_path_buf(),
-            line: p.line,
-            column: p.column,
-            field: p.field,
-            message: message.into(),
-        }
+        ScriptError::at(self.file, self.src, span.start, field, message)
     }
 
     fn time(&self, v: &Spanned<toml::Value>, field: &str) -> Result<f64, ScriptError> {
@@ -402,45 +372,6 @@ pub fn parse_time(s: &str) -> Option<f64> {
     n.parse::<f64>().ok().map(|x| x * scale)
 }
 
-/// The dotted key that a byte offset belongs to (for serde's errors, which carry only a span):
-/// the last table header before it, counted for arrays of tables, and the key on its line.
-fn key_path_at(src: &str, offset: usize) -> String {
-    let offset = offset.min(src.len());
-    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let mut table = String::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for line in src[..line_start].lines() {
-        let t = line.trim();
-        if let Some(inner) = t.strip_prefix("[[") {
-            let name = inner.trim_end_matches("]]").trim().to_string();
-            let n = counts.entry(name.clone()).or_insert(0);
-            *n += 1;
-            table = format!("{name}[{}]", *n);
-        } else if t.starts_with('[') {
-            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-        }
-    }
-    let line = src[line_start..].lines().next().unwrap_or("");
-    let t = line.trim();
-    if t.starts_with('[') {
-        if let Some(inner) = t.strip_prefix("[[") {
-            let name = inner.trim_end_matches("]]").trim().to_string();
-            let n = counts.get(&name).copied().unwrap_or(0) + 1;
-            return format!("{name}[{n}]");
-        }
-        return t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-    }
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .unwrap_or_default();
-    match (table.is_empty(), key.is_empty()) {
-        (_, true) => table,
-        (true, false) => key,
-        (false, false) => format!("{table}.{key}"),
-    }
-}
-
 /// The keys each table accepts, for "unknown field" messages.
 fn allowed_hint(message: &str) -> &'static str {
     if message.starts_with("unknown field") {
@@ -453,13 +384,8 @@ fn allowed_hint(message: &str) -> &'static str {
 impl Script {
     /// Read and validate a script file; relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<Script, ScriptError> {
-        let src = std::fs::read_to_string(path).map_err(|e| ScriptError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read the script: {e}"),
-        })?;
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| ScriptError::unreadable(path, "script", &e))?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -470,23 +396,8 @@ impl Script {
     /// Parse and validate script text; `file` names it in errors, `base_dir` anchors relative paths.
     pub fn parse(src: &str, file: &Path, base_dir: &Path) -> Result<Script, ScriptError> {
         let ctx = Ctx { file, src };
-        let raw: RawScript = toml::from_str(src).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            let (line, column) = if e.span().is_some() {
-                line_col(src, span.start)
-            } else {
-                (0, 0)
-            };
-            let message = e.message().trim().to_string();
-            let hint = allowed_hint(&message);
-            ScriptError {
-                file: file.to_path_buf(),
-                line,
-                column,
-                field: key_path_at(src, span.start),
-                message: format!("{message}{hint}"),
-            }
-        })?;
+        let raw: RawScript =
+            toml::from_str(src).map_err(|e| ScriptError::from_de(file, src, &e, allowed_hint))?;
         raw.validate(&ctx, base_dir)
     }
 
