@@ -5,6 +5,15 @@
 //! `eos_token`, `add_generation_prompt = true`, the functions `raise_exception` and `strftime_now`, and the
 //! Python string/dict methods templates call (`strip`, `startswith`, `split`, `items`, ...). Without a
 //! template the prompt is ChatML.
+//!
+//! Strict templates: some models' templates refuse a system turn (Gemma 2) or turns that do not
+//! alternate user/assistant (Mistral, Llama 2) with `raise_exception`. The persona always has a system
+//! prompt and memory may hold two user turns in a row (a reply that was never produced), so when the
+//! template raises, the conversation is folded the way those models were trained to read it and
+//! rendered again: the system prompt goes at the top of the first user turn, consecutive turns of one
+//! role are joined, and a conversation opening with the assistant (a greeting) gets an empty user turn
+//! before it. Only when the folded conversation fails too is it an error, naming the template's own
+//! message.
 
 use crate::persona::{ChatMessage, PersonaError, Role};
 use minijinja::value::{Value, ValueKind};
@@ -204,8 +213,24 @@ impl ChatTemplate {
         })
     }
 
-    /// The prompt for `messages`, ending with the assistant's turn opened.
+    /// The prompt for `messages`, ending with the assistant's turn opened; folded for strict templates
+    /// (see the module docs) when the template refuses them as they are.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, PersonaError> {
+        match self.render_as_is(messages) {
+            Ok(p) => Ok(p),
+            Err(first) => {
+                let folded = fold_for_strict_templates(messages);
+                if folded.as_slice() != messages
+                    && let Ok(p) = self.render_as_is(&folded)
+                {
+                    return Ok(p);
+                }
+                Err(first)
+            }
+        }
+    }
+
+    fn render_as_is(&self, messages: &[ChatMessage]) -> Result<String, PersonaError> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -225,8 +250,47 @@ impl ChatTemplate {
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
         })
-        .map_err(|e| PersonaError::Generation(format!("chat template failed: {e}")))
+        .map_err(|e| {
+            PersonaError::Generation(format!(
+                "the model's chat template refused the conversation: {e} (give the model a \
+                 `tokenizer.chat_template` that accepts system and user turns, or use a different GGUF)"
+            ))
+        })
     }
+}
+
+/// The conversation as strict templates accept it: no system turn (its text opens the first user turn),
+/// user and assistant alternating (consecutive turns of one role joined by a blank line), a user turn
+/// first.
+fn fold_for_strict_templates(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    let system: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect();
+    let mut out: Vec<ChatMessage> = Vec::new();
+    for m in messages.iter().filter(|m| m.role != Role::System) {
+        match out.last_mut() {
+            Some(last) if last.role == m.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&m.content);
+            }
+            _ => out.push(m.clone()),
+        }
+    }
+    if out.first().is_none_or(|m| m.role != Role::User) {
+        out.insert(0, ChatMessage::new(Role::User, ""));
+    }
+    if !system.is_empty() {
+        let first = &mut out[0].content;
+        let joined = system.join("\n\n");
+        *first = if first.is_empty() {
+            joined
+        } else {
+            format!("{joined}\n\n{first}")
+        };
+    }
+    out
 }
 
 #[cfg(test)]
@@ -246,5 +310,39 @@ mod tests {
         assert!(t.render(&[]).is_err());
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_723), (2024, 1, 1));
+    }
+
+    /// A template in the style of models without a system role that insist on alternation.
+    const STRICT: &str = "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>{% endfor %}<assistant>";
+
+    #[test]
+    fn strict_templates_get_the_conversation_folded() {
+        let t = ChatTemplate::new(Some(STRICT), None, None).unwrap();
+        let msgs = [
+            ChatMessage::new(Role::System, "You are Mika."),
+            ChatMessage::new(Role::Assistant, "Hi chat!"),
+            ChatMessage::new(Role::User, "hello"),
+            ChatMessage::new(Role::User, "are you there?"),
+        ];
+        assert_eq!(
+            t.render(&msgs).unwrap(),
+            "<user>You are Mika.</user><assistant>Hi chat!</assistant>\
+             <user>hello\n\nare you there?</user><assistant>"
+        );
+        let msgs = [
+            ChatMessage::new(Role::System, "You are Mika."),
+            ChatMessage::new(Role::User, "hello"),
+        ];
+        assert_eq!(
+            t.render(&msgs).unwrap(),
+            "<user>You are Mika.\n\nhello</user><assistant>"
+        );
+        // a conversation the template accepts is rendered as it is
+        let ok = [ChatMessage::new(Role::User, "hello")];
+        assert_eq!(t.render(&ok).unwrap(), "<user>hello</user><assistant>");
+        // a template that refuses everything names its own message
+        let t = ChatTemplate::new(Some("{{ raise_exception('no chat here') }}"), None, None).unwrap();
+        let e = t.render(&ok).unwrap_err().to_string();
+        assert!(e.contains("no chat here") && e.contains("chat template"), "{e}");
     }
 }
