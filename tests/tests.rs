@@ -6,6 +6,7 @@ mod common;
 mod face;
 mod foundation;
 mod llm;
+mod llm_archs;
 mod persona;
 mod phonemize;
 mod script;

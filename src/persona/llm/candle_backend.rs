@@ -127,6 +127,15 @@ impl CandleModel {
                 self.ctx
             )));
         }
+        // candle-transformers 0.11's gemma3 builds a wrong attention mask (and fails on its dtypes) for
+        // several new tokens after cached ones; one token at a time needs no mask.
+        if matches!(self.model, Model::Gemma3(_)) && self.n_past > 0 && tokens.len() > 1 {
+            let mut logits = Vec::new();
+            for t in tokens {
+                logits = self.forward(std::slice::from_ref(t))?;
+            }
+            return Ok(logits);
+        }
         let pos = self.n_past;
         let model = &mut self.model;
         let logits = self.pool.install(|| -> candle_core::Result<Vec<f32>> {

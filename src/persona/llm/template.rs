@@ -341,8 +341,12 @@ mod tests {
         let ok = [ChatMessage::new(Role::User, "hello")];
         assert_eq!(t.render(&ok).unwrap(), "<user>hello</user><assistant>");
         // a template that refuses everything names its own message
-        let t = ChatTemplate::new(Some("{{ raise_exception('no chat here') }}"), None, None).unwrap();
+        let t =
+            ChatTemplate::new(Some("{{ raise_exception('no chat here') }}"), None, None).unwrap();
         let e = t.render(&ok).unwrap_err().to_string();
-        assert!(e.contains("no chat here") && e.contains("chat template"), "{e}");
+        assert!(
+            e.contains("no chat here") && e.contains("chat template"),
+            "{e}"
+        );
     }
 }
