@@ -177,9 +177,8 @@ fn check_against(
 /// The fast path (activations quantized to Q8_1/Q8_0, integer dot products, f16 KV cache, attention in
 /// llama.cpp's kernel order) against llama.cpp's main Q4_1 decode: the logits are llama.cpp's (the
 /// fixture rounds them to 4 decimals; measured: max error 5.0e-5 on a logit, 9.0e-5 on a gap, i.e. the
-/// rounding), so the argmax agrees at every
-/// step, the near-tie at step 9 (margin 0.0137) included, and free-running greedy decoding reproduces
-/// all 32 ids and their text.
+/// rounding), so the argmax agrees at every step, the near-tie at step 9 (margin 0.0137) included, and
+/// free-running greedy decoding reproduces all 32 ids and their text.
 #[test]
 fn llm_greedy_matches_llama_cpp_reference() {
     let fx = fixture();
