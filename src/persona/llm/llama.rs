@@ -1,15 +1,33 @@
 //! Our own forward pass for llama-family GGUF files whose matrices are Q4_0, Q4_1 or Q8_0 (SmolLM2 and
 //! most small llama-architecture files); anything else goes through candle-transformers.
 //!
-//! Per token: embedding row (dequantized), then per layer: RMS norm (sum of squares in f64 like ggml,
-//! `x * (1/sqrt(mean + eps))`, times the weight), Q/K/V projections, rotary embedding in the "normal"
-//! (adjacent pairs) layout with `theta_i = pos * base^(-2i/d)` built by repeated multiplication as ggml
-//! does, K and V stored as f16 in the cache (llama.cpp's default cache type), attention with the query
-//! rounded to f16 and f32 accumulation, numerically stable softmax, output projection and residual; then
-//! RMS norm, SwiGLU feed-forward (`silu(gate) * up`, down projection) and residual. The final norm and the
-//! output matrix (tied to the embedding when the file has no `output.weight`) give the logits.
-//! Every projection quantizes its input row once (see `quant`) and uses integer dot products, as
-//! llama.cpp does, so the logits agree with llama.cpp's to float rounding.
+//! Which llama.cpp we reproduce, and how exactly: llama.cpp's CPU backend as llama-cpp-python 0.3.36
+//! runs it by default (flash attention off, f16 K and V cache, prompt in one batch), built for an x86
+//! CPU with AVX-512. On SmolLM2 Q4_1 our logits are the same floats as llama.cpp's at every layer, for
+//! the prompt batch and for each decoded token (checked tensor by tensor against llama.cpp's own
+//! intermediate tensors; `tests/llm.rs` checks the logits and all 32 greedy ids of the fixture). That
+//! takes reproducing each operation's order, not only its formula, because greedy decoding has steps
+//! decided by 0.014 logits and f32 attention alone moves logits by 0.7:
+//!
+//! - embedding row: the Q4_1 block dequantized as `q * d + m` (one fused multiply-add);
+//! - RMS norm: squares summed in f64, `mean` rounded to f32, `x * (1/sqrt(mean + eps))`, then times the
+//!   weight (a separate multiply, as ggml's `rms_norm` then `mul`);
+//! - projections: each input row quantized once to Q8_1/Q8_0 and integer block dot products in
+//!   llama.cpp's `vec_dot` order (see `quant`; llama.cpp has no repacked or tinyBLAS path for Q4_1, so
+//!   a batch uses the same dot product as a single token);
+//! - rotary embedding, "normal" (adjacent pairs) layout: `theta_i = pos * base^(-2i/d)` by repeated
+//!   multiplication from libm's `powf`, libm `cosf`/`sinf`, and each rotated value with its first
+//!   product fused (`fma(x0, cos, -(x1 * sin))`, as GCC contracts ggml's expression);
+//! - attention (see `attn`): the query and the probabilities rounded to f16, sums in the order of the
+//!   kernel llama.cpp picks for the batch size (tinyBLAS for two or more tokens, `ggml_vec_dot_f16`
+//!   for one), softmax with ggml's vectorised `exp` and an f64 total;
+//! - feed-forward: `silu(gate) * up` with the same `exp` (ggml's fused SwiGLU), then the down
+//!   projection; residual adds in f32; the final norm and the output matrix (tied to the embedding when
+//!   the file has no `output.weight`) give the logits of the last token.
+//!
+//! Known limits of the exactness: llama.cpp splits a prompt into batches of `n_batch` (512 there, 256
+//! here; only a batch of exactly one token changes kernel); other CPUs (AVX2 only, ARM) make llama.cpp
+//! itself use other orders; the reference mode (`reference_f32`, tests) keeps attention in f32.
 //!
 //! A prompt is evaluated as one batch (each unpacked weight block is reused for up to 4 tokens); the KV
 //! cache can be truncated to any length, which is what the prefix cache needs.
@@ -17,6 +35,7 @@
 //! Threading: one compute thread by default; with `threads > 1` the rows of every projection are split
 //! over a private rayon pool of that size.
 
+use super::attn::{self, AttnKernel, AttnScratch};
 use super::quant::{self, Acts, MatJob, QK, WType};
 use super::{GgufFile, load_err};
 use crate::persona::PersonaError;
@@ -78,7 +97,7 @@ struct Scratch {
     g: Vec<f32>,
     u: Vec<f32>,
     acts: Acts,
-    scores: Vec<f32>,
+    attn: AttnScratch,
     rope: Vec<(f32, f32)>,
 }
 
@@ -332,25 +351,26 @@ impl LlamaModel {
                 );
             }
             // attention
+            let kernel = if rf {
+                AttnKernel::Reference
+            } else {
+                AttnKernel::for_batch(n)
+            };
             let group = c.n_head / c.n_kv_head;
             let mut qh = vec![0f32; hd];
             for i in 0..n {
                 let len = self.n_past + i + 1;
                 for h in 0..c.n_head {
                     let kvh = h / group;
-                    for (dst, src) in qh
-                        .iter_mut()
-                        .zip(&s.q[i * dq + h * hd..i * dq + (h + 1) * hd])
-                    {
-                        *dst = f16::from_f32(*src).to_f32();
-                    }
-                    attend(
+                    kernel.round_query(&s.q[i * dq + h * hd..i * dq + (h + 1) * hd], &mut qh);
+                    attn::attend(
+                        kernel,
                         &qh,
                         (&l.k_cache, &l.v_cache),
                         (dkv, kvh * hd),
                         len,
                         scale,
-                        &mut s.scores,
+                        &mut s.attn,
                         &mut s.att[i * dq + h * hd..i * dq + (h + 1) * hd],
                     );
                 }
@@ -363,9 +383,7 @@ impl LlamaModel {
             s.acts.quantize(&s.h, d);
             matmul(pool, &l.gate, &s.acts, rf.then_some(&s.h[..]), &mut s.g);
             matmul(pool, &l.up, &s.acts, rf.then_some(&s.h[..]), &mut s.u);
-            s.g.iter_mut()
-                .zip(&s.u)
-                .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+            attn::swiglu(&mut s.g, &s.u);
             s.acts.quantize(&s.g, c.d_ff);
             matmul(pool, &l.down, &s.acts, rf.then_some(&s.g[..]), &mut s.o);
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
@@ -394,11 +412,13 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, d: usize, out: &mut [f32]) {
     }
 }
 
+/// Rotate adjacent pairs; the first product of each output is fused with the sum, as ggml's compiled
+/// `x0*cos - x1*sin` / `x0*sin + x1*cos` are (measured: bit-identical to llama.cpp's rotated Q and K).
 fn apply_rope(x: &mut [f32], rope: &[(f32, f32)]) {
     for (pair, &(cos, sin)) in x.chunks_exact_mut(2).zip(rope) {
         let (a, b) = (pair[0], pair[1]);
-        pair[0] = a * cos - b * sin;
-        pair[1] = a * sin + b * cos;
+        pair[0] = a.mul_add(cos, -(b * sin));
+        pair[1] = a.mul_add(sin, b * cos);
     }
 }
 
@@ -470,198 +490,6 @@ fn matmul(
                     });
                 }
             });
-        }
-    }
-}
-
-/// One head's attention for one query `q` (already rounded to f16): scores against the first `len`
-/// cached keys (`kv.0`, row `t` at `t * stride + off`), scaled, softmax (max subtracted, f32 sum), and
-/// the weighted sum of the cached values (`kv.1`, same layout) into `out`. Each score is one 8-lane
-/// f32 accumulation over the head dimension, reduced pairwise; each output element accumulates over
-/// the positions in order.
-fn attend(
-    q: &[f32],
-    kv: (&[u16], &[u16]),
-    (stride, off): (usize, usize),
-    len: usize,
-    scale: f32,
-    scores: &mut Vec<f32>,
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    assert!(len > 0 && out.len() == hd);
-    assert!((len - 1) * stride + off + hd <= kv.0.len().min(kv.1.len()));
-    scores.resize(len, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    let simd_ok = quant::have_avx2() && hd.is_multiple_of(8);
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd_ok = false;
-    if simd_ok {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features checked; every row read is in bounds (asserted above).
-        unsafe {
-            simd::scores(q, kv.0.as_ptr().add(off), stride, len, scale, scores)
-        };
-    } else {
-        for (t, sc) in scores.iter_mut().enumerate() {
-            let kr = &kv.0[t * stride + off..t * stride + off + hd];
-            let d: f32 = q
-                .iter()
-                .zip(kr)
-                .map(|(a, b)| a * f16::from_bits(*b).to_f32())
-                .sum();
-            *sc = d * scale;
-        }
-    }
-    let mx = scores.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0f32;
-    for sc in scores.iter_mut() {
-        *sc = (*sc - mx).exp();
-        sum += *sc;
-    }
-    out.fill(0.0);
-    if simd_ok {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        unsafe {
-            simd::weighted(scores, kv.1.as_ptr().add(off), stride, out)
-        };
-    } else {
-        for (t, p) in scores.iter().enumerate() {
-            let vr = &kv.1[t * stride + off..t * stride + off + hd];
-            for (o, v) in out.iter_mut().zip(vr) {
-                *o = p.mul_add(f16::from_bits(*v).to_f32(), *o);
-            }
-        }
-    }
-    let inv = 1.0 / sum;
-    out.iter_mut().for_each(|v| *v *= inv);
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use std::arch::x86_64::*;
-
-    macro_rules! unroll {
-        ($i:ident in [$($n:literal),*] $body:block) => {
-            $( { const $i: usize = $n; $body } )*
-        };
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(acc: __m256) -> f32 {
-        unsafe {
-            let mut r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
-            r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-            r = _mm_add_ss(r, _mm_movehdup_ps(r));
-            _mm_cvtss_f32(r)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn load8(p: *const u16) -> __m256 {
-        unsafe { _mm256_cvtph_ps(_mm_lddqu_si128(p as *const __m128i)) }
-    }
-
-    /// `scores[t] = (q · k_t) * scale` for the rows `k_t = k + t * stride` (f16), 4 rows at a time.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scores(
-        q: &[f32],
-        k: *const u16,
-        stride: usize,
-        len: usize,
-        scale: f32,
-        scores: &mut [f32],
-    ) {
-        unsafe {
-            let hd = q.len();
-            let qp = q.as_ptr();
-            let mut t = 0;
-            while t + 4 <= len {
-                let kr = [
-                    k.wrapping_add(t * stride),
-                    k.wrapping_add((t + 1) * stride),
-                    k.wrapping_add((t + 2) * stride),
-                    k.wrapping_add((t + 3) * stride),
-                ];
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut j = 0;
-                while j < hd {
-                    let qv = _mm256_castsi256_ps(_mm256_lddqu_si256(
-                        qp.wrapping_add(j) as *const __m256i
-                    ));
-                    unroll!(T in [0, 1, 2, 3] {
-                        acc[T] = _mm256_fmadd_ps(qv, load8(kr[T].wrapping_add(j)), acc[T]);
-                    });
-                    j += 8;
-                }
-                unroll!(T in [0, 1, 2, 3] {
-                    scores[t + T] = hsum(acc[T]) * scale;
-                });
-                t += 4;
-            }
-            while t < len {
-                let kr = k.wrapping_add(t * stride);
-                let mut acc = _mm256_setzero_ps();
-                let mut j = 0;
-                while j < hd {
-                    acc = _mm256_fmadd_ps(
-                        _mm256_castsi256_ps(_mm256_lddqu_si256(
-                            qp.wrapping_add(j) as *const __m256i
-                        )),
-                        load8(kr.wrapping_add(j)),
-                        acc,
-                    );
-                    j += 8;
-                }
-                scores[t] = hsum(acc) * scale;
-                t += 1;
-            }
-        }
-    }
-
-    /// `out += Σ_t p[t] * v_t` for the rows `v_t = v + t * stride` (f16), in order of `t`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn weighted(p: &[f32], v: *const u16, stride: usize, out: &mut [f32]) {
-        unsafe {
-            let hd = out.len();
-            let op = out.as_mut_ptr();
-            if hd == 64 {
-                let mut o = [_mm256_setzero_ps(); 8];
-                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    o[J] = _mm256_castsi256_ps(_mm256_lddqu_si256(op.wrapping_add(8 * J) as *const __m256i));
-                });
-                let mut vr = v;
-                for &pt in p {
-                    let a = _mm256_set1_ps(pt);
-                    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                        o[J] = _mm256_fmadd_ps(a, load8(vr.wrapping_add(8 * J)), o[J]);
-                    });
-                    vr = vr.wrapping_add(stride);
-                }
-                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    _mm256_storeu_ps(op.wrapping_add(8 * J), o[J]);
-                });
-                return;
-            }
-            let mut vr = v;
-            for &pt in p {
-                let a = _mm256_set1_ps(pt);
-                let mut j = 0;
-                while j < hd {
-                    let o = op.wrapping_add(j);
-                    _mm256_storeu_ps(
-                        o,
-                        _mm256_fmadd_ps(
-                            a,
-                            load8(vr.wrapping_add(j)),
-                            _mm256_castsi256_ps(_mm256_lddqu_si256(o as *const __m256i)),
-                        ),
-                    );
-                    j += 8;
-                }
-                vr = vr.wrapping_add(stride);
-            }
         }
     }
 }

@@ -18,6 +18,7 @@
 //! `LlmOptions::threads` compute threads (default one, which is fastest on a small machine shared with the
 //! voice). [`LlmWorker`] owns an engine on a dedicated std thread and is the usual way to use it.
 
+pub mod attn;
 mod candle_backend;
 pub mod llama;
 pub mod quant;

@@ -1,0 +1,706 @@
+//! The float side of the llama fast path done in llama.cpp's CPU operation order: one head's attention
+//! over the f16 KV cache, the SwiGLU activation and the exponential both use.
+//!
+//! Stage: called by `llama::LlamaModel::forward` per head and per layer; input f32 rows and the f16
+//! cache (as `u16` bits), output f32 rows. No state, no threads: callers may run heads in parallel.
+//!
+//! Why this order matters: the logits of SmolLM2 move by up to 0.7 when attention is computed "the
+//! obvious way" in f32 instead of in llama.cpp's order (several greedy steps are decided by less than
+//! 0.02), so the fast path reproduces llama.cpp's non-flash-attention graph (llama-cpp-python's default)
+//! operation by operation; measured against its intermediate tensors, every attention output is the
+//! same float:
+//!
+//! 1. Scores `K·q`: the query is rounded to f16 (ggml converts the f32 side of an f16 matrix product to
+//!    f16), each product of two f16 values is exact in f32, and the sum order is that of the kernel
+//!    llama.cpp picks, which depends on the number of tokens in the batch (see [`AttnKernel`]). Each
+//!    score is then multiplied by `1/sqrt(head_dim)`.
+//! 2. Softmax: maximum subtracted, [`expf`] (ggml's vectorised exponential, not libm's), the sum of
+//!    each 16 consecutive values reduced as one 512-bit vector and added into an f64 total, then every
+//!    value multiplied by `(1 / total)` rounded to f32. The probabilities are then rounded to f16
+//!    (again the f32 side of an f16 product): this rounding is the largest single difference to an f32
+//!    attention.
+//! 3. Output `Σ p_t v_t`: f16 probabilities times the f16 values, summed in the same kernel-dependent
+//!    order over the positions (llama.cpp stores V transposed, so each output element is one dot
+//!    product over positions). llama.cpp pads the cache view to a multiple of 256 positions with zero
+//!    probabilities; zeros change no sum, so only the lane a position falls in matters.
+//!
+//! The two kernels, as "slots" (partial sums that each take every `slots`-th element in order, with
+//! one fused multiply-add per element, then folded): the batch kernel (llamafile's tinyBLAS F16 GEMM,
+//! used for two or more tokens) keeps 16 slots folded by the 512-bit horizontal sum (lanes `i + 8`
+//! onto `i`, then `i + 4`, then `i + 2`, then `1`); the single-token kernel (`ggml_vec_dot_f16`, four
+//! 16-lane accumulators over 64-element steps) keeps 64 slots, folds accumulator 2 onto 0 and 3 onto 1,
+//! then 1 onto 0, then the same 16-lane sum; elements past the last full 64 are added in f64.
+//!
+//! [`expf`] is ggml's AVX-512 `ggml_v_expf` (the build that produced the reference has AVX-512; its
+//! AVX2 variant is a different polynomial): `n = round(x·log2 e)`, a two-step Cody-Waite reduction, a
+//! degree-5 polynomial, then `j·2^n`, with 0 or infinity past `|n| > 192`. The AVX2 kernels here
+//! compute the same lanes with the same fused operations.
+
+use half::f16;
+
+/// Which llama.cpp kernel computes an f16 matrix product, chosen by the number of tokens evaluated
+/// together (llama.cpp only uses tinyBLAS for two or more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// Two or more tokens: tinyBLAS, one 16-lane accumulator per output.
+    Batch,
+    /// One token: `ggml_vec_dot_f16`, four 16-lane accumulators.
+    Single,
+    /// The f32 reference mode (tests): query and probabilities kept in f32, libm `exp`, every sum
+    /// in position order; close to llama.cpp with an F32 cache, not bit-exact to anything.
+    Reference,
+}
+
+impl AttnKernel {
+    /// The kernel for a batch of `n` tokens.
+    pub fn for_batch(n: usize) -> AttnKernel {
+        if n >= 2 {
+            AttnKernel::Batch
+        } else {
+            AttnKernel::Single
+        }
+    }
+
+    /// Partial sums kept for a dot product of length `len` (tinyBLAS needs a multiple of 16, else
+    /// llama.cpp falls back to the single-token kernel).
+    fn slots(self, len: usize) -> usize {
+        match self {
+            AttnKernel::Batch if len.is_multiple_of(16) => 16,
+            AttnKernel::Reference => 1,
+            _ => 64,
+        }
+    }
+
+    /// The query as the kernel reads it: rounded to f16, except in the reference mode.
+    pub fn round_query(self, q: &[f32], out: &mut [f32]) {
+        for (o, v) in out.iter_mut().zip(q) {
+            *o = match self {
+                AttnKernel::Reference => *v,
+                _ => f16::from_f32(*v).to_f32(),
+            };
+        }
+    }
+}
+
+/// The 512-bit horizontal sum: halves added lane by lane down to one value.
+#[inline]
+fn reduce16(a: &[f32; 16]) -> f32 {
+    let mut t = [0f32; 8];
+    for i in 0..8 {
+        t[i] = a[i] + a[i + 8];
+    }
+    let u = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
+    (u[0] + u[2]) + (u[1] + u[3])
+}
+
+/// Fold 16 or 64 slots to the final sum (see the module docs).
+#[inline]
+fn fold(s: &[f32]) -> f32 {
+    let mut l = [0f32; 16];
+    if s.len() == 1 {
+        return s[0];
+    } else if s.len() == 16 {
+        l.copy_from_slice(s);
+    } else {
+        for i in 0..16 {
+            l[i] = (s[i] + s[32 + i]) + (s[16 + i] + s[48 + i]);
+        }
+    }
+    reduce16(&l)
+}
+
+/// Dot product of `x` (f32 values that are f16-exact) with the f16 row `y`, in `kernel`'s order.
+pub fn dot_f16(kernel: AttnKernel, x: &[f32], y: &[u16]) -> f32 {
+    let n = x.len();
+    let slots = kernel.slots(n);
+    let full = n - n % slots;
+    let mut s = [0f32; 64];
+    for e in 0..full {
+        let v = f16::from_bits(y[e]).to_f32();
+        s[e % slots] = x[e].mul_add(v, s[e % slots]);
+    }
+    let r = fold(&s[..slots]);
+    if full == n {
+        return r;
+    }
+    let mut r = r as f64;
+    for e in full..n {
+        r += (x[e] * f16::from_bits(y[e]).to_f32()) as f64;
+    }
+    r as f32
+}
+
+/// ggml's vectorised `exp` (AVX-512 variant), one lane.
+pub fn expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(EXP_LOG2E, r);
+    let n = z - r;
+    let b = (-n).mul_add(EXP_LN2_LO, (-n).mul_add(EXP_LN2_HI, x));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    let u = b * b;
+    let j = EXP_C[4]
+        .mul_add(b, EXP_C[3])
+        .mul_add(u, EXP_C[2].mul_add(b, EXP_C[1]))
+        .mul_add(u, EXP_C[0].mul_add(b, 1.0));
+    // scalef: j * 2^n, rounded once (exact in f64, then one rounding to f32)
+    (j as f64 * 2f64.powi(n as i32)) as f32
+}
+
+const EXP_LOG2E: f32 = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
+const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
+const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
+/// Polynomial coefficients of `b`, `b^2`, ..., `b^5` (0x1.ffffecp-1, 0x1.fffdb6p-2, 0x1.555e66p-3,
+/// 0x1.573e2ep-5, 0x1.0e4020p-7).
+const EXP_C: [f32; 5] = [
+    f32::from_bits(0x3f7f_fff6),
+    f32::from_bits(0x3eff_fedb),
+    f32::from_bits(0x3e2a_af33),
+    f32::from_bits(0x3d2b_9f17),
+    f32::from_bits(0x3c07_2010),
+];
+
+/// `g = silu(g) * u` with `silu(x) = x / (1 + expf(0 - x))`, as ggml's fused SwiGLU.
+pub fn swiglu(g: &mut [f32], u: &[f32]) {
+    assert_eq!(g.len(), u.len());
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if super::quant::have_avx2() {
+        // SAFETY: features checked; the kernel stays within both slices.
+        done = unsafe { simd::swiglu(g, u) };
+    }
+    for (g, u) in g[done..].iter_mut().zip(&u[done..]) {
+        *g = *g / (1.0 + expf(0.0 - *g)) * u;
+    }
+}
+
+/// `x = expf(x - mx)` on up to 16 values; returns their 16-lane sum (missing lanes are zeros).
+fn exp_chunk(chunk: &mut [f32], mx: f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    for (l, s) in lanes.iter_mut().zip(chunk.iter_mut()) {
+        *s = expf(*s - mx);
+        *l = *s;
+    }
+    reduce16(&lanes)
+}
+
+/// Reusable buffers of [`attend`].
+#[derive(Default)]
+pub struct AttnScratch {
+    scores: Vec<f32>,
+    slots: Vec<f32>,
+}
+
+/// One head's attention for one query `q` (f32 values already rounded to f16): against the first
+/// `len` cached keys (`kv.0`, row `t` at `t * stride + off`) and values (`kv.1`, same layout), into
+/// `out` (see the module docs for the order of operations).
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    kernel: AttnKernel,
+    q: &[f32],
+    kv: (&[u16], &[u16]),
+    (stride, off): (usize, usize),
+    len: usize,
+    scale: f32,
+    sc: &mut AttnScratch,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(len > 0 && out.len() == hd);
+    assert!((len - 1) * stride + off + hd <= kv.0.len().min(kv.1.len()));
+    #[cfg(target_arch = "x86_64")]
+    let simd_ok =
+        super::quant::have_avx2() && hd.is_multiple_of(64) && kernel != AttnKernel::Reference;
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd_ok = false;
+    // 1. scores
+    sc.scores.resize(len, 0.0);
+    if simd_ok {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features checked; every row read is in bounds (asserted above).
+        unsafe {
+            simd::scores(
+                kernel,
+                q,
+                kv.0.as_ptr().add(off),
+                stride,
+                scale,
+                &mut sc.scores,
+            )
+        };
+    } else {
+        for (t, s) in sc.scores.iter_mut().enumerate() {
+            *s = dot_f16(kernel, q, &kv.0[t * stride + off..t * stride + off + hd]) * scale;
+        }
+    }
+    // 2. softmax, probabilities rounded to f16
+    let mut mx = f32::NEG_INFINITY;
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok {
+        // SAFETY: features checked.
+        mx = unsafe { simd::max(&sc.scores) };
+    }
+    if !simd_ok {
+        mx = sc.scores.iter().fold(mx, |m, v| m.max(*v));
+    }
+    let mut total = 0f64;
+    for chunk in sc.scores.chunks_mut(16) {
+        #[cfg(target_arch = "x86_64")]
+        if simd_ok && chunk.len() == 16 {
+            // SAFETY: features checked; the chunk has 16 values.
+            if let Some(sum) = unsafe { simd::exp16(chunk, mx) } {
+                total += sum as f64;
+                continue;
+            }
+        }
+        if kernel == AttnKernel::Reference {
+            for s in chunk.iter_mut() {
+                *s = (*s - mx).exp();
+                total += *s as f64;
+            }
+        } else {
+            total += exp_chunk(chunk, mx) as f64;
+        }
+    }
+    let inv = (1.0 / total) as f32;
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok {
+        // SAFETY: features checked.
+        unsafe { simd::normalize(&mut sc.scores, inv) };
+    }
+    if !simd_ok {
+        for s in sc.scores.iter_mut() {
+            *s *= inv;
+            if kernel != AttnKernel::Reference {
+                *s = f16::from_f32(*s).to_f32();
+            }
+        }
+    }
+    // 3. weighted values: slot `t % slots` accumulates position t; then fold per output element
+    // (the first position of each slot stores its product, exact for two f16 values, so no zeroing)
+    let slots = kernel.slots(len.next_multiple_of(256));
+    let used = slots.min(len);
+    sc.slots.resize(slots * hd, 0.0);
+    if simd_ok {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above; `slots` holds `slots * hd` values.
+        unsafe {
+            simd::weighted(
+                &sc.scores,
+                kv.1.as_ptr().add(off),
+                stride,
+                slots,
+                &mut sc.slots,
+            )
+        };
+    } else {
+        for (t, p) in sc.scores.iter().enumerate() {
+            let vr = &kv.1[t * stride + off..t * stride + off + hd];
+            let acc = &mut sc.slots[(t % slots) * hd..(t % slots + 1) * hd];
+            for (a, v) in acc.iter_mut().zip(vr) {
+                let v = f16::from_bits(*v).to_f32();
+                *a = if t < slots { p * v } else { p.mul_add(v, *a) };
+            }
+        }
+    }
+    sc.slots[used * hd..].fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok {
+        // SAFETY: features checked; `slots` holds `slots * hd` values, `out` `hd`.
+        unsafe { simd::fold_rows(&sc.slots, slots, out) };
+        return;
+    }
+    let mut lane = [0f32; 64];
+    for (j, o) in out.iter_mut().enumerate() {
+        for (s, l) in lane[..slots].iter_mut().enumerate() {
+            *l = sc.slots[s * hd + j];
+        }
+        *o = fold(&lane[..slots]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{AttnKernel, EXP_C, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E};
+    use std::arch::x86_64::*;
+
+    /// The 16-lane sum of `lo` (lanes 0-7) and `hi` (lanes 8-15), as `reduce16`.
+    #[inline(always)]
+    unsafe fn reduce16(lo: __m256, hi: __m256) -> f32 {
+        unsafe {
+            let a = _mm256_add_ps(lo, hi);
+            let mut r = _mm_add_ps(_mm256_extractf128_ps(a, 1), _mm256_castps256_ps128(a));
+            r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8h(p: *const u16) -> __m256 {
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+
+    /// `scores[t] = q · k_t` for the rows `k_t = k + t * stride`; `q.len()` a multiple of 64.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scores(
+        kernel: AttnKernel,
+        q: &[f32],
+        k: *const u16,
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        unsafe {
+            let hd = q.len();
+            let qp = q.as_ptr();
+            for (t, s) in scores.iter_mut().enumerate() {
+                let kr = k.wrapping_add(t * stride);
+                *s = match kernel {
+                    AttnKernel::Batch => {
+                        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                        let mut j = 0;
+                        while j < hd {
+                            lo = _mm256_fmadd_ps(
+                                load8(qp.wrapping_add(j)),
+                                load8h(kr.wrapping_add(j)),
+                                lo,
+                            );
+                            hi = _mm256_fmadd_ps(
+                                load8(qp.wrapping_add(j + 8)),
+                                load8h(kr.wrapping_add(j + 8)),
+                                hi,
+                            );
+                            j += 16;
+                        }
+                        reduce16(lo, hi) * scale
+                    }
+                    AttnKernel::Single | AttnKernel::Reference => {
+                        let mut a = [_mm256_setzero_ps(); 8];
+                        let mut j = 0;
+                        while j < hd {
+                            for (m, a) in a.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(
+                                    load8(qp.wrapping_add(j + 8 * m)),
+                                    load8h(kr.wrapping_add(j + 8 * m)),
+                                    *a,
+                                );
+                            }
+                            j += 64;
+                        }
+                        // accumulators 0..3 are (a0,a1), (a2,a3), (a4,a5), (a6,a7)
+                        let lo =
+                            _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+                        let hi =
+                            _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+                        reduce16(lo, hi) * scale
+                    }
+                };
+            }
+        }
+    }
+
+    /// `acc[(t % slots)] += p[t] * v_t` for the rows `v_t = v + t * stride` (f16), in order of `t`
+    /// (the first `slots` positions store their product); `acc` holds `slots` rows of `hd` values, `hd`
+    /// a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn weighted(p: &[f32], v: *const u16, stride: usize, slots: usize, acc: &mut [f32]) {
+        unsafe {
+            let hd = acc.len() / slots;
+            let ap = acc.as_mut_ptr();
+            for (t, &pt) in p.iter().enumerate() {
+                let a = _mm256_set1_ps(pt);
+                let vr = v.wrapping_add(t * stride);
+                let o = ap.wrapping_add((t % slots) * hd);
+                let mut j = 0;
+                while j < hd {
+                    let oj = o.wrapping_add(j);
+                    let pv = if t < slots {
+                        _mm256_mul_ps(a, load8h(vr.wrapping_add(j)))
+                    } else {
+                        _mm256_fmadd_ps(a, load8h(vr.wrapping_add(j)), _mm256_loadu_ps(oj))
+                    };
+                    _mm256_storeu_ps(oj, pv);
+                    j += 8;
+                }
+            }
+        }
+    }
+
+    /// `expf` on 8 lanes; `None` when a lane needs the scalar path (`2^n` not a normal f32).
+    #[inline(always)]
+    unsafe fn expf8(x: __m256) -> Option<__m256> {
+        unsafe {
+            let r = _mm256_set1_ps(f32::from_bits(0x4b40_0000));
+            let z = _mm256_fmadd_ps(x, _mm256_set1_ps(EXP_LOG2E), r);
+            let n = _mm256_sub_ps(z, r);
+            let b = _mm256_fnmadd_ps(
+                n,
+                _mm256_set1_ps(EXP_LN2_LO),
+                _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x),
+            );
+            let out_of_range = _mm256_or_ps(
+                _mm256_cmp_ps(n, _mm256_set1_ps(-126.0), _CMP_LT_OQ),
+                _mm256_cmp_ps(n, _mm256_set1_ps(127.0), _CMP_GT_OQ),
+            );
+            // NaN lanes fail both comparisons: send them to the scalar path too
+            let nan = _mm256_cmp_ps(n, n, _CMP_UNORD_Q);
+            if _mm256_movemask_ps(_mm256_or_ps(out_of_range, nan)) != 0 {
+                return None;
+            }
+            let u = _mm256_mul_ps(b, b);
+            let c = |i: usize| _mm256_set1_ps(EXP_C[i]);
+            let j = _mm256_fmadd_ps(
+                _mm256_fmadd_ps(
+                    _mm256_fmadd_ps(c(4), b, c(3)),
+                    u,
+                    _mm256_fmadd_ps(c(2), b, c(1)),
+                ),
+                u,
+                _mm256_fmadd_ps(c(0), b, _mm256_set1_ps(1.0)),
+            );
+            // 2^n for integral n in [-126, 127], exact; one rounding in the product, as scalef
+            let e = _mm256_slli_epi32(
+                _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                23,
+            );
+            Some(_mm256_mul_ps(j, _mm256_castsi256_ps(e)))
+        }
+    }
+
+    /// The largest value (order does not matter for a maximum).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn max(x: &[f32]) -> f32 {
+        unsafe {
+            let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i + 8 <= x.len() {
+                m = _mm256_max_ps(m, _mm256_loadu_ps(x.as_ptr().add(i)));
+                i += 8;
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+            lanes
+                .iter()
+                .chain(&x[i..])
+                .fold(f32::NEG_INFINITY, |a, b| a.max(*b))
+        }
+    }
+
+    /// `x = f16(x * inv)` as f32 values (round to nearest even, as F16C does).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn normalize(x: &mut [f32], inv: f32) {
+        unsafe {
+            let s = _mm256_set1_ps(inv);
+            let mut i = 0;
+            while i + 8 <= x.len() {
+                let p = x.as_mut_ptr().add(i);
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_mul_ps(
+                    _mm256_loadu_ps(p),
+                    s,
+                ));
+                _mm256_storeu_ps(p, _mm256_cvtph_ps(h));
+                i += 8;
+            }
+            for v in &mut x[i..] {
+                *v = half::f16::from_f32(*v * inv).to_f32();
+            }
+        }
+    }
+
+    /// `out[j] = fold(acc[0][j], ..., acc[slots-1][j])` for `slots` of 16 or 64 rows, 8 `j` at a time
+    /// (the same lane additions as `super::fold`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn fold_rows(acc: &[f32], slots: usize, out: &mut [f32]) {
+        unsafe {
+            let hd = out.len();
+            assert!(
+                acc.len() >= slots * hd && hd.is_multiple_of(8) && (slots == 16 || slots == 64)
+            );
+            let row = |s: usize, j: usize| _mm256_loadu_ps(acc.as_ptr().add(s * hd + j));
+            let mut j = 0;
+            while j < hd {
+                let mut l = [_mm256_setzero_ps(); 16];
+                for (i, l) in l.iter_mut().enumerate() {
+                    *l = if slots == 16 {
+                        row(i, j)
+                    } else {
+                        _mm256_add_ps(
+                            _mm256_add_ps(row(i, j), row(32 + i, j)),
+                            _mm256_add_ps(row(16 + i, j), row(48 + i, j)),
+                        )
+                    };
+                }
+                let mut t = [_mm256_setzero_ps(); 8];
+                for i in 0..8 {
+                    t[i] = _mm256_add_ps(l[i], l[i + 8]);
+                }
+                let u = [
+                    _mm256_add_ps(t[0], t[4]),
+                    _mm256_add_ps(t[1], t[5]),
+                    _mm256_add_ps(t[2], t[6]),
+                    _mm256_add_ps(t[3], t[7]),
+                ];
+                let r = _mm256_add_ps(_mm256_add_ps(u[0], u[2]), _mm256_add_ps(u[1], u[3]));
+                _mm256_storeu_ps(out.as_mut_ptr().add(j), r);
+                j += 8;
+            }
+        }
+    }
+
+    /// `x = expf(x - mx)` on 16 values and their 16-lane sum, as `exp_chunk`; `None` (nothing
+    /// written) when a lane needs the scalar path.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn exp16(x: &mut [f32], mx: f32) -> Option<f32> {
+        unsafe {
+            let m = _mm256_set1_ps(mx);
+            let p = x.as_mut_ptr();
+            let lo = expf8(_mm256_sub_ps(_mm256_loadu_ps(p), m))?;
+            let hi = expf8(_mm256_sub_ps(_mm256_loadu_ps(p.add(8)), m))?;
+            _mm256_storeu_ps(p, lo);
+            _mm256_storeu_ps(p.add(8), hi);
+            Some(reduce16(lo, hi))
+        }
+    }
+
+    /// SwiGLU on the leading multiple of 8 elements; returns how many were done.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn swiglu(g: &mut [f32], u: &[f32]) -> usize {
+        unsafe {
+            let n = g.len() - g.len() % 8;
+            let mut i = 0;
+            while i < n {
+                let x = _mm256_loadu_ps(g.as_ptr().add(i));
+                let neg = _mm256_sub_ps(_mm256_setzero_ps(), x);
+                match expf8(neg) {
+                    Some(e) => {
+                        let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+                        _mm256_storeu_ps(
+                            g.as_mut_ptr().add(i),
+                            _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr().add(i))),
+                        );
+                    }
+                    None => {
+                        for k in i..i + 8 {
+                            g[k] = g[k] / (1.0 + super::expf(0.0 - g[k])) * u[k];
+                        }
+                    }
+                }
+                i += 8;
+            }
+            n
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expf_is_close_to_exp_and_saturates() {
+        for i in -1700..=1700 {
+            let x = i as f32 * 0.05;
+            let (a, b) = (expf(x), x.exp());
+            assert!((a - b).abs() <= b * 4e-7, "{x}: {a} vs {b}");
+        }
+        assert_eq!(expf(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf(-200.0), 0.0);
+        assert_eq!(expf(200.0), f32::INFINITY);
+        assert_eq!(expf(0.0), 1.0);
+    }
+
+    #[test]
+    fn swiglu_simd_equals_scalar_bit_for_bit() {
+        let mut seed = 7u64;
+        let mut r = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
+        };
+        let mut g: Vec<f32> = (0..1037).map(|_| r()).collect();
+        g[3] = -100.0; // past the vector range of 2^n
+        g[11] = 95.0;
+        let u: Vec<f32> = (0..1037).map(|_| r()).collect();
+        let want: Vec<f32> = g
+            .iter()
+            .zip(&u)
+            .map(|(g, u)| g / (1.0 + expf(0.0 - g)) * u)
+            .collect();
+        swiglu(&mut g, &u);
+        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{i}");
+        }
+    }
+
+    /// The SIMD attention kernels give the scalar kernels' floats, for both llama.cpp kernels.
+    #[test]
+    fn attend_simd_equals_scalar_bit_for_bit() {
+        let (hd, stride, len) = (64, 192, 300);
+        let mut seed = 11u64;
+        let mut r = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let k: Vec<u16> = (0..len * stride)
+            .map(|_| f16::from_f32(r() * 4.0).to_bits())
+            .collect();
+        let v: Vec<u16> = (0..len * stride)
+            .map(|_| f16::from_f32(r()).to_bits())
+            .collect();
+        let q: Vec<f32> = (0..hd).map(|_| f16::from_f32(r() * 4.0).to_f32()).collect();
+        for kernel in [AttnKernel::Batch, AttnKernel::Single] {
+            for n in [1, 5, 64, 65, 300] {
+                let mut sc = AttnScratch::default();
+                let mut out = vec![0f32; hd];
+                attend(
+                    kernel,
+                    &q,
+                    (&k, &v),
+                    (stride, 64),
+                    n,
+                    0.125,
+                    &mut sc,
+                    &mut out,
+                );
+                // scalar reference
+                let mut scores: Vec<f32> = (0..n)
+                    .map(|t| dot_f16(kernel, &q, &k[t * stride + 64..t * stride + 128]) * 0.125)
+                    .collect();
+                let mx = scores.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+                let mut total = 0f64;
+                for c in scores.chunks_mut(16) {
+                    let mut l = [0f32; 16];
+                    for (l, s) in l.iter_mut().zip(c.iter_mut()) {
+                        *s = expf(*s - mx);
+                        *l = *s;
+                    }
+                    total += reduce16(&l) as f64;
+                }
+                let inv = (1.0 / total) as f32;
+                let p: Vec<f32> = scores
+                    .iter()
+                    .map(|s| f16::from_f32(s * inv).to_f32())
+                    .collect();
+                let slots = kernel.slots(256);
+                for (j, o) in out.iter().enumerate() {
+                    let mut s = vec![0f32; slots];
+                    for (t, pt) in p.iter().enumerate() {
+                        let vv = f16::from_bits(v[t * stride + 64 + j]).to_f32();
+                        s[t % slots] = pt.mul_add(vv, s[t % slots]);
+                    }
+                    assert_eq!(o.to_bits(), fold(&s).to_bits(), "{kernel:?} n={n} j={j}");
+                }
+            }
+        }
+    }
+}
