@@ -313,3 +313,46 @@ fn chunked_decoding_matches_the_whole_clause() {
         eprintln!("{options:?}: SNR {s:.1} dB");
     }
 }
+
+/// A truncated ONNX Runtime library (an interrupted copy) is refused with its path before it is
+/// loaded: loading it once killed `idol say` with SIGBUS and no message at all.
+#[test]
+fn truncated_runtime_library_is_named_not_a_crash() {
+    let home = common::home();
+    let real = std::fs::read(home.ort_library()).unwrap();
+    idol::tts::piper::check_elf_complete(&home.ort_library()).expect("the real library is whole");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["models", "voices"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    for rel in [
+        idol::assets::CMUDICT,
+        idol::assets::G2P_WEIGHTS,
+        idol::assets::DEFAULT_VOICE,
+        "voices/en_US-joe-medium.onnx.json",
+    ] {
+        std::os::unix::fs::symlink(home.path(rel), dir.path().join(rel)).unwrap();
+    }
+    let lib = dir.path().join(idol::assets::ORT_LIBRARY);
+    std::fs::write(&lib, &real[..real.len() / 3]).unwrap();
+    let e = idol::tts::piper::check_elf_complete(&lib).unwrap_err();
+    assert!(e.contains("truncated"), "{e}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .arg("--home")
+        .arg(dir.path())
+        .args(["say", "Hello.", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // An exit code, not a signal.
+    assert!(
+        !out.status.success() && out.status.code().is_some(),
+        "exit {:?}: {err}",
+        out.status
+    );
+    assert!(
+        err.contains("libonnxruntime.so.1.32.0") && err.contains("idol fetch"),
+        "{err}"
+    );
+}
