@@ -356,3 +356,59 @@ fn truncated_runtime_library_is_named_not_a_crash() {
         "{err}"
     );
 }
+
+/// `idol say` refuses voice settings outside idol.toml's ranges before speaking (a NaN noise width
+/// once failed inside ONNX Runtime with a Reshape error; a negative or huge noise was taken), refuses
+/// an --out that is a file before speaking, and no longer claims that frames.jsonl is not written
+/// when --fps is given.
+#[test]
+fn say_checks_its_arguments_first() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    let say = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+            .arg("--home")
+            .arg(home.root())
+            .arg("say")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    for (args, expect) in [
+        (
+            &["Hi.", "--noise-w", "nan"][..],
+            "--noise-w must be within 0..=5",
+        ),
+        (
+            &["Hi.", "--noise-scale", "-1"][..],
+            "--noise-scale must be within 0..=5",
+        ),
+        (
+            &["Hi.", "--noise-scale", "1e9"][..],
+            "--noise-scale must be within 0..=5",
+        ),
+        (
+            &["Hi.", "--rate", "1000"][..],
+            "--rate must be a length scale within 0.1..=10",
+        ),
+        (&["Hi.", "--fps", "0"][..], "1..=1000"),
+    ] {
+        let o = say(&[args, &["--out", out_s]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "x").unwrap();
+    let o = say(&["Hi.", "--out", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is a file: name a folder"), "{err}");
+    let o = say(&["Hi.", "--fps", "30", "--out", out_s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("not written"), "{err}");
+    assert!(out.join("frames.jsonl").exists());
+}
