@@ -280,3 +280,33 @@ fn the_real_default_assets_are_installed_and_verified() {
         );
     }
 }
+
+/// A home without a rigs/ folder still has the rigs compiled into idol: `check` once called the
+/// default `arkit52` MISSING (and failed) while `say` and `lipsync` used it without a word.
+#[test]
+fn check_finds_a_built_in_rig_without_rigs_folder() {
+    let home = home_with(b"x");
+    assert!(!home.path().join("rigs").exists());
+    let out = idol(home.path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("rig (configured"))
+        .unwrap_or_else(|| panic!("no rig row: {stdout}"));
+    assert!(row.contains("built in") && row.contains(" ok "), "{row}");
+    assert!(!row.contains("MISSING"), "{row}");
+    // A name that is neither a file nor built in is still missing.
+    fs::write(
+        home.path().join("idol.toml"),
+        "[face]\nrig = \"nosuchrig\"\n",
+    )
+    .unwrap();
+    let out = idol(home.path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("rig (configured)") && l.contains("MISSING")),
+        "{stdout}"
+    );
+}
