@@ -137,13 +137,20 @@ pub fn check(home: &Home, config: &Config) -> Result<Vec<Row>, fetch::FetchError
     } else {
         PathBuf::from(format!("rigs/{}.toml", config.face.rig))
     };
-    configured(
-        "rig (configured)",
-        &rig,
-        "name a rig from `idol rigs` in idol.toml [face] rig".into(),
-        "MIT OR Apache-2.0 (idol)",
-        true,
-    );
+    // A rig named without a file under rigs/ is one of the rigs compiled into idol (what `Rig::find`
+    // falls back to): found, not missing.
+    let builtin_rig = !config.face.rig.ends_with(".toml")
+        && !home.path(&rig).is_file()
+        && crate::face::Rig::builtin(&config.face.rig).is_ok();
+    if !builtin_rig {
+        configured(
+            "rig (configured)",
+            &rig,
+            "name a rig from `idol rigs` in idol.toml [face] rig".into(),
+            "MIT OR Apache-2.0 (idol)",
+            true,
+        );
+    }
     configured(
         "persona card (configured)",
         &config.persona.card,
@@ -151,6 +158,20 @@ pub fn check(home: &Home, config: &Config) -> Result<Vec<Row>, fetch::FetchError
         "MIT OR Apache-2.0 (idol's default persona) or the card author's",
         true,
     );
+    if builtin_rig {
+        let at = rows.len() - 1;
+        rows.insert(
+            at,
+            Row {
+                item: "rig (configured, built in)".into(),
+                path: PathBuf::from(format!("(built in) {}", config.face.rig)),
+                size: None,
+                status: Status::Ok,
+                license: "MIT OR Apache-2.0 (idol)".into(),
+                fix: String::new(),
+            },
+        );
+    }
     Ok(rows)
 }
 

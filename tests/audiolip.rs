@@ -369,3 +369,42 @@ fn jaw_index(header: &serde_json::Value) -> usize {
         .position(|c| c == "jawOpen")
         .unwrap()
 }
+
+/// A WAV whose header promises more audio than the file holds (an interrupted copy) is used as far as
+/// it goes, with frames for exactly that audio, and the user is told it is truncated: it was used
+/// without a word, leaving a face track seconds shorter than the take they think they gave.
+#[test]
+fn truncated_wav_warns_and_covers_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(data("bobby.wav")).unwrap();
+    let cut = dir.path().join("cut.wav");
+    // Keep the header and a third of the data, on a whole sample.
+    let keep = 44 + ((whole.len() - 44) / 3) / 2 * 2;
+    std::fs::write(&cut, &whole[..keep]).unwrap();
+    let decoded = audio::decode_file(&cut).unwrap();
+    let out = dir.path().join("f.jsonl");
+    let o = idol_in(dir.path())
+        .arg("lipsync")
+        .arg(&cut)
+        .args(["--fps", "60", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("truncated"), "{err}");
+    let frames = std::fs::read_to_string(&out).unwrap().lines().count() as u64 - 1;
+    assert_eq!(
+        frames,
+        SampleTime::frames_in(decoded.samples.len() as u64, decoded.sample_rate, 60)
+    );
+    // The whole file gives no such warning.
+    let o = idol_in(dir.path())
+        .arg("lipsync")
+        .arg(data("bobby.wav"))
+        .args(["--out"])
+        .arg(dir.path().join("g.jsonl"))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("truncated"));
+}

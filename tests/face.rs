@@ -1011,3 +1011,65 @@ fn the_real_voice_output_drives_the_face() {
     }
     assert!(bilabials >= 5, "{bilabials}");
 }
+
+/// Command-line values a user can get wrong are refused with what to write, and nothing is written:
+/// a NaN or out-of-range look-at once produced `NaN` in the JSONL (not JSON), a NaN intensity or a
+/// misspelt cue name was taken silently, and an fps above the config's 1000 was accepted.
+#[test]
+fn lipsync_refuses_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frames.jsonl");
+    for (args, expect) in [
+        (&["--look-at", "999,0"][..], "-90..=90"),
+        (&["--look-at", "0,nan"][..], "-90..=90"),
+        (&["--look-at", "inf,0"][..], "-90..=90"),
+        (&["--cue", "happy@0.2:nan"][..], "intensity"),
+        (&["--cue", "hapy@0.2"][..], "happy"),
+        (&["--fps", "100000"][..], "1..=1000"),
+    ] {
+        let st = idol_in(dir.path())
+            .args(["lipsync", "--phonemes"])
+            .arg(data("mary.TextGrid"))
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&st.stderr);
+        assert!(!st.status.success(), "{args:?} was accepted");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // An empty alignment is nothing to lip-sync, not a file with no frames.
+    let empty = dir.path().join("empty.lab");
+    std::fs::write(&empty, "").unwrap();
+    let st = idol_in(dir.path())
+        .args(["lipsync", "--phonemes"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        !st.status.success() && err.contains("no timed phones"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // In range, every number in the output is finite JSON.
+    let st = idol_in(dir.path())
+        .args(["lipsync", "--phonemes"])
+        .arg(data("mary.TextGrid"))
+        .args(["--look-at", "-90,45", "--cue", "Surprised@0.1:0.5", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+}

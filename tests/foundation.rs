@@ -185,8 +185,23 @@ fn registering_own_files_validates_them() {
         .to_string();
     assert!(err.contains("model.gguf") && err.contains("GGUF"), "{err}");
 
+    // A GGUF cut short (an interrupted download) is refused with its path: it has the magic and
+    // a whole header, and was registered, to fail only when the model loaded.
+    let real = fs::read(crate::common::home().llm()).unwrap();
+    let cut = src.path().join("cut.gguf");
+    fs::write(&cut, &real[..real.len() / 20]).unwrap();
+    let err = f.register_model(&cut, &mut Quiet).unwrap_err().to_string();
+    assert!(
+        err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!home.path().join("models/cut.gguf").exists());
+
+    // The smallest whole GGUF: version 3, no tensors, no metadata.
     let gguf = src.path().join("mine.gguf");
-    fs::write(&gguf, b"GGUF\x03\x00\x00\x00rest").unwrap();
+    let mut bytes = b"GGUF\x03\x00\x00\x00".to_vec();
+    bytes.extend_from_slice(&[0u8; 16]);
+    fs::write(&gguf, &bytes).unwrap();
     let dest = f.register_model(&gguf, &mut Quiet).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&gguf).unwrap());
     let reg = idol::fetch::local_registry(&Home::new(home.path()), "models").unwrap();
@@ -201,8 +216,26 @@ fn registering_own_files_validates_them() {
         r#"{"audio":{"sample_rate":22050},"phoneme_id_map":{}}"#,
     )
     .unwrap();
-    f.register_voice(&onnx, &mut Quiet).unwrap();
-    assert!(home.path().join("voices/v.onnx.json").exists());
+    // Two bytes are no voice, and neither is a truncated one: refused with the path, not
+    // registered to fail when `say` loads it.
+    let err = f.register_voice(&onnx, &mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("v.onnx") && err.contains("Piper"), "{err}");
+    let real = crate::common::home().voice();
+    let bytes = fs::read(&real).unwrap();
+    fs::write(&onnx, &bytes[..bytes.len() / 2]).unwrap();
+    let err = f.register_voice(&onnx, &mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("truncated"), "{err}");
+    assert!(!home.path().join("voices/v.onnx").exists());
+    // The real voice registers, with its config.
+    std::os::unix::fs::symlink(&real, src.path().join("joe.onnx")).unwrap();
+    fs::copy(
+        format!("{}.json", real.display()),
+        src.path().join("joe.onnx.json"),
+    )
+    .unwrap();
+    f.register_voice(&src.path().join("joe.onnx"), &mut Quiet)
+        .unwrap();
+    assert!(home.path().join("voices/joe.onnx.json").exists());
 }
 
 fn idol(home: &Path) -> Command {
@@ -279,4 +312,34 @@ fn the_real_default_assets_are_installed_and_verified() {
             dest.display()
         );
     }
+}
+
+/// A home without a rigs/ folder still has the rigs compiled into idol: `check` once called the
+/// default `arkit52` MISSING (and failed) while `say` and `lipsync` used it without a word.
+#[test]
+fn check_finds_a_built_in_rig_without_rigs_folder() {
+    let home = home_with(b"x");
+    assert!(!home.path().join("rigs").exists());
+    let out = idol(home.path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("rig (configured"))
+        .unwrap_or_else(|| panic!("no rig row: {stdout}"));
+    assert!(row.contains("built in") && row.contains(" ok "), "{row}");
+    assert!(!row.contains("MISSING"), "{row}");
+    // A name that is neither a file nor built in is still missing.
+    fs::write(
+        home.path().join("idol.toml"),
+        "[face]\nrig = \"nosuchrig\"\n",
+    )
+    .unwrap();
+    let out = idol(home.path()).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("rig (configured)") && l.contains("MISSING")),
+        "{stdout}"
+    );
 }

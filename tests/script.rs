@@ -416,6 +416,13 @@ fn bad_scripts_give_positioned_errors() {
     assert!(x.message.contains("expected one of") && x.message.contains("emphasis"));
     let x = e("[script]\ngap = \"a bit\"\n[[line]]\ntext = \"Hi.\"\n");
     assert_eq!((x.line, x.column, x.field.as_str()), (2, 7, "script.gap"));
+    // A time too long is called that, not "negative".
+    let x = e("[script]\ntail = \"100000s\"\n[[line]]\ntext = \"Hi.\"\n");
+    assert_eq!((x.line, x.field.as_str()), (2, "script.tail"));
+    assert!(
+        x.message.contains("86400") && !x.message.contains("negative"),
+        "{x}"
+    );
     let x = e("[[line]]\ntext = \"Hi.\"\nlook_at = \"stage\"\n");
     assert_eq!((x.line, x.column), (3, 11));
     assert!(x.message.contains("\"camera\", \"ahead\""), "{x}");
@@ -430,10 +437,35 @@ fn bad_scripts_give_positioned_errors() {
     assert_eq!(x.line, 3);
     // A missing take names its path.
     let r = render_in(dir.path(), "[[line]]\naudio = \"nope.wav\"\n");
-    let Err(RenderError::Audio { path, .. }) = r else {
+    let Err(e @ RenderError::Audio { .. }) = r else {
         panic!("expected an audio error")
     };
-    assert_eq!(path, dir.path().join("nope.wav"));
+    let RenderError::Audio { path, .. } = &e else {
+        unreachable!()
+    };
+    assert_eq!(path, &dir.path().join("nope.wav"));
+    // ... and where the script names it: file, line and field, like every other script error.
+    let msg = e.to_string();
+    assert!(
+        msg.contains("test.script.toml:1:1: field `line[1].audio`"),
+        "{msg}"
+    );
+    assert!(msg.contains("nope.wav"), "{msg}");
+    // A broken alignment is placed too.
+    std::fs::write(dir.path().join("take.lab"), "zero one aa\n").unwrap();
+    idol::tts::wav::write_wav(&dir.path().join("take.wav"), &[0.0; 2205], 22050).unwrap();
+    let r = render_in(
+        dir.path(),
+        "[[line]]\ntext = \"Hi.\"\n[[line]]\naudio = \"take.wav\"\nphonemes = \"take.lab\"\n",
+    );
+    let Err(e) = r else {
+        panic!("a bad alignment is an error")
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains("test.script.toml:3:1: field `line[2].phonemes`"),
+        "{msg}"
+    );
 }
 
 #[test]

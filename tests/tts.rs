@@ -313,3 +313,102 @@ fn chunked_decoding_matches_the_whole_clause() {
         eprintln!("{options:?}: SNR {s:.1} dB");
     }
 }
+
+/// A truncated ONNX Runtime library (an interrupted copy) is refused with its path before it is
+/// loaded: loading it once killed `idol say` with SIGBUS and no message at all.
+#[test]
+fn truncated_runtime_library_is_named_not_a_crash() {
+    let home = common::home();
+    let real = std::fs::read(home.ort_library()).unwrap();
+    idol::tts::piper::check_elf_complete(&home.ort_library()).expect("the real library is whole");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["models", "voices"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    for rel in [
+        idol::assets::CMUDICT,
+        idol::assets::G2P_WEIGHTS,
+        idol::assets::DEFAULT_VOICE,
+        "voices/en_US-joe-medium.onnx.json",
+    ] {
+        std::os::unix::fs::symlink(home.path(rel), dir.path().join(rel)).unwrap();
+    }
+    let lib = dir.path().join(idol::assets::ORT_LIBRARY);
+    std::fs::write(&lib, &real[..real.len() / 3]).unwrap();
+    let e = idol::tts::piper::check_elf_complete(&lib).unwrap_err();
+    assert!(e.contains("truncated"), "{e}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .arg("--home")
+        .arg(dir.path())
+        .args(["say", "Hello.", "--out"])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // An exit code, not a signal.
+    assert!(
+        !out.status.success() && out.status.code().is_some(),
+        "exit {:?}: {err}",
+        out.status
+    );
+    assert!(
+        err.contains("libonnxruntime.so.1.32.0") && err.contains("idol fetch"),
+        "{err}"
+    );
+}
+
+/// `idol say` refuses voice settings outside idol.toml's ranges before speaking (a NaN noise width
+/// once failed inside ONNX Runtime with a Reshape error; a negative or huge noise was taken), refuses
+/// an --out that is a file before speaking, and no longer claims that frames.jsonl is not written
+/// when --fps is given.
+#[test]
+fn say_checks_its_arguments_first() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    let say = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+            .arg("--home")
+            .arg(home.root())
+            .arg("say")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    for (args, expect) in [
+        (
+            &["Hi.", "--noise-w", "nan"][..],
+            "--noise-w must be within 0..=5",
+        ),
+        (
+            &["Hi.", "--noise-scale", "-1"][..],
+            "--noise-scale must be within 0..=5",
+        ),
+        (
+            &["Hi.", "--noise-scale", "1e9"][..],
+            "--noise-scale must be within 0..=5",
+        ),
+        (
+            &["Hi.", "--rate", "1000"][..],
+            "--rate must be a length scale within 0.1..=10",
+        ),
+        (&["Hi.", "--fps", "0"][..], "1..=1000"),
+    ] {
+        let o = say(&[args, &["--out", out_s]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "x").unwrap();
+    let o = say(&["Hi.", "--out", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is a file: name a folder"), "{err}");
+    let o = say(&["Hi.", "--fps", "30", "--out", out_s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("not written"), "{err}");
+    assert!(out.join("frames.jsonl").exists());
+}

@@ -160,6 +160,18 @@ pub fn decode_file(path: impl AsRef<Path>) -> Result<DecodedAudio, AudioError> {
     if sample_rate == 0 {
         return Err(decode_err("the file does not state its sample rate".into()));
     }
+    // A header that promised more than the file holds: an interrupted copy or download. The audio
+    // that is there is used, but the user is told, since the take is shorter than they think.
+    if let Some(promised) = params.n_frames
+        && (samples.len() as u64) < promised.saturating_mul(99) / 100
+    {
+        log::warn!(
+            "{}: the file is truncated: its header promises {:.2} s, only {:.2} s of audio is there",
+            path.display(),
+            promised as f64 / sample_rate as f64,
+            samples.len() as f64 / sample_rate as f64
+        );
+    }
     Ok(DecodedAudio {
         samples,
         sample_rate,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use idol::face::from_audio::{self, AudioLipsyncOptions};
 use idol::face::read::{self, PhonemeFile};
-use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, write};
+use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, expression, write};
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::speech::{Cue, CueKind};
 use idol::time::{SampleTime, TimeRange};
@@ -59,7 +59,7 @@ pub struct LipsyncArgs {
     #[arg(long)]
     pub rig: Option<String>,
     /// Frames per second (default: `[face] fps` of idol.toml, else 60).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fps: Option<u32>,
     /// Output file (`-` for stdout); the format follows the extension unless --format says.
     #[arg(long, short = 'o', value_name = "FILE")]
@@ -84,9 +84,10 @@ pub struct LipsyncArgs {
     pub no_nods: bool,
 }
 
-const ACTIONS: [&str; 5] = ["nod", "shake", "tilt", "wink", "blink"];
-
-fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
+/// Parses `NAME@SECONDS[:INTENSITY]`; `moods` are the emotions the face animates (an action is one
+/// of `nod`, `shake`, `tilt`, `wink`, `blink`). A name the face does not know is refused: on the
+/// command line it can only be a typo.
+fn parse_cue(s: &str, rate: u32, moods: &[String]) -> Result<Cue> {
     let (name, rest) = s.split_once('@').with_context(|| {
         format!("cue `{s}`: write NAME@SECONDS[:INTENSITY], e.g. happy@0.5:0.8")
     })?;
@@ -94,7 +95,11 @@ fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
         Some((a, b)) => (
             a,
             b.parse::<f32>()
-                .with_context(|| format!("cue `{s}`: bad intensity"))?,
+                .ok()
+                .filter(|i| i.is_finite())
+                .with_context(|| {
+                    format!("cue `{s}`: bad intensity `{b}`: write a number from 0 to 1")
+                })?,
         ),
         None => (rest, 1.0),
     };
@@ -102,10 +107,16 @@ fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
         .parse()
         .with_context(|| format!("cue `{s}`: bad time"))?;
     let at = SampleTime::from_secs_f64(secs, rate).with_context(|| format!("cue `{s}`"))?;
-    let kind = if ACTIONS.contains(&name.to_ascii_lowercase().as_str()) {
+    let kind = if expression::Action::parse(name).is_some() {
         CueKind::Action
-    } else {
+    } else if moods.iter().any(|m| m.eq_ignore_ascii_case(name)) {
         CueKind::Emotion
+    } else {
+        bail!(
+            "cue `{s}`: the face knows no `{name}`: use an emotion ({}) or an action (nod, shake, \
+             tilt, wink, blink)",
+            moods.join(", ")
+        );
     };
     Ok(Cue {
         kind,
@@ -115,9 +126,33 @@ fn parse_cue(s: &str, rate: u32) -> Result<Cue> {
     })
 }
 
+/// Parses `--look-at YAW,PITCH` in degrees, each finite and within -90..=90.
+fn parse_look_at(s: &str) -> Result<EyeGaze> {
+    let (y, p) = s
+        .split_once(',')
+        .with_context(|| format!("--look-at `{s}`: write YAW,PITCH in degrees"))?;
+    let deg = |v: &str, what: &str| -> Result<f32> {
+        v.trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|d| d.is_finite() && d.abs() <= 90.0)
+            .with_context(|| {
+                format!("--look-at `{s}`: the {what} `{v}` must be degrees within -90..=90")
+            })
+    };
+    Ok(EyeGaze {
+        yaw: deg(y, "yaw")?.to_radians(),
+        pitch: deg(p, "pitch")?.to_radians(),
+    })
+}
+
 /// Run in the idol home: rigs are looked up under its `rigs/` first; rig, fps and seed default to
 /// idol.toml's `[face]` section.
 pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
+    // The library's warnings (a truncated or damaged recording, skipped packets) go to stderr
+    // unless RUST_LOG says otherwise: without a logger they were dropped.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
     let face_cfg = env.config()?.face;
     let rig_name = args.rig.clone().unwrap_or(face_cfg.rig);
     let fps = args.fps.unwrap_or(face_cfg.fps);
@@ -128,7 +163,17 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
     let home = &env.home;
     let file: PhonemeFile = match (&args.input.audio, &args.input.phonemes) {
         (Some(audio), _) => from_audio(env, audio, args.input.transcript.as_deref())?,
-        (None, Some(path)) => read::read_path(path, args.input.rate, args.input.tier.as_deref())?,
+        (None, Some(path)) => {
+            let file = read::read_path(path, args.input.rate, args.input.tier.as_deref())?;
+            // An empty file once gave a header and no frames, and exit 0.
+            if file.end == SampleTime::ZERO {
+                bail!(
+                    "{} holds no timed phones (it lasts 0 s): nothing to lip-sync",
+                    path.display()
+                );
+            }
+            file
+        }
         (None, None) => bail!(
             "nothing to lip-sync: give an AUDIO file (WAV, MP3, FLAC, Ogg) or --phonemes FILE (a \
              .TextGrid, .lab or .json timeline)"
@@ -137,26 +182,7 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
     let rate = file.phonemes.rate();
     let rigs_dir = home.path("rigs");
     let rig = Rig::find(&rig_name, Some(rigs_dir.as_path()))?;
-    let look_at = match &args.look_at {
-        None => None,
-        Some(s) => {
-            let (y, p) = s
-                .split_once(',')
-                .with_context(|| format!("--look-at `{s}`: write YAW,PITCH in degrees"))?;
-            Some(EyeGaze {
-                yaw: y
-                    .trim()
-                    .parse::<f32>()
-                    .context("--look-at yaw")?
-                    .to_radians(),
-                pitch: p
-                    .trim()
-                    .parse::<f32>()
-                    .context("--look-at pitch")?
-                    .to_radians(),
-            })
-        }
-    };
+    let look_at = args.look_at.as_deref().map(parse_look_at).transpose()?;
     let config = FaceConfig {
         fps,
         seed,
@@ -168,11 +194,14 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
         look_at,
         ..FaceConfig::default()
     };
+    let mut moods: Vec<String> = expression::presets().into_iter().map(|p| p.name).collect();
+    moods.extend(rig.expressions.iter().map(|e| e.name.clone()));
+    moods.push("neutral".into());
     let face = Face::new(rig, config)?;
     let cues = args
         .cues
         .iter()
-        .map(|c| parse_cue(c, rate))
+        .map(|c| parse_cue(c, rate, &moods))
         .collect::<Result<Vec<_>>>()?;
     let seg = Segment {
         range: TimeRange::new(SampleTime::ZERO, file.end)?,

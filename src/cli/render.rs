@@ -34,7 +34,7 @@ pub struct ScriptArgs {
     #[arg(long)]
     pub rig: Option<String>,
     /// Face frames per second.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fps: Option<u32>,
     /// Seed of the voice's noise and the face's idle motion: the same seed gives the same bytes.
     #[arg(long)]

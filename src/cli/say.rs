@@ -43,22 +43,22 @@ pub struct SayArgs {
     #[arg(long)]
     pub speaker: Option<String>,
     /// Length scale: 1.0 is the voice's pace, 1.2 slower, 0.8 faster.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub rate: Option<f32>,
     /// Seed for the voice's noise; the same seed gives byte-identical output (default: [voice] seed).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Noise scale (default: the voice's); 0 with --noise-w 0 gives the voice's mean rendering.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub noise_scale: Option<f32>,
     /// Duration noise width (default: the voice's).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub noise_w: Option<f32>,
     /// Rig to solve face frames for in frames.jsonl (default: [face] rig).
     #[arg(long)]
     pub rig: Option<String>,
     /// Face frames per second for frames.jsonl (default: [face] fps).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub fps: Option<u32>,
     /// Phonemize with the espeak-ng program instead of the built-in phonemizer (for comparison).
     #[arg(long)]
@@ -146,13 +146,29 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("nothing to say: the text {:?} has no words", args.text);
     }
+    // The ranges idol.toml's [voice] allows: a NaN or negative noise once reached ONNX Runtime
+    // and failed there with a Reshape error, and a huge one turned speech into noise.
     if let Some(r) = args.rate
-        && !(r.is_finite() && r > 0.0)
+        && !(r.is_finite() && (0.1..=10.0).contains(&r))
     {
-        bail!("--rate must be a positive length scale (1.0 = the voice's pace), got {r}");
+        bail!("--rate must be a length scale within 0.1..=10 (1.0 = the voice's pace), got {r}");
     }
-    if args.rig.is_some() || args.fps.is_some() {
-        log::warn!("--rig/--fps: this build has no face stage yet, so frames.jsonl is not written");
+    for (flag, v) in [
+        ("--noise-scale", args.noise_scale),
+        ("--noise-w", args.noise_w),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && (0.0..=5.0).contains(&v))
+        {
+            bail!("{flag} must be within 0..=5 (default: the voice's own), got {v}");
+        }
+    }
+    // Checked before the voice speaks, not after.
+    if args.out.exists() && !args.out.is_dir() {
+        bail!(
+            "--out {} is a file: name a folder (created if missing) for speech.wav, phonemes.json and frames.jsonl",
+            args.out.display()
+        );
     }
     let vc = &config.voice;
     let seed = args.seed.unwrap_or(vc.seed);

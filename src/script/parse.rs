@@ -260,7 +260,15 @@ impl Ctx<'_> {
             toml::Value::String(s) => parse_time(s).ok_or_else(bad)?,
             _ => return Err(bad()),
         };
-        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        if secs.is_finite() && secs > 86_400.0 {
+            // Not "negative", which the general help would suggest.
+            return Err(self.at(
+                v.span(),
+                field,
+                format!("{secs} s is longer than a day: times go up to 86400 s (24 h)"),
+            ));
+        }
+        if !secs.is_finite() || secs < 0.0 {
             return Err(bad());
         }
         Ok(secs)

@@ -178,10 +178,20 @@ pub struct RenderOptions<'a> {
 pub enum RenderError {
     #[error(transparent)]
     Script(#[from] ScriptError),
-    #[error("recorded line: {message}")]
-    Audio { path: PathBuf, message: String },
-    #[error("alignment {}: {message}", path.display())]
-    Alignment { path: PathBuf, message: String },
+    /// A take that cannot be read; `at` is the script place of its line (`s.toml:4:1: field
+    /// `line[2].audio``).
+    #[error("{at}: {message}")]
+    Audio {
+        at: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{at}: alignment {}: {message}", path.display())]
+    Alignment {
+        at: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("{line}: the voice failed on {sentence:?}: {source}")]
     Voice {
         line: String,
@@ -429,7 +439,20 @@ fn speak_line(
     })
 }
 
+/// Where a recorded line's `field` is, for messages: the file, the line's `[[line]]` table and the
+/// field (the table's position: the values' own are not kept).
+fn field_place(script: &Script, line: &Line, field: &str) -> String {
+    format!(
+        "{}:{}:{}: field `{}.{field}`",
+        script.file.display(),
+        line.pos.line,
+        line.pos.column,
+        line.pos.field
+    )
+}
+
 fn recorded_line(
+    script: &Script,
     line: &Line,
     audio: &std::path::Path,
     alignment: Option<&std::path::Path>,
@@ -438,12 +461,14 @@ fn recorded_line(
     warnings: &mut Vec<String>,
 ) -> Result<LineAudio, RenderError> {
     let decoded = crate::audio::decode_file(audio).map_err(|e| RenderError::Audio {
+        at: field_place(script, line, "audio"),
         path: audio.to_path_buf(),
-        message: e.to_string(),
+        message: format!("{e} (paths are relative to the script's folder)"),
     })?;
     let pcm = crate::audio::resample(&decoded.samples, decoded.sample_rate, rate);
     if pcm.is_empty() {
         return Err(RenderError::Audio {
+            at: field_place(script, line, "audio"),
             path: audio.to_path_buf(),
             message: format!("{} has no samples", audio.display()),
         });
@@ -460,6 +485,7 @@ fn recorded_line(
         Some(p) => {
             let file =
                 face::read::read_path(p, rate, None).map_err(|e| RenderError::Alignment {
+                    at: field_place(script, line, "phonemes"),
                     path: p.to_path_buf(),
                     message: e.to_string(),
                 })?;
@@ -473,6 +499,7 @@ fn recorded_line(
                 Some(ls) => ls
                     .phonemes(&pcm, rate, (!transcript.is_empty()).then_some(transcript))
                     .map_err(|message| RenderError::Audio {
+                        at: field_place(script, line, "audio"),
                         path: audio.to_path_buf(),
                         message: format!("lip sync of {} failed: {message}", audio.display()),
                     })?,
@@ -545,6 +572,7 @@ pub fn render(
                 speak_line(voice, line, text, style, &mut warnings)?
             }
             LineKind::Recorded { audio, phonemes } => recorded_line(
+                script,
                 line,
                 audio,
                 phonemes.as_deref(),

@@ -14,6 +14,8 @@
 //! - an ALL-CAPS word is lowercased when it reads as a word (four letters or more with a vowel, or a
 //!   common short word like `OK`, `YES`) and spelled letter by letter otherwise (`GG` → *gee gee*);
 //! - chat shorthand is expanded (`thx` → *thanks*, `idk` → *I don't know*, a lone `u` → *you*);
+//! - digit groups joined by dashes: an ISO date (`2024-03-15`) reads as a date, two short numbers as a
+//!   range (`10-20` → *ten to twenty*), anything else (phone numbers) digit by digit, group by group;
 //! - letters and digits glued together are split (`1v1` → *one v one*); the symbols `& @ + = / % #`
 //!   inside a chunk become words; emoji are named when common (❤ → *heart*) and dropped otherwise.
 //!
@@ -568,6 +570,73 @@ fn ordinal_words(core: &str) -> Option<String> {
     (suf == expect).then(|| ordinal(n))
 }
 
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Digit groups joined by dashes: an ISO date (`2024-03-15` → *March fifteenth twenty twenty four*),
+/// a range of two short numbers (`10-20` → *ten to twenty*), and anything else, such as a phone
+/// number (`555-123-4567`), digit by digit with a pause between the groups.
+fn dashed_digits(core: &str) -> Option<String> {
+    let groups: Vec<&str> = core.split(['-', '–']).collect();
+    if groups.len() < 2
+        || groups
+            .iter()
+            .any(|g| g.is_empty() || !g.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let value = |g: &str| g.parse::<u64>().ok();
+    if let [y, m, d] = groups[..]
+        && (y.len(), m.len(), d.len()) == (4, 2, 2)
+        && let (Some(y), Some(m), Some(d)) = (value(y), value(m), value(d))
+        && (1..=12).contains(&m)
+        && (1..=31).contains(&d)
+    {
+        let y = if is_year(y) { year(y) } else { cardinal(y) };
+        return Some(format!("{} {} {y}", MONTHS[m as usize - 1], ordinal(d)));
+    }
+    let leading_zero = groups.iter().any(|g| g.len() > 1 && g.starts_with('0'));
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    let both_years = groups.len() == 2
+        && groups
+            .iter()
+            .all(|g| g.len() == 4 && value(g).is_some_and(is_year));
+    if let [a, b] = groups[..]
+        && !leading_zero
+        && a.len() <= 4
+        && b.len() <= 4
+        && (total < 7 || both_years)
+    {
+        return Some(format!("{} to {}", int_or_year(a), int_or_year(b)));
+    }
+    Some(
+        groups
+            .iter()
+            .map(|g| digits(g))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+fn int_or_year(g: &str) -> String {
+    match g.parse::<u64>() {
+        Ok(v) if g.len() == 4 && is_year(v) => year(v),
+        _ => int_words(g),
+    }
+}
+
 /// The words for a chunk core (no leading or trailing punctuation).
 fn core_words(core: &str) -> String {
     if core.is_empty() {
@@ -604,6 +673,9 @@ fn core_words(core: &str) -> String {
     }
     if let Some(n) = parse_number(core) {
         return number_words(&n, true);
+    }
+    if let Some(w) = dashed_digits(core) {
+        return w;
     }
     if let Some(rest) = core.strip_prefix('#') {
         if let Some(n) = parse_number(rest) {
@@ -723,6 +795,27 @@ mod tests {
         n("in 1999", "in nineteen ninety nine");
         n("since 2024.", "since twenty twenty four.");
         n("2005", "two thousand five");
+    }
+
+    #[test]
+    fn dashed_digit_groups() {
+        // A phone number is read digit by digit, group by group, not as three cardinals.
+        n(
+            "Call 555-123-4567.",
+            "Call five five five, one two three, four five six seven.",
+        );
+        n("0800-123", "zero eight zero zero, one two three");
+        n("555-1234", "five five five, one two three four");
+        // An ISO date reads as a date.
+        n("on 2024-03-15", "on March fifteenth twenty twenty four");
+        n("1999-12-31", "December thirty first nineteen ninety nine");
+        // A month 13 is no date: digit groups.
+        n("2024-13-01", "two zero two four, one three, zero one");
+        // Two short numbers are a range.
+        n("pages 10-20", "pages ten to twenty");
+        n("1990–1995", "nineteen ninety to nineteen ninety five");
+        // A negative number still reads as one.
+        n("-5", "minus five");
     }
 
     #[test]
