@@ -151,13 +151,28 @@ pub fn check(home: &Home, config: &Config) -> Result<Vec<Row>, fetch::FetchError
             true,
         );
     }
-    configured(
-        "persona card (configured)",
-        &config.persona.card,
-        "set [persona] card in idol.toml to a card .toml/.json/.png".into(),
-        "MIT OR Apache-2.0 (idol's default persona) or the card author's",
-        true,
-    );
+    let builtin_card = crate::persona::import::is_absent_default(&home.path(&config.persona.card));
+    if builtin_card {
+        rows.push(Row {
+            item: "persona card (configured, built in)".into(),
+            path: PathBuf::from(format!(
+                "(built in) {}",
+                crate::persona::import::DEFAULT_CARD
+            )),
+            size: None,
+            status: Status::Ok,
+            license: "MIT OR Apache-2.0 (idol's default persona)".into(),
+            fix: String::new(),
+        });
+    } else {
+        configured(
+            "persona card (configured)",
+            &config.persona.card,
+            "set [persona] card in idol.toml to a card .toml/.json/.png".into(),
+            "MIT OR Apache-2.0 (idol's default persona) or the card author's",
+            true,
+        );
+    }
     if builtin_rig {
         let at = rows.len() - 1;
         rows.insert(

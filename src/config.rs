@@ -316,7 +316,7 @@ impl RawConfig {
                 self.persona
                     .card
                     .map(|s| s.into_inner())
-                    .unwrap_or_else(|| "personas/mika.toml".into()),
+                    .unwrap_or_else(|| crate::persona::import::DEFAULT_CARD.into()),
             ),
             memory_dir: PathBuf::from(
                 self.persona

@@ -27,10 +27,34 @@ use std::path::Path;
 
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
-/// Load any supported card: our TOML, card JSON, PNG or CHARX, chosen by the file's first bytes.
+/// Where the default persona lives in an idol home (`[persona] card` when idol.toml says nothing).
+pub const DEFAULT_CARD: &str = "personas/mika.toml";
+
+/// The default persona's card, built into idol, so a home made anywhere (no `personas/` folder) still
+/// has an idol to talk to.
+pub const DEFAULT_CARD_TOML: &str = include_str!("../../personas/mika.toml");
+
+/// Whether `path` is the default card's place in some home and holds no file: the built-in card
+/// stands in for it ([`load_card`] does this).
+pub fn is_absent_default(path: &Path) -> bool {
+    path.ends_with(DEFAULT_CARD) && !path.exists()
+}
+
+/// Load any supported card: our TOML, card JSON, PNG or CHARX, chosen by the file's first bytes. The
+/// default card's path with no file there gives the built-in default persona.
 pub fn load_card(path: &Path) -> Result<PersonaCard, CardError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CardError::new(path, format!("cannot read the persona card: {e}")))?;
+    if is_absent_default(path) {
+        return PersonaCard::from_toml_str(DEFAULT_CARD_TOML, path);
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        CardError::new(
+            path,
+            format!(
+                "cannot read the persona card: {e} (give another card with `--persona FILE` or \
+                 `[persona] card` in idol.toml; leave it unset for the built-in default persona)"
+            ),
+        )
+    })?;
     if bytes.starts_with(PNG_SIGNATURE) {
         return card_from_png(&bytes, path);
     }
@@ -485,6 +509,19 @@ pub fn parse_mes_example(text: &str, char_name: &str) -> Vec<Example> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_card_is_built_in_and_other_missing_cards_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join(DEFAULT_CARD);
+        assert!(is_absent_default(&default));
+        let card = load_card(&default).unwrap();
+        assert_eq!(card.name, "Mika");
+        let other = dir.path().join("personas/luna.toml");
+        assert!(!is_absent_default(&other));
+        let e = load_card(&other).unwrap_err().to_string();
+        assert!(e.contains("luna.toml") && e.contains("--persona"), "{e}");
+    }
 
     #[test]
     fn crc32_known_value() {
