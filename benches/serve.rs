@@ -62,6 +62,7 @@ fn main() {
             max_clients: clients + 8,
             max_client_lag: Duration::from_millis(2000),
             policy: ConnPolicy::default(),
+            rigs_dir: None,
         },
         vec![Box::new(Probe(released.clone()))],
     )

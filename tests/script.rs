@@ -625,6 +625,7 @@ mod server {
                     scripts: Some(r),
                     ..ConnPolicy::default()
                 },
+                rigs_dir: None,
             },
         )
         .unwrap();

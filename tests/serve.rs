@@ -40,6 +40,7 @@ fn options(bind: IpAddr, lag_ms: u64, token: Option<&str>) -> ServerOptions {
             token: token.map(str::to_string),
             ..ConnPolicy::default()
         },
+        rigs_dir: None,
     }
 }
 

@@ -244,6 +244,7 @@ mod tests {
                     weights: vec![k as f32 / 4.0],
                     head: glam::Quat::IDENTITY,
                     eyes: [0.0, 0.1, 0.0, 0.1],
+                    canon: None,
                 },
             }));
         }
