@@ -507,3 +507,175 @@ impl Sink for HubSink {
         self.0.broadcast(event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::face::canon;
+    use crate::perform::{FaceFrame, FrameEvent};
+    use crate::server::protocol::{Binary, parse_binary};
+    use crate::time::SampleTime;
+
+    fn new_hub(canonical: bool) -> (Hub, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(16, Duration::from_secs(2), 256, metrics.clone());
+        let rig = Rig::builtin("arkit52").unwrap();
+        hub.set_session(
+            Arc::new(SessionInfo {
+                session: "test".into(),
+                rate: 22050,
+                fps: 60,
+                rig: "arkit52".into(),
+                channels: rig.channel_names().map(str::to_string).collect(),
+                canonical,
+                lead: 0,
+            }),
+            || 0,
+        );
+        (hub, metrics)
+    }
+
+    /// A frame whose session weights are the arkit52 retargeting of a canonical vector with the jaw
+    /// open and the `aa` viseme on.
+    fn frame(at: u64, with_canon: bool) -> Event {
+        let mut c = [0.0f32; canon::COUNT];
+        c[canon::ak::jawOpen] = 0.6;
+        c[canon::index("viseme_aa").unwrap()] = 0.8;
+        c[canon::BLINK] = 0.25;
+        let rig = Rig::builtin("arkit52").unwrap();
+        let mut weights = vec![0.0; rig.len()];
+        rig.retarget(&c, &mut weights);
+        Event::Frame(FrameEvent {
+            utterance: 1,
+            frame: FaceFrame {
+                at: SampleTime(at),
+                weights,
+                head: glam::Quat::IDENTITY,
+                eyes: [0.0; 4],
+                canon: with_canon.then(|| Box::new(c)),
+            },
+        })
+    }
+
+    fn drain(link: &mut ClientLink) -> Vec<Message> {
+        let mut out = vec![];
+        while let Ok(m) = link.rx.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    fn sub_on(hub: &Hub, link: &ClientLink, rig: &str, enc: FrameEncoding) {
+        let sub = Subscription {
+            rig: hub.resolve_rig(rig).unwrap(),
+            frame_encoding: enc,
+            ..Subscription::default()
+        };
+        hub.set_subscription(link.id, sub);
+    }
+
+    #[test]
+    fn each_rig_in_use_is_retargeted_once_per_frame_and_its_bytes_shared() {
+        let (hub, metrics) = new_hub(true);
+        let mut links: Vec<ClientLink> = (0..5).map(|_| hub.register().unwrap()).collect();
+        sub_on(&hub, &links[1], "vrm", FrameEncoding::Binary);
+        sub_on(&hub, &links[2], "vrm", FrameEncoding::Binary);
+        sub_on(&hub, &links[3], "vrm", FrameEncoding::Json);
+        sub_on(&hub, &links[4], "oculus15", FrameEncoding::Binary);
+        for l in &mut links {
+            drain(l);
+        }
+        hub.broadcast(&frame(735, true));
+        // Two foreign rigs in use: two retargetings for five clients.
+        assert_eq!(metrics.frames_retargeted.load(Ordering::Relaxed), 2);
+        let got: Vec<Message> = links.iter_mut().map(|l| drain(l).remove(0)).collect();
+        let bin = |m: &Message| match m {
+            Message::Binary(b) => b.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (b1, b2) = (bin(&got[1]), bin(&got[2]));
+        assert_eq!(b1.as_ptr(), b2.as_ptr(), "one encoding shared by both vrm clients");
+        let vrm = Rig::builtin("vrm").unwrap();
+        let Event::Frame(f) = frame(735, true) else {
+            unreachable!()
+        };
+        let mut want = vec![0.0; vrm.len()];
+        vrm.retarget(f.frame.canon.as_ref().unwrap(), &mut want);
+        match parse_binary(&b1).unwrap() {
+            Binary::Frame {
+                sample, weights, ..
+            } => {
+                assert_eq!(sample, 735);
+                assert_eq!(weights, want);
+                assert!(weights[vrm.channel_index("aa").unwrap()] > 0.5);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_binary(&bin(&got[0])).unwrap() {
+            Binary::Frame { weights, .. } => assert_eq!(weights, f.frame.weights),
+            other => panic!("{other:?}"),
+        }
+        match parse_binary(&bin(&got[4])).unwrap() {
+            Binary::Frame { weights, .. } => assert_eq!(weights.len(), 15),
+            other => panic!("{other:?}"),
+        }
+        let Message::Text(t) = &got[3] else {
+            panic!("JSON frame")
+        };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!((v["type"].as_str(), v["rig"].as_str()), (Some("frame"), Some("vrm")));
+        let w: Vec<f32> = serde_json::from_value(v["weights"].clone()).unwrap();
+        assert_eq!(w, want);
+        // Nobody on a foreign rig: nothing is retargeted.
+        for l in &links[1..] {
+            hub.set_subscription(l.id, Subscription::default());
+        }
+        hub.broadcast(&frame(1102, true));
+        assert_eq!(metrics.frames_retargeted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn rigs_resolve_by_name_only_and_need_canonical_frames() {
+        let (hub, _) = new_hub(true);
+        assert_eq!(hub.resolve_rig("arkit52"), Ok(None));
+        assert_eq!(hub.resolve_rig("vrm"), Ok(Some(1)));
+        let e = hub.resolve_rig("rigs/vrm.toml").unwrap_err();
+        assert_eq!(e.available, ["arkit52", "vrm", "live2d", "oculus15"]);
+        assert!(e.message.contains("unknown rig"), "{}", e.message);
+        let (name, channels) = hub.rig_of(&Subscription {
+            rig: Some(3),
+            ..Subscription::default()
+        });
+        assert_eq!((name.as_str(), channels.len()), ("oculus15", 15));
+        let (fake, _) = new_hub(false);
+        assert_eq!(fake.rig_names(), ["arkit52"]);
+        let e = fake.resolve_rig("vrm").unwrap_err();
+        assert!(e.message.contains("only its own rig"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_resubscribe_switches_rig_exactly_at_its_ack() {
+        let (hub, _) = new_hub(true);
+        let mut link = hub.register().unwrap();
+        drain(&mut link);
+        hub.broadcast(&frame(100, true));
+        let sub = Subscription {
+            rig: hub.resolve_rig("live2d").unwrap(),
+            ..Subscription::default()
+        };
+        hub.resubscribe(link.id, sub, Message::Text("ack".into()));
+        hub.broadcast(&frame(200, true));
+        let got = drain(&mut link);
+        assert_eq!(got.len(), 3);
+        let n = |m: &Message| match m {
+            Message::Binary(b) => match parse_binary(b).unwrap() {
+                Binary::Frame { weights, .. } => weights.len(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(n(&got[0]), 52);
+        assert_eq!(got[1], Message::Text("ack".into()));
+        assert_eq!(n(&got[2]), Rig::builtin("live2d").unwrap().len());
+    }
+}
