@@ -10,7 +10,7 @@
 //! (cheap and pure).
 
 use super::{FaceControl, FaceFrame, FaceSolver};
-use crate::face::{EyeGaze, canon, Face, FaceConfig, Frames, Rig, Scratch, Segment};
+use crate::face::{EyeGaze, Face, FaceConfig, Frames, Rig, Scratch, Segment, canon};
 use crate::speech::{Cue, CueKind, Phoneme, Speech};
 use crate::time::{SampleTime, TimeRange, Timeline};
 

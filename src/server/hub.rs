@@ -438,9 +438,7 @@ impl<'a> Encoded<'a> {
             FrameEncoding::Json => {
                 let name = self.rigs.get(rig as usize).map_or("", |(n, _)| n);
                 rf.json
-                    .get_or_insert_with(|| {
-                        Message::Text(protocol::frame_json(f, w, name).into())
-                    })
+                    .get_or_insert_with(|| Message::Text(protocol::frame_json(f, w, name).into()))
                     .clone()
             }
         })
@@ -476,9 +474,7 @@ impl<'a> Encoded<'a> {
                     Some(
                         self.frame_json
                             .get_or_insert_with(|| {
-                                Message::Text(
-                                    protocol::frame_json(f, &f.frame.weights, rig).into(),
-                                )
+                                Message::Text(protocol::frame_json(f, &f.frame.weights, rig).into())
                             })
                             .clone(),
                     )
@@ -594,7 +590,11 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let (b1, b2) = (bin(&got[1]), bin(&got[2]));
-        assert_eq!(b1.as_ptr(), b2.as_ptr(), "one encoding shared by both vrm clients");
+        assert_eq!(
+            b1.as_ptr(),
+            b2.as_ptr(),
+            "one encoding shared by both vrm clients"
+        );
         let vrm = Rig::builtin("vrm").unwrap();
         let Event::Frame(f) = frame(735, true) else {
             unreachable!()
@@ -623,7 +623,10 @@ mod tests {
             panic!("JSON frame")
         };
         let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-        assert_eq!((v["type"].as_str(), v["rig"].as_str()), (Some("frame"), Some("vrm")));
+        assert_eq!(
+            (v["type"].as_str(), v["rig"].as_str()),
+            (Some("frame"), Some("vrm"))
+        );
         let w: Vec<f32> = serde_json::from_value(v["weights"].clone()).unwrap();
         assert_eq!(w, want);
         // Nobody on a foreign rig: nothing is retargeted.

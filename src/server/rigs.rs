@@ -58,7 +58,10 @@ impl RigCatalog {
             };
             match Rig::load(&p) {
                 Ok(rig) => cat.insert(stem, rig),
-                Err(e) => warnings.push(format!("rig {} is not offered to clients: {e}", p.display())),
+                Err(e) => warnings.push(format!(
+                    "rig {} is not offered to clients: {e}",
+                    p.display()
+                )),
             }
         }
         (cat, warnings)
