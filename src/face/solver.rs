@@ -300,6 +300,8 @@ impl Face {
         out: &mut [f32],
         c: &mut [f32; canon::COUNT],
     ) -> (Quat, [EyeGaze; 2]) {
+        // `canonical` adds into some channels: start from zero, as `eval` does.
+        *c = [0.0; canon::COUNT];
         let (head, gaze) = self.canonical(prep, at, scratch, c);
         self.rig.retarget(c, out);
         (head, gaze)
