@@ -125,6 +125,7 @@ fn main() {
             max_clients: 4,
             max_client_lag: Duration::from_secs(30),
             policy: ConnPolicy::default(),
+            rigs_dir: None,
         },
     )
     .expect("server");

@@ -112,6 +112,7 @@ struct RawVts {
     url: Option<Spanned<String>>,
     rate: Option<Spanned<i64>>,
     token_file: Option<String>,
+    rig: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -199,6 +200,9 @@ pub struct VtsConfig {
     pub url: String,
     pub rate: u32,
     pub token_file: PathBuf,
+    /// The rig VTube Studio's parameters are mapped from (`arkit52`, `live2d`, `vrm`); `None`: the
+    /// live face's rig.
+    pub rig: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -455,6 +459,7 @@ impl RawConfig {
                         .clone()
                         .unwrap_or_else(|| ".cache/vtube_studio_token".into()),
                 ),
+                rig: rig_name(ctx, &vts.rig, "sinks.vtube_studio.rig")?,
             });
         }
         if let Some(a) = self.sinks.audio.as_ref().filter(|a| a.enabled) {

@@ -644,6 +644,7 @@ mod server {
                     scripts: Some(r),
                     ..ConnPolicy::default()
                 },
+                rigs_dir: None,
             },
         )
         .unwrap();

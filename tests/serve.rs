@@ -40,6 +40,7 @@ fn options(bind: IpAddr, lag_ms: u64, token: Option<&str>) -> ServerOptions {
             token: token.map(str::to_string),
             ..ConnPolicy::default()
         },
+        rigs_dir: None,
     }
 }
 
@@ -993,4 +994,217 @@ async fn real_model_and_voice_chat_lines_up_and_an_interrupt_is_remembered_as_he
             "ann: Tell me a long story about the sea."
         );
     }
+}
+
+/// Frames of utterance `utt` as (sample, weights), binary or JSON (the JSON ones must name `rig`).
+fn frames_of(msgs: &[In], utt: u64, rig: &str) -> Vec<(u64, Vec<f32>)> {
+    let mut out = vec![];
+    for m in msgs {
+        match m {
+            In::Bin(Binary::Frame {
+                utterance,
+                sample,
+                weights,
+                ..
+            }) if *utterance as u64 == utt => out.push((*sample, weights.clone())),
+            In::Json(v) if v["type"] == "frame" && v["utterance"] == utt => {
+                assert_eq!(v["rig"], rig, "{v}");
+                let w: Vec<f32> = serde_json::from_value(v["weights"].clone()).unwrap();
+                out.push((v["sample"].as_u64().unwrap(), w));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f32;
+    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt().max(1e-12)
+}
+
+/// Three clients on one real session (model, voice and face solver from the default config), each
+/// on its own rig: the same frames, stamp for stamp, in each rig's channels, with values that are
+/// `Rig::retarget` of one canonical frame. A re-subscribe switches rig at its ack; an unknown rig or
+/// a path is refused with the list of rigs and the connection keeps its subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_different_rigs_get_the_same_frames_retargeted() {
+    use idol::face::{Rig, canon};
+    let home = crate::common::home();
+    let config = idol::config::Config::default();
+    let stages = idol::perform::adapters::build_stages(&home, &config)
+        .expect("the real stages from the default config");
+    assert_eq!(stages.face.rig(), "arkit52");
+    let server = Server::start(
+        stages,
+        PerformConfig {
+            fps: FPS,
+            ..PerformConfig::default()
+        },
+        options([127, 0, 0, 1].into(), 30_000, None),
+    )
+    .unwrap();
+    let (mut a, hello) = connect(&server).await;
+    assert_eq!(hello["rig"], "arkit52");
+    let offered: Vec<&str> = hello["rigs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["arkit52", "vrm", "live2d", "oculus15"]);
+    let (mut b, _) = connect(&server).await;
+    send(&mut b, json!({"type":"subscribe","rig":"vrm","id":"b"})).await;
+    let ack = reply(&mut b).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["rig"].as_str()),
+        (Some("ack"), Some("vrm"))
+    );
+    let vrm = Rig::builtin("vrm").unwrap();
+    let names: Vec<&str> = vrm.channel_names().collect();
+    assert_eq!(ack["channel_names"], json!(names));
+    let (mut c, _) = connect(&server).await;
+    send(
+        &mut c,
+        json!({"type":"subscribe","rig":"oculus15","frames":"json"}),
+    )
+    .await;
+    let ack = reply(&mut c).await;
+    assert_eq!(
+        (ack["rig"].as_str(), ack["frames"].as_str()),
+        (Some("oculus15"), Some("json"))
+    );
+    assert_eq!(ack["channel_names"].as_array().unwrap().len(), 15);
+
+    send(
+        &mut a,
+        json!({"type":"say","text":"Hello there, what a wonderful evening to talk about the moon."}),
+    )
+    .await;
+    let utt = reply(&mut a).await["utterance"].as_u64().unwrap();
+    let fa = frames_of(&until_done(&mut a, utt).await, utt, "arkit52");
+    let fb = frames_of(&until_done(&mut b, utt).await, utt, "vrm");
+    let fc = frames_of(&until_done(&mut c, utt).await, utt, "oculus15");
+    assert!(fa.len() > 60, "{} frames", fa.len());
+    let stamps = |f: &[(u64, Vec<f32>)]| f.iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(stamps(&fa), stamps(&fb), "the same frames on every rig");
+    assert_eq!(stamps(&fa), stamps(&fc));
+    assert!(fa.iter().all(|f| f.1.len() == 52));
+    assert!(fb.iter().all(|f| f.1.len() == vrm.len()));
+    assert!(fc.iter().all(|f| f.1.len() == 15));
+
+    // The canonical frame, rebuilt from what the arkit52 client (ARKit channels) and the oculus15
+    // client (visemes) got, retargeted to VRM, is what the vrm client got, channel for channel where
+    // VRM reads only those sources.
+    let oculus = Rig::builtin("oculus15").unwrap();
+    let known = |i: usize| i < canon::VISEME_BASE + 15;
+    let mut checked = 0;
+    for ((wa, wb), wc) in fa
+        .iter()
+        .map(|f| &f.1)
+        .zip(fb.iter().map(|f| &f.1))
+        .zip(fc.iter().map(|f| &f.1))
+    {
+        let mut cv = [0.0f32; canon::COUNT];
+        cv[..52].copy_from_slice(wa);
+        for (ch, v) in oculus.channels.iter().zip(wc) {
+            cv[ch.sources[0].0] = *v;
+        }
+        let mut want = vec![0.0; vrm.len()];
+        vrm.retarget(&cv, &mut want);
+        for (k, ch) in vrm.channels.iter().enumerate() {
+            if ch.sources.iter().all(|s| known(s.0)) {
+                assert!(
+                    (want[k] - wb[k]).abs() < 1e-5,
+                    "{}: {} vs {}",
+                    ch.name,
+                    want[k],
+                    wb[k]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8 * fa.len(), "{checked} values checked");
+    // VRM's vowel shapes open with ARKit's jaw while she speaks.
+    let jaw: Vec<f32> = fa.iter().map(|f| f.1[17]).collect();
+    let vowels: Vec<f32> = fb
+        .iter()
+        .map(|f| {
+            ["aa", "ih", "ou", "ee", "oh"]
+                .iter()
+                .map(|n| f.1[vrm.channel_index(n).unwrap()])
+                .sum()
+        })
+        .collect();
+    let r = pearson(&jaw, &vowels);
+    let mean_where = |f: &dyn Fn(f32) -> bool| {
+        let v: Vec<f32> = jaw
+            .iter()
+            .zip(&vowels)
+            .filter(|(j, _)| f(**j))
+            .map(|x| *x.1)
+            .collect();
+        v.iter().sum::<f32>() / v.len().max(1) as f32
+    };
+    let (open, shut) = (mean_where(&|j| j > 0.2), mean_where(&|j| j < 0.05));
+    assert!(
+        r > 0.3 && open > 2.0 * shut + 0.05,
+        "VRM vowels track jawOpen: r = {r}, vowels {open} with the jaw open, {shut} with it shut"
+    );
+    eprintln!("jaw/vowels: r = {r}, open {open}, shut {shut}");
+    assert!(jaw.iter().any(|&j| j > 0.2) && vowels.iter().any(|&v| v > 0.3));
+
+    // A rig that is not offered, or a path: refused, and b keeps its subscription.
+    for bad in ["klingon", "rigs/live2d.toml", "/etc/passwd"] {
+        send(
+            &mut b,
+            json!({"type":"subscribe","rig":bad,"streams":["state"],"id":bad}),
+        )
+        .await;
+        let e = reply(&mut b).await;
+        assert_eq!(
+            (e["code"].as_str(), e["id"].as_str()),
+            (Some("bad_rig"), Some(bad)),
+            "{e}"
+        );
+        assert_eq!(e["rigs"], json!(offered));
+    }
+    // Re-subscribe mid-session: b switches to live2d from its ack on.
+    send(
+        &mut b,
+        json!({"type":"subscribe","rig":"live2d","id":"l2d"}),
+    )
+    .await;
+    let ack = reply(&mut b).await;
+    assert_eq!(
+        (ack["rig"].as_str(), ack["id"].as_str()),
+        (Some("live2d"), Some("l2d"))
+    );
+    let live2d = Rig::builtin("live2d").unwrap();
+    assert_eq!(ack["channel_names"].as_array().unwrap().len(), live2d.len());
+    send(
+        &mut a,
+        json!({"type":"say","text":"And now for something new."}),
+    )
+    .await;
+    let utt = reply(&mut a).await["utterance"].as_u64().unwrap();
+    let fa = frames_of(&until_done(&mut a, utt).await, utt, "arkit52");
+    let fb = frames_of(&until_done(&mut b, utt).await, utt, "live2d");
+    assert!(!fa.is_empty());
+    assert_eq!(stamps(&fa), stamps(&fb));
+    assert!(fb.iter().all(|f| f.1.len() == live2d.len()));
+    let m = server.perform().metrics();
+    assert!(
+        m.frames_retargeted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
 }

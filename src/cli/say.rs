@@ -279,7 +279,8 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         cues: &cues,
     };
     let prepared = face.prepare(&segment)?;
-    let mut frames = Frames::new(face.rig(), rate, fps);
+    // Canonical vectors kept, so `--play` can give each face sink its own rig.
+    let mut frames = Frames::with_canonical(face.rig(), rate, fps);
     face.render_into(&prepared, 0..prepared.frame_count(), &mut frames);
     let mut jsonl = Vec::new();
     write::jsonl(&frames, Some(face_cfg.seed), true, &mut jsonl)?;
@@ -337,10 +338,10 @@ pub fn play(
     let start = out.clock().played() + SampleTime::from_millis(150, rate).get();
     out.audio(start, pcm);
     let channels: Arc<[String]> = frames.channels().into();
-    for f in frames.iter() {
+    for (i, f) in frames.iter().enumerate() {
         let mut s = StampedFrame::from(&f);
         s.at = start + f.at.get();
-        out.frame(channels.clone(), s);
+        out.frame_canonical(channels.clone(), s, frames.canonical(i));
     }
     out.wait_played(start + pcm.len() as u64);
     if out.late_samples() > 0 {

@@ -47,6 +47,8 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     opts.policy.scripts = Some(super::render::server_renderer(env, &config));
+    // Clients may subscribe to the built-in rigs and to the rig files in the home's rigs/ by name.
+    opts.rigs_dir = Some(env.home.rigs_dir());
     let stages = build_stages(env, &config)?;
     let mut perform = perform_config(&config);
     perform.system_prompt = Some(system_prompt(env, &config)?);

@@ -143,6 +143,9 @@ pub struct Frames {
     pub(crate) weights: Vec<f32>,
     pub(crate) heads: Vec<Quat>,
     pub(crate) gaze: Vec<[EyeGaze; 2]>,
+    /// The canonical vectors ([`canon::COUNT`] per frame) the weights were retargeted from, kept only
+    /// when made with [`Frames::with_canonical`] (live serving retargets them to other rigs).
+    pub(crate) canon: Option<Vec<f32>>,
 }
 
 impl Frames {
@@ -156,6 +159,30 @@ impl Frames {
             weights: Vec::new(),
             heads: Vec::new(),
             gaze: Vec::new(),
+            canon: None,
+        }
+    }
+
+    /// Frames that also keep each frame's canonical vector (see [`Frames::canonical`]).
+    pub fn with_canonical(rig: &Rig, rate: u32, fps: u32) -> Frames {
+        Frames {
+            canon: Some(Vec::new()),
+            ..Frames::new(rig, rate, fps)
+        }
+    }
+
+    /// The canonical vector frame `i` was retargeted from; `None` when these frames do not keep them.
+    pub fn canonical(&self, i: usize) -> Option<&[f32; canon::COUNT]> {
+        let c = self.canon.as_ref()?;
+        c.get(i * canon::COUNT..(i + 1) * canon::COUNT)?
+            .try_into()
+            .ok()
+    }
+
+    /// Store frame `len() - 1`'s canonical vector, when these frames keep them.
+    pub(crate) fn push_canonical(&mut self, c: &[f32; canon::COUNT]) {
+        if let Some(v) = &mut self.canon {
+            v.extend_from_slice(c);
         }
     }
 
@@ -164,6 +191,9 @@ impl Frames {
         self.weights.reserve(n * self.channels.len());
         self.heads.reserve(n);
         self.gaze.reserve(n);
+        if let Some(c) = &mut self.canon {
+            c.reserve(n * canon::COUNT);
+        }
     }
 
     pub fn rig(&self) -> &str {
@@ -195,6 +225,9 @@ impl Frames {
         self.weights.clear();
         self.heads.clear();
         self.gaze.clear();
+        if let Some(c) = &mut self.canon {
+            c.clear();
+        }
     }
 
     pub fn get(&self, i: usize) -> Option<FrameRef<'_>> {

@@ -220,7 +220,8 @@ impl Face {
 
     /// The frames of one synthesized utterance played from session sample `start`: its phoneme and
     /// word timelines (which start at 0) are moved to `start`, and the segment covers its audio
-    /// exactly. `cues` carry session times, including the mood in force before `start`.
+    /// exactly. `cues` carry session times, including the mood in force before `start`. The frames
+    /// keep their canonical vectors ([`Frames::canonical`]) so a live server can retarget them.
     pub fn render_speech(
         &self,
         speech: &Speech,
@@ -235,12 +236,15 @@ impl Face {
         }
         let phonemes = speech.phonemes.clone().shift(start.get());
         let words = speech.words.clone().shift(start.get());
-        self.render(&Segment {
+        let prep = self.prepare(&Segment {
             range: TimeRange::at(start, speech.pcm.len() as u64),
             phonemes: &phonemes,
             words: Some(&words),
             cues,
-        })
+        })?;
+        let mut out = Frames::with_canonical(&self.rig, prep.rate, self.config.fps);
+        self.render_into(&prep, 0..prep.frames, &mut out);
+        Ok(out)
     }
 
     /// All frames of a segment.
@@ -257,14 +261,17 @@ impl Face {
         let count = range.end.saturating_sub(range.start) as usize;
         out.reserve(count);
         let mut scratch = Scratch::default();
+        let mut c = [0.0f32; canon::COUNT];
         for k in range {
             let at = prep.origin.frame(k, prep.rate, self.config.fps);
             let base = out.weights.len();
             out.weights.resize(base + n, 0.0);
-            let (head, gaze) = self.eval(prep, at, &mut scratch, &mut out.weights[base..]);
+            let (head, gaze) =
+                self.eval_canonical(prep, at, &mut scratch, &mut out.weights[base..], &mut c);
             out.stamps.push(at);
             out.heads.push(head);
             out.gaze.push(gaze);
+            out.push_canonical(&c);
         }
     }
 
@@ -279,8 +286,24 @@ impl Face {
         out: &mut [f32],
     ) -> (Quat, [EyeGaze; 2]) {
         let mut c = [0.0f32; canon::COUNT];
-        let (head, gaze) = self.canonical(prep, at, scratch, &mut c);
-        self.rig.retarget(&c, out);
+        self.eval_canonical(prep, at, scratch, out, &mut c)
+    }
+
+    /// [`Face::eval`], also leaving the canonical vector the weights were retargeted from in `c`
+    /// (for retargeting the same frame to other rigs with [`Rig::retarget`]).
+    #[inline]
+    pub fn eval_canonical(
+        &self,
+        prep: &Prepared,
+        at: SampleTime,
+        scratch: &mut Scratch,
+        out: &mut [f32],
+        c: &mut [f32; canon::COUNT],
+    ) -> (Quat, [EyeGaze; 2]) {
+        // `canonical` adds into some channels: start from zero, as `eval` does.
+        *c = [0.0; canon::COUNT];
+        let (head, gaze) = self.canonical(prep, at, scratch, c);
+        self.rig.retarget(c, out);
         (head, gaze)
     }
 

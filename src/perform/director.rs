@@ -596,6 +596,7 @@ mod tests {
             weights: vec![0.5],
             head: glam::Quat::IDENTITY,
             eyes: [0.0; 4],
+            canon: None,
         };
         let cue = |at: u64| Cue {
             kind: CueKind::Action,

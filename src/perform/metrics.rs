@@ -72,6 +72,8 @@ pub struct Metrics {
     pub clients_total: AtomicU64,
     pub clients_dropped: AtomicU64,
     pub messages_rejected: AtomicU64,
+    /// Frames retargeted by the server to a client's rig (once per frame and rig in use).
+    pub frames_retargeted: AtomicU64,
 }
 
 impl Metrics {
@@ -97,7 +99,7 @@ impl Metrics {
             "Time from a chat message to its first audio chunk sent.",
             &mut out,
         );
-        let counters: [(&str, &str, &str, i64); 7] = [
+        let counters: [(&str, &str, &str, i64); 8] = [
             (
                 "idol_utterances_total",
                 "counter",
@@ -139,6 +141,12 @@ impl Metrics {
                 "counter",
                 "Client messages answered with an error.",
                 self.messages_rejected.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "idol_frames_retargeted_total",
+                "counter",
+                "Frames retargeted to a client's rig (once per frame and rig in use).",
+                self.frames_retargeted.load(Ordering::Relaxed) as i64,
             ),
         ];
         for (name, kind, help, v) in counters {

@@ -113,6 +113,11 @@ pub trait FaceSolver: Send {
     fn channels(&self) -> &[String];
     /// The rig's name as clients select it (`arkit52`, `vrm`, ...).
     fn rig(&self) -> &str;
+    /// Whether the frames carry [`FaceFrame::canon`], the canonical vector their weights were
+    /// retargeted from (then `idol serve` can give each client a rig of its own). Default: no.
+    fn canonical(&self) -> bool {
+        false
+    }
     /// Frames for `speech` placed at session sample `s0`: frame `k` stamped `s0.frame(k, rate, fps)` for
     /// `k in 0..SampleTime::frames_in(speech.pcm.len(), rate, fps)`, so the frames cover exactly the
     /// audio. `cues` are on the session timeline. Frames outside the speech are dropped by the caller.
@@ -153,6 +158,9 @@ pub struct FaceFrame {
     pub head: glam::Quat,
     /// Eye rotations in radians: left yaw, left pitch, right yaw, right pitch.
     pub eyes: [f32; 4],
+    /// The canonical vector (`crate::face::canon`) the weights were retargeted from, when the face
+    /// solver keeps it ([`FaceSolver::canonical`]): `Rig::retarget` of it gives any rig's weights.
+    pub canon: Option<Box<[f32; crate::face::canon::COUNT]>>,
 }
 
 /// A span of PCM on the session timeline.

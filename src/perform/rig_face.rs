@@ -5,10 +5,12 @@
 //! stamps of the session's global frame grid that fall inside the idle range; the idle layer is a pure
 //! function of (seed, absolute sample), so idle and speech segments join without a seam. The mood in
 //! force (the last emotion cue, or one set by a client) is passed into every later segment, so it
-//! carries across utterances. Runs inline on the conductor thread (cheap and pure).
+//! carries across utterances. Every frame carries its canonical vector ([`FaceFrame::canon`]), so
+//! the server can retarget it to the rig each client asks for. Runs inline on the conductor thread
+//! (cheap and pure).
 
 use super::{FaceControl, FaceFrame, FaceSolver};
-use crate::face::{EyeGaze, Face, FaceConfig, Frames, Rig, Scratch, Segment};
+use crate::face::{EyeGaze, Face, FaceConfig, Frames, Rig, Scratch, Segment, canon};
 use crate::speech::{Cue, CueKind, Phoneme, Speech};
 use crate::time::{SampleTime, TimeRange, Timeline};
 
@@ -44,11 +46,13 @@ impl RigFace {
     fn convert(frames: &Frames) -> Vec<FaceFrame> {
         frames
             .iter()
-            .map(|f| FaceFrame {
+            .enumerate()
+            .map(|(i, f)| FaceFrame {
                 at: f.at,
                 weights: f.weights.to_vec(),
                 head: f.head,
                 eyes: eyes(f.gaze),
+                canon: frames.canonical(i).map(|c| Box::new(*c)),
             })
             .collect()
     }
@@ -65,6 +69,10 @@ impl FaceSolver for RigFace {
 
     fn rig(&self) -> &str {
         &self.face.rig().name
+    }
+
+    fn canonical(&self) -> bool {
+        true
     }
 
     fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<FaceFrame> {
@@ -112,12 +120,16 @@ impl FaceSolver for RigFace {
             .map(|k| {
                 let at = SampleTime::ZERO.frame(k, self.rate, fps);
                 let mut weights = vec![0.0; self.channels.len()];
-                let (head, gaze) = self.face.eval(&prep, at, &mut scratch, &mut weights);
+                let mut c = Box::new([0.0f32; canon::COUNT]);
+                let (head, gaze) =
+                    self.face
+                        .eval_canonical(&prep, at, &mut scratch, &mut weights, &mut c);
                 FaceFrame {
                     at,
                     weights,
                     head,
                     eyes: eyes(gaze),
+                    canon: Some(c),
                 }
             })
             .collect()

@@ -82,6 +82,8 @@ pub struct SessionInfo {
     pub fps: u32,
     pub rig: String,
     pub channels: Vec<String>,
+    /// Whether frames carry their canonical vector (clients may then pick another rig).
+    pub canonical: bool,
     /// The release lead in samples.
     pub lead: u64,
 }
@@ -317,6 +319,7 @@ impl Performer {
             fps: cfg.fps,
             rig: face.rig().to_string(),
             channels: face.channels().to_vec(),
+            canonical: face.canonical(),
             lead: SampleTime::from_millis(cfg.lead.as_millis() as u64, rate).get(),
         });
         let chunk = SampleTime::from_millis(cfg.chunk.as_millis().max(1) as u64, rate)

@@ -163,6 +163,7 @@ impl JawFace {
             weights,
             head: glam::Quat::from_rotation_z(0.05 * (t * 0.7).sin()),
             eyes: [0.0; 4],
+            canon: None,
         }
     }
 }

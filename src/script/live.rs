@@ -126,6 +126,7 @@ pub fn items(perf: &Performance, chunk: u64) -> Vec<Item> {
                                 f.gaze[1].yaw,
                                 f.gaze[1].pitch,
                             ],
+                            canon: perf.frames.canonical(fi).map(|c| Box::new(*c)),
                         },
                     })));
                     fi += 1;
@@ -216,8 +217,9 @@ pub fn pieces(perf: &Performance) -> Vec<RenderedPiece> {
             let frames = perf
                 .frames
                 .iter()
-                .filter(|f| range.contains(f.at))
-                .map(|f| FaceFrame {
+                .enumerate()
+                .filter(|(_, f)| range.contains(f.at))
+                .map(|(i, f)| FaceFrame {
                     at: rel(f.at, a),
                     weights: f.weights.to_vec(),
                     head: f.head,
@@ -227,6 +229,7 @@ pub fn pieces(perf: &Performance) -> Vec<RenderedPiece> {
                         f.gaze[1].yaw,
                         f.gaze[1].pitch,
                     ],
+                    canon: perf.frames.canonical(i).map(|c| Box::new(*c)),
                 })
                 .collect();
             let cues = perf

@@ -850,11 +850,14 @@ fn solve_face(
         ));
     }
     let n = prep.frame_count();
-    let mut frames = Frames::new(base.rig(), rate, opts.fps);
+    // The canonical vectors are kept (82 floats a frame) so a live `perform` can be retargeted to
+    // each client's rig.
+    let mut frames = Frames::with_canonical(base.rig(), rate, opts.fps);
     frames.reserve(n as usize);
     let channels = base.rig().len();
     let turn = (LOOK_TURN_SECS * rate as f64) as u64;
     let mut scratch = Scratch::default();
+    let mut c = [0.0f32; crate::face::canon::COUNT];
     let mut li = 0usize;
     for k in 0..n {
         let at = SampleTime::ZERO.frame(k, rate, opts.fps);
@@ -874,13 +877,14 @@ fn solve_face(
                 pitch: a.pitch + (b.pitch - a.pitch) * x,
             };
             let f = Face::new(opts.rig.clone(), config(Some(g)))?;
-            f.eval(&prep, at, &mut scratch, out)
+            f.eval_canonical(&prep, at, &mut scratch, out, &mut c)
         } else {
-            faces[li].eval(&prep, at, &mut scratch, out)
+            faces[li].eval_canonical(&prep, at, &mut scratch, out, &mut c)
         };
         frames.stamps.push(at);
         frames.heads.push(head);
         frames.gaze.push(gaze);
+        frames.push_canonical(&c);
     }
     Ok(frames)
 }

@@ -339,21 +339,31 @@ impl Reader {
                 rig,
                 ..
             } => {
-                let info = perform.info();
-                if let Some(r) = rig
-                    && r != info.rig
-                {
-                    self.error(
-                        "bad_rig",
-                        &format!(
-                            "this session streams the {:?} rig; per-client retargeting is not available yet",
-                            info.rig
-                        ),
-                        id,
-                    );
-                    return;
-                }
                 let mut sub = self.ctx.hub.subscription(self.id).unwrap_or_default();
+                if let Some(r) = rig {
+                    match self.ctx.hub.resolve_rig(&r) {
+                        Ok(choice) => sub.rig = choice,
+                        Err(refusal) => {
+                            // The whole request is refused: the previous subscription stays.
+                            self.ctx
+                                .perform
+                                .metrics()
+                                .messages_rejected
+                                .fetch_add(1, Ordering::Relaxed);
+                            let mut v = json!({
+                                "type": "error",
+                                "code": "bad_rig",
+                                "message": refusal.message,
+                                "rigs": refusal.available,
+                            });
+                            if let Some(id) = id {
+                                v["id"] = id.clone();
+                            }
+                            self.reply(v.to_string());
+                            return;
+                        }
+                    }
+                }
                 if let Some(streams) = streams {
                     sub.audio = streams.contains(&StreamKind::Audio);
                     sub.frames = streams.contains(&StreamKind::Frames);
@@ -367,8 +377,14 @@ impl Reader {
                 if let Some(f) = frames {
                     sub.frame_encoding = f;
                 }
-                self.ctx.hub.set_subscription(self.id, sub);
-                self.reply(protocol::ack(id, "subscribe", subscription_json(&sub)));
+                let (rig, channels) = self.ctx.hub.rig_of(&sub);
+                let mut extra = subscription_json(&sub);
+                extra["rig"] = rig.into();
+                extra["channel_names"] = channels.into();
+                let ack = protocol::ack(id, "subscribe", extra);
+                self.ctx
+                    .hub
+                    .resubscribe(self.id, sub, Message::Text(ack.into()));
             }
             ClientMsg::Chat { user, text, .. } => {
                 if text.trim().is_empty() {

@@ -5,13 +5,24 @@
 //! and the bytes are shared by every client's queue. The hub never blocks and never drops a message
 //! for a client that keeps up: either a message is queued, or the client is closed.
 //!
+//! Rigs: a client receives frames in the session's rig (the face solver's weights, sent as they are)
+//! or in another rig of the server's [`RigCatalog`]. Frames carry the canonical vector the session's
+//! weights came from ([`crate::perform::FaceFrame::canon`]); for each frame, each distinct foreign rig
+//! among the subscribers is retargeted once ([`Rig::retarget`], allocation of one weight vector) on
+//! first use and encoded once per frame encoding, and those bytes are shared by every client on that
+//! rig, exactly like the session rig's. A rig nobody subscribes to costs nothing. A change of rig
+//! takes effect atomically with its `ack`: frames queued before the ack are in the old rig, frames
+//! after it in the new one.
+//!
 //! Lag: for every client the hub remembers when each queued message was enqueued; the connection's
 //! writer counts the messages it has written. The age of the oldest message not yet written is the
 //! client's lag; beyond `max_lag` (or with a full queue) the client is closed with a reason, and only
 //! that client: the others' queues are untouched.
 
 use super::protocol::{self, AudioEncoding, FrameEncoding, Subscription};
-use crate::perform::{Event, Metrics, SessionInfo, Sink};
+use super::rigs::RigCatalog;
+use crate::face::Rig;
+use crate::perform::{Event, FrameEvent, Metrics, SessionInfo, Sink};
 use axum::body::Bytes;
 use axum::extract::ws::Message;
 use parking_lot::Mutex;
@@ -63,6 +74,15 @@ pub struct Hub {
     max_lag: Duration,
     capacity: usize,
     metrics: Arc<Metrics>,
+    rigs: Arc<RigCatalog>,
+}
+
+/// Why a `subscribe` naming a rig was refused (`bad_rig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RigRefusal {
+    pub message: String,
+    /// The rig names the client may use instead.
+    pub available: Vec<String>,
 }
 
 impl Hub {
@@ -83,6 +103,74 @@ impl Hub {
             max_lag,
             capacity: capacity.max(16),
             metrics,
+            rigs: Arc::new(RigCatalog::builtin()),
+        }
+    }
+
+    /// The rigs clients may subscribe to besides the session's (default: the built-ins).
+    pub fn with_rigs(mut self, rigs: RigCatalog) -> Self {
+        self.rigs = Arc::new(rigs);
+        self
+    }
+
+    /// The rig names a client may subscribe to: the session's first, then the catalog's (only the
+    /// session's when its frames carry no canonical vectors to retarget).
+    pub fn rig_names(&self) -> Vec<String> {
+        let Some(info) = self.info.get() else {
+            return vec![];
+        };
+        let mut out = vec![info.rig.clone()];
+        if info.canonical {
+            out.extend(
+                self.rigs
+                    .names()
+                    .into_iter()
+                    .filter(|n| *n != info.rig)
+                    .map(str::to_string),
+            );
+        }
+        out
+    }
+
+    /// The subscription value for rig `name`: `None` for the session's rig, else its catalog index.
+    pub fn resolve_rig(&self, name: &str) -> Result<Option<u16>, RigRefusal> {
+        let info = self.info.get().expect("the hub serves a session");
+        if name == info.rig {
+            return Ok(None);
+        }
+        let available = self.rig_names();
+        if !info.canonical {
+            return Err(RigRefusal {
+                message: format!(
+                    "this session's face gives only its own rig {:?} (its frames carry no canonical channels to retarget)",
+                    info.rig
+                ),
+                available,
+            });
+        }
+        match self.rigs.index(name) {
+            Some(i) => Ok(Some(i as u16)),
+            None => Err(RigRefusal {
+                message: format!(
+                    "unknown rig {name:?}: use one of {} (rig files are offered from the server's rigs/ directory by name; paths are not accepted)",
+                    available.join(", ")
+                ),
+                available,
+            }),
+        }
+    }
+
+    /// The rig a subscription receives frames in: its name and ordered channel names.
+    pub fn rig_of(&self, sub: &Subscription) -> (String, Vec<String>) {
+        match sub.rig.and_then(|i| self.rigs.get(i as usize)) {
+            Some((name, rig)) => (
+                name.to_string(),
+                rig.channel_names().map(str::to_string).collect(),
+            ),
+            None => {
+                let info = self.info.get().expect("the hub serves a session");
+                (info.rig.clone(), info.channels.clone())
+            }
         }
     }
 
@@ -133,7 +221,9 @@ impl Hub {
             pending: VecDeque::new(),
             close: close_tx,
         };
-        let hello = Message::Text(protocol::hello(&info, now, &sub).into());
+        let names = self.rig_names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hello = Message::Text(protocol::hello(&info, now, &sub, &names).into());
         let _ = self.push(&mut slot, hello, Instant::now());
         clients.push(slot);
         self.metrics.clients_total.fetch_add(1, Ordering::Relaxed);
@@ -170,6 +260,20 @@ impl Hub {
     pub fn set_subscription(&self, id: u64, sub: Subscription) {
         if let Some(s) = self.clients.lock().iter_mut().find(|s| s.id == id) {
             s.sub = sub;
+        }
+    }
+
+    /// Change a client's subscription and queue `reply` (its `ack`) in one step, so that every
+    /// message queued after the reply follows the new subscription and none before it does.
+    pub fn resubscribe(&self, id: u64, sub: Subscription, reply: Message) {
+        let mut clients = self.clients.lock();
+        let Some(i) = clients.iter().position(|s| s.id == id) else {
+            return;
+        };
+        clients[i].sub = sub;
+        if let Err(reason) = self.push(&mut clients[i], reply, Instant::now()) {
+            let slot = clients.swap_remove(i);
+            self.drop_slot(slot, reason);
         }
     }
 
@@ -234,7 +338,8 @@ impl Hub {
 
     /// Send one event to every subscribed client.
     pub fn broadcast(&self, ev: &Event) {
-        let mut enc = Encoded::default();
+        let session_rig = self.info.get().map_or("", |i| i.rig.as_str());
+        let mut enc = Encoded::new(session_rig, &self.rigs);
         let now = Instant::now();
         let mut clients = self.clients.lock();
         let mut i = 0;
@@ -252,20 +357,93 @@ impl Hub {
                 }
             }
         }
+        drop(clients);
+        if enc.retargeted > 0 {
+            self.metrics
+                .frames_retargeted
+                .fetch_add(enc.retargeted, Ordering::Relaxed);
+        }
     }
 }
 
+/// A frame retargeted to one foreign rig, and its wire forms, made on first use.
+struct RigFrame {
+    rig: u16,
+    /// `None` when the frame carries no canonical vector (then nothing is sent in this rig).
+    weights: Option<Vec<f32>>,
+    bin: Option<Message>,
+    json: Option<Message>,
+}
+
 /// The wire forms of one event, made on first use.
-#[derive(Default)]
-struct Encoded {
+struct Encoded<'a> {
+    session_rig: &'a str,
+    rigs: &'a RigCatalog,
     s16: Option<Message>,
     f32: Option<Message>,
     frame_bin: Option<Message>,
     frame_json: Option<Message>,
+    /// Per foreign rig in use (a handful at most: a linear search beats a map).
+    foreign: Vec<RigFrame>,
     text: Option<Option<Message>>,
+    /// Retargetings done for this event.
+    retargeted: u64,
 }
 
-impl Encoded {
+impl<'a> Encoded<'a> {
+    fn new(session_rig: &'a str, rigs: &'a RigCatalog) -> Self {
+        Encoded {
+            session_rig,
+            rigs,
+            s16: None,
+            f32: None,
+            frame_bin: None,
+            frame_json: None,
+            foreign: Vec::new(),
+            text: None,
+            retargeted: 0,
+        }
+    }
+
+    /// Frame `f` in catalog rig `rig`, in encoding `enc`: retargeted at most once per event.
+    fn foreign_frame(&mut self, f: &FrameEvent, rig: u16, enc: FrameEncoding) -> Option<Message> {
+        let k = match self.foreign.iter().position(|r| r.rig == rig) {
+            Some(k) => k,
+            None => {
+                let (_, r): (&str, &Arc<Rig>) = self.rigs.get(rig as usize)?;
+                let weights = f.frame.canon.as_deref().map(|c| {
+                    let mut w = vec![0.0; r.len()];
+                    r.retarget(c, &mut w);
+                    w
+                });
+                self.retargeted += u64::from(weights.is_some());
+                self.foreign.push(RigFrame {
+                    rig,
+                    weights,
+                    bin: None,
+                    json: None,
+                });
+                self.foreign.len() - 1
+            }
+        };
+        let rf = &mut self.foreign[k];
+        let w = rf.weights.as_deref()?;
+        Some(match enc {
+            FrameEncoding::Binary => rf
+                .bin
+                .get_or_insert_with(|| {
+                    Message::Binary(Bytes::from(protocol::frame_binary_weights(f, w)))
+                })
+                .clone(),
+            FrameEncoding::Json => {
+                let name = self.rigs.get(rig as usize).map_or("", |(n, _)| n);
+                rf.json
+                    .get_or_insert_with(|| Message::Text(protocol::frame_json(f, w, name).into()))
+                    .clone()
+            }
+        })
+    }
+
     fn for_sub(&mut self, ev: &Event, sub: &Subscription) -> Option<Message> {
         match ev {
             Event::Audio(a) if sub.audio => Some(match sub.audio_encoding {
@@ -282,16 +460,26 @@ impl Encoded {
                     })
                     .clone(),
             }),
-            Event::Frame(f) if sub.frames => Some(match sub.frame_encoding {
-                FrameEncoding::Binary => self
-                    .frame_bin
-                    .get_or_insert_with(|| Message::Binary(Bytes::from(protocol::frame_binary(f))))
-                    .clone(),
-                FrameEncoding::Json => self
-                    .frame_json
-                    .get_or_insert_with(|| Message::Text(protocol::frame_json(f).into()))
-                    .clone(),
-            }),
+            Event::Frame(f) if sub.frames => match (sub.rig, sub.frame_encoding) {
+                (Some(rig), enc) => self.foreign_frame(f, rig, enc),
+                (None, FrameEncoding::Binary) => Some(
+                    self.frame_bin
+                        .get_or_insert_with(|| {
+                            Message::Binary(Bytes::from(protocol::frame_binary(f)))
+                        })
+                        .clone(),
+                ),
+                (None, FrameEncoding::Json) => {
+                    let rig = self.session_rig;
+                    Some(
+                        self.frame_json
+                            .get_or_insert_with(|| {
+                                Message::Text(protocol::frame_json(f, &f.frame.weights, rig).into())
+                            })
+                            .clone(),
+                    )
+                }
+            },
             Event::Caption(_) if sub.captions => self.text(ev),
             Event::Cue(_) if sub.cues => self.text(ev),
             Event::State(_) if sub.state => self.text(ev),
@@ -313,5 +501,184 @@ pub struct HubSink(pub Arc<Hub>);
 impl Sink for HubSink {
     fn event(&mut self, event: &Event) {
         self.0.broadcast(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::face::canon;
+    use crate::perform::{FaceFrame, FrameEvent};
+    use crate::server::protocol::{Binary, parse_binary};
+    use crate::time::SampleTime;
+
+    fn new_hub(canonical: bool) -> (Hub, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(16, Duration::from_secs(2), 256, metrics.clone());
+        let rig = Rig::builtin("arkit52").unwrap();
+        hub.set_session(
+            Arc::new(SessionInfo {
+                session: "test".into(),
+                rate: 22050,
+                fps: 60,
+                rig: "arkit52".into(),
+                channels: rig.channel_names().map(str::to_string).collect(),
+                canonical,
+                lead: 0,
+            }),
+            || 0,
+        );
+        (hub, metrics)
+    }
+
+    /// A frame whose session weights are the arkit52 retargeting of a canonical vector with the jaw
+    /// open and the `aa` viseme on.
+    fn frame(at: u64, with_canon: bool) -> Event {
+        let mut c = [0.0f32; canon::COUNT];
+        c[canon::ak::jawOpen] = 0.6;
+        c[canon::index("viseme_aa").unwrap()] = 0.8;
+        c[canon::BLINK] = 0.25;
+        let rig = Rig::builtin("arkit52").unwrap();
+        let mut weights = vec![0.0; rig.len()];
+        rig.retarget(&c, &mut weights);
+        Event::Frame(FrameEvent {
+            utterance: 1,
+            frame: FaceFrame {
+                at: SampleTime(at),
+                weights,
+                head: glam::Quat::IDENTITY,
+                eyes: [0.0; 4],
+                canon: with_canon.then(|| Box::new(c)),
+            },
+        })
+    }
+
+    fn drain(link: &mut ClientLink) -> Vec<Message> {
+        let mut out = vec![];
+        while let Ok(m) = link.rx.try_recv() {
+            out.push(m);
+        }
+        out
+    }
+
+    fn sub_on(hub: &Hub, link: &ClientLink, rig: &str, enc: FrameEncoding) {
+        let sub = Subscription {
+            rig: hub.resolve_rig(rig).unwrap(),
+            frame_encoding: enc,
+            ..Subscription::default()
+        };
+        hub.set_subscription(link.id, sub);
+    }
+
+    #[test]
+    fn each_rig_in_use_is_retargeted_once_per_frame_and_its_bytes_shared() {
+        let (hub, metrics) = new_hub(true);
+        let mut links: Vec<ClientLink> = (0..5).map(|_| hub.register().unwrap()).collect();
+        sub_on(&hub, &links[1], "vrm", FrameEncoding::Binary);
+        sub_on(&hub, &links[2], "vrm", FrameEncoding::Binary);
+        sub_on(&hub, &links[3], "vrm", FrameEncoding::Json);
+        sub_on(&hub, &links[4], "oculus15", FrameEncoding::Binary);
+        for l in &mut links {
+            drain(l);
+        }
+        hub.broadcast(&frame(735, true));
+        // Two foreign rigs in use: two retargetings for five clients.
+        assert_eq!(metrics.frames_retargeted.load(Ordering::Relaxed), 2);
+        let got: Vec<Message> = links.iter_mut().map(|l| drain(l).remove(0)).collect();
+        let bin = |m: &Message| match m {
+            Message::Binary(b) => b.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (b1, b2) = (bin(&got[1]), bin(&got[2]));
+        assert_eq!(
+            b1.as_ptr(),
+            b2.as_ptr(),
+            "one encoding shared by both vrm clients"
+        );
+        let vrm = Rig::builtin("vrm").unwrap();
+        let Event::Frame(f) = frame(735, true) else {
+            unreachable!()
+        };
+        let mut want = vec![0.0; vrm.len()];
+        vrm.retarget(f.frame.canon.as_ref().unwrap(), &mut want);
+        match parse_binary(&b1).unwrap() {
+            Binary::Frame {
+                sample, weights, ..
+            } => {
+                assert_eq!(sample, 735);
+                assert_eq!(weights, want);
+                assert!(weights[vrm.channel_index("aa").unwrap()] > 0.5);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_binary(&bin(&got[0])).unwrap() {
+            Binary::Frame { weights, .. } => assert_eq!(weights, f.frame.weights),
+            other => panic!("{other:?}"),
+        }
+        match parse_binary(&bin(&got[4])).unwrap() {
+            Binary::Frame { weights, .. } => assert_eq!(weights.len(), 15),
+            other => panic!("{other:?}"),
+        }
+        let Message::Text(t) = &got[3] else {
+            panic!("JSON frame")
+        };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["rig"].as_str()),
+            (Some("frame"), Some("vrm"))
+        );
+        let w: Vec<f32> = serde_json::from_value(v["weights"].clone()).unwrap();
+        assert_eq!(w, want);
+        // Nobody on a foreign rig: nothing is retargeted.
+        for l in &links[1..] {
+            hub.set_subscription(l.id, Subscription::default());
+        }
+        hub.broadcast(&frame(1102, true));
+        assert_eq!(metrics.frames_retargeted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn rigs_resolve_by_name_only_and_need_canonical_frames() {
+        let (hub, _) = new_hub(true);
+        assert_eq!(hub.resolve_rig("arkit52"), Ok(None));
+        assert_eq!(hub.resolve_rig("vrm"), Ok(Some(1)));
+        let e = hub.resolve_rig("rigs/vrm.toml").unwrap_err();
+        assert_eq!(e.available, ["arkit52", "vrm", "live2d", "oculus15"]);
+        assert!(e.message.contains("unknown rig"), "{}", e.message);
+        let (name, channels) = hub.rig_of(&Subscription {
+            rig: Some(3),
+            ..Subscription::default()
+        });
+        assert_eq!((name.as_str(), channels.len()), ("oculus15", 15));
+        let (fake, _) = new_hub(false);
+        assert_eq!(fake.rig_names(), ["arkit52"]);
+        let e = fake.resolve_rig("vrm").unwrap_err();
+        assert!(e.message.contains("only its own rig"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_resubscribe_switches_rig_exactly_at_its_ack() {
+        let (hub, _) = new_hub(true);
+        let mut link = hub.register().unwrap();
+        drain(&mut link);
+        hub.broadcast(&frame(100, true));
+        let sub = Subscription {
+            rig: hub.resolve_rig("live2d").unwrap(),
+            ..Subscription::default()
+        };
+        hub.resubscribe(link.id, sub, Message::Text("ack".into()));
+        hub.broadcast(&frame(200, true));
+        let got = drain(&mut link);
+        assert_eq!(got.len(), 3);
+        let n = |m: &Message| match m {
+            Message::Binary(b) => match parse_binary(b).unwrap() {
+                Binary::Frame { weights, .. } => weights.len(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(n(&got[0]), 52);
+        assert_eq!(got[1], Message::Text("ack".into()));
+        assert_eq!(n(&got[2]), Rig::builtin("live2d").unwrap().len());
     }
 }

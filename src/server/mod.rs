@@ -14,9 +14,11 @@
 pub mod conn;
 pub mod hub;
 pub mod protocol;
+pub mod rigs;
 
 pub use conn::{ConnCtx, ConnPolicy, serve_connection};
 pub use hub::{CLOSE_FULL, CLOSE_LAGGING, Hub, HubSink};
+pub use rigs::RigCatalog;
 
 use crate::config::ServerConfig;
 use crate::perform::{Metrics, PerformConfig, PerformHandle, Performer, Stages};
@@ -67,6 +69,9 @@ pub struct ServerOptions {
     pub max_clients: usize,
     pub max_client_lag: Duration,
     pub policy: ConnPolicy,
+    /// Where rig files clients may subscribe to by name live (`None`: the built-in rigs only). See
+    /// [`RigCatalog`]: clients never name paths.
+    pub rigs_dir: Option<std::path::PathBuf>,
 }
 
 impl ServerOptions {
@@ -85,6 +90,7 @@ impl ServerOptions {
                 token_env: c.token_env.clone(),
                 ..ConnPolicy::default()
             },
+            rigs_dir: None,
         }
     }
 }
@@ -131,12 +137,25 @@ impl Server {
         // Room for several times the lag limit of traffic: audio chunks + frames + a little text.
         let per_sec = 1000 / perform.chunk.as_millis().max(1) as u64 + perform.fps as u64 + 20;
         let capacity = (per_sec * (opts.max_client_lag.as_millis() as u64 / 1000 + 1) * 4) as usize;
-        let hub = Arc::new(Hub::new(
-            opts.max_clients,
-            opts.max_client_lag,
-            capacity,
-            metrics.clone(),
-        ));
+        let rigs = match &opts.rigs_dir {
+            Some(dir) => {
+                let (cat, warnings) = RigCatalog::with_dir(dir);
+                for w in warnings {
+                    log::warn!("{w}");
+                }
+                cat
+            }
+            None => RigCatalog::builtin(),
+        };
+        let hub = Arc::new(
+            Hub::new(
+                opts.max_clients,
+                opts.max_client_lag,
+                capacity,
+                metrics.clone(),
+            )
+            .with_rigs(rigs),
+        );
         let addr = SocketAddr::new(opts.bind, opts.port);
         let listener = std::net::TcpListener::bind(addr)
             .map_err(|source| ServerError::Bind { addr, source })?;

@@ -71,6 +71,9 @@ pub struct Subscription {
     pub state: bool,
     pub audio_encoding: AudioEncoding,
     pub frame_encoding: FrameEncoding,
+    /// The rig frames are given in: `None` for the session's own rig (the default), else the index
+    /// of another rig in the server's [`super::rigs::RigCatalog`] (the hub retargets to it).
+    pub rig: Option<u16>,
 }
 
 impl Default for Subscription {
@@ -83,6 +86,7 @@ impl Default for Subscription {
             state: true,
             audio_encoding: AudioEncoding::S16,
             frame_encoding: FrameEncoding::Binary,
+            rig: None,
         }
     }
 }
@@ -104,7 +108,8 @@ pub enum ClientMsg {
         audio: Option<AudioEncoding>,
         #[serde(default)]
         frames: Option<FrameEncoding>,
-        /// Must name the session's rig (retargeting per client is not offered yet).
+        /// The rig to receive frames in: the session's own (the default), or any other rig the
+        /// server offers (`hello`'s `rigs`); the hub retargets the session's frames to it.
         #[serde(default)]
         rig: Option<String>,
     },
@@ -221,8 +226,9 @@ pub const CLIENT_TYPES: [&str; 8] = [
     "perform",
 ];
 
-/// `hello`, the first message on every connection.
-pub fn hello(info: &SessionInfo, now: u64, sub: &Subscription) -> String {
+/// `hello`, the first message on every connection: `rig` and `channel_names` are the session's rig
+/// (what a client receives until it subscribes to another), `rigs` the rig names it may subscribe to.
+pub fn hello(info: &SessionInfo, now: u64, sub: &Subscription, rigs: &[&str]) -> String {
     json!({
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
@@ -232,6 +238,7 @@ pub fn hello(info: &SessionInfo, now: u64, sub: &Subscription) -> String {
         "fps": info.fps,
         "rig": info.rig,
         "channel_names": info.channels,
+        "rigs": rigs,
         "now": now,
         "lead": info.lead,
         "audio": sub.audio_encoding,
@@ -297,9 +304,13 @@ pub fn audio_binary(a: &AudioChunk, enc: AudioEncoding) -> Vec<u8> {
     out
 }
 
-/// The binary frame message.
+/// The binary frame message, with the session rig's weights.
 pub fn frame_binary(f: &FrameEvent) -> Vec<u8> {
-    let w = &f.frame.weights;
+    frame_binary_weights(f, &f.frame.weights)
+}
+
+/// The binary frame message of `f` with `w` as its weights (another rig's, retargeted).
+pub fn frame_binary_weights(f: &FrameEvent, w: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + (w.len() + 8) * 4);
     out.push(KIND_FRAME);
     out.push(u8::from(f.utterance != 0));
@@ -315,14 +326,15 @@ pub fn frame_binary(f: &FrameEvent) -> Vec<u8> {
     out
 }
 
-/// The JSON frame message.
-pub fn frame_json(f: &FrameEvent) -> String {
+/// The JSON frame message of `f` with `weights` in the order of rig `rig`'s channels.
+pub fn frame_json(f: &FrameEvent, weights: &[f32], rig: &str) -> String {
     let q = f.frame.head;
     json!({
         "type": "frame",
         "utterance": f.utterance,
         "sample": f.frame.at.get(),
-        "weights": f.frame.weights,
+        "rig": rig,
+        "weights": weights,
         "head": [q.x, q.y, q.z, q.w],
         "eyes": f.frame.eyes,
     })
@@ -492,6 +504,7 @@ mod tests {
                 weights: vec![0.25; 52],
                 head: glam::Quat::IDENTITY,
                 eyes: [0.1, 0.2, 0.3, 0.4],
+                canon: None,
             },
         };
         let b = frame_binary(&f);

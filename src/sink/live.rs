@@ -14,6 +14,12 @@
 //! positions of the device's playback: audio is pushed `lead` ahead and waits in the device ring,
 //! frames wait in the gate until the counter reaches them.
 //!
+//! Rigs: each face sink gets frames in its own rig (`[sinks.vmc] rig`, `[sinks.vtube_studio] rig`;
+//! VSeeFace wants VRM names, VTube Studio maps ARKit or Live2D parameters best). Frames that carry
+//! their canonical vector ([`crate::perform::FaceFrame::canon`], as the live face's do) are
+//! retargeted once per distinct sink rig; sinks on the same rig share one gate thread. Frames without
+//! it reach every sink in the face's own rig.
+//!
 //! Threading: the bundle is `Send + Sync` and cheap to share in an `Arc`; pushes only send on
 //! channels (the audio owner thread and the gate thread do the work), so the pipeline's conductor
 //! never blocks on a sink. VTube Studio's connection runs on a small tokio runtime the bundle owns.
@@ -23,6 +29,7 @@ use super::vmc::{VmcOptions, VmcSink};
 use super::vts::{VtsOptions, VtsSink};
 use super::{EyeGaze, FrameSink, GateRunner, SinkError, StampedFrame};
 use crate::config::SinksConfig;
+use crate::face::{Rig, canon};
 use crate::perform::{Event, PerformState};
 use crate::time::SampleTime;
 use std::path::Path;
@@ -31,8 +38,8 @@ use std::time::Duration;
 
 /// The audio device (or the null clock), the gate and the face sinks behind it.
 pub struct LiveOutputs {
-    // Field order is drop order: the gate stops feeding sinks before they and the runtime go.
-    gate: GateRunner,
+    // Field order is drop order: the gates stop feeding sinks before they and the runtime go.
+    gates: Vec<RigGate>,
     audio: AudioOut,
     play_audio: bool,
     _runtime: Option<tokio::runtime::Runtime>,
@@ -40,10 +47,17 @@ pub struct LiveOutputs {
     names: Vec<String>,
 }
 
+/// A gate and the sinks behind it, all on one rig: `None` for the face's own rig.
+struct RigGate {
+    rig: Option<(Rig, Arc<[String]>)>,
+    gate: GateRunner,
+}
+
 impl LiveOutputs {
     /// Build what `[sinks]` enables for a timeline at `rate` Hz (the voice's rate). `home` resolves
-    /// the VTube Studio token file; `face_rig` is the rig the live face solves (the one the sinks
-    /// receive: a VMC sink configured for another rig gets a warning and this rig's channel names).
+    /// the VTube Studio token file and rig names (`home/rigs/NAME.toml`, else a built-in);
+    /// `face_rig` is the rig the live face solves. Each sink receives its configured rig, retargeted
+    /// from the frames' canonical vectors (frames without them arrive in `face_rig`).
     pub fn from_config(
         cfg: &SinksConfig,
         home: &Path,
@@ -62,19 +76,24 @@ impl LiveOutputs {
             }
             None => AudioOut::null(rate)?,
         };
-        let mut sinks: Vec<Box<dyn FrameSink>> = vec![];
-        if let Some(v) = &cfg.vmc {
-            if !v.rig.eq_ignore_ascii_case(face_rig) {
-                log::warn!(
-                    "sinks.vmc.rig is {:?} but the live face solves {face_rig:?}: the VMC receiver gets {face_rig} \
-                     channel names (set [face] rig = {:?} for {} names)",
-                    v.rig,
-                    v.rig,
-                    v.rig
-                );
+        // (rig name, sinks on it); the face's own rig is "".
+        let mut groups: Vec<(String, Vec<Box<dyn FrameSink>>)> = vec![];
+        let mut add = |rig: &str, sink: Box<dyn FrameSink>| {
+            let rig = if rig == face_rig { "" } else { rig };
+            match groups.iter_mut().find(|g| g.0 == rig) {
+                Some(g) => g.1.push(sink),
+                None => groups.push((rig.to_string(), vec![sink])),
             }
-            sinks.push(Box::new(VmcSink::new(VmcOptions::from_config(v, rate))?));
-            names.push(format!("VMC to {} at {} Hz", v.target, v.rate));
+        };
+        if let Some(v) = &cfg.vmc {
+            add(
+                &v.rig,
+                Box::new(VmcSink::new(VmcOptions::from_config(v, rate))?),
+            );
+            names.push(format!(
+                "VMC to {} at {} Hz, rig {}",
+                v.target, v.rate, v.rig
+            ));
         }
         let mut runtime = None;
         if let Some(v) = &cfg.vtube_studio {
@@ -86,17 +105,42 @@ impl LiveOutputs {
                 .map_err(|e| {
                     SinkError::Audio(format!("could not start the VTube Studio task: {e}"))
                 })?;
-            sinks.push(Box::new(VtsSink::spawn(
-                VtsOptions::from_config(v, home),
-                rt.handle(),
-            )));
-            names.push(format!("VTube Studio at {}", v.url));
+            let rig = v.rig.as_deref().unwrap_or(face_rig);
+            add(
+                rig,
+                Box::new(VtsSink::spawn(
+                    VtsOptions::from_config(v, home),
+                    rt.handle(),
+                )),
+            );
+            names.push(format!("VTube Studio at {}, rig {rig}", v.url));
             runtime = Some(rt);
         }
+        let clock = audio.clock();
+        let rigs_dir = home.join("rigs");
+        let mut gates = vec![];
+        for (rig, sinks) in groups {
+            let rig = if rig.is_empty() {
+                None
+            } else {
+                let r = Rig::find(&rig, Some(rigs_dir.as_path()))?;
+                let names: Arc<[String]> = r.channel_names().map(str::to_string).collect();
+                Some((r, names))
+            };
+            gates.push(RigGate {
+                rig,
+                gate: GateRunner::spawn(clock.clone(), sinks),
+            });
+        }
         let play_audio = cfg.audio.is_some();
-        Ok(LiveOutputs::assemble(
-            audio, play_audio, sinks, runtime, names,
-        ))
+        Ok(LiveOutputs {
+            gates,
+            audio,
+            play_audio,
+            _runtime: runtime,
+            clock,
+            names,
+        })
     }
 
     /// A bundle from parts: `audio` is the clock (and is played to when `play_audio`), `sinks`
@@ -114,7 +158,10 @@ impl LiveOutputs {
     ) -> LiveOutputs {
         let clock = audio.clock();
         LiveOutputs {
-            gate: GateRunner::spawn(clock.clone(), sinks),
+            gates: vec![RigGate {
+                rig: None,
+                gate: GateRunner::spawn(clock.clone(), sinks),
+            }],
             audio,
             play_audio,
             _runtime: runtime,
@@ -145,15 +192,45 @@ impl LiveOutputs {
         }
     }
 
-    /// Queue a frame, released to the face sinks when the clock reaches its stamp.
+    /// Queue a frame, released to the face sinks when the clock reaches its stamp. Every sink gets
+    /// it as it is (in `channels`); see [`LiveOutputs::frame_canonical`] for sinks on other rigs.
     pub fn frame(&self, channels: Arc<[String]>, frame: StampedFrame) {
-        self.gate.push(channels, frame);
+        self.frame_canonical(channels, frame, None);
+    }
+
+    /// [`LiveOutputs::frame`] with the canonical vector the frame's weights came from: sinks
+    /// configured for another rig get it retargeted to theirs (once per rig).
+    pub fn frame_canonical(
+        &self,
+        channels: Arc<[String]>,
+        frame: StampedFrame,
+        canon: Option<&[f32; canon::COUNT]>,
+    ) {
+        let n = self.gates.len();
+        let mut frame = Some(frame);
+        for (i, g) in self.gates.iter().enumerate() {
+            let f = if i + 1 == n {
+                frame.take().expect("one frame per gate")
+            } else {
+                frame.clone().expect("one frame per gate")
+            };
+            match (&g.rig, canon) {
+                (Some((rig, names)), Some(c)) => {
+                    let mut weights = vec![0.0; rig.len()];
+                    rig.retarget(c, &mut weights);
+                    g.gate.push(names.clone(), StampedFrame { weights, ..f });
+                }
+                _ => g.gate.push(channels.clone(), f),
+            }
+        }
     }
 
     /// Drop queued audio and frames at or after `at` (a barge-in cut).
     pub fn cut(&self, at: SampleTime) {
         self.audio.cut(at);
-        self.gate.cut(at);
+        for g in &self.gates {
+            g.gate.cut(at);
+        }
     }
 
     /// Block until the clock has played up to `end` and the gate has had time to release the frames
@@ -194,7 +271,7 @@ impl crate::perform::Sink for PerformOutputs {
             Event::Audio(a) => self.out.audio(a.start, &a.pcm),
             Event::Frame(f) => {
                 let e = f.frame.eyes;
-                self.out.frame(
+                self.out.frame_canonical(
                     self.channels.clone(),
                     StampedFrame {
                         at: f.frame.at,
@@ -211,6 +288,7 @@ impl crate::perform::Sink for PerformOutputs {
                             },
                         ],
                     },
+                    f.frame.canon.as_deref(),
                 );
             }
             Event::State(s) if s.state == PerformState::Interrupted => self.out.cut(s.at),
@@ -244,6 +322,7 @@ mod tests {
                     weights: vec![k as f32 / 4.0],
                     head: glam::Quat::IDENTITY,
                     eyes: [0.0, 0.1, 0.0, 0.1],
+                    canon: None,
                 },
             }));
         }
@@ -271,5 +350,68 @@ mod tests {
         out.wait_played(SampleTime(400));
         let got: Vec<u64> = rec.lock().frames.iter().map(|f| f.at.get()).collect();
         assert_eq!(got, vec![100, 200]);
+    }
+
+    #[test]
+    fn sinks_on_another_rig_get_frames_retargeted_from_the_canonical_vector() {
+        let (audio, mut dev) = AudioOut::mock(1000, 1000).unwrap();
+        let same = Arc::new(Mutex::new(super::super::Recorder::default()));
+        let other = Arc::new(Mutex::new(super::super::Recorder::default()));
+        let clock = audio.clock();
+        let vrm = Rig::builtin("vrm").unwrap();
+        let names: Arc<[String]> = vrm.channel_names().map(str::to_string).collect();
+        let out = Arc::new(LiveOutputs {
+            gates: vec![
+                RigGate {
+                    rig: None,
+                    gate: GateRunner::spawn(clock.clone(), vec![Box::new(same.clone())]),
+                },
+                RigGate {
+                    rig: Some((vrm.clone(), names)),
+                    gate: GateRunner::spawn(clock.clone(), vec![Box::new(other.clone())]),
+                },
+            ],
+            audio,
+            play_audio: true,
+            _runtime: None,
+            clock,
+            names: vec![],
+        });
+        let arkit = Rig::builtin("arkit52").unwrap();
+        let mut c = Box::new([0.0f32; canon::COUNT]);
+        c[canon::index("viseme_aa").unwrap()] = 0.7;
+        c[canon::ak::jawOpen] = 0.5;
+        let mut weights = vec![0.0; arkit.len()];
+        arkit.retarget(&c, &mut weights);
+        let mut sink = PerformOutputs::new(
+            out.clone(),
+            &arkit
+                .channel_names()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        );
+        sink.event(&Event::Audio(AudioChunk {
+            utterance: 1,
+            start: SampleTime(0),
+            pcm: vec![0.5; 200],
+        }));
+        sink.event(&Event::Frame(FrameEvent {
+            utterance: 1,
+            frame: FaceFrame {
+                at: SampleTime(100),
+                weights: weights.clone(),
+                head: glam::Quat::IDENTITY,
+                eyes: [0.0; 4],
+                canon: Some(c.clone()),
+            },
+        }));
+        std::thread::sleep(Duration::from_millis(30));
+        dev.pull(200);
+        out.wait_played(SampleTime(200));
+        assert_eq!(same.lock().frames[0].weights, weights);
+        let mut want = vec![0.0; vrm.len()];
+        vrm.retarget(&c, &mut want);
+        assert_eq!(other.lock().frames[0].weights, want);
+        assert!(want[vrm.channel_index("aa").unwrap()] >= 0.7);
     }
 }

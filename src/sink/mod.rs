@@ -63,6 +63,8 @@ pub enum SinkError {
     Audio(String),
     #[error("the sink has stopped")]
     Closed,
+    #[error("sink rig: {0}")]
+    Rig(#[from] crate::face::RigError),
 }
 
 /// One owned frame: what a [`FrameRef`] borrows, kept for later (in a [`FrameGate`], across threads).
