@@ -401,8 +401,20 @@ async fn stalled_client_is_dropped_while_another_continues() {
 async fn malformed_messages_get_errors_and_the_connection_stays() {
     let server = start(&["Hi."]);
     let (mut ws, _) = connect(&server).await;
-    let cases: [(Message, &str); 7] = [
+    let cases: [(Message, &str); 10] = [
         (Message::Text("not json {".into()), "bad_json"),
+        (
+            Message::Text(r#"{"type":"set","look_at":[1e30,-1e30]}"#.into()),
+            "bad_message",
+        ),
+        (
+            Message::Text(r#"{"type":"set","look_at":[0.1,2.0]}"#.into()),
+            "bad_message",
+        ),
+        (
+            Message::Text(r#"{"type":"set","emotion":"happy","intensity":-5}"#.into()),
+            "bad_message",
+        ),
         (
             Message::Text(r#"{"type":"dance","id":1}"#.into()),
             "unknown_type",
@@ -439,6 +451,21 @@ async fn malformed_messages_get_errors_and_the_connection_stays() {
         (r["type"].as_str(), r["id"].as_str()),
         (Some("pong"), Some("still-here"))
     );
+    // beyond what the socket layer reads at all: closed with 1009 and the limit, others unaffected
+    let (mut other, _) = connect(&server).await;
+    ws.send(Message::Text("x".repeat(2 << 20).into()))
+        .await
+        .unwrap();
+    let closed = loop {
+        if let In::Closed(c) = next(&mut ws).await {
+            break c;
+        }
+    };
+    let (code, reason) = closed.expect("a close frame with a reason");
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("bytes"), "{reason}");
+    send(&mut other, json!({"type":"ping","id":"other"})).await;
+    assert_eq!(reply(&mut other).await["id"], "other");
 }
 
 /// A local non-loopback IPv4 address of this machine, if it has one (no packet is sent).
@@ -469,7 +496,11 @@ async fn token_is_enforced_off_loopback() {
     ));
     let stream = Box::pin(futures_util::stream::unfold(
         from_client,
-        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, ()>(m), rx)) },
+        |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|m| (Ok::<_, std::convert::Infallible>(m), rx))
+        },
     ));
     let peer: SocketAddr = "203.0.113.9:40000".parse().unwrap();
     tokio::spawn(idol::server::serve_connection(

@@ -74,6 +74,7 @@ pub async fn serve_connection<S, R, E>(
 ) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display,
 {
     let link = match ctx.hub.register() {
         Ok(link) => link,
@@ -188,6 +189,31 @@ fn same(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The close code and reason for a message the WebSocket layer refused (`error`: its text).
+fn refusal(error: &str) -> CloseReason {
+    let lower = error.to_ascii_lowercase();
+    let (code, reason) = if lower.contains("too long") || lower.contains("too big") {
+        (
+            1009,
+            format!(
+                "message too big: the socket takes at most {} bytes (control messages {} bytes)",
+                super::MAX_WS_MESSAGE,
+                ConnPolicy::default().max_message_bytes
+            ),
+        )
+    } else if lower.contains("utf-8") || lower.contains("utf8") {
+        (1007, "text message is not valid UTF-8".to_string())
+    } else {
+        (1002, format!("protocol error: {error}"))
+    };
+    // a close reason must fit in a control frame (123 bytes)
+    let mut reason = reason;
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    CloseReason { code, reason }
+}
+
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback.
 pub fn is_loopback(peer: &SocketAddr) -> bool {
     peer.ip().to_canonical().is_loopback()
@@ -197,6 +223,7 @@ impl Reader {
     async fn run<R, E>(&mut self, mut stream: R)
     where
         R: Stream<Item = Result<Message, E>> + Unpin,
+        E: std::fmt::Display,
     {
         while let Some(msg) = stream.next().await {
             match msg {
@@ -206,7 +233,12 @@ impl Reader {
                     "binary messages are not accepted: send JSON text",
                     None,
                 ),
-                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(Message::Close(_)) => break,
+                Err(e) => {
+                    // The socket layer refused a message: say why in the close frame.
+                    self.ctx.hub.close(self.id, refusal(&e.to_string()));
+                    break;
+                }
                 Ok(_) => {}
             }
         }
@@ -416,10 +448,28 @@ impl Reader {
                     self.error("bad_message", "set needs \"emotion\" or \"look_at\"", id);
                     return;
                 }
+                if let Some(i) = intensity
+                    && !(0.0..=1.0).contains(&i)
+                {
+                    self.error("bad_message", "intensity must be a number from 0 to 1", id);
+                    return;
+                }
+                if let Some(a) = look_at
+                    && !a
+                        .iter()
+                        .all(|v| v.is_finite() && v.abs() <= std::f32::consts::FRAC_PI_2)
+                {
+                    self.error(
+                        "bad_message",
+                        "look_at is [yaw, pitch] in radians, each within -1.5708..=1.5708 (±90°)",
+                        id,
+                    );
+                    return;
+                }
                 if let Some(name) = emotion {
                     perform.set(FaceControl::Emotion {
                         name,
-                        intensity: intensity.unwrap_or(1.0).clamp(0.0, 1.0),
+                        intensity: intensity.unwrap_or(1.0),
                     });
                 }
                 if let Some([yaw, pitch]) = look_at {
@@ -585,7 +635,11 @@ mod tests {
         ));
         let stream = Box::pin(futures_util::stream::unfold(
             from_client,
-            |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, ()>(m), rx)) },
+            |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|m| (Ok::<_, std::convert::Infallible>(m), rx))
+            },
         ));
         tokio::spawn(serve_connection(
             sink,

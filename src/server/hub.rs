@@ -249,6 +249,15 @@ impl Hub {
         }
     }
 
+    /// Close a client with a reason (a message the socket layer could not take).
+    pub fn close(&self, id: u64, reason: CloseReason) {
+        let mut clients = self.clients.lock();
+        if let Some(i) = clients.iter().position(|s| s.id == id) {
+            let slot = clients.swap_remove(i);
+            self.drop_slot(slot, reason);
+        }
+    }
+
     pub fn subscription(&self, id: u64) -> Option<Subscription> {
         self.clients
             .lock()
