@@ -20,6 +20,7 @@
 
 mod candle_backend;
 pub mod llama;
+mod pool;
 pub mod quant;
 pub mod sampler;
 pub mod template;
@@ -180,11 +181,39 @@ impl GgufFile {
     }
 }
 
+/// How many compute threads the engine may use from its next forward step on (at least 1, at most
+/// the `LlmOptions::threads` it was loaded with). Shared: clones set and read the same value, so
+/// another thread (the live runtime's voice stage) can lend the engine a core while it is idle and
+/// take it back when it has work; the engine reads it once per forward step.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadBudget(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl ThreadBudget {
+    pub fn new(threads: usize) -> Self {
+        ThreadBudget(std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+            threads,
+        )))
+    }
+
+    pub fn set(&self, threads: usize) {
+        self.0.store(threads, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The current budget (never below 1).
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LlmOptions {
-    /// Compute threads for the matrix products (default 1).
+    /// Compute threads the engine starts (default 1; our llama path keeps them in a pool, candle in
+    /// a rayon pool).
     pub threads: usize,
+    /// How many of `threads` to use per forward step (our llama path; candle uses all `threads`).
+    /// `None`: all of them, always.
+    pub budget: Option<ThreadBudget>,
     /// KV cache length in tokens (capped at the model's training context).
     pub ctx: usize,
     /// Force candle-transformers even where our own llama path applies (for comparisons).
@@ -198,6 +227,7 @@ impl Default for LlmOptions {
     fn default() -> Self {
         LlmOptions {
             threads: 1,
+            budget: None,
             ctx: 4096,
             force_candle: false,
             reference_f32: false,
@@ -287,7 +317,11 @@ impl LlmEngine {
         let ctx = opts.ctx.min(train_ctx).max(16);
         let threads = opts.threads.max(1);
         let backend = if arch == "llama" && !opts.force_candle && llama::supports(&g) {
-            let mut m = llama::LlamaModel::load(&mut g, ctx, threads)?;
+            let budget = opts
+                .budget
+                .clone()
+                .unwrap_or_else(|| ThreadBudget::new(threads));
+            let mut m = llama::LlamaModel::load(&mut g, ctx, threads, budget)?;
             m.reference_f32 = opts.reference_f32;
             Backend::Fast(Box::new(m))
         } else {
