@@ -14,9 +14,11 @@
 //! tokens), evaluates the rest as one batch, then samples token by token, streaming whole UTF-8 characters
 //! and holding back text that may start a stop string.
 //!
-//! Threading: [`LlmEngine`] is `Send` and single-threaded in use; its matrix products run on
-//! `LlmOptions::threads` compute threads (default one, which is fastest on a small machine shared with the
-//! voice). [`LlmWorker`] owns an engine on a dedicated std thread and is the usual way to use it.
+//! Threading: [`LlmEngine`] is `Send` and single-threaded in use; its forward pass runs on
+//! `LlmOptions::threads` compute threads (default one: the voice needs the other core of a small
+//! machine), of which a shared [`ThreadBudget`] says how many each forward step uses (the live runtime
+//! raises it while the voice is idle). [`LlmWorker`] owns an engine on a dedicated std thread and is
+//! the usual way to use it.
 
 mod candle_backend;
 pub mod llama;
