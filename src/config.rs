@@ -49,6 +49,7 @@ struct RawLlm {
     backend: LlmBackend,
     model: Option<String>,
     threads: Option<Spanned<i64>>,
+    idle_threads: Option<Spanned<i64>>,
     context: Option<Spanned<i64>>,
     base_url: Option<Spanned<String>>,
     api_model: Option<String>,
@@ -143,7 +144,13 @@ pub struct PersonaConfig {
 pub struct LlmConfig {
     pub backend: LlmBackend,
     pub model: PathBuf,
+    /// Compute threads of the local model while the voice (or anything else) needs the cores.
     pub threads: usize,
+    /// Compute threads of the local model while nothing else needs the cores: the live runtime uses
+    /// them while the voice is idle (from a chat until its first clause is out, and whenever the
+    /// voice has caught up); `idol chat` without `--speak` throughout. Default: two on a machine
+    /// with two or more cores; never below `threads`.
+    pub idle_threads: usize,
     pub context: usize,
     pub base_url: String,
     pub api_model: String,
@@ -352,6 +359,13 @@ impl RawConfig {
                     .unwrap_or_else(|| crate::assets::DEFAULT_LLM.into()),
             ),
             threads: ctx.int_in(&l.threads, "llm.threads", 1, 256, 1usize)?,
+            idle_threads: ctx.int_in(
+                &l.idle_threads,
+                "llm.idle_threads",
+                1,
+                256,
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            )?,
             context: ctx.int_in(&l.context, "llm.context", 256, 1 << 20, 2048usize)?,
             base_url,
             api_model: l.api_model.clone().unwrap_or_else(|| "default".into()),

@@ -3,7 +3,7 @@
 
 use idol::assets::Home;
 use idol::persona::llm::text::Utf8Stream;
-use idol::persona::llm::{LlmEngine, LlmOptions, LlmWorker, TokenCounter};
+use idol::persona::llm::{LlmEngine, LlmOptions, LlmWorker, ThreadBudget, TokenCounter};
 use idol::persona::{
     CancelToken, ChatMessage, FinishReason, GenParams, PersonaError, Role, TextGenerator,
 };
@@ -290,6 +290,46 @@ fn llm_cached_prefix_equals_full_reevaluation() {
         .generate(&msgs, &greedy(8), &CancelToken::new(), &mut |_| true)
         .unwrap();
     assert!(b.prompt_tokens_evaluated < b.prompt_tokens / 2, "{b:?}");
+}
+
+/// Splitting the work over threads never changes a result: a prompt batch, then decode steps, give
+/// bit-identical logits on one thread, on two, and when the budget changes between steps.
+#[test]
+fn llm_threads_give_the_same_logits() {
+    let path = Home::from_manifest_dir().llm();
+    let mut one = engine();
+    let budget = ThreadBudget::new(2);
+    let mut two = LlmEngine::load(
+        &path,
+        &LlmOptions {
+            threads: 2,
+            budget: Some(budget.clone()),
+            ..LlmOptions::default()
+        },
+    )
+    .unwrap();
+    let prompt = one.tokenize(&one.render(&mika()).unwrap()).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let a = one.eval(&prompt).unwrap();
+    let b = two.eval(&prompt).unwrap();
+    assert!(bits(&a) == bits(&b), "prompt batch differs at 2 threads");
+    let mut tok = idol::persona::llm::sampler::argmax(&a);
+    for step in 0..12 {
+        // 2 threads, then 1, then 2 again, as the live runtime switches
+        budget.set(if (4..8).contains(&step) { 1 } else { 2 });
+        let a = one.eval(&[tok]).unwrap();
+        let b = two.eval(&[tok]).unwrap();
+        assert!(bits(&a) == bits(&b), "decode step {step} differs");
+        tok = idol::persona::llm::sampler::argmax(&a);
+    }
+    // a second batch on top of the cache (the next turn's prefill)
+    let more = one
+        .tokenize("<|im_end|>\n<|im_start|>user\nAnd after that?")
+        .unwrap();
+    budget.set(2);
+    let a = one.eval(&more).unwrap();
+    let b = two.eval(&more).unwrap();
+    assert!(bits(&a) == bits(&b), "second batch differs at 2 threads");
 }
 
 #[test]

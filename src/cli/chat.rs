@@ -136,10 +136,16 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
                     .unwrap_or(&llm.model),
             );
             super::fetch::ensure_default(env, &model, false)?;
+            // Without a voice nothing else needs the cores: the idle level throughout.
+            let threads = if args.speak {
+                llm.threads
+            } else {
+                llm.idle_threads.max(llm.threads)
+            };
             let worker = LlmWorker::spawn(
                 &model,
                 LlmOptions {
-                    threads: llm.threads,
+                    threads,
                     ctx: llm.context,
                     ..LlmOptions::default()
                 },

@@ -13,7 +13,7 @@ use crate::assets::Home;
 use crate::config::{Config, LlmBackend};
 use crate::face::{FaceConfig, Rig};
 use crate::persona::TextGenerator;
-use crate::persona::llm::{LlmOptions, LlmWorker};
+use crate::persona::llm::{LlmOptions, LlmWorker, ThreadBudget};
 use crate::persona::openai::{OpenAiBackend, OpenAiConfig};
 use crate::phonemize::EnglishPhonemizer;
 use crate::speech::{CueKind, Speech};
@@ -52,6 +52,11 @@ pub fn build_stages(home: &Home, config: &Config) -> Result<Stages, BuildError> 
                 home.path(&config.llm.model),
                 LlmOptions {
                     threads: config.llm.threads,
+                    // the runtime lends the model the voice's core while the voice is idle
+                    budget: Some(ThreadBudget::levels(
+                        config.llm.threads,
+                        config.llm.idle_threads.max(config.llm.threads),
+                    )),
                     ctx: config.llm.context,
                     ..LlmOptions::default()
                 },

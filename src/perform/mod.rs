@@ -23,7 +23,8 @@
 //! synchronous state machine that turns scheduled speech into events) and the [`FaceSolver`] (cheap, run
 //! inline when a clause is placed); it wakes every few milliseconds, advances the timeline to the wall
 //! clock plus a small lead, and hands the events to the sinks, which must not block (the WebSocket hub
-//! only enqueues). Nothing here uses tokio.
+//! only enqueues). Nothing here uses tokio. An in-process model gets the voice's core while the voice is
+//! idle (its `ThreadBudget`, see `runtime`).
 
 pub mod adapters;
 pub mod director;

@@ -15,6 +15,10 @@
 //! Barge-in: [`PerformHandle::interrupt`] marks every utterance issued so far as cancelled (the persona
 //! stops generating, the voice skips queued clauses) and the conductor cuts at its horizon.
 //!
+//! Cores: an in-process model's [`ThreadBudget`] is at its idle level (two threads on a 2-core
+//! machine) while no clause waits for the voice, so a chat's prefill and first clause get the voice's
+//! core, and drops to its busy level (one) as soon as the voice has a clause to synthesize.
+//!
 //! Channels: persona → voice and voice → conductor are bounded (a slow voice holds back the persona,
 //! never the clock); control and memory messages are unbounded and tiny.
 
@@ -22,6 +26,7 @@ use super::{
     ClauseText, Director, DirectorConfig, Event, FaceControl, Metrics, RenderedPiece, Segmenter,
     Sink, Stages, UtteranceId, UtteranceRecord, Voice,
 };
+use crate::persona::llm::ThreadBudget;
 use crate::persona::{CancelToken, ChatMessage, GenParams, Role, TextGenerator};
 use crate::speech::Speech;
 use crate::time::SampleTime;
@@ -195,11 +200,27 @@ struct Shared {
     cancel_upto: AtomicU32,
     generating: parking_lot::Mutex<CancelToken>,
     metrics: Arc<Metrics>,
+    /// The in-process model's compute threads: its idle level while the voice has nothing to
+    /// synthesize (a reply's start, until its first clause is out; whenever the voice has caught
+    /// up), its busy level while the voice works.
+    llm_budget: Option<ThreadBudget>,
+    /// Clauses sent to the voice and not yet synthesized (or skipped).
+    voice_pending: parking_lot::Mutex<usize>,
 }
 
 impl Shared {
     fn cancelled(&self, utt: UtteranceId) -> bool {
         utt <= self.cancel_upto.load(Ordering::SeqCst)
+    }
+
+    /// `n` more (positive) or fewer clauses waiting for the voice; lends the model the voice's core
+    /// while none are.
+    fn voice_work(&self, n: isize) {
+        let mut pending = self.voice_pending.lock();
+        *pending = pending.saturating_add_signed(n);
+        if let Some(b) = &self.llm_budget {
+            b.others_idle(*pending == 0);
+        }
     }
 }
 
@@ -338,7 +359,11 @@ impl Performer {
             cancel_upto: AtomicU32::new(0),
             generating: parking_lot::Mutex::new(CancelToken::new()),
             metrics,
+            llm_budget: generator.thread_budget(),
+            voice_pending: parking_lot::Mutex::new(0),
         });
+        // the voice has nothing to do yet
+        shared.voice_work(0);
         let clock = match &cfg.clock {
             Some(c) => SessionClock::played(rate, c.clone()),
             None => SessionClock::new(rate),
@@ -507,7 +532,10 @@ fn persona_thread(
                             metrics.first_clause.observe(t0.elapsed());
                         }
                         spoken.push(clause.text.clone());
-                        let _ = voice_tx.send(VoiceMsg::Clause { utt, clause });
+                        shared.voice_work(1);
+                        if voice_tx.send(VoiceMsg::Clause { utt, clause }).is_err() {
+                            shared.voice_work(-1);
+                        }
                     }
                 };
                 let result =
@@ -542,23 +570,30 @@ fn persona_thread(
                 let _ = voice_tx.send(VoiceMsg::End { utt });
                 // The next chat would overflow the window: trim it now, while the reply is being
                 // spoken, and evaluate the kept history, so that chat only prefills itself.
+                // Otherwise evaluate ahead only this reply's end and the next user turn's header
+                // (an in-process model; queued on its thread, so this returns at once).
+                let mut next = vec![];
+                if let Some(sys) = &cfg.system_prompt {
+                    next.push(ChatMessage::new(Role::System, sys.clone()));
+                }
                 if history.len() + 2 > limit && !shared.cancelled(utt) {
                     history.drain(..history.len() - (limit / 2).max(1));
                     while history.len() > 1 && history[0].0.is_some() {
                         history.remove(0);
                     }
-                    let mut messages = vec![];
-                    if let Some(sys) = &cfg.system_prompt {
-                        messages.push(ChatMessage::new(Role::System, sys.clone()));
-                    }
-                    messages.extend(history.iter().map(|(_, m)| m.clone()));
-                    messages.push(ChatMessage::new(Role::User, String::new()));
+                    next.extend(history.iter().map(|(_, m)| m.clone()));
+                    next.push(ChatMessage::new(Role::User, String::new()));
                     let params = GenParams {
                         max_tokens: 1,
                         ..cfg.params.clone()
                     };
-                    if let Err(e) = prefill(generator.as_mut(), &messages, &params, &shared) {
+                    if let Err(e) = prefill(generator.as_mut(), &next, &params, &shared) {
                         log::debug!("persona: history prefill: {e}");
+                    }
+                } else if !shared.cancelled(utt) && rx.is_empty() {
+                    next.extend(history.iter().map(|(_, m)| m.clone()));
+                    if let Err(e) = generator.prepare(&next) {
+                        log::debug!("persona: evaluating ahead: {e}");
                     }
                 }
             }
@@ -568,7 +603,10 @@ fn persona_thread(
                 let spoken: Vec<String> = clauses.iter().map(|c| c.text.clone()).collect();
                 if !shared.cancelled(utt) {
                     for clause in clauses {
-                        let _ = voice_tx.send(VoiceMsg::Clause { utt, clause });
+                        shared.voice_work(1);
+                        if voice_tx.send(VoiceMsg::Clause { utt, clause }).is_err() {
+                            shared.voice_work(-1);
+                        }
                     }
                 }
                 history.push((
@@ -625,6 +663,8 @@ fn voice_thread(
     while let Ok(msg) = rx.recv() {
         let out = match msg {
             VoiceMsg::Clause { utt, clause } => {
+                // this clause leaves the voice's queue however the arm ends
+                let _done = VoiceDone(&shared);
                 if shared.cancelled(utt) {
                     continue;
                 }
@@ -677,6 +717,15 @@ fn voice_thread(
         if cond_tx.send(out).is_err() {
             break;
         }
+    }
+}
+
+/// Marks one clause as done by the voice when dropped (see [`Shared::voice_work`]).
+struct VoiceDone<'a>(&'a Shared);
+
+impl Drop for VoiceDone<'_> {
+    fn drop(&mut self) {
+        self.0.voice_work(-1);
     }
 }
 

@@ -150,4 +150,21 @@ pub trait TextGenerator: Send {
         cancel: &CancelToken,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenOutcome, PersonaError>;
+
+    /// The compute-thread budget of an in-process engine, for a caller that knows when the cores
+    /// are free (the live runtime lends it the voice's core while the voice is idle); `None` for
+    /// backends without one.
+    fn thread_budget(&self) -> Option<llm::ThreadBudget> {
+        None
+    }
+
+    /// Work ahead while nobody waits: the next request will be `messages` followed by one more user
+    /// message; an in-process engine evaluates the prompt up to where that message's text will
+    /// begin (this reply's end, the next user turn's header) into its cache, so the request pays
+    /// only for its own text. May return before the work is done; a later request waits for it.
+    /// Backends without a cache do nothing.
+    fn prepare(&mut self, messages: &[ChatMessage]) -> Result<(), PersonaError> {
+        let _ = messages;
+        Ok(())
+    }
 }

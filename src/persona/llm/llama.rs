@@ -32,14 +32,21 @@
 //! A prompt is evaluated as one batch (each unpacked weight block is reused for up to 4 tokens); the KV
 //! cache can be truncated to any length, which is what the prefix cache needs.
 //!
-//! Threading: one compute thread by default; with `threads > 1` the rows of every projection are split
-//! over a private rayon pool of that size.
+//! Threading: one compute thread by default. With `threads > 1` the model owns a [`Pool`] of that many
+//! threads (the caller's counts) and, per forward step, uses as many of them as its [`ThreadBudget`]
+//! allows then: the Q, K and V projections run as one job split by rows, so do the gate and up
+//! projections (each chunk applies SwiGLU to its own rows), the output and down projections and the
+//! logits; attention is split by (token, head). Every chunk writes its own outputs in place and
+//! computes them exactly as one thread would, so the logits are the same floats at any thread count.
+//! Norms, rotary embedding and activation quantization stay on the caller's thread (they are small).
 
 use super::attn::{self, AttnKernel, AttnScratch};
-use super::quant::{self, Acts, MatJob, QK, WType};
-use super::{GgufFile, load_err};
+use super::pool::Pool;
+use super::quant::{self, Acts, Kernel, MatJob, QK, WType};
+use super::{GgufFile, ThreadBudget, load_err};
 use crate::persona::PersonaError;
 use half::f16;
+use std::sync::Mutex;
 
 /// A quantized matrix: `rows` output rows of `cols` inputs, GGUF blocks.
 pub struct QMat {
@@ -97,8 +104,9 @@ struct Scratch {
     g: Vec<f32>,
     u: Vec<f32>,
     acts: Acts,
-    attn: AttnScratch,
     rope: Vec<(f32, f32)>,
+    /// Per compute thread: attention buffers and the f16-rounded query.
+    attn: Vec<Mutex<(AttnScratch, Vec<f32>)>>,
 }
 
 pub struct LlamaModel {
@@ -109,7 +117,8 @@ pub struct LlamaModel {
     layers: Vec<Layer>,
     ctx: usize,
     n_past: usize,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Pool>,
+    budget: ThreadBudget,
     s: Scratch,
     /// Reference mode: f32 activations times dequantized weights (slow; for tests).
     pub reference_f32: bool,
@@ -140,7 +149,13 @@ pub fn supports(g: &GgufFile) -> bool {
 }
 
 impl LlamaModel {
-    pub fn load(g: &mut GgufFile, ctx: usize, threads: usize) -> Result<Self, PersonaError> {
+    /// Load with a pool of `threads` compute threads, of which `budget` says how many to use per step.
+    pub fn load(
+        g: &mut GgufFile,
+        ctx: usize,
+        threads: usize,
+        budget: ThreadBudget,
+    ) -> Result<Self, PersonaError> {
         let md = |k: &str| {
             g.u32_md(&format!("llama.{k}"))
                 .map(|v| v as usize)
@@ -224,16 +239,19 @@ impl LlamaModel {
         }
         let mut cfg = cfg;
         cfg.vocab = output.as_ref().unwrap_or(&tok_embd).rows;
-        let pool = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("idol-llm-{i}"))
-                    .build()
-                    .map_err(|e| PersonaError::Other(format!("thread pool: {e}")))?,
-            )
-        } else {
-            None
+        let pool =
+            if threads > 1 {
+                Some(Pool::new(threads).map_err(|e| {
+                    PersonaError::Other(format!("cannot start compute threads: {e}"))
+                })?)
+            } else {
+                None
+            };
+        let scratch = Scratch {
+            attn: (0..threads.max(1))
+                .map(|_| Mutex::new((AttnScratch::default(), vec![0f32; head_dim])))
+                .collect(),
+            ..Scratch::default()
         };
         Ok(LlamaModel {
             cfg,
@@ -244,7 +262,8 @@ impl LlamaModel {
             ctx,
             n_past: 0,
             pool,
-            s: Scratch::default(),
+            budget,
+            s: scratch,
             reference_f32: false,
         })
     }
@@ -323,15 +342,32 @@ impl LlamaModel {
         s.o.resize(n * d, 0.0);
         s.g.resize(n * c.d_ff, 0.0);
         s.u.resize(n * c.d_ff, 0.0);
-        let pool = self.pool.as_ref();
+        let threads = self.budget.get();
+        let mut pool = Par {
+            pool: self.pool.as_mut(),
+            threads,
+        };
         let rf = self.reference_f32;
         let scale = 1.0 / (hd as f32).sqrt();
+        let group = c.n_head / c.n_kv_head;
         for l in self.layers.iter_mut() {
             rms_norm(&s.x, &l.attn_norm, c.eps, d, &mut s.h);
             s.acts.quantize(&s.h, d);
-            matmul(pool, &l.wq, &s.acts, rf.then_some(&s.h[..]), &mut s.q);
-            matmul(pool, &l.wk, &s.acts, rf.then_some(&s.h[..]), &mut s.k);
-            matmul(pool, &l.wv, &s.acts, rf.then_some(&s.h[..]), &mut s.v);
+            if rf {
+                for (w, out) in [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)] {
+                    matmul_f32(w, &s.h, out);
+                }
+            } else {
+                pool.matmul(
+                    &mut [
+                        (&l.wq, &mut s.q[..]),
+                        (&l.wk, &mut s.k[..]),
+                        (&l.wv, &mut s.v[..]),
+                    ],
+                    &s.acts,
+                    None,
+                );
+            }
             for i in 0..n {
                 let rope = &s.rope[i * half..(i + 1) * half];
                 for hq in s.q[i * dq..(i + 1) * dq].chunks_exact_mut(hd) {
@@ -350,42 +386,63 @@ impl LlamaModel {
                     &mut l.v_cache[pos * dkv..(pos + 1) * dkv],
                 );
             }
-            // attention
-            let kernel = if rf {
-                AttnKernel::Reference
-            } else {
-                AttnKernel::for_batch(n)
-            };
-            let group = c.n_head / c.n_kv_head;
-            let mut qh = vec![0f32; hd];
-            for i in 0..n {
-                let len = self.n_past + i + 1;
-                for h in 0..c.n_head {
-                    let kvh = h / group;
-                    kernel.round_query(&s.q[i * dq + h * hd..i * dq + (h + 1) * hd], &mut qh);
+            // attention, one chunk per (token, head)
+            {
+                let kernel = if rf {
+                    AttnKernel::Reference
+                } else {
+                    AttnKernel::for_batch(n)
+                };
+                let att = Out(s.att.as_mut_ptr(), s.att.len());
+                let (q, kc, vc, attn) = (&s.q, &l.k_cache, &l.v_cache, &s.attn);
+                let n_past = self.n_past;
+                let n_head = c.n_head;
+                pool.run(n * n_head, &|chunk, t| {
+                    let (i, h) = (chunk / n_head, chunk % n_head);
+                    let mut guard = attn[t].lock().unwrap_or_else(|e| e.into_inner());
+                    let (scratch, qh) = &mut *guard;
+                    kernel.round_query(&q[i * dq + h * hd..i * dq + (h + 1) * hd], qh);
+                    // SAFETY: each (token, head) chunk owns its `hd` outputs.
+                    let out = unsafe { att.slice(i * dq + h * hd, hd) };
                     attn::attend(
                         kernel,
-                        &qh,
-                        (&l.k_cache, &l.v_cache),
-                        (dkv, kvh * hd),
-                        len,
+                        qh,
+                        (kc, vc),
+                        (dkv, (h / group) * hd),
+                        n_past + i + 1,
                         scale,
-                        &mut s.attn,
-                        &mut s.att[i * dq + h * hd..i * dq + (h + 1) * hd],
+                        scratch,
+                        out,
                     );
-                }
+                });
             }
             s.acts.quantize(&s.att, dq);
-            matmul(pool, &l.wo, &s.acts, rf.then_some(&s.att[..]), &mut s.o);
+            if rf {
+                matmul_f32(&l.wo, &s.att, &mut s.o);
+            } else {
+                pool.matmul(&mut [(&l.wo, &mut s.o[..])], &s.acts, None);
+            }
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
             // feed-forward
             rms_norm(&s.x, &l.ffn_norm, c.eps, d, &mut s.h);
             s.acts.quantize(&s.h, d);
-            matmul(pool, &l.gate, &s.acts, rf.then_some(&s.h[..]), &mut s.g);
-            matmul(pool, &l.up, &s.acts, rf.then_some(&s.h[..]), &mut s.u);
-            attn::swiglu(&mut s.g, &s.u);
+            if rf {
+                matmul_f32(&l.gate, &s.h, &mut s.g);
+                matmul_f32(&l.up, &s.h, &mut s.u);
+                attn::swiglu(&mut s.g, &s.u);
+            } else {
+                pool.matmul(
+                    &mut [(&l.gate, &mut s.g[..]), (&l.up, &mut s.u[..])],
+                    &s.acts,
+                    Some(c.d_ff),
+                );
+            }
             s.acts.quantize(&s.g, c.d_ff);
-            matmul(pool, &l.down, &s.acts, rf.then_some(&s.g[..]), &mut s.o);
+            if rf {
+                matmul_f32(&l.down, &s.g, &mut s.o);
+            } else {
+                pool.matmul(&mut [(&l.down, &mut s.o[..])], &s.acts, None);
+            }
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
         }
         self.n_past += n;
@@ -394,10 +451,141 @@ impl LlamaModel {
         let mut h = vec![0f32; d];
         rms_norm(last, &self.out_norm, c.eps, d, &mut h);
         let out = self.output.as_ref().unwrap_or(&self.tok_embd);
-        s.acts.quantize(&h, d);
         let mut logits = vec![0f32; out.rows];
-        matmul(pool, out, &s.acts, rf.then_some(&h[..]), &mut logits);
+        if rf {
+            matmul_f32(out, &h, &mut logits);
+        } else {
+            s.acts.quantize(&h, d);
+            pool.matmul(&mut [(out, &mut logits[..])], &s.acts, None);
+        }
         Ok(logits)
+    }
+}
+
+/// An output buffer that the chunks of one job fill in disjoint places.
+#[derive(Clone, Copy)]
+struct Out(*mut f32, usize);
+// SAFETY: every chunk writes a disjoint set of indices (see each use).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// # Safety
+    /// In bounds (checked) and not accessed by another chunk.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        assert!(at + len <= self.1);
+        // SAFETY: in bounds; disjointness is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+/// The compute threads of one forward step.
+struct Par<'a> {
+    pool: Option<&'a mut Pool>,
+    threads: usize,
+}
+
+impl Par<'_> {
+    fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| self.threads.min(p.size()))
+    }
+
+    fn run(&mut self, total: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        let threads = self.threads();
+        match self.pool.as_deref_mut() {
+            Some(p) if threads > 1 => p.run(threads, total, f),
+            _ => (0..total).for_each(|c| f(c, 0)),
+        }
+    }
+
+    /// `out[c * rows + r] = w_r · act_c` for each `(w, out)` of `mats`, all of the same activations, as
+    /// one job split by rows (chunks of a multiple of 4 rows, a few per thread so that a thread that
+    /// falls behind costs little). With `glu = Some(d_ff)`, `mats` is `[gate, up]` and each chunk
+    /// also applies `silu(gate) * up` to its own rows of `gate`.
+    fn matmul(&mut self, mats: &mut [(&QMat, &mut [f32])], acts: &Acts, glu: Option<usize>) {
+        let threads = self.threads();
+        let n = acts.n;
+        for (w, out) in mats.iter() {
+            assert!(out.len() >= n * w.rows && w.cols == acts.nb * QK);
+        }
+        let jobs: Vec<(MatJob, Out, usize)> = mats
+            .iter_mut()
+            .map(|(w, out)| {
+                (
+                    MatJob {
+                        t: w.t,
+                        w: &w.data,
+                        row_bytes: w.row_bytes(),
+                        acts,
+                    },
+                    Out(out.as_mut_ptr(), out.len()),
+                    w.rows,
+                )
+            })
+            .collect();
+        let k = Kernel::best();
+        if let Some(dff) = glu {
+            assert!(jobs.len() == 2 && jobs.iter().all(|j| j.2 == dff));
+            let per = if threads > 1 {
+                dff.div_ceil(4 * threads).next_multiple_of(4)
+            } else {
+                dff
+            };
+            let (g, u) = (jobs[0].1, jobs[1].1);
+            self.run(dff.div_ceil(per), &|chunk, _| {
+                let (r0, r1) = (chunk * per, ((chunk + 1) * per).min(dff));
+                // SAFETY: rows r0..r1 of every activation row belong to this chunk; bounds asserted.
+                unsafe {
+                    jobs[0].0.run_raw(k, r0, r1, g.0.add(r0), dff);
+                    jobs[1].0.run_raw(k, r0, r1, u.0.add(r0), dff);
+                    for c in 0..n {
+                        let gs = g.slice(c * dff + r0, r1 - r0);
+                        attn::swiglu(gs, u.slice(c * dff + r0, r1 - r0));
+                    }
+                }
+            });
+            return;
+        }
+        let total_rows: usize = jobs.iter().map(|j| j.2).sum();
+        let per = if threads > 1 {
+            total_rows.div_ceil(4 * threads).next_multiple_of(4)
+        } else {
+            usize::MAX
+        };
+        // (job, first row, end row) per chunk
+        let mut chunks = Vec::new();
+        for (i, j) in jobs.iter().enumerate() {
+            let mut r = 0;
+            while r < j.2 {
+                let e = r.saturating_add(per).min(j.2);
+                chunks.push((i, r, e));
+                r = e;
+            }
+        }
+        self.run(chunks.len(), &|chunk, _| {
+            let (i, r0, r1) = chunks[chunk];
+            let (job, out, rows) = &jobs[i];
+            // SAFETY: rows r0..r1 of every activation row belong to this chunk; bounds asserted.
+            unsafe { job.run_raw(k, r0, r1, out.0.add(r0), *rows) };
+        });
+    }
+}
+
+/// The reference mode's product: dequantized weights times the f32 rows of `x`.
+fn matmul_f32(w: &QMat, x: &[f32], out: &mut [f32]) {
+    let mut row = vec![0f32; w.cols];
+    let rb = w.row_bytes();
+    let n = x.len() / w.cols;
+    for r in 0..w.rows {
+        quant::dequant_row(w.t, &w.data[r * rb..(r + 1) * rb], &mut row);
+        for c in 0..n {
+            out[c * w.rows + r] = row
+                .iter()
+                .zip(&x[c * w.cols..(c + 1) * w.cols])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
     }
 }
 
@@ -425,71 +613,5 @@ fn apply_rope(x: &mut [f32], rope: &[(f32, f32)]) {
 fn to_f16(x: &[f32], out: &mut [u16]) {
     for (o, v) in out.iter_mut().zip(x) {
         *o = f16::from_f32(*v).to_bits();
-    }
-}
-
-struct SendPtr(*mut f32);
-// SAFETY: every task writes a disjoint set of indices.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-/// `out[c * rows + r] = w_r · act_c` for every activation row `c`; with `x` (reference mode) the
-/// dequantized weights times the f32 rows of `x` instead.
-fn matmul(
-    pool: Option<&rayon::ThreadPool>,
-    w: &QMat,
-    acts: &Acts,
-    x: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    if let Some(x) = x {
-        let mut row = vec![0f32; w.cols];
-        let rb = w.row_bytes();
-        let n = x.len() / w.cols;
-        for r in 0..w.rows {
-            quant::dequant_row(w.t, &w.data[r * rb..(r + 1) * rb], &mut row);
-            for c in 0..n {
-                out[c * w.rows + r] = row
-                    .iter()
-                    .zip(&x[c * w.cols..(c + 1) * w.cols])
-                    .map(|(a, b)| a * b)
-                    .sum();
-            }
-        }
-        return;
-    }
-    let job = MatJob {
-        t: w.t,
-        w: &w.data,
-        row_bytes: w.row_bytes(),
-        acts,
-    };
-    let n_act = acts.n;
-    debug_assert!(out.len() >= n_act * w.rows);
-    match pool {
-        None => job.run(0, w.rows, out, w.rows),
-        Some(pool) => {
-            let tasks = pool.current_num_threads();
-            let per = w.rows.div_ceil(tasks).next_multiple_of(4);
-            let ptr = SendPtr(out.as_mut_ptr());
-            let ptr = &ptr;
-            let job = &job;
-            let rows = w.rows;
-            pool.scope(|sc| {
-                for r0 in (0..rows).step_by(per) {
-                    sc.spawn(move |_| {
-                        let r1 = (r0 + per).min(rows);
-                        let mut tmp = vec![0f32; n_act * (r1 - r0)];
-                        job.run(r0, r1, &mut tmp, r1 - r0);
-                        for c in 0..n_act {
-                            for r in r0..r1 {
-                                // SAFETY: disjoint (c, r) per task, in bounds (checked above).
-                                unsafe { *ptr.0.add(c * rows + r) = tmp[c * (r1 - r0) + r - r0] };
-                            }
-                        }
-                    });
-                }
-            });
-        }
     }
 }

@@ -14,13 +14,16 @@
 //! tokens), evaluates the rest as one batch, then samples token by token, streaming whole UTF-8 characters
 //! and holding back text that may start a stop string.
 //!
-//! Threading: [`LlmEngine`] is `Send` and single-threaded in use; its matrix products run on
-//! `LlmOptions::threads` compute threads (default one, which is fastest on a small machine shared with the
-//! voice). [`LlmWorker`] owns an engine on a dedicated std thread and is the usual way to use it.
+//! Threading: [`LlmEngine`] is `Send` and single-threaded in use; its forward pass runs on
+//! `LlmOptions::threads` compute threads (default one: the voice needs the other core of a small
+//! machine), of which a shared [`ThreadBudget`] says how many each forward step uses (the live runtime
+//! raises it while the voice is idle). [`LlmWorker`] owns an engine on a dedicated std thread and is
+//! the usual way to use it.
 
 pub mod attn;
 mod candle_backend;
 pub mod llama;
+mod pool;
 pub mod quant;
 pub mod sampler;
 pub mod template;
@@ -181,11 +184,67 @@ impl GgufFile {
     }
 }
 
+/// How many compute threads the engine may use from its next forward step on (at least 1, at most
+/// the `LlmOptions::threads` it was loaded with). Shared: clones set and read the same value, so
+/// another thread (the live runtime's voice stage) can lend the engine a core while it is idle and
+/// take it back when it has work; the engine reads it once per forward step.
+///
+/// It carries two standing levels: `busy` (what the engine may use while the rest of the program
+/// needs the cores) and `idle` (while it does not); [`ThreadBudget::others_idle`] switches between
+/// them, [`ThreadBudget::set`] sets any value.
+#[derive(Debug, Clone)]
+pub struct ThreadBudget {
+    now: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    busy: usize,
+    idle: usize,
+}
+
+impl ThreadBudget {
+    /// Always `threads`.
+    pub fn new(threads: usize) -> Self {
+        ThreadBudget::levels(threads, threads)
+    }
+
+    /// `busy` threads while others need the cores, `idle` while they do not; starts at `busy`.
+    pub fn levels(busy: usize, idle: usize) -> Self {
+        ThreadBudget {
+            now: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(busy.max(1))),
+            busy: busy.max(1),
+            idle: idle.max(1),
+        }
+    }
+
+    pub fn set(&self, threads: usize) {
+        self.now
+            .store(threads, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Switch to the `idle` level (the rest of the program does not need the cores now) or back to
+    /// `busy`.
+    pub fn others_idle(&self, idle: bool) {
+        self.set(if idle { self.idle } else { self.busy });
+    }
+
+    /// The current budget (never below 1).
+    pub fn get(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
+    /// The larger level: the threads a pool for this budget needs.
+    pub fn max(&self) -> usize {
+        self.busy.max(self.idle)
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LlmOptions {
-    /// Compute threads for the matrix products (default 1).
+    /// Compute threads the engine starts (default 1; our llama path keeps them in a pool, candle in
+    /// a rayon pool).
     pub threads: usize,
+    /// How many of `threads` to use per forward step (our llama path; candle uses all `threads`).
+    /// `None`: all of them, always. (`threads` is raised to the budget's [`ThreadBudget::max`].)
+    pub budget: Option<ThreadBudget>,
     /// KV cache length in tokens (capped at the model's training context).
     pub ctx: usize,
     /// Force candle-transformers even where our own llama path applies (for comparisons).
@@ -199,6 +258,7 @@ impl Default for LlmOptions {
     fn default() -> Self {
         LlmOptions {
             threads: 1,
+            budget: None,
             ctx: 4096,
             force_candle: false,
             reference_f32: false,
@@ -220,6 +280,7 @@ pub struct LlmEngine {
     template: template::ChatTemplate,
     /// The tokens whose keys and values the cache holds, in order.
     cached: Vec<u32>,
+    budget: ThreadBudget,
 }
 
 /// The local model's own token counter (its GGUF tokenizer and chat template, read from the file's
@@ -286,9 +347,13 @@ impl LlmEngine {
             .map(|v| v as usize)
             .unwrap_or(opts.ctx);
         let ctx = opts.ctx.min(train_ctx).max(16);
-        let threads = opts.threads.max(1);
+        let budget = opts
+            .budget
+            .clone()
+            .unwrap_or_else(|| ThreadBudget::new(opts.threads.max(1)));
+        let threads = opts.threads.max(budget.max()).max(1);
         let backend = if arch == "llama" && !opts.force_candle && llama::supports(&g) {
-            let mut m = llama::LlamaModel::load(&mut g, ctx, threads)?;
+            let mut m = llama::LlamaModel::load(&mut g, ctx, threads, budget.clone())?;
             m.reference_f32 = opts.reference_f32;
             Backend::Fast(Box::new(m))
         } else {
@@ -303,7 +368,13 @@ impl LlmEngine {
             tok,
             template,
             cached: Vec::new(),
+            budget,
         })
+    }
+
+    /// How many compute threads the engine uses per step (shared with whoever holds a clone).
+    pub fn thread_budget(&self) -> &ThreadBudget {
+        &self.budget
     }
 
     pub fn path(&self) -> &Path {
@@ -395,6 +466,29 @@ impl LlmEngine {
         Ok((logits, tokens.len() - start))
     }
 
+    /// [`TextGenerator::prepare`]: evaluate the prompt of `messages` plus a user message up to where
+    /// that message's text begins (less its last token if text after it would merge into it).
+    /// Returns the number of tokens evaluated.
+    pub fn prepare_next(&mut self, messages: &[ChatMessage]) -> Result<usize, PersonaError> {
+        const MARK: &str = "IDOLNEXTUSERMESSAGE";
+        let mut next = messages.to_vec();
+        next.push(ChatMessage::new(crate::persona::Role::User, MARK));
+        let text = self.render(&next)?;
+        let Some(at) = text.find(MARK) else {
+            return Ok(0);
+        };
+        let mut tokens = self.tokenize(&text[..at])?;
+        // keep the last token only where the text after it does not merge into it
+        let probe = self.tokenize(&format!("{}a", &text[..at]))?;
+        if !probe.starts_with(&tokens) {
+            tokens.pop();
+        }
+        if tokens.is_empty() || self.cached.starts_with(&tokens) {
+            return Ok(0);
+        }
+        Ok(self.prefill(&tokens)?.1)
+    }
+
     /// Generate from an already rendered prompt.
     pub fn generate_prompt(
         &mut self,
@@ -480,5 +574,13 @@ impl TextGenerator for LlmEngine {
     ) -> Result<GenOutcome, PersonaError> {
         let prompt = self.render(messages)?;
         self.generate_prompt(&prompt, params, cancel, on_text)
+    }
+
+    fn thread_budget(&self) -> Option<ThreadBudget> {
+        Some(self.budget.clone())
+    }
+
+    fn prepare(&mut self, messages: &[ChatMessage]) -> Result<(), PersonaError> {
+        self.prepare_next(messages).map(|_| ())
     }
 }

@@ -318,12 +318,30 @@ impl MatJob<'_> {
 
     /// `run` with a given kernel (panics if the CPU lacks it).
     pub fn run_with(&self, k: Kernel, r0: usize, r1: usize, out: &mut [f32], out_stride: usize) {
-        assert!(r1 * self.row_bytes <= self.w.len());
-        assert_eq!(self.acts.nb * self.t.block_bytes(), self.row_bytes);
         assert!(self.acts.n == 0 || (self.acts.n - 1) * out_stride + (r1 - r0) <= out.len());
+        // SAFETY: the output bounds were asserted just above.
+        unsafe { self.run_raw(k, r0, r1, out.as_mut_ptr(), out_stride) }
+    }
+
+    /// `run_with` into raw memory, so that threads can fill disjoint rows of one output in place.
+    ///
+    /// # Safety
+    /// `out[c * out_stride + r - r0]` must be valid for writes for every activation row `c` and
+    /// `r0 <= r < r1`, and nothing else may access those elements during the call.
+    pub unsafe fn run_raw(
+        &self,
+        k: Kernel,
+        r0: usize,
+        r1: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        assert!(r0 <= r1 && r1 * self.row_bytes <= self.w.len());
+        assert_eq!(self.acts.nb * self.t.block_bytes(), self.row_bytes);
         assert!(Kernel::available().contains(&k), "{k:?} not available");
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU features were checked; the bounds were asserted above.
+        // SAFETY: the CPU features were checked; the weight bounds were asserted above, the output's
+        // are the caller's promise.
         unsafe {
             match k {
                 Kernel::Scalar => {}
@@ -335,7 +353,8 @@ impl MatJob<'_> {
         for r in r0..r1 {
             let wr = &self.w[r * self.row_bytes..(r + 1) * self.row_bytes];
             for c in 0..self.acts.n {
-                out[c * out_stride + r - r0] = dot_scalar(self.t, wr, self.acts, c);
+                // SAFETY: the caller's promise.
+                unsafe { *out.add(c * out_stride + r - r0) = dot_scalar(self.t, wr, self.acts, c) };
             }
         }
     }
@@ -645,20 +664,24 @@ mod x86 {
     batch_tile!(batch1, 1, [0]);
 
     /// Writes a tile result: `v[i][j]` is weight row `r + i`, activation row `c + j`, skipping padding.
+    ///
+    /// # Safety
+    /// As `MatJob::run_raw`.
     #[inline(always)]
-    fn put<const NR: usize, const NC: usize>(
+    unsafe fn put<const NR: usize, const NC: usize>(
         v: &[[f32; NC]; NR],
         r: usize,
         c: usize,
         n_act: usize,
         r0: usize,
-        out: &mut [f32],
+        out: *mut f32,
         stride: usize,
     ) {
         for (i, row) in v.iter().enumerate() {
             for (j, x) in row.iter().enumerate() {
                 if c + j < n_act {
-                    out[(c + j) * stride + r + i - r0] = *x;
+                    // SAFETY: the caller's promise.
+                    unsafe { *out.wrapping_add((c + j) * stride + r + i - r0) = *x };
                 }
             }
         }
@@ -667,13 +690,7 @@ mod x86 {
     macro_rules! runner {
         ($name:ident, $features:literal, $big:ident, $nbig:literal, $v:literal) => {
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(
-                job: &MatJob,
-                r0: usize,
-                r1: usize,
-                out: &mut [f32],
-                stride: usize,
-            ) {
+            pub unsafe fn $name(job: &MatJob, r0: usize, r1: usize, out: *mut f32, stride: usize) {
                 unsafe {
                     match job.t {
                         WType::Q4_0 => go::<0>(job, r0, r1, out, stride),
@@ -686,7 +703,7 @@ mod x86 {
                     job: &MatJob,
                     r0: usize,
                     r1: usize,
-                    out: &mut [f32],
+                    out: *mut f32,
                     stride: usize,
                 ) {
                     let acts = job.acts;
@@ -695,7 +712,7 @@ mod x86 {
                     let a = acts.data.as_ptr();
                     let gb = acts.group_bytes();
                     // SAFETY (all calls below): rows < r1 and groups < n / g are in bounds (asserted
-                    // by `MatJob::run`).
+                    // by `MatJob::run_raw`), and so are the outputs (its caller's promise).
                     unsafe {
                         if acts.g == 1 {
                             for c in 0..acts.n {
@@ -704,12 +721,12 @@ mod x86 {
                                 while r + 4 <= r1 {
                                     let v = row4::<K, $v>(w.add(r * rb), rb, ac, nb);
                                     for (i, x) in v.iter().enumerate() {
-                                        out[c * stride + r + i - r0] = *x;
+                                        *out.wrapping_add(c * stride + r + i - r0) = *x;
                                     }
                                     r += 4;
                                 }
                                 while r < r1 {
-                                    out[c * stride + r - r0] =
+                                    *out.wrapping_add(c * stride + r - r0) =
                                         row1::<K, $v>(w.add(r * rb), rb, ac, nb)[0];
                                     r += 1;
                                 }

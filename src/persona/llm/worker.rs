@@ -6,7 +6,7 @@
 //! if `on_text` returns `false` or the caller's [`CancelToken`] is set, the worker stops after the current
 //! token. Dropping the handle ends the thread.
 
-use super::{LlmEngine, LlmOptions};
+use super::{LlmEngine, LlmOptions, ThreadBudget};
 use crate::persona::{
     CancelToken, ChatMessage, GenOutcome, GenParams, PersonaError, TextGenerator,
 };
@@ -20,6 +20,8 @@ enum Event {
 }
 
 struct Request {
+    /// Only evaluate ahead ([`TextGenerator::prepare`]); no events.
+    prepare: bool,
     messages: Vec<ChatMessage>,
     params: GenParams,
     cancel: CancelToken,
@@ -31,12 +33,17 @@ pub struct LlmWorker {
     requests: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    budget: ThreadBudget,
 }
 
 impl LlmWorker {
     /// Start the thread and load the model there; returns once the model is loaded (or failed to).
-    pub fn spawn(path: impl AsRef<Path>, opts: LlmOptions) -> Result<Self, PersonaError> {
+    pub fn spawn(path: impl AsRef<Path>, mut opts: LlmOptions) -> Result<Self, PersonaError> {
         let path = path.as_ref().to_path_buf();
+        let budget = opts
+            .budget
+            .get_or_insert_with(|| ThreadBudget::new(opts.threads.max(1)))
+            .clone();
         let (req_tx, req_rx) = bounded::<Request>(4);
         let (ready_tx, ready_rx) = bounded::<Result<(), PersonaError>>(1);
         let p = path.clone();
@@ -57,6 +64,7 @@ impl LlmWorker {
                 requests: Some(req_tx),
                 thread: Some(thread),
                 path,
+                budget,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -71,10 +79,21 @@ impl LlmWorker {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The engine's compute-thread budget (see [`ThreadBudget`]).
+    pub fn budget(&self) -> &ThreadBudget {
+        &self.budget
+    }
 }
 
 fn serve(mut engine: LlmEngine, requests: Receiver<Request>) {
     for r in requests {
+        if r.prepare {
+            if let Err(e) = engine.prepare_next(&r.messages) {
+                log::debug!("llm: evaluating ahead failed: {e}");
+            }
+            continue;
+        }
         let events = r.events.clone();
         let stop = r.stop.clone();
         let mut on_text = |s: &str| -> bool {
@@ -99,6 +118,7 @@ impl TextGenerator for LlmWorker {
         let (ev_tx, ev_rx) = bounded::<Event>(64);
         let stop = CancelToken::new();
         let req = Request {
+            prepare: false,
             messages: messages.to_vec(),
             params: params.clone(),
             cancel: cancel.clone(),
@@ -124,6 +144,27 @@ impl TextGenerator for LlmWorker {
         Err(PersonaError::Generation(
             "the LLM thread stopped mid-generation".into(),
         ))
+    }
+
+    fn thread_budget(&self) -> Option<ThreadBudget> {
+        Some(self.budget.clone())
+    }
+
+    /// Queued on the model's thread; returns at once (the next request waits behind it).
+    fn prepare(&mut self, messages: &[ChatMessage]) -> Result<(), PersonaError> {
+        let (events, _) = bounded::<Event>(1);
+        let req = Request {
+            prepare: true,
+            messages: messages.to_vec(),
+            params: GenParams::default(),
+            cancel: CancelToken::new(),
+            stop: CancelToken::new(),
+            events,
+        };
+        self.requests
+            .as_ref()
+            .and_then(|tx| tx.send(req).ok())
+            .ok_or_else(|| PersonaError::Generation("the LLM thread has stopped".into()))
     }
 }
 
