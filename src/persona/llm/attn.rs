@@ -325,6 +325,16 @@ mod simd {
     use super::{AttnKernel, EXP_C, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E};
     use std::arch::x86_64::*;
 
+    /// `$body` once for each `$j` in 0..8, as constants (registers stay registers at any opt-level).
+    macro_rules! unroll8 {
+        ($j:ident $body:block) => {
+            unroll8!(@ $j $body 0 1 2 3 4 5 6 7)
+        };
+        (@ $j:ident $body:block $($n:literal)*) => {
+            $( { const $j: usize = $n; $body } )*
+        };
+    }
+
     /// The 16-lane sum of `lo` (lanes 0-7) and `hi` (lanes 8-15), as `reduce16`.
     #[inline(always)]
     unsafe fn reduce16(lo: __m256, hi: __m256) -> f32 {
@@ -408,27 +418,39 @@ mod simd {
 
     /// `acc[(t % slots)] += p[t] * v_t` for the rows `v_t = v + t * stride` (f16), in order of `t`
     /// (the first `slots` positions store their product); `acc` holds `slots` rows of `hd` values, `hd`
-    /// a multiple of 8.
+    /// a multiple of 64.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn weighted(p: &[f32], v: *const u16, stride: usize, slots: usize, acc: &mut [f32]) {
         unsafe {
             let hd = acc.len() / slots;
             let ap = acc.as_mut_ptr();
-            for (t, &pt) in p.iter().enumerate() {
-                let a = _mm256_set1_ps(pt);
-                let vr = v.wrapping_add(t * stride);
-                let o = ap.wrapping_add((t % slots) * hd);
-                let mut j = 0;
-                while j < hd {
-                    let oj = o.wrapping_add(j);
-                    let pv = if t < slots {
-                        _mm256_mul_ps(a, load8h(vr.wrapping_add(j)))
-                    } else {
-                        _mm256_fmadd_ps(a, load8h(vr.wrapping_add(j)), _mm256_loadu_ps(oj))
-                    };
-                    _mm256_storeu_ps(oj, pv);
-                    j += 8;
+            // Slot by slot, 64 outputs at a time held in 8 registers: the same products and sums in
+            // the same order as position by position, without reloading the slot from memory.
+            let mut jb = 0;
+            while jb < hd {
+                for s in 0..slots.min(p.len()) {
+                    let mut t = s;
+                    let a = _mm256_set1_ps(p[t]);
+                    let vr = v.wrapping_add(t * stride + jb);
+                    let mut o = [_mm256_setzero_ps(); 8];
+                    unroll8!(J {
+                        o[J] = _mm256_mul_ps(a, load8h(vr.wrapping_add(8 * J)));
+                    });
+                    t += slots;
+                    while t < p.len() {
+                        let a = _mm256_set1_ps(p[t]);
+                        let vr = v.wrapping_add(t * stride + jb);
+                        unroll8!(J {
+                            o[J] = _mm256_fmadd_ps(a, load8h(vr.wrapping_add(8 * J)), o[J]);
+                        });
+                        t += slots;
+                    }
+                    let dst = ap.wrapping_add(s * hd + jb);
+                    unroll8!(J {
+                        _mm256_storeu_ps(dst.wrapping_add(8 * J), o[J]);
+                    });
                 }
+                jb += 64;
             }
         }
     }
