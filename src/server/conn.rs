@@ -189,8 +189,9 @@ fn same(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The close code and reason for a message the WebSocket layer refused (`error`: its text).
-fn refusal(error: &str) -> CloseReason {
+/// The close code and reason for a message the WebSocket layer refused (`error`: its text); `None`
+/// for errors that are not about a message (the connection reset or closed).
+fn refusal(error: &str) -> Option<CloseReason> {
     let lower = error.to_ascii_lowercase();
     let (code, reason) = if lower.contains("too long") || lower.contains("too big") {
         (
@@ -204,14 +205,9 @@ fn refusal(error: &str) -> CloseReason {
     } else if lower.contains("utf-8") || lower.contains("utf8") {
         (1007, "text message is not valid UTF-8".to_string())
     } else {
-        (1002, format!("protocol error: {error}"))
+        return None;
     };
-    // a close reason must fit in a control frame (123 bytes)
-    let mut reason = reason;
-    while reason.len() > 123 {
-        reason.pop();
-    }
-    CloseReason { code, reason }
+    Some(CloseReason { code, reason })
 }
 
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback.
@@ -235,8 +231,11 @@ impl Reader {
                 ),
                 Ok(Message::Close(_)) => break,
                 Err(e) => {
-                    // The socket layer refused a message: say why in the close frame.
-                    self.ctx.hub.close(self.id, refusal(&e.to_string()));
+                    // The socket layer refused a message: say why in the close frame (a connection
+                    // that just went away is not a refusal).
+                    if let Some(reason) = refusal(&e.to_string()) {
+                        self.ctx.hub.close(self.id, reason);
+                    }
                     break;
                 }
                 Ok(_) => {}
