@@ -36,3 +36,16 @@ pub fn idol_in(dir: &std::path::Path) -> std::process::Command {
         .env_remove("RUST_LOG");
     c
 }
+
+/// Pearson correlation of two equally long series (0 when either is constant).
+pub fn pearson(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f32;
+    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt().max(1e-12)
+}

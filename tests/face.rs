@@ -1,7 +1,7 @@
 //! The face solver on real alignments (the praatio fixtures in tests/data) and on controlled
 //! timelines: ranges, stamps, determinism, articulation, expressions, rigs, readers and writers.
 
-use crate::common::{data, idol_in};
+use crate::common::{data, idol_in, pearson};
 use idol::face::read::{self, Format, PhonemeFile};
 use idol::face::{Face, FaceConfig, Frames, Layers, Rig, Segment, canon, rig::BUILTIN, write};
 use idol::speech::{Cue, CueKind, Phoneme, Stress};
@@ -367,25 +367,13 @@ fn expressions_change_brows_and_cheeks_without_freezing_the_mouth() {
             .iter()
             .fold((1.0f32, 0.0f32), |(a, b), &x| (a.min(x), b.max(x)));
         assert!(hi - lo > 0.4, "{emo}: jaw range {lo}..{hi}");
-        let corr = correlation(&jaw, &plain_jaw);
+        let corr = pearson(&jaw, &plain_jaw);
         assert!(corr > 0.9, "{emo}: jaw correlation {corr}");
         let closes = (0..moody.len())
             .filter(|&i| value(&moody, i, "jawOpen") - value(&moody, i, "mouthClose") < 0.02)
             .count();
         assert!(closes >= 3, "{emo}");
     }
-}
-
-fn correlation(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len() as f32;
-    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt()
 }
 
 #[test]

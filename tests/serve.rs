@@ -1,6 +1,7 @@
 //! `idol serve` end to end: the real server on port 0, real WebSocket clients, fake stages (a tone
 //! voice, a jaw-only face, a scripted persona) until the real stages are wired in.
 
+use crate::common::pearson;
 use futures_util::{SinkExt, StreamExt};
 use idol::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
 use idol::perform::{PerformConfig, SimpleSegmenter, Stages};
@@ -95,6 +96,16 @@ async fn send(ws: &mut Ws, v: Value) {
 /// The next ack, error or pong.
 async fn reply(ws: &mut Ws) -> Value {
     reply_keep(ws, &mut vec![]).await
+}
+
+/// The utterance id in the ack of the request sent with `id` (replies before it are skipped).
+async fn utterance_of(ws: &mut Ws, id: &str) -> u64 {
+    loop {
+        let r = reply(ws).await;
+        if r["id"] == id {
+            break r["utterance"].as_u64().unwrap();
+        }
+    }
 }
 
 /// The next ack, error or pong; what came before it is appended to `kept`.
@@ -636,12 +647,7 @@ async fn interrupt_mid_utterance_cuts_audio_and_frames_at_one_sample() {
     ));
     // The session goes on.
     send(&mut ws, json!({"type":"chat","text":"ok","id":"c2"})).await;
-    let next_utt = loop {
-        let r = reply(&mut ws).await;
-        if r["id"] == "c2" {
-            break r["utterance"].as_u64().unwrap();
-        }
-    };
+    let next_utt = utterance_of(&mut ws, "c2").await;
     let u2 = split(&until_done(&mut ws, next_utt).await, next_utt);
     check_sync(&u2, None);
     assert!(u2.audio[0].0 >= cut);
@@ -959,12 +965,7 @@ async fn real_model_and_voice_chat_lines_up_and_an_interrupt_is_remembered_as_he
         json!({"type":"chat","user":"ann","text":"Tell me a long story about the sea.","id":"b"}),
     )
     .await;
-    let utt = loop {
-        let r = reply(&mut ws).await;
-        if r["id"] == "b" {
-            break r["utterance"].as_u64().unwrap();
-        }
-    };
+    let utt = utterance_of(&mut ws, "b").await;
     let mut msgs = vec![];
     let mut sent = 0u64;
     while sent < RATE as u64 / 2 {
@@ -1002,12 +1003,7 @@ async fn real_model_and_voice_chat_lines_up_and_an_interrupt_is_remembered_as_he
         json!({"type":"chat","user":"ann","text":"Sorry, go on.","id":"c"}),
     )
     .await;
-    let utt = loop {
-        let r = reply(&mut ws).await;
-        if r["id"] == "c" {
-            break r["utterance"].as_u64().unwrap();
-        }
-    };
+    let utt = utterance_of(&mut ws, "c").await;
     until_done(&mut ws, utt).await;
     let prompts = seen.lock().clone();
     let last = prompts.last().unwrap();
@@ -1048,18 +1044,6 @@ fn frames_of(msgs: &[In], utt: u64, rig: &str) -> Vec<(u64, Vec<f32>)> {
         }
     }
     out
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len() as f32;
-    let (ma, mb) = (a.iter().sum::<f32>() / n, b.iter().sum::<f32>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt().max(1e-12)
 }
 
 /// Three clients on one real session (model, voice and face solver from the default config), each

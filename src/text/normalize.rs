@@ -24,7 +24,7 @@
 //! brackets are dropped; a free-standing dash becomes `—`. Whitespace is collapsed. The result is
 //! idempotent: normalizing normalized text changes nothing.
 
-use super::numbers::{cardinal, digits, is_year, ordinal, year};
+use super::numbers::{MONTHS, cardinal, digits, is_year, ordinal, year};
 
 /// Normalizes one piece of text (a sentence, a clause or a whole reply).
 pub fn normalize(text: &str) -> String {
@@ -569,21 +569,6 @@ fn ordinal_words(core: &str) -> Option<String> {
     };
     (suf == expect).then(|| ordinal(n))
 }
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
 
 /// Digit groups joined by dashes: an ISO date (`2024-03-15` → *March fifteenth twenty twenty four*),
 /// a range of two short numbers (`10-20` → *ten to twenty*), and anything else, such as a phone

@@ -141,6 +141,22 @@ pub fn digits(s: &str) -> String {
         .join(" ")
 }
 
+/// The months' English names, January first (dates read aloud, `strftime`'s `%B`).
+pub const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,20 +140,7 @@ fn civil(days: i64) -> (i64, u32, u32) {
 
 /// `strftime` for the codes chat templates use (UTC).
 fn strftime_now(fmt: &str) -> String {
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
+    use crate::text::numbers::MONTHS;
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
