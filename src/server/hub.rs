@@ -253,8 +253,7 @@ impl Hub {
     pub fn close(&self, id: u64, reason: CloseReason) {
         let mut clients = self.clients.lock();
         if let Some(i) = clients.iter().position(|s| s.id == id) {
-            let slot = clients.swap_remove(i);
-            self.drop_slot(slot, reason);
+            self.drop_at(&mut clients, i, reason);
         }
     }
 
@@ -281,8 +280,7 @@ impl Hub {
         };
         clients[i].sub = sub;
         if let Err(reason) = self.push(&mut clients[i], reply, Instant::now()) {
-            let slot = clients.swap_remove(i);
-            self.drop_slot(slot, reason);
+            self.drop_at(&mut clients, i, reason);
         }
     }
 
@@ -293,12 +291,13 @@ impl Hub {
             return;
         };
         if let Err(reason) = self.push(&mut clients[i], msg, Instant::now()) {
-            let slot = clients.swap_remove(i);
-            self.drop_slot(slot, reason);
+            self.drop_at(&mut clients, i, reason);
         }
     }
 
-    fn drop_slot(&self, slot: Slot, reason: CloseReason) {
+    /// Remove client `i` and close it with `reason`.
+    fn drop_at(&self, clients: &mut Vec<Slot>, i: usize, reason: CloseReason) {
+        let slot = clients.swap_remove(i);
         log::info!("closing client {}: {}", slot.id, reason.reason);
         self.metrics.clients_dropped.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -361,8 +360,7 @@ impl Hub {
             match res {
                 Ok(()) => i += 1,
                 Err(reason) => {
-                    let slot = clients.swap_remove(i);
-                    self.drop_slot(slot, reason);
+                    self.drop_at(&mut clients, i, reason);
                 }
             }
         }
