@@ -190,6 +190,7 @@ fn main() {
             let mut utt = None;
             let mut first = None;
             let mut spoke = false;
+            let mut first_caption = String::new();
             while let Some(Ok(m)) = ws.next().await {
                 match m {
                     Message::Binary(b) => {
@@ -204,6 +205,12 @@ fn main() {
                         let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                         if v["type"] == "ack" {
                             utt = v["utterance"].as_u64();
+                        }
+                        if v["type"] == "caption"
+                            && first_caption.is_empty()
+                            && v["utterance"].as_u64() == utt
+                        {
+                            first_caption = v["text"].as_str().unwrap_or_default().to_string();
                         }
                         if v["type"] == "state" && v["utterance"].as_u64() == utt && utt.is_some()
                         {
@@ -231,7 +238,7 @@ fn main() {
             }
             let ms = first.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
             println!(
-                "  {:2} {ms:7.0} ms  (llm first token {:6.0}, first clause {:6.0}, voice {:5.0}, first audio {:6.0})  {text:?}",
+                "  {:2} {ms:7.0} ms  (llm first token {:6.0}, first clause {:6.0}, voice {:5.0}, first audio {:6.0})  {text:?} → {first_caption:?}",
                 i + 1,
                 row[0],
                 row[1],

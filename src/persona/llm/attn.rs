@@ -338,8 +338,13 @@ mod simd {
     /// The 16-lane sum of `lo` (lanes 0-7) and `hi` (lanes 8-15), as `reduce16`.
     #[inline(always)]
     unsafe fn reduce16(lo: __m256, hi: __m256) -> f32 {
+        unsafe { reduce8(_mm256_add_ps(lo, hi)) }
+    }
+
+    /// The rest of `reduce16` once lanes `i` and `i + 8` are added.
+    #[inline(always)]
+    unsafe fn reduce8(a: __m256) -> f32 {
         unsafe {
-            let a = _mm256_add_ps(lo, hi);
             let mut r = _mm_add_ps(_mm256_extractf128_ps(a, 1), _mm256_castps256_ps128(a));
             r = _mm_add_ps(r, _mm_movehl_ps(r, r));
             r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -347,14 +352,16 @@ mod simd {
         }
     }
 
+    // Loads go through `lddqu`: the plain `loadu` intrinsics copy through a stack slot with a
+    // pointer check when debug assertions are on (the dev profile), several times slower.
     #[inline(always)]
     unsafe fn load8h(p: *const u16) -> __m256 {
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+        unsafe { _mm256_cvtph_ps(_mm_lddqu_si128(p as *const __m128i)) }
     }
 
     #[inline(always)]
     unsafe fn load8(p: *const f32) -> __m256 {
-        unsafe { _mm256_loadu_ps(p) }
+        unsafe { _mm256_castsi256_ps(_mm256_lddqu_si256(p as *const __m256i)) }
     }
 
     /// `scores[t] = q · k_t` for the rows `k_t = k + t * stride`; `q.len()` a multiple of 64.
@@ -368,50 +375,158 @@ mod simd {
         scores: &mut [f32],
     ) {
         unsafe {
+            let single = kernel != AttnKernel::Batch;
+            match q.len() {
+                64 => scores_n::<8>(single, q, k, stride, scale, scores),
+                128 => scores_n::<16>(single, q, k, stride, scale, scores),
+                256 => scores_n::<32>(single, q, k, stride, scale, scores),
+                _ => scores_any(single, q, k, stride, scale, scores),
+            }
+        }
+    }
+
+    /// One score before its horizontal sum, as 8 lanes (lane `i` + lane `i + 8` of the kernel's 16
+    /// already added): `B` blocks of 8 elements, `q` in registers.
+    #[inline(always)]
+    unsafe fn row_lanes<const B: usize>(single: bool, q: &[__m256; B], kr: *const u16) -> __m256 {
+        unsafe {
+            if single {
+                // four 16-lane accumulators over 64-element steps: (a0,a1), (a2,a3), (a4,a5), (a6,a7)
+                let mut a = [_mm256_setzero_ps(); 8];
+                let mut j = 0;
+                while j < B {
+                    unroll8!(M {
+                        a[M] = _mm256_fmadd_ps(q[j + M], load8h(kr.wrapping_add(8 * (j + M))), a[M]);
+                    });
+                    j += 8;
+                }
+                let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+                let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+                _mm256_add_ps(lo, hi)
+            } else {
+                // one 16-lane accumulator: lanes 0-7 in `lo`, 8-15 in `hi`
+                let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let mut j = 0;
+                while j < B {
+                    lo = _mm256_fmadd_ps(q[j], load8h(kr.wrapping_add(8 * j)), lo);
+                    hi = _mm256_fmadd_ps(q[j + 1], load8h(kr.wrapping_add(8 * (j + 1))), hi);
+                    j += 2;
+                }
+                _mm256_add_ps(lo, hi)
+            }
+        }
+    }
+
+    /// The rest of [`reduce16`] for eight rows at once: `a[p]` holds row `p`'s 8 lanes; returns
+    /// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))` of each row, rows in lane order (the same
+    /// additions as the one-row sum, transposed).
+    #[inline(always)]
+    unsafe fn reduce8x8(a: &[__m256; 8]) -> __m256 {
+        unsafe {
+            // c[k] = [l_i + l_{i+4} of row k | of row k + 4]
+            let c: [__m256; 4] = std::array::from_fn(|k| {
+                _mm256_add_ps(
+                    _mm256_permute2f128_ps::<0x20>(a[k], a[k + 4]),
+                    _mm256_permute2f128_ps::<0x31>(a[k], a[k + 4]),
+                )
+            });
+            // g: [r0 + r2, r1 + r3] of rows 0, 1 | 4, 5; h: of rows 2, 3 | 6, 7
+            let g = _mm256_add_ps(
+                _mm256_shuffle_ps::<0x44>(c[0], c[1]),
+                _mm256_shuffle_ps::<0xEE>(c[0], c[1]),
+            );
+            let h = _mm256_add_ps(
+                _mm256_shuffle_ps::<0x44>(c[2], c[3]),
+                _mm256_shuffle_ps::<0xEE>(c[2], c[3]),
+            );
+            _mm256_add_ps(
+                _mm256_shuffle_ps::<0x88>(g, h),
+                _mm256_shuffle_ps::<0xDD>(g, h),
+            )
+        }
+    }
+
+    /// [`scores`] for `q.len() == 8 * B`: the query held in registers, eight rows per step.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_n<const B: usize>(
+        single: bool,
+        q: &[f32],
+        k: *const u16,
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        unsafe {
+            let qv: [__m256; B] = std::array::from_fn(|j| load8(q.as_ptr().add(8 * j)));
+            let sv = _mm256_set1_ps(scale);
+            let n = scores.len();
+            let mut t = 0;
+            while t + 8 <= n {
+                let mut a = [_mm256_setzero_ps(); 8];
+                unroll8!(P {
+                    a[P] = row_lanes::<B>(single, &qv, k.wrapping_add((t + P) * stride));
+                });
+                _mm256_storeu_ps(scores.as_mut_ptr().add(t), _mm256_mul_ps(reduce8x8(&a), sv));
+                t += 8;
+            }
+            while t < n {
+                let a = row_lanes::<B>(single, &qv, k.wrapping_add(t * stride));
+                scores[t] = reduce8(a) * scale;
+                t += 1;
+            }
+        }
+    }
+
+    /// [`scores`] for other multiples of 64.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_any(
+        single: bool,
+        q: &[f32],
+        k: *const u16,
+        stride: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        unsafe {
             let hd = q.len();
             let qp = q.as_ptr();
             for (t, s) in scores.iter_mut().enumerate() {
                 let kr = k.wrapping_add(t * stride);
-                *s = match kernel {
-                    AttnKernel::Batch => {
-                        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                        let mut j = 0;
-                        while j < hd {
-                            lo = _mm256_fmadd_ps(
-                                load8(qp.wrapping_add(j)),
-                                load8h(kr.wrapping_add(j)),
-                                lo,
+                let a = if single {
+                    let mut a = [_mm256_setzero_ps(); 8];
+                    let mut j = 0;
+                    while j < hd {
+                        unroll8!(M {
+                            a[M] = _mm256_fmadd_ps(
+                                load8(qp.wrapping_add(j + 8 * M)),
+                                load8h(kr.wrapping_add(j + 8 * M)),
+                                a[M],
                             );
-                            hi = _mm256_fmadd_ps(
-                                load8(qp.wrapping_add(j + 8)),
-                                load8h(kr.wrapping_add(j + 8)),
-                                hi,
-                            );
-                            j += 16;
-                        }
-                        reduce16(lo, hi) * scale
+                        });
+                        j += 64;
                     }
-                    AttnKernel::Single | AttnKernel::Reference => {
-                        let mut a = [_mm256_setzero_ps(); 8];
-                        let mut j = 0;
-                        while j < hd {
-                            for (m, a) in a.iter_mut().enumerate() {
-                                *a = _mm256_fmadd_ps(
-                                    load8(qp.wrapping_add(j + 8 * m)),
-                                    load8h(kr.wrapping_add(j + 8 * m)),
-                                    *a,
-                                );
-                            }
-                            j += 64;
-                        }
-                        // accumulators 0..3 are (a0,a1), (a2,a3), (a4,a5), (a6,a7)
-                        let lo =
-                            _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-                        let hi =
-                            _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-                        reduce16(lo, hi) * scale
+                    let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+                    let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+                    _mm256_add_ps(lo, hi)
+                } else {
+                    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                    let mut j = 0;
+                    while j < hd {
+                        lo = _mm256_fmadd_ps(
+                            load8(qp.wrapping_add(j)),
+                            load8h(kr.wrapping_add(j)),
+                            lo,
+                        );
+                        hi = _mm256_fmadd_ps(
+                            load8(qp.wrapping_add(j + 8)),
+                            load8h(kr.wrapping_add(j + 8)),
+                            hi,
+                        );
+                        j += 16;
                     }
+                    _mm256_add_ps(lo, hi)
                 };
+                *s = reduce8(a) * scale;
             }
         }
     }
@@ -665,7 +780,13 @@ mod tests {
     /// The SIMD attention kernels give the scalar kernels' floats, for both llama.cpp kernels.
     #[test]
     fn attend_simd_equals_scalar_bit_for_bit() {
-        let (hd, stride, len) = (64, 192, 300);
+        for hd in [64, 128, 192, 256] {
+            attend_simd_equals_scalar(hd);
+        }
+    }
+
+    fn attend_simd_equals_scalar(hd: usize) {
+        let (stride, len) = (3 * hd, 300);
         let mut seed = 11u64;
         let mut r = || {
             seed = seed
@@ -681,14 +802,14 @@ mod tests {
             .collect();
         let q: Vec<f32> = (0..hd).map(|_| f16::from_f32(r() * 4.0).to_f32()).collect();
         for kernel in [AttnKernel::Batch, AttnKernel::Single] {
-            for n in [1, 5, 64, 65, 300] {
+            for n in [1, 5, 8, 13, 64, 65, 300] {
                 let mut sc = AttnScratch::default();
                 let mut out = vec![0f32; hd];
                 attend(
                     kernel,
                     &q,
                     (&k, &v),
-                    (stride, 64),
+                    (stride, hd),
                     n,
                     0.125,
                     &mut sc,
@@ -696,7 +817,7 @@ mod tests {
                 );
                 // scalar reference
                 let mut scores: Vec<f32> = (0..n)
-                    .map(|t| dot_f16(kernel, &q, &k[t * stride + 64..t * stride + 128]) * 0.125)
+                    .map(|t| dot_f16(kernel, &q, &k[t * stride + hd..t * stride + 2 * hd]) * 0.125)
                     .collect();
                 let mx = scores.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
                 let mut total = 0f64;
@@ -717,10 +838,14 @@ mod tests {
                 for (j, o) in out.iter().enumerate() {
                     let mut s = vec![0f32; slots];
                     for (t, pt) in p.iter().enumerate() {
-                        let vv = f16::from_bits(v[t * stride + 64 + j]).to_f32();
+                        let vv = f16::from_bits(v[t * stride + hd + j]).to_f32();
                         s[t % slots] = pt.mul_add(vv, s[t % slots]);
                     }
-                    assert_eq!(o.to_bits(), fold(&s).to_bits(), "{kernel:?} n={n} j={j}");
+                    assert_eq!(
+                        o.to_bits(),
+                        fold(&s).to_bits(),
+                        "{kernel:?} hd={hd} n={n} j={j}"
+                    );
                 }
             }
         }
