@@ -3,7 +3,7 @@
 //! `/work/shared/anchors/piper_bench.py` (env `IDOL_ANCHORS`, python from `IDOL_ANCHORS_PY`, default
 //! `~/.cache/idol-anchors/venv/bin/python`). Prints medians and ratios as a markdown table.
 //!
-//! `cargo bench --bench tts [-- --runs N]`
+//! `cargo bench --bench tts [-- --runs N] [--heads-only | --interleaved-only]`
 //!
 //! Measured for idol: time to first audio of a 6-word first clause when the whole clause is decoded at
 //! once and when it is decoded in chunks (`synthesize_chunked`), both including phonemization (the
@@ -137,6 +137,10 @@ fn main() {
     for (_, t) in &sents {
         voice.synthesize(t).expect("synthesize");
     }
+    if args.iter().any(|a| a == "--heads-only") {
+        head_by_length(&home, phonemizer.clone(), &mut voice, runs);
+        return;
+    }
     if args.iter().any(|a| a == "--interleaved-only") {
         interleaved(&anchors, &home, &mut voice, &sents, runs);
         return;
@@ -224,7 +228,93 @@ fn main() {
         ttfa_tokens / pt
     );
     println!("| built-in phonemizer (ms) | {:.1} | | |", idol.3);
+    head_by_length(&home, phonemizer.clone(), &mut voice, runs);
     interleaved(&anchors, &home, &mut voice, &sents, runs);
+}
+
+/// First clauses of growing length, spoken head first (what the live runtime does with a reply's
+/// first clause): time to the head's audio, wall and the synthesis thread's CPU (one intra-op thread
+/// runs on the calling thread), with the flow run span by span (default) and whole (the flow in the
+/// front), in the same run, alternating.
+fn head_by_length(
+    home: &Home,
+    phonemizer: Arc<EnglishPhonemizer>,
+    voice: &mut PiperVoice,
+    runs: usize,
+) {
+    const CLAUSES: [&str; 4] = [
+        "Oh my gosh,",
+        "I have got a ton of amazing music in there.",
+        "That would be my favourite song from the summer tour, the one we sang together,",
+        "I have been playing these games since the very early days of video games, back when the whole family crowded around one little television,",
+    ];
+    let mut whole_flow = PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        phonemizer,
+        &VoiceOptions {
+            split_flow: false,
+            ..VoiceOptions::default()
+        },
+    )
+    .expect("load the voice");
+    println!(
+        "\nfirst audio of a first clause spoken head first (16-frame head), by clause length; medians of {runs}:\n"
+    );
+    println!(
+        "| clause words | frames | flow span by span: wall / CPU ms | flow whole: wall / CPU ms | CPU ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    for text in CLAUSES {
+        whole_flow.synthesize(text).expect("warm up");
+        voice.synthesize(text).expect("warm up");
+        let head = |v: &mut PiperVoice| -> (f64, f64, usize) {
+            let (t0, c0) = (Instant::now(), thread_cpu());
+            let mut at = None;
+            let rest = v
+                .synthesize_head_first(text, StreamOptions::default(), &mut |h, plan| {
+                    at = Some((
+                        t0.elapsed().as_secs_f64() * 1e3,
+                        (thread_cpu() - c0) * 1e3,
+                        (h.pcm.len() + plan.pcm.len()) / 256,
+                    ));
+                    let _ = h;
+                })
+                .expect("synthesize");
+            at.unwrap_or((f64::NAN, f64::NAN, rest.pcm.len() / 256))
+        };
+        let (mut split, mut whole) = ((vec![], vec![]), (vec![], vec![]));
+        let mut frames = 0;
+        for r in 0..runs {
+            let order = if r % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for s in order {
+                let (w, c, f) = if s {
+                    head(voice)
+                } else {
+                    head(&mut whole_flow)
+                };
+                frames = f;
+                let d = if s { &mut split } else { &mut whole };
+                d.0.push(w);
+                d.1.push(c);
+            }
+        }
+        let (sw, sc, ww, wc) = (
+            median(split.0),
+            median(split.1),
+            median(whole.0),
+            median(whole.1),
+        );
+        println!(
+            "| {} | {frames} | {sw:.1} / {sc:.1} | {ww:.1} / {wc:.1} | {:.2}x |",
+            text.split_whitespace().count(),
+            sc / wc
+        );
+    }
 }
 
 /// CPU time of the calling thread, in seconds.

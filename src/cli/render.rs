@@ -92,6 +92,7 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
             .or(vc.speaker.as_deref())
             .map(|s| s.parse::<Speaker>().expect("infallible")),
         seed: seed.unwrap_or(vc.seed),
+        ..VoiceOptions::default()
     };
     let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
     let voice = PiperVoice::load(

@@ -185,6 +185,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             .or(vc.speaker.as_deref())
             .map(|s| s.parse::<Speaker>().expect("infallible")),
         seed,
+        ..VoiceOptions::default()
     };
     let phonemizer: Arc<dyn Phonemize> = if args.espeak {
         Arc::new(idol::phonemize::EspeakPhonemizer::new("en-us")?)

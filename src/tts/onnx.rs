@@ -580,21 +580,157 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// A Piper graph cut in two at the vocoder: the front (text encoder, durations, flow) outputs the latent
-/// frames; the decoder (HiFi-GAN) turns any span of latent frames into audio, so it can run on chunks.
+/// A Piper graph cut at the vocoder, and where it can be, also at the flow: the front (text encoder,
+/// durations, and the flow unless it is cut out) outputs the latent frames, or the flow's input; the
+/// flow turns any span of its input into latent frames; the decoder (HiFi-GAN) turns any span of latent
+/// frames into audio. Both are convolutional along the frames, so they can run on chunks with context.
 #[derive(Debug, Clone)]
 pub struct DecoderSplit {
     pub front: Vec<u8>,
     pub decoder: Vec<u8>,
-    /// The latent tensor `[1, C, frames]` between the two.
+    /// The latent tensor `[1, C, frames]` the decoder takes.
     pub latent: String,
     /// Graph inputs the decoder also takes (a multi-speaker voice's `sid`).
     pub cond: Vec<String>,
+    /// The flow on its own, when it could be cut out; the front then outputs its inputs.
+    pub flow: Option<FlowSplit>,
+}
+
+/// The flow cut out of a Piper front: `prior` `[1, C, frames]` (the noised prior, expanded to frames)
+/// and `mask` `[1, 1, frames]` in, the latent out.
+#[derive(Debug, Clone)]
+pub struct FlowSplit {
+    pub graph: Vec<u8>,
+    pub prior: String,
+    pub mask: String,
+    /// How many frames either side of an output frame can change it: the sum of the convolutions'
+    /// leading pads (every convolution of the flow in series bounds its receptive field). A span
+    /// computed with this much context on each side equals the whole-clause flow there.
+    pub reach: usize,
+}
+
+/// The integers of a node's attribute `name` (AttributeProto: name = 1, ints = 8, packed or not).
+fn attr_ints(node: &Node<'_>, name: &str) -> Result<Vec<i64>, OnnxError> {
+    let nf = fields(node.raw)?;
+    let node_fields = match nf.first() {
+        // `raw` is the whole field (key + length + payload): its one field's payload is the node
+        Some(f) if nf.len() == 1 => fields(f.payload)?,
+        _ => return Err(OnnxError::Malformed("node field")),
+    };
+    for af in node_fields
+        .iter()
+        .filter(|f| f.number == 5 && f.wire == WIRE_LEN)
+    {
+        let attr = fields(af.payload)?;
+        if !attr
+            .iter()
+            .any(|f| f.number == 1 && f.wire == WIRE_LEN && f.payload == name.as_bytes())
+        {
+            continue;
+        }
+        let mut out = Vec::new();
+        for f in attr.iter().filter(|f| f.number == 8) {
+            match f.wire {
+                WIRE_VARINT => out.push(read_varint(f.payload, &mut 0)? as i64),
+                WIRE_LEN => {
+                    let mut pos = 0;
+                    while pos < f.payload.len() {
+                        out.push(read_varint(f.payload, &mut pos)? as i64);
+                    }
+                }
+                _ => return Err(OnnxError::Malformed("attribute ints")),
+            }
+        }
+        return Ok(out);
+    }
+    Ok(Vec::new())
+}
+
+/// The flow's inputs: the region of nodes named `/flow/...` (plus unnamed nodes fed only from it) takes
+/// exactly two tensors from outside, the prior and the frame mask, and the latent is `flow(prior) *
+/// mask`. `None` for any other structure (e.g. a multi-speaker flow conditioned on the speaker).
+fn flow_inputs<'a>(g: &Graph<'a>, latent: &str) -> Option<(&'a str, &'a str)> {
+    let n = g.nodes.len();
+    let mut region: Vec<bool> = g
+        .nodes
+        .iter()
+        .map(|(_, node)| node.name.starts_with("/flow/"))
+        .collect();
+    if !region.iter().any(|r| *r) {
+        return None;
+    }
+    let produced_in = |region: &[bool], t: &str| g.producer.get(t).is_some_and(|&i| region[i]);
+    // grow: nodes whose every computed input comes from the region
+    loop {
+        let mut grew = false;
+        for i in 0..n {
+            if region[i] {
+                continue;
+            }
+            let node = &g.nodes[i].1;
+            let mut fed = false;
+            let mut only = true;
+            for t in node.inputs.iter().filter(|t| !t.is_empty()) {
+                if g.initializers.contains_key(t) {
+                    continue;
+                }
+                if produced_in(&region, t) {
+                    fed = true;
+                } else {
+                    only = false;
+                }
+            }
+            if fed && only && node.outputs.iter().all(|o| *o != latent) {
+                region[i] = true;
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let mut outside: Vec<&'a str> = Vec::new();
+    for (i, (_, node)) in g.nodes.iter().enumerate() {
+        if !region[i] {
+            continue;
+        }
+        for t in &node.inputs {
+            if t.is_empty() || g.initializers.contains_key(t) || produced_in(&region, t) {
+                continue;
+            }
+            if !outside.contains(t) {
+                outside.push(t);
+            }
+        }
+    }
+    if outside.len() != 2 {
+        return None;
+    }
+    // latent = Mul(flow output, mask)
+    let mul = &g.nodes[*g.producer.get(latent)?].1;
+    if mul.op != "Mul" || mul.inputs.len() != 2 {
+        return None;
+    }
+    let (a, b) = (mul.inputs[0], mul.inputs[1]);
+    let mask = if outside.contains(&b) && produced_in(&region, a) {
+        b
+    } else if outside.contains(&a) && produced_in(&region, b) {
+        a
+    } else {
+        return None;
+    };
+    let prior = *outside.iter().find(|t| **t != mask)?;
+    Some((prior, mask))
 }
 
 /// Cut an edited Piper model (see [`edit_piper_graph`]) at its decoder's input: the input of the
 /// decoder's first convolution (`/dec/conv_pre`), i.e. the masked, flowed latent.
-pub fn split_decoder(model: &[u8], edits: &PiperGraphEdits) -> Result<DecoderSplit, OnnxError> {
+/// With `cut_flow`, the flow is cut out too where [`flow_inputs`] finds it.
+pub fn split_decoder(
+    model: &[u8],
+    edits: &PiperGraphEdits,
+    cut_flow: bool,
+) -> Result<DecoderSplit, OnnxError> {
     let g = Graph::parse(model)?;
     let conv_pre = g
         .nodes
@@ -619,8 +755,38 @@ pub fn split_decoder(model: &[u8], edits: &PiperGraphEdits) -> Result<DecoderSpl
     let mut dec_inputs = vec![latent];
     dec_inputs.extend(cond.iter().copied());
     let decoder = g.extract(&dec_inputs, &[(audio, ELEM_FLOAT)])?;
-    let mut front_outputs: Vec<(&str, u64)> =
-        vec![(latent, ELEM_FLOAT), (&edits.durations, ELEM_FLOAT)];
+    // The flow, when it takes nothing but the prior and the mask.
+    let found = if cut_flow {
+        flow_inputs(&g, latent)
+    } else {
+        None
+    };
+    let flow = found.and_then(|(prior, mask)| {
+        let (_, leaves) = g.cone(&[latent], &[prior, mask]);
+        if leaves.iter().any(|l| *l != prior && *l != mask) {
+            return None;
+        }
+        let (keep, _) = g.cone(&[latent], &[prior, mask]);
+        let mut reach = 0usize;
+        for (i, (_, node)) in g.nodes.iter().enumerate() {
+            if keep[i] && node.op == "Conv" {
+                let pads = attr_ints(node, "pads").ok()?;
+                reach += usize::try_from(pads.first().copied().unwrap_or(0)).ok()?;
+            }
+        }
+        let graph = g.extract(&[prior, mask], &[(latent, ELEM_FLOAT)]).ok()?;
+        Some(FlowSplit {
+            graph,
+            prior: prior.to_string(),
+            mask: mask.to_string(),
+            reach,
+        })
+    });
+    let mut front_outputs: Vec<(&str, u64)> = match &flow {
+        Some(f) => vec![(&f.prior, ELEM_FLOAT), (&f.mask, ELEM_FLOAT)],
+        None => vec![(latent, ELEM_FLOAT)],
+    };
+    front_outputs.push((&edits.durations, ELEM_FLOAT));
     for s in &edits.noise_shapes {
         front_outputs.push((s, ELEM_INT64));
     }
@@ -630,6 +796,7 @@ pub fn split_decoder(model: &[u8], edits: &PiperGraphEdits) -> Result<DecoderSpl
         decoder,
         latent: latent.to_string(),
         cond: cond.iter().map(|s| s.to_string()).collect(),
+        flow,
     })
 }
 

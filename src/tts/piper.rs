@@ -122,6 +122,10 @@ pub struct VoiceOptions {
     pub noise_w: Option<f32>,
     pub speaker: Option<Speaker>,
     pub seed: u64,
+    /// Run the flow span by span where the graph allows (default): a first chunk then costs the same
+    /// for any clause length. `false` keeps the flow in the front (whole clause at once); the audio is
+    /// the same either way (for comparisons, see `benches/tts.rs`).
+    pub split_flow: bool,
 }
 
 impl Default for VoiceOptions {
@@ -133,6 +137,7 @@ impl Default for VoiceOptions {
             noise_w: None,
             speaker: None,
             seed: 0,
+            split_flow: true,
         }
     }
 }
@@ -320,12 +325,21 @@ impl PiperVoice {
                 .map_err(|e| fail(e.to_string()))?;
             b.commit_from_memory(bytes).map_err(|e| fail(e.to_string()))
         };
-        let sessions = match split_decoder(&edited, &edits) {
+        let sessions = match split_decoder(&edited, &edits, options.split_flow) {
             Ok(split) => Sessions::Split {
                 front: session(&split.front)?,
                 decoder: session(&split.decoder)?,
                 latent: split.latent,
                 cond: split.cond,
+                flow: match split.flow {
+                    Some(f) => Some(FlowSession {
+                        session: session(&f.graph)?,
+                        prior: f.prior,
+                        mask: f.mask,
+                        reach: f.reach,
+                    }),
+                    None => None,
+                },
             },
             Err(e) => {
                 log::info!(
@@ -387,14 +401,15 @@ impl PiperVoice {
             let n = enc.ids.len() as i64;
             let big: Vec<(usize, usize)> =
                 self.edits.noise_inputs.iter().map(|_| (512, 512)).collect();
-            let front = self.run_front(
+            let mut front = self.run_front(
                 &enc.ids,
                 &big,
                 &mut ChaCha8Rng::seed_from_u64(0),
                 [0.0, 1.0, 0.0],
             )?;
             let frames: u64 = front.frames.iter().sum();
-            let pcm = self.decode(&front, 0, front.total_frames(), 0)?;
+            let total = front.total_frames();
+            let pcm = self.decode(&mut front, 0, total, 0)?;
             if frames == 0 || !(pcm.len() as u64).is_multiple_of(frames) {
                 return Err(TtsError::Runtime(format!(
                     "the audio ({} samples) is not a whole number of duration frames ({frames})",
@@ -488,9 +503,18 @@ impl PiperVoice {
         let inputs = self.common_inputs(ids, noise_dims, rng, scales)?;
         let durations = self.edits.durations.clone();
         let shapes = self.edits.noise_shapes.clone();
-        let (session, latent_name) = match &mut self.sessions {
-            Sessions::Whole(s) => (s, None),
-            Sessions::Split { front, latent, .. } => (front, Some(latent.clone())),
+        let (session, latent_name, lazy) = match &mut self.sessions {
+            Sessions::Whole(s) => (s, None, false),
+            Sessions::Split {
+                front,
+                latent,
+                flow,
+                ..
+            } => match flow {
+                // the front ends at the flow's input: the latent is made span by span in `decode`
+                Some(f) => (front, Some(f.prior.clone()), true),
+                None => (front, Some(latent.clone()), false),
+            },
         };
         let outputs = session.run(inputs).map_err(rt)?;
         let frames = outputs[durations.as_str()]
@@ -525,10 +549,23 @@ impl PiperVoice {
                         shape.len()
                     )));
                 };
-                FrontBody::Latent {
-                    data: data.to_vec(),
-                    channels: c as usize,
-                    frames: t as usize,
+                let (c, t) = (c as usize, t as usize);
+                if lazy {
+                    FrontBody::Latent {
+                        data: vec![0.0; c * t],
+                        channels: c,
+                        frames: t,
+                        prior: Some(data.to_vec()),
+                        valid: (0, 0),
+                    }
+                } else {
+                    FrontBody::Latent {
+                        data: data.to_vec(),
+                        channels: c,
+                        frames: t,
+                        prior: None,
+                        valid: (0, t),
+                    }
                 }
             }
         };
@@ -543,11 +580,18 @@ impl PiperVoice {
     /// chunk's edges sound as they do inside a whole-clause decode) and trimmed to the span.
     fn decode(
         &mut self,
-        front: &Front,
+        front: &mut Front,
         from: usize,
         to: usize,
         context: usize,
     ) -> Result<Vec<f32>, TtsError> {
+        if let FrontBody::Latent { frames, valid, .. } = &front.body {
+            let to = to.min(*frames);
+            let (start, end) = (from.saturating_sub(context), (to + context).min(*frames));
+            if from < to && (start < valid.0 || end > valid.1) {
+                self.flow_span(front, start, end)?;
+            }
+        }
         let sid = self.sid.unwrap_or(0);
         let hop = self.hop.max(1) as usize;
         match (&front.body, &mut self.sessions) {
@@ -564,6 +608,7 @@ impl PiperVoice {
                     data,
                     channels,
                     frames,
+                    ..
                 },
                 Sessions::Split {
                     decoder,
@@ -618,6 +663,67 @@ impl PiperVoice {
                 "latent from a whole-graph session".into(),
             )),
         }
+    }
+
+    /// Run the flow so the latent frames `start..end` are known: with the flow's reach of context on
+    /// either side (its output there equals the whole-clause flow's). A span from the clause start (a
+    /// first chunk) gets just what it needs; any later span gets everything to the clause's end at
+    /// once, so a clause runs the flow at most twice.
+    fn flow_span(&mut self, front: &mut Front, start: usize, end: usize) -> Result<(), TtsError> {
+        let FrontBody::Latent {
+            data,
+            channels,
+            frames,
+            prior: Some(prior),
+            valid,
+        } = &mut front.body
+        else {
+            return Ok(());
+        };
+        let Sessions::Split {
+            flow: Some(flow), ..
+        } = &mut self.sessions
+        else {
+            return Err(TtsError::Runtime(
+                "the voice has no flow session for a flow input".into(),
+            ));
+        };
+        let (c, t, reach) = (*channels, *frames, flow.reach);
+        let a = start.saturating_sub(reach);
+        let b = if start == 0 { (end + reach).min(t) } else { t };
+        let w = b - a;
+        let mut window = Vec::with_capacity(c * w);
+        for ch in 0..c {
+            window.extend_from_slice(&prior[ch * t + a..ch * t + b]);
+        }
+        let inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
+            (
+                flow.prior.clone(),
+                Tensor::from_array(([1usize, c, w], window))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                flow.mask.clone(),
+                Tensor::from_array(([1usize, 1, w], vec![1f32; w]))
+                    .map_err(rt)?
+                    .into(),
+            ),
+        ];
+        let outputs = flow.session.run(inputs).map_err(rt)?;
+        let (shape, z) = outputs[0].try_extract_tensor::<f32>().map_err(rt)?;
+        if shape.len() != 3 || shape[1] as usize != c || shape[2] as usize != w {
+            return Err(TtsError::Runtime(format!(
+                "the flow gave a latent of shape {shape:?} for [1, {c}, {w}]"
+            )));
+        }
+        let lo = if a == 0 { 0 } else { a + reach };
+        let hi = if b == t { t } else { b - reach };
+        for ch in 0..c {
+            data[ch * t + lo..ch * t + hi].copy_from_slice(&z[ch * w + lo - a..ch * w + hi - a]);
+        }
+        *valid = (lo, hi);
+        Ok(())
     }
 
     /// Synthesize already phonemized tokens.
@@ -710,7 +816,7 @@ impl PiperVoice {
         self.clause += 1;
         // Frames per id, upper bound: speech runs at 3-5 frames per id at length scale 1.
         let mut per_id = (12.0 * self.scales[1].max(0.1)).ceil() as usize;
-        let front = loop {
+        let mut front = loop {
             let dims: Vec<(usize, usize)> = self
                 .noise
                 .iter()
@@ -731,7 +837,7 @@ impl PiperVoice {
         let total = front.total_frames();
         let mut head: Option<usize> = None;
         let pcm = match &mut stream {
-            None => self.decode(&front, 0, total, 0)?,
+            None => self.decode(&mut front, 0, total, 0)?,
             Some((opts, on_audio)) => {
                 let mut pcm = Vec::with_capacity(total * self.hop as usize);
                 let mut from = 0;
@@ -744,7 +850,7 @@ impl PiperVoice {
                     } else {
                         to
                     };
-                    let chunk = self.decode(&front, from, to, opts.context_frames)?;
+                    let chunk = self.decode(&mut front, from, to, opts.context_frames)?;
                     on_audio(&chunk);
                     if from == 0
                         && to < total
@@ -805,6 +911,15 @@ impl PiperVoice {
         })
     }
 
+    /// Frames of context the flow needs either side of a span, when the flow runs span by span (the
+    /// graph's flow could be cut out): then a first chunk's latency does not grow with the clause.
+    pub fn flow_reach(&self) -> Option<usize> {
+        match &self.sessions {
+            Sessions::Split { flow: Some(f), .. } => Some(f.reach),
+            _ => None,
+        }
+    }
+
     /// The voice's config.
     pub fn config(&self) -> &VoiceConfig {
         &self.config
@@ -849,7 +964,17 @@ enum Sessions {
         decoder: Session,
         latent: String,
         cond: Vec<String>,
+        /// The flow cut out of the front (the front then ends at its input).
+        flow: Option<FlowSession>,
     },
+}
+
+/// The flow on its own (see [`crate::tts::onnx::FlowSplit`]).
+struct FlowSession {
+    session: Session,
+    prior: String,
+    mask: String,
+    reach: usize,
 }
 
 /// What the front of the graph gives for a clause.
@@ -861,9 +986,13 @@ struct Front {
 
 enum FrontBody {
     Latent {
+        /// `[channels, frames]`; only `valid` holds latent frames when `prior` is kept.
         data: Vec<f32>,
         channels: usize,
         frames: usize,
+        /// The flow's input `[channels, frames]`, when the flow runs span by span.
+        prior: Option<Vec<f32>>,
+        valid: (usize, usize),
     },
     Audio(Vec<f32>),
 }
