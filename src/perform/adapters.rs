@@ -76,7 +76,11 @@ pub fn build_stages(home: &Home, config: &Config) -> Result<Stages, BuildError> 
     let (voice, face) = build_voice_face(home, config)?;
     Ok(Stages {
         generator,
-        segmenter: Box::new(TextSegmenter::default()),
+        // live replies stream token by token: release a clause at its mark, not one token later
+        segmenter: Box::new(TextSegmenter::new(SegmenterConfig {
+            eager: true,
+            ..SegmenterConfig::default()
+        })),
         voice,
         face,
     })
@@ -186,7 +190,12 @@ impl TextSegmenter {
             let mut cues: Vec<TextCue> = std::mem::take(&mut self.carry);
             let mut before = std::mem::take(&mut self.carry_pause);
             let mut after = 0u32;
-            let words_in = text.split_whitespace().count();
+            // words with a letter or digit: a clause of bare punctuation (the rest of `!!` after an
+            // eager cut, a lone `...`) has nothing to say
+            let words_in = text
+                .split_whitespace()
+                .filter(|w| w.chars().any(char::is_alphanumeric))
+                .count();
             for tc in &c.cues {
                 let (kind, name, intensity) = match &tc.event {
                     CueEvent::Emotion { name, intensity } => (CueKind::Emotion, name, *intensity),

@@ -58,6 +58,12 @@ pub struct SegmenterConfig {
     pub min_clause_words: usize,
     /// Cut a clause without punctuation after this many words.
     pub max_clause_words: usize,
+    /// Streaming only: release a clause at `,` `!` `?` directly after a letter as soon as the mark
+    /// arrives, instead of waiting for the whitespace after it (one LLM token sooner). A mark that
+    /// turns out to start a run (`!!`, `?!`) or to be followed by a closing quote leaves that rest
+    /// to the next clause, where it has no word and is dropped by the clause's user; inside an open
+    /// quote or bracket the segmenter still waits.
+    pub eager: bool,
 }
 
 impl Default for SegmenterConfig {
@@ -66,6 +72,7 @@ impl Default for SegmenterConfig {
             sentences_only: false,
             min_clause_words: 2,
             max_clause_words: 40,
+            eager: false,
         }
     }
 }
@@ -100,6 +107,18 @@ fn word_before(s: &str, i: usize) -> String {
 
 fn is_leading(c: char) -> bool {
     matches!(c, '"' | '\'' | '“' | '‘' | '(' | '[')
+}
+
+/// Whether a run of `marks` at the end of the buffer may end a clause before the next piece arrives
+/// ([`SegmenterConfig::eager`]): only `,` `!` `?` right after a letter, outside quotes and brackets.
+fn eager_cut(buf: &str, seg_start: usize, run_start: usize, marks: &str) -> bool {
+    let seg = &buf[seg_start..run_start];
+    let count = |c: char| seg.chars().filter(|x| *x == c).count();
+    marks.chars().all(|m| matches!(m, ',' | '!' | '?'))
+        && seg.chars().next_back().is_some_and(char::is_alphabetic)
+        && count('"').is_multiple_of(2)
+        && count('(') == count(')')
+        && count('“') == count('”')
 }
 
 /// Result of scanning for the next boundary in `buf` from `from`.
@@ -172,7 +191,10 @@ fn scan(buf: &str, from: usize, seg_start: usize, cfg: &SegmenterConfig, final_:
         let followed = match iter.peek() {
             Some(&(_, d)) => d.is_whitespace() || dash,
             None => {
-                if final_ || (dash && end < bytes_len) {
+                if final_
+                    || (dash && end < bytes_len)
+                    || (cfg.eager && eager_cut(buf, seg_start, run_start, &marks))
+                {
                     true
                 } else {
                     return Scan::Wait { resume: run_start };
@@ -473,5 +495,35 @@ mod tests {
         assert_eq!(texts(&c), ["Hello everyone,"]);
         assert!(s.push(" back").is_empty());
         assert_eq!(texts(&s.finish()), ["welcome back"]);
+    }
+
+    /// Eager: `,` `!` `?` after a letter end the clause when they arrive; `.`, `:`, marks after a
+    /// digit and marks inside an open quote still wait for what follows.
+    #[test]
+    fn eager_releases_at_the_mark() {
+        let eager = SegmenterConfig {
+            eager: true,
+            ..SegmenterConfig::default()
+        };
+        let mut s = ClauseSegmenter::new(eager);
+        assert_eq!(texts(&s.push("Hello everyone,")), ["Hello everyone,"]);
+        assert_eq!(texts(&s.push(" welcome back!")), ["welcome back!"]);
+        assert_eq!(texts(&s.push(" Ready?")), ["Ready?"]);
+        assert!(s.push(" It is 2,").is_empty()); // a digit before: maybe 2,500
+        assert!(s.push("500 fans.").is_empty()); // a period: maybe an abbreviation
+        assert_eq!(texts(&s.push(" Wow")), ["It is 2,500 fans."]);
+        assert!(s.push(" \"so cool,").is_empty()); // inside a quote
+        assert_eq!(texts(&s.push("\" she said")), ["Wow \"so cool,\""]);
+        assert!(s.push(" ok").is_empty()); // fewer than two words before the comma? no: no mark yet
+        assert_eq!(texts(&s.finish()), ["she said ok"]);
+        // a run split across pieces: the rest of the run has no word
+        let mut s = ClauseSegmenter::new(eager);
+        assert_eq!(texts(&s.push("No way!")), ["No way!"]);
+        assert_eq!(texts(&s.push("! Really")), ["!"]);
+        assert_eq!(texts(&s.finish()), ["Really"]);
+        // the whole text at once is cut as without `eager`
+        for text in ["Hi there, how are you? Fine!", "Wait, what?! No..."] {
+            assert_eq!(split_with(text, eager), split_clauses(text));
+        }
     }
 }
