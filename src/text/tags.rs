@@ -207,8 +207,18 @@ fn parse_duration_ms(s: &str) -> Option<u32> {
         (s, 1.0)
     };
     let v: f64 = num.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| (v * scale).round().min(60_000.0) as u32)
+    let ms = (v.is_finite() && v >= 0.0).then_some((v * scale).round())?;
+    if ms > MAX_BREAK_MS {
+        log::warn!(
+            "a break of {s} is longer than the longest break ({} s): it is cut to that",
+            MAX_BREAK_MS / 1000.0
+        );
+    }
+    Some(ms.min(MAX_BREAK_MS) as u32)
 }
+
+/// The longest `<break/>`: a minute of silence.
+const MAX_BREAK_MS: f64 = 60_000.0;
 
 /// A complete bracketed tag → `Some(Some(event))` for a cue, `Some(None)` for a tag that is dropped
 /// (closing tags), `None` for text that only looked like a tag.
