@@ -258,6 +258,27 @@ fn foreign_letters_are_folded_or_skipped() {
     assert!(phonemizer().phonemize("かわいい").is_err());
 }
 
+/// A written final é is /eɪ/: *résumé* takes CMUdict's third *resume*, not the verb; *resume* stays
+/// the verb, and a word whose first pronunciation already ends in /eɪ/ (*café*) keeps it.
+#[test]
+fn final_e_acute_is_pronounced() {
+    let ipa = |text: &str| -> Vec<String> {
+        phonemizer()
+            .phonemize(text)
+            .unwrap()
+            .into_iter()
+            .filter_map(|t| match t {
+                PhonToken::Word { ipa, .. } => Some(ipa),
+                _ => None,
+            })
+            .collect()
+    };
+    let resume = ipa("Send your résumé, then resume work.");
+    assert!(resume[2].ends_with("eɪ"), "{resume:?}");
+    assert!(!resume[4].ends_with("eɪ"), "{resume:?}");
+    assert!(ipa("a café")[1].ends_with("eɪ"));
+}
+
 #[test]
 fn unspeakable_text_is_an_error() {
     assert!(phonemizer().phonemize("!!! ...").is_err());

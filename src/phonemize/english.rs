@@ -49,6 +49,9 @@ pub enum Source {
 #[derive(Debug, Default)]
 pub struct CmuDict {
     words: HashMap<String, Box<[Arpa]>>,
+    /// Words whose first pronunciation does not end in /eɪ/ but a later one does (*resume* →
+    /// *résumé*): what a written final *é* asks for.
+    final_ey: HashMap<String, Box<[Arpa]>>,
 }
 
 impl CmuDict {
@@ -74,21 +77,36 @@ impl CmuDict {
     /// Parses dictionary text; malformed lines are skipped.
     pub fn parse(text: &str) -> Self {
         let mut words = HashMap::with_capacity(140_000);
+        let mut final_ey: HashMap<String, Box<[Arpa]>> = HashMap::new();
+        let ends_ey = |p: &[Arpa]| p.last().is_some_and(|a| a.base == Base::EY);
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             let Some((word, pron)) = line.split_once(' ') else {
                 continue;
             };
-            if word.ends_with(')') {
-                continue; // an alternative pronunciation; the first one wins
+            let Some(p) = arpabet::parse_pron(pron) else {
+                continue;
+            };
+            if let Some(base) = word.strip_suffix(')').and_then(|w| w.rsplit_once('(')) {
+                // an alternative pronunciation: the first one wins, except for a final é
+                if ends_ey(&p) {
+                    final_ey
+                        .entry(base.0.to_lowercase())
+                        .or_insert_with(|| p.into_boxed_slice());
+                }
+                continue;
             }
-            if let Some(p) = arpabet::parse_pron(pron) {
-                words
-                    .entry(word.to_lowercase())
-                    .or_insert_with(|| p.into_boxed_slice());
-            }
+            words
+                .entry(word.to_lowercase())
+                .or_insert_with(|| p.into_boxed_slice());
         }
-        CmuDict { words }
+        final_ey.retain(|w, _| words.get(w).is_some_and(|p| !ends_ey(p)));
+        CmuDict { words, final_ey }
+    }
+
+    /// The pronunciation ending in /eɪ/ of a word whose first one does not (for a written final é).
+    pub fn get_final_ey(&self, word: &str) -> Option<&[Arpa]> {
+        self.final_ey.get(word).map(|p| &p[..])
     }
 
     pub fn get(&self, word: &str) -> Option<&[Arpa]> {
@@ -426,7 +444,12 @@ impl Phonemize for EnglishPhonemizer {
                         log::warn!("skipping {text:?}: no English letters to pronounce");
                         continue;
                     }
-                    let (ipa, _) = self.word_ipa(&folded)?;
+                    // a final é is /eɪ/ (résumé, not resume)
+                    let lower = text.to_lowercase();
+                    let ipa = match self.dict.get_final_ey(&folded) {
+                        Some(p) if lower.ends_with('é') => arpabet::to_ipa(&folded, p),
+                        _ => self.word_ipa(&folded)?.0,
+                    };
                     out.push(PhonToken::Word { text, ipa });
                 }
             }
