@@ -332,12 +332,12 @@ impl PiperVoice {
                 latent: split.latent,
                 cond: split.cond,
                 flow: match split.flow {
-                    Some(f) => Some(FlowSession {
+                    Some(f) => Some(Box::new(FlowSession {
                         session: session(&f.graph)?,
                         prior: f.prior,
                         mask: f.mask,
                         reach: f.reach,
-                    }),
+                    })),
                     None => None,
                 },
             },
@@ -965,7 +965,7 @@ enum Sessions {
         latent: String,
         cond: Vec<String>,
         /// The flow cut out of the front (the front then ends at its input).
-        flow: Option<FlowSession>,
+        flow: Option<Box<FlowSession>>,
     },
 }
 
