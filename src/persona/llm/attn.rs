@@ -1,8 +1,9 @@
 //! The float side of the llama fast path done in llama.cpp's CPU operation order: one head's attention
 //! over the f16 KV cache, the SwiGLU activation and the exponential both use.
 //!
-//! Stage: called by `llama::LlamaModel::forward` per head and per layer; input f32 rows and the f16
-//! cache (as `u16` bits), output f32 rows. No state, no threads: callers may run heads in parallel.
+//! Stage: called by `llama::LlamaModel::forward` per head or per group of query heads that share a KV
+//! head ([`attend_group`]), per layer; input f32 rows and the f16 cache (as `u16` bits), output f32
+//! rows. No state, no threads: callers may run heads in parallel.
 //!
 //! Why this order matters: the logits of SmolLM2 move by up to 0.7 when attention is computed "the
 //! obvious way" in f32 instead of in llama.cpp's order (several greedy steps are decided by less than
@@ -209,74 +210,17 @@ pub fn attend(
     let hd = q.len();
     assert!(len > 0 && out.len() == hd);
     assert!((len - 1) * stride + off + hd <= kv.0.len().min(kv.1.len()));
-    #[cfg(target_arch = "x86_64")]
-    let simd_ok =
-        super::quant::have_avx2() && hd.is_multiple_of(64) && kernel != AttnKernel::Reference;
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd_ok = false;
-    // 1. scores
+    let simd_ok = simd_ok(kernel, hd);
     sc.scores.resize(len, 0.0);
-    if simd_ok {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: features checked; every row read is in bounds (asserted above).
-        unsafe {
-            simd::scores(
-                kernel,
-                q,
-                kv.0.as_ptr().add(off),
-                stride,
-                scale,
-                &mut sc.scores,
-            )
-        };
-    } else {
-        for (t, s) in sc.scores.iter_mut().enumerate() {
-            *s = dot_f16(kernel, q, &kv.0[t * stride + off..t * stride + off + hd]) * scale;
-        }
-    }
-    // 2. softmax, probabilities rounded to f16
-    let mut mx = f32::NEG_INFINITY;
-    #[cfg(target_arch = "x86_64")]
-    if simd_ok {
-        // SAFETY: features checked.
-        mx = unsafe { simd::max(&sc.scores) };
-    }
-    if !simd_ok {
-        mx = sc.scores.iter().fold(mx, |m, v| m.max(*v));
-    }
-    let mut total = 0f64;
-    for chunk in sc.scores.chunks_mut(16) {
-        #[cfg(target_arch = "x86_64")]
-        if simd_ok && chunk.len() == 16 {
-            // SAFETY: features checked; the chunk has 16 values.
-            if let Some(sum) = unsafe { simd::exp16(chunk, mx) } {
-                total += sum as f64;
-                continue;
-            }
-        }
-        if kernel == AttnKernel::Reference {
-            for s in chunk.iter_mut() {
-                *s = (*s - mx).exp();
-                total += *s as f64;
-            }
-        } else {
-            total += exp_chunk(chunk, mx) as f64;
-        }
-    }
-    let inv = (1.0 / total) as f32;
-    #[cfg(target_arch = "x86_64")]
-    if simd_ok {
-        // SAFETY: features checked.
-        unsafe { simd::normalize(&mut sc.scores, inv) };
-    }
-    if !simd_ok {
-        for s in sc.scores.iter_mut() {
-            *s *= inv;
-            if kernel != AttnKernel::Reference {
-                *s = f16::from_f32(*s).to_f32();
-            }
-        }
-    }
+    probs(
+        kernel,
+        simd_ok,
+        q,
+        kv.0,
+        (stride, off),
+        scale,
+        &mut sc.scores,
+    );
     // 3. weighted values: slot `t % slots` accumulates position t; then fold per output element
     // (the first position of each slot stores its product, exact for two f16 values, so no zeroing)
     let slots = kernel.slots(len.next_multiple_of(256));
@@ -305,16 +249,178 @@ pub fn attend(
         }
     }
     sc.slots[used * hd..].fill(0.0);
+    fold_slots(simd_ok, &sc.slots, slots, out);
+}
+
+/// Cache lengths from which [`attend_group`] shares the value rows (below, the per-head kernels are
+/// as fast: measured 0.55 vs 0.71 ms per step for 9 heads x 30 layers at 17 positions).
+const GROUP_MIN_LEN: usize = 128;
+
+/// [`attend`] for the `q.len() / hd` query heads that share one KV head (grouped-query attention),
+/// queries and outputs one head after another: with AVX-512, 2 to 4 heads and at least
+/// [`GROUP_MIN_LEN`] positions, each cached value row is converted once and multiplied into all the
+/// heads' sums (the scores stay per head: their rows are then still in cache). Every output is the
+/// same float as [`attend`] gives for its head alone.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group(
+    kernel: AttnKernel,
+    q: &[f32],
+    hd: usize,
+    kv: (&[u16], &[u16]),
+    (stride, off): (usize, usize),
+    len: usize,
+    scale: f32,
+    sc: &mut AttnScratch,
+    out: &mut [f32],
+) {
+    let g = q.len() / hd;
+    assert!(len > 0 && g > 0 && q.len() == g * hd && out.len() == q.len());
+    assert!((len - 1) * stride + off + hd <= kv.0.len().min(kv.1.len()));
     #[cfg(target_arch = "x86_64")]
-    if simd_ok {
-        // SAFETY: features checked; `slots` holds `slots * hd` values, `out` `hd`.
-        unsafe { simd::fold_rows(&sc.slots, slots, out) };
+    let wide = (2..=4).contains(&g)
+        && len >= GROUP_MIN_LEN
+        && simd_ok(kernel, hd)
+        && super::quant::have_avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    let wide = false;
+    if !wide {
+        for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+            attend(kernel, qh, kv, (stride, off), len, scale, sc, oh);
+        }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        sc.scores.resize(g * len, 0.0);
+        for (qh, p) in q.chunks_exact(hd).zip(sc.scores.chunks_exact_mut(len)) {
+            probs(kernel, true, qh, kv.0, (stride, off), scale, p);
+        }
+        let slots = kernel.slots(len.next_multiple_of(256));
+        let used = slots.min(len);
+        sc.slots.resize(g * slots * hd, 0.0);
+        // SAFETY: AVX-512 checked; every row read is in bounds (asserted above), `slots` holds
+        // `g * slots * hd` values.
+        unsafe {
+            let v = kv.1.as_ptr().add(off);
+            let (p, a) = (&sc.scores[..], &mut sc.slots[..]);
+            match g {
+                2 => simd::weighted_group::<2>(p, len, v, stride, slots, hd, a),
+                3 => simd::weighted_group::<3>(p, len, v, stride, slots, hd, a),
+                _ => simd::weighted_group::<4>(p, len, v, stride, slots, hd, a),
+            }
+        }
+        for (acc, oh) in sc
+            .slots
+            .chunks_exact_mut(slots * hd)
+            .zip(out.chunks_exact_mut(hd))
+        {
+            acc[used * hd..].fill(0.0);
+            fold_slots(true, acc, slots, oh);
+        }
+    }
+}
+
+/// Whether the AVX2 kernels take a head of `hd` values in `kernel`'s order.
+fn simd_ok(kernel: AttnKernel, hd: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::quant::have_avx2() && hd.is_multiple_of(64) && kernel != AttnKernel::Reference
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (kernel, hd);
+        false
+    }
+}
+
+/// Steps 1 and 2 for one query: `scores[t]` becomes the (f16-rounded) probability of position `t`
+/// for the keys `k` (row `t` at `t * stride + off`), `t < scores.len()`.
+fn probs(
+    kernel: AttnKernel,
+    simd_ok: bool,
+    q: &[f32],
+    k: &[u16],
+    (stride, off): (usize, usize),
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let hd = q.len();
+    assert!((scores.len() - 1) * stride + off + hd <= k.len());
+    // 1. scores
+    if simd_ok {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: features checked; every row read is in bounds (asserted above).
+        unsafe {
+            simd::scores(kernel, q, k.as_ptr().add(off), stride, scale, scores)
+        };
+    } else {
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = dot_f16(kernel, q, &k[t * stride + off..t * stride + off + hd]) * scale;
+        }
+    }
+    softmax(kernel, simd_ok, scores);
+}
+
+/// Step 2 on one head's scores: they become its probabilities, rounded to f16.
+fn softmax(kernel: AttnKernel, simd_ok: bool, scores: &mut [f32]) {
+    let mut mx = f32::NEG_INFINITY;
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok {
+        // SAFETY: features checked.
+        mx = unsafe { simd::max(scores) };
+    }
+    if !simd_ok {
+        mx = scores.iter().fold(mx, |m, v| m.max(*v));
+    }
+    let mut total = 0f64;
+    for chunk in scores.chunks_mut(16) {
+        #[cfg(target_arch = "x86_64")]
+        if simd_ok && chunk.len() == 16 {
+            // SAFETY: features checked; the chunk has 16 values.
+            if let Some(sum) = unsafe { simd::exp16(chunk, mx) } {
+                total += sum as f64;
+                continue;
+            }
+        }
+        if kernel == AttnKernel::Reference {
+            for s in chunk.iter_mut() {
+                *s = (*s - mx).exp();
+                total += *s as f64;
+            }
+        } else {
+            total += exp_chunk(chunk, mx) as f64;
+        }
+    }
+    let inv = (1.0 / total) as f32;
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok {
+        // SAFETY: features checked.
+        unsafe { simd::normalize(scores, inv) };
+    }
+    if !simd_ok {
+        for s in scores.iter_mut() {
+            *s *= inv;
+            if kernel != AttnKernel::Reference {
+                *s = f16::from_f32(*s).to_f32();
+            }
+        }
+    }
+}
+
+/// `out[j]` = the fold of the `slots` partial sums `acc[s * hd + j]` (`hd = out.len()`).
+fn fold_slots(simd_ok: bool, acc: &[f32], slots: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_ok {
+        // SAFETY: features checked; `acc` holds `slots * hd` values (asserted inside).
+        unsafe { simd::fold_rows(acc, slots, out) };
+        return;
+    }
+    let _ = simd_ok;
+    let hd = out.len();
     let mut lane = [0f32; 64];
     for (j, o) in out.iter_mut().enumerate() {
         for (s, l) in lane[..slots].iter_mut().enumerate() {
-            *l = sc.slots[s * hd + j];
+            *l = acc[s * hd + j];
         }
         *o = fold(&lane[..slots]);
     }
@@ -570,6 +676,88 @@ mod simd {
         }
     }
 
+    /// `$body` once for each `$j` in 0..4, as constants.
+    macro_rules! unroll4 {
+        ($j:ident $body:block) => {{
+            const $j: usize = 0;
+            $body
+        }
+        {
+            const $j: usize = 1;
+            $body
+        }
+        {
+            const $j: usize = 2;
+            $body
+        }
+        {
+            const $j: usize = 3;
+            $body
+        }};
+    }
+
+    /// [`weighted`] for `G` heads at once (AVX-512): `p` holds each head's `len` probabilities one
+    /// after another, `acc` each head's `slots` rows of `hd` values. Each value row (64 values, four
+    /// 16-lane registers) is converted once and multiplied into all `G` heads' sums; per head the
+    /// same products and sums in the same order as [`weighted`].
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
+    pub unsafe fn weighted_group<const G: usize>(
+        p: &[f32],
+        len: usize,
+        v: *const u16,
+        stride: usize,
+        slots: usize,
+        hd: usize,
+        acc: &mut [f32],
+    ) {
+        unsafe {
+            assert!(p.len() >= G * len && acc.len() >= G * slots * hd && hd.is_multiple_of(64));
+            let ap = acc.as_mut_ptr();
+            let pp = p.as_ptr();
+            let load16h = |q: *const u16| _mm512_cvtph_ps(_mm256_lddqu_si256(q as *const __m256i));
+            let mut jb = 0;
+            while jb < hd {
+                for s in 0..slots.min(len) {
+                    let mut t = s;
+                    let vr = v.wrapping_add(t * stride + jb);
+                    let mut vv = [_mm512_setzero_ps(); 4];
+                    unroll4!(J {
+                        vv[J] = load16h(vr.wrapping_add(16 * J));
+                    });
+                    let mut o = [[_mm512_setzero_ps(); 4]; G];
+                    for (h, o) in o.iter_mut().enumerate() {
+                        let a = _mm512_set1_ps(*pp.add(h * len + t));
+                        unroll4!(J {
+                            o[J] = _mm512_mul_ps(a, vv[J]);
+                        });
+                    }
+                    t += slots;
+                    while t < len {
+                        let vr = v.wrapping_add(t * stride + jb);
+                        unroll4!(J {
+                            vv[J] = load16h(vr.wrapping_add(16 * J));
+                        });
+                        for (h, o) in o.iter_mut().enumerate() {
+                            let a = _mm512_set1_ps(*pp.add(h * len + t));
+                            unroll4!(J {
+                                o[J] = _mm512_fmadd_ps(a, vv[J], o[J]);
+                            });
+                        }
+                        t += slots;
+                    }
+                    for (h, o) in o.iter().enumerate() {
+                        let dst = ap.add((h * slots + s) * hd + jb);
+                        unroll4!(J {
+                            _mm512_storeu_ps(dst.add(16 * J), o[J]);
+                        });
+                    }
+                }
+                jb += 64;
+            }
+        }
+    }
+
     /// `expf` on 8 lanes; `None` when a lane needs the scalar path (`2^n` not a normal f32).
     #[inline(always)]
     unsafe fn expf8(x: __m256) -> Option<__m256> {
@@ -782,6 +970,56 @@ mod tests {
     fn attend_simd_equals_scalar_bit_for_bit() {
         for hd in [64, 128, 192, 256] {
             attend_simd_equals_scalar(hd);
+        }
+    }
+
+    /// The grouped kernel gives each head the floats of its own [`attend`], for every group size.
+    #[test]
+    fn attend_group_equals_attend_per_head_bit_for_bit() {
+        let (hd, len) = (64, 300);
+        let mut seed = 5u64;
+        let mut r = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let k: Vec<u16> = (0..len * hd)
+            .map(|_| f16::from_f32(r() * 4.0).to_bits())
+            .collect();
+        let v: Vec<u16> = (0..len * hd)
+            .map(|_| f16::from_f32(r()).to_bits())
+            .collect();
+        let q: Vec<f32> = (0..5 * hd)
+            .map(|_| f16::from_f32(r() * 4.0).to_f32())
+            .collect();
+        for kernel in [AttnKernel::Batch, AttnKernel::Single] {
+            for g in 1..=5 {
+                for n in [1, 13, 64, 65, 128, 300] {
+                    let mut sc = AttnScratch::default();
+                    let mut out = vec![0f32; g * hd];
+                    let q = &q[..g * hd];
+                    attend_group(
+                        kernel,
+                        q,
+                        hd,
+                        (&k, &v),
+                        (hd, 0),
+                        n,
+                        0.125,
+                        &mut sc,
+                        &mut out,
+                    );
+                    for h in 0..g {
+                        let mut want = vec![0f32; hd];
+                        let qh = &q[h * hd..(h + 1) * hd];
+                        attend(kernel, qh, (&k, &v), (hd, 0), n, 0.125, &mut sc, &mut want);
+                        for (j, (a, b)) in out[h * hd..].iter().zip(&want).enumerate() {
+                            assert_eq!(a.to_bits(), b.to_bits(), "{kernel:?} g={g} n={n} {h} {j}");
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -30,13 +30,15 @@
 //! itself use other orders; the reference mode (`reference_f32`, tests) keeps attention in f32.
 //!
 //! A prompt is evaluated as one batch (each unpacked weight block is reused for up to 4 tokens); the KV
-//! cache can be truncated to any length, which is what the prefix cache needs.
+//! cache (f16, each KV head's positions contiguous) can be truncated to any length, which is what the
+//! prefix cache needs.
 //!
 //! Threading: one compute thread by default. With `threads > 1` the model owns a [`Pool`] of that many
 //! threads (the caller's counts) and, per forward step, uses as many of them as its [`ThreadBudget`]
 //! allows then: the Q, K and V projections run as one job split by rows, so do the gate and up
 //! projections (each chunk applies SwiGLU to its own rows), the output and down projections and the
-//! logits; attention is split by (token, head). Every chunk writes its own outputs in place and
+//! logits; attention is split by (token, KV group) or, when those would spread unevenly over the
+//! threads, by (token, head). Every chunk writes its own outputs in place and
 //! computes them exactly as one thread would, so the logits are the same floats at any thread count.
 //! Norms, rotary embedding and activation quantization stay on the caller's thread (they are small).
 
@@ -87,7 +89,9 @@ struct Layer {
     gate: QMat,
     up: QMat,
     down: QMat,
+    /// f16 bits, `[kv head][position][head dim]` with room for `ctx` positions per head.
     k_cache: Vec<u16>,
+    /// As `k_cache`.
     v_cache: Vec<u16>,
 }
 
@@ -249,7 +253,7 @@ impl LlamaModel {
             };
         let scratch = Scratch {
             attn: (0..threads.max(1))
-                .map(|_| Mutex::new((AttnScratch::default(), vec![0f32; head_dim])))
+                .map(|_| Mutex::new((AttnScratch::default(), vec![0f32; n_head * head_dim])))
                 .collect(),
             ..Scratch::default()
         };
@@ -350,6 +354,7 @@ impl LlamaModel {
         let rf = self.reference_f32;
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_kv_head;
+        let ctx = self.ctx;
         for l in self.layers.iter_mut() {
             rms_norm(&s.x, &l.attn_norm, c.eps, d, &mut s.h);
             s.acts.quantize(&s.h, d);
@@ -376,39 +381,44 @@ impl LlamaModel {
                 for hk in s.k[i * dkv..(i + 1) * dkv].chunks_exact_mut(hd) {
                     apply_rope(hk, rope);
                 }
+                // cache layout [kv head][position][head dim]: a head's rows are contiguous
                 let pos = self.n_past + i;
-                to_f16(
-                    &s.k[i * dkv..(i + 1) * dkv],
-                    &mut l.k_cache[pos * dkv..(pos + 1) * dkv],
-                );
-                to_f16(
-                    &s.v[i * dkv..(i + 1) * dkv],
-                    &mut l.v_cache[pos * dkv..(pos + 1) * dkv],
-                );
+                for kvh in 0..c.n_kv_head {
+                    let (src, dst) = (i * dkv + kvh * hd, (kvh * ctx + pos) * hd);
+                    to_f16(&s.k[src..src + hd], &mut l.k_cache[dst..dst + hd]);
+                    to_f16(&s.v[src..src + hd], &mut l.v_cache[dst..dst + hd]);
+                }
             }
-            // attention, one chunk per (token, head)
+            // attention, one chunk per (token, KV group) or per (token, head)
             {
                 let kernel = if rf {
                     AttnKernel::Reference
                 } else {
                     AttnKernel::for_batch(n)
                 };
+                let per = if grouped_chunks(n * c.n_kv_head, pool.threads()) {
+                    group
+                } else {
+                    1
+                };
                 let att = Out(s.att.as_mut_ptr(), s.att.len());
                 let (q, kc, vc, attn) = (&s.q, &l.k_cache, &l.v_cache, &s.attn);
                 let n_past = self.n_past;
-                let n_head = c.n_head;
-                pool.run(n * n_head, &|chunk, t| {
-                    let (i, h) = (chunk / n_head, chunk % n_head);
+                let chunks = c.n_head / per;
+                pool.run(n * chunks, &|chunk, t| {
+                    let (i, h) = (chunk / chunks, chunk % chunks * per);
                     let mut guard = attn[t].lock().unwrap_or_else(|e| e.into_inner());
                     let (scratch, qh) = &mut *guard;
-                    kernel.round_query(&q[i * dq + h * hd..i * dq + (h + 1) * hd], qh);
-                    // SAFETY: each (token, head) chunk owns its `hd` outputs.
-                    let out = unsafe { att.slice(i * dq + h * hd, hd) };
-                    attn::attend(
+                    let (at, w) = (i * dq + h * hd, per * hd);
+                    kernel.round_query(&q[at..at + w], &mut qh[..w]);
+                    // SAFETY: each chunk owns the outputs of its `per` heads of its token.
+                    let out = unsafe { att.slice(at, w) };
+                    attn::attend_group(
                         kernel,
-                        qh,
+                        &qh[..w],
+                        hd,
                         (kc, vc),
-                        (dkv, (h / group) * hd),
+                        (hd, (h / group) * ctx * hd),
                         n_past + i + 1,
                         scale,
                         scratch,
@@ -614,4 +624,12 @@ fn to_f16(x: &[f32], out: &mut [u16]) {
     for (o, v) in out.iter_mut().zip(x) {
         *o = f16::from_f32(*v).to_bits();
     }
+}
+
+/// Whether attention runs one chunk per (token, KV group) rather than per (token, query head): the
+/// grouped chunks read each cached value row once for the group's heads, but are fewer, so with
+/// several threads they are used only when they still spread evenly (a multiple of the threads, or
+/// at least four per thread); one decoded token on 2 threads (3 groups) keeps the 9 head chunks.
+fn grouped_chunks(groups: usize, threads: usize) -> bool {
+    threads <= 1 || groups.is_multiple_of(threads) || groups >= 4 * threads
 }

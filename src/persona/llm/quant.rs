@@ -250,7 +250,7 @@ pub fn have_avx2() -> bool {
 
 /// Whether AVX-512VL/BW is there too (the same kernels then get 32 vector registers).
 #[cfg(target_arch = "x86_64")]
-fn have_avx512() -> bool {
+pub(super) fn have_avx512() -> bool {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ONCE.get_or_init(|| {
         have_avx2()
