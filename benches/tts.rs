@@ -271,17 +271,18 @@ fn head_by_length(
         let head = |v: &mut PiperVoice| -> (f64, f64, usize) {
             let (t0, c0) = (Instant::now(), thread_cpu());
             let mut at = None;
+            let hop = v.hop().max(1) as usize;
             let rest = v
-                .synthesize_head_first(text, StreamOptions::default(), &mut |h, plan| {
+                .synthesize_head_first(text, StreamOptions::default(), &mut |_, plan| {
+                    // the plan spans the whole clause
                     at = Some((
                         t0.elapsed().as_secs_f64() * 1e3,
                         (thread_cpu() - c0) * 1e3,
-                        (h.pcm.len() + plan.pcm.len()) / 256,
+                        plan.pcm.len() / hop,
                     ));
-                    let _ = h;
                 })
                 .expect("synthesize");
-            at.unwrap_or((f64::NAN, f64::NAN, rest.pcm.len() / 256))
+            at.unwrap_or((f64::NAN, f64::NAN, rest.pcm.len() / hop))
         };
         let (mut split, mut whole) = ((vec![], vec![]), (vec![], vec![]));
         let mut frames = 0;

@@ -280,16 +280,22 @@ fn head_first_pieces_join_into_the_chunked_clause() {
     assert!(got.contains(&(a as u64)));
 }
 
+/// Signal-to-noise ratio of `other` against `reference`, in dB.
+fn snr_db(reference: &[f32], other: &[f32]) -> f64 {
+    let err: f64 = reference
+        .iter()
+        .zip(other)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum();
+    let sig: f64 = reference.iter().map(|x| f64::from(*x).powi(2)).sum();
+    10.0 * (sig / err.max(1e-30)).log10()
+}
+
 #[test]
 fn chunked_decoding_matches_the_whole_clause() {
     use idol::tts::piper::StreamOptions;
     let text = "Streaming audio should sound the same as the whole clause, seam by seam.";
     let whole = voice(11).synthesize(text).unwrap();
-    let snr = |a: &[f32], b: &[f32]| {
-        let err: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-        let sig: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
-        10.0 * (sig / err.max(1e-30)).log10()
-    };
     for (options, min_snr) in [
         (StreamOptions::default(), 90.0),
         (
@@ -308,7 +314,7 @@ fn chunked_decoding_matches_the_whole_clause() {
         assert!(chunks.len() > 2, "{chunks:?}");
         assert_eq!(chunks.iter().sum::<usize>(), whole.pcm.len());
         assert_eq!(streamed.phonemes, whole.phonemes);
-        let s = snr(&whole.pcm, &streamed.pcm);
+        let s = snr_db(&whole.pcm, &streamed.pcm);
         assert!(s > min_snr, "{options:?}: SNR {s:.1} dB");
         eprintln!("{options:?}: SNR {s:.1} dB");
     }
@@ -334,13 +340,7 @@ fn head_first_runs_the_flow_on_the_head_span_only() {
     let head = head.expect("a long clause has a head");
     assert_eq!(head.pcm.len() + rest.pcm.len(), whole.pcm.len());
     let joined: Vec<f32> = head.pcm.iter().chain(&rest.pcm).copied().collect();
-    let err: f64 = joined
-        .iter()
-        .zip(&whole.pcm)
-        .map(|(x, y)| f64::from(x - y).powi(2))
-        .sum();
-    let sig: f64 = whole.pcm.iter().map(|x| f64::from(*x).powi(2)).sum();
-    let snr = 10.0 * (sig / err.max(1e-30)).log10();
+    let snr = snr_db(&whole.pcm, &joined);
     assert!(snr > 90.0, "SNR {snr:.1} dB");
 }
 

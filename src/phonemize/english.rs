@@ -439,13 +439,13 @@ impl Phonemize for EnglishPhonemizer {
                 Tok::Punct(c) => out.push(PhonToken::Punct(c)),
                 Tok::Word(w) => {
                     let text = w.replace('’', "'");
-                    let folded = fold_ascii(&text.to_lowercase());
+                    let lower = text.to_lowercase();
+                    let folded = fold_ascii(&lower);
                     if !folded.chars().any(|c| c.is_ascii_lowercase()) {
                         log::warn!("skipping {text:?}: no English letters to pronounce");
                         continue;
                     }
                     // a final é is /eɪ/ (résumé, not resume)
-                    let lower = text.to_lowercase();
                     let ipa = match self.dict.get_final_ey(&folded) {
                         Some(p) if lower.ends_with('é') => arpabet::to_ipa(&folded, p),
                         _ => self.word_ipa(&folded)?.0,

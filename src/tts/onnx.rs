@@ -762,11 +762,10 @@ pub fn split_decoder(
         None
     };
     let flow = found.and_then(|(prior, mask)| {
-        let (_, leaves) = g.cone(&[latent], &[prior, mask]);
+        let (keep, leaves) = g.cone(&[latent], &[prior, mask]);
         if leaves.iter().any(|l| *l != prior && *l != mask) {
             return None;
         }
-        let (keep, _) = g.cone(&[latent], &[prior, mask]);
         let mut reach = 0usize;
         for (i, (_, node)) in g.nodes.iter().enumerate() {
             if keep[i] && node.op == "Conv" {

@@ -550,22 +550,18 @@ impl PiperVoice {
                     )));
                 };
                 let (c, t) = (c as usize, t as usize);
-                if lazy {
-                    FrontBody::Latent {
-                        data: vec![0.0; c * t],
-                        channels: c,
-                        frames: t,
-                        prior: Some(data.to_vec()),
-                        valid: (0, 0),
-                    }
+                // a flow input: no latent frame is known yet
+                let (data, prior, valid) = if lazy {
+                    (vec![0.0; c * t], Some(data.to_vec()), (0, 0))
                 } else {
-                    FrontBody::Latent {
-                        data: data.to_vec(),
-                        channels: c,
-                        frames: t,
-                        prior: None,
-                        valid: (0, t),
-                    }
+                    (data.to_vec(), None, (0, t))
+                };
+                FrontBody::Latent {
+                    data,
+                    channels: c,
+                    frames: t,
+                    prior,
+                    valid,
                 }
             }
         };

@@ -320,11 +320,18 @@ pub fn attend_group(
     }
 }
 
+/// The largest head the AVX2 score kernel holds the query of (larger heads take the scalar path,
+/// same floats).
+const MAX_HD: usize = 512;
+
 /// Whether the AVX2 kernels take a head of `hd` values in `kernel`'s order.
 fn simd_ok(kernel: AttnKernel, hd: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::quant::have_avx2() && hd.is_multiple_of(64) && kernel != AttnKernel::Reference
+        super::quant::have_avx2()
+            && hd.is_multiple_of(64)
+            && hd <= MAX_HD
+            && kernel != AttnKernel::Reference
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -428,7 +435,7 @@ fn fold_slots(simd_ok: bool, acc: &[f32], slots: usize, out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{AttnKernel, EXP_C, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E};
+    use super::{AttnKernel, EXP_C, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, MAX_HD};
     use std::arch::x86_64::*;
 
     /// `$body` once for each `$j` in 0..8, as constants (registers stay registers at any opt-level).
@@ -486,21 +493,29 @@ mod simd {
                 64 => scores_n::<8>(single, q, k, stride, scale, scores),
                 128 => scores_n::<16>(single, q, k, stride, scale, scores),
                 256 => scores_n::<32>(single, q, k, stride, scale, scores),
-                _ => scores_any(single, q, k, stride, scale, scores),
+                hd => {
+                    // other multiples of 64: the query from a stack copy instead of registers
+                    let mut qv = [_mm256_setzero_ps(); MAX_HD / 8];
+                    for (j, v) in qv[..hd / 8].iter_mut().enumerate() {
+                        *v = load8(q.as_ptr().add(8 * j));
+                    }
+                    scores_rows(single, &qv[..hd / 8], k, stride, scale, scores)
+                }
             }
         }
     }
 
     /// One score before its horizontal sum, as 8 lanes (lane `i` + lane `i + 8` of the kernel's 16
-    /// already added): `B` blocks of 8 elements, `q` in registers.
+    /// already added): `q.len()` blocks of 8 elements (a multiple of 8).
     #[inline(always)]
-    unsafe fn row_lanes<const B: usize>(single: bool, q: &[__m256; B], kr: *const u16) -> __m256 {
+    unsafe fn row_lanes(single: bool, q: &[__m256], kr: *const u16) -> __m256 {
         unsafe {
+            let b = q.len();
             if single {
                 // four 16-lane accumulators over 64-element steps: (a0,a1), (a2,a3), (a4,a5), (a6,a7)
                 let mut a = [_mm256_setzero_ps(); 8];
                 let mut j = 0;
-                while j < B {
+                while j < b {
                     unroll8!(M {
                         a[M] = _mm256_fmadd_ps(q[j + M], load8h(kr.wrapping_add(8 * (j + M))), a[M]);
                     });
@@ -513,7 +528,7 @@ mod simd {
                 // one 16-lane accumulator: lanes 0-7 in `lo`, 8-15 in `hi`
                 let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
                 let mut j = 0;
-                while j < B {
+                while j < b {
                     lo = _mm256_fmadd_ps(q[j], load8h(kr.wrapping_add(8 * j)), lo);
                     hi = _mm256_fmadd_ps(q[j + 1], load8h(kr.wrapping_add(8 * (j + 1))), hi);
                     j += 2;
@@ -552,7 +567,7 @@ mod simd {
         }
     }
 
-    /// [`scores`] for `q.len() == 8 * B`: the query held in registers, eight rows per step.
+    /// [`scores`] for `q.len() == 8 * B`: the query held in registers.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn scores_n<const B: usize>(
         single: bool,
@@ -564,75 +579,36 @@ mod simd {
     ) {
         unsafe {
             let qv: [__m256; B] = std::array::from_fn(|j| load8(q.as_ptr().add(8 * j)));
-            let sv = _mm256_set1_ps(scale);
-            let n = scores.len();
-            let mut t = 0;
-            while t + 8 <= n {
-                let mut a = [_mm256_setzero_ps(); 8];
-                unroll8!(P {
-                    a[P] = row_lanes::<B>(single, &qv, k.wrapping_add((t + P) * stride));
-                });
-                _mm256_storeu_ps(scores.as_mut_ptr().add(t), _mm256_mul_ps(reduce8x8(&a), sv));
-                t += 8;
-            }
-            while t < n {
-                let a = row_lanes::<B>(single, &qv, k.wrapping_add(t * stride));
-                scores[t] = reduce8(a) * scale;
-                t += 1;
-            }
+            scores_rows(single, &qv, k, stride, scale, scores)
         }
     }
 
-    /// [`scores`] for other multiples of 64.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scores_any(
+    /// [`scores`] with the query as 8-lane blocks, eight rows per step.
+    #[inline(always)]
+    unsafe fn scores_rows(
         single: bool,
-        q: &[f32],
+        qv: &[__m256],
         k: *const u16,
         stride: usize,
         scale: f32,
         scores: &mut [f32],
     ) {
         unsafe {
-            let hd = q.len();
-            let qp = q.as_ptr();
-            for (t, s) in scores.iter_mut().enumerate() {
-                let kr = k.wrapping_add(t * stride);
-                let a = if single {
-                    let mut a = [_mm256_setzero_ps(); 8];
-                    let mut j = 0;
-                    while j < hd {
-                        unroll8!(M {
-                            a[M] = _mm256_fmadd_ps(
-                                load8(qp.wrapping_add(j + 8 * M)),
-                                load8h(kr.wrapping_add(j + 8 * M)),
-                                a[M],
-                            );
-                        });
-                        j += 64;
-                    }
-                    let lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
-                    let hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
-                    _mm256_add_ps(lo, hi)
-                } else {
-                    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    let mut j = 0;
-                    while j < hd {
-                        lo = _mm256_fmadd_ps(
-                            load8(qp.wrapping_add(j)),
-                            load8h(kr.wrapping_add(j)),
-                            lo,
-                        );
-                        hi = _mm256_fmadd_ps(
-                            load8(qp.wrapping_add(j + 8)),
-                            load8h(kr.wrapping_add(j + 8)),
-                            hi,
-                        );
-                        j += 16;
-                    }
-                    _mm256_add_ps(lo, hi)
-                };
-                *s = reduce8(a) * scale;
+            let sv = _mm256_set1_ps(scale);
+            let n = scores.len();
+            let mut t = 0;
+            while t + 8 <= n {
+                let mut a = [_mm256_setzero_ps(); 8];
+                unroll8!(P {
+                    a[P] = row_lanes(single, qv, k.wrapping_add((t + P) * stride));
+                });
+                _mm256_storeu_ps(scores.as_mut_ptr().add(t), _mm256_mul_ps(reduce8x8(&a), sv));
+                t += 8;
+            }
+            while t < n {
+                let a = row_lanes(single, qv, k.wrapping_add(t * stride));
+                scores[t] = reduce8(a) * scale;
+                t += 1;
             }
         }
     }
@@ -928,6 +904,23 @@ mod simd {
 mod tests {
     use super::*;
 
+    /// A seeded generator of values in [-0.5, 0.5) (a 64-bit LCG's top 24 bits).
+    fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        }
+    }
+
+    /// Keys (values times 4) and values of a cache of `n` f16 elements each.
+    fn f16_cache(r: &mut impl FnMut() -> f32, n: usize) -> (Vec<u16>, Vec<u16>) {
+        let k = (0..n).map(|_| f16::from_f32(r() * 4.0).to_bits()).collect();
+        let v = (0..n).map(|_| f16::from_f32(r()).to_bits()).collect();
+        (k, v)
+    }
+
     #[test]
     fn expf_is_close_to_exp_and_saturates() {
         for i in -1700..=1700 {
@@ -943,13 +936,8 @@ mod tests {
 
     #[test]
     fn swiglu_simd_equals_scalar_bit_for_bit() {
-        let mut seed = 7u64;
-        let mut r = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
-        };
+        let mut u = uniform(7);
+        let mut r = || u() * 40.0;
         let mut g: Vec<f32> = (0..1037).map(|_| r()).collect();
         g[3] = -100.0; // past the vector range of 2^n
         g[11] = 95.0;
@@ -977,19 +965,8 @@ mod tests {
     #[test]
     fn attend_group_equals_attend_per_head_bit_for_bit() {
         let (hd, len) = (64, 300);
-        let mut seed = 5u64;
-        let mut r = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        let k: Vec<u16> = (0..len * hd)
-            .map(|_| f16::from_f32(r() * 4.0).to_bits())
-            .collect();
-        let v: Vec<u16> = (0..len * hd)
-            .map(|_| f16::from_f32(r()).to_bits())
-            .collect();
+        let mut r = uniform(5);
+        let (k, v) = f16_cache(&mut r, len * hd);
         let q: Vec<f32> = (0..5 * hd)
             .map(|_| f16::from_f32(r() * 4.0).to_f32())
             .collect();
@@ -1025,19 +1002,8 @@ mod tests {
 
     fn attend_simd_equals_scalar(hd: usize) {
         let (stride, len) = (3 * hd, 300);
-        let mut seed = 11u64;
-        let mut r = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        };
-        let k: Vec<u16> = (0..len * stride)
-            .map(|_| f16::from_f32(r() * 4.0).to_bits())
-            .collect();
-        let v: Vec<u16> = (0..len * stride)
-            .map(|_| f16::from_f32(r()).to_bits())
-            .collect();
+        let mut r = uniform(11);
+        let (k, v) = f16_cache(&mut r, len * stride);
         let q: Vec<f32> = (0..hd).map(|_| f16::from_f32(r() * 4.0).to_f32()).collect();
         for kernel in [AttnKernel::Batch, AttnKernel::Single] {
             for n in [1, 5, 8, 13, 64, 65, 300] {
