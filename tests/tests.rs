@@ -4,6 +4,7 @@
 mod audiolip;
 mod common;
 mod face;
+mod firstrun;
 mod foundation;
 mod llm;
 mod llm_archs;

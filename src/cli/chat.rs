@@ -135,7 +135,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
                     .map(std::path::Path::new)
                     .unwrap_or(&llm.model),
             );
-            super::fetch::ensure_default(env, &model, false)?;
+            super::fetch::ensure_assets(env, std::slice::from_ref(&model))?;
             // Without a voice nothing else needs the cores: the idle level throughout.
             let threads = if args.speak {
                 llm.threads
@@ -258,7 +258,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
         let lead = format!("{name}: ");
         if let Err(e) = session.turn(generator.as_mut(), &user, line, &lead, &mut out) {
             drop(out);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::report(&e));
         }
     }
 }

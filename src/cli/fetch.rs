@@ -1,7 +1,7 @@
 //! `idol fetch`: install the pinned assets (with a progress bar), or register the user's own files.
 
 use super::Env;
-use idol::fetch::{Fetcher, Outcome, Progress};
+use idol::fetch::{FetchError, Fetcher, Outcome, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +57,10 @@ impl Progress for Bar {
 }
 
 pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
+    println!(
+        "idol home: {} (choose another with --home DIR or IDOL_HOME)",
+        env.home.root().display()
+    );
     let mut fetcher = Fetcher::new(env.home.clone());
     fetcher.offline = args.offline.clone();
     let mut bar = Bar::new();
@@ -79,7 +83,7 @@ pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for (name, outcome) in fetcher.fetch_all(&mut bar)? {
+    for (name, outcome) in fetcher.fetch_all(&mut bar).map_err(|e| in_home(env, e))? {
         match outcome {
             Outcome::Present => println!("{name:20} ok (already installed, sha256 verified)"),
             Outcome::Installed(from) => {
@@ -89,21 +93,40 @@ pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-/// Install a missing default asset on first use, saying so; with `offline`, only say what to run.
-pub fn ensure_default(env: &Env, path: &std::path::Path, offline: bool) -> anyhow::Result<()> {
-    if path.exists() {
+/// Install the missing ones of `files` (every asset file the command's stages will load, as the
+/// stages name them) on first use, saying so. A file missing that no manifest pins is an error
+/// naming it, before anything is downloaded.
+pub fn ensure_assets(env: &Env, files: &[PathBuf]) -> anyhow::Result<()> {
+    let fetcher = Fetcher::new(env.home.clone());
+    let todo = fetcher.missing(files)?;
+    if todo.is_empty() {
         return Ok(());
     }
-    if offline {
-        anyhow::bail!("{} is missing: run `idol fetch`", path.display());
+    let names: Vec<String> = todo.iter().map(|(_, dest)| env.rel(dest)).collect();
+    eprintln!(
+        "first use: fetching {} into the idol home {}",
+        names.join(", "),
+        env.home.root().display()
+    );
+    for (spec, dest) in &todo {
+        fetcher
+            .ensure(spec, dest, &mut Bar::new())
+            .map_err(|e| in_home(env, e))?;
     }
-    let fetcher = Fetcher::new(env.home.clone());
-    eprintln!("{} is missing: fetching it now (first use)", path.display());
-    match fetcher.ensure_path(path, &mut Bar::new())? {
-        Some(_) => Ok(()),
-        None => anyhow::bail!(
-            "{} does not exist and is not one of the pinned assets: check the path in idol.toml, or register the file with `idol fetch --model/--voice`",
-            path.display()
-        ),
+    Ok(())
+}
+
+/// A fetch error, with the idol home named where the home itself is the trouble (a folder that
+/// cannot be read or written).
+fn in_home(env: &Env, e: FetchError) -> anyhow::Error {
+    match e {
+        FetchError::Io { ref path, .. } if path.starts_with(env.home.root()) => anyhow::Error::new(
+            e,
+        )
+        .context(format!(
+            "cannot install into the idol home {} (choose another with --home DIR or IDOL_HOME)",
+            env.home.root().display()
+        )),
+        e => e.into(),
     }
 }

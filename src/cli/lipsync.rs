@@ -247,6 +247,7 @@ fn from_audio(env: &Env, path: &Path, transcript: Option<&str>) -> Result<Phonem
     let audio = idol::audio::decode_file(path)?;
     let mut opts = AudioLipsyncOptions::default();
     if let Some(text) = transcript {
+        super::fetch::ensure_assets(env, &EnglishPhonemizer::files(&env.home))?;
         let phonemizer = EnglishPhonemizer::load(&env.home)
             .context("--transcript needs the English phonemizer: run `idol fetch`")?;
         let tokens = phonemizer

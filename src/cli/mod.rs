@@ -26,7 +26,8 @@ pub struct Cli {
     /// The idol home holding models/, voices/, rigs/ (default: $IDOL_HOME, else the current directory).
     #[arg(long, global = true, env = "IDOL_HOME")]
     pub home: Option<PathBuf>,
-    /// The config file (default: idol.toml in the idol home; absent means all defaults).
+    /// The config file (default: idol.toml in the idol home, where absent means all defaults; a file
+    /// named here must exist).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -78,12 +79,42 @@ impl Env {
     }
 }
 
+/// An error as one message: each cause in the chain once. A cause whose text the message already
+/// holds is skipped, so an error that both quotes its source and exposes it via `source()` (the
+/// library's convention is one or the other) is still printed once.
+pub fn report(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let home = match &cli.home {
         Some(h) => idol::assets::Home::new(h),
         None => idol::assets::Home::discover(),
     };
+    // Only the default idol.toml may be absent: a config named on the command line that is not
+    // there (a typo) once ran silently on the defaults.
+    if let Some(c) = &cli.config
+        && !c.exists()
+    {
+        anyhow::bail!(
+            "--config {}: no such file (leave --config out to use idol.toml in the idol home {}, \
+             or all defaults when there is none)",
+            c.display(),
+            home.root().display()
+        );
+    }
     let config_path = cli.config.clone().unwrap_or_else(|| home.path("idol.toml"));
     let env = Env { home, config_path };
     match &cli.command {

@@ -94,6 +94,10 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
         seed: seed.unwrap_or(vc.seed),
         ..VoiceOptions::default()
     };
+    // What the voice and the phonemizer will load, fetched first where missing (first use).
+    let mut files = PiperVoice::files(&voice_path, &home.ort_library()).to_vec();
+    files.extend(EnglishPhonemizer::files(home));
+    super::fetch::ensure_assets(env, &files)?;
     let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
     let voice = PiperVoice::load(
         &voice_path,

@@ -174,6 +174,12 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     let seed = args.seed.unwrap_or(vc.seed);
     let voice = voice_path(home, args.voice.as_deref(), &vc.model);
     let ort_lib = home.ort_library();
+    // What the voice and the phonemizer will load, fetched first where missing (first use).
+    let mut files = PiperVoice::files(&voice, &ort_lib).to_vec();
+    if !args.espeak {
+        files.extend(EnglishPhonemizer::files(home));
+    }
+    super::fetch::ensure_assets(env, &files)?;
     let options = VoiceOptions {
         threads: args.threads,
         length_scale: args.rate.or(vc.length_scale),

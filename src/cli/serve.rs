@@ -5,7 +5,7 @@
 //! session clock and releases the frames to the face sinks (`docs/sinks.md`).
 
 use super::Env;
-use idol::config::{Config, LlmBackend, SinksConfig};
+use idol::config::{Config, SinksConfig};
 use idol::perform::adapters;
 use idol::perform::{PerformConfig, Stages};
 use idol::persona::GenParams;
@@ -121,34 +121,18 @@ pub fn live_outputs(
     Ok(Some(Arc::new(o)))
 }
 
-/// The real stages from the config (see [`idol::perform::adapters::build_stages`]); missing default
-/// assets are fetched first.
+/// The real stages from the config (see [`idol::perform::adapters::build_stages`]); the pinned
+/// assets they load that are missing are fetched first ([`adapters::stage_files`]).
 pub fn build_stages(env: &Env, config: &Config) -> anyhow::Result<Stages> {
-    if config.llm.backend == LlmBackend::Local {
-        super::fetch::ensure_default(env, &env.home.path(&config.llm.model), false)?;
-    }
-    ensure_voice_face(env, config)?;
+    super::fetch::ensure_assets(env, &adapters::stage_files(&env.home, config))?;
     Ok(adapters::build_stages(&env.home, config)?)
 }
 
-/// The live voice and face from the config (see [`idol::perform::adapters::build_voice_face`]);
-/// missing default assets are fetched first.
+/// The live voice and face from the config (see [`idol::perform::adapters::build_voice_face`]); the
+/// pinned assets they load that are missing are fetched first ([`adapters::voice_face_files`]).
 pub fn build_voice_face(env: &Env, config: &Config) -> anyhow::Result<adapters::VoiceAndFace> {
-    ensure_voice_face(env, config)?;
+    super::fetch::ensure_assets(env, &adapters::voice_face_files(&env.home, config))?;
     Ok(adapters::build_voice_face(&env.home, config)?)
-}
-
-fn ensure_voice_face(env: &Env, config: &Config) -> anyhow::Result<()> {
-    let home = &env.home;
-    for asset in [
-        home.path(&config.voice.model),
-        home.ort_library(),
-        home.cmudict(),
-        home.g2p_weights(),
-    ] {
-        super::fetch::ensure_default(env, &asset, false)?;
-    }
-    Ok(())
 }
 
 /// The persona card's system prompt (it teaches the model the emotion and action tags).

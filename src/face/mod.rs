@@ -66,7 +66,7 @@ pub enum FaceError {
     Read(#[from] read::ReadError),
     #[error("{0}")]
     Write(String),
-    #[error("I/O error: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

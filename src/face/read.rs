@@ -32,11 +32,8 @@ pub enum ReadError {
         line: usize,
         message: String,
     },
-    #[error("cannot read {file}: {source}")]
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {file}: {error}")]
+    Io { file: String, error: std::io::Error },
     #[error(
         "{0}: unknown phoneme file format: use a Praat .TextGrid, an HTK/HTS .lab or an idol .json timeline"
     )]
@@ -63,9 +60,9 @@ pub enum Format {
 /// Read a phoneme file, choosing the format from its extension or content.
 pub fn read_path(path: &Path, rate: u32, tier: Option<&str>) -> Result<PhonemeFile, ReadError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
+    let bytes = std::fs::read(path).map_err(|error| ReadError::Io {
         file: file.clone(),
-        source,
+        error,
     })?;
     let text = decode(&bytes);
     let ext = path

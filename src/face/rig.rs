@@ -52,10 +52,10 @@ pub enum RigError {
         "rig `{0}` not found: use one of arkit52, vrm, live2d, oculus15 (see `idol rigs`), or a path to a rig .toml file"
     )]
     NotFound(String),
-    #[error("cannot read rig file {path}: {source}")]
+    #[error("cannot read rig file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -207,9 +207,9 @@ impl Rig {
     }
 
     pub fn load(path: &Path) -> Result<Rig, RigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| RigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Rig::parse(&text, &path.display().to_string())
     }

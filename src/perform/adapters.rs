@@ -22,13 +22,13 @@ use crate::tts::Synthesizer;
 use crate::tts::{PiperVoice, Speaker, VoiceOptions};
 use std::sync::Arc;
 
-/// A stage that could not be built from the config, with the stage named.
+/// A stage that could not be built from the config, with the stage named. Its text includes the
+/// cause's, so it exposes no `source()` (a chain printed in full would say the cause twice).
 #[derive(Debug, thiserror::Error)]
-#[error("{stage}: {source}")]
+#[error("{stage}: {error}")]
 pub struct BuildError {
     pub stage: &'static str,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub error: Box<dyn std::error::Error + Send + Sync>,
 }
 
 fn build<T, E: std::error::Error + Send + Sync + 'static>(
@@ -37,7 +37,7 @@ fn build<T, E: std::error::Error + Send + Sync + 'static>(
 ) -> Result<T, BuildError> {
     r.map_err(|e| BuildError {
         stage,
-        source: Box::new(e),
+        error: Box::new(e),
     })
 }
 
@@ -84,6 +84,29 @@ pub fn build_stages(home: &Home, config: &Config) -> Result<Stages, BuildError> 
         voice,
         face,
     })
+}
+
+/// The asset files [`build_stages`] loads for `config`: the local model (backend `local` only), then
+/// [`voice_face_files`]. Commands fetch the missing ones on first use before building the stages, so
+/// this list and the loaders cannot drift apart: each stage names the files it reads.
+pub fn stage_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = vec![];
+    if config.llm.backend == LlmBackend::Local {
+        files.push(home.path(&config.llm.model));
+    }
+    files.extend(voice_face_files(home, config));
+    files
+}
+
+/// The asset files [`build_voice_face`] loads for `config`: the phonemizer's dictionary and weights,
+/// the voice with its config, and the ONNX Runtime library (rigs are compiled in or the user's own).
+pub fn voice_face_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = EnglishPhonemizer::files(home).to_vec();
+    files.extend(PiperVoice::files(
+        &home.path(&config.voice.model),
+        &home.ort_library(),
+    ));
+    files
 }
 
 /// A voice and the face solver at its rate.

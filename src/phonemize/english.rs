@@ -332,7 +332,14 @@ impl EnglishPhonemizer {
     /// Loads the dictionary and G2P weights from the idol home (`models/cmudict.dict`,
     /// `models/checkpoint20.npz`).
     pub fn load(home: &Home) -> Result<Self, PhonemizeError> {
-        Self::from_paths(&home.cmudict(), &home.g2p_weights())
+        let [dict, weights] = Self::files(home);
+        Self::from_paths(&dict, &weights)
+    }
+
+    /// The files [`EnglishPhonemizer::load`] reads from the idol home: the dictionary, then the G2P
+    /// weights (what a command fetches on first use before loading it).
+    pub fn files(home: &Home) -> [std::path::PathBuf; 2] {
+        [home.cmudict(), home.g2p_weights()]
     }
 
     pub fn from_paths(dict: &Path, weights: &Path) -> Result<Self, PhonemizeError> {

@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 /// Errors writing the output folder.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Face(#[from] FaceError),
@@ -198,7 +198,7 @@ pub fn files(perf: &Performance) -> Result<(Files, Option<String>), OutputError>
 pub fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Vec<PathBuf>, OutputError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| OutputError::Io { path, source }
+        move |error| OutputError::Io { path, error }
     };
     let parent = dir
         .parent()

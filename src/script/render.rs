@@ -192,11 +192,11 @@ pub enum RenderError {
         path: PathBuf,
         message: String,
     },
-    #[error("{line}: the voice failed on {sentence:?}: {source}")]
+    #[error("{line}: the voice failed on {sentence:?}: {error}")]
     Voice {
         line: String,
         sentence: String,
-        source: TtsError,
+        error: TtsError,
     },
     #[error(transparent)]
     Face(#[from] FaceError),
@@ -386,11 +386,11 @@ fn speak_line(
                     ));
                     continue;
                 }
-                Err(source) => {
+                Err(error) => {
                     return Err(RenderError::Voice {
                         line: line.label(),
                         sentence: seg.text.clone(),
-                        source,
+                        error,
                     });
                 }
             };

@@ -50,13 +50,13 @@ pub const SEND_BUFFER: usize = 32 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(
-        "cannot listen on {addr}: {source} (is another `idol serve` running? set [server] port in idol.toml, or 0 for any free port)"
+        "cannot listen on {addr}: {error} (is another `idol serve` running? set [server] port in idol.toml, or 0 for any free port)"
     )]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot start the server: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -157,8 +157,8 @@ impl Server {
             .with_rigs(rigs),
         );
         let addr = SocketAddr::new(opts.bind, opts.port);
-        let listener = std::net::TcpListener::bind(addr)
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|error| ServerError::Bind { addr, error })?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
 

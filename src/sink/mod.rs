@@ -39,11 +39,10 @@ use std::collections::VecDeque;
 /// Errors of the sinks.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("network error talking to {target}: {source}")]
+    #[error("network error talking to {target}: {error}")]
     Net {
         target: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("could not encode an OSC packet: {0}")]
     Osc(String),
@@ -52,19 +51,26 @@ pub enum SinkError {
     #[error("sink rate must be positive (got 0)")]
     ZeroRate,
     #[error(
-        "the VTube Studio token file {path} could not be written: {source}; check that its folder is writable"
+        "the VTube Studio token file {path} could not be written: {error}; check that its folder is writable"
     )]
     TokenFile {
         path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("audio device: {0}")]
     Audio(String),
     #[error("the sink has stopped")]
     Closed,
     #[error("sink rig: {0}")]
-    Rig(#[from] crate::face::RigError),
+    Rig(crate::face::RigError),
+}
+
+// By hand, not `#[from]`: that would also make the rig error the `source()`, which the text above
+// already quotes (a chain printed in full would say it twice).
+impl From<crate::face::RigError> for SinkError {
+    fn from(e: crate::face::RigError) -> Self {
+        SinkError::Rig(e)
+    }
 }
 
 /// One owned frame: what a [`FrameRef`] borrows, kept for later (in a [`FrameGate`], across threads).

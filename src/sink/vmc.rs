@@ -128,7 +128,7 @@ impl VmcSink {
         };
         let socket = UdpSocket::bind(local).map_err(|e| SinkError::Net {
             target: opts.target.to_string(),
-            source: e,
+            error: e,
         })?;
         let resampler = Resampler::new(opts.sample_rate, opts.rate)?;
         Ok(VmcSink {
@@ -221,7 +221,7 @@ impl VmcSink {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
             Err(e) => Err(SinkError::Net {
                 target: self.opts.target.to_string(),
-                source: e,
+                error: e,
             }),
         }
     }

@@ -221,7 +221,7 @@ fn envelope(id: u64, kind: &str, data: Value) -> String {
 pub fn store_token(path: &Path, token: &str) -> Result<(), SinkError> {
     let err = |e| SinkError::TokenFile {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(d) = dir {

@@ -248,6 +248,13 @@ impl std::fmt::Debug for PiperVoice {
     }
 }
 
+/// A Piper voice's config: `NAME.onnx.json` beside `NAME.onnx`.
+fn config_path(voice: &Path) -> PathBuf {
+    let mut p = voice.as_os_str().to_owned();
+    p.push(".json");
+    PathBuf::from(p)
+}
+
 fn voice_name(path: &Path) -> String {
     path.file_name()
         .and_then(|n| n.to_str())
@@ -256,6 +263,16 @@ fn voice_name(path: &Path) -> String {
 }
 
 impl PiperVoice {
+    /// The files [`PiperVoice::load`] reads: the voice `NAME.onnx`, its config `NAME.onnx.json`, and the
+    /// ONNX Runtime library (what a command fetches on first use before loading the voice).
+    pub fn files(voice: &Path, ort_lib: &Path) -> [PathBuf; 3] {
+        [
+            voice.to_path_buf(),
+            config_path(voice),
+            ort_lib.to_path_buf(),
+        ]
+    }
+
     /// Load `voice` (`NAME.onnx`, with `NAME.onnx.json` beside it) on the ONNX Runtime library `ort_lib`.
     pub fn load(
         voice: &Path,
@@ -264,7 +281,7 @@ impl PiperVoice {
         options: &VoiceOptions,
     ) -> Result<Self, TtsError> {
         let name = voice_name(voice);
-        let json_path = PathBuf::from(format!("{}.json", voice.display()));
+        let json_path = config_path(voice);
         for p in [voice, json_path.as_path()] {
             if !p.exists() {
                 return Err(TtsError::VoiceMissing {
