@@ -49,8 +49,11 @@ fn cache() -> &'static Path {
             }
             z.finish().unwrap();
         }
-        // Whole or not at all, whichever test thread gets here first.
-        let _ = fs::rename(&dir, &wheels);
+        // Whole or not at all (a test binary run before may have made it meanwhile).
+        fs::create_dir_all(&root).unwrap();
+        if let Err(e) = fs::rename(&dir, &wheels) {
+            assert!(wheels.is_dir(), "{}: {e}", wheels.display());
+        }
         root
     })
 }

@@ -130,3 +130,30 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Perform(a) => perform::run(&env, a),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x.toml: {0}")]
+    struct Quotes(std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x.toml")]
+    struct Exposes(#[source] std::io::Error);
+
+    fn gone() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        // Quoting the cause, or exposing it, reads the same; context on top is kept.
+        let want = "loading the config: cannot read x.toml: no such file";
+        let a = anyhow::Error::new(Quotes(gone())).context("loading the config");
+        let b = anyhow::Error::new(Exposes(gone())).context("loading the config");
+        assert_eq!(report(&a), want);
+        assert_eq!(report(&b), want);
+    }
+}
