@@ -11,6 +11,7 @@ mod persona;
 mod phonemize;
 mod script;
 mod serve;
+mod serve_edge;
 mod sinks;
 mod text;
 mod tts;
