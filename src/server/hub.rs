@@ -669,6 +669,28 @@ mod tests {
     }
 
     #[test]
+    fn closing_connections_count_against_max_clients_until_gone() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(1, Duration::from_secs(2), 64, metrics);
+        let (full, _) = new_hub(false);
+        hub.set_session(full.info().unwrap().clone(), || 0);
+        let link = hub.register().unwrap();
+        hub.close(
+            link.id,
+            CloseReason {
+                code: CLOSE_LAGGING,
+                reason: "lagging".into(),
+            },
+        );
+        // Its writer is still flushing the close frame to a client that stopped reading.
+        let lingering = Lingering::enter(&link.lingering);
+        let refused = hub.register().err().expect("full while it lingers");
+        assert_eq!(refused.code, CLOSE_FULL);
+        drop(lingering);
+        assert!(hub.register().is_ok(), "its slot is free once it is gone");
+    }
+
+    #[test]
     fn rigs_resolve_by_name_only_and_need_canonical_frames() {
         let (hub, _) = new_hub(true);
         assert_eq!(hub.resolve_rig("arkit52"), Ok(None));
