@@ -8,6 +8,8 @@
 //! Rules: a text message longer than `max_message_bytes`, malformed JSON, an unknown `type`, a bad
 //! field, a request over the rate limit, or a control request without the token from off loopback,
 //! each get an `error` and the connection stays. Binary messages from clients get an `error` too.
+//! What the socket layer refuses closes the connection with the code its error variant calls for
+//! ([`ReadError`]: 1002 protocol violations, 1007 invalid UTF-8, 1009 too big).
 
 use super::hub::{ClientLink, CloseReason, Hub, Lingering};
 use super::protocol::{self, ClientMsg, StreamKind, Subscription};
