@@ -126,6 +126,7 @@ fn main() {
             max_client_lag: Duration::from_secs(30),
             policy: ConnPolicy::default(),
             rigs_dir: None,
+            ..ServerOptions::default()
         },
     )
     .expect("server");

@@ -109,6 +109,7 @@ fn main() {
             max_client_lag: Duration::from_millis(2000),
             policy: ConnPolicy::default(),
             rigs_dir: None,
+            ..ServerOptions::default()
         },
         vec![Box::new(Probe(released.clone()))],
     )

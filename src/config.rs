@@ -87,6 +87,8 @@ struct RawServer {
     token_env: Option<String>,
     max_clients: Option<Spanned<i64>>,
     max_client_lag_ms: Option<Spanned<i64>>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
+    allowed_origins: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -186,6 +188,12 @@ pub struct ServerConfig {
     pub token_env: String,
     pub max_clients: usize,
     pub max_client_lag_ms: u64,
+    /// Host names (as in a browser's address bar) the server answers besides IP addresses and
+    /// `localhost`; `*` turns the check off (behind a proxy that does it).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins (`https://overlay.example`) whose pages may open the stream besides the
+    /// server's own; `*` allows every page.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -426,6 +434,8 @@ impl RawConfig {
                 600_000,
                 2000u64,
             )?,
+            allowed_hosts: host_names(ctx, &s.allowed_hosts)?,
+            allowed_origins: origins(ctx, &s.allowed_origins)?,
         };
 
         let mut sinks = SinksConfig::default();
@@ -493,6 +503,55 @@ impl RawConfig {
     }
 }
 
+/// `[server] allowed_hosts`: bare host names (no scheme, port or path), or `*`.
+fn host_names(ctx: &Ctx, v: &Option<Vec<Spanned<String>>>) -> Result<Vec<String>, ConfigError> {
+    let mut out = vec![];
+    for h in v.iter().flatten() {
+        let name = h.get_ref().trim();
+        let ok = name == "*"
+            || (!name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+        if !ok {
+            return Err(ctx.at(
+                h.span(),
+                "server.allowed_hosts",
+                format!(
+                    "{:?} is not a host name: give the name only, as in the browser's address bar without scheme or port (e.g. \"idol.lan\"), or \"*\" for any",
+                    h.get_ref()
+                ),
+            ));
+        }
+        out.push(name.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+/// `[server] allowed_origins`: `http(s)://host[:port]` without a path, or `*`.
+fn origins(ctx: &Ctx, v: &Option<Vec<Spanned<String>>>) -> Result<Vec<String>, ConfigError> {
+    let mut out = vec![];
+    for o in v.iter().flatten() {
+        let s = o.get_ref().trim().trim_end_matches('/');
+        let ok = s == "*"
+            || s.strip_prefix("http://")
+                .or_else(|| s.strip_prefix("https://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', '@', ' ']));
+        if !ok {
+            return Err(ctx.at(
+                o.span(),
+                "server.allowed_origins",
+                format!(
+                    "{:?} is not a web origin: allowed \"http://HOST[:PORT]\" or \"https://HOST[:PORT]\" without a path (e.g. \"https://overlay.example\"), or \"*\" for every page",
+                    o.get_ref()
+                ),
+            ));
+        }
+        out.push(s.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
 /// A rig is named by a file stem under `rigs/` or a path to a `.toml` file.
 fn rig_name(
     ctx: &Ctx,
@@ -526,6 +585,27 @@ mod tests {
 
     fn err(src: &str) -> ConfigError {
         Config::from_toml_str(src, Path::new("idol.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn browser_allowlists_are_checked_and_normalized() {
+        let c = Config::from_toml_str(
+            "[server]\nallowed_hosts = [\"Idol.LAN\", \"*\"]\nallowed_origins = [\"https://Overlay.example/\", \"http://10.0.0.5:8787\"]\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.server.allowed_hosts, ["idol.lan", "*"]);
+        assert_eq!(
+            c.server.allowed_origins,
+            ["https://overlay.example", "http://10.0.0.5:8787"]
+        );
+        assert!(Config::default().server.allowed_origins.is_empty());
+        let e = err("[server]\nallowed_hosts = [\"http://idol.lan:8787\"]\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "server.allowed_hosts"));
+        assert!(e.to_string().contains("without scheme or port"), "{e}");
+        let e = err("[server]\nallowed_origins = [\"ok.example\", \"https://a.example/page\"]\n");
+        assert_eq!(e.field, "server.allowed_origins");
+        assert!(e.to_string().contains("not a web origin"), "{e}");
     }
 
     #[test]

@@ -645,6 +645,7 @@ mod server {
                     ..ConnPolicy::default()
                 },
                 rigs_dir: None,
+                ..ServerOptions::default()
             },
         )
         .unwrap();

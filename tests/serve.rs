@@ -15,14 +15,14 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const RATE: u32 = 22050;
+pub(crate) const RATE: u32 = 22050;
 const FPS: u32 = 60;
-const LONG: &str = "[happy] Hello there, it is so lovely to see everyone here tonight. \
+pub(crate) const LONG: &str = "[happy] Hello there, it is so lovely to see everyone here tonight. \
                     Let us talk about music, movies and the stars above us.";
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn stages(replies: &[&str]) -> Stages {
+pub(crate) fn stages(replies: &[&str]) -> Stages {
     Stages {
         generator: Box::new(ScriptedGenerator::new(replies.iter().copied())),
         segmenter: Box::new(SimpleSegmenter::new()),
@@ -31,7 +31,7 @@ fn stages(replies: &[&str]) -> Stages {
     }
 }
 
-fn options(bind: IpAddr, lag_ms: u64, token: Option<&str>) -> ServerOptions {
+pub(crate) fn options(bind: IpAddr, lag_ms: u64, token: Option<&str>) -> ServerOptions {
     ServerOptions {
         bind,
         port: 0,
@@ -42,10 +42,11 @@ fn options(bind: IpAddr, lag_ms: u64, token: Option<&str>) -> ServerOptions {
             ..ConnPolicy::default()
         },
         rigs_dir: None,
+        ..ServerOptions::default()
     }
 }
 
-fn start(replies: &[&str]) -> Server {
+pub(crate) fn start(replies: &[&str]) -> Server {
     Server::start(
         stages(replies),
         PerformConfig::default(),
@@ -55,13 +56,13 @@ fn start(replies: &[&str]) -> Server {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum In {
+pub(crate) enum In {
     Json(Value),
     Bin(Binary),
     Closed(Option<(u16, String)>),
 }
 
-async fn next(ws: &mut Ws) -> In {
+pub(crate) async fn next(ws: &mut Ws) -> In {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {
@@ -79,7 +80,7 @@ async fn next(ws: &mut Ws) -> In {
     }
 }
 
-async fn connect(server: &Server) -> (Ws, Value) {
+pub(crate) async fn connect(server: &Server) -> (Ws, Value) {
     let url = format!("ws://{}/v1/stream", server.addr());
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let In::Json(hello) = next(&mut ws).await else {
@@ -89,12 +90,12 @@ async fn connect(server: &Server) -> (Ws, Value) {
     (ws, hello)
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 
 /// The next ack, error or pong.
-async fn reply(ws: &mut Ws) -> Value {
+pub(crate) async fn reply(ws: &mut Ws) -> Value {
     reply_keep(ws, &mut vec![]).await
 }
 
@@ -412,8 +413,13 @@ async fn stalled_client_is_dropped_while_another_continues() {
 async fn malformed_messages_get_errors_and_the_connection_stays() {
     let server = start(&["Hi."]);
     let (mut ws, _) = connect(&server).await;
-    let cases: [(Message, &str); 10] = [
+    let cases: [(Message, &str); 11] = [
         (Message::Text("not json {".into()), "bad_json"),
+        // Two "type"s: refused, never run as either.
+        (
+            Message::Text(r#"{"type":"ping","type":"chat","text":"hi"}"#.into()),
+            "bad_message",
+        ),
         (
             Message::Text(r#"{"type":"set","look_at":[1e30,-1e30]}"#.into()),
             "bad_message",
@@ -669,8 +675,9 @@ fn find_chromium() -> Option<std::path::PathBuf> {
     None
 }
 
-/// The viewer in headless Chromium: it connects, sends a chat (`?autochat=`), plays the reply with
-/// WebAudio and reports its statistics back over the socket (`?report=1`).
+/// The viewer in headless Chromium: it connects, plays the reply to a chat another client sends with
+/// WebAudio and reports its statistics back over the socket (`?report=1`). Opening a link never
+/// sends a chat (there is no `?autochat=`): the test's own client asks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
     let Some(chromium) = find_chromium() else {
@@ -682,7 +689,7 @@ async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
     };
     let server = start(&[LONG]);
     let profile = tempfile::tempdir().unwrap();
-    let url = format!("http://{}/?autochat=hello%20there&report=1", server.addr());
+    let url = format!("http://{}/?report=1", server.addr());
     let mut child = std::process::Command::new(&chromium)
         .args([
             "--headless",
@@ -700,6 +707,16 @@ async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("chromium starts");
+    // Once the viewer is connected (and its upgrade passed the origin check), chat from here.
+    let mut waited = 0;
+    while server.hub().is_empty() {
+        assert!(waited < 600, "the viewer never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let (mut ws, _) = connect(&server).await;
+    send(&mut ws, json!({"type":"chat","text":"hello there"})).await;
+    assert_eq!(reply(&mut ws).await["type"], "ack");
     // Wait for the reply to have been played (bounded, so a broken page fails instead of hanging).
     let mut last = Value::Null;
     for _ in 0..600 {

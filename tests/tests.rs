@@ -12,6 +12,7 @@ mod persona;
 mod phonemize;
 mod script;
 mod serve;
+mod serve_edge;
 mod sinks;
 mod text;
 mod tts;

@@ -95,8 +95,7 @@ pub struct ChatArgs {
 
 pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     // Warnings (no audio device, a sink that fails) go to stderr unless RUST_LOG says otherwise.
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .try_init();
+    super::init_logger();
     let config = env.config()?;
     let llm = &config.llm;
     let card_path = env

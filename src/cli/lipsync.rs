@@ -151,8 +151,7 @@ fn parse_look_at(s: &str) -> Result<EyeGaze> {
 pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
     // The library's warnings (a truncated or damaged recording, skipped packets) go to stderr
     // unless RUST_LOG says otherwise: without a logger they were dropped.
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .try_init();
+    super::init_logger();
     let face_cfg = env.config()?.face;
     let rig_name = args.rig.clone().unwrap_or(face_cfg.rig);
     let fps = args.fps.unwrap_or(face_cfg.fps);

@@ -131,9 +131,88 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Log targets whose debug and trace records carry message contents verbatim (tungstenite logs
+/// every frame it reads and writes: chat text, control tokens, the VTube Studio token): they are
+/// capped at `info` whatever `RUST_LOG` says.
+const VERBATIM_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// Whether a record of `level` from `target` is held back ([`VERBATIM_TARGETS`]).
+fn capped(target: &str, level: log::Level) -> bool {
+    level > log::Level::Info
+        && VERBATIM_TARGETS.iter().any(|m| {
+            target
+                .strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
+/// env_logger, less the records [`capped`] holds back.
+struct CappedLogger(env_logger::Logger);
+
+impl log::Log for CappedLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        !capped(m.target(), m.level()) && self.0.enabled(m)
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !capped(r.target(), r.level()) {
+            self.0.log(r);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// Log to stderr as `RUST_LOG` says (default: warnings), never message contents (see
+/// [`VERBATIM_TARGETS`]). Every command that logs calls this first.
+pub fn init_logger() {
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(CappedLogger(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::report;
+    use super::*;
+    use log::Log;
+
+    #[test]
+    fn websocket_frames_are_never_logged_even_at_trace() {
+        for target in [
+            "tungstenite",
+            "tungstenite::protocol",
+            "tungstenite::protocol::frame",
+            "tokio_tungstenite",
+            "tokio_tungstenite::compat",
+        ] {
+            assert!(capped(target, log::Level::Trace), "{target}");
+            assert!(capped(target, log::Level::Debug), "{target}");
+            assert!(!capped(target, log::Level::Warn), "{target}");
+        }
+        for target in ["idol::server::conn", "tungstenite_like", "hyper", "axum"] {
+            assert!(!capped(target, log::Level::Trace), "{target}");
+        }
+        // The installed logger at RUST_LOG=trace: tungstenite's "Received message" record is not
+        // let through, the server's own trace records are.
+        let inner = env_logger::Builder::new()
+            .filter_level(log::LevelFilter::Trace)
+            .build();
+        let l = CappedLogger(inner);
+        let meta = |target: &'static str| {
+            log::Metadata::builder()
+                .level(log::Level::Trace)
+                .target(target)
+                .build()
+        };
+        assert!(!l.enabled(&meta("tungstenite::protocol")));
+        assert!(l.enabled(&meta("idol::server::conn")));
+    }
+
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot read x.toml: {0}")]

@@ -70,8 +70,7 @@ pub struct Prepared {
 
 /// Load the script, the voice and the rig.
 pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .try_init();
+    super::init_logger();
     let script = Script::load(&args.script)?;
     let config = env.config()?;
     let home = &env.home;

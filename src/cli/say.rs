@@ -135,8 +135,7 @@ fn cue_sample(at: usize, len: usize, start: u64, speech: &Speech) -> SampleTime 
 
 pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     // Warnings (skipped characters, skipped clauses) go to stderr unless RUST_LOG says otherwise.
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .try_init();
+    super::init_logger();
     let config = env.config()?;
     let home = &env.home;
     let parts = parts(&args.text);

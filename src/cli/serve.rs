@@ -29,8 +29,7 @@ pub struct ServeArgs {
 
 pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Warnings (no audio device, a sink that fails) go to stderr unless RUST_LOG says otherwise.
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .try_init();
+    super::init_logger();
     let config = env.config()?;
     let mut opts = ServerOptions::from_config(&config.server);
     if let Some(b) = args.bind {
@@ -63,21 +62,22 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         )));
     }
     let server = Server::start_with_sinks(stages, perform, opts, sinks)?;
-    let addr = server.addr();
+    let base = server.base_url();
     println!("idol is live");
-    println!("  viewer:  {}", server.viewer_url());
-    println!(
-        "  OBS:     {}?bg=transparent",
-        server.viewer_url().trim_end_matches('/')
-    );
+    println!("  viewer:  {base}/");
+    println!("  OBS:     {base}/?bg=transparent");
     println!(
         "  stream:  ws://{}/v1/stream   (protocol: docs/protocol.md)",
-        server
-            .viewer_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
+        base.trim_start_matches("http://")
     );
-    println!("  metrics: http://{addr}/metrics");
+    println!("  metrics: {base}/metrics");
+    if server.addr().ip().is_unspecified() {
+        println!(
+            "  (listening on all interfaces, port {}: from other machines use this machine's address; \
+             a name other than an IP address needs [server] allowed_hosts)",
+            server.addr().port()
+        );
+    }
     for o in outputs.iter().flat_map(|o| o.describe()) {
         println!("  sink:    {o}");
     }

@@ -8,8 +8,10 @@
 //! Rules: a text message longer than `max_message_bytes`, malformed JSON, an unknown `type`, a bad
 //! field, a request over the rate limit, or a control request without the token from off loopback,
 //! each get an `error` and the connection stays. Binary messages from clients get an `error` too.
+//! What the socket layer refuses closes the connection with the code its error variant calls for
+//! ([`ReadError`]: 1002 protocol violations, 1007 invalid UTF-8, 1009 too big).
 
-use super::hub::{ClientLink, CloseReason, Hub};
+use super::hub::{ClientLink, CloseReason, Hub, Lingering};
 use super::protocol::{self, ClientMsg, StreamKind, Subscription};
 use crate::perform::{FaceControl, PerformHandle};
 use axum::extract::ws::{CloseFrame, Message};
@@ -20,8 +22,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How long a closing connection may take to flush its last message and close frame.
+/// How long a closing connection may take to flush its close frame (or, after the server's close
+/// frame, to answer it) when it is not stuck behind a backlog.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a client the server closes (lagging, or a refused message) has to read what is ahead of
+/// its close frame and the close frame itself; then its TCP connection is dropped.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(30);
+
+/// A close frame's reason is at most 123 bytes (RFC 6455: control payloads are at most 125).
+const MAX_CLOSE_REASON: usize = 123;
 
 /// Per-connection limits and the control token.
 #[derive(Debug, Clone)]
@@ -67,14 +77,14 @@ pub struct ConnCtx {
 /// token; `query_token` is the `?token=` of the upgrade request, if any.
 pub async fn serve_connection<S, R, E>(
     mut sink: S,
-    stream: R,
+    mut stream: R,
     peer: SocketAddr,
     query_token: Option<String>,
     ctx: ConnCtx,
 ) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
-    E: std::fmt::Display,
+    E: ReadError,
 {
     let link = match ctx.hub.register() {
         Ok(link) => link,
@@ -85,6 +95,7 @@ pub async fn serve_connection<S, R, E>(
     };
     let id = link.id;
     let writer = write_loop(sink, link);
+    tokio::pin!(writer);
     let mut reader = Reader {
         ctx: ctx.clone(),
         id,
@@ -93,22 +104,41 @@ pub async fn serve_connection<S, R, E>(
         bucket: ctx.policy.burst,
         refilled: Instant::now(),
     };
-    let read = reader.run(stream);
-    tokio::pin!(writer, read);
-    tokio::select! {
-        _ = &mut writer => {}
-        _ = &mut read => {
-            ctx.hub.unregister(id);
-            writer.await;
+    let server_closed = {
+        let read = reader.run(&mut stream);
+        tokio::pin!(read);
+        tokio::select! {
+            _ = &mut writer => true,
+            _ = &mut read => false,
         }
-    }
+    };
     ctx.hub.unregister(id);
+    if server_closed {
+        // The close frame is out: read (and ignore) what the client still sends until its close
+        // reply, so the socket is not reset under data the client has yet to read.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    } else {
+        writer.await;
+    }
 }
 
+/// The close frame for `r`; the reason is cut (at a character boundary) to the 123 bytes a close
+/// frame can carry.
 fn close_msg(r: &CloseReason) -> Message {
+    let mut end = r.reason.len().min(MAX_CLOSE_REASON);
+    while !r.reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Message::Close(Some(CloseFrame {
         code: r.code,
-        reason: r.reason.clone().into(),
+        reason: r.reason[..end].to_string().into(),
     }))
 }
 
@@ -118,6 +148,13 @@ async fn closed(rx: &mut tokio::sync::watch::Receiver<Option<CloseReason>>) {
 
 /// Drain the client's queue into the socket, counting what was written, until the hub closes the
 /// client (then send the close frame with the reason) or the client goes away.
+///
+/// The close frame has priority over the backlog: once the hub closes the client, nothing more of
+/// its queue is written (a batch stuck on a client that stopped reading is abandoned between
+/// messages), so the close frame goes right behind the bytes the socket layer already holds. A
+/// client that resumes reading within [`CLOSE_LINGER`] reads those and then the close frame with
+/// its code and reason; one that does not is dropped then. Closing connections count against
+/// `max_clients` until they are gone ([`Lingering`]), so stalled clients cannot pile up.
 pub async fn write_loop<S>(mut sink: S, mut link: ClientLink)
 where
     S: Sink<Message> + Unpin,
@@ -137,38 +174,48 @@ where
                     }
                 }
                 let n = batch.len() as u64;
-                let mut send = Box::pin(async {
+                let send = async {
                     for m in batch {
                         sink.feed(m).await?;
                     }
                     sink.flush().await
-                });
+                };
                 let done = tokio::select! {
-                    r = &mut send => Some(r.is_ok()),
+                    r = send => Some(r.is_ok()),
                     _ = closed(&mut link.close) => None,
                 };
                 match done {
                     Some(true) => {
                         link.written.fetch_add(n, Ordering::Release);
                     }
-                    Some(false) => return,
-                    None => {
-                        // Closed while this send was stuck: let it finish, then say why.
-                        if !matches!(tokio::time::timeout(CLOSE_GRACE, send).await, Ok(Ok(()))) {
-                            return;
-                        }
-                        break;
-                    }
+                    // The socket refused the message: gone, or closing (a close frame from the
+                    // client arrived meanwhile: its reply still has to be flushed, below).
+                    Some(false) => break,
+                    // Closed while this batch was stuck: the rest of it is dropped (a message is
+                    // either wholly in the socket layer's buffer or not at all).
+                    None => break,
                 }
             }
         }
     }
     let reason = link.close.borrow().clone();
-    let msg = match reason {
-        Some(r) => close_msg(&r),
-        None => Message::Close(None),
+    let grace = if reason.is_some() {
+        CLOSE_LINGER
+    } else {
+        CLOSE_GRACE
     };
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(msg)).await;
+    // Free the queue now: only the bytes ahead of the close frame stay while it lingers.
+    drop(link.rx);
+    let _linger = Lingering::enter(&link.lingering);
+    let _ = tokio::time::timeout(grace, async {
+        if let Some(r) = &reason {
+            let _ = sink.send(close_msg(r)).await;
+        }
+        // Then flush and close: this also writes the socket layer's own answer to a close frame
+        // from the client (after which sending a close frame of ours is refused).
+        let _ = sink.close().await;
+    })
+    .await;
 }
 
 struct Reader {
@@ -189,25 +236,91 @@ fn same(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The close code and reason for a message the WebSocket layer refused (`error`: its text); `None`
-/// for errors that are not about a message (the connection reset or closed).
-fn refusal(error: &str) -> Option<CloseReason> {
-    let lower = error.to_ascii_lowercase();
-    let (code, reason) = if lower.contains("too long") || lower.contains("too big") {
-        (
-            1009,
-            format!(
+/// A read error of a connection's transport, classified: what the connection should be closed with.
+pub trait ReadError {
+    /// The close code and reason for a message or frame the WebSocket layer refused; `None` for
+    /// errors that are not about what the client sent (the connection reset or closed).
+    fn refusal(&self) -> Option<CloseReason>;
+}
+
+impl ReadError for std::convert::Infallible {
+    fn refusal(&self) -> Option<CloseReason> {
+        match *self {}
+    }
+}
+
+impl ReadError for tungstenite::Error {
+    fn refusal(&self) -> Option<CloseReason> {
+        classify(self)
+    }
+}
+
+/// axum wraps the socket's [`tungstenite::Error`]; anything else is not a refusal.
+impl ReadError for axum::Error {
+    fn refusal(&self) -> Option<CloseReason> {
+        std::error::Error::source(self)?
+            .downcast_ref::<tungstenite::Error>()
+            .and_then(classify)
+    }
+}
+
+/// Close code 1002 (protocol error).
+pub const CLOSE_PROTOCOL: u16 = 1002;
+/// Close code 1007 (invalid payload data).
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// Close code 1009 (message too big).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Classify a tungstenite error by its variant (never its text).
+fn classify(e: &tungstenite::Error) -> Option<CloseReason> {
+    use tungstenite::Error as E;
+    use tungstenite::error::{CapacityError as C, ProtocolError as P};
+    let protocol = |why: String| {
+        Some(CloseReason {
+            code: CLOSE_PROTOCOL,
+            reason: format!("protocol error: {why}"),
+        })
+    };
+    match e {
+        E::Capacity(C::MessageTooLong { .. }) => Some(CloseReason {
+            code: CLOSE_TOO_BIG,
+            reason: format!(
                 "message too big: the socket takes at most {} bytes (control messages {} bytes)",
                 super::MAX_WS_MESSAGE,
                 ConnPolicy::default().max_message_bytes
             ),
-        )
-    } else if lower.contains("utf-8") || lower.contains("utf8") {
-        (1007, "text message is not valid UTF-8".to_string())
-    } else {
-        return None;
-    };
-    Some(CloseReason { code, reason })
+        }),
+        E::Capacity(C::TooManyHeaders) => protocol("too many headers".into()),
+        // tungstenite reports invalid UTF-8 in a text message and in a close frame's reason alike.
+        E::Utf8(_) => Some(CloseReason {
+            code: CLOSE_INVALID_DATA,
+            reason: "invalid UTF-8 in a text message or a close frame's reason".into(),
+        }),
+        E::Protocol(p) => match p {
+            // The peer went away or is closing anyway: nothing to say.
+            P::ResetWithoutClosingHandshake | P::ReceivedAfterClosing | P::SendAfterClosing => None,
+            P::UnmaskedFrameFromClient => protocol("client frames must be masked".into()),
+            P::NonZeroReservedBits => {
+                protocol("reserved bits set (no extension is negotiated)".into())
+            }
+            P::ControlFrameTooBig => protocol("control frame payload over 125 bytes".into()),
+            P::FragmentedControlFrame => protocol("fragmented control frame".into()),
+            P::UnknownControlFrameType(op) | P::UnknownDataFrameType(op) | P::InvalidOpcode(op) => {
+                protocol(format!("reserved opcode {op:#x}"))
+            }
+            P::UnexpectedContinueFrame => {
+                protocol("continuation frame with no message to continue".into())
+            }
+            P::ExpectedFragment(_) => {
+                protocol("new data frame before the fragmented message ended".into())
+            }
+            P::InvalidCloseSequence => protocol("close frame with a 1-byte payload".into()),
+            P::MaskedFrameFromServer => protocol("masked frame".into()),
+            _ => protocol("bad frame".into()),
+        },
+        E::ConnectionClosed | E::AlreadyClosed | E::Io(_) => None,
+        _ => None,
+    }
 }
 
 /// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback.
@@ -216,10 +329,10 @@ pub fn is_loopback(peer: &SocketAddr) -> bool {
 }
 
 impl Reader {
-    async fn run<R, E>(&mut self, mut stream: R)
+    async fn run<R, E>(&mut self, stream: &mut R)
     where
         R: Stream<Item = Result<Message, E>> + Unpin,
-        E: std::fmt::Display,
+        E: ReadError,
     {
         while let Some(msg) = stream.next().await {
             match msg {
@@ -233,7 +346,7 @@ impl Reader {
                 Err(e) => {
                     // The socket layer refused a message: say why in the close frame (a connection
                     // that just went away is not a refusal).
-                    if let Some(reason) = refusal(&e.to_string()) {
+                    if let Some(reason) = e.refusal() {
                         self.ctx.hub.close(self.id, reason);
                     }
                     break;
@@ -311,10 +424,14 @@ impl Reader {
             );
             return;
         }
-        let value: serde_json::Value = match serde_json::from_str(text) {
+        let value = match protocol::parse_json(text) {
             Ok(v) => v,
-            Err(e) => {
-                self.error("bad_json", &format!("not JSON: {e}"), None);
+            Err(e @ protocol::JsonError::Syntax(_)) => {
+                self.error("bad_json", &e.to_string(), None);
+                return;
+            }
+            Err(e @ protocol::JsonError::DuplicateKey(_)) => {
+                self.error("bad_message", &e.to_string(), None);
                 return;
             }
         };

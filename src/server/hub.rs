@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::extract::ws::Message;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -62,11 +62,33 @@ pub struct ClientLink {
     pub written: Arc<AtomicU64>,
     /// Set when the hub closes the client; the sender is dropped when the client is unregistered.
     pub close: watch::Receiver<Option<CloseReason>>,
+    /// The hub's count of closing connections (see [`Lingering`]).
+    pub lingering: Arc<AtomicUsize>,
+}
+
+/// A connection that left the hub but is still writing its close frame (a stalled client gets
+/// [`super::conn::CLOSE_LINGER`] to read it). Counted against `max_clients` while it lives, so
+/// clients that stop reading cannot pile up closing connections beyond the limit.
+pub struct Lingering(Arc<AtomicUsize>);
+
+impl Lingering {
+    pub fn enter(count: &Arc<AtomicUsize>) -> Lingering {
+        count.fetch_add(1, Ordering::AcqRel);
+        Lingering(count.clone())
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// See the module docs.
 pub struct Hub {
     clients: Mutex<Vec<Slot>>,
+    /// Connections closed by the hub that are still flushing their close frame.
+    lingering: Arc<AtomicUsize>,
     next_id: AtomicU64,
     info: OnceLock<Arc<SessionInfo>>,
     now: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
@@ -96,6 +118,7 @@ impl Hub {
     ) -> Self {
         Hub {
             clients: Mutex::new(Vec::new()),
+            lingering: Arc::default(),
             next_id: AtomicU64::new(1),
             info: OnceLock::new(),
             now: OnceLock::new(),
@@ -201,7 +224,7 @@ impl Hub {
         let info = self.info.get().expect("the hub serves a session").clone();
         let now = self.now.get().map_or(0, |f| f());
         let mut clients = self.clients.lock();
-        if clients.len() >= self.max_clients {
+        if clients.len() + self.lingering.load(Ordering::Acquire) >= self.max_clients {
             return Err(CloseReason {
                 code: CLOSE_FULL,
                 reason: format!("server full ({} clients)", self.max_clients),
@@ -235,6 +258,7 @@ impl Hub {
             rx,
             written,
             close: close_rx,
+            lingering: self.lingering.clone(),
         })
     }
 
@@ -642,6 +666,28 @@ mod tests {
         }
         hub.broadcast(&frame(1102, true));
         assert_eq!(metrics.frames_retargeted.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn closing_connections_count_against_max_clients_until_gone() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(1, Duration::from_secs(2), 64, metrics);
+        let (full, _) = new_hub(false);
+        hub.set_session(full.info().unwrap().clone(), || 0);
+        let link = hub.register().unwrap();
+        hub.close(
+            link.id,
+            CloseReason {
+                code: CLOSE_LAGGING,
+                reason: "lagging".into(),
+            },
+        );
+        // Its writer is still flushing the close frame to a client that stopped reading.
+        let lingering = Lingering::enter(&link.lingering);
+        let refused = hub.register().err().expect("full while it lingers");
+        assert_eq!(refused.code, CLOSE_FULL);
+        drop(lingering);
+        assert!(hub.register().is_ok(), "its slot is free once it is gone");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! (`docs/protocol.md`) to any number of clients, the viewer page, `/healthz` and `/metrics`.
 //!
 //! Routes: `GET /` the viewer (one self-contained page, `?bg=transparent` for OBS), `GET /v1/stream`
-//! the WebSocket stream, `GET /healthz`, `GET /metrics` (Prometheus text).
+//! the WebSocket stream, `GET /healthz`, `GET /metrics` (Prometheus text). Every request's `Host` and
+//! the upgrade's `Origin` are checked first ([`guard`]): web pages of other sites cannot reach the
+//! server by DNS rebinding nor drive the idol from the host's browser.
 //!
 //! Threading: tokio (a small multi-threaded runtime on its own std thread) does the I/O only: accepting,
 //! reading requests, writing queued messages. The performance runs on its own std threads
@@ -12,11 +14,13 @@
 //! [`Event`]: crate::perform::Event
 
 pub mod conn;
+pub mod guard;
 pub mod hub;
 pub mod protocol;
 pub mod rigs;
 
 pub use conn::{ConnCtx, ConnPolicy, serve_connection};
+pub use guard::Guard;
 pub use hub::{CLOSE_FULL, CLOSE_LAGGING, Hub, HubSink};
 pub use rigs::RigCatalog;
 
@@ -25,7 +29,7 @@ use crate::perform::{Metrics, PerformConfig, PerformHandle, Performer, Stages};
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -72,6 +76,10 @@ pub struct ServerOptions {
     /// Where rig files clients may subscribe to by name live (`None`: the built-in rigs only). See
     /// [`RigCatalog`]: clients never name paths.
     pub rigs_dir: Option<std::path::PathBuf>,
+    /// Host names the server answers besides IP addresses and `localhost` ([`Guard`]).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins whose pages may open the stream besides the server's own ([`Guard`]).
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServerOptions {
@@ -91,6 +99,8 @@ impl ServerOptions {
                 ..ConnPolicy::default()
             },
             rigs_dir: None,
+            allowed_hosts: c.allowed_hosts.clone(),
+            allowed_origins: c.allowed_origins.clone(),
         }
     }
 }
@@ -104,6 +114,7 @@ impl Default for ServerOptions {
 #[derive(Clone)]
 struct AppState {
     ctx: ConnCtx,
+    guard: Arc<Guard>,
 }
 
 /// A running `idol serve`: the performance, the hub and the HTTP server. Dropping it stops all three.
@@ -173,7 +184,16 @@ impl Server {
             policy: Arc::new(opts.policy.clone()),
             stats: Arc::default(),
         };
-        let app = router(AppState { ctx: ctx.clone() });
+        let guard = Arc::new(Guard::new(
+            opts.bind,
+            addr.port(),
+            &opts.allowed_hosts,
+            &opts.allowed_origins,
+        ));
+        let app = router(AppState {
+            ctx: ctx.clone(),
+            guard,
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -223,14 +243,21 @@ impl Server {
         self.addr
     }
 
-    /// The viewer's URL.
+    /// The viewer's URL (on a server bound to all interfaces, its loopback address).
     pub fn viewer_url(&self) -> String {
+        format!("{}/", self.base_url())
+    }
+
+    /// `http://HOST:PORT` of this server as reachable from this machine: 127.0.0.1 (or ::1) when it
+    /// listens on all interfaces, else its address.
+    pub fn base_url(&self) -> String {
         let host = match self.addr.ip() {
-            ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
             IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
-        format!("http://{host}:{}/", self.addr.port())
+        format!("http://{host}:{}", self.addr.port())
     }
 
     pub fn perform(&self) -> &PerformHandle {
@@ -271,7 +298,42 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/stream", get(stream))
+        .layer(axum::middleware::from_fn_with_state(
+            state.guard.clone(),
+            check_host,
+        ))
         .with_state(state)
+}
+
+/// The `Host` of a request: the header, or the URI's authority (HTTP/2).
+fn host_of(req_headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    match req_headers.get(header::HOST) {
+        Some(h) => Some(String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        None => uri.authority().map(|a| a.as_str().to_string()),
+    }
+}
+
+fn forbidden(why: String) -> Response {
+    log::info!("refused a request: {why}");
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{why}\n"),
+    )
+        .into_response()
+}
+
+/// Every route: refuse a `Host` that is not one of the server's (DNS rebinding).
+async fn check_host(
+    State(guard): State<Arc<Guard>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = host_of(req.headers(), req.uri());
+    match guard.check_host(host.as_deref()) {
+        Ok(()) => next.run(req).await,
+        Err(why) => forbidden(why),
+    }
 }
 
 async fn viewer() -> Html<&'static str> {
@@ -290,8 +352,19 @@ async fn stream(
     ws: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
     State(st): State<AppState>,
 ) -> Response {
+    // A browser page may open the stream only from the server's own origins (or allowed ones):
+    // loopback peers need no token, so any page in the host's browser could drive the idol.
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
+    let host = host_of(&headers, &uri);
+    if let Err(why) = st.guard.check_origin(origin.as_deref(), host.as_deref()) {
+        return forbidden(why);
+    }
     let token = q.get("token").cloned();
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)

@@ -214,6 +214,110 @@ impl ClientMsg {
     }
 }
 
+/// A request's JSON, parsed strictly: an object with the same key twice (at any depth) is refused,
+/// naming the key, instead of silently keeping the last value (`{"type":"ping","type":"chat"}` must
+/// not be a chat to one reader and a ping to another).
+pub fn parse_json(text: &str) -> Result<serde_json::Value, JsonError> {
+    match serde_json::from_str::<Strict>(text) {
+        Ok(Strict(v)) => Ok(v),
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            Err(JsonError::DuplicateKey(e.to_string()))
+        }
+        Err(e) => Err(JsonError::Syntax(e.to_string())),
+    }
+}
+
+/// Why [`parse_json`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("not JSON: {0}")]
+    Syntax(String),
+    #[error("{0}: each key may appear once in an object")]
+    DuplicateKey(String),
+}
+
+/// A JSON value whose objects have unique keys.
+struct Strict(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(
+            serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+        ))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+        Ok(Strict(v.into()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(serde_json::Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(serde_json::Value::Null))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        Strict::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Strict(out.into()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                // The key is the client's: quote at most 64 characters of it.
+                let shown: String = k.chars().take(64).collect();
+                let more = if shown.len() < k.len() { "…" } else { "" };
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {shown:?}{more}"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Strict(out.into()))
+    }
+}
+
 /// The message types a client may send, for error messages.
 pub const CLIENT_TYPES: [&str; 8] = [
     "subscribe",
@@ -550,5 +654,29 @@ mod tests {
             serde_json::from_str::<ClientMsg>(r#"{"type":"ping","extra":1}"#).is_err(),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth_naming_the_key() {
+        let e = parse_json(r#"{"type":"ping","type":"chat","text":"hi"}"#).unwrap_err();
+        let JsonError::DuplicateKey(m) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(m.contains(r#"duplicate key "type""#), "{m}");
+        let e = parse_json(r#"{"type":"stats","stats":{"a":1,"b":{"c":1,"c":2}}}"#).unwrap_err();
+        assert!(e.to_string().contains(r#"duplicate key "c""#), "{e}");
+        assert!(matches!(parse_json("{\"a\":"), Err(JsonError::Syntax(_))));
+        // Equal to serde_json's own reading when keys are unique.
+        let t = r#"{"type":"set","look_at":[0.1,-2e-3],"id":{"n":null,"b":[true,1,18446744073709551615,-5]}}"#;
+        assert_eq!(
+            parse_json(t).unwrap(),
+            serde_json::from_str::<serde_json::Value>(t).unwrap()
+        );
+        // Deep nesting is refused by the parser's depth limit, not a stack overflow.
+        let deep = "[".repeat(100_000);
+        assert!(matches!(
+            parse_json(&deep),
+            Err(JsonError::Syntax(_)) | Err(JsonError::DuplicateKey(_))
+        ));
     }
 }
