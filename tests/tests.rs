@@ -5,6 +5,7 @@ mod audiolip;
 mod common;
 mod face;
 mod foundation;
+mod fuzz;
 mod llm;
 mod llm_archs;
 mod persona;
