@@ -721,6 +721,14 @@ fn bombs(run: &mut Run, rounds: usize, bomb_hours: f64) {
                 let _ = w.shutdown(std::net::Shutdown::Both);
             }
             let _ = reader.join();
+            // An accepted bomb may still be working (a render): give it a while to finish or die.
+            let t = Instant::now();
+            while !refused && t.elapsed() < Duration::from_secs(30) && run.idol.exited().is_none() {
+                if let Some(m) = run.idol.rss_mib() {
+                    peak = peak.max(m);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
             let crashed_before = run.crashes.len();
             run.check(class);
             let crashed = run.crashes.len() > crashed_before;
