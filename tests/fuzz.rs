@@ -732,7 +732,8 @@ fn a_say_of_hours_of_breaks_is_refused() {
             n.set(n.get() + 1);
             let mut c = c.borrow_mut();
             // 16.7 to 20 hours of pauses in one message under the 16 KiB limit.
-            let text = format!("Start. {}", "<break 60s/>".repeat(breaks));
+            // Inside one clause: breaks with no words after them are dropped with their clause.
+            let text = format!("Start {} and end.", "<break 60s/>".repeat(breaks));
             let id = format!("bomb-{}", n.get());
             c.send_text(&json!({"type": "say", "text": text, "id": id}).to_string())
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
