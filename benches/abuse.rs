@@ -838,6 +838,8 @@ fn main() {
     println!("wrong answers and closes: {wrong} of {sent}");
     let crashed = !run.crashes.is_empty();
     let _ = run.idol.stop();
+    // The temporary home goes before the exit (`exit` runs no destructors).
+    drop(run.home);
     if crashed {
         std::process::exit(1);
     }
