@@ -439,6 +439,7 @@ fn main() {
     for p in panics {
         println!("  {p}");
     }
+    drop(home);
     if crashed {
         std::process::exit(1);
     }
