@@ -6,6 +6,7 @@ mod common;
 mod face;
 mod firstrun;
 mod foundation;
+mod fuzz;
 mod llm;
 mod llm_archs;
 mod persona;
