@@ -412,7 +412,6 @@ fn messages_at_the_size_limit_are_read_or_refused_exactly() {
 }
 
 #[test]
-#[ignore = "defect 8 of issue 15 (duplicate JSON keys run the last one), fixed on branch edge"]
 fn duplicate_keys_are_refused() {
     let server = fake_server(true);
     let c = RefCell::new(open(server.addr()));
@@ -597,7 +596,6 @@ fn raw_protocol_violations_never_take_the_server_down() {
 }
 
 #[test]
-#[ignore = "defect 6 of issue 15 (violations close without 1002; oversized ping gets 1009; close 999 unanswered), fixed on branch edge"]
 fn raw_protocol_violations_are_answered_with_the_rfc_close_code() {
     let server = fake_server(false);
     let addr = server.addr();
@@ -670,7 +668,6 @@ fn clients_without_an_origin_and_same_origin_pages_may_control() {
 }
 
 #[test]
-#[ignore = "defect 3 of issue 15 (Origin and Host not checked), fixed on branch edge"]
 fn pages_of_other_origins_and_foreign_hosts_cannot_control() {
     let server = fake_server(false);
     let addr = server.addr();
