@@ -344,6 +344,7 @@ impl Voice {
             PerformConfig {
                 fps: config.face.fps,
                 clock: Some(outputs.clock()),
+                budget: config.limits,
                 ..PerformConfig::default()
             },
             vec![Box::new(sink)],
