@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use idol::budget::Budget;
 use idol::face::Rig;
 use idol::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
-use idol::perform::{PerformConfig, SimpleSegmenter, Stages};
+use idol::perform::{PerformConfig, Stages};
 use idol::script::live::ScriptRenderer;
 use idol::script::{RenderOptions, Script, SynthLineVoice};
 use idol::server::protocol::{Binary, parse_binary};

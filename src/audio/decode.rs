@@ -422,7 +422,8 @@ mod tests {
     #[test]
     fn impossible_headers_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, fn(&mut Vec<u8>), &str); 4] = [
+        type Edit = fn(&mut Vec<u8>);
+        let cases: [(&str, Edit, &str); 4] = [
             (
                 "r0.wav",
                 |b| b[24..28].copy_from_slice(&0u32.to_le_bytes()),
