@@ -14,11 +14,16 @@
 //!    the [`LipSync`] provider if one is plugged in, else it stays at rest (expression and idle only)
 //!    with a warning. Its transcript's tags are placed by proportion of the take, snapped to aligned
 //!    words when there are any.
+//! 0. **Budget.** [`check_plan`] checks what the script fixes (gaps, `at`, breaks, tail, events)
+//!    against `[limits] performance_secs` before any line is spoken; each line is then placed before
+//!    it is spoken and may only take the room left ([`RenderError::OverBudget`] names the line).
 //! 2. **Placement.** A line without `at` starts `gap` after the previous line ends (the first line
 //!    at 0 + its own gap); a line with `at` starts exactly there and must not start before the
 //!    previous line ends (a positioned error otherwise). The performance ends `tail` after the last
 //!    line, or just after the last pass-through event if that is later.
-//! 3. **Assembly.** PCM is silence with each line copied in; the phoneme timeline is the lines'
+//! 3. **Assembly.** The audio is a [`SparsePcm`]: each line's clips placed at its start, the gaps,
+//!    breaks and tail spans of silence that are never materialized (the WAV writer streams zeros);
+//!    the phoneme timeline is the lines'
 //!    phonemes moved to their starts with the gaps filled by `_`, so it covers the whole audio; words,
 //!    captions (one per sentence, or per recorded transcript), cues and events move likewise.
 //! 4. **Face.** One segment over the whole performance is prepared once (mouth chain, cue envelopes,
