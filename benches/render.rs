@@ -127,10 +127,12 @@ fn main() {
                 rate: None,
                 lipsync: None,
                 progress: None,
+                budget: idol::budget::Budget::default(),
             },
         )
         .expect("render");
         let (files, _) = script::output::files(&perf).expect("files");
+        let files: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (*n, b.to_bytes())).collect();
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_secs() - c0;
         let len = perf.duration_secs();

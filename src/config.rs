@@ -34,6 +34,14 @@ struct RawConfig {
     face: RawFace,
     server: RawServer,
     sinks: RawSinks,
+    limits: RawLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    performance_secs: Option<Spanned<f64>>,
+    utterance_secs: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -134,6 +142,8 @@ pub struct Config {
     pub face: FaceConfig,
     pub server: ServerConfig,
     pub sinks: SinksConfig,
+    /// How long a performance and an utterance may run (`[limits]`).
+    pub limits: crate::budget::Budget,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -492,6 +502,18 @@ impl RawConfig {
             });
         }
 
+        let lim = &self.limits;
+        let max = crate::budget::MAX_LIMIT_SECS;
+        let defaults = crate::budget::Budget::default();
+        let limits = crate::budget::Budget {
+            performance_secs: ctx
+                .float_in(&lim.performance_secs, "limits.performance_secs", 1.0, max)?
+                .map_or(defaults.performance_secs, f64::from),
+            utterance_secs: ctx
+                .float_in(&lim.utterance_secs, "limits.utterance_secs", 1.0, max)?
+                .map_or(defaults.utterance_secs, f64::from),
+        };
+
         Ok(Config {
             persona,
             llm,
@@ -499,6 +521,7 @@ impl RawConfig {
             face,
             server,
             sinks,
+            limits,
         })
     }
 }
@@ -653,6 +676,24 @@ mod tests {
         assert_eq!(e.field, "server.bind");
         let e = err("[sinks.vmc]\nenabled = true\ntarget = \"nowhere\"\n");
         assert_eq!((e.line, e.field.as_str()), (3, "sinks.vmc.target"));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_ranges() {
+        let c = Config::default();
+        assert_eq!(c.limits, crate::budget::Budget::default());
+        let c = Config::from_toml_str(
+            "[limits]\nperformance_secs = 7200\nutterance_secs = 30.5\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.limits.performance_secs, 7200.0);
+        assert_eq!(c.limits.utterance_secs, 30.5);
+        let e = err("[limits]\nperformance_secs = 100000\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "limits.performance_secs"));
+        assert!(e.message.contains("allowed 1..=86400"), "{e}");
+        let e = err("[limits]\nutterance_secs = 0\n");
+        assert_eq!(e.field, "limits.utterance_secs");
     }
 
     #[test]

@@ -550,6 +550,13 @@ impl Fetcher {
                 message: "not a Piper voice config: `phoneme_id_map` and `audio.sample_rate` are required".into(),
             });
         }
+        serde_json::from_value::<crate::tts::VoiceConfig>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.validate())
+            .map_err(|message| FetchError::Invalid {
+                path: json.clone(),
+                message: format!("not a usable Piper voice config: {message}"),
+            })?;
         // The graph the voice loader edits must be there, whole: a truncated copy was registered
         // and failed only when `say` loaded it.
         let model = fs::read(path).map_err(io_err(path))?;

@@ -6,6 +6,7 @@
 
 pub mod assets;
 pub mod audio;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod face;

@@ -211,9 +211,24 @@ fn registering_own_files_validates_them() {
     fs::write(&onnx, b"\x08\x07").unwrap();
     let err = f.register_voice(&onnx, &mut Quiet).unwrap_err().to_string();
     assert!(err.contains("v.onnx.json"), "{err}");
+    // A config no voice can have (no phonemes, a rate of 4 GHz) is refused with its path.
+    for (cfg, want) in [
+        (
+            r#"{"audio":{"sample_rate":22050},"phoneme_id_map":{}}"#,
+            "phoneme_id_map has 0 entries",
+        ),
+        (
+            r#"{"audio":{"sample_rate":4294967295},"phoneme_id_map":{"_":[0]}}"#,
+            "audio.sample_rate is 4294967295",
+        ),
+    ] {
+        fs::write(src.path().join("v.onnx.json"), cfg).unwrap();
+        let err = f.register_voice(&onnx, &mut Quiet).unwrap_err().to_string();
+        assert!(err.contains("v.onnx.json") && err.contains(want), "{err}");
+    }
     fs::write(
         src.path().join("v.onnx.json"),
-        r#"{"audio":{"sample_rate":22050},"phoneme_id_map":{}}"#,
+        r#"{"audio":{"sample_rate":22050},"phoneme_id_map":{"_":[0],"^":[1],"$":[2]}}"#,
     )
     .unwrap();
     // Two bytes are no voice, and neither is a truncated one: refused with the path, not

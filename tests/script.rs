@@ -45,6 +45,7 @@ fn render_in(dir: &Path, src: &str) -> Result<Performance, RenderError> {
             rate: None,
             lipsync: None,
             progress: None,
+            budget: idol::budget::Budget::default(),
         },
     )
 }
@@ -186,7 +187,12 @@ fn timing_captions_and_events_follow_the_script() {
     assert_eq!(p.pcm.len() as u64, natural.max(samples(10.5) + 1));
     // Gaps are silence; frames cover exactly the audio.
     let gap = l[0].range.end().get() as usize..l[1].range.start().get() as usize;
-    assert!(p.pcm[gap].iter().all(|&x| x == 0.0));
+    assert!(
+        p.pcm
+            .slice(gap.start as u64, gap.end as u64)
+            .iter()
+            .all(|&x| x == 0.0)
+    );
     assert_eq!(
         p.frames.len() as u64,
         SampleTime::frames_in(p.pcm.len() as u64, RATE, 60)
@@ -237,7 +243,8 @@ fn timing_captions_and_events_follow_the_script() {
     let brk = at(&|k| matches!(k, ScriptEventKind::Break { millis: 300 }));
     assert_eq!(brk, [caps[0].range.end()]);
     assert!(
-        p.pcm[brk[0].get() as usize..][..samples(0.3) as usize]
+        p.pcm
+            .slice(brk[0].get(), brk[0].get() + samples(0.3))
             .iter()
             .all(|&x| x == 0.0)
     );
@@ -309,7 +316,9 @@ text = "Bobby ripped the ledger."
     assert_eq!(l[2].range.start(), l[1].range.end());
     assert_eq!(l[3].range.len(), samples(1.194625));
     // The take at the voice's rate is copied sample for sample.
-    let a = &p.pcm[l[1].range.start().get() as usize..l[1].range.end().get() as usize];
+    let a = &p
+        .pcm
+        .slice(l[1].range.start().get(), l[1].range.end().get());
     let want: Vec<f32> = (0..27_221)
         .map(|i| 0.3 * (i as f32 * 220.0 * std::f32::consts::TAU / RATE as f32).sin())
         .collect();
@@ -368,6 +377,7 @@ text = "Bobby ripped the ledger."
             rate: None,
             lipsync: Some(&mut lipsync),
             progress: None,
+            budget: idol::budget::Budget::default(),
         },
     )
     .unwrap();
@@ -578,6 +588,7 @@ mod server {
                     rate: None,
                     lipsync: None,
                     progress: None,
+                    budget: idol::budget::Budget::default(),
                 },
             )
             .map_err(|e| e.to_string())
@@ -721,6 +732,7 @@ fn the_example_script_renders() {
             rate: s.defaults.rate,
             lipsync: None,
             progress: None,
+            budget: idol::budget::Budget::default(),
         },
     )
     .unwrap();

@@ -11,12 +11,18 @@
 //! decode in the middle of a file is skipped (a glitch, not a failed line); a file where nothing
 //! decodes is an error naming the path.
 //!
+//! Headers are checked before the decoder sees them (a WAV's `fmt ` chunk: sample rate within
+//! [`MIN_RATE`]..=[`MAX_RATE`], at least one channel, a block size; any container's stated rate and
+//! channels after probing), so a file claiming a rate of 0 or 4 GHz is a clear error naming it. A
+//! panic inside the decoder on some other malformed input is caught and becomes an error too.
+//! [`decode_file_within`] refuses a file longer than a limit from its header, before decoding it.
+//!
 //! Threading: plain functions, no shared state; decoding reads the whole file on the calling thread.
 
 mod decode;
 mod resample;
 
-pub use decode::{DecodedAudio, decode_file};
+pub use decode::{DecodedAudio, MAX_RATE, MIN_RATE, decode_file, decode_file_within};
 pub use resample::resample;
 
 use std::path::PathBuf;
@@ -41,4 +47,15 @@ pub enum AudioError {
     Decode { path: PathBuf, detail: String },
     #[error("audio file {} contains no audio samples", path.display())]
     Empty { path: PathBuf },
+    /// A header that cannot be true (sample rate 0 or 4 GHz, no channels, ...): refused before the
+    /// decoder reads it.
+    #[error("audio file {} has a broken header: {detail}", path.display())]
+    BadHeader { path: PathBuf, detail: String },
+    /// Longer than the caller allows (checked on the header, then while decoding).
+    #[error("audio file {} runs {secs:.1} s, longer than the {max_secs:.1} s allowed here", path.display())]
+    TooLong {
+        path: PathBuf,
+        secs: f64,
+        max_secs: f64,
+    },
 }

@@ -343,6 +343,7 @@ impl Voice {
             PerformConfig {
                 fps: config.face.fps,
                 clock: Some(outputs.clock()),
+                budget: config.limits,
                 ..PerformConfig::default()
             },
             vec![Box::new(sink)],

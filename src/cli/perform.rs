@@ -67,7 +67,7 @@ pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
                     env,
                     &sinks_cfg,
                     args.play,
-                    &perf.pcm,
+                    &perf.pcm.to_vec(),
                     perf.rate,
                     &perf.frames,
                 )

@@ -66,6 +66,8 @@ pub struct Prepared {
     pub rate: Option<f32>,
     /// For aligning recorded lines' transcripts in audio lip sync.
     pub phonemizer: Arc<EnglishPhonemizer>,
+    /// `[limits]` from idol.toml.
+    pub budget: idol::budget::Budget,
 }
 
 /// Load the script, the voice and the rig.
@@ -73,6 +75,8 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
     super::init_logger();
     let script = Script::load(&args.script)?;
     let config = env.config()?;
+    // What the script fixes itself (gaps, breaks, tail, events) must fit before the voice loads.
+    script::render::check_plan(&script, &config.limits)?;
     let home = &env.home;
     let d = &script.defaults;
     let vc = &config.voice;
@@ -122,6 +126,7 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
         rig,
         fps,
         phonemizer,
+        budget: config.limits,
     })
 }
 
@@ -153,6 +158,7 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
             rate: p.rate,
             lipsync: Some(&mut lipsync),
             progress: Some(&mut progress),
+            budget: p.budget,
         },
     );
     bar.finish_and_clear();
@@ -212,6 +218,7 @@ pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRender
     let home = env.home.clone();
     let vc = config.voice.clone();
     let face = config.face.clone();
+    let budget = config.limits;
     let voice: Arc<parking_lot::Mutex<Option<PiperLineVoice>>> = Arc::default();
     ScriptRenderer::new(move |script: &Script| {
         let seed = script.defaults.seed;
@@ -247,6 +254,7 @@ pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRender
                 rate: script.defaults.rate.or(vc.length_scale),
                 lipsync: None,
                 progress: None,
+                budget,
             },
         )
         .map_err(|e| e.to_string())

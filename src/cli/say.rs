@@ -162,6 +162,17 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             bail!("{flag} must be within 0..=5 (default: the voice's own), got {v}");
         }
     }
+    // The utterance limit: its breaks are checked before the voice loads, its speech as it comes.
+    let budget = config.limits;
+    let over =
+        |e: idol::budget::OverBudget| anyhow::anyhow!("{e} (`idol say` speaks one utterance)");
+    budget
+        .check(
+            idol::budget::Budgeted::Utterance,
+            idol::text::TagParser::break_millis(&args.text),
+            1000,
+        )
+        .map_err(over)?;
     // Checked before the voice speaks, not after.
     if args.out.exists() && !args.out.is_dir() {
         bail!(
@@ -269,6 +280,13 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
                 tts::append(&mut speech, tts::silence(rate, millis));
             }
         }
+        budget
+            .check(
+                idol::budget::Budgeted::Utterance,
+                speech.pcm.len() as u64,
+                rate,
+            )
+            .map_err(over)?;
     }
     worker.close();
     if !spoken_any {

@@ -46,6 +46,7 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     opts.policy.scripts = Some(super::render::server_renderer(env, &config));
+    opts.policy.budget = config.limits;
     // Clients may subscribe to the built-in rigs and to the rig files in the home's rigs/ by name.
     opts.rigs_dir = Some(env.home.rigs_dir());
     let stages = build_stages(env, &config)?;
@@ -101,6 +102,7 @@ pub fn perform_config(config: &Config) -> PerformConfig {
             ..GenParams::default()
         },
         warm_up: true,
+        budget: config.limits,
         ..PerformConfig::default()
     }
 }

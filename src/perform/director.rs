@@ -14,6 +14,15 @@
 //! when the voice keeps ahead. The face solves the clause's frames right there, at their final stamps
 //! (`s0.frame(k, rate, fps)` for `k < frames_in(len)`), so frames cover exactly the audio.
 //!
+//! A pause (a `<break/>` before or after a clause, [`Director::schedule_pause`]) is a segment with a
+//! length and no samples: its chunks are zeros made one chunk at a time as it is released and its
+//! frames are the face's idle frames, so an hour of breaks costs no more memory than a second.
+//!
+//! Budget: an utterance may not be scheduled past `[limits] utterance_secs`
+//! ([`Director::set_utterance_limit`]): the piece that would take it over is refused with
+//! [`StageError::OverBudget`] and the rest of that utterance is dropped; what was placed before it
+//! plays.
+//!
 //! Barge-in ([`Director::interrupt`]) cuts at `E`: the audio and frames before it were released, nothing
 //! of the utterance after it will be, so audio and face end at the same sample for every client. The
 //! heard text is the words whose span starts before the cut. Every queued utterance is dropped too.
@@ -48,7 +57,9 @@ enum Piece<'a> {
 struct Segment {
     utt: UtteranceId,
     range: TimeRange,
+    /// The samples; empty for a pause (silence of `range`'s length, made as it is released).
     pcm: Vec<f32>,
+    pause: bool,
     frames: VecDeque<FaceFrame>,
     cues: VecDeque<Cue>,
     caption: Option<Caption>,
@@ -63,6 +74,10 @@ struct Utterance {
     said: Vec<String>,
     /// Words (session time) of the clauses whose audio started.
     words: Vec<Timed<Word>>,
+    /// Samples scheduled for it so far (speech and pauses).
+    scheduled: u64,
+    /// A piece went over the utterance limit: the rest of it is dropped.
+    over: bool,
 }
 
 /// A piece of an already-rendered performance (a scripted line's sentence, or the silence between
@@ -91,6 +106,8 @@ pub struct Director {
     /// Face frames solved for a whole clause whose head is placed and whose rest is awaited:
     /// (utterance, where the rest must start, the frames from there on).
     rest_frames: Option<(UtteranceId, SampleTime, Vec<FaceFrame>)>,
+    /// The most samples one utterance may be scheduled (`u64::MAX`: no limit).
+    max_utterance: u64,
 }
 
 impl Director {
@@ -106,7 +123,61 @@ impl Director {
             state: PerformState::Idle,
             records: Vec::new(),
             rest_frames: None,
+            max_utterance: u64::MAX,
         }
+    }
+
+    /// Limit each utterance to `samples` of speech and pauses (see the module docs).
+    pub fn set_utterance_limit(&mut self, samples: u64) {
+        self.max_utterance = samples;
+    }
+
+    /// Count `len` more samples against utterance `id`'s budget: `Ok(false)` when the utterance was
+    /// already over (drop the piece quietly), an error when this piece takes it over.
+    fn charge(&mut self, id: UtteranceId, len: u64) -> Result<bool, StageError> {
+        let (rate, max) = (self.cfg.rate, self.max_utterance);
+        let Some(u) = self.utts.iter_mut().find(|u| u.id == id) else {
+            return Ok(false);
+        };
+        if u.over {
+            return Ok(false);
+        }
+        let total = u.scheduled.saturating_add(len);
+        if total > max {
+            u.over = true;
+            if self.rest_frames.as_ref().is_some_and(|r| r.0 == id) {
+                self.rest_frames = None;
+            }
+            return Err(StageError::OverBudget(crate::budget::OverBudget {
+                what: crate::budget::Budgeted::Utterance,
+                needed_secs: total as f64 / f64::from(rate),
+                limit_secs: max as f64 / f64::from(rate),
+            }));
+        }
+        u.scheduled = total;
+        Ok(true)
+    }
+
+    /// Place `len` samples of silence for utterance `id` after what is scheduled (a `<break/>`): a
+    /// span on the timeline, released as zeros and idle frames one chunk at a time. Ignored for an
+    /// unknown utterance.
+    pub fn schedule_pause(&mut self, id: UtteranceId, len: u64) -> Result<(), StageError> {
+        if len == 0 || !self.known(id) || !self.charge(id, len)? {
+            return Ok(());
+        }
+        let s0 = self.horizon.max(self.next_free);
+        let range = TimeRange::at(s0, len);
+        self.next_free = range.end();
+        self.segments.push_back(Segment {
+            utt: id,
+            range,
+            pcm: Vec::new(),
+            pause: true,
+            frames: VecDeque::new(),
+            cues: VecDeque::new(),
+            caption: None,
+        });
+        Ok(())
     }
 
     pub fn config(&self) -> DirectorConfig {
@@ -151,6 +222,8 @@ impl Director {
             speaking: false,
             said: Vec::new(),
             words: Vec::new(),
+            scheduled: 0,
+            over: false,
         });
         if self.state == PerformState::Idle {
             self.set_state(PerformState::Thinking, Some(id), out);
@@ -215,7 +288,7 @@ impl Director {
             .validate()
             .map_err(|e| StageError::BadSpeech(e.to_string()))?;
         let len = speech.pcm.len() as u64;
-        if len == 0 {
+        if len == 0 || !self.charge(id, len)? {
             return Ok(());
         }
         let s0 = self.horizon.max(self.next_free);
@@ -278,6 +351,7 @@ impl Director {
             utt: id,
             range,
             pcm: speech.pcm.clone(),
+            pause: false,
             frames: frames.into(),
             cues: cues.into(),
             caption: clause.map(|clause| Caption {
@@ -337,6 +411,7 @@ impl Director {
                 utt: id,
                 range,
                 pcm: p.pcm,
+                pause: false,
                 frames: frames.into(),
                 cues: cues.into(),
                 caption,
@@ -467,6 +542,42 @@ impl Director {
             }
             out.push(Event::Caption(caption));
         }
+        if self.segments[0].pause {
+            // Silence made for this chunk only, with the face idling over it. An utterance that
+            // opens with a pause is speaking from its first silent sample.
+            if let Some(u) = self.utts.iter_mut().find(|u| u.id == utt)
+                && !u.speaking
+            {
+                u.speaking = true;
+                self.set_state(PerformState::Speaking, Some(utt), out);
+            }
+            out.push(Event::Audio(AudioChunk {
+                utterance: utt,
+                start: e,
+                pcm: vec![0.0; (end_off - off) as usize],
+            }));
+            let range = TimeRange::new(e, end).expect("chunk is ordered");
+            let mut frames: Vec<FaceFrame> = self
+                .face
+                .idle(range)
+                .into_iter()
+                .filter(|f| range.contains(f.at))
+                .collect();
+            frames.sort_by_key(|f| f.at);
+            frames.dedup_by_key(|f| f.at);
+            out.extend(frames.into_iter().map(|frame| {
+                Event::Frame(FrameEvent {
+                    utterance: utt,
+                    frame,
+                })
+            }));
+            self.horizon = end;
+            if end == self.segments[0].range.end() {
+                self.segments.pop_front();
+                self.finish_ready(out);
+            }
+            return;
+        }
         let seg = &mut self.segments[0];
         out.push(Event::Audio(AudioChunk {
             utterance: utt,
@@ -582,6 +693,141 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_pause_is_a_span_released_as_silence_with_idle_frames() {
+        let mut d = director();
+        let mut out = vec![];
+        d.begin(1, &mut out);
+        let speech = ToneVoice::new(RATE).speak("Hi there").unwrap();
+        let n = speech.pcm.len() as u64;
+        // Twenty hours of pause: placed at once, nothing allocated for it.
+        let hours = 20 * 3600 * u64::from(RATE);
+        d.schedule_pause(1, 441 * 3).unwrap();
+        d.schedule(1, &clause("Hi there"), &speech).unwrap();
+        d.schedule_pause(1, hours).unwrap();
+        assert!(
+            d.segments
+                .iter()
+                .filter(|s| s.pause)
+                .all(|s| s.pcm.is_empty())
+        );
+        d.end(1, &mut out);
+        d.advance(SampleTime(441 * 3 + n + 22050), &mut out);
+        let audio: Vec<&AudioChunk> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Audio(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        // Contiguous from 0, the pause before as zeros, then the speech, then the pause after.
+        let mut at = 0;
+        for a in &audio {
+            assert_eq!(a.start.get(), at);
+            assert_eq!(a.utterance, 1);
+            at += a.pcm.len() as u64;
+        }
+        assert_eq!(at, 441 * 3 + n + 22050);
+        assert!(audio[..3].iter().all(|a| a.pcm.iter().all(|&x| x == 0.0)));
+        assert!(audio.iter().all(|a| a.pcm.len() <= 441));
+        // Frames all through, the pauses' idle frames included, in order, none missing (a pause's
+        // idle frames are on the session's grid, a clause's on its own from its first sample, so
+        // where the two meet one step may be up to two periods, as between a clause and idle).
+        let frames = frames_of(&out, 1);
+        let period = u64::from(RATE).div_ceil(60);
+        assert!(frames[0] < period);
+        assert!(at - frames[frames.len() - 1] <= period);
+        assert!(
+            frames
+                .windows(2)
+                .all(|w| w[0] < w[1] && w[1] - w[0] <= 2 * period),
+            "{frames:?}"
+        );
+        // Still speaking in the long pause; an interrupt cuts it there.
+        assert_eq!(d.state(), PerformState::Speaking);
+        d.interrupt(&mut out);
+        assert_eq!(d.state(), PerformState::Idle);
+    }
+
+    #[test]
+    fn an_utterance_past_its_limit_is_refused_once_and_the_rest_dropped() {
+        let mut d = director();
+        d.set_utterance_limit(u64::from(RATE));
+        let mut out = vec![];
+        d.begin(1, &mut out);
+        d.schedule_pause(1, 20_000).unwrap();
+        let e = d.schedule_pause(1, 5_000).unwrap_err();
+        assert!(matches!(e, StageError::OverBudget(_)), "{e}");
+        assert!(e.to_string().contains("[limits] utterance_secs"), "{e}");
+        // The rest of it is dropped quietly.
+        let speech = ToneVoice::new(RATE).speak("Hi").unwrap();
+        d.schedule(1, &clause("Hi"), &speech).unwrap();
+        d.end(1, &mut out);
+        d.advance(SampleTime(60_000), &mut out);
+        let audio: u64 = audio_of(&out, 1).iter().map(|a| a.1 as u64).sum();
+        assert_eq!(audio, 20_000);
+        assert_eq!(d.state(), PerformState::Idle);
+        // The next utterance has its own budget.
+        d.begin(2, &mut out);
+        d.schedule_pause(2, 20_000).unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Any sequence of pauses and clauses: the released audio is contiguous, no utterance gets
+        /// more than its limit, and nothing panics.
+        #[test]
+        fn pauses_and_clauses_stay_contiguous_and_within_the_limit(
+            pieces in proptest::collection::vec((0u8..3, 0u64..40_000), 0..24),
+            limit in 1u64..80_000,
+        ) {
+            let mut d = director();
+            d.set_utterance_limit(limit);
+            let mut out = vec![];
+            let mut voice = ToneVoice::new(RATE);
+            let mut utt = 1;
+            d.begin(utt, &mut out);
+            for (kind, len) in pieces {
+                let placed = match kind {
+                    0 => d.schedule_pause(utt, len),
+                    1 => {
+                        let words = ["hi", "there", "friends", "hello", "yes"];
+                        let text = words[(len % 5) as usize];
+                        let sp = voice.speak(text).unwrap();
+                        d.schedule(utt, &clause(text), &sp)
+                    }
+                    _ => {
+                        d.end(utt, &mut out);
+                        utt += 1;
+                        d.begin(utt, &mut out);
+                        Ok(())
+                    }
+                };
+                if let Err(e) = placed {
+                    proptest::prop_assert!(matches!(e, StageError::OverBudget(_)));
+                }
+                let to = d.horizon() + len / 4;
+                d.advance(to, &mut out);
+            }
+            d.end(utt, &mut out);
+            d.advance(d.horizon() + 2 * 80_000 + 100_000, &mut out);
+            let mut at = None;
+            let mut per_utt = std::collections::HashMap::<UtteranceId, u64>::new();
+            for e in &out {
+                if let Event::Audio(a) = e {
+                    if let Some(at) = at {
+                        proptest::prop_assert!(a.start.get() >= at);
+                    }
+                    at = Some(a.start.get() + a.pcm.len() as u64);
+                    *per_utt.entry(a.utterance).or_default() += a.pcm.len() as u64;
+                }
+            }
+            for (_, n) in per_utt {
+                proptest::prop_assert!(n <= limit);
+            }
+        }
     }
 
     #[test]

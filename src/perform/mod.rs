@@ -29,6 +29,7 @@
 pub mod adapters;
 pub mod director;
 pub mod metrics;
+pub mod pause;
 pub mod rig_face;
 pub mod runtime;
 pub mod segment;
@@ -57,6 +58,9 @@ pub enum StageError {
     RateMismatch { got: u32, want: u32 },
     #[error("voice returned inconsistent speech: {0}")]
     BadSpeech(String),
+    /// An utterance would run past `[limits] utterance_secs`; the rest of it is dropped.
+    #[error("{0}; the rest of it was dropped")]
+    OverBudget(crate::budget::OverBudget),
 }
 
 /// One clause of text, ready to speak, with the cues that were written inside it.

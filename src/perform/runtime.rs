@@ -60,6 +60,8 @@ pub struct PerformConfig {
     /// Evaluate the system prompt once at start (a one-token generation on the persona thread), so
     /// the first chat finds the persona prefix in the model's cache instead of prefilling it.
     pub warm_up: bool,
+    /// How long one utterance may run, pauses included (`[limits] utterance_secs`).
+    pub budget: crate::budget::Budget,
 }
 
 impl Default for PerformConfig {
@@ -74,6 +76,7 @@ impl Default for PerformConfig {
             history: 16,
             clock: None,
             warm_up: false,
+            budget: crate::budget::Budget::default(),
         }
     }
 }
@@ -176,6 +179,11 @@ enum CondMsg {
         clause: ClauseText,
         speech: Speech,
         part: Part,
+    },
+    /// A `<break/>` before or after a clause: a span of silence on the timeline, in samples.
+    Pause {
+        utt: UtteranceId,
+        len: u64,
     },
     End {
         utt: UtteranceId,
@@ -346,7 +354,7 @@ impl Performer {
         let chunk = SampleTime::from_millis(cfg.chunk.as_millis().max(1) as u64, rate)
             .get()
             .max(1);
-        let director = Director::new(
+        let mut director = Director::new(
             DirectorConfig {
                 rate,
                 fps: cfg.fps,
@@ -354,6 +362,7 @@ impl Performer {
             },
             face,
         );
+        director.set_utterance_limit(cfg.budget.samples(crate::budget::Budgeted::Utterance, rate));
         let shared = Arc::new(Shared {
             next_utt: AtomicU32::new(1),
             cancel_upto: AtomicU32::new(0),
@@ -660,7 +669,10 @@ fn voice_thread(
     // The first clause of each utterance is spoken head first (its first audio placed while the
     // rest is decoded): that is the clause the listener waits for.
     let mut last_utt = None;
+    let rate = voice.sample_rate();
     while let Ok(msg) = rx.recv() {
+        // A pause after the clause follows its speech (spans, see `super::pause`).
+        let mut after = None;
         let out = match msg {
             VoiceMsg::Clause { utt, clause } => {
                 // this clause leaves the voice's queue however the arm ends
@@ -688,19 +700,30 @@ fn voice_thread(
                 match spoken {
                     Ok(speech) => {
                         shared.metrics.voice.observe(t.elapsed());
-                        let (before, after) = (clause.pause_before_ms, clause.pause_after_ms);
+                        let pauses = super::pause::Pauses::of(&clause, rate);
+                        after = Some(CondMsg::Pause {
+                            utt,
+                            len: pauses.after,
+                        });
                         if head_sent {
                             CondMsg::Segment {
                                 utt,
                                 clause,
-                                speech: with_pauses(speech, 0, after),
+                                speech,
                                 part: Part::Rest,
                             }
                         } else {
+                            let before = CondMsg::Pause {
+                                utt,
+                                len: pauses.before,
+                            };
+                            if cond_tx.send(before).is_err() {
+                                break;
+                            }
                             CondMsg::Segment {
                                 utt,
                                 clause,
-                                speech: with_pauses(speech, before, after),
+                                speech,
                                 part: Part::Whole,
                             }
                         }
@@ -714,7 +737,7 @@ fn voice_thread(
             VoiceMsg::End { utt } => CondMsg::End { utt },
             VoiceMsg::Error { utt, message } => CondMsg::Error { utt, message },
         };
-        if cond_tx.send(out).is_err() {
+        if cond_tx.send(out).is_err() || after.is_some_and(|p| cond_tx.send(p).is_err()) {
             break;
         }
     }
@@ -727,20 +750,6 @@ impl Drop for VoiceDone<'_> {
     fn drop(&mut self) {
         self.0.voice_work(-1);
     }
-}
-
-/// `speech` with `before_ms` of silence before it and `after_ms` after it, each covered by a pause
-/// phoneme `_` (a `<break/>`: the face rests, the timeline stays exact).
-fn with_pauses(speech: Speech, before_ms: u32, after_ms: u32) -> Speech {
-    if before_ms == 0 && after_ms == 0 {
-        return speech;
-    }
-    let rate = speech.sample_rate;
-    let silence = |ms: u32| crate::tts::silence(rate, ms);
-    let mut out = silence(before_ms);
-    crate::tts::append(&mut out, speech);
-    crate::tts::append(&mut out, silence(after_ms));
-    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -780,6 +789,14 @@ fn conductor_thread(
                 };
                 if let Err(e) = placed {
                     metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
+                    events.push(Event::Error {
+                        utterance: utt,
+                        message: e.to_string(),
+                    });
+                }
+            }
+            Ok(CondMsg::Pause { utt, len }) => {
+                if let Err(e) = director.schedule_pause(utt, len) {
                     events.push(Event::Error {
                         utterance: utt,
                         message: e.to_string(),

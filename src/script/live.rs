@@ -105,7 +105,7 @@ pub fn items(perf: &Performance, chunk: u64) -> Vec<Item> {
         out.push(Item::Pipeline(Event::Audio(AudioChunk {
             utterance: utt,
             start: a,
-            pcm: perf.pcm[w[0] as usize..w[1] as usize].to_vec(),
+            pcm: perf.pcm.slice(w[0], w[1]),
         })));
         // Frames and events inside the chunk, merged in sample order (frames first on a tie).
         let range = TimeRange::new(a, b).expect("ordered cuts");
@@ -259,7 +259,7 @@ pub fn pieces(perf: &Performance) -> Vec<RenderedPiece> {
                     (c.text.clone(), words)
                 });
             RenderedPiece {
-                pcm: perf.pcm[a as usize..b as usize].to_vec(),
+                pcm: perf.pcm.slice(a, b),
                 frames,
                 cues,
                 caption,
@@ -334,6 +334,7 @@ mod tests {
                 rate: None,
                 lipsync: None,
                 progress: None,
+                budget: crate::budget::Budget::default(),
             },
         )
         .unwrap()
@@ -362,7 +363,7 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(pcm, p.pcm);
+        assert_eq!(pcm, p.pcm.to_vec());
         assert_eq!(frames, p.frames.len());
         let script_events = it.iter().filter(|i| matches!(i, Item::Script(_))).count();
         assert_eq!(script_events, p.events.len());
@@ -378,7 +379,7 @@ mod tests {
         let p = perf();
         let ps = pieces(&p);
         let pcm: Vec<f32> = ps.iter().flat_map(|x| x.pcm.iter().copied()).collect();
-        assert_eq!(pcm, p.pcm);
+        assert_eq!(pcm, p.pcm.to_vec());
         assert_eq!(
             ps.iter().map(|x| x.frames.len()).sum::<usize>(),
             p.frames.len()

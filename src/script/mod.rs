@@ -26,12 +26,14 @@
 pub mod live;
 pub mod output;
 pub mod parse;
+pub mod pcm;
 pub mod render;
 
-pub use output::{OutputError, write_dir};
+pub use output::{Body, OutputError, write_dir};
 pub use parse::{
     Anchor, Defaults, Line, LineKind, Look, PassEvent, Pos, Script, ScriptError, Timing,
 };
+pub use pcm::SparsePcm;
 pub use render::{
     AudioLipSync, CaptionCue, LineVoice, LipSync, Performance, PiperLineVoice, PlacedLine,
     RenderError, RenderOptions, ScriptEvent, ScriptEventKind, Style, SynthLineVoice, render,

@@ -9,16 +9,18 @@
 //! - `events.jsonl`: one event per line in (sample, script) order:
 //!   `{"sample":S,"seconds":T,"type":..,"line":I,...}` (see `docs/scripts.md`).
 //!
-//! [`write_dir`] renders every file into memory first, then writes them into a fresh temporary folder
-//! beside the target (same filesystem), syncs them, and only then renames each into the target: a
-//! failure before that point leaves the target untouched, and no half-written file is ever visible.
+//! [`write_dir`] renders every file but the WAV into memory first, then writes them into a fresh
+//! temporary folder beside the target (same filesystem), syncs them, and only then renames each into
+//! the target: a failure before that point leaves the target untouched, and no half-written file is
+//! ever visible. The WAV is streamed from the performance's [`SparsePcm`]: the lines' audio as it is,
+//! the silence between them written as zeros a chunk at a time, never held whole.
 
+use super::pcm::SparsePcm;
 use super::render::{CaptionCue, Performance, ScriptEvent, ScriptEventKind};
 use crate::face::{FaceError, write};
 use crate::time::SampleTime;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Errors writing the output folder.
@@ -31,6 +33,10 @@ pub enum OutputError {
     },
     #[error(transparent)]
     Face(#[from] FaceError),
+    #[error(
+        "the performance is {secs:.0} s long: a 16-bit WAV holds at most {max:.0} s at {rate} Hz; render it in parts"
+    )]
+    WavTooLong { secs: f64, max: f64, rate: u32 },
 }
 
 /// The names of the files [`write_dir`] writes.
@@ -164,38 +170,89 @@ pub fn events_jsonl(events: &[ScriptEvent], rate: u32) -> String {
     out
 }
 
+/// What an output file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body<'a> {
+    Bytes(Vec<u8>),
+    /// 16-bit mono WAV of the performance's audio, streamed when written.
+    Wav {
+        pcm: &'a SparsePcm,
+        rate: u32,
+    },
+}
+
+impl Body<'_> {
+    /// Write the file's bytes to `w` (a WAV's silence in chunks).
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match self {
+            Body::Bytes(b) => w.write_all(b),
+            Body::Wav { pcm, rate } => {
+                let header = crate::tts::wav::wav_header(pcm.len() as u64, *rate)
+                    .ok_or_else(|| std::io::Error::other("over the WAV format's 4 GiB"))?;
+                w.write_all(&header)?;
+                let mut buf = Vec::with_capacity(1 << 17);
+                pcm.for_each_chunk(1 << 16, |c| {
+                    for part in c.chunks(1 << 16) {
+                        buf.clear();
+                        crate::tts::wav::push_samples(&mut buf, part);
+                        w.write_all(&buf)?;
+                    }
+                    Ok(())
+                })
+            }
+        }
+    }
+
+    /// The file's bytes in memory (comparisons, tests).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.write_to(&mut v).expect("writing to memory");
+        v
+    }
+}
+
 /// Output files by name.
-pub type Files = Vec<(&'static str, Vec<u8>)>;
+pub type Files<'a> = Vec<(&'static str, Body<'a>)>;
 
 /// Every output file as bytes; `frames.csv` is absent when the rig lacks ARKit channels (the reason
 /// is returned).
-pub fn files(perf: &Performance) -> Result<(Files, Option<String>), OutputError> {
+pub fn files(perf: &Performance) -> Result<(Files<'_>, Option<String>), OutputError> {
     let mut out = Vec::with_capacity(FILES.len());
+    let n = perf.pcm.len() as u64;
+    if crate::tts::wav::wav_header(n, perf.rate).is_none() {
+        let rate = perf.rate;
+        return Err(OutputError::WavTooLong {
+            secs: n as f64 / f64::from(rate),
+            max: f64::from((u32::MAX - 36) / 2) / f64::from(rate),
+            rate,
+        });
+    }
     out.push((
         "performance.wav",
-        crate::tts::wav::wav_bytes(&perf.pcm, perf.rate),
+        Body::Wav {
+            pcm: &perf.pcm,
+            rate: perf.rate,
+        },
     ));
     let mut jsonl = Vec::new();
     write::jsonl(&perf.frames, Some(perf.seed), true, &mut jsonl)?;
-    out.push(("frames.jsonl", jsonl));
+    out.push(("frames.jsonl", Body::Bytes(jsonl)));
     let mut csv = Vec::new();
     let mut skipped = None;
     match write::live_link_csv(&perf.frames, true, &mut csv) {
-        Ok(()) => out.push(("frames.csv", csv)),
+        Ok(()) => out.push(("frames.csv", Body::Bytes(csv))),
         Err(e) => skipped = Some(format!("frames.csv not written: {e}")),
     }
-    out.push(("captions.srt", srt(&perf.captions, perf.rate).into_bytes()));
-    out.push(("captions.vtt", vtt(&perf.captions, perf.rate).into_bytes()));
-    out.push((
-        "events.jsonl",
-        events_jsonl(&perf.events, perf.rate).into_bytes(),
-    ));
+    let text = |s: String| Body::Bytes(s.into_bytes());
+    out.push(("captions.srt", text(srt(&perf.captions, perf.rate))));
+    out.push(("captions.vtt", text(vtt(&perf.captions, perf.rate))));
+    out.push(("events.jsonl", text(events_jsonl(&perf.events, perf.rate))));
     Ok((out, skipped))
 }
 
 /// Write `files` into `dir` (created if missing) all or nothing: into a temporary folder beside it
 /// first, then renamed into place. Returns the paths written.
-pub fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Vec<PathBuf>, OutputError> {
+pub fn write_dir(dir: &Path, files: &[(&str, Body<'_>)]) -> Result<Vec<PathBuf>, OutputError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| OutputError::Io { path, error }
@@ -209,10 +266,12 @@ pub fn write_dir(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<Vec<PathBuf>, 
         .prefix(".idol-render-")
         .tempdir_in(parent)
         .map_err(io(parent))?;
-    for (name, bytes) in files {
+    for (name, body) in files {
         let p = tmp.path().join(name);
-        let mut f = std::fs::File::create(&p).map_err(io(&p))?;
-        f.write_all(bytes).map_err(io(&p))?;
+        let f = std::fs::File::create(&p).map_err(io(&p))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        body.write_to(&mut w).map_err(io(&p))?;
+        let f = w.into_inner().map_err(|e| io(&p)(e.into_error()))?;
         f.sync_all().map_err(io(&p))?;
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -262,7 +321,7 @@ mod tests {
     fn write_dir_moves_files_in_and_leaves_no_temp() {
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("out");
-        write_dir(&out, &[("a.txt", b"a".to_vec())]).unwrap();
+        write_dir(&out, &[("a.txt", Body::Bytes(b"a".to_vec()))]).unwrap();
         assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"a");
         let names: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
         assert_eq!(names.len(), 1);

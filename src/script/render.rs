@@ -14,11 +14,16 @@
 //!    the [`LipSync`] provider if one is plugged in, else it stays at rest (expression and idle only)
 //!    with a warning. Its transcript's tags are placed by proportion of the take, snapped to aligned
 //!    words when there are any.
+//! 0. **Budget.** [`check_plan`] checks what the script fixes (gaps, `at`, breaks, tail, events)
+//!    against `[limits] performance_secs` before any line is spoken; each line is then placed before
+//!    it is spoken and may only take the room left ([`RenderError::OverBudget`] names the line).
 //! 2. **Placement.** A line without `at` starts `gap` after the previous line ends (the first line
 //!    at 0 + its own gap); a line with `at` starts exactly there and must not start before the
 //!    previous line ends (a positioned error otherwise). The performance ends `tail` after the last
 //!    line, or just after the last pass-through event if that is later.
-//! 3. **Assembly.** PCM is silence with each line copied in; the phoneme timeline is the lines'
+//! 3. **Assembly.** The audio is a [`SparsePcm`]: each line's clips placed at its start, the gaps,
+//!    breaks and tail spans of silence that are never materialized (the WAV writer streams zeros);
+//!    the phoneme timeline is the lines'
 //!    phonemes moved to their starts with the gaps filled by `_`, so it covers the whole audio; words,
 //!    captions (one per sentence, or per recorded transcript), cues and events move likewise.
 //! 4. **Face.** One segment over the whole performance is prepared once (mouth chain, cue envelopes,
@@ -31,12 +36,14 @@
 //! Determinism: the voice's noise is seeded per clause, the face is a pure function of its inputs,
 //! events are ordered by (sample, script order): with a seed, a render is the same bytes every time.
 
-use super::parse::{Anchor, Line, LineKind, Look, Script, ScriptError, Timing};
+use super::parse::{Anchor, Line, LineKind, Look, Pos, Script, ScriptError, Timing};
+use super::pcm::SparsePcm;
+use crate::budget::{Budget, Budgeted, OverBudget};
 use crate::face::{self, EyeGaze, Face, FaceConfig, FaceError, Frames, Rig, Scratch, Segment};
 use crate::speech::{Cue, CueKind, Phoneme, Speech, Word};
 use crate::text::{CueEvent, TagParser, normalize, split_sentences};
 use crate::time::{SampleTime, TimeRange, Timed, Timeline};
-use crate::tts::{self, PiperVoice, Synthesizer, TtsError, VoiceOptions};
+use crate::tts::{PiperVoice, Synthesizer, TtsError, VoiceOptions};
 use std::path::PathBuf;
 
 /// How long the eyes take to turn to a new look-at target.
@@ -171,6 +178,8 @@ pub struct RenderOptions<'a> {
     pub lipsync: Option<&'a mut dyn LipSync>,
     /// Called after each line with (lines done, lines in all).
     pub progress: Option<&'a mut dyn FnMut(usize, usize)>,
+    /// How long the performance may run (`[limits] performance_secs`).
+    pub budget: Budget,
 }
 
 /// Errors of a render.
@@ -202,6 +211,10 @@ pub enum RenderError {
     Face(#[from] FaceError),
     #[error("the performance is empty: nothing was said")]
     Empty,
+    /// The performance would run past `[limits] performance_secs`; `at` names the line (or the tail,
+    /// or the event) that takes it over, as `s.toml:12:1: line 10`.
+    #[error("{at}: {budget}")]
+    OverBudget { at: String, budget: OverBudget },
 }
 
 /// A line as placed on the performance timeline.
@@ -273,7 +286,9 @@ pub struct Performance {
     pub rate: u32,
     pub fps: u32,
     pub seed: u64,
-    pub pcm: Vec<f32>,
+    /// The audio: the lines' samples on the performance's timeline, the gaps between them silence
+    /// that is never materialized (see [`SparsePcm`]).
+    pub pcm: SparsePcm,
     pub phonemes: Timeline<Phoneme>,
     pub words: Timeline<Word>,
     pub lines: Vec<PlacedLine>,
@@ -293,9 +308,9 @@ impl Performance {
     }
 }
 
-/// One line's audio before placement (all times local to the line).
+/// One line's audio before placement (all times local to the line; breaks are silence spans).
 struct LineAudio {
-    pcm: Vec<f32>,
+    pcm: SparsePcm,
     phonemes: Timeline<Phoneme>,
     words: Timeline<Word>,
     captions: Vec<(TimeRange, String)>,
@@ -338,6 +353,62 @@ fn mark_of(ev: &CueEvent, emphasis: f32) -> ScriptEventKind {
     }
 }
 
+/// A line's audio as it is built: the voice's sentences as clips, breaks as spans of silence under
+/// a pause phoneme `_` (the face rests), timelines on the line's clock.
+struct Track {
+    pcm: SparsePcm,
+    phonemes: Timeline<Phoneme>,
+    words: Timeline<Word>,
+}
+
+impl Track {
+    fn new(rate: u32) -> Self {
+        Track {
+            pcm: SparsePcm::default(),
+            phonemes: Timeline::new(rate).expect("rate"),
+            words: Timeline::new(rate).expect("rate"),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.pcm.len() as u64
+    }
+
+    /// Append a sentence's speech at the end.
+    fn push(&mut self, sp: Speech) {
+        let at = self.len();
+        for p in sp.phonemes.shift(at).into_items() {
+            self.phonemes
+                .push(p)
+                .expect("a sentence starts after the line so far");
+        }
+        for w in sp.words.shift(at).into_items() {
+            self.words
+                .push(w)
+                .expect("a sentence starts after the line so far");
+        }
+        self.pcm.place(at, sp.pcm);
+        // Speech whose audio ends before its last phoneme still ends with it.
+        let end = self.phonemes.span().map_or(0, |r| r.end().get());
+        self.pcm.extend_to(end);
+    }
+
+    /// Append `n` samples of silence.
+    fn pause(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let at = self.len();
+        self.phonemes
+            .push(Timed::new(
+                TimeRange::at(SampleTime(at), n),
+                Phoneme::new("_"),
+            ))
+            .expect("a pause starts at the end");
+        self.pcm.extend_to(at + n);
+    }
+}
+
 struct PartDone {
     start_b: usize,
     end_b: usize,
@@ -346,16 +417,36 @@ struct PartDone {
     words: Vec<Timed<Word>>,
 }
 
+/// How much audio a line may have: it starts at `start`, and the performance may not run past `limit`
+/// samples; `over(needed)` is the error for a line that would end at `needed`.
+struct Room<'a> {
+    start: u64,
+    limit: u64,
+    over: &'a dyn Fn(u64) -> RenderError,
+}
+
+impl Room<'_> {
+    /// `Ok` when `len` samples of the line fit.
+    fn fits(&self, len: u64) -> Result<(), RenderError> {
+        let end = self.start.saturating_add(len);
+        if end > self.limit {
+            return Err((self.over)(end));
+        }
+        Ok(())
+    }
+}
+
 fn speak_line(
     voice: &mut dyn LineVoice,
     line: &Line,
     text: &str,
     style: Style,
+    room: &Room<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<LineAudio, RenderError> {
     let rate = voice.sample_rate();
     let (clean, cues) = TagParser::parse_all(text);
-    let mut speech = tts::empty_speech(rate);
+    let mut track = Track::new(rate);
     let mut parts: Vec<PartDone> = Vec::new();
     let mut anchors: Vec<(usize, u64)> = Vec::new();
     let mut captions = Vec::new();
@@ -394,7 +485,7 @@ fn speak_line(
                     });
                 }
             };
-            let s0 = speech.pcm.len() as u64;
+            let s0 = track.len();
             let len = sp.pcm.len() as u64;
             parts.push(PartDone {
                 start_b: piece_start + seg.start,
@@ -404,16 +495,19 @@ fn speak_line(
                 words: sp.words.items().to_vec(),
             });
             captions.push((TimeRange::at(SampleTime(s0), len), seg.text.clone()));
-            tts::append(&mut speech, sp);
+            room.fits(s0 + len)?;
+            track.push(sp);
         }
         if let Some(millis) = brk {
-            let at = speech.pcm.len() as u64;
+            let at = track.len();
+            let n = SampleTime::from_millis(u64::from(millis), rate).get();
+            room.fits(at + n)?;
             anchors.push((b, at));
-            tts::append(&mut speech, tts::silence(rate, millis));
+            track.pause(n);
         }
         piece_start = b;
     }
-    let n = speech.pcm.len() as u64;
+    let n = track.len();
     let mut break_i = 0usize;
     for c in &cues {
         let at = if let CueEvent::Break { .. } = c.event {
@@ -430,9 +524,9 @@ fn speak_line(
         marks.push((c.at, at, mark_of(&c.event, style.emphasis)));
     }
     Ok(LineAudio {
-        pcm: speech.pcm,
-        phonemes: speech.phonemes,
-        words: speech.words,
+        pcm: track.pcm,
+        phonemes: track.phonemes,
+        words: track.words,
         captions,
         marks: marks.into_iter().map(|(_, s, k)| (s, k)).collect(),
         text: clean.split_whitespace().collect::<Vec<_>>().join(" "),
@@ -451,21 +545,31 @@ fn field_place(script: &Script, line: &Line, field: &str) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn recorded_line(
     script: &Script,
     line: &Line,
     audio: &std::path::Path,
     alignment: Option<&std::path::Path>,
     rate: u32,
+    room: &Room<'_>,
     lipsync: &mut Option<&mut dyn LipSync>,
     warnings: &mut Vec<String>,
 ) -> Result<LineAudio, RenderError> {
-    let decoded = crate::audio::decode_file(audio).map_err(|e| RenderError::Audio {
-        at: field_place(script, line, "audio"),
-        path: audio.to_path_buf(),
-        message: format!("{e} (paths are relative to the script's folder)"),
+    // The take may not be longer than the room left (checked on its header, before decoding).
+    let max_secs = room.limit.saturating_sub(room.start) as f64 / rate as f64;
+    let decoded = crate::audio::decode_file_within(audio, max_secs).map_err(|e| match e {
+        crate::audio::AudioError::TooLong { secs, .. } => {
+            (room.over)(room.start + (secs * rate as f64).ceil() as u64)
+        }
+        e => RenderError::Audio {
+            at: field_place(script, line, "audio"),
+            path: audio.to_path_buf(),
+            message: format!("{e} (paths are relative to the script's folder)"),
+        },
     })?;
     let pcm = crate::audio::resample(&decoded.samples, decoded.sample_rate, rate);
+    room.fits(pcm.len() as u64)?;
     if pcm.is_empty() {
         return Err(RenderError::Audio {
             at: field_place(script, line, "audio"),
@@ -530,8 +634,10 @@ fn recorded_line(
     } else {
         vec![(TimeRange::at(SampleTime::ZERO, n), transcript.to_string())]
     };
+    let mut take = SparsePcm::default();
+    take.place(0, pcm);
     Ok(LineAudio {
-        pcm,
+        pcm: take,
         phonemes,
         words,
         captions,
@@ -550,6 +656,76 @@ fn fmt_secs(s: SampleTime, rate: u32) -> String {
     format!("{:.3}", s.as_secs_f64(rate))
 }
 
+/// Where a line is, for budget messages: `s.toml:12:1: line 10 ("intro")`.
+fn line_place(script: &Script, line: &Line) -> String {
+    pos_place(script, &line.pos, &line.label())
+}
+
+fn pos_place(script: &Script, pos: &Pos, what: &str) -> String {
+    format!(
+        "{}:{}:{}: {what}",
+        script.file.display(),
+        pos.line,
+        pos.column
+    )
+}
+
+fn over_budget(budget: &Budget, at: String, needed_secs: f64) -> RenderError {
+    RenderError::OverBudget {
+        at,
+        budget: OverBudget {
+            what: Budgeted::Performance,
+            needed_secs,
+            limit_secs: budget.performance_secs,
+        },
+    }
+}
+
+/// Check what the script itself fixes against the performance limit, before anything is spoken or
+/// decoded: the lines' gaps and `at` times, their breaks, the tail and the pass-through events, every
+/// line counted as if it took no time to say. The error names the first line (or the tail, or the
+/// event) that takes the performance over. [`render`] checks again as each line's audio arrives, so
+/// no more than the limit is ever allocated.
+pub fn check_plan(script: &Script, budget: &Budget) -> Result<(), RenderError> {
+    let limit = budget.performance_secs;
+    let mut end = 0.0f64;
+    let mut starts = Vec::with_capacity(script.lines.len());
+    for (i, line) in script.lines.iter().enumerate() {
+        let start = match line.timing {
+            Timing::At { secs } => secs.max(end),
+            Timing::After { gap } => {
+                end + gap.unwrap_or(if i == 0 { 0.0 } else { script.defaults.gap })
+            }
+        };
+        let breaks = line.text.as_deref().map_or(0, TagParser::break_millis);
+        end = start + breaks as f64 / 1000.0;
+        starts.push(start);
+        if end > limit {
+            return Err(over_budget(budget, line_place(script, line), end));
+        }
+    }
+    let tail = end + script.defaults.tail;
+    if tail > limit {
+        let at = format!(
+            "{}: the tail of {} s after the last line ([script] tail)",
+            script.file.display(),
+            script.defaults.tail
+        );
+        return Err(over_budget(budget, at, tail));
+    }
+    for e in &script.events {
+        let at = match e.anchor {
+            Anchor::At(t) => t,
+            Anchor::Line { index, offset } => starts[index] + offset,
+        };
+        if at > limit {
+            let what = format!("event {:?}", e.name);
+            return Err(over_budget(budget, pos_place(script, &e.pos, &what), at));
+        }
+    }
+    Ok(())
+}
+
 /// Render a script. See the module docs for the algorithm.
 pub fn render(
     script: &Script,
@@ -559,40 +735,15 @@ pub fn render(
     let rate = voice.sample_rate();
     let total_lines = script.lines.len();
     let mut warnings = Vec::new();
-    // 1. Each line's audio.
+    let budget = opts.budget;
+    let limit = budget.samples(Budgeted::Performance, rate);
+    check_plan(script, &budget)?;
+    // 1. Each line's audio, and 2. its placement (a line's start depends only on the lines before
+    // it, so each line is placed before it is spoken, and may only take the room left).
     let mut audios = Vec::with_capacity(total_lines);
-    for line in &script.lines {
-        let a = match &line.kind {
-            LineKind::Spoken => {
-                let style = Style {
-                    length_scale: line.rate.or(opts.rate),
-                    emphasis: line.emphasis,
-                };
-                let text = line.text.as_deref().unwrap_or_default();
-                speak_line(voice, line, text, style, &mut warnings)?
-            }
-            LineKind::Recorded { audio, phonemes } => recorded_line(
-                script,
-                line,
-                audio,
-                phonemes.as_deref(),
-                rate,
-                &mut opts.lipsync,
-                &mut warnings,
-            )?,
-        };
-        audios.push(a);
-        if let Some(p) = opts.progress.as_deref_mut() {
-            p(audios.len(), total_lines);
-        }
-    }
-    if audios.iter().all(|a| a.pcm.is_empty()) {
-        return Err(RenderError::Empty);
-    }
-    // 2. Placement.
     let mut starts = Vec::with_capacity(total_lines);
     let mut prev_end = 0u64;
-    for (i, (line, a)) in script.lines.iter().zip(&audios).enumerate() {
+    for (i, line) in script.lines.iter().enumerate() {
         let start = match line.timing {
             Timing::At { secs: t } => {
                 let s = secs(t, rate);
@@ -622,10 +773,59 @@ pub fn render(
                 prev_end + secs(g, rate)
             }
         };
+        let over = |needed: u64| {
+            over_budget(
+                &budget,
+                line_place(script, line),
+                needed as f64 / rate as f64,
+            )
+        };
+        let room = Room {
+            start,
+            limit,
+            over: &over,
+        };
+        room.fits(0)?;
+        let a = match &line.kind {
+            LineKind::Spoken => {
+                let style = Style {
+                    length_scale: line.rate.or(opts.rate),
+                    emphasis: line.emphasis,
+                };
+                let text = line.text.as_deref().unwrap_or_default();
+                speak_line(voice, line, text, style, &room, &mut warnings)?
+            }
+            LineKind::Recorded { audio, phonemes } => recorded_line(
+                script,
+                line,
+                audio,
+                phonemes.as_deref(),
+                rate,
+                &room,
+                &mut opts.lipsync,
+                &mut warnings,
+            )?,
+        };
+        room.fits(a.pcm.len() as u64)?;
         prev_end = start + a.pcm.len() as u64;
         starts.push(start);
+        audios.push(a);
+        if let Some(p) = opts.progress.as_deref_mut() {
+            p(audios.len(), total_lines);
+        }
+    }
+    if audios.iter().all(|a| a.pcm.is_empty()) {
+        return Err(RenderError::Empty);
     }
     let mut end = prev_end + secs(script.defaults.tail, rate);
+    if end > limit {
+        let at = format!(
+            "{}: the tail of {} s after the last line ([script] tail)",
+            script.file.display(),
+            script.defaults.tail
+        );
+        return Err(over_budget(&budget, at, end as f64 / rate as f64));
+    }
     let event_at: Vec<u64> = script
         .events
         .iter()
@@ -634,11 +834,19 @@ pub fn render(
             Anchor::Line { index, offset } => starts[index] + secs(offset, rate),
         })
         .collect();
-    if let Some(&last) = event_at.iter().max() {
-        end = end.max(last + 1);
+    for (e, &at) in script.events.iter().zip(&event_at) {
+        if at >= limit {
+            let what = format!("event {:?}", e.name);
+            return Err(over_budget(
+                &budget,
+                pos_place(script, &e.pos, &what),
+                at as f64 / rate as f64,
+            ));
+        }
+        end = end.max(at + 1);
     }
     // 3. Assembly.
-    let mut pcm = vec![0.0f32; end as usize];
+    let mut pcm = SparsePcm::default();
     let mut phonemes: Timeline<Phoneme> = Timeline::new(rate).expect("rate");
     let mut words: Timeline<Word> = Timeline::new(rate).expect("rate");
     let mut lines = Vec::with_capacity(total_lines);
@@ -661,7 +869,10 @@ pub fn render(
     for ((line, a), &start) in script.lines.iter().zip(audios).zip(&starts) {
         let s0 = SampleTime(start);
         let range = TimeRange::at(s0, a.pcm.len() as u64);
-        pcm[start as usize..range.end().get() as usize].copy_from_slice(&a.pcm);
+        for (at, clip) in a.pcm.into_clips() {
+            pcm.place(start + at, clip);
+        }
+        pcm.extend_to(range.end().get());
         for p in a.phonemes.shift(start).into_items() {
             fill_to(&mut phonemes, p.start().get());
             phonemes.push(p).expect("line phonemes are ordered");
@@ -740,6 +951,7 @@ pub fn render(
         });
     }
     fill_to(&mut phonemes, end);
+    pcm.extend_to(end);
     for (e, &at) in script.events.iter().zip(&event_at) {
         events.push(ScriptEvent {
             at: SampleTime(at),
@@ -896,6 +1108,10 @@ mod tests {
     use std::path::Path;
 
     fn perf(src: &str) -> Result<Performance, RenderError> {
+        perf_within(src, Budget::default())
+    }
+
+    fn perf_within(src: &str, budget: Budget) -> Result<Performance, RenderError> {
         let script = Script::parse(src, Path::new("t.toml"), Path::new("."))?;
         let mut voice = SynthLineVoice(FakeSynthesizer::default());
         render(
@@ -908,8 +1124,117 @@ mod tests {
                 rate: None,
                 lipsync: None,
                 progress: None,
+                budget,
             },
         )
+    }
+
+    fn secs_budget(secs: f64) -> Budget {
+        Budget {
+            performance_secs: secs,
+            ..Budget::default()
+        }
+    }
+
+    #[test]
+    fn a_76_gb_script_is_refused_before_anything_is_spoken() {
+        let mut src = String::new();
+        for _ in 0..10 {
+            src.push_str("[[line]]\ntext = \"Hi.\"\ngap = 86400\n");
+        }
+        let script = Script::parse(&src, Path::new("t.toml"), Path::new(".")).unwrap();
+        let e = check_plan(&script, &Budget::default()).unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("t.toml:1:1: line 1:"), "{m}");
+        assert!(m.contains("over the limit of 600 s"), "{m}");
+        assert!(m.contains("[limits] performance_secs in idol.toml"), "{m}");
+        let e = perf(&src).unwrap_err();
+        assert!(matches!(e, RenderError::OverBudget { .. }), "{e}");
+    }
+
+    #[test]
+    fn breaks_tail_and_events_count_before_speech() {
+        let b = secs_budget(10.0);
+        let e = perf_within(
+            "[[line]]\ntext = \"Hi.\"\n[[line]]\ntext = \"A <break time=\\\"6s\\\"/> b <break time=\\\"5s\\\"/> c.\"\n",
+            b,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 2:"), "{e}");
+        let e = perf_within("[script]\ntail = 11\n[[line]]\ntext = \"Hi.\"\n", b).unwrap_err();
+        assert!(e.to_string().contains("[script] tail"), "{e}");
+        let e = perf_within(
+            "[[line]]\ntext = \"Hi.\"\n[[event]]\nname = \"cam\"\nat = 20\n",
+            b,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("event \"cam\""), "{e}");
+    }
+
+    #[test]
+    fn speech_past_the_limit_is_refused_naming_the_line() {
+        // The fake voice says each letter in 80 ms: 40 letters are 3.2 s.
+        let e = perf_within(
+            "[[line]]\ntext = \"Hi.\"\n[[line]]\nid = \"long\"\ntext = \"abcdefghij abcdefghij. abcdefghij abcdefghij.\"\n",
+            secs_budget(2.0),
+        )
+        .unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("line 2 (\"long\")"), "{m}");
+        assert!(m.contains("over the limit of 2 s"), "{m}");
+        let p = perf_within("[[line]]\ntext = \"Hi.\"\n", secs_budget(2.0)).unwrap();
+        assert!(p.pcm.len() <= 44100);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Random scripts of lines, breaks, gaps, `at`s, tails and events: the render never panics
+        /// and never plans or allocates a performance longer than the limit.
+        #[test]
+        fn random_scripts_stay_within_the_limit(
+            lines in proptest::collection::vec(
+                (0usize..4, proptest::collection::vec(0u32..8000, 0..3), proptest::option::of(0.0f64..4.0), proptest::bool::ANY),
+                1..6,
+            ),
+            tail in 0.0f64..3.0,
+            event_at in proptest::option::of(0.0f64..30.0),
+            limit in 1.0f64..15.0,
+        ) {
+            let words = ["Hi.", "Hello there.", "Yes", "Good evening everyone."];
+            let mut src = format!("[script]\ntail = {tail}\n");
+            let mut at = 0.0;
+            for (w, breaks, gap, use_at) in &lines {
+                let mut text = words[*w].to_string();
+                for b in breaks {
+                    text.push_str(&format!(" <break time=\\\"{b}ms\\\"/> Ok."));
+                }
+                src.push_str(&format!("[[line]]\ntext = \"{text}\"\n"));
+                match gap {
+                    Some(g) if *use_at => {
+                        at += 5.0 + g;
+                        src.push_str(&format!("at = {at}\n"));
+                    }
+                    Some(g) => src.push_str(&format!("gap = {g}\n")),
+                    None => {}
+                }
+            }
+            if let Some(t) = event_at {
+                src.push_str(&format!("[[event]]\nname = \"e\"\nat = {t}\n"));
+            }
+            let budget = secs_budget(limit);
+            match perf_within(&src, budget) {
+                Ok(p) => {
+                    let max = budget.samples(Budgeted::Performance, p.rate);
+                    proptest::prop_assert!(p.pcm.len() as u64 <= max);
+                    proptest::prop_assert!(p.frames.len() as u64 <= SampleTime::frames_in(max, p.rate, p.fps));
+                }
+                Err(RenderError::OverBudget { budget: b, .. }) => {
+                    proptest::prop_assert!(b.needed_secs > limit - 1e-6, "{b}");
+                }
+                Err(RenderError::Script(_)) | Err(RenderError::Empty) => {}
+                Err(e) => proptest::prop_assert!(false, "{e}"),
+            }
+        }
     }
 
     #[test]
@@ -963,7 +1288,12 @@ mod tests {
         assert_eq!(kinds, ["start", "happy", "wave", "break500", "end"]);
         let brk = p.events[3].at.get() as usize;
         assert_eq!(p.events[2].at.get() as usize, brk);
-        assert!(p.pcm[brk..brk + 11025].iter().all(|&x| x == 0.0));
+        assert!(
+            p.pcm
+                .slice(brk as u64, brk as u64 + 11025)
+                .iter()
+                .all(|&x| x == 0.0)
+        );
         assert_eq!(p.captions.len(), 2);
         assert_eq!(p.captions[1].range.start().get() as usize, brk + 11025);
     }

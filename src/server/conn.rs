@@ -48,6 +48,9 @@ pub struct ConnPolicy {
     pub burst: f64,
     /// Renders the scripts of `perform` messages (`None`: `perform` is refused as unsupported).
     pub scripts: Option<crate::script::live::ScriptRenderer>,
+    /// How long a `perform` and a `say` may run: what a message fixes itself (a script's gaps and
+    /// breaks, a `say`'s breaks) is checked on arrival and refused with `too_long`.
+    pub budget: crate::budget::Budget,
 }
 
 impl Default for ConnPolicy {
@@ -59,6 +62,7 @@ impl Default for ConnPolicy {
             rate_per_sec: 10.0,
             burst: 30.0,
             scripts: None,
+            budget: crate::budget::Budget::default(),
         }
     }
 }
@@ -547,6 +551,19 @@ impl Reader {
                     self.error("bad_message", "say text is empty", id);
                     return;
                 }
+                // Breaks alone past the limit: refused before anything is queued (speech past it
+                // is cut as it is placed, with an error event).
+                let breaks = crate::text::TagParser::break_millis(&text);
+                let rate = 1000;
+                if let Err(e) =
+                    self.ctx
+                        .policy
+                        .budget
+                        .check(crate::budget::Budgeted::Utterance, breaks, rate)
+                {
+                    self.error("too_long", &format!("its <break/>s alone: {e}"), id);
+                    return;
+                }
                 let utt = perform.say(&text, emotion.as_deref());
                 self.reply(protocol::ack(id, "say", json!({"utterance": utt})));
             }
@@ -628,6 +645,11 @@ impl Reader {
                         ),
                         id,
                     );
+                    return;
+                }
+                if let Err(e) = crate::script::render::check_plan(&parsed, &self.ctx.policy.budget)
+                {
+                    self.error("too_long", &e.to_string(), id);
                     return;
                 }
                 let utt = perform.reserve();

@@ -127,6 +127,19 @@ impl TagParser {
         (clean, cues)
     }
 
+    /// The total length of the `<break/>`s in `text`, in milliseconds (what a budget counts before
+    /// anything is spoken).
+    pub fn break_millis(text: &str) -> u64 {
+        TagParser::parse_all(text)
+            .1
+            .iter()
+            .map(|c| match c.event {
+                CueEvent::Break { millis } => u64::from(millis),
+                _ => 0,
+            })
+            .sum()
+    }
+
     fn flush_text(&mut self, text: &mut String, out: &mut Vec<TagEvent>) {
         if !text.is_empty() {
             self.offset += text.len();

@@ -21,7 +21,7 @@ mod worker;
 
 pub use crate::phonemize::EspeakPhonemizer;
 pub use fake::FakeSynthesizer;
-pub use piper::{PiperVoice, Speaker, VoiceOptions};
+pub use piper::{PiperVoice, Speaker, VoiceConfig, VoiceOptions};
 pub use worker::SynthWorker;
 
 use crate::phonemize::PhonemizeError;

@@ -53,6 +53,64 @@ fn one() -> u32 {
     1
 }
 
+/// The sample rates a voice may have (Piper's voices are 16000 and 22050 Hz).
+pub const VOICE_RATES: std::ops::RangeInclusive<u32> = 8_000..=96_000;
+
+impl VoiceConfig {
+    /// Check what serde cannot: a sample rate, scales and maps a voice can really have. The message
+    /// names the field and what is allowed (the caller adds the file).
+    pub fn validate(&self) -> Result<(), String> {
+        let rate = self.audio.sample_rate;
+        if !VOICE_RATES.contains(&rate) {
+            return Err(format!(
+                "audio.sample_rate is {rate}; allowed {}..={} Hz",
+                VOICE_RATES.start(),
+                VOICE_RATES.end()
+            ));
+        }
+        let inf = &self.inference;
+        for (name, v, lo, hi) in [
+            ("inference.length_scale", inf.length_scale, 0.1, 10.0),
+            ("inference.noise_scale", inf.noise_scale, 0.0, 5.0),
+            ("inference.noise_w", inf.noise_w, 0.0, 5.0),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("{name} is {v}; allowed {lo}..={hi}"));
+            }
+        }
+        if self.phoneme_id_map.is_empty() || self.phoneme_id_map.len() > 4096 {
+            return Err(format!(
+                "phoneme_id_map has {} entries; allowed 1..=4096",
+                self.phoneme_id_map.len()
+            ));
+        }
+        for (k, ids) in &self.phoneme_id_map {
+            if ids.is_empty() || ids.len() > 16 || ids.iter().any(|&i| !(0..65536).contains(&i)) {
+                return Err(format!(
+                    "phoneme_id_map[{k:?}] is {ids:?}; each phoneme maps to 1..=16 ids in 0..65536"
+                ));
+            }
+        }
+        if !(1..=65536).contains(&self.num_speakers) {
+            return Err(format!(
+                "num_speakers is {}; allowed 1..=65536",
+                self.num_speakers
+            ));
+        }
+        let n = i64::from(self.num_speakers);
+        if let Some((name, id)) = self
+            .speaker_id_map
+            .iter()
+            .find(|(_, id)| !(0..n).contains(*id))
+        {
+            return Err(format!(
+                "speaker_id_map[{name:?}] is {id}; allowed 0..{n} (num_speakers)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct AudioConfig {
     pub sample_rate: u32,
@@ -299,9 +357,7 @@ impl PiperVoice {
             std::fs::read_to_string(&json_path).map_err(|e| corrupt(&json_path, e.to_string()))?;
         let config: VoiceConfig =
             serde_json::from_str(&json).map_err(|e| corrupt(&json_path, e.to_string()))?;
-        if config.audio.sample_rate == 0 {
-            return Err(corrupt(&json_path, "audio.sample_rate is 0".into()));
-        }
+        config.validate().map_err(|m| corrupt(&json_path, m))?;
         let mut id_map = HashMap::new();
         for (k, v) in &config.phoneme_id_map {
             let mut cs = k.chars();
@@ -1096,5 +1152,43 @@ impl Synthesizer for PiperVoice {
         on_head: &mut dyn FnMut(Speech, Speech),
     ) -> Result<Speech, TtsError> {
         PiperVoice::synthesize_head_first(self, clause, StreamOptions::default(), on_head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(audio: &str, inference: &str) -> VoiceConfig {
+        serde_json::from_str(&format!(
+            r#"{{"audio": {audio}, "inference": {inference}, "num_speakers": 1,
+                "phoneme_id_map": {{"_": [0], "^": [1], "$": [2], "a": [14]}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn voice_configs_that_cannot_be_true_are_refused() {
+        let ok = r#"{"noise_scale": 0.667, "length_scale": 1, "noise_w": 0.8}"#;
+        assert_eq!(config(r#"{"sample_rate": 22050}"#, ok).validate(), Ok(()));
+        let e = config(r#"{"sample_rate": 4294967295}"#, ok)
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("audio.sample_rate is 4294967295"), "{e}");
+        let e = config(r#"{"sample_rate": 0}"#, ok).validate().unwrap_err();
+        assert!(e.contains("allowed 8000..=96000 Hz"), "{e}");
+        let e = config(
+            r#"{"sample_rate": 22050}"#,
+            r#"{"noise_scale": 0.667, "length_scale": -1, "noise_w": 0.8}"#,
+        )
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("inference.length_scale is -1"), "{e}");
+        let mut c = config(r#"{"sample_rate": 22050}"#, ok);
+        c.phoneme_id_map.insert("b".into(), vec![]);
+        assert!(c.validate().unwrap_err().contains("phoneme_id_map[\"b\"]"));
+        let mut c = config(r#"{"sample_rate": 22050}"#, ok);
+        c.speaker_id_map.insert("x".into(), 3);
+        assert!(c.validate().unwrap_err().contains("speaker_id_map"));
     }
 }

@@ -6,25 +6,44 @@ use std::path::Path;
 
 /// Mono 16-bit PCM WAV bytes for `pcm` (-1..=1, clipped) at `rate` Hz.
 pub fn wav_bytes(pcm: &[f32], rate: u32) -> Vec<u8> {
-    let data_len = (pcm.len() * 2) as u32;
     let mut b = Vec::with_capacity(44 + pcm.len() * 2);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&1u16.to_le_bytes()); // mono
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 2).to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
+    b.extend_from_slice(&wav_header(pcm.len() as u64, rate).unwrap_or_else(|| {
+        // Over 4 GiB of samples: the header cannot say so; the size fields saturate.
+        wav_header(u64::from(u32::MAX - 36) / 2, rate).expect("fits")
+    }));
+    push_samples(&mut b, pcm);
+    b
+}
+
+/// The 44-byte header of a 16-bit PCM mono WAV of `n` samples at `rate` Hz; `None` when the data
+/// would pass the format's 4 GiB limit.
+pub fn wav_header(n: u64, rate: u32) -> Option<[u8; 44]> {
+    let data_len = u32::try_from(n.checked_mul(2)?)
+        .ok()
+        .filter(|l| *l <= u32::MAX - 36)?;
+    let mut b = [0u8; 44];
+    b[0..4].copy_from_slice(b"RIFF");
+    b[4..8].copy_from_slice(&(36 + data_len).to_le_bytes());
+    b[8..16].copy_from_slice(b"WAVEfmt ");
+    b[16..20].copy_from_slice(&16u32.to_le_bytes());
+    b[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
+    b[22..24].copy_from_slice(&1u16.to_le_bytes()); // mono
+    b[24..28].copy_from_slice(&rate.to_le_bytes());
+    b[28..32].copy_from_slice(&rate.wrapping_mul(2).to_le_bytes());
+    b[32..34].copy_from_slice(&2u16.to_le_bytes());
+    b[34..36].copy_from_slice(&16u16.to_le_bytes());
+    b[36..40].copy_from_slice(b"data");
+    b[40..44].copy_from_slice(&data_len.to_le_bytes());
+    Some(b)
+}
+
+/// Append `pcm` as 16-bit little-endian samples (clamped to -1..=1).
+pub fn push_samples(out: &mut Vec<u8>, pcm: &[f32]) {
+    out.reserve(pcm.len() * 2);
     for &s in pcm {
         let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
-        b.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(&v.to_le_bytes());
     }
-    b
 }
 
 /// Write `bytes` to `path` atomically.
