@@ -718,7 +718,6 @@ fn pages_of_other_origins_and_foreign_hosts_cannot_control() {
 // Resource bombs through the protocol.
 
 #[test]
-#[ignore = "defect 2 of issue 15 (every <break/> of a say becomes silence samples: this one asks for ~4 GB before the fix, so run it only with the fix), fixed on branch budgets"]
 fn a_say_of_hours_of_breaks_is_refused() {
     let server = fake_server(true);
     let c = RefCell::new(open(server.addr()));
@@ -1113,7 +1112,6 @@ fn scripts_parse_or_fail_with_a_position_and_short_ones_render() {
 }
 
 #[test]
-#[ignore = "defect 1 of issue 15 (the total of a script's times is not capped; the render aborts allocating it), fixed on branch budgets"]
 fn scripts_longer_than_any_budget_are_refused_before_allocating() {
     // 10 to 20 days of gaps: before the fix the render asks for 76+ GB and the process aborts.
     let dir = tempfile::tempdir().unwrap();
@@ -1677,7 +1675,6 @@ fn damaged_wav_and_mp3_headers_decode_or_fail_cleanly() {
 }
 
 #[test]
-#[ignore = "defects 4 and 5 of issue 15 (a WAV at 0 Hz panics in symphonia; one at 4 GHz decodes), fixed on branch budgets"]
 fn wavs_claiming_absurd_sample_rates_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let wav = std::fs::read(repo("tests/data/bobby.wav")).unwrap();
@@ -1838,7 +1835,6 @@ fn voice_configs_of_any_shape_load_or_fail_with_a_voice_error() {
 }
 
 #[test]
-#[ignore = "defect 5 of issue 15 (a voice config with sample_rate 4294967295 or length_scale -1 is accepted), fixed on branch budgets"]
 fn voice_configs_with_absurd_values_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let base = joe_config();
