@@ -7,6 +7,7 @@ mod face;
 mod foundation;
 mod llm;
 mod llm_archs;
+mod llm_qwen;
 mod persona;
 mod phonemize;
 mod script;
