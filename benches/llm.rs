@@ -6,7 +6,7 @@
 //!
 //! Also the time to load the model and evaluate the default persona's (Mika's) system prompt.
 //!
-//! `cargo bench --bench llm -- [--rounds N] [--no-llama-cpp] [--model NAME|PATH]` (`NAME`: a pinned
+//! `cargo bench --bench llm -- [--rounds N] [--no-llama-cpp] [--model NAME|PATH] [--candle]` (`NAME`: a pinned
 //! asset, e.g. `qwen2.5-coder-0.5b`, installed by the fetcher if missing). Env: `IDOL_ANCHORS_PY` (python with
 //! llama-cpp-python, default `~/.cache/idol-anchors/venv/bin/python`), `IDOL_ANCHORS` (the anchors folder,
 //! default `../shared/anchors`). Prints a markdown section for docs/benchmarks.md.
@@ -67,9 +67,12 @@ fn ours_once(e: &mut LlmEngine, pp: &[u32]) -> (f64, f64, f64, f64) {
 }
 
 /// (system prompt tokens, [(engine, threads, load ms, prompt ms)]): load the model and evaluate the
-/// default persona's rendered system message, ours and candle's, medians of 3.
+/// default persona's rendered system message, ours (and candle's with `--candle`), medians of 3.
 #[allow(clippy::type_complexity)]
-fn load_and_persona(model: &std::path::Path) -> (usize, Vec<(&'static str, usize, f64, f64)>) {
+fn load_and_persona(
+    model: &std::path::Path,
+    with_candle: bool,
+) -> (usize, Vec<(&'static str, usize, f64, f64)>) {
     use idol::persona::card::PersonaCard;
     let card = PersonaCard::from_toml_str(
         idol::persona::import::DEFAULT_CARD_TOML,
@@ -82,9 +85,9 @@ fn load_and_persona(model: &std::path::Path) -> (usize, Vec<(&'static str, usize
     );
     let mut rows = Vec::new();
     let mut n_tokens = 0;
-    for (label, force_candle, threads) in
-        [("ours", false, 1), ("ours", false, 2), ("candle", true, 2)]
-    {
+    let setups = [("ours", false, 1), ("ours", false, 2), ("candle", true, 2)];
+    let n = if with_candle { 3 } else { 2 };
+    for (label, force_candle, threads) in setups.into_iter().take(n) {
         let (mut load, mut prompt) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             let t0 = Instant::now();
@@ -180,7 +183,7 @@ fn main() {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let load_rows = load_and_persona(&model);
+    let load_rows = load_and_persona(&model, args.iter().any(|a| a == "--candle"));
     let home = std::env::var("HOME").unwrap_or_default();
     let py = std::env::var("IDOL_ANCHORS_PY")
         .unwrap_or_else(|_| format!("{home}/.cache/idol-anchors/venv/bin/python"));
