@@ -1,10 +1,13 @@
 //! LLM engine benchmark (a bench binary, not criterion): prompt and decode tokens/s of our engine on
-//! SmolLM2-135M-Instruct Q4_1 at 1 and 2 threads, side by side with llama.cpp (llama-cpp-python running
+//! a GGUF model (SmolLM2-135M-Instruct Q4_1 unless `--model` says otherwise) at 1 and 2 threads, side by side with llama.cpp (llama-cpp-python running
 //! `shared/anchors/llama_bench.py` on the same file with the same threads) in the same run, rounds
 //! interleaved because the machine is shared; then the time from a 12-token viewer message to the first
 //! complete clause with a cached 400-token persona.
 //!
-//! `cargo bench --bench llm -- [--rounds N] [--no-llama-cpp]`. Env: `IDOL_ANCHORS_PY` (python with
+//! Also the time to load the model and evaluate the default persona's (Mika's) system prompt.
+//!
+//! `cargo bench --bench llm -- [--rounds N] [--no-llama-cpp] [--model NAME|PATH] [--candle]` (`NAME`: a pinned
+//! asset, e.g. `qwen2.5-coder-0.5b`, installed by the fetcher if missing). Env: `IDOL_ANCHORS_PY` (python with
 //! llama-cpp-python, default `~/.cache/idol-anchors/venv/bin/python`), `IDOL_ANCHORS` (the anchors folder,
 //! default `../shared/anchors`). Prints a markdown section for docs/benchmarks.md.
 
@@ -63,6 +66,57 @@ fn ours_once(e: &mut LlmEngine, pp: &[u32]) -> (f64, f64, f64, f64) {
     )
 }
 
+/// (system prompt tokens, [(engine, threads, load ms, prompt ms)]): load the model and evaluate the
+/// default persona's rendered system message, ours (and candle's with `--candle`), medians of 3.
+#[allow(clippy::type_complexity)]
+fn load_and_persona(
+    model: &std::path::Path,
+    with_candle: bool,
+) -> (usize, Vec<(&'static str, usize, f64, f64)>) {
+    use idol::persona::card::PersonaCard;
+    let card = PersonaCard::from_toml_str(
+        idol::persona::import::DEFAULT_CARD_TOML,
+        std::path::Path::new(idol::persona::import::DEFAULT_CARD),
+    )
+    .unwrap();
+    let sys = ChatMessage::new(
+        Role::System,
+        idol::persona::prompt::system_prompt(&card, idol::persona::prompt::DEFAULT_USER_NAME),
+    );
+    let mut rows = Vec::new();
+    let mut n_tokens = 0;
+    let setups = [("ours", false, 1), ("ours", false, 2), ("candle", true, 2)];
+    let n = if with_candle { 3 } else { 2 };
+    for (label, force_candle, threads) in setups.into_iter().take(n) {
+        let (mut load, mut prompt) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            let mut e = LlmEngine::load(
+                model,
+                &LlmOptions {
+                    threads,
+                    force_candle,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let t1 = Instant::now();
+            let toks = e
+                .tokenize(&e.render(std::slice::from_ref(&sys)).unwrap())
+                .unwrap();
+            n_tokens = toks.len();
+            e.eval(&toks).unwrap();
+            let t2 = Instant::now();
+            load.push((t1 - t0).as_secs_f64() * 1e3);
+            prompt.push((t2 - t1).as_secs_f64() * 1e3);
+        }
+        let (l, p) = (median(load), median(prompt));
+        eprintln!("load {label} t={threads}: {l:.0} ms + system prompt {p:.0} ms");
+        rows.push((label, threads, l, p));
+    }
+    (n_tokens, rows)
+}
+
 fn llama_cpp_once(
     py: &str,
     script: &str,
@@ -108,7 +162,28 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5usize);
     let with_llama = !args.iter().any(|a| a == "--no-llama-cpp");
-    let model = Home::from_manifest_dir().llm();
+    let model = match args
+        .iter()
+        .position(|a| a == "--model")
+        .and_then(|i| args.get(i + 1))
+    {
+        None => Home::from_manifest_dir().llm(),
+        Some(m) => {
+            let f = idol::fetch::Fetcher::new(Home::from_manifest_dir());
+            match f.pinned().unwrap().into_iter().find(|(a, _)| &a.name == m) {
+                Some((spec, dest)) => {
+                    f.ensure(&spec, &dest, &mut idol::fetch::Quiet).unwrap();
+                    dest
+                }
+                None => std::path::PathBuf::from(m),
+            }
+        }
+    };
+    let model_name = model
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let load_rows = load_and_persona(&model, args.iter().any(|a| a == "--candle"));
     let home = std::env::var("HOME").unwrap_or_default();
     let py = std::env::var("IDOL_ANCHORS_PY")
         .unwrap_or_else(|_| format!("{home}/.cache/idol-anchors/venv/bin/python"));
@@ -271,7 +346,7 @@ fn main() {
 
     println!("## LLM engine (persona::llm)\n");
     println!(
-        "SmolLM2-135M-Instruct Q4_1, prompt {PP} tokens from an empty cache, then {TG} greedy decode \
+        "{model_name}, prompt {PP} tokens from an empty cache, then {TG} greedy decode \
          steps; medians of {rounds} interleaved rounds in one run; llama.cpp = llama-cpp-python \
          (`shared/anchors/llama_bench.py`, wall clock), same file, same threads.\n"
     );
@@ -294,6 +369,16 @@ fn main() {
         median(pp_cpu),
         median(tg_cpu)
     );
+    println!(
+        "\nLoad the model and evaluate the default persona's system prompt ({} tokens), from the page \
+         cache, medians of 3:\n",
+        load_rows.0
+    );
+    println!("| engine | threads | load ms | system prompt ms | total ms |");
+    println!("|---|---|---|---|---|");
+    for (label, t, l, p) in &load_rows.1 {
+        println!("| {label} | {t} | {l:.0} | {p:.0} | **{:.0}** |", l + p);
+    }
     println!(
         "\nFirst complete clause after a {msg_tokens}-token viewer message with a cached {persona_tokens}-token \
          persona (sampling seed 7, medians of {} messages; goal <= 150 ms):\n",

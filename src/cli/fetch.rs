@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
+    /// Install only these pinned assets (e.g. `smollm2`, `qwen2.5-coder-0.5b`); all of them when none.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
     /// Install from this folder of wheels (or bare files) only; never download.
     #[arg(long, value_name = "DIR")]
     pub offline: Option<PathBuf>,
@@ -83,7 +86,24 @@ pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for (name, outcome) in fetcher.fetch_all(&mut bar).map_err(|e| in_home(env, e))? {
+    let done = if args.names.is_empty() {
+        fetcher.fetch_all(&mut bar).map_err(|e| in_home(env, e))?
+    } else {
+        let pinned = fetcher.pinned().map_err(|e| in_home(env, e))?;
+        let mut done = Vec::new();
+        for n in &args.names {
+            let Some((spec, dest)) = pinned.iter().find(|(a, _)| &a.name == n) else {
+                let known: Vec<&str> = pinned.iter().map(|(a, _)| a.name.as_str()).collect();
+                anyhow::bail!(
+                    "no pinned asset named `{n}`; the pinned ones are: {}",
+                    known.join(", ")
+                );
+            };
+            done.push((n.clone(), fetcher.ensure(spec, dest, &mut bar).map_err(|e| in_home(env, e))?));
+        }
+        done
+    };
+    for (name, outcome) in done {
         match outcome {
             Outcome::Present => println!("{name:20} ok (already installed, sha256 verified)"),
             Outcome::Installed(from) => {

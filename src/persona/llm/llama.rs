@@ -1,5 +1,18 @@
-//! Our own forward pass for llama-family GGUF files whose matrices are Q4_0, Q4_1 or Q8_0 (SmolLM2 and
-//! most small llama-architecture files); anything else goes through candle-transformers.
+//! Our own forward pass for `llama` and `qwen2` GGUF files whose matrices are Q4_0, Q4_1, Q5_0, Q8_0,
+//! Q4_K or Q6_K (SmolLM2, Qwen2.5 Q4_K_M and most small files of the two families); anything else goes
+//! through candle-transformers. qwen2 differs from llama in three places: Q, K and V projections have
+//! f32 biases (added to the projection's output, as ggml's separate `add`), rotary pairs are
+//! `(i, i + d/2)` (GPT-NeoX layout) instead of adjacent values, and the rope base (1e6) and norm epsilon
+//! come from the `qwen2.*` metadata; the output matrix is tied to the embedding when the file has no
+//! `output.weight`, as for llama.
+//!
+//! Exactness for the K-quants and Q5_0 (Qwen2.5 Q4_K_M): activations are quantized as llama.cpp does
+//! (Q8_K for Q4_K/Q6_K, Q8_0 for Q5_0/Q8_0) and every dot product follows llama.cpp's x86 `vec_dot`
+//! lanes and order (see `quant`). llama.cpp itself does not use `vec_dot` everywhere on this file: it
+//! repacks Q4_K matrices into 8x8 interleaved blocks (`REPACK`, different float summation order) and
+//! runs prompt batches of Q5_0/Q8_0 through tinyBLAS (`LLAMAFILE`). So on Qwen our logits are close to
+//! llama.cpp's (checked by `tests/llm_qwen.rs` against a fixture) but not the same floats, unlike SmolLM2
+//! Q4_1 below.
 //!
 //! Which llama.cpp we reproduce, and how exactly: llama.cpp's CPU backend as llama-cpp-python 0.3.36
 //! runs it by default (flash attention off, f16 K and V cache, prompt in one batch), built for an x86
@@ -60,7 +73,7 @@ pub struct QMat {
 
 impl QMat {
     fn row_bytes(&self) -> usize {
-        self.cols / QK * self.t.block_bytes()
+        self.cols / self.t.block_len() * self.t.block_bytes()
     }
 }
 
@@ -77,6 +90,8 @@ pub struct LlamaConfig {
     pub rope_dim: usize,
     pub vocab: usize,
     pub train_ctx: usize,
+    /// Rotary pairs `(i, i + rope_dim / 2)` (GPT-NeoX layout, qwen2) instead of adjacent ones (llama).
+    pub neox: bool,
 }
 
 struct Layer {
@@ -84,6 +99,8 @@ struct Layer {
     wq: QMat,
     wk: QMat,
     wv: QMat,
+    /// Q, K and V biases (qwen2), added to the projections' f32 outputs.
+    bias: Option<[Vec<f32>; 3]>,
     wo: QMat,
     ffn_norm: Vec<f32>,
     gate: QMat,
@@ -128,15 +145,19 @@ pub struct LlamaModel {
     pub reference_f32: bool,
 }
 
-/// Which GGUF llama files this engine takes: every matrix Q4_0, Q4_1 or Q8_0, no rope scaling tensor.
-pub fn supports(g: &GgufFile) -> bool {
+/// Which GGUF files this engine takes: architecture `llama` (no Q/K/V biases) or `qwen2` (with them),
+/// every matrix Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K, no rope scaling tensor.
+pub fn supports(g: &GgufFile, arch: &str) -> bool {
+    if arch != "llama" && arch != "qwen2" {
+        return false;
+    }
     let ok = |name: &str| g.ggml_type(name).and_then(WType::from_ggml).is_some();
     g.has("token_embd.weight")
         && ok("token_embd.weight")
         && (!g.has("output.weight") || ok("output.weight"))
         && !g.has("rope_freqs.weight")
         && g.has("blk.0.attn_q.weight")
-        && (0..g.u32_md("llama.block_count").unwrap_or(0) as usize).all(|i| {
+        && (0..g.u32_md(&format!("{arch}.block_count")).unwrap_or(0) as usize).all(|i| {
             [
                 "attn_q",
                 "attn_k",
@@ -149,7 +170,7 @@ pub fn supports(g: &GgufFile) -> bool {
             .iter()
             .all(|n| ok(&format!("blk.{i}.{n}.weight")))
         })
-        && !g.has("blk.0.attn_q.bias")
+        && (arch == "qwen2" || !g.has("blk.0.attn_q.bias"))
 }
 
 impl LlamaModel {
@@ -160,21 +181,24 @@ impl LlamaModel {
         threads: usize,
         budget: ThreadBudget,
     ) -> Result<Self, PersonaError> {
+        let arch = g
+            .str_md("general.architecture")
+            .unwrap_or_else(|| "llama".into());
         let md = |k: &str| {
-            g.u32_md(&format!("llama.{k}"))
+            g.u32_md(&format!("{arch}.{k}"))
                 .map(|v| v as usize)
-                .ok_or_else(|| load_err(&g.path, format!("missing metadata `llama.{k}`")))
+                .ok_or_else(|| load_err(&g.path, format!("missing metadata `{arch}.{k}`")))
         };
         let n_layer = md("block_count")?;
         let d_model = md("embedding_length")?;
         let n_head = md("attention.head_count")?;
         let n_kv_head = g
-            .u32_md("llama.attention.head_count_kv")
+            .u32_md(&format!("{arch}.attention.head_count_kv"))
             .map(|v| v as usize)
             .unwrap_or(n_head);
         let d_ff = md("feed_forward_length")?;
         let head_dim = g
-            .u32_md("llama.attention.key_length")
+            .u32_md(&format!("{arch}.attention.key_length"))
             .map(|v| v as usize)
             .unwrap_or(d_model / n_head);
         let cfg = LlamaConfig {
@@ -185,18 +209,21 @@ impl LlamaModel {
             head_dim,
             d_ff,
             eps: g
-                .f32_md("llama.attention.layer_norm_rms_epsilon")
+                .f32_md(&format!("{arch}.attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5),
-            rope_base: g.f32_md("llama.rope.freq_base").unwrap_or(10000.0),
+            rope_base: g
+                .f32_md(&format!("{arch}.rope.freq_base"))
+                .unwrap_or(10000.0),
             rope_dim: g
-                .u32_md("llama.rope.dimension_count")
+                .u32_md(&format!("{arch}.rope.dimension_count"))
                 .map(|v| v as usize)
                 .unwrap_or(head_dim),
             vocab: 0,
             train_ctx: g
-                .u32_md("llama.context_length")
+                .u32_md(&format!("{arch}.context_length"))
                 .map(|v| v as usize)
                 .unwrap_or(4096),
+            neox: arch == "qwen2",
         };
         if !n_head.is_multiple_of(n_kv_head)
             || !head_dim.is_multiple_of(2)
@@ -209,6 +236,15 @@ impl LlamaModel {
             let (t, dims, data) = g.raw(name)?;
             let t = WType::from_ggml(t)
                 .ok_or_else(|| load_err(&g.path, format!("tensor {name}: unsupported type")))?;
+            if !dims[0].is_multiple_of(t.block_len()) {
+                return Err(load_err(
+                    &g.path,
+                    format!(
+                        "tensor {name}: {} columns is not whole {t:?} blocks",
+                        dims[0]
+                    ),
+                ));
+            }
             Ok(QMat {
                 t,
                 cols: dims[0],
@@ -232,6 +268,13 @@ impl LlamaModel {
                 wq: qmat(g, &p("attn_q"))?,
                 wk: qmat(g, &p("attn_k"))?,
                 wv: qmat(g, &p("attn_v"))?,
+                bias: if g.has(&format!("blk.{i}.attn_q.bias")) {
+                    let mut b = |n: &str| g.f32_tensor(&format!("blk.{i}.{n}.bias"));
+                    let (bq, bk, bv) = (b("attn_q"), b("attn_k"), b("attn_v"));
+                    Some([bq?, bk?, bv?])
+                } else {
+                    None
+                },
                 wo: qmat(g, &p("attn_output"))?,
                 ffn_norm: g.f32_tensor(&p("ffn_norm"))?,
                 gate: qmat(g, &p("ffn_gate"))?,
@@ -357,7 +400,7 @@ impl LlamaModel {
         let ctx = self.ctx;
         for l in self.layers.iter_mut() {
             rms_norm(&s.x, &l.attn_norm, c.eps, d, &mut s.h);
-            s.acts.quantize(&s.h, d);
+            s.acts.quantize_for(&s.h, d, &[l.wq.t, l.wk.t, l.wv.t]);
             if rf {
                 for (w, out) in [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)] {
                     matmul_f32(w, &s.h, out);
@@ -373,13 +416,22 @@ impl LlamaModel {
                     None,
                 );
             }
+            if let Some([bq, bk, bv]) = &l.bias {
+                for (out, b) in [(&mut s.q, bq), (&mut s.k, bk), (&mut s.v, bv)] {
+                    for row in out.chunks_exact_mut(b.len()) {
+                        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+                    }
+                }
+            }
+            let rope_fn: fn(&mut [f32], &[(f32, f32)]) =
+                if c.neox { apply_rope_neox } else { apply_rope };
             for i in 0..n {
                 let rope = &s.rope[i * half..(i + 1) * half];
                 for hq in s.q[i * dq..(i + 1) * dq].chunks_exact_mut(hd) {
-                    apply_rope(hq, rope);
+                    rope_fn(hq, rope);
                 }
                 for hk in s.k[i * dkv..(i + 1) * dkv].chunks_exact_mut(hd) {
-                    apply_rope(hk, rope);
+                    rope_fn(hk, rope);
                 }
                 // cache layout [kv head][position][head dim]: a head's rows are contiguous
                 let pos = self.n_past + i;
@@ -426,7 +478,7 @@ impl LlamaModel {
                     );
                 });
             }
-            s.acts.quantize(&s.att, dq);
+            s.acts.quantize_for(&s.att, dq, &[l.wo.t]);
             if rf {
                 matmul_f32(&l.wo, &s.att, &mut s.o);
             } else {
@@ -435,7 +487,7 @@ impl LlamaModel {
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
             // feed-forward
             rms_norm(&s.x, &l.ffn_norm, c.eps, d, &mut s.h);
-            s.acts.quantize(&s.h, d);
+            s.acts.quantize_for(&s.h, d, &[l.gate.t, l.up.t]);
             if rf {
                 matmul_f32(&l.gate, &s.h, &mut s.g);
                 matmul_f32(&l.up, &s.h, &mut s.u);
@@ -447,7 +499,7 @@ impl LlamaModel {
                     Some(c.d_ff),
                 );
             }
-            s.acts.quantize(&s.g, c.d_ff);
+            s.acts.quantize_for(&s.g, c.d_ff, &[l.down.t]);
             if rf {
                 matmul_f32(&l.down, &s.g, &mut s.o);
             } else {
@@ -465,7 +517,7 @@ impl LlamaModel {
         if rf {
             matmul_f32(out, &h, &mut logits);
         } else {
-            s.acts.quantize(&h, d);
+            s.acts.quantize_for(&h, d, &[out.t]);
             pool.matmul(&mut [(out, &mut logits[..])], &s.acts, None);
         }
         Ok(logits)
@@ -517,7 +569,12 @@ impl Par<'_> {
         let threads = self.threads();
         let n = acts.n;
         for (w, out) in mats.iter() {
-            assert!(out.len() >= n * w.rows && w.cols == acts.nb * QK);
+            assert!(out.len() >= n * w.rows);
+            assert!(if w.t.is_k() {
+                w.cols == acts.k.nb * quant::QK_K && acts.k.n == n
+            } else {
+                w.cols == acts.nb * QK
+            });
         }
         let jobs: Vec<(MatJob, Out, usize)> = mats
             .iter_mut()
@@ -617,6 +674,16 @@ fn apply_rope(x: &mut [f32], rope: &[(f32, f32)]) {
         let (a, b) = (pair[0], pair[1]);
         pair[0] = a.mul_add(cos, -(b * sin));
         pair[1] = a.mul_add(sin, b * cos);
+    }
+}
+
+/// Rotate the pairs `(i, i + d/2)` (GPT-NeoX layout), each with the same fused products as `apply_rope`.
+fn apply_rope_neox(x: &mut [f32], rope: &[(f32, f32)]) {
+    let half = rope.len();
+    for (i, &(cos, sin)) in rope.iter().enumerate() {
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a.mul_add(cos, -(b * sin));
+        x[i + half] = a.mul_add(sin, b * cos);
     }
 }
 

@@ -3,11 +3,12 @@
 //! Stage: persona. Input: chat messages and [`GenParams`]. Output: the reply as streamed UTF-8 text
 //! pieces, then a [`GenOutcome`].
 //!
-//! The model is picked by the GGUF's `general.architecture`. `llama` files whose matrices are Q4_0, Q4_1
-//! or Q8_0 (SmolLM2 and most small llama files) run on our own forward pass ([`llama`]), which
-//! reproduces llama.cpp's arithmetic (activations quantized to Q8_1/Q8_0, integer dot products, f16 KV
-//! cache) and is faster than candle's generic kernels on such files; every other supported file (`llama`
-//! with K-quants, `qwen2`, `qwen3`, `phi3`, `gemma3`) runs on candle-transformers' quantized models.
+//! The model is picked by the GGUF's `general.architecture`. `llama` and `qwen2` files whose matrices
+//! are Q4_0, Q4_1, Q5_0, Q8_0, Q4_K or Q6_K (SmolLM2, Qwen2.5 Q4_K_M and most small files of these two
+//! families) run on our own forward pass ([`llama`]), which reproduces llama.cpp's arithmetic
+//! (activations quantized to Q8_1/Q8_0, or Q8_K for K-quants, integer dot products, f16 KV cache) and
+//! is faster than candle's generic kernels on such files; every other supported file (other quant
+//! types, `qwen3`, `phi3`, `gemma3`) runs on candle-transformers' quantized models.
 //!
 //! A call renders the chat template, tokenizes, reuses the longest common token prefix with what the KV
 //! cache already holds (so the persona prefix is evaluated once and a new turn pays only for its new
@@ -352,7 +353,7 @@ impl LlmEngine {
             .clone()
             .unwrap_or_else(|| ThreadBudget::new(opts.threads.max(1)));
         let threads = opts.threads.max(budget.max()).max(1);
-        let backend = if arch == "llama" && !opts.force_candle && llama::supports(&g) {
+        let backend = if !opts.force_candle && llama::supports(&g, &arch) {
             let mut m = llama::LlamaModel::load(&mut g, ctx, threads, budget.clone())?;
             m.reference_f32 = opts.reference_f32;
             Backend::Fast(Box::new(m))

@@ -34,9 +34,14 @@ pub const GGML_F32: u32 = 0;
 pub const GGML_F16: u32 = 1;
 pub const GGML_Q4_0: u32 = 2;
 pub const GGML_Q4_1: u32 = 3;
+pub const GGML_Q5_0: u32 = 6;
 pub const GGML_Q8_0: u32 = 8;
+pub const GGML_Q4_K: u32 = 12;
+pub const GGML_Q6_K: u32 = 14;
 
 pub const QK: usize = 32;
+/// Values per K-quant super-block.
+pub const QK_K: usize = 256;
 
 /// A weight format the fast path can multiply with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,9 @@ pub enum WType {
     Q4_0,
     Q4_1,
     Q8_0,
+    Q5_0,
+    Q4K,
+    Q6K,
 }
 
 impl WType {
@@ -52,16 +60,30 @@ impl WType {
             GGML_Q4_0 => Some(WType::Q4_0),
             GGML_Q4_1 => Some(WType::Q4_1),
             GGML_Q8_0 => Some(WType::Q8_0),
+            GGML_Q5_0 => Some(WType::Q5_0),
+            GGML_Q4_K => Some(WType::Q4K),
+            GGML_Q6_K => Some(WType::Q6K),
             _ => None,
         }
     }
-    /// Bytes per block of 32 weights.
+    /// Bytes per block (`block_len` weights).
     pub fn block_bytes(self) -> usize {
         match self {
             WType::Q4_0 => 18,
             WType::Q4_1 => 20,
             WType::Q8_0 => 34,
+            WType::Q5_0 => 22,
+            WType::Q4K => 144,
+            WType::Q6K => 210,
         }
+    }
+    /// Weights per block: 32, or 256 for the K-quants.
+    pub fn block_len(self) -> usize {
+        if self.is_k() { QK_K } else { QK }
+    }
+    /// A K-quant, multiplied with Q8_K activations (the others take Q8_0/Q8_1 ones).
+    pub fn is_k(self) -> bool {
+        matches!(self, WType::Q4K | WType::Q6K)
     }
 }
 
@@ -88,9 +110,75 @@ pub struct Acts {
     pub g: usize,
     /// Blocks per row.
     pub nb: usize,
+    /// The same rows as Q8_K, for K-quant weights (filled by `quantize_for` when one needs it).
+    pub k: ActsK,
+}
+
+/// Activation rows quantized to Q8_K (llama.cpp's `quantize_row_q8_K`): per 256 values an f32 scale,
+/// 256 quants and the 16 sums of each 16 quants. Rows are contiguous.
+#[derive(Default)]
+pub struct ActsK {
+    pub d: Vec<f32>,
+    pub bsums: Vec<i16>,
+    pub qs: Vec<i8>,
+    /// Rows quantized.
+    pub n: usize,
+    /// Super-blocks per row.
+    pub nb: usize,
+}
+
+impl ActsK {
+    /// Quantize the `d`-long rows of `x` (`d` a multiple of 256).
+    pub fn quantize(&mut self, x: &[f32], d: usize) {
+        debug_assert!(d.is_multiple_of(QK_K) && x.len().is_multiple_of(d));
+        let n = x.len() / d;
+        let nb = d / QK_K;
+        self.n = n;
+        self.nb = nb;
+        self.d.clear();
+        self.d.resize(n * nb, 0.0);
+        self.bsums.clear();
+        self.bsums.resize(n * nb * 16, 0);
+        self.qs.clear();
+        self.qs.resize(n * d, 0);
+        for (b, xb) in x.chunks_exact(QK_K).enumerate() {
+            // the first value of the largest magnitude, with its sign
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in xb {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            if amax == 0.0 {
+                continue;
+            }
+            let iscale = -127.0 / max;
+            let q = &mut self.qs[b * QK_K..(b + 1) * QK_K];
+            for (o, v) in q.iter_mut().zip(xb) {
+                *o = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            }
+            for (j, s) in self.bsums[b * 16..(b + 1) * 16].iter_mut().enumerate() {
+                *s = q[16 * j..16 * (j + 1)].iter().map(|&v| v as i16).sum();
+            }
+            self.d[b] = 1.0 / iscale;
+        }
+    }
 }
 
 impl Acts {
+    /// Quantize the rows of `x` for weights of the given types: to Q8_0/Q8_1 blocks if any is not a
+    /// K-quant, to Q8_K if any is.
+    pub fn quantize_for(&mut self, x: &[f32], d: usize, types: &[WType]) {
+        if types.iter().any(|t| !t.is_k()) {
+            self.quantize(x, d);
+        }
+        if types.iter().any(|t| t.is_k()) {
+            self.k.quantize(x, d);
+        }
+        self.n = x.len() / d;
+    }
+
     /// Quantize the `d`-long rows of `x` (`d` a multiple of 32), in groups of 4 rows when there is more
     /// than one row.
     pub fn quantize(&mut self, x: &[f32], d: usize) {
@@ -190,6 +278,8 @@ pub fn dot_scalar(t: WType, w: &[u8], acts: &Acts, c: usize) -> f32 {
                     qx[j] = wb[2 + j] as i8 as i32;
                 }
             }
+            WType::Q5_0 => q5_0_values(wb, &mut qx),
+            WType::Q4K | WType::Q6K => unreachable!("K-quants take `dot_k_scalar`"),
         }
         let d = d0 * da;
         for (l, acc) in acc.iter_mut().enumerate() {
@@ -203,9 +293,128 @@ pub fn dot_scalar(t: WType, w: &[u8], acts: &Acts, c: usize) -> f32 {
     hsum8(&acc) + summs
 }
 
+/// The 32 signed values (-16..15) of a Q5_0 block: 4 low bits from the nibbles, the fifth from `qh`.
+fn q5_0_values(wb: &[u8], qx: &mut [i32; 32]) {
+    let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+    for j in 0..16 {
+        let lo = (wb[6 + j] & 15) as u32 | ((qh >> j) & 1) << 4;
+        let hi = (wb[6 + j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+        qx[j] = lo as i32 - 16;
+        qx[j + 16] = hi as i32 - 16;
+    }
+}
+
+/// The 6-bit scales and minimums of a Q4_K super-block's 8 sub-blocks.
+fn q4k_scales(sc: &[u8]) -> ([i32; 8], [i32; 8]) {
+    let (mut d, mut m) = ([0i32; 8], [0i32; 8]);
+    for j in 0..8 {
+        if j < 4 {
+            d[j] = (sc[j] & 63) as i32;
+            m[j] = (sc[j + 4] & 63) as i32;
+        } else {
+            d[j] = ((sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4)) as i32;
+            m[j] = ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)) as i32;
+        }
+    }
+    (d, m)
+}
+
+/// The 256 unsigned 6-bit values (0..63, stored offset by 32) of a Q6_K super-block, in order.
+fn q6k_values(wb: &[u8], q: &mut [i32; QK_K]) {
+    let (ql, qh) = (&wb[..128], &wb[128..192]);
+    for h in 0..2 {
+        let (ql, qh, q) = (&ql[64 * h..], &qh[32 * h..], &mut q[128 * h..]);
+        for l in 0..32 {
+            q[l] = (ql[l] & 15) as i32 | ((qh[l] & 3) as i32) << 4;
+            q[l + 32] = (ql[l + 32] & 15) as i32 | (((qh[l] >> 2) & 3) as i32) << 4;
+            q[l + 64] = (ql[l] >> 4) as i32 | (((qh[l] >> 4) & 3) as i32) << 4;
+            q[l + 96] = (ql[l + 32] >> 4) as i32 | (((qh[l] >> 6) & 3) as i32) << 4;
+        }
+    }
+}
+
+/// Scalar reference dot product of one K-quant weight row with Q8_K activation row `c`, in the order
+/// of llama.cpp's x86 `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K`: per super-block an exact integer sum
+/// in each of 8 lanes (lane `k` holds the products of bytes `4k..4k+4` of every 32-value chunk, times
+/// their sub-block scales; for Q6_K minus `32 * scale * bsum` of sub-blocks `2k`, `2k+1`), converted
+/// to f32 and fused-multiply-added with `d_act * d_weight` into 8 accumulators summed pairwise at the
+/// end; Q4_K's minimums go through a separate 4-lane accumulator (`-d_act * dmin` times the integer
+/// sums of `min * bsum` over sub-block pairs), reduced pairwise and added last.
+pub fn dot_k_scalar(t: WType, w: &[u8], acts: &ActsK, c: usize) -> f32 {
+    let bb = t.block_bytes();
+    let mut acc = [0f32; 8];
+    let mut acc_m = [0f32; 4];
+    for i in 0..acts.nb {
+        let wb = &w[i * bb..(i + 1) * bb];
+        let blk = c * acts.nb + i;
+        let ad = acts.d[blk];
+        let bs = &acts.bsums[16 * blk..16 * (blk + 1)];
+        let q8 = &acts.qs[QK_K * blk..QK_K * (blk + 1)];
+        let mut sumi = [0i32; 8];
+        match t {
+            WType::Q4K => {
+                let d = ad * f16_at(wb, 0);
+                let dmin = -ad * f16_at(wb, 2);
+                let (sc, mn) = q4k_scales(&wb[4..16]);
+                for (l, a) in acc_m.iter_mut().enumerate() {
+                    let s0 = bs[4 * l] as i32 + bs[4 * l + 1] as i32;
+                    let s1 = bs[4 * l + 2] as i32 + bs[4 * l + 3] as i32;
+                    let prod = mn[2 * l] * s0 + mn[2 * l + 1] * s1;
+                    *a = dmin.mul_add(prod as f32, *a);
+                }
+                let qs = &wb[16..144];
+                for j in 0..4 {
+                    for (k, s) in sumi.iter_mut().enumerate() {
+                        let (mut lo, mut hi) = (0i32, 0i32);
+                        for b in 4 * k..4 * k + 4 {
+                            let q = qs[32 * j + b];
+                            lo += (q & 15) as i32 * q8[64 * j + b] as i32;
+                            hi += (q >> 4) as i32 * q8[64 * j + 32 + b] as i32;
+                        }
+                        *s += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+                    }
+                }
+                for (a, s) in acc.iter_mut().zip(sumi) {
+                    *a = d.mul_add(s as f32, *a);
+                }
+            }
+            WType::Q6K => {
+                let d = ad * f16_at(wb, 208);
+                let sc: Vec<i32> = wb[192..208].iter().map(|&v| v as i8 as i32).collect();
+                let mut q = [0i32; QK_K];
+                q6k_values(wb, &mut q);
+                for ch in 0..8 {
+                    for (k, s) in sumi.iter_mut().enumerate() {
+                        let mut p = 0i32;
+                        for b in 4 * k..4 * k + 4 {
+                            p += q[32 * ch + b] * q8[32 * ch + b] as i32;
+                        }
+                        *s += sc[2 * ch + k / 4] * p;
+                    }
+                }
+                for (k, s) in sumi.iter_mut().enumerate() {
+                    *s -=
+                        32 * (bs[2 * k] as i32 * sc[2 * k] + bs[2 * k + 1] as i32 * sc[2 * k + 1]);
+                }
+                for (a, s) in acc.iter_mut().zip(sumi) {
+                    *a = d.mul_add(s as f32, *a);
+                }
+            }
+            _ => unreachable!("not a K-quant"),
+        }
+    }
+    hsum8(&acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]))
+}
+
 /// Dequantize one row of GGUF blocks into f32.
 pub fn dequant_row(t: WType, w: &[u8], out: &mut [f32]) {
     let bb = t.block_bytes();
+    if t.is_k() {
+        for (wb, ob) in w.chunks_exact(bb).zip(out.chunks_exact_mut(QK_K)) {
+            dequant_k(t, wb, ob);
+        }
+        return;
+    }
     for (wb, ob) in w.chunks_exact(bb).zip(out.chunks_exact_mut(QK)) {
         let d = f16_at(wb, 0);
         match t {
@@ -227,7 +436,45 @@ pub fn dequant_row(t: WType, w: &[u8], out: &mut [f32]) {
                     ob[j] = (wb[2 + j] as i8 as f32) * d;
                 }
             }
+            WType::Q5_0 => {
+                let mut q = [0i32; 32];
+                q5_0_values(wb, &mut q);
+                for (o, v) in ob.iter_mut().zip(q) {
+                    *o = v as f32 * d;
+                }
+            }
+            WType::Q4K | WType::Q6K => unreachable!("handled above"),
         }
+    }
+}
+
+/// One K-quant super-block as llama.cpp's `dequantize_row_q4_K` / `_q6_K` compute it.
+fn dequant_k(t: WType, wb: &[u8], ob: &mut [f32]) {
+    match t {
+        WType::Q4K => {
+            let (d, dmin) = (f16_at(wb, 0), f16_at(wb, 2));
+            let (sc, mn) = q4k_scales(&wb[4..16]);
+            let qs = &wb[16..144];
+            for j in 0..4 {
+                let (d1, m1) = (d * sc[2 * j] as f32, dmin * mn[2 * j] as f32);
+                let (d2, m2) = (d * sc[2 * j + 1] as f32, dmin * mn[2 * j + 1] as f32);
+                for l in 0..32 {
+                    let q = qs[32 * j + l];
+                    ob[64 * j + l] = d1 * (q & 15) as f32 - m1;
+                    ob[64 * j + 32 + l] = d2 * (q >> 4) as f32 - m2;
+                }
+            }
+        }
+        WType::Q6K => {
+            let d = f16_at(wb, 208);
+            let mut q = [0i32; QK_K];
+            q6k_values(wb, &mut q);
+            for (i, (o, v)) in ob.iter_mut().zip(q).enumerate() {
+                let sc = wb[192 + i / 16] as i8 as f32;
+                *o = d * sc * (v - 32) as f32;
+            }
+        }
+        _ => unreachable!("not a K-quant"),
     }
 }
 
@@ -337,8 +584,27 @@ impl MatJob<'_> {
         out_stride: usize,
     ) {
         assert!(r0 <= r1 && r1 * self.row_bytes <= self.w.len());
-        assert_eq!(self.acts.nb * self.t.block_bytes(), self.row_bytes);
         assert!(Kernel::available().contains(&k), "{k:?} not available");
+        if self.t.is_k() {
+            let ak = &self.acts.k;
+            assert_eq!(ak.nb * self.t.block_bytes(), self.row_bytes);
+            assert!(ak.d.len() >= ak.n * ak.nb && ak.qs.len() >= ak.n * ak.nb * QK_K);
+            #[cfg(target_arch = "x86_64")]
+            if k != Kernel::Scalar {
+                // SAFETY: AVX2 is there (every non-scalar kernel implies it); bounds as above.
+                unsafe { x86::run_k_avx2(self, r0, r1, out, out_stride) };
+                return;
+            }
+            for r in r0..r1 {
+                let wr = &self.w[r * self.row_bytes..(r + 1) * self.row_bytes];
+                for c in 0..ak.n {
+                    // SAFETY: the caller's promise.
+                    unsafe { *out.add(c * out_stride + r - r0) = dot_k_scalar(self.t, wr, ak, c) };
+                }
+            }
+            return;
+        }
+        assert_eq!(self.acts.nb * self.t.block_bytes(), self.row_bytes);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU features were checked; the weight bounds were asserted above, the output's
         // are the caller's promise.
@@ -362,7 +628,7 @@ impl MatJob<'_> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ABLOCK, MatJob, WType};
+    use super::{ABLOCK, ActsK, MatJob, QK_K, WType, q4k_scales};
     use std::arch::x86_64::*;
 
     /// Repeat `$body` with `$i` bound to each constant in turn (the unrolling is ours, not the
@@ -393,6 +659,7 @@ mod x86 {
         match k {
             0 => WType::Q4_0,
             1 => WType::Q4_1,
+            3 => WType::Q5_0,
             _ => WType::Q8_0,
         }
     }
@@ -416,6 +683,30 @@ mod x86 {
                     }
                 }
                 WType::Q8_0 => _mm256_lddqu_si256(p.wrapping_add(2) as *const __m256i),
+                WType::Q5_0 => {
+                    // nibbles as Q4_0, then 0xF0 (-16) or'ed into each byte whose fifth bit is clear
+                    let q = _mm_lddqu_si128(p.wrapping_add(6) as *const __m128i);
+                    let m = _mm_set1_epi8(15);
+                    let lo = _mm_and_si128(q, m);
+                    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m);
+                    let v = _mm256_set_m128i(hi, lo);
+                    let qh = (p.wrapping_add(2) as *const i32).read_unaligned();
+                    let spread = _mm256_shuffle_epi8(
+                        _mm256_set1_epi32(qh),
+                        _mm256_setr_epi64x(
+                            0,
+                            0x0101_0101_0101_0101,
+                            0x0202_0202_0202_0202,
+                            0x0303_0303_0303_0303,
+                        ),
+                    );
+                    let set = _mm256_cmpeq_epi8(
+                        _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe)),
+                        _mm256_set1_epi64x(-1),
+                    );
+                    _mm256_or_si256(v, _mm256_andnot_si256(set, _mm256_set1_epi8(-16)))
+                }
+                WType::Q4K | WType::Q6K => unreachable!("K-quants have their own kernels"),
             }
         }
     }
@@ -696,6 +987,8 @@ mod x86 {
                         WType::Q4_0 => go::<0>(job, r0, r1, out, stride),
                         WType::Q4_1 => go::<1>(job, r0, r1, out, stride),
                         WType::Q8_0 => go::<2>(job, r0, r1, out, stride),
+                        WType::Q5_0 => go::<3>(job, r0, r1, out, stride),
+                        WType::Q4K | WType::Q6K => unreachable!("K-quants run `run_k_avx2`"),
                     }
                 }
                 #[inline(always)]
@@ -756,6 +1049,289 @@ mod x86 {
     }
 
     runner!(run_avx2, "avx2,fma,f16c", batch2, 2, false);
+
+    /// K-quant rows `r0..r1` times every Q8_K activation row, one weight row at a time (it stays in
+    /// cache for the batch's tokens). Same lanes and order as `dot_k_scalar`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn run_k_avx2(job: &MatJob, r0: usize, r1: usize, out: *mut f32, stride: usize) {
+        let ak = &job.acts.k;
+        for r in r0..r1 {
+            let w = job.w[r * job.row_bytes..(r + 1) * job.row_bytes].as_ptr();
+            let mut c = 0;
+            // four activation rows at a time share each unpacked weight chunk
+            while c + 4 <= ak.n {
+                // SAFETY: as below.
+                unsafe {
+                    let v = match job.t {
+                        WType::Q4K => dot4_q4k(w, ak, c),
+                        WType::Q6K => dot4_q6k(w, ak, c),
+                        _ => unreachable!(),
+                    };
+                    for (j, x) in v.iter().enumerate() {
+                        *out.add((c + j) * stride + r - r0) = *x;
+                    }
+                }
+                c += 4;
+            }
+            for c in c..ak.n {
+                // SAFETY: the row's bytes and the activation row are in bounds (asserted by
+                // `MatJob::run_raw`); the output is the caller's promise.
+                unsafe {
+                    let v = match job.t {
+                        WType::Q4K => dot_q4k(w, ak, c),
+                        WType::Q6K => dot_q6k(w, ak, c),
+                        _ => unreachable!(),
+                    };
+                    *out.add(c * stride + r - r0) = v;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        unsafe { _mm_cvtss_f32(two_f16(p)) }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_q4k(w: *const u8, ak: &ActsK, c: usize) -> f32 {
+        unsafe {
+            let m4 = _mm256_set1_epi8(15);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = _mm_setzero_ps();
+            for i in 0..ak.nb {
+                let wb = w.add(i * 144);
+                let blk = c * ak.nb + i;
+                let ad = ak.d[blk];
+                let d = ad * f16_at(wb);
+                let dmin = -ad * f16_at(wb.add(2));
+                let (sc, mn) = q4k_scales(std::slice::from_raw_parts(wb.add(4), 12));
+                let bs = &ak.bsums[16 * blk..16 * (blk + 1)];
+                let mut prod = [0i32; 4];
+                for (l, p) in prod.iter_mut().enumerate() {
+                    let s0 = bs[4 * l] as i32 + bs[4 * l + 1] as i32;
+                    let s1 = bs[4 * l + 2] as i32 + bs[4 * l + 3] as i32;
+                    *p = mn[2 * l] * s0 + mn[2 * l + 1] * s1;
+                }
+                let prod = _mm_setr_epi32(prod[0], prod[1], prod[2], prod[3]);
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+                let q8 = ak.qs[QK_K * blk..QK_K * (blk + 1)].as_ptr() as *const u8;
+                let mut sumi = _mm256_setzero_si256();
+                unroll!(J in [0, 1, 2, 3] {
+                    let q4 = _mm256_lddqu_si256(wb.add(16 + 32 * J) as *const __m256i);
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let y0 = _mm256_lddqu_si256(q8.add(64 * J) as *const __m256i);
+                    let y1 = _mm256_lddqu_si256(q8.add(64 * J + 32) as *const __m256i);
+                    let p0 = _mm256_madd_epi16(
+                        _mm256_set1_epi16(sc[2 * J] as i16),
+                        _mm256_maddubs_epi16(lo, y0),
+                    );
+                    let p1 = _mm256_madd_epi16(
+                        _mm256_set1_epi16(sc[2 * J + 1] as i16),
+                        _mm256_maddubs_epi16(hi, y1),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                });
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+            acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+            hsum(acc) + _mm_cvtss_f32(acc_m)
+        }
+    }
+
+    /// `dot_q4k` for activation rows `c..c + 4`, each with its own accumulators (the same floats).
+    #[inline(always)]
+    unsafe fn dot4_q4k(w: *const u8, ak: &ActsK, c: usize) -> [f32; 4] {
+        unsafe {
+            let m4 = _mm256_set1_epi8(15);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc_m = [_mm_setzero_ps(); 4];
+            let nb = ak.nb;
+            for i in 0..nb {
+                let wb = w.add(i * 144);
+                let (sc, mn) = q4k_scales(std::slice::from_raw_parts(wb.add(4), 12));
+                let (wd, wmin) = (f16_at(wb), f16_at(wb.add(2)));
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                let mut q8 = [std::ptr::null::<u8>(); 4];
+                unroll!(C in [0, 1, 2, 3] {
+                    let blk = (c + C) * nb + i;
+                    q8[C] = ak.qs.as_ptr().add(QK_K * blk) as *const u8;
+                    let bs = &ak.bsums[16 * blk..16 * (blk + 1)];
+                    let mut prod = [0i32; 4];
+                    for (l, p) in prod.iter_mut().enumerate() {
+                        let s0 = bs[4 * l] as i32 + bs[4 * l + 1] as i32;
+                        let s1 = bs[4 * l + 2] as i32 + bs[4 * l + 3] as i32;
+                        *p = mn[2 * l] * s0 + mn[2 * l + 1] * s1;
+                    }
+                    let prod = _mm_setr_epi32(prod[0], prod[1], prod[2], prod[3]);
+                    let dmin = -ak.d[blk] * wmin;
+                    acc_m[C] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[C]);
+                });
+                unroll!(J in [0, 1, 2, 3] {
+                    let q4 = _mm256_lddqu_si256(wb.add(16 + 32 * J) as *const __m256i);
+                    let lo = _mm256_and_si256(q4, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let (sl, sh) = (
+                        _mm256_set1_epi16(sc[2 * J] as i16),
+                        _mm256_set1_epi16(sc[2 * J + 1] as i16),
+                    );
+                    unroll!(C in [0, 1, 2, 3] {
+                        let y0 = _mm256_lddqu_si256(q8[C].add(64 * J) as *const __m256i);
+                        let y1 = _mm256_lddqu_si256(q8[C].add(64 * J + 32) as *const __m256i);
+                        let p0 = _mm256_madd_epi16(sl, _mm256_maddubs_epi16(lo, y0));
+                        let p1 = _mm256_madd_epi16(sh, _mm256_maddubs_epi16(hi, y1));
+                        sumi[C] = _mm256_add_epi32(sumi[C], _mm256_add_epi32(p0, p1));
+                    });
+                });
+                unroll!(C in [0, 1, 2, 3] {
+                    let d = ak.d[(c + C) * nb + i] * wd;
+                    acc[C] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[C]), acc[C]);
+                });
+            }
+            let mut out = [0f32; 4];
+            unroll!(C in [0, 1, 2, 3] {
+                let mut m = acc_m[C];
+                m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                m = _mm_add_ss(m, _mm_movehdup_ps(m));
+                out[C] = hsum(acc[C]) + _mm_cvtss_f32(m);
+            });
+            out
+        }
+    }
+
+    /// `dot_q6k` for activation rows `c..c + 4`, each with its own accumulators (the same floats).
+    #[inline(always)]
+    unsafe fn dot4_q6k(w: *const u8, ak: &ActsK, c: usize) -> [f32; 4] {
+        unsafe {
+            let m15 = _mm256_set1_epi8(15);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let nb = ak.nb;
+            for i in 0..nb {
+                let wb = w.add(i * 210);
+                let wd = f16_at(wb.add(208));
+                let scales = _mm_lddqu_si128(wb.add(192) as *const __m128i);
+                let sc16 = _mm256_cvtepi8_epi16(scales);
+                let sc = std::slice::from_raw_parts(wb.add(192) as *const i8, 16);
+                let mut sumi = [_mm256_setzero_si256(); 4];
+                let mut q8 = [std::ptr::null::<u8>(); 4];
+                unroll!(C in [0, 1, 2, 3] {
+                    let blk = (c + C) * nb + i;
+                    q8[C] = ak.qs.as_ptr().add(QK_K * blk) as *const u8;
+                    let bsums = _mm256_lddqu_si256(ak.bsums[16 * blk..].as_ptr() as *const __m256i);
+                    sumi[C] = _mm256_sub_epi32(
+                        sumi[C],
+                        _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5),
+                    );
+                });
+                unroll!(H in [0, 1] {
+                    let b1 = _mm256_lddqu_si256(wb.add(64 * H) as *const __m256i);
+                    let b2 = _mm256_lddqu_si256(wb.add(64 * H + 32) as *const __m256i);
+                    let bh = _mm256_lddqu_si256(wb.add(128 + 32 * H) as *const __m256i);
+                    let q = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(b1, m15),
+                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(b2, m15),
+                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(12)), 2),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
+                            _mm256_and_si256(bh, _mm256_set1_epi8(48)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
+                            _mm256_srli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(-64)), 2),
+                        ),
+                    ];
+                    unroll!(T in [0, 1, 2, 3] {
+                        let ch = 4 * H + T;
+                        let scale = _mm256_set_m128i(
+                            _mm_set1_epi16(sc[2 * ch + 1] as i16),
+                            _mm_set1_epi16(sc[2 * ch] as i16),
+                        );
+                        unroll!(C in [0, 1, 2, 3] {
+                            let y = _mm256_lddqu_si256(q8[C].add(32 * ch) as *const __m256i);
+                            sumi[C] = _mm256_add_epi32(
+                                sumi[C],
+                                _mm256_madd_epi16(scale, _mm256_maddubs_epi16(q[T], y)),
+                            );
+                        });
+                    });
+                });
+                unroll!(C in [0, 1, 2, 3] {
+                    let d = ak.d[(c + C) * nb + i] * wd;
+                    acc[C] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[C]), acc[C]);
+                });
+            }
+            let mut out = [0f32; 4];
+            unroll!(C in [0, 1, 2, 3] {
+                out[C] = hsum(acc[C]);
+            });
+            out
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dot_q6k(w: *const u8, ak: &ActsK, c: usize) -> f32 {
+        unsafe {
+            let m15 = _mm256_set1_epi8(15);
+            let mut acc = _mm256_setzero_ps();
+            for i in 0..ak.nb {
+                let wb = w.add(i * 210);
+                let blk = c * ak.nb + i;
+                let d = ak.d[blk] * f16_at(wb.add(208));
+                let scales = _mm_lddqu_si128(wb.add(192) as *const __m128i);
+                let bsums = _mm256_lddqu_si256(ak.bsums[16 * blk..].as_ptr() as *const __m256i);
+                let corr =
+                    _mm256_slli_epi32(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(scales)), 5);
+                let sc = std::slice::from_raw_parts(wb.add(192) as *const i8, 16);
+                let q8 = ak.qs[QK_K * blk..QK_K * (blk + 1)].as_ptr() as *const u8;
+                let mut sumi = _mm256_setzero_si256();
+                unroll!(H in [0, 1] {
+                    let b1 = _mm256_lddqu_si256(wb.add(64 * H) as *const __m256i);
+                    let b2 = _mm256_lddqu_si256(wb.add(64 * H + 32) as *const __m256i);
+                    let bh = _mm256_lddqu_si256(wb.add(128 + 32 * H) as *const __m256i);
+                    let q = [
+                        _mm256_or_si256(
+                            _mm256_and_si256(b1, m15),
+                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(b2, m15),
+                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(12)), 2),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
+                            _mm256_and_si256(bh, _mm256_set1_epi8(48)),
+                        ),
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
+                            _mm256_srli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(-64)), 2),
+                        ),
+                    ];
+                    unroll!(T in [0, 1, 2, 3] {
+                        let ch = 4 * H + T;
+                        let y = _mm256_lddqu_si256(q8.add(32 * ch) as *const __m256i);
+                        let scale = _mm256_set_m128i(
+                            _mm_set1_epi16(sc[2 * ch + 1] as i16),
+                            _mm_set1_epi16(sc[2 * ch] as i16),
+                        );
+                        sumi = _mm256_add_epi32(
+                            sumi,
+                            _mm256_madd_epi16(scale, _mm256_maddubs_epi16(q[T], y)),
+                        );
+                    });
+                });
+                sumi = _mm256_sub_epi32(sumi, corr);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum(acc)
+        }
+    }
     runner!(
         run_avx512,
         "avx2,fma,f16c,avx512f,avx512vl,avx512bw",
@@ -808,12 +1384,86 @@ mod tests {
         w
     }
 
+    fn random_k_weights(t: WType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let mut w = Vec::new();
+        for _ in 0..rows * cols / QK_K {
+            let mut b: Vec<u8> = (0..t.block_bytes())
+                .map(|_| (lcg(seed) * 127.0) as i8 as u8)
+                .collect();
+            let f = |v: f32| f16::from_f32(v).to_bits().to_le_bytes();
+            match t {
+                WType::Q4K => {
+                    b[0..2].copy_from_slice(&f(0.001 + lcg(seed).abs() * 0.002));
+                    b[2..4].copy_from_slice(&f(lcg(seed).abs() * 0.002));
+                }
+                _ => b[208..210].copy_from_slice(&f(0.001 + lcg(seed).abs() * 0.002)),
+            }
+            w.extend_from_slice(&b);
+        }
+        w
+    }
+
+    /// The K-quant kernels give the scalar reference's floats exactly, and the scalar reference is
+    /// the dequantized row times the dequantized Q8_K activations up to f32 rounding.
+    #[test]
+    fn k_quants_simd_equals_scalar_and_dequantized() {
+        let mut seed = 11;
+        for (t, n) in [WType::Q4K, WType::Q6K]
+            .into_iter()
+            .flat_map(|t| [(t, 1), (t, 5)])
+        {
+            let (rows, cols) = (7, 512);
+            let w = random_k_weights(t, rows, cols, &mut seed);
+            let x: Vec<f32> = (0..cols * n).map(|_| lcg(&mut seed) * 3.0).collect();
+            let mut acts = Acts::default();
+            acts.quantize_for(&x, cols, &[t]);
+            let rb = cols / QK_K * t.block_bytes();
+            let job = MatJob {
+                t,
+                w: &w,
+                row_bytes: rb,
+                acts: &acts,
+            };
+            for k in Kernel::available() {
+                let mut out = vec![f32::NAN; n * rows];
+                job.run_with(k, 0, rows, &mut out, rows);
+                for c in 0..n {
+                    for r in 0..rows {
+                        let wr = &w[r * rb..(r + 1) * rb];
+                        let want = dot_k_scalar(t, wr, &acts.k, c);
+                        assert_eq!(
+                            out[c * rows + r].to_bits(),
+                            want.to_bits(),
+                            "{k:?} {t:?} n={n} row {r} act {c}"
+                        );
+                        let mut deq = vec![0f32; cols];
+                        dequant_row(t, wr, &mut deq);
+                        let exact: f64 = (0..cols)
+                            .map(|i| {
+                                let blk = c * acts.k.nb + i / QK_K;
+                                deq[i] as f64
+                                    * (acts.k.qs[c * cols + i] as f64 * acts.k.d[blk] as f64)
+                            })
+                            .sum();
+                        let mag: f64 = (0..cols)
+                            .map(|i| (deq[i] * x[c * cols + i]).abs() as f64)
+                            .sum();
+                        assert!(
+                            (exact - want as f64).abs() <= 1e-4 * mag + 1e-4,
+                            "{t:?} row {r} act {c}: {want} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Every kernel shape (single row, batch tiles with padded groups, row tails, a row range that
     /// starts inside the matrix) gives the scalar reference's floats exactly.
     #[test]
     fn simd_equals_scalar_bit_for_bit() {
         let mut seed = 7;
-        for (t, n) in [WType::Q4_0, WType::Q4_1, WType::Q8_0]
+        for (t, n) in [WType::Q4_0, WType::Q4_1, WType::Q8_0, WType::Q5_0]
             .into_iter()
             .flat_map(|t| [(t, 1), (t, 6), (t, 8), (t, 3)])
         {
