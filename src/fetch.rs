@@ -728,8 +728,8 @@ impl Fetcher {
                         let desc = format!("{}:{}", path.display(), part.member);
                         let d =
                             copy_into(&mut entry, tmp, &desc, progress).map_err(|e| match e {
-                                FetchError::Io { path: p, source } if p == Path::new(&desc) => {
-                                    bad(source.to_string())
+                                FetchError::Io { path: p, error } if p == Path::new(&desc) => {
+                                    bad(error.to_string())
                                 }
                                 e => e,
                             })?;
@@ -892,7 +892,7 @@ impl Fetcher {
         finish_file(tmp.as_file(), dest)?;
         tmp.persist(dest).map_err(|e| FetchError::Io {
             path: dest.to_path_buf(),
-            source: e.error,
+            error: e.error,
         })?;
         Ok(())
     }
@@ -925,7 +925,7 @@ fn copy_into(
             Err(e) => {
                 return Err(FetchError::Io {
                     path: PathBuf::from(desc),
-                    source: e,
+                    error: e,
                 });
             }
         };
@@ -935,7 +935,7 @@ fn copy_into(
         dst.len += n as u64;
         dst.file.write_all(&buf[..n]).map_err(|e| FetchError::Io {
             path: PathBuf::from(desc),
-            source: e,
+            error: e,
         })?;
         progress.advance(n as u64);
     }
