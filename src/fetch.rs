@@ -111,6 +111,10 @@ pub struct AssetSpec {
     #[serde(default)]
     pub platform: Option<String>,
     pub license: String,
+    /// For a language model: the languages it writes well (ISO 639-1 codes), so a reply is asked
+    /// for only in a language the model and a voice share. Empty: not known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +132,23 @@ impl Manifest {
             message: e.to_string(),
         })
     }
+}
+
+/// The languages the model file `model` writes, from the manifest of its folder (`languages` of
+/// the asset installed as that file); empty when the manifest does not say.
+pub fn model_languages(model: &Path) -> Vec<String> {
+    let (Some(dir), Some(file)) = (model.parent(), model.file_name()) else {
+        return vec![];
+    };
+    Manifest::load(&dir.join("manifest.toml"))
+        .ok()
+        .and_then(|m| {
+            m.assets
+                .into_iter()
+                .find(|a| std::ffi::OsStr::new(&a.file) == file)
+        })
+        .map(|a| a.languages)
+        .unwrap_or_default()
 }
 
 /// A user's own asset registered with `idol fetch --model/--voice`.

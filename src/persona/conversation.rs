@@ -112,6 +112,7 @@ pub struct Conversation {
     limiter: Option<RateLimiter>,
     memory: Option<Memory>,
     history: Vec<ChatMessage>,
+    languages: super::lang::LanguagePolicy,
     /// Generation parameters (the card's, unless changed).
     pub params: GenParams,
 }
@@ -148,7 +149,13 @@ impl Conversation {
             limiter,
             memory,
             params,
+            languages: super::lang::LanguagePolicy::default(),
         }
+    }
+
+    /// The languages replies may be in (those the model writes and a voice speaks).
+    pub fn set_languages(&mut self, languages: super::lang::LanguagePolicy) {
+        self.languages = languages;
     }
 
     pub fn card(&self) -> &PersonaCard {

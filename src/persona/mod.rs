@@ -10,6 +10,8 @@ pub mod card;
 pub mod conversation;
 pub mod guard;
 pub mod import;
+pub mod judge;
+pub mod lang;
 pub mod llm;
 pub mod memory;
 pub mod openai;
