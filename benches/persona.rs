@@ -50,7 +50,13 @@ fn load_set(path: &Path) -> Vec<Msg> {
         .collect()
 }
 
-const VIEWERS: &[&str] = &["sakura_fan", "blue_whale", "nightowl", "pixelpanda", "lemon_tea"];
+const VIEWERS: &[&str] = &[
+    "sakura_fan",
+    "blue_whale",
+    "nightowl",
+    "pixelpanda",
+    "lemon_tea",
+];
 
 #[derive(Default)]
 struct Tally {
@@ -205,7 +211,8 @@ fn main() {
                         en.add(&defects, &reply.text, secs, tokens);
                     } else {
                         cjk.add(&defects, &reply.text, secs, tokens);
-                        if !defects.contains(&Defect::WrongLanguage) && !defects.contains(&Defect::Empty)
+                        if !defects.contains(&Defect::WrongLanguage)
+                            && !defects.contains(&Defect::Empty)
                         {
                             cjk_spoken += 1;
                         }

@@ -144,7 +144,13 @@ pub fn word_count(text: &str) -> usize {
     let t = tokens(text);
     let cjk = t
         .iter()
-        .filter(|(_, w)| w.chars().count() == 1 && w.chars().all(|c| lang::script_of(c).is_some_and(|s| s != lang::Script::Latin && s != lang::Script::Cyrillic)))
+        .filter(|(_, w)| {
+            w.chars().count() == 1
+                && w.chars().all(|c| {
+                    lang::script_of(c)
+                        .is_some_and(|s| s != lang::Script::Latin && s != lang::Script::Cyrillic)
+                })
+        })
         .count();
     t.len() - cjk + cjk.div_ceil(2)
 }
@@ -170,7 +176,10 @@ pub fn sentence_count(text: &str) -> usize {
             _ if is_sentence_end(c) => {
                 // "3.5" and "e.g." are not ends: a period needs a space or the end after it.
                 let next = chars.get(i + 1).copied();
-                let ends = c != '.' || next.is_none_or(|n| n.is_whitespace() || is_sentence_end(n) || n == '"' || n == ')');
+                let ends = c != '.'
+                    || next.is_none_or(|n| {
+                        n.is_whitespace() || is_sentence_end(n) || n == '"' || n == ')'
+                    });
                 if ends && words_since && !prev_mark {
                     n += 1;
                     words_since = false;
@@ -309,10 +318,18 @@ impl CardText {
 /// Names that, followed by `:`, start another speaker's line, besides any capitalized name at the
 /// start of a line or sentence.
 pub fn default_labels(card: &PersonaCard) -> Vec<String> {
-    let mut v: Vec<String> = ["viewer", "user", "assistant", "you", "chat", "system", "human"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> = [
+        "viewer",
+        "user",
+        "assistant",
+        "you",
+        "chat",
+        "system",
+        "human",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     v.push(card.name.to_lowercase());
     v
 }
@@ -329,7 +346,9 @@ pub fn speaker_label(text: &str, labels: &[String], own: &str) -> Option<usize> 
         let head = &text[..i];
         let s = head
             .rfind(|c: char| c.is_whitespace() || is_sentence_end(c))
-            .map_or(0, |p| p + head[p..].chars().next().map_or(1, char::len_utf8));
+            .map_or(0, |p| {
+                p + head[p..].chars().next().map_or(1, char::len_utf8)
+            });
         note(s);
     }
     let own = own.to_lowercase();
@@ -361,7 +380,9 @@ pub fn speaker_label(text: &str, labels: &[String], own: &str) -> Option<usize> 
                 .map(|(_, c)| *c)
                 .collect();
             let p = k - prev.chars().count();
-            p == 0 || chars[p - 1].1 == '\n' || (is_sentence_end(chars[p - 1].1) && !prev.is_empty())
+            p == 0
+                || chars[p - 1].1 == '\n'
+                || (is_sentence_end(chars[p - 1].1) && !prev.is_empty())
         };
         if !at_start || !c.is_uppercase() {
             continue;
@@ -477,7 +498,10 @@ fn third_person(text: &str, name: &str) -> bool {
             return true;
         }
         if w == first {
-            let next = t.get(i + name_words.len()).map(String::as_str).unwrap_or("");
+            let next = t
+                .get(i + name_words.len())
+                .map(String::as_str)
+                .unwrap_or("");
             if verbs.contains(&next) {
                 return true;
             }
@@ -489,9 +513,15 @@ fn third_person(text: &str, name: &str) -> bool {
         }
     }
     let joined = t.join(" ");
-    ["as an ai", "language model", "i am an ai", "i'm an ai", "as a virtual assistant"]
-        .iter()
-        .any(|p| joined.contains(p))
+    [
+        "as an ai",
+        "language model",
+        "i am an ai",
+        "i'm an ai",
+        "as a virtual assistant",
+    ]
+    .iter()
+    .any(|p| joined.contains(p))
 }
 
 #[cfg(test)]
@@ -508,13 +538,20 @@ mod tests {
     }
 
     fn judge() -> Judge {
-        Judge::new(&card(), "You are Mika. Answer in one to three short sentences.", SpeechBudget::default())
+        Judge::new(
+            &card(),
+            "You are Mika. Answer in one to three short sentences.",
+            SpeechBudget::default(),
+        )
     }
 
     #[test]
     fn clean_replies_pass() {
         let j = judge();
-        assert_eq!(j.defects("[happy] Welcome in! <wave> I'm so glad you came.", "en"), []);
+        assert_eq!(
+            j.defects("[happy] Welcome in! <wave> I'm so glad you came.", "en"),
+            []
+        );
         assert_eq!(j.defects("[happy] 对，我最喜欢吃火锅！", "zh"), []);
         assert_eq!(j.defects("[shy] えへへ、ありがとう！", "ja"), []);
         assert_eq!(j.defects("It's 3.5 stars, e.g. pretty good.", "en"), []);
@@ -535,14 +572,30 @@ mod tests {
             "en",
             Defect::CardCopy
         ));
-        assert!(has("Answer in one to three short sentences.", "en", Defect::CardCopy));
-        assert!(has("I love it so much. I love it so much.", "en", Defect::Repetition));
+        assert!(has(
+            "Answer in one to three short sentences.",
+            "en",
+            Defect::CardCopy
+        ));
+        assert!(has(
+            "I love it so much. I love it so much.",
+            "en",
+            Defect::Repetition
+        ));
         assert!(has("One. Two. Three. Four.", "en", Defect::TooLong));
         assert!(has(&"word ".repeat(41), "en", Defect::TooLong));
         assert!(has("Hello there!", "zh", Defect::WrongLanguage));
         assert!(has("你好！", "en", Defect::WrongLanguage));
-        assert!(has("Mika is a little brother.", "en", Defect::NotFirstPerson));
-        assert!(has("As an AI, I cannot sing.", "en", Defect::NotFirstPerson));
+        assert!(has(
+            "Mika is a little brother.",
+            "en",
+            Defect::NotFirstPerson
+        ));
+        assert!(has(
+            "As an AI, I cannot sing.",
+            "en",
+            Defect::NotFirstPerson
+        ));
         assert!(has("[laughs] Oh no!", "en", Defect::UnknownTag));
         assert!(has("[wink] Maybe!", "en", Defect::UnknownTag));
         assert!(has("*giggles* Maybe!", "en", Defect::UnknownTag));

@@ -170,9 +170,12 @@ impl LanguagePolicy {
     /// The language to answer `message` in: its own when it is spoken, else the fallback.
     pub fn target(&self, message: &str) -> &str {
         match detect(message) {
-            Some(l) if self.spoken.iter().any(|s| s == l) => {
-                self.spoken.iter().find(|s| *s == l).map(String::as_str).unwrap_or("en")
-            }
+            Some(l) if self.spoken.iter().any(|s| s == l) => self
+                .spoken
+                .iter()
+                .find(|s| *s == l)
+                .map(String::as_str)
+                .unwrap_or("en"),
             _ => &self.spoken[0],
         }
     }

@@ -16,6 +16,7 @@ pub mod llm;
 pub mod memory;
 pub mod openai;
 pub mod prompt;
+pub mod shape;
 pub mod sse;
 
 use serde::{Deserialize, Serialize};

@@ -140,6 +140,10 @@ impl Shaper<'_> {
                 self.lead_done = true;
             }
         }
+        if self.released == 0 {
+            let lead = self.acc.len() - self.acc.trim_start().len();
+            self.acc.drain(..lead);
+        }
         if let Some((at, why)) = self.find_cut(false) {
             self.cut = Some(why);
             let end = at.max(self.released);
@@ -197,8 +201,16 @@ impl Shaper<'_> {
         {
             note(i, Cut::CardCopy);
         }
-        if let Some(i) = budget_end(acc, cfg.budget, final_) {
-            note(i, Cut::Budget);
+        if let Some((preferred, hard)) = budget_end(acc, cfg.budget, final_) {
+            // At the last sentence end when nothing past it was released yet, else at the word.
+            note(
+                if preferred >= self.released {
+                    preferred
+                } else {
+                    hard
+                },
+                Cut::Budget,
+            );
         }
         best
     }
@@ -224,7 +236,9 @@ impl Shaper<'_> {
             })
             .map(|(i, c)| i + c.len_utf8())
             .unwrap_or(0);
-        hold_from.max(punct).max(self.released).min(acc.len())
+        let safe = hold_from.max(punct).min(acc.len());
+        // Trailing whitespace waits for what follows it (a cut leaves none).
+        acc[..safe].trim_end().len().max(self.released)
     }
 
     /// Pass `acc[released..end]` through the tag stage.
@@ -287,7 +301,7 @@ fn trim_end_keep(s: String) -> String {
 /// Where the budget ends the reply: after the sentence that reaches `max_sentences`, or before the
 /// word past `max_words` (at the last sentence end before it, if any). A `.` ends a sentence only
 /// once the next character shows it is not a decimal point or an abbreviation's dot.
-fn budget_end(text: &str, budget: SpeechBudget, final_: bool) -> Option<usize> {
+fn budget_end(text: &str, budget: SpeechBudget, final_: bool) -> Option<(usize, usize)> {
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let mut depth = 0i32;
     let mut sentences = 0;
@@ -316,7 +330,10 @@ fn budget_end(text: &str, budget: SpeechBudget, final_: bool) -> Option<usize> {
                 let next = chars.get(j + 1).map(|x| x.1);
                 let confirmed = match next {
                     Some(n) => {
-                        c != '.' || j > k || n.is_whitespace() || matches!(n, '"' | ')' | '\'' | '[' | '<')
+                        c != '.'
+                            || j > k
+                            || n.is_whitespace()
+                            || matches!(n, '"' | ')' | '\'' | '[' | '<')
                     }
                     None => final_ || !matches!(c, '.'),
                 };
@@ -325,7 +342,7 @@ fn budget_end(text: &str, budget: SpeechBudget, final_: bool) -> Option<usize> {
                     words_since = false;
                     last_end = Some(end);
                     if sentences >= budget.max_sentences {
-                        return Some(end);
+                        return Some((end, end));
                     }
                 }
                 k = j + 1;
@@ -345,13 +362,13 @@ fn budget_end(text: &str, budget: SpeechBudget, final_: bool) -> Option<usize> {
                     words_since = true;
                     in_word = false;
                     if half.div_ceil(2) + words > budget.max_words {
-                        return Some(last_end.unwrap_or(i));
+                        return Some((last_end.unwrap_or(i), i));
                     }
                 } else if c.is_alphanumeric() {
                     if !in_word {
                         words += 1;
                         if words + half.div_ceil(2) > budget.max_words {
-                            return Some(last_end.unwrap_or(i));
+                            return Some((last_end.unwrap_or(i), i));
                         }
                     }
                     in_word = true;
@@ -376,30 +393,94 @@ pub struct TagMapper {
 /// Words models write for a feeling or gesture, and the tags to try for them, in order.
 const SYNONYMS: &[(&[&str], &[&str])] = &[
     (
-        &["smile", "smiling", "joy", "joyful", "cheerful", "glad", "grin", "grinning", "beam", "beaming", "happily", "delighted"],
+        &[
+            "smile",
+            "smiling",
+            "joy",
+            "joyful",
+            "cheerful",
+            "glad",
+            "grin",
+            "grinning",
+            "beam",
+            "beaming",
+            "happily",
+            "delighted",
+        ],
         &["happy"],
     ),
-    (&["excitement", "excitedly", "thrilled", "hype", "hyped"], &["excited", "happy"]),
     (
-        &["giggle", "giggling", "chuckle", "chuckling", "haha", "lol", "laughter", "laughing"],
+        &["excitement", "excitedly", "thrilled", "hype", "hyped"],
+        &["excited", "happy"],
+    ),
+    (
+        &[
+            "giggle",
+            "giggling",
+            "chuckle",
+            "chuckling",
+            "haha",
+            "lol",
+            "laughter",
+            "laughing",
+        ],
         &["laugh", "happy"],
     ),
     (
-        &["blush", "blushing", "embarrassed", "flustered", "bashful", "shyly"],
+        &[
+            "blush",
+            "blushing",
+            "embarrassed",
+            "flustered",
+            "bashful",
+            "shyly",
+        ],
         &["shy", "happy"],
     ),
-    (&["sigh", "sighing", "cry", "crying", "sob", "sobbing", "tear", "tears", "sadly", "pout", "pouting"], &["sad"]),
-    (&["gasp", "gasping", "shock", "shocked", "wow", "amazed", "surprise"], &["surprised"]),
-    (&["mad", "annoyed", "angrily", "grumpy", "huff", "hmph"], &["angry"]),
-    (&["calm", "content", "sleepy", "yawn", "yawning", "relax", "chill"], &["relaxed", "neutral"]),
-    (&["hmm", "ponder", "pondering", "thinking", "wonder", "curious"], &["think"]),
+    (
+        &[
+            "sigh", "sighing", "cry", "crying", "sob", "sobbing", "tear", "tears", "sadly", "pout",
+            "pouting",
+        ],
+        &["sad"],
+    ),
+    (
+        &[
+            "gasp", "gasping", "shock", "shocked", "wow", "amazed", "surprise",
+        ],
+        &["surprised"],
+    ),
+    (
+        &["mad", "annoyed", "angrily", "grumpy", "huff", "hmph"],
+        &["angry"],
+    ),
+    (
+        &[
+            "calm", "content", "sleepy", "yawn", "yawning", "relax", "chill",
+        ],
+        &["relaxed", "neutral"],
+    ),
+    (
+        &[
+            "hmm",
+            "ponder",
+            "pondering",
+            "thinking",
+            "wonder",
+            "curious",
+        ],
+        &["think"],
+    ),
     (&["cheer", "cheering", "applause", "clapping"], &["clap"]),
     (&["love", "hearts", "kiss", "hug"], &["heart", "happy"]),
     (&["bowing"], &["bow"]),
     (&["nodding", "agree"], &["nod"]),
     (&["waving", "hello", "hi", "bye"], &["wave"]),
     (&["winking"], &["wink"]),
-    (&["shake", "shakes_head", "shaking_head", "headshake", "no"], &["shake_head"]),
+    (
+        &["shake", "shakes_head", "shaking_head", "headshake", "no"],
+        &["shake_head"],
+    ),
 ];
 
 impl TagMapper {
@@ -422,12 +503,20 @@ impl TagMapper {
         }
         let name = raw.replace([' ', '-'], "_");
         let emotion = |n: &str| {
-            self.emotions.iter().any(|e| e == n).then(|| match intensity {
-                Some(i) if i.parse::<f32>().is_ok() && open == '[' => format!("[{n}:{i}]"),
-                _ => format!("[{n}]"),
-            })
+            self.emotions
+                .iter()
+                .any(|e| e == n)
+                .then(|| match intensity {
+                    Some(i) if i.parse::<f32>().is_ok() && open == '[' => format!("[{n}:{i}]"),
+                    _ => format!("[{n}]"),
+                })
         };
-        let action = |n: &str| self.actions.iter().any(|a| a == n).then(|| format!("<{n}>"));
+        let action = |n: &str| {
+            self.actions
+                .iter()
+                .any(|a| a == n)
+                .then(|| format!("<{n}>"))
+        };
         let either = |n: &str| {
             if open == '<' {
                 action(n).or_else(|| emotion(n))
@@ -533,7 +622,10 @@ mod tests {
     #[test]
     fn cuts_other_speakers_and_newlines_and_stops_early() {
         let rules = ShapeRules::new(&card(), "", ShapeConfig::default());
-        let (t, cut, n) = shape(&rules, "Mika: [happy] Hi there!\nViewer says: more text here and more");
+        let (t, cut, n) = shape(
+            &rules,
+            "Mika: [happy] Hi there!\nViewer says: more text here and more",
+        );
         assert_eq!(t, "[happy] Hi there!");
         assert_eq!(cut, Some(Cut::Newline));
         assert!(n < 8, "decoding went on for {n} pieces");
@@ -547,14 +639,21 @@ mod tests {
     #[test]
     fn budget_stops_at_the_third_sentence() {
         let rules = ShapeRules::new(&card(), "", ShapeConfig::default());
-        let (t, cut, n) = shape(&rules, "One two. Three four! Five six? Seven eight. Nine ten.");
+        let (t, cut, n) = shape(
+            &rules,
+            "One two. Three four! Five six? Seven eight. Nine ten.",
+        );
         assert_eq!(t, "One two. Three four! Five six?");
         assert_eq!(cut, Some(Cut::Budget));
         assert_eq!(n, 6);
         let long = "word ".repeat(60);
+        // streamed: the words already released stay; the reply stops at the 40th word
         let (t, cut, _) = shape(&rules, &format!("Hi there. {long}"));
-        assert_eq!(t, "Hi there.");
+        assert_eq!(t, format!("Hi there. {}", vec!["word"; 38].join(" ")));
         assert_eq!(cut, Some(Cut::Budget));
+        // arriving at once: it ends with the last whole sentence
+        let whole = format!("Hi there. {long}");
+        assert_eq!(run(&rules, &[whole.as_str()]).0, "Hi there.");
         let (t, _, _) = shape(&rules, "It is 3.5 stars. Nice.");
         assert_eq!(t, "It is 3.5 stars. Nice.");
         let (t, _, _) = shape(&rules, "你好！我是Mika。很高兴见到你！还有一句。");
@@ -564,22 +663,41 @@ mod tests {
     #[test]
     fn card_copy_is_cut() {
         let c = card();
-        let rules = ShapeRules::new(&c, "Answer in one to three short sentences.", ShapeConfig::default());
+        let rules = ShapeRules::new(
+            &c,
+            "Answer in one to three short sentences.",
+            ShapeConfig::default(),
+        );
         let (t, cut, _) = shape(
             &rules,
             "[happy] Hello! I'm a cheerful virtual idol who streams from my room.",
         );
         assert_eq!(t, "[happy] Hello! I'm");
         assert_eq!(cut, Some(Cut::CardCopy));
-        let (t, _, _) = shape(&rules, "You're Mika, a cheerful virtual idol who streams all day");
+        let (t, _, _) = shape(
+            &rules,
+            "You're Mika, a cheerful virtual idol who streams all day",
+        );
         assert_eq!(t, "You're Mika,");
     }
 
     #[test]
     fn tags_are_mapped_or_dropped() {
         let rules = ShapeRules::new(&card(), "", ShapeConfig::default());
-        let (t, _, _) = run(&rules, &["[la", "ughs] Oh ", "no! [wink", "] <hap", "py> *blushes* ok [dance] <break time=\"1s\"/>"]);
-        assert_eq!(t, "<laugh> Oh no! <wink> [happy] [shy] ok  <break time=\"1s\"/>");
+        let (t, _, _) = run(
+            &rules,
+            &[
+                "[la",
+                "ughs] Oh ",
+                "no! [wink",
+                "] <hap",
+                "py> *blushes* ok [dance] <break time=\"1s\"/>",
+            ],
+        );
+        assert_eq!(
+            t,
+            "<laugh> Oh no! <wink> [happy] [shy] ok  <break time=\"1s\"/>"
+        );
         let m = TagMapper::new(&card());
         assert_eq!(m.map('[', "happy:0.5").as_deref(), Some("[happy:0.5]"));
         assert_eq!(m.map('<', "waves").as_deref(), Some("<wave>"));
@@ -599,6 +717,9 @@ mod tests {
         let chars: Vec<String> = text.chars().map(String::from).collect();
         let refs: Vec<&str> = chars.iter().map(String::as_str).collect();
         assert_eq!(run(&rules, &refs).0, whole);
-        assert_eq!(whole, "[happy] Oh, welcome welcome! <wave> I'm so glad. Come again?");
+        assert_eq!(
+            whole,
+            "[happy] Oh, welcome welcome! <wave> I'm so glad. Come again?"
+        );
     }
 }

@@ -1,0 +1,101 @@
+//! The voice thread: owns the [`Voice`]; synthesizes clause n+1 while clause n plays. The first
+//! clause of each utterance is spoken head first (its first audio placed while the rest is decoded).
+
+use super::{CondMsg, Part, Shared, VoiceMsg};
+use crate::perform::Voice;
+use crate::speech::Speech;
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(super) fn voice_thread(
+    mut voice: Box<dyn Voice>,
+    rx: Receiver<VoiceMsg>,
+    cond_tx: Sender<CondMsg>,
+    shared: Arc<Shared>,
+) {
+    // The first clause of each utterance is spoken head first (its first audio placed while the
+    // rest is decoded): that is the clause the listener waits for.
+    let mut last_utt = None;
+    while let Ok(msg) = rx.recv() {
+        let out = match msg {
+            VoiceMsg::Clause { utt, clause } => {
+                // this clause leaves the voice's queue however the arm ends
+                let _done = VoiceDone(&shared);
+                if shared.cancelled(utt) {
+                    continue;
+                }
+                let first = last_utt != Some(utt);
+                last_utt = Some(utt);
+                let t = Instant::now();
+                let mut head_sent = false;
+                let spoken = if first && clause.pause_before_ms == 0 {
+                    voice.speak_head_first(&clause.text, &mut |head, plan| {
+                        head_sent = true;
+                        let _ = cond_tx.send(CondMsg::Segment {
+                            utt,
+                            clause: clause.clone(),
+                            speech: head,
+                            part: Part::Head(Box::new(plan)),
+                        });
+                    })
+                } else {
+                    voice.speak(&clause.text)
+                };
+                match spoken {
+                    Ok(speech) => {
+                        shared.metrics.voice.observe(t.elapsed());
+                        let (before, after) = (clause.pause_before_ms, clause.pause_after_ms);
+                        if head_sent {
+                            CondMsg::Segment {
+                                utt,
+                                clause,
+                                speech: with_pauses(speech, 0, after),
+                                part: Part::Rest,
+                            }
+                        } else {
+                            CondMsg::Segment {
+                                utt,
+                                clause,
+                                speech: with_pauses(speech, before, after),
+                                part: Part::Whole,
+                            }
+                        }
+                    }
+                    Err(e) => CondMsg::Error {
+                        utt,
+                        message: e.to_string(),
+                    },
+                }
+            }
+            VoiceMsg::End { utt } => CondMsg::End { utt },
+            VoiceMsg::Error { utt, message } => CondMsg::Error { utt, message },
+        };
+        if cond_tx.send(out).is_err() {
+            break;
+        }
+    }
+}
+
+/// Marks one clause as done by the voice when dropped (see [`Shared::voice_work`]).
+struct VoiceDone<'a>(&'a Shared);
+
+impl Drop for VoiceDone<'_> {
+    fn drop(&mut self) {
+        self.0.voice_work(-1);
+    }
+}
+
+/// `speech` with `before_ms` of silence before it and `after_ms` after it, each covered by a pause
+/// phoneme `_` (a `<break/>`: the face rests, the timeline stays exact).
+fn with_pauses(speech: Speech, before_ms: u32, after_ms: u32) -> Speech {
+    if before_ms == 0 && after_ms == 0 {
+        return speech;
+    }
+    let rate = speech.sample_rate;
+    let silence = |ms: u32| crate::tts::silence(rate, ms);
+    let mut out = silence(before_ms);
+    crate::tts::append(&mut out, speech);
+    crate::tts::append(&mut out, silence(after_ms));
+    out
+}
