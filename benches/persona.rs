@@ -50,6 +50,9 @@ fn load_set(path: &Path) -> Vec<Msg> {
         .collect()
 }
 
+/// The backend's token counter for the prompt budget.
+type Counter = Box<dyn Fn(&[ChatMessage]) -> usize>;
+
 const VIEWERS: &[&str] = &[
     "sakura_fan",
     "blue_whale",
@@ -133,35 +136,34 @@ fn main() {
             .and_then(|m| m.file_name())
             .map(|f| f.to_string_lossy().to_string())
             .unwrap_or_else(|| format!("{} ({})", config.llm.api_model, config.llm.base_url));
-        let (mut generator, count): (Box<dyn TextGenerator>, Box<dyn Fn(&[ChatMessage]) -> usize>) =
-            match model {
-                Some(path) => {
-                    let engine = LlmEngine::load(
-                        path,
-                        &LlmOptions {
-                            threads,
-                            ctx: config.llm.context,
-                            ..LlmOptions::default()
-                        },
-                    )
-                    .unwrap_or_else(|e| panic!("{e}"));
-                    let counter = TokenCounter::load(path).unwrap_or_else(|e| panic!("{e}"));
-                    (Box::new(engine), Box::new(move |m| counter.count(m)))
-                }
-                None => (
-                    Box::new(
-                        OpenAiBackend::new(OpenAiConfig {
-                            base_url: config.llm.base_url.clone(),
-                            model: config.llm.api_model.clone(),
-                            api_key_env: config.llm.api_key_env.clone(),
-                            read_timeout: Duration::from_secs_f64(config.llm.timeout_secs),
-                            ..OpenAiConfig::default()
-                        })
-                        .unwrap_or_else(|e| panic!("{e}")),
-                    ),
-                    Box::new(estimate_tokens),
+        let (mut generator, count): (Box<dyn TextGenerator>, Counter) = match model {
+            Some(path) => {
+                let engine = LlmEngine::load(
+                    path,
+                    &LlmOptions {
+                        threads,
+                        ctx: config.llm.context,
+                        ..LlmOptions::default()
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                let counter = TokenCounter::load(path).unwrap_or_else(|e| panic!("{e}"));
+                (Box::new(engine), Box::new(move |m| counter.count(m)))
+            }
+            None => (
+                Box::new(
+                    OpenAiBackend::new(OpenAiConfig {
+                        base_url: config.llm.base_url.clone(),
+                        model: config.llm.api_model.clone(),
+                        api_key_env: config.llm.api_key_env.clone(),
+                        read_timeout: Duration::from_secs_f64(config.llm.timeout_secs),
+                        ..OpenAiConfig::default()
+                    })
+                    .unwrap_or_else(|e| panic!("{e}")),
                 ),
-            };
+                Box::new(estimate_tokens),
+            ),
+        };
         let languages = LanguagePolicy::new(&model_languages(model.as_deref()), &["en".into()]);
         println!("### {label}");
         println!();

@@ -250,8 +250,8 @@ pub fn tags(text: &str) -> Vec<TagSpan> {
 /// `<break .../>`.
 pub fn tag_allowed(card: &PersonaCard, tag: &TagSpan) -> bool {
     match tag.open {
-        '[' => card.emotions.iter().any(|e| *e == tag.name),
-        '<' => card.actions.iter().any(|a| *a == tag.name) || tag.name.starts_with("break"),
+        '[' => card.emotions.contains(&tag.name),
+        '<' => card.actions.contains(&tag.name) || tag.name.starts_with("break"),
         _ => false,
     }
 }
