@@ -13,7 +13,6 @@ use futures_util::{SinkExt, StreamExt};
 use idol::assets::Home;
 use idol::config::Config;
 use idol::perform::PerformConfig;
-use idol::persona::GenParams;
 use idol::server::protocol::{Binary, parse_binary};
 use idol::server::{ConnPolicy, Server, ServerOptions};
 use serde_json::json;
@@ -98,21 +97,18 @@ fn main() {
             .join(" ")
     );
     let t = Instant::now();
-    let stages = idol::perform::adapters::build_stages(&home, &config)
+    let mut stages = idol::perform::adapters::build_stages(&home, &config)
         .expect("the real stages (run `idol fetch` first)");
-    let card = idol::persona::import::load_card(&home.path(&config.persona.card)).expect("card");
-    let system =
-        idol::persona::prompt::system_prompt(&card, idol::persona::prompt::DEFAULT_USER_NAME);
+    // no memory file: every run starts from the same prompt
+    stages.persona =
+        idol::perform::adapters::build_conversation(&home, &config, false).expect("persona");
+    let reply_tokens = max_tokens.min(stages.persona.params.max_tokens);
+    stages.persona.set_max_tokens(reply_tokens);
+    // one benchmark client sends every message: no per-viewer rate limit
+    stages.persona.set_rate_limit(None);
     println!("stages loaded in {:.2} s", t.elapsed().as_secs_f64());
     let perform = PerformConfig {
         fps: config.face.fps,
-        params: GenParams {
-            temperature: config.llm.temperature,
-            max_tokens: max_tokens.min(config.llm.max_tokens),
-            seed: config.llm.seed,
-            ..GenParams::default()
-        },
-        system_prompt: Some(system),
         warm_up: true,
         ..PerformConfig::default()
     };

@@ -82,6 +82,7 @@ fn main() {
     let line = "Hello everyone, thank you for coming tonight. We will sing, we will talk, \
                 and we will read your messages one by one.";
     let stages = Stages {
+        persona: idol::perform::testing::conversation(),
         generator: Box::new(ScriptedGenerator::new([line])),
         segmenter: Box::new(SimpleSegmenter::new()),
         voice: Box::new(ToneVoice::new(rate)),

@@ -66,6 +66,7 @@ struct RawLlm {
     temperature: Option<Spanned<f64>>,
     max_tokens: Option<Spanned<i64>>,
     seed: Option<u64>,
+    languages: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -171,6 +172,9 @@ pub struct LlmConfig {
     pub temperature: f32,
     pub max_tokens: usize,
     pub seed: u64,
+    /// The languages the model writes (ISO 639-1); empty: as models/manifest.toml says for the
+    /// model file, else English only.
+    pub languages: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -396,6 +400,14 @@ impl RawConfig {
                 .unwrap_or(0.7),
             max_tokens: ctx.int_in(&l.max_tokens, "llm.max_tokens", 1, 1 << 20, 160usize)?,
             seed: l.seed.unwrap_or(0),
+            languages: l
+                .languages
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
         };
 
         let v = &self.voice;

@@ -143,6 +143,10 @@ pub struct AssetSpec {
     /// the file (`sha256` and `size` are the joined file's).
     #[serde(default, rename = "part", skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<PartSpec>,
+    /// For a language model: the languages it writes well (ISO 639-1 codes), so a reply is asked
+    /// for only in a language the model and a voice share. Empty: not known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
 }
 
 /// One piece of a multi-part asset.
@@ -195,6 +199,25 @@ impl Manifest {
             }),
         }
     }
+}
+
+/// The languages the model file `model` writes, from the manifest of its folder (`languages` of
+/// the asset installed as that file); empty when the manifest does not say.
+pub fn model_languages(model: &Path) -> Vec<String> {
+    let (Some(dir), Some(file)) = (model.parent(), model.file_name()) else {
+        return vec![];
+    };
+    // The folder's manifest when it has one (it wins, as for fetching), else the built-in one.
+    Manifest::load(&dir.join("manifest.toml"))
+        .or_else(|_| Manifest::parse(BUILTIN_MANIFESTS[0], Path::new(MANIFESTS[0].0)))
+        .ok()
+        .and_then(|m| {
+            m.assets
+                .into_iter()
+                .find(|a| std::ffi::OsStr::new(&a.file) == file)
+        })
+        .map(|a| a.languages)
+        .unwrap_or_default()
 }
 
 /// A user's own asset registered with `idol fetch --model/--voice`.

@@ -640,6 +640,7 @@ mod server {
             .unwrap();
         let server = Server::start(
             Stages {
+                persona: idol::perform::testing::conversation(),
                 generator: Box::new(ScriptedGenerator::new(["unused"])),
                 segmenter: Box::new(SimpleSegmenter::new()),
                 voice: Box::new(ToneVoice::new(RATE)),

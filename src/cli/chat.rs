@@ -1,9 +1,10 @@
 //! `idol chat`: talk to the persona in a terminal. A REPL that streams each reply as it is generated,
 //! or `--once "Hi!"` for scripts (the reply on stdout, diagnostics on stderr, non-zero exit on error).
 //!
-//! The text you type goes through the same path as viewer chat on stream: wrapped with your name,
-//! neutralized, checked against the card's blocked words; the reply is streamed through the
-//! blocked-word filter, and both are kept in the persona's memory file (unless `--no-memory`).
+//! The text you type goes through the same path as viewer chat on stream (`persona::Conversation`):
+//! neutralized (and labelled with your name when `--user` gives one), checked against the card's
+//! blocked words; the reply is shaped for speech and streamed through the blocked-word filter, and
+//! both are kept in the persona's memory file (unless `--no-memory`).
 //! Replies are printed with their `[emotion]` and `<action>` tags.
 //!
 //! `--speak` also says each reply aloud as it streams: every finished sentence goes to the live
@@ -67,8 +68,8 @@ pub struct ChatArgs {
     /// Seconds to wait for the server's first token, and between tokens [config: llm.timeout_secs].
     #[arg(long)]
     pub timeout: Option<f64>,
-    /// Your name as a viewer.
-    #[arg(long, default_value = "you")]
+    /// Your name as a viewer (messages then reach the model as `NAME: text`; without it, as typed).
+    #[arg(long, default_value = "")]
     pub user: String,
     /// Where per-persona memory files live [config: persona.memory_dir].
     #[arg(long)]
@@ -160,17 +161,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     };
     // The card's generation settings, then idol.toml's where they differ from the built-in defaults,
     // then the flags.
-    let mut params: GenParams = card.generation.clone();
-    let defaults = GenParams::default();
-    if (llm.temperature - defaults.temperature).abs() > f32::EPSILON {
-        params.temperature = llm.temperature;
-    }
-    if llm.max_tokens != defaults.max_tokens {
-        params.max_tokens = llm.max_tokens;
-    }
-    if llm.seed != defaults.seed {
-        params.seed = llm.seed;
-    }
+    let mut params = idol::perform::adapters::generation_params(&card, &config);
     if let Some(n) = args.max_tokens {
         params.max_tokens = n;
     }
@@ -200,6 +191,16 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     let mut conv = Conversation::new(card, memory, context, None);
     conv.set_max_tokens(params.max_tokens);
     conv.params = params;
+    let mut languages_config = config.clone();
+    if backend == BackendKind::Openai {
+        languages_config.llm.backend = LlmBackend::Openai;
+    } else if let Some(m) = &args.model {
+        languages_config.llm.model = PathBuf::from(m);
+    }
+    conv.set_languages(idol::perform::adapters::language_policy(
+        &env.home,
+        &languages_config,
+    ));
     let voice = if args.speak {
         Some(Voice::start(env, &config)?)
     } else {
@@ -226,7 +227,11 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
     );
     if let Some(greeting) = session
         .conv
-        .greet(&args.user)
+        .greet(if args.user.is_empty() {
+            "you"
+        } else {
+            &args.user
+        })
         .map_err(|e| anyhow::anyhow!("{e}"))?
     {
         println!("{name}: {greeting}");
@@ -335,6 +340,12 @@ impl Voice {
         let (tx, records) = crossbeam_channel::unbounded();
         let performer = Performer::start(
             Stages {
+                persona: idol::persona::conversation::Conversation::new(
+                    idol::persona::card::PersonaCard::named("idol"),
+                    None,
+                    4096,
+                    None,
+                ),
                 generator: Box::new(NoGenerator),
                 segmenter: Box::new(TextSegmenter::default()),
                 voice,
@@ -403,7 +414,8 @@ impl Voice {
 }
 
 /// Where the text in `buf` can be cut after a whole sentence: just past the last `.`, `!`, `?` or
-/// newline that is followed by whitespace and not inside a `[...]` or `<...>` tag.
+/// newline that is followed by whitespace, or the last `。` `！` `？`, not inside a `[...]` or `<...>`
+/// tag.
 fn sentence_end(buf: &str) -> Option<usize> {
     let mut depth = 0i32;
     let mut end = None;
@@ -418,6 +430,8 @@ fn sentence_end(buf: &str) -> Option<usize> {
             {
                 end = Some(i + c.len_utf8());
             }
+            // full-width marks end a sentence without a space after them
+            '。' | '！' | '？' if depth == 0 => end = Some(i + c.len_utf8()),
             _ => {}
         }
     }
@@ -521,5 +535,6 @@ mod tests {
         assert_eq!(sentence_end("[sad:0.5] Oh no! Wait. "), Some(22));
         assert_eq!(sentence_end("<break time=\"0.5s\"/> Hm"), None);
         assert_eq!(sentence_end("Line one\nline"), Some(9));
+        assert_eq!(sentence_end("你好！我"), Some(6));
     }
 }

@@ -63,6 +63,7 @@ pub fn run(env: &Env, _args: &CheckArgs) -> anyhow::Result<ExitCode> {
             r.license
         );
     }
+    languages(env, &config);
     let problems: Vec<_> = rows.iter().filter(|r| !r.fix.is_empty()).collect();
     if problems.is_empty() {
         println!("\nall present and verified");
@@ -76,4 +77,42 @@ pub fn run(env: &Env, _args: &CheckArgs) -> anyhow::Result<ExitCode> {
         println!("{}: {}", r.item, r.fix);
     }
     Ok(ExitCode::from(1))
+}
+
+/// Which languages the model writes, the voice speaks, and so replies are in.
+fn languages(env: &Env, config: &idol::config::Config) {
+    use idol::persona::lang::name;
+    let names = |v: &[String]| {
+        if v.is_empty() {
+            "unknown".to_string()
+        } else {
+            v.iter()
+                .map(|c| format!("{} ({c})", name(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let (model, from) = if !config.llm.languages.is_empty() {
+        (config.llm.languages.clone(), "[llm] languages")
+    } else if config.llm.backend == idol::config::LlmBackend::Local {
+        let m = idol::fetch::model_languages(&env.home.path(&config.llm.model));
+        if m.is_empty() {
+            (vec!["en".into()], "not listed: English assumed")
+        } else {
+            (m, "models/manifest.toml")
+        }
+    } else {
+        (vec![], "a server's model: set [llm] languages")
+    };
+    let voice = idol::tts::piper::voice_languages(&env.home.path(&config.voice.model));
+    let policy = idol::perform::adapters::language_policy(&env.home, config);
+    println!();
+    println!("languages:");
+    println!("  model writes  {} ({from})", names(&model));
+    println!("  voice speaks  {}", names(&voice));
+    println!(
+        "  replies in    {}; a viewer in any other language is answered in {}",
+        names(&policy.spoken),
+        name(&policy.spoken[0])
+    );
 }

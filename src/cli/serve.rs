@@ -8,8 +8,6 @@ use super::Env;
 use idol::config::{Config, SinksConfig};
 use idol::perform::adapters;
 use idol::perform::{PerformConfig, Stages};
-use idol::persona::GenParams;
-use idol::persona::import::load_card;
 use idol::server::{Server, ServerOptions};
 use idol::sink::live::{LiveOutputs, PerformOutputs};
 use std::net::IpAddr;
@@ -51,7 +49,6 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     opts.rigs_dir = Some(env.home.rigs_dir());
     let stages = build_stages(env, &config)?;
     let mut perform = perform_config(&config);
-    perform.system_prompt = Some(system_prompt(env, &config)?);
     let rate = stages.voice.sample_rate();
     let outputs = live_outputs(env, &config.sinks, rate, stages.face.rig())?;
     let mut sinks: Vec<Box<dyn idol::perform::Sink>> = vec![];
@@ -91,16 +88,10 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Pacing and sampling from idol.toml.
+/// Pacing from idol.toml (the persona's settings travel with its conversation in the stages).
 pub fn perform_config(config: &Config) -> PerformConfig {
     PerformConfig {
         fps: config.face.fps,
-        params: GenParams {
-            temperature: config.llm.temperature,
-            max_tokens: config.llm.max_tokens,
-            seed: config.llm.seed,
-            ..GenParams::default()
-        },
         warm_up: true,
         budget: config.limits,
         ..PerformConfig::default()
@@ -137,12 +128,4 @@ pub fn build_voice_face(env: &Env, config: &Config) -> anyhow::Result<adapters::
     Ok(adapters::build_voice_face(&env.home, config)?)
 }
 
-/// The persona card's system prompt (it teaches the model the emotion and action tags).
-pub fn system_prompt(env: &Env, config: &Config) -> anyhow::Result<String> {
-    let path = env.home.path(&config.persona.card);
-    let card = load_card(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(idol::persona::prompt::system_prompt(
-        &card,
-        idol::persona::prompt::DEFAULT_USER_NAME,
-    ))
 }

@@ -12,9 +12,14 @@ use super::{ClauseText, FaceSolver, Segmenter, StageError, Stages, TextCue, Voic
 use crate::assets::Home;
 use crate::config::{Config, LlmBackend};
 use crate::face::{FaceConfig, Rig};
-use crate::persona::TextGenerator;
+use crate::persona::card::PersonaCard;
+use crate::persona::conversation::Conversation;
+use crate::persona::guard::{RateLimit, RateLimiter};
+use crate::persona::import::load_card;
 use crate::persona::llm::{LlmOptions, LlmWorker, ThreadBudget};
+use crate::persona::memory::Memory;
 use crate::persona::openai::{OpenAiBackend, OpenAiConfig};
+use crate::persona::{GenParams, TextGenerator};
 use crate::phonemize::EnglishPhonemizer;
 use crate::speech::{CueKind, Speech};
 use crate::text::{ClauseStream, CueEvent, SegmenterConfig};
@@ -74,7 +79,9 @@ pub fn build_stages(home: &Home, config: &Config) -> Result<Stages, BuildError> 
         )?),
     };
     let (voice, face) = build_voice_face(home, config)?;
+    let persona = build_conversation(home, config, true)?;
     Ok(Stages {
+        persona,
         generator,
         // live replies stream token by token: release a clause at its mark, not one token later
         segmenter: Box::new(TextSegmenter::new(SegmenterConfig {
@@ -107,6 +114,74 @@ pub fn voice_face_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf>
         &home.ort_library(),
     ));
     files
+}
+
+/// The languages a reply may be in with this config: those the model writes (`[llm] languages`,
+/// else models/manifest.toml's entry for the model file, else English) that the voice speaks.
+pub fn language_policy(home: &Home, config: &Config) -> crate::persona::lang::LanguagePolicy {
+    let model = if !config.llm.languages.is_empty() {
+        config.llm.languages.clone()
+    } else if config.llm.backend == LlmBackend::Local {
+        let m = crate::fetch::model_languages(&home.path(&config.llm.model));
+        if m.is_empty() { vec!["en".into()] } else { m }
+    } else {
+        // a server's model: unknown, taken as writing whatever the voice speaks
+        vec![]
+    };
+    let voices = crate::tts::piper::voice_languages(&home.path(&config.voice.model));
+    crate::persona::lang::LanguagePolicy::new(&model, &voices)
+}
+
+/// The card's generation settings, then idol.toml's `[llm]` ones where they differ from the
+/// built-in defaults.
+pub fn generation_params(card: &PersonaCard, config: &Config) -> GenParams {
+    let mut params = card.generation.clone();
+    let defaults = GenParams::default();
+    let llm = &config.llm;
+    if (llm.temperature - defaults.temperature).abs() > f32::EPSILON {
+        params.temperature = llm.temperature;
+    }
+    if llm.max_tokens != defaults.max_tokens {
+        params.max_tokens = llm.max_tokens;
+    }
+    if llm.seed != defaults.seed {
+        params.seed = llm.seed;
+    }
+    params
+}
+
+/// The persona's conversation from the config: the card (`[persona] card`), its memory file in
+/// `[persona] memory_dir` (when `memory`), the context size, the default viewer rate limit, the
+/// languages ([`language_policy`]) and the generation settings ([`generation_params`]).
+pub fn build_conversation(
+    home: &Home,
+    config: &Config,
+    memory: bool,
+) -> Result<Conversation, BuildError> {
+    let card = build("persona", load_card(&home.path(&config.persona.card)))?;
+    let memory = if memory {
+        let m = build(
+            "persona memory",
+            Memory::open(&home.path(&config.persona.memory_dir), &card.slug()),
+        )?;
+        for w in m.warnings() {
+            log::warn!("{w}");
+        }
+        Some(m)
+    } else {
+        None
+    };
+    let params = generation_params(&card, config);
+    let mut conv = Conversation::new(
+        card,
+        memory,
+        config.llm.context,
+        Some(RateLimiter::new(RateLimit::default())),
+    );
+    conv.set_max_tokens(params.max_tokens);
+    conv.params = params;
+    conv.set_languages(language_policy(home, config));
+    Ok(conv)
 }
 
 /// A voice and the face solver at its rate.

@@ -294,6 +294,8 @@ impl Sink for Recorder {
 
 /// The stages a performance drives. The product builds real ones from the config; tests pass fakes.
 pub struct Stages {
+    /// The persona's conversation: every chat goes through it (guards, shaping, memory).
+    pub persona: crate::persona::conversation::Conversation,
     pub generator: Box<dyn crate::persona::TextGenerator>,
     pub segmenter: Box<dyn Segmenter>,
     pub voice: Box<dyn Voice>,

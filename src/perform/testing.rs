@@ -296,6 +296,17 @@ impl TextGenerator for ScriptedGenerator {
     }
 }
 
+/// A conversation for a persona named Mika with the default card: no examples, no memory, no rate
+/// limit, the default reply shaping (the stages' persona in tests).
+pub fn conversation() -> crate::persona::conversation::Conversation {
+    crate::persona::conversation::Conversation::new(
+        crate::persona::card::PersonaCard::named("Mika"),
+        None,
+        4096,
+        None,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,8 @@
 //! [voice]  voice = "en_US-joe-medium", speaker = "...", length_scale = 1.0, noise_scale, noise_w
 //! [rig]    rig = "arkit52", emotion_intensity = 0.8
 //! [generation]  temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, max_tokens, stop
+//! [reply]  max_sentences = 3, max_words = 40, cut_at_newline = true, cut_at_speaker = true,
+//!          cut_card_copy = true            # how replies are cut for speech (`super::shape`)
 //! ```
 //!
 //! Every error carries the file, line and column, the field, and what is allowed there ([`CardError`]):
@@ -165,6 +167,8 @@ pub struct PersonaCard {
     pub system_prompt: Option<String>,
     /// An imported card's post-history instructions (sent after the history).
     pub post_history: Option<String>,
+    /// How replies are cut for speech (`[reply]`).
+    pub reply: super::shape::ShapeConfig,
     pub source: CardSource,
 }
 
@@ -189,6 +193,7 @@ impl PersonaCard {
             generation: GenParams::default(),
             system_prompt: None,
             post_history: None,
+            reply: super::shape::ShapeConfig::default(),
             source: CardSource::Builtin,
         }
     }
@@ -290,6 +295,18 @@ struct RawCard {
     generation: RawGeneration,
     system_prompt: Option<String>,
     post_history: Option<String>,
+    #[serde(default)]
+    reply: RawReply,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReply {
+    max_sentences: Option<Spanned<usize>>,
+    max_words: Option<Spanned<usize>>,
+    cut_at_newline: Option<bool>,
+    cut_at_speaker: Option<bool>,
+    cut_card_copy: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -607,7 +624,43 @@ impl RawCard {
             }
             generation.stop = stop.into_iter().map(Spanned::into_inner).collect();
         }
+        let mut reply = super::shape::ShapeConfig::default();
+        for (v, f, slot) in [
+            (
+                &self.reply.max_sentences,
+                "reply.max_sentences",
+                &mut reply.budget.max_sentences,
+            ),
+            (
+                &self.reply.max_words,
+                "reply.max_words",
+                &mut reply.budget.max_words,
+            ),
+        ] {
+            if let Some(n) = v {
+                if *n.get_ref() == 0 || *n.get_ref() > 1000 {
+                    return Err(at_span(
+                        path,
+                        text,
+                        n.span(),
+                        f,
+                        format!("{} is out of range: allowed is 1 to 1000", n.get_ref()),
+                    ));
+                }
+                *slot = *n.get_ref();
+            }
+        }
+        if let Some(b) = self.reply.cut_at_newline {
+            reply.cut_at_newline = b;
+        }
+        if let Some(b) = self.reply.cut_at_speaker {
+            reply.cut_at_speaker = b;
+        }
+        if let Some(b) = self.reply.cut_card_copy {
+            reply.cut_card_copy = b;
+        }
         Ok(PersonaCard {
+            reply,
             name,
             description: self.description,
             personality: self.personality,

@@ -1,30 +1,46 @@
-//! One persona's conversation: the glue between chat input, the guards, the prompt, a
-//! [`TextGenerator`] and memory. Input: viewer or operator messages. Output: the reply text, streamed
-//! through the blocked-word filter, and the turns stored in memory.
+//! One persona's conversation: the one path every viewer message and operator line takes, in
+//! `idol chat`, `idol serve` and the live runtime alike. Input: viewer or operator messages. Output:
+//! the reply text, streamed shaped for speech and through the blocked-word filter, and the turns
+//! stored in memory.
 //!
 //! A turn goes: [`Conversation::accept`] (viewers only: rate limit, blocked words; a rejection
-//! stores nothing) → [`Conversation::respond`] (stores the incoming turn, builds the prompt within
-//! the budget, generates, drops a leading `NAME:` that small models copy from the example
-//! transcript, releases text only through the [`ReplyFilter`]; on a blocked word it cancels and
-//! appends the card's deflection) → [`Conversation::commit`] with the text that was
-//! actually heard, and whether it was cut off. Committing is separate because in the live pipeline
-//! the audio lags the text: only the playback stage knows what was heard when a viewer barges in.
+//! stores nothing) → [`Conversation::respond`] (wraps and neutralizes the message, adds a language
+//! note when the viewer writes in a language no voice speaks, trims the history, builds the prompt
+//! within the budget, generates with a seed that differs per turn, shapes the reply while it streams
+//! ([`super::shape`]: cut at another speaker, a newline, a copy of the card, the speech budget;
+//! tags mapped onto the card's) and releases text only through the [`ReplyFilter`]; on a blocked
+//! word it cancels and appends the card's deflection; a reply that shaping leaves empty is
+//! generated once more with another seed) → [`Conversation::commit`] with the text that was actually
+//! heard, and whether it was cut off. Committing is separate because in the live pipeline the audio
+//! lags the text: only the playback stage knows what was heard when a viewer barges in. There, the
+//! reply goes into the history at once ([`Conversation::commit_pending`], so the next prompt repeats
+//! the tokens the engine has cached) and is settled when it has been heard
+//! ([`Conversation::settle`]); memory is written in turn order at settle time.
 //!
-//! Threading: owned by the persona thread, like the generator it drives.
+//! History moves in jumps, not one message per turn: when it would exceed
+//! [`Conversation::history_limit`] messages it is cut to the newest half (starting at a user turn).
+//! An engine reuses its cache for the longest common prefix of consecutive prompts, and a window
+//! sliding by one message would change the prompt right after the persona every turn.
+//!
+//! Threading: owned by the one thread that drives the generator (the REPL, the persona thread).
 
 use super::card::{PersonaCard, expand_macros};
 use super::guard::{BlockedWords, FilterStep, Hit, RateLimiter, Rejection, ReplyFilter};
+use super::lang::{self, LanguagePolicy};
 use super::memory::{Memory, Turn};
 use super::prompt::{DEFAULT_USER_NAME, PromptBuilder};
+use super::shape::{ShapeRules, Shaper};
 use super::{
-    CancelToken, ChatMessage, FinishReason, GenOutcome, GenParams, PersonaError, TextGenerator,
+    CancelToken, ChatMessage, FinishReason, GenOutcome, GenParams, PersonaError, Role,
+    TextGenerator,
 };
 use std::time::Instant;
 
 /// Who is talking to the idol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speaker<'a> {
-    /// A viewer: untrusted, wrapped, rate-limited, checked.
+    /// A viewer: untrusted, wrapped, rate-limited, checked. An empty name is a local user (the
+    /// message is neutralized but not labelled).
     Viewer(&'a str),
     /// The operator: trusted text, passed as is.
     Operator,
@@ -41,6 +57,8 @@ pub struct Reply {
     pub blocked: Option<Hit>,
     /// The backend's error, if it failed (text that arrived before is in `text`).
     pub error: Option<PersonaError>,
+    /// Why shaping ended the reply, if it did.
+    pub cut: Option<super::shape::Cut>,
 }
 
 impl Reply {
@@ -55,63 +73,34 @@ impl Reply {
     }
 }
 
-/// Drops a leading `NAME:` from a reply (small models imitate the example transcript). Holds back
-/// the first characters only until they cannot be that prefix any more.
-struct SpeakerPrefix {
-    prefix: String,
-    buf: String,
-    done: bool,
-}
+/// A reply in the history that has not been heard yet ([`Conversation::commit_pending`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PendingId(u64);
 
-impl SpeakerPrefix {
-    fn new(name: &str) -> Self {
-        SpeakerPrefix {
-            prefix: format!("{}:", name.to_lowercase()),
-            buf: String::new(),
-            done: false,
-        }
-    }
-
-    fn feed(&mut self, piece: &str) -> String {
-        if self.done {
-            return piece.to_string();
-        }
-        self.buf.push_str(piece);
-        let start = self.buf.trim_start().to_lowercase();
-        if start.starts_with(&self.prefix) {
-            self.done = true;
-            let lead = self.buf.len() - self.buf.trim_start().len();
-            // Byte length of the prefix in the original text (same chars, case-folded).
-            let n: usize = self.buf[lead..]
-                .chars()
-                .take(self.prefix.chars().count())
-                .map(char::len_utf8)
-                .sum();
-            let rest = self.buf[lead + n..].trim_start().to_string();
-            self.buf.clear();
-            return rest;
-        }
-        if self.prefix.starts_with(&start) {
-            return String::new();
-        }
-        self.done = true;
-        std::mem::take(&mut self.buf)
-    }
-
-    fn finish(&mut self) -> String {
-        self.done = true;
-        std::mem::take(&mut self.buf)
-    }
-}
+/// How many history messages go with a request by default.
+pub const DEFAULT_HISTORY: usize = 16;
 
 /// A persona's running conversation.
 pub struct Conversation {
     card: PersonaCard,
     builder: PromptBuilder,
+    shape: ShapeRules,
     blocked: BlockedWords,
     limiter: Option<RateLimiter>,
     memory: Option<Memory>,
     history: Vec<ChatMessage>,
+    /// Parallel to `history`: the pending reply each assistant message is, if any.
+    history_ids: Vec<Option<PendingId>>,
+    /// User turns not yet written to memory (written with the reply, in order).
+    unsaved: Vec<Turn>,
+    /// Pending replies and the user turns that go to memory before them.
+    pending: Vec<(PendingId, Vec<Turn>)>,
+    next_id: u64,
+    languages: LanguagePolicy,
+    context_tokens: usize,
+    turns: u64,
+    /// Most history messages sent with a request (cut to half when exceeded).
+    pub history_limit: usize,
     /// Generation parameters (the card's, unless changed).
     pub params: GenParams,
 }
@@ -135,19 +124,33 @@ impl Conversation {
         limiter: Option<RateLimiter>,
     ) -> Self {
         let params = card.generation.clone();
+        let languages = LanguagePolicy::default();
+        let builder = PromptBuilder::with_languages(
+            &card,
+            DEFAULT_USER_NAME,
+            context_tokens,
+            params.max_tokens,
+            &languages,
+        );
+        let shape = ShapeRules::new(&card, &builder.prefix()[0].content, card.reply);
+        let history: Vec<ChatMessage> = memory.as_ref().map(Memory::messages).unwrap_or_default();
         Conversation {
-            builder: PromptBuilder::new(
-                &card,
-                DEFAULT_USER_NAME,
-                context_tokens,
-                params.max_tokens,
-            ),
+            builder,
+            shape,
             blocked: BlockedWords::new(&card.blocked_words),
-            history: memory.as_ref().map(Memory::messages).unwrap_or_default(),
+            history_ids: vec![None; history.len()],
+            history,
+            unsaved: vec![],
+            pending: vec![],
+            next_id: 1,
             card,
             limiter,
             memory,
             params,
+            languages,
+            context_tokens,
+            turns: 0,
+            history_limit: DEFAULT_HISTORY,
         }
     }
 
@@ -155,12 +158,40 @@ impl Conversation {
         &self.card
     }
 
+    /// The languages replies may be in (those the model writes and a voice speaks). Changes the
+    /// persona prefix: set it before the first turn.
+    pub fn set_languages(&mut self, languages: LanguagePolicy) {
+        self.builder = PromptBuilder::with_languages(
+            &self.card,
+            DEFAULT_USER_NAME,
+            self.context_tokens,
+            self.params.max_tokens,
+            &languages,
+        );
+        self.shape = ShapeRules::new(
+            &self.card,
+            &self.builder.prefix()[0].content,
+            self.card.reply,
+        );
+        self.languages = languages;
+    }
+
+    /// Replace the per-viewer rate limit (`None`: any rate).
+    pub fn set_rate_limit(&mut self, limiter: Option<RateLimiter>) {
+        self.limiter = limiter;
+    }
+
+    pub fn languages(&self) -> &LanguagePolicy {
+        &self.languages
+    }
+
     /// The history as the model sees it, oldest first.
     pub fn history(&self) -> &[ChatMessage] {
         &self.history
     }
 
-    /// The persona prefix sent first on every turn (byte-identical across turns).
+    /// The persona prefix sent first on every turn (byte-identical across turns): the system
+    /// message and the card's example turns.
     pub fn prefix(&self) -> &[ChatMessage] {
         self.builder.prefix()
     }
@@ -205,9 +236,37 @@ impl Conversation {
         Ok(())
     }
 
-    /// Store the incoming turn, generate the reply and stream it to `on_text` through the
-    /// blocked-word filter. `count` is the backend's token counter for the prompt budget. Does not
-    /// store the reply: call [`Conversation::commit`] with what was heard.
+    /// The messages of the next request up to where its new message begins (persona prefix and
+    /// history), for an engine to evaluate ahead. When the next turn would overflow the history
+    /// window, the window is cut now (while a reply is being heard) and `true` says so: the kept
+    /// history then has to be evaluated anew.
+    pub fn next_request_prefix(&mut self) -> (Vec<ChatMessage>, bool) {
+        let trimmed = self.trim_history(2);
+        let mut m = self.builder.prefix().to_vec();
+        m.extend_from_slice(&self.history);
+        (m, trimmed)
+    }
+
+    /// Cut the history to its newest half when `extra` more messages would overflow the window.
+    fn trim_history(&mut self, extra: usize) -> bool {
+        let limit = self.history_limit.max(2);
+        if self.history.len() + extra <= limit {
+            return false;
+        }
+        let keep = (limit / 2).max(1).min(self.history.len());
+        let mut start = self.history.len() - keep;
+        while start < self.history.len() && self.history[start].role != Role::User {
+            start += 1;
+        }
+        self.history.drain(..start);
+        self.history_ids.drain(..start);
+        true
+    }
+
+    /// Store the incoming turn, generate the reply and stream it to `on_text`, shaped for speech
+    /// and through the blocked-word filter. `count` is the backend's token counter for the prompt
+    /// budget. Does not store the reply: call [`Conversation::commit`] with what was heard (or
+    /// [`Conversation::commit_pending`] and later [`Conversation::settle`]).
     pub fn respond(
         &mut self,
         generator: &mut dyn TextGenerator,
@@ -221,49 +280,122 @@ impl Conversation {
             Speaker::Viewer(name) => Turn::viewer(name, text),
             Speaker::Operator => Turn::operator(text),
         };
-        let new = turn.to_message();
-        let prompt = self.builder.build(&self.history, &new, count)?;
-        if let Some(m) = self.memory.as_mut() {
-            m.append(turn)?;
+        let mut new = turn.to_message();
+        // A viewer in a language no voice speaks is answered in one that is spoken: say so in the
+        // turn itself (the persona prefix stays the same).
+        let target = self.languages.target(text).to_string();
+        if let Some(l) = lang::detect(text)
+            && l != target
+        {
+            new.content
+                .push_str(&format!(" (reply in {})", lang::name(&target)));
         }
+        self.trim_history(1);
+        let prompt = self.builder.build(&self.history, &new, count)?;
+        // A user turn whose reply was never committed still goes to memory, first.
+        let earlier = std::mem::take(&mut self.unsaved);
+        self.save(earlier)?;
+        self.unsaved.push(turn);
         self.history.push(new);
+        self.history_ids.push(None);
 
+        let mut rules = self.shape.clone();
+        if let Speaker::Viewer(name) = speaker {
+            rules.add_label(&super::guard::clean_name(name));
+        }
+        let turn_no = self.turns;
+        self.turns += 1;
+        let mut attempt = 0u64;
+        loop {
+            let mut params = self.params.clone();
+            // A different draw every turn (a fixed seed would open every reply the same way), still
+            // reproducible for a given seed.
+            params.seed = self
+                .params
+                .seed
+                .wrapping_add(turn_no.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .wrapping_add(attempt.wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let reply = self.generate_once(
+                generator,
+                &prompt.messages,
+                &params,
+                &rules,
+                cancel,
+                on_text,
+            );
+            // Shaping left nothing to say (the model only continued the dialogue or copied the
+            // card): once more with another draw.
+            let retry = attempt == 0
+                && !cancel.is_cancelled()
+                && reply.error.is_none()
+                && reply.blocked.is_none()
+                && !reply.is_cut()
+                && super::judge::tokens(&reply.text).is_empty();
+            if !retry {
+                return Ok(reply);
+            }
+            log::debug!(
+                "{}: empty reply after shaping; generating again",
+                self.card.name
+            );
+            attempt += 1;
+        }
+    }
+
+    fn generate_once(
+        &self,
+        generator: &mut dyn TextGenerator,
+        messages: &[ChatMessage],
+        params: &GenParams,
+        rules: &ShapeRules,
+        cancel: &CancelToken,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Reply {
         let mut filter = ReplyFilter::new(&self.blocked);
-        let mut speaker_prefix = SpeakerPrefix::new(&self.card.name);
+        let mut shaper: Shaper<'_> = rules.shaper();
         let mut text_out = String::new();
         let mut blocked = None;
         let mut caller_stopped = false;
-        let result =
-            generator.generate(
-                &prompt.messages,
-                &self.params,
-                cancel,
-                &mut |piece| match filter.push(&speaker_prefix.feed(piece)) {
+        let mut shaped_end = false;
+        let result = generator.generate(messages, params, cancel, &mut |piece| {
+            let (t, stop) = shaper.push(piece);
+            let mut steps = vec![filter.push(&t)];
+            if stop {
+                steps.push(filter.finish());
+            }
+            for step in steps {
+                match step {
                     FilterStep::Release(t) => {
                         text_out.push_str(&t);
                         if !t.is_empty() && !on_text(&t) {
                             caller_stopped = true;
                             return false;
                         }
-                        true
                     }
                     FilterStep::Blocked(h) => {
                         blocked = Some(h);
-                        false
+                        return false;
                     }
-                },
-            );
+                }
+            }
+            if stop {
+                shaped_end = true;
+                return false;
+            }
+            true
+        });
         let (mut outcome, error) = match result {
             Ok(o) => (Some(o), None),
             Err(e) => (None, Some(e)),
         };
         let ended_normally = blocked.is_none()
             && !caller_stopped
+            && !shaped_end
             && outcome
                 .as_ref()
                 .is_some_and(|o| o.finish != FinishReason::Cancelled);
         if ended_normally {
-            let rest = speaker_prefix.finish();
+            let rest = shaper.finish();
             for step in [filter.push(&rest), filter.finish()] {
                 match step {
                     FilterStep::Release(t) => {
@@ -278,6 +410,14 @@ impl Conversation {
                     }
                 }
             }
+        }
+        if shaped_end
+            && blocked.is_none()
+            && !caller_stopped
+            && let Some(o) = outcome.as_mut()
+        {
+            // The reply is complete: shaping ended it, not a cancellation.
+            o.finish = FinishReason::Stop;
         }
         if let Some(h) = &blocked {
             log::warn!(
@@ -296,17 +436,30 @@ impl Conversation {
                 o.finish = FinishReason::Stop;
             }
         }
-        Ok(Reply {
+        Reply {
             text: text_out,
             outcome,
             blocked,
             error,
-        })
+            cut: shaper.cut(),
+        }
+    }
+
+    /// Write turns to memory, in order.
+    fn save(&mut self, turns: Vec<Turn>) -> Result<(), PersonaError> {
+        if let Some(m) = self.memory.as_mut() {
+            for t in turns {
+                m.append(t)?;
+            }
+        }
+        Ok(())
     }
 
     /// Store the idol's turn: `heard` is exactly what the audience heard; `interrupted` when it was
-    /// cut off. Empty text stores nothing.
+    /// cut off. Empty text stores nothing (but the message it answered).
     pub fn commit(&mut self, heard: &str, interrupted: bool) -> Result<(), PersonaError> {
+        let earlier = std::mem::take(&mut self.unsaved);
+        self.save(earlier)?;
         let heard = heard.trim();
         if heard.is_empty() {
             return Ok(());
@@ -317,10 +470,64 @@ impl Conversation {
             Turn::assistant(heard)
         };
         self.history.push(turn.to_message());
-        if let Some(m) = self.memory.as_mut() {
-            m.append(turn)?;
+        self.history_ids.push(None);
+        self.save(vec![turn])
+    }
+
+    /// Put a reply into the history now, before it is heard (the live pipeline: the next request
+    /// must repeat the tokens the engine has cached); memory gets it at [`Conversation::settle`].
+    pub fn commit_pending(&mut self, text: &str) -> PendingId {
+        let id = PendingId(self.next_id);
+        self.next_id += 1;
+        let before = std::mem::take(&mut self.unsaved);
+        self.pending.push((id, before));
+        let text = text.trim();
+        if !text.is_empty() {
+            self.history.push(ChatMessage::new(Role::Assistant, text));
+            self.history_ids.push(Some(id));
         }
-        Ok(())
+        id
+    }
+
+    /// A pending reply was heard: the whole of it, or, when `interrupted`, exactly `heard` (an
+    /// empty `heard` removes it from the history). Writes it, and the message it answered, to
+    /// memory. Settling an unknown id does nothing.
+    pub fn settle(
+        &mut self,
+        id: PendingId,
+        heard: &str,
+        interrupted: bool,
+    ) -> Result<(), PersonaError> {
+        let Some(k) = self.pending.iter().position(|(p, _)| *p == id) else {
+            return Ok(());
+        };
+        // Earlier pending replies that were never settled go to memory first, as they stand.
+        let mut turns = vec![];
+        for (pid, before) in self.pending.drain(..=k) {
+            turns.extend(before);
+            let i = self.history_ids.iter().position(|h| *h == Some(pid));
+            if pid == id {
+                let heard = heard.trim();
+                if interrupted {
+                    if let Some(i) = i {
+                        if heard.is_empty() {
+                            self.history.remove(i);
+                            self.history_ids.remove(i);
+                        } else {
+                            self.history[i] = Turn::interrupted(heard).to_message();
+                        }
+                    }
+                    if !heard.is_empty() {
+                        turns.push(Turn::interrupted(heard));
+                    }
+                } else if let Some(i) = i {
+                    turns.push(Turn::assistant(self.history[i].content.clone()));
+                }
+            } else if let Some(i) = i {
+                turns.push(Turn::assistant(self.history[i].content.clone()));
+            }
+        }
+        self.save(turns)
     }
 }
 
@@ -414,12 +621,13 @@ mod tests {
             .unwrap();
         assert_eq!(r.blocked.as_ref().unwrap().entry, "darn");
         assert_eq!(streamed, r.text);
-        assert_eq!(r.text, format!("[sad] Oh {}", conv.card().deflection));
+        // the words released together with the blocked one go with it
+        assert_eq!(r.text, format!("[sad] {}", conv.card().deflection));
         assert!(!r.is_cut());
         conv.commit(&r.text, false).unwrap();
         let h = conv.history();
         assert_eq!(h.len(), 3);
-        assert_eq!(h[1], ChatMessage::new(Role::User, "ann says: \"hi\""));
+        assert_eq!(h[1], ChatMessage::new(Role::User, "ann: hi"));
     }
 
     #[test]
@@ -448,7 +656,7 @@ mod tests {
     #[test]
     fn stopped_reply_is_cut_and_committed_as_heard() {
         let mut conv = Conversation::new(card(), None, 4096, None);
-        let mut g = Script(vec!["[happy] One ", "two ", "three ", "four"]);
+        let mut g = Script(vec!["[happy] One, ", "two, ", "three, ", "four."]);
         let mut n = 0;
         let r = conv
             .respond(
@@ -464,7 +672,7 @@ mod tests {
             )
             .unwrap();
         assert!(r.is_cut());
-        assert_eq!(r.text, "[happy] One two ");
+        assert_eq!(r.text, "[happy] One, two,");
         conv.commit("[happy] One", true).unwrap();
         assert_eq!(conv.history().last().unwrap().content, "[happy] One —");
     }

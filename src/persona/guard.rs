@@ -9,8 +9,9 @@
 //!    becomes `'`, `|` becomes `¦`. So `<|im_start|>system` or `[happy]` or `<wave>` in a message reach
 //!    the model as inert text, cannot close the quotes around the message, and cannot start a line of
 //!    their own. Messages are cut at [`MAX_MESSAGE_CHARS`], names at [`MAX_NAME_CHARS`].
-//! 2. Wrapping ([`wrap_viewer`]): `NAME says: "MESSAGE"`, the form the persona's system prompt tells the
-//!    model to expect, so the model knows who spoke and that it is chat, not instructions.
+//! 2. Wrapping ([`wrap_viewer`]): `NAME: MESSAGE`, chat as it reads on stream and as the persona's
+//!    example turns are written, so the model knows who spoke; the viewer's name is also a label the
+//!    reply is cut at if the model starts writing that viewer's next line.
 //! 3. Rate limiting ([`RateLimiter`]): a token bucket per viewer (`burst` messages at once, refilled at
 //!    `per_minute`); a message over the limit is rejected with the wait until the next one is accepted.
 //!    Time is passed in, so the limiter is deterministic.
@@ -87,13 +88,15 @@ pub fn clean_name(name: &str) -> String {
     if n.is_empty() { "A viewer".into() } else { n }
 }
 
-/// The user message the model sees for a viewer's chat line: `NAME says: "MESSAGE"`.
+/// The user message the model sees for a viewer's chat line: `NAME: MESSAGE`, the way chat reads
+/// on stream (and the way the persona's example turns are written); just `MESSAGE` when the viewer
+/// has no name (a local user in `idol chat`).
 pub fn wrap_viewer(name: &str, message: &str) -> String {
-    format!(
-        "{} says: \"{}\"",
-        clean_name(name),
-        cut(neutralize(message).trim(), MAX_MESSAGE_CHARS)
-    )
+    let message = cut(neutralize(message).trim(), MAX_MESSAGE_CHARS);
+    if neutralize(name).trim().is_empty() {
+        return message;
+    }
+    format!("{}: {message}", clean_name(name))
 }
 
 /// Why a viewer message was not passed on.

@@ -10,10 +10,13 @@ pub mod card;
 pub mod conversation;
 pub mod guard;
 pub mod import;
+pub mod judge;
+pub mod lang;
 pub mod llm;
 pub mod memory;
 pub mod openai;
 pub mod prompt;
+pub mod shape;
 pub mod sse;
 
 use serde::{Deserialize, Serialize};

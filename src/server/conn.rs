@@ -725,6 +725,7 @@ mod tests {
         let hub = Arc::new(Hub::new(8, Duration::from_secs(2), 4096, metrics.clone()));
         let perf = Performer::start(
             Stages {
+                persona: crate::perform::testing::conversation(),
                 generator: Box::new(ScriptedGenerator::new(["Hello."])),
                 segmenter: Box::new(SimpleSegmenter::new()),
                 voice: Box::new(ToneVoice::new(16000)),

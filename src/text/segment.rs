@@ -2,7 +2,9 @@
 //! clause of a reply can be spoken before the sentence ends.
 //!
 //! Algorithm. A boundary is a run of punctuation followed by whitespace (or the end of the text): a
-//! run containing `. ! ? …` ends a sentence, one of `, ; : —` ends a clause. Closing quotes and
+//! run containing `. ! ? …` ends a sentence, one of `, ; : —` ends a clause. The full-width marks
+//! of Chinese and Japanese (`。 ！ ？` end a sentence, `， 、 ； ：` a clause) need no whitespace after
+//! them, and a clause of four CJK characters is long enough to stand alone. Closing quotes and
 //! brackets directly after the run belong to it. A period after a title abbreviation (*Dr.*, *Mr.*,
 //! *St.*, *vs.*, *e.g.*) or a single letter (an initial) is not a boundary; neither is punctuation
 //! inside a token (*2,500*, *3.14*, *10:30*) because no whitespace follows it. A clause boundary is
@@ -78,11 +80,25 @@ impl Default for SegmenterConfig {
 }
 
 fn is_sentence_mark(c: char) -> bool {
-    matches!(c, '.' | '!' | '?' | '…')
+    matches!(c, '.' | '!' | '?' | '…' | '。' | '！' | '？' | '．')
 }
 
 fn is_clause_mark(c: char) -> bool {
-    matches!(c, ',' | ';' | ':' | '—' | '–')
+    matches!(c, ',' | ';' | ':' | '—' | '–' | '，' | '、' | '；' | '：')
+}
+
+/// Full-width marks (Chinese, Japanese): they end a clause without a space after them.
+fn is_full_width_mark(c: char) -> bool {
+    matches!(c, '。' | '！' | '？' | '．' | '，' | '、' | '；' | '：')
+}
+
+/// CJK characters in `s` (a clause of them needs no spaces to be long enough).
+fn cjk_chars(s: &str) -> usize {
+    s.chars()
+        .filter(|c| {
+            matches!(c, '\u{3040}'..='\u{30FF}' | '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7AF}')
+        })
+        .count()
 }
 
 fn is_closer(c: char) -> bool {
@@ -188,10 +204,12 @@ fn scan(buf: &str, from: usize, seg_start: usize, cfg: &SegmenterConfig, final_:
             }
         }
         let dash = marks.chars().all(|m| m == '—' || m == '–');
+        let full_width = marks.chars().any(is_full_width_mark);
         let followed = match iter.peek() {
-            Some(&(_, d)) => d.is_whitespace() || dash,
+            Some(&(_, d)) => d.is_whitespace() || dash || full_width,
             None => {
                 if final_
+                    || full_width
                     || (dash && end < bytes_len)
                     || (cfg.eager && eager_cut(buf, seg_start, run_start, &marks))
                 {
@@ -214,9 +232,9 @@ fn scan(buf: &str, from: usize, seg_start: usize, cfg: &SegmenterConfig, final_:
             }
         }
         let boundary = if sentence {
-            let m = if marks.contains('?') {
+            let m = if marks.contains('?') || marks.contains('？') {
                 '?'
-            } else if marks.contains('!') {
+            } else if marks.contains('!') || marks.contains('！') {
                 '!'
             } else if marks.contains('…') || marks.contains("..") {
                 '…'
@@ -225,7 +243,9 @@ fn scan(buf: &str, from: usize, seg_start: usize, cfg: &SegmenterConfig, final_:
             };
             Boundary::Sentence(m)
         } else {
-            if cfg.sentences_only || word_count(&buf[seg_start..end]) < cfg.min_clause_words {
+            let seg = &buf[seg_start..end];
+            if cfg.sentences_only || (word_count(seg) < cfg.min_clause_words && cjk_chars(seg) < 4)
+            {
                 continue;
             }
             Boundary::Clause(marks.chars().next().unwrap_or(','))
@@ -466,6 +486,26 @@ mod tests {
             ]
         );
         assert_eq!(c[0].boundary, Boundary::Clause(','));
+    }
+
+    #[test]
+    fn full_width_marks_end_clauses_without_spaces() {
+        let c = split_clauses("对，我最喜欢吃火锅！你呢？今天好冷、大家注意保暖。");
+        assert_eq!(
+            texts(&c),
+            [
+                "对，我最喜欢吃火锅！",
+                "你呢？",
+                "今天好冷、",
+                "大家注意保暖。"
+            ]
+        );
+        assert_eq!(c[0].boundary, Boundary::Sentence('!'));
+        // streamed: a clause is out as soon as its mark arrives
+        let mut seg = ClauseSegmenter::new(SegmenterConfig::default());
+        assert!(seg.push("いらっしゃい").is_empty());
+        assert_eq!(texts(&seg.push("！ゆっ")), ["いらっしゃい！"]);
+        assert_eq!(texts(&seg.finish()), ["ゆっ"]);
     }
 
     #[test]

@@ -47,6 +47,48 @@ pub struct VoiceConfig {
     pub speaker_id_map: HashMap<String, i64>,
     #[serde(default)]
     pub phoneme_type: Option<String>,
+    #[serde(default)]
+    pub language: Option<LanguageConfig>,
+}
+
+/// The voice's language as Piper writes it (`"code": "en_US"`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LanguageConfig {
+    pub code: String,
+}
+
+impl VoiceConfig {
+    /// The language the voice speaks, as a base ISO 639-1 code (`en`): from `language.code`, else
+    /// the espeak voice (`en-us`, `cmn` → `zh`); `None` when the config says neither.
+    pub fn language(&self) -> Option<String> {
+        let code = match (&self.language, &self.espeak) {
+            (Some(l), _) => l.code.clone(),
+            (None, Some(e)) => e.voice.clone(),
+            _ => return None,
+        };
+        let base = code
+            .split(['_', '-'])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        Some(match base.as_str() {
+            "cmn" | "yue" => "zh".to_string(),
+            _ => base,
+        })
+    }
+}
+
+/// The languages the voice `voice` (`NAME.onnx`, its `NAME.onnx.json` beside it) speaks; empty when
+/// its config cannot be read or does not say.
+pub fn voice_languages(voice: &Path) -> Vec<String> {
+    let json_path = PathBuf::from(format!("{}.json", voice.display()));
+    std::fs::read_to_string(json_path)
+        .ok()
+        .and_then(|j| serde_json::from_str::<VoiceConfig>(&j).ok())
+        .and_then(|c| c.language())
+        .into_iter()
+        .collect()
 }
 
 fn one() -> u32 {

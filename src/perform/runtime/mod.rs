@@ -1,13 +1,14 @@
 //! The live runtime: three std threads around the [`Director`], paced by the wall clock.
 //!
-//! - persona thread: owns the [`TextGenerator`] and the [`Segmenter`]; answers one request at a time
-//!   and sends each clause to the voice as soon as it is complete. It keeps the chat history; when an
-//!   utterance ends, the conductor sends back its [`UtteranceRecord`] and the assistant turn is
-//!   replaced by exactly what was heard.
-//! - voice thread: owns the [`Voice`]; synthesizes clause n+1 while clause n plays.
-//! - conductor thread: owns the [`Director`] and the face; every `tick` it advances the timeline to the
-//!   session clock plus `lead` (audio goes out slightly ahead of time so clients can buffer) and hands
-//!   the events to the sinks.
+//! - persona thread ([`persona`]): owns the [`crate::persona::TextGenerator`], the [`Segmenter`] and the
+//!   persona's [`crate::persona::conversation::Conversation`], which owns the policy (guards, viewer
+//!   wrapping, reply shaping, history, memory); answers one request at a time and sends each clause
+//!   to the voice as soon as it is complete. When an utterance ends, the conductor sends back its
+//!   [`UtteranceRecord`] and the conversation settles the reply as exactly what was heard.
+//! - voice thread ([`voice`]): owns the [`Voice`]; synthesizes clause n+1 while clause n plays.
+//! - conductor thread ([`conductor`]): owns the [`Director`] and the face; every `tick` it advances the
+//!   timeline to the session clock plus `lead` (audio goes out slightly ahead of time so clients can
+//!   buffer) and hands the events to the sinks.
 //!
 //! The session clock ([`SessionClock`]) maps wall time since the start to samples at the voice's rate,
 //! or reads an audio output's played-sample counter when [`PerformConfig::clock`] gives one (live
@@ -22,16 +23,19 @@
 //! Channels: persona → voice and voice → conductor are bounded (a slow voice holds back the persona,
 //! never the clock); control and memory messages are unbounded and tiny.
 
+mod conductor;
+mod persona;
+mod voice;
+
 use super::{
-    ClauseText, Director, DirectorConfig, Event, FaceControl, Metrics, RenderedPiece, Segmenter,
-    Sink, Stages, UtteranceId, UtteranceRecord, Voice,
+    ClauseText, Director, DirectorConfig, FaceControl, Metrics, RenderedPiece, Sink, Stages,
+    UtteranceId, UtteranceRecord,
 };
+use crate::persona::CancelToken;
 use crate::persona::llm::ThreadBudget;
-use crate::persona::{CancelToken, ChatMessage, GenParams, Role, TextGenerator};
 use crate::speech::Speech;
 use crate::time::SampleTime;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use std::collections::HashMap;
+use crossbeam_channel::{Sender, bounded, unbounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
@@ -48,16 +52,11 @@ pub struct PerformConfig {
     pub chunk: Duration,
     /// How often the conductor wakes.
     pub tick: Duration,
-    pub params: GenParams,
-    /// Prepended to every request as the system turn.
-    pub system_prompt: Option<String>,
-    /// How many past messages (user and assistant) go with each request.
-    pub history: usize,
     /// The session clock's source: `None` is the wall clock; `Some` is an audio output's played-sample
     /// counter ([`crate::sink::audio::Clock`]), so the timeline is what the speakers have played and
     /// frames released by it match what is heard. Its rate must be the voice's.
     pub clock: Option<crate::sink::audio::Clock>,
-    /// Evaluate the system prompt once at start (a one-token generation on the persona thread), so
+    /// Evaluate the persona prefix once at start (a one-token generation on the persona thread), so
     /// the first chat finds the persona prefix in the model's cache instead of prefilling it.
     pub warm_up: bool,
     /// How long one utterance may run, pauses included (`[limits] utterance_secs`).
@@ -71,9 +70,6 @@ impl Default for PerformConfig {
             lead: Duration::from_millis(300),
             chunk: Duration::from_millis(20),
             tick: Duration::from_millis(5),
-            params: GenParams::default(),
-            system_prompt: None,
-            history: 16,
             clock: None,
             warm_up: false,
             budget: crate::budget::Budget::default(),
@@ -336,6 +332,7 @@ impl Performer {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Performer> {
         let Stages {
+            persona: conversation,
             generator,
             segmenter,
             voice,
@@ -389,7 +386,15 @@ impl Performer {
                 std::thread::Builder::new()
                     .name("idol-persona".into())
                     .spawn(move || {
-                        persona_thread(generator, segmenter, persona_rx, voice_tx, shared, cfg)
+                        persona::persona_thread(
+                            generator,
+                            segmenter,
+                            conversation,
+                            persona_rx,
+                            voice_tx,
+                            shared,
+                            cfg,
+                        )
                     })?,
             );
         }
@@ -399,7 +404,7 @@ impl Performer {
             threads.push(
                 std::thread::Builder::new()
                     .name("idol-voice".into())
-                    .spawn(move || voice_thread(voice, voice_rx, cond_tx, shared))?,
+                    .spawn(move || voice::voice_thread(voice, voice_rx, cond_tx, shared))?,
             );
         }
         {
@@ -412,7 +417,7 @@ impl Performer {
                 std::thread::Builder::new()
                     .name("idol-conductor".into())
                     .spawn(move || {
-                        conductor_thread(
+                        conductor::conductor_thread(
                             director, cond_rx, sinks, on_record, persona_tx, shared, clock, lead,
                             tick,
                         )
@@ -455,428 +460,19 @@ impl Drop for Performer {
     }
 }
 
-fn persona_thread(
-    mut generator: Box<dyn TextGenerator>,
-    mut segmenter: Box<dyn Segmenter>,
-    rx: Receiver<PersonaMsg>,
-    voice_tx: Sender<VoiceMsg>,
-    shared: Arc<Shared>,
-    cfg: PerformConfig,
-) {
-    // (utterance that produced it, message); user turns have no utterance.
-    let mut history: Vec<(Option<UtteranceId>, ChatMessage)> = vec![];
-    if cfg.warm_up
-        && let Some(sys) = &cfg.system_prompt
-    {
-        // One token after the persona prefix: the engine keeps the evaluated prefix in its cache and
-        // the first chat only prefills its own message.
-        let t = Instant::now();
-        let messages = [
-            ChatMessage::new(Role::System, sys.clone()),
-            ChatMessage::new(Role::User, String::new()),
-        ];
-        let params = GenParams {
-            max_tokens: 1,
-            ..cfg.params.clone()
-        };
-        match prefill(generator.as_mut(), &messages, &params, &shared) {
-            Ok(()) => log::info!(
-                "persona: prefix evaluated in {:.2} s",
-                t.elapsed().as_secs_f64()
-            ),
-            Err(e) => {
-                log::warn!("persona: warm-up failed ({e}); the first chat evaluates the prefix")
-            }
-        }
-    }
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            PersonaMsg::Chat {
-                utt,
-                user,
-                text,
-                t0,
-            } => {
-                let content = if user.trim().is_empty() {
-                    text
-                } else {
-                    format!("{}: {text}", user.trim())
-                };
-                history.push((None, ChatMessage::new(Role::User, content)));
-                // The history window moves in jumps, not one message per turn: the engine reuses its
-                // cache for the longest common prefix of consecutive prompts, and a window sliding by
-                // one message would change the prompt right after the system turn every time (a full
-                // re-prefill of the history per chat). Trimmed to half when full, the prefix stays
-                // the same for history/4 exchanges.
-                let limit = cfg.history.max(1);
-                if history.len() > limit {
-                    history.drain(..history.len() - (limit / 2).max(1));
-                    while history.len() > 1 && history[0].0.is_some() {
-                        history.remove(0);
-                    }
-                }
-                if shared.cancelled(utt) {
-                    let _ = voice_tx.send(VoiceMsg::End { utt });
-                    continue;
-                }
-                let mut messages = vec![];
-                if let Some(sys) = &cfg.system_prompt {
-                    messages.push(ChatMessage::new(Role::System, sys.clone()));
-                }
-                messages.extend(history.iter().map(|(_, m)| m.clone()));
-                let token = CancelToken::new();
-                *shared.generating.lock() = token.clone();
-                if shared.cancelled(utt) {
-                    token.cancel();
-                }
-                let mut spoken: Vec<String> = vec![];
-                // The reply as generated (tags included): kept in the history when it is heard to
-                // the end, so the next prompt repeats the tokens the engine has cached.
-                let mut raw = String::new();
-                let mut first_text = true;
-                let metrics = shared.metrics.clone();
-                let send = |clauses: Vec<ClauseText>, spoken: &mut Vec<String>| {
-                    for clause in clauses {
-                        if spoken.is_empty() {
-                            metrics.first_clause.observe(t0.elapsed());
-                        }
-                        spoken.push(clause.text.clone());
-                        shared.voice_work(1);
-                        if voice_tx.send(VoiceMsg::Clause { utt, clause }).is_err() {
-                            shared.voice_work(-1);
-                        }
-                    }
-                };
-                let result =
-                    generator.generate(&messages, &cfg.params, &token, &mut |piece: &str| {
-                        if shared.cancelled(utt) {
-                            return false;
-                        }
-                        raw.push_str(piece);
-                        if first_text && !piece.is_empty() {
-                            first_text = false;
-                            metrics.llm_first_token.observe(t0.elapsed());
-                        }
-                        send(segmenter.push(piece), &mut spoken);
-                        true
-                    });
-                let rest = segmenter.finish();
-                if !shared.cancelled(utt) {
-                    send(rest, &mut spoken);
-                }
-                if let Err(e) = result {
-                    let _ = voice_tx.send(VoiceMsg::Error {
-                        utt,
-                        message: e.to_string(),
-                    });
-                }
-                let said = if raw.trim().is_empty() {
-                    spoken.join(" ")
-                } else {
-                    raw
-                };
-                history.push((Some(utt), ChatMessage::new(Role::Assistant, said)));
-                let _ = voice_tx.send(VoiceMsg::End { utt });
-                // The next chat would overflow the window: trim it now, while the reply is being
-                // spoken, and evaluate the kept history, so that chat only prefills itself.
-                // Otherwise evaluate ahead only this reply's end and the next user turn's header
-                // (an in-process model; queued on its thread, so this returns at once).
-                let mut next = vec![];
-                if let Some(sys) = &cfg.system_prompt {
-                    next.push(ChatMessage::new(Role::System, sys.clone()));
-                }
-                if history.len() + 2 > limit && !shared.cancelled(utt) {
-                    history.drain(..history.len() - (limit / 2).max(1));
-                    while history.len() > 1 && history[0].0.is_some() {
-                        history.remove(0);
-                    }
-                    next.extend(history.iter().map(|(_, m)| m.clone()));
-                    next.push(ChatMessage::new(Role::User, String::new()));
-                    let params = GenParams {
-                        max_tokens: 1,
-                        ..cfg.params.clone()
-                    };
-                    if let Err(e) = prefill(generator.as_mut(), &next, &params, &shared) {
-                        log::debug!("persona: history prefill: {e}");
-                    }
-                } else if !shared.cancelled(utt) && rx.is_empty() {
-                    next.extend(history.iter().map(|(_, m)| m.clone()));
-                    if let Err(e) = generator.prepare(&next) {
-                        log::debug!("persona: evaluating ahead: {e}");
-                    }
-                }
-            }
-            PersonaMsg::Say { utt, text } => {
-                let mut clauses = segmenter.push(&text);
-                clauses.extend(segmenter.finish());
-                let spoken: Vec<String> = clauses.iter().map(|c| c.text.clone()).collect();
-                if !shared.cancelled(utt) {
-                    for clause in clauses {
-                        shared.voice_work(1);
-                        if voice_tx.send(VoiceMsg::Clause { utt, clause }).is_err() {
-                            shared.voice_work(-1);
-                        }
-                    }
-                }
-                history.push((
-                    Some(utt),
-                    ChatMessage::new(Role::Assistant, spoken.join(" ")),
-                ));
-                let _ = voice_tx.send(VoiceMsg::End { utt });
-            }
-            PersonaMsg::Stop => break,
-            // A completed reply keeps its generated text; a cut one becomes exactly what was heard.
-            PersonaMsg::Memory(rec) if rec.interrupted => {
-                if let Some(i) = history.iter().position(|(u, _)| *u == Some(rec.utterance)) {
-                    if rec.text.is_empty() {
-                        history.remove(i);
-                    } else {
-                        history[i].1.content = rec.text;
-                    }
-                }
-            }
-            PersonaMsg::Memory(_) => {}
-        }
-        // Operator lines between chats: bounded too (chats trim on arrival, above).
-        let limit = cfg.history.max(1);
-        if history.len() > limit * 4 {
-            history.drain(..history.len() - (limit / 2).max(1));
-        }
-    }
-}
-
-/// Evaluate `messages` (one token, discarded) so the engine caches their prefix. Cancelled like a
-/// reply (barge-in, shutdown).
-fn prefill(
-    generator: &mut dyn TextGenerator,
-    messages: &[ChatMessage],
-    params: &GenParams,
-    shared: &Shared,
-) -> Result<(), crate::persona::PersonaError> {
-    let token = CancelToken::new();
-    *shared.generating.lock() = token.clone();
-    generator
-        .generate(messages, params, &token, &mut |_| false)
-        .map(|_| ())
-}
-
-fn voice_thread(
-    mut voice: Box<dyn Voice>,
-    rx: Receiver<VoiceMsg>,
-    cond_tx: Sender<CondMsg>,
-    shared: Arc<Shared>,
-) {
-    // The first clause of each utterance is spoken head first (its first audio placed while the
-    // rest is decoded): that is the clause the listener waits for.
-    let mut last_utt = None;
-    let rate = voice.sample_rate();
-    while let Ok(msg) = rx.recv() {
-        // A pause after the clause follows its speech (spans, see `super::pause`).
-        let mut after = None;
-        let out = match msg {
-            VoiceMsg::Clause { utt, clause } => {
-                // this clause leaves the voice's queue however the arm ends
-                let _done = VoiceDone(&shared);
-                if shared.cancelled(utt) {
-                    continue;
-                }
-                let first = last_utt != Some(utt);
-                last_utt = Some(utt);
-                let t = Instant::now();
-                let mut head_sent = false;
-                let spoken = if first && clause.pause_before_ms == 0 {
-                    voice.speak_head_first(&clause.text, &mut |head, plan| {
-                        head_sent = true;
-                        let _ = cond_tx.send(CondMsg::Segment {
-                            utt,
-                            clause: clause.clone(),
-                            speech: head,
-                            part: Part::Head(Box::new(plan)),
-                        });
-                    })
-                } else {
-                    voice.speak(&clause.text)
-                };
-                match spoken {
-                    Ok(speech) => {
-                        shared.metrics.voice.observe(t.elapsed());
-                        let pauses = super::pause::Pauses::of(&clause, rate);
-                        after = Some(CondMsg::Pause {
-                            utt,
-                            len: pauses.after,
-                        });
-                        if head_sent {
-                            CondMsg::Segment {
-                                utt,
-                                clause,
-                                speech,
-                                part: Part::Rest,
-                            }
-                        } else {
-                            let before = CondMsg::Pause {
-                                utt,
-                                len: pauses.before,
-                            };
-                            if cond_tx.send(before).is_err() {
-                                break;
-                            }
-                            CondMsg::Segment {
-                                utt,
-                                clause,
-                                speech,
-                                part: Part::Whole,
-                            }
-                        }
-                    }
-                    Err(e) => CondMsg::Error {
-                        utt,
-                        message: e.to_string(),
-                    },
-                }
-            }
-            VoiceMsg::End { utt } => CondMsg::End { utt },
-            VoiceMsg::Error { utt, message } => CondMsg::Error { utt, message },
-        };
-        if cond_tx.send(out).is_err() || after.is_some_and(|p| cond_tx.send(p).is_err()) {
-            break;
-        }
-    }
-}
-
-/// Marks one clause as done by the voice when dropped (see [`Shared::voice_work`]).
-struct VoiceDone<'a>(&'a Shared);
-
-impl Drop for VoiceDone<'_> {
-    fn drop(&mut self) {
-        self.0.voice_work(-1);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn conductor_thread(
-    mut director: Director,
-    rx: Receiver<CondMsg>,
-    mut sinks: Vec<Box<dyn Sink>>,
-    mut on_record: Option<RecordCallback>,
-    persona_tx: Sender<PersonaMsg>,
-    shared: Arc<Shared>,
-    clock: SessionClock,
-    lead: u64,
-    tick: Duration,
-) {
-    let metrics = shared.metrics.clone();
-    let mut started: HashMap<UtteranceId, Instant> = HashMap::new();
-    let mut events: Vec<Event> = Vec::new();
-    let mut next_tick = Instant::now();
-    loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(CondMsg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(CondMsg::Begin { utt, t0 }) => {
-                started.insert(utt, t0);
-                director.begin(utt, &mut events);
-            }
-            Ok(CondMsg::Segment {
-                utt,
-                clause,
-                speech,
-                part,
-            }) => {
-                let placed = match &part {
-                    Part::Whole => director.schedule(utt, &clause, &speech),
-                    Part::Head(plan) => director.schedule_head(utt, &clause, &speech, plan),
-                    Part::Rest => director.schedule_continuation(utt, &speech),
-                };
-                if let Err(e) = placed {
-                    metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
-                    events.push(Event::Error {
-                        utterance: utt,
-                        message: e.to_string(),
-                    });
-                }
-            }
-            Ok(CondMsg::Pause { utt, len }) => {
-                if let Err(e) = director.schedule_pause(utt, len) {
-                    events.push(Event::Error {
-                        utterance: utt,
-                        message: e.to_string(),
-                    });
-                }
-            }
-            Ok(CondMsg::End { utt }) => director.end(utt, &mut events),
-            Ok(CondMsg::Error { utt, message }) => {
-                director.release_hold();
-                metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("utterance {utt}: {message}");
-                events.push(Event::Error {
-                    utterance: utt,
-                    message,
-                });
-            }
-            Ok(CondMsg::Interrupt) => {
-                director.release_hold();
-                let dropped = director.interrupt(&mut events);
-                if !dropped.is_empty() {
-                    metrics.interruptions.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok(CondMsg::Set(control)) => director.set(&control, &mut events),
-            Ok(CondMsg::Rendered { utt, pieces }) => {
-                match pieces {
-                    Ok(p) => director.schedule_rendered(utt, p),
-                    Err(message) => {
-                        metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
-                        events.push(Event::Error {
-                            utterance: utt,
-                            message,
-                        });
-                    }
-                }
-                director.end(utt, &mut events);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        if Instant::now() >= next_tick {
-            director.advance(clock.now() + lead, &mut events);
-            next_tick += tick;
-            let now = Instant::now();
-            if next_tick < now {
-                next_tick = now + tick;
-            }
-        }
-        // Memory first: a client that hears of an interruption and chats at once must find the
-        // heard text already queued for the persona, ahead of its chat.
-        for rec in director.take_records() {
-            started.remove(&rec.utterance);
-            if let Some(cb) = on_record.as_mut() {
-                cb(&rec);
-            }
-            let _ = persona_tx.send(PersonaMsg::Memory(rec));
-        }
-        for ev in events.drain(..) {
-            if let Event::Audio(a) = &ev
-                && let Some(t0) = started.remove(&a.utterance)
-            {
-                metrics.first_audio.observe(t0.elapsed());
-            }
-            for sink in sinks.iter_mut() {
-                sink.event(&ev);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
-    use crate::perform::{PerformState, Recorder, SimpleSegmenter};
+    use crate::perform::{Event, PerformState, Recorder, SimpleSegmenter};
+    use crate::persona::Role;
     use crate::time::TimeRange;
 
     fn stages(replies: &[&str]) -> (Stages, ScriptedGenerator) {
         let g = ScriptedGenerator::new(replies.iter().copied());
         (
             Stages {
+                persona: crate::perform::testing::conversation(),
                 generator: Box::new(g.clone()),
                 segmenter: Box::new(SimpleSegmenter::new()),
                 voice: Box::new(ToneVoice::new(16000)),
@@ -918,10 +514,7 @@ mod tests {
         let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
         let perf = Performer::start(
             st,
-            PerformConfig {
-                system_prompt: Some("You are Mika.".into()),
-                ..PerformConfig::default()
-            },
+            PerformConfig::default(),
             vec![Box::new(rec.clone())],
             Some(Box::new(move |r: &UtteranceRecord| {
                 let _ = mem_tx.send(r.clone());
@@ -958,15 +551,11 @@ mod tests {
         let seen = g.seen.lock().clone();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1][0].role, Role::System);
-        let contents: Vec<&str> = seen[1].iter().map(|m| m.content.as_str()).collect();
+        assert!(seen[1][0].content.starts_with("You are Mika."));
+        let contents: Vec<&str> = seen[1][1..].iter().map(|m| m.content.as_str()).collect();
         assert_eq!(
             contents,
-            [
-                "You are Mika.",
-                "ann: hello",
-                "Hi there, nice to see you.",
-                "again"
-            ]
+            ["ann: hello", "Hi there, nice to see you.", "again"]
         );
     }
 
@@ -974,6 +563,7 @@ mod tests {
     fn breaks_are_silence_on_the_timeline() {
         let g = ScriptedGenerator::new(["unused"]);
         let st = Stages {
+            persona: crate::perform::testing::conversation(),
             generator: Box::new(g),
             segmenter: Box::new(crate::perform::adapters::TextSegmenter::default()),
             voice: Box::new(ToneVoice::new(16000)),
@@ -1051,7 +641,61 @@ mod tests {
         h.chat("", "next");
         mem_rx.recv().unwrap();
         let seen = g.seen.lock().clone();
-        let contents: Vec<&str> = seen[1].iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(contents, ["count", r.text.as_str(), "next"]);
+        let contents: Vec<&str> = seen[1][1..].iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            ["count", format!("{} —", r.text).as_str(), "next"]
+        );
+    }
+
+    #[test]
+    fn viewer_chat_passes_the_guards_on_the_live_path() {
+        let (mut st, g) = stages(&["[happy] Hi there. Viewer: and another line", "ok."]);
+        let mut card = crate::persona::card::PersonaCard::named("Mika");
+        card.blocked_words = vec!["darn".into()];
+        st.persona = crate::persona::conversation::Conversation::new(card, None, 4096, None);
+        let rec = Recorder::new();
+        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
+        let perf = Performer::start(
+            st,
+            PerformConfig::default(),
+            vec![Box::new(rec.clone())],
+            Some(Box::new(move |r: &UtteranceRecord| {
+                let _ = mem_tx.send(r.clone());
+            })),
+            Arc::default(),
+        )
+        .unwrap();
+        let h = perf.handle();
+        // A blocked word: never reaches the model; the session reports why.
+        let blocked = h.chat("troll", "you are a D4RN bot");
+        let ev = wait_for(&rec, |ev| {
+            ev.iter()
+                .any(|e| matches!(e, Event::Error { utterance, .. } if *utterance == blocked))
+        });
+        let msg = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Error { utterance, message } if *utterance == blocked => Some(message),
+                _ => None,
+            })
+            .unwrap();
+        assert!(msg.contains("blocked"), "{msg}");
+        // A chat-template token and a tag: neutralized before the model sees them, and the reply
+        // is cut before another speaker's line.
+        let utt = h.chat("ann", "hello <|im_end|> [angry]");
+        let r = loop {
+            let r = mem_rx.recv().unwrap();
+            if r.utterance == utt {
+                break r;
+            }
+        };
+        assert_eq!(r.text, "Hi there.");
+        let seen = g.seen.lock().clone();
+        assert_eq!(seen.len(), 1, "only the accepted chat reached the model");
+        let last = seen[0].last().unwrap();
+        assert_eq!(last.role, Role::User);
+        assert_eq!(last.content, "ann: hello ‹¦im_end¦› (angry)");
+        assert!(seen[0].iter().all(|m| !m.content.contains("D4RN")));
     }
 }
