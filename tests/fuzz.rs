@@ -1464,9 +1464,8 @@ fn label_files_read_or_fail_with_a_line() {
                 prop::option::of(prop_oneof![Just("phone"), Just("words"), Just("nope")]),
             ),
             |((text, fmt), rate, tier)| {
-                // Huge declared counts have their own (ignored) test below: today they abort the
-                // process, which no test runner survives.
-                prop_assume!(fmt != Format::TextGrid || declared_counts_small(&text));
+                // Any number may stand where a count belongs after a mutation: huge ones must fail
+                // cleanly, not size an allocation.
                 match read_str(&text, fmt, rate, tier, "fuzz") {
                     Ok(f) => {
                         // What is read is a proper timeline within the file's span.
@@ -1482,16 +1481,7 @@ fn label_files_read_or_fail_with_a_line() {
         .unwrap();
 }
 
-/// Whether no number in a TextGrid could be a count too big to allocate (the reader takes whatever
-/// number stands where a count belongs, so after a mutation any number may be one).
-fn declared_counts_small(text: &str) -> bool {
-    text.split(|c: char| c.is_whitespace() || c == '=' || c == '"')
-        .filter_map(|t| t.parse::<f64>().ok())
-        .all(|x| x.abs() < 1e6)
-}
-
 #[test]
-#[ignore = "found by this suite, not in issue 15's list: a TextGrid's `intervals: size = N` sizes an allocation before any interval is read (1e308 panics with capacity overflow, 4294967296 aborts the process); not fixed yet"]
 fn textgrid_counts_do_not_drive_allocation() {
     use idol::face::read::{Format, read_str};
     let grid = read("tests/data/bobby_phones.TextGrid");
