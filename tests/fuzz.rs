@@ -1459,9 +1459,8 @@ fn label_files_read_or_fail_with_a_line() {
                 prop::option::of(prop_oneof![Just("phone"), Just("words"), Just("nope")]),
             ),
             |((text, fmt), rate, tier)| {
-                // Huge declared counts have their own (ignored) test below: today they abort the
-                // process, which no test runner survives.
-                prop_assume!(fmt != Format::TextGrid || declared_counts_small(&text));
+                // Any number may stand where a count belongs after a mutation: huge ones must fail
+                // cleanly, not size an allocation.
                 match read_str(&text, fmt, rate, tier, "fuzz") {
                     Ok(f) => {
                         // What is read is a proper timeline within the file's span.
@@ -1477,16 +1476,7 @@ fn label_files_read_or_fail_with_a_line() {
         .unwrap();
 }
 
-/// Whether no number in a TextGrid could be a count too big to allocate (the reader takes whatever
-/// number stands where a count belongs, so after a mutation any number may be one).
-fn declared_counts_small(text: &str) -> bool {
-    text.split(|c: char| c.is_whitespace() || c == '=' || c == '"')
-        .filter_map(|t| t.parse::<f64>().ok())
-        .all(|x| x.abs() < 1e6)
-}
-
 #[test]
-#[ignore = "found by this suite, not in issue 15's list: a TextGrid's `intervals: size = N` sizes an allocation before any interval is read (1e308 panics with capacity overflow, 4294967296 aborts the process); not fixed yet"]
 fn textgrid_counts_do_not_drive_allocation() {
     use idol::face::read::{Format, read_str};
     let grid = read("tests/data/bobby_phones.TextGrid");
@@ -1700,7 +1690,6 @@ fn wavs_claiming_absurd_sample_rates_are_refused() {
 }
 
 #[test]
-#[ignore = "found by this suite, not in issue 15's list: a WAV whose header says 32-bit float over integer PCM decodes to NaN and infinite samples, passed on to the lip sync and the render; not fixed yet"]
 fn decoded_audio_is_always_finite() {
     let dir = tempfile::tempdir().unwrap();
     let mut wav = std::fs::read(repo("tests/data/bobby.wav")).unwrap();
@@ -1857,7 +1846,6 @@ fn voice_configs_with_absurd_values_are_refused() {
 }
 
 #[test]
-#[ignore = "found by this suite, not in issue 15's list: a CHARX card's card.json is inflated whole whatever its size (a 1 MB zip can ask for 1 GB); not fixed yet"]
 fn a_charx_card_that_inflates_past_any_card_size_is_refused() {
     use std::io::Write;
     // 256 MiB of JSON whitespace before a valid card: about 250 KB zipped.

@@ -366,6 +366,17 @@ fn decode_open(
             samples.len() as f64 / sample_rate as f64
         );
     }
+    // A NaN or infinite sample poisons everything downstream (lip sync levels, mixing, the render):
+    // it only comes from a file whose header misstates the sample format (32-bit float claimed over
+    // integer data), so the file is refused rather than guessed at.
+    if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
+        return Err(decode_err(format!(
+            "sample {i} (at {:.3} s) is not a finite number: the header's sample format does not \
+             match the data (e.g. 32-bit float declared over integer PCM); re-export the file as \
+             16-bit PCM WAV",
+            i as f64 / sample_rate as f64
+        )));
+    }
     Ok(DecodedAudio {
         samples,
         sample_rate,
@@ -505,5 +516,32 @@ mod tests {
         let e = decode_file(&junk).unwrap_err().to_string();
         assert!(e.contains("junk.mp3"), "{e}");
         assert!(e.contains("FLAC"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_samples_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("float.wav");
+        let good = [0.25f32, -0.5, 0.0, 0.75];
+        // A 32-bit float WAV (format 3) of 4 samples: finite ones decode, NaN or infinity is refused.
+        let float_wav = |data: &[f32]| {
+            let mut b = wav_bytes(&[0.0; 8], 8000);
+            b[20..22].copy_from_slice(&3u16.to_le_bytes());
+            b[28..32].copy_from_slice(&(8000u32 * 4).to_le_bytes());
+            b[32..34].copy_from_slice(&4u16.to_le_bytes());
+            b[34..36].copy_from_slice(&32u16.to_le_bytes());
+            b.truncate(44);
+            for x in data {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            b
+        };
+        std::fs::write(&path, float_wav(&good)).unwrap();
+        assert_eq!(decode_file(&path).unwrap().samples, good);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            std::fs::write(&path, float_wav(&[0.25, -0.5, bad, 0.75])).unwrap();
+            let e = decode_file(&path).unwrap_err().to_string();
+            assert!(e.contains("float.wav") && e.contains("sample 2 "), "{e}");
+        }
     }
 }

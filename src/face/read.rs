@@ -266,6 +266,31 @@ impl Cursor<'_> {
         }
     }
 
+    /// A declared count of items that take `per_item` tokens each. The count is never trusted for
+    /// allocation: it must be a whole non-negative number, and no larger than what the tokens left
+    /// in the file could hold, so a file cannot ask for more memory than its own size accounts for.
+    fn count(&mut self, what: &str, per_item: usize) -> Result<usize, ReadError> {
+        let line = self.line();
+        let v = self.num(what)?;
+        let room = self.toks.len().saturating_sub(self.i) / per_item.max(1);
+        let bad = |message: String| ReadError::Parse {
+            file: self.file.into(),
+            line,
+            message,
+        };
+        if !(v >= 0.0 && v.fract() == 0.0) {
+            return Err(bad(format!(
+                "{what} is `{v}`: expected a whole number of at least 0"
+            )));
+        }
+        if v > room as f64 {
+            return Err(bad(format!(
+                "{what} is {v}, but the rest of the file holds at most {room}: fix the count or the truncated file"
+            )));
+        }
+        Ok(v as usize)
+    }
+
     fn string(&mut self, what: &str) -> Result<String, ReadError> {
         match self.toks.get(self.i) {
             Some((Tok::Str(s), _)) => {
@@ -308,16 +333,20 @@ fn textgrid(
         return Err(c.err("`tiers? <exists>`"));
     }
     c.i += 1;
-    let ntiers = c.num("the number of tiers")? as usize;
+    // A tier is at least its class, name, xmin, xmax and count.
+    let ntiers = c.count("the number of tiers", 5)?;
     let mut tiers: Vec<Tier> = Vec::new();
     for _ in 0..ntiers {
         let class = c.string("a tier class")?;
         let name = c.string("a tier name")?;
         c.num("tier xmin")?;
         c.num("tier xmax")?;
-        let n = c.num("the number of intervals or points")? as usize;
+        // An interval is xmin, xmax and text; a point is a time and a mark.
+        let per_item = if class == "TextTier" { 2 } else { 3 };
+        let n = c.count("the number of intervals or points", per_item)?;
         match class.as_str() {
             "IntervalTier" => {
+                // Bounded by `count`: never more than the file's remaining tokens could fill.
                 let mut intervals = Vec::with_capacity(n);
                 for _ in 0..n {
                     let line = c.line();
@@ -606,5 +635,37 @@ mod tests {
         let bad = tg.replace("0.5\r\n1\r\n\"\"", "0.7\r\n0.2\r\n\"\"");
         let e = read_str(&bad, Format::TextGrid, 1000, None, "t.TextGrid").unwrap_err();
         assert!(e.to_string().starts_with("t.TextGrid:16:"), "{e}");
+    }
+
+    #[test]
+    fn declared_counts_are_bounded_by_the_file() {
+        let tg = "File type = \"ooTextFile\"\nObject class = \"TextGrid\"\n0\n1\n<exists>\n1\n\"IntervalTier\"\n\"phones\"\n0\n1\n2\n0\n0.5\n\"a\"\n0.5\n1\n\"\"\n";
+        assert_eq!(
+            read_str(tg, Format::TextGrid, 1000, None, "t.TextGrid")
+                .unwrap()
+                .phonemes
+                .len(),
+            1
+        );
+        // Counts the file cannot hold, absurd or one too many, fail at the count's line
+        // before anything is allocated for them.
+        for (n, line) in [
+            ("1\n\"IntervalTier\"\n\"phones\"\n0\n1\n4294967296", 11),
+            ("1\n\"IntervalTier\"\n\"phones\"\n0\n1\n1e308", 11),
+            ("1\n\"IntervalTier\"\n\"phones\"\n0\n1\n3", 11),
+            ("1\n\"IntervalTier\"\n\"phones\"\n0\n1\n-1", 11),
+            ("1\n\"IntervalTier\"\n\"phones\"\n0\n1\n1.5", 11),
+            (
+                "18446744073709551615\n\"IntervalTier\"\n\"phones\"\n0\n1\n2",
+                6,
+            ),
+        ] {
+            let bad = tg.replace("1\n\"IntervalTier\"\n\"phones\"\n0\n1\n2", n);
+            let e = read_str(&bad, Format::TextGrid, 1000, None, "t.TextGrid").unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("t.TextGrid:{line}: ")),
+                "{n}: {e}"
+            );
+        }
     }
 }

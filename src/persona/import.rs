@@ -13,6 +13,12 @@
 //! `keyword NUL latin-1 text`; uncompressed `iTXt` (`keyword NUL flag method lang NUL key NUL utf-8`)
 //! is read too. `ccv3` wins over `chara`.
 //!
+//! Size bounds (a card is one file from anywhere, so its size must not decide our memory): the card
+//! text (a JSON or TOML file, a CHARX `card.json`, a PNG chunk's decoded JSON) is at most
+//! [`MAX_CARD_TEXT`]; a PNG card file at most [`MAX_PNG_CARD`]. A zip member is inflated through a
+//! reader that stops one byte past the bound, whatever size the zip declares, so a small zip cannot
+//! inflate into a large allocation; only `card.json` is read from a CHARX (its other assets are not).
+//!
 //! Mapping to our card: `first_mes` is the greeting, `mes_example` is split at `<START>` into
 //! exchanges of `{{user}}:` / `{{char}}:` lines, `system_prompt` and `post_history_instructions` are
 //! kept, V3 assets typed `emotion` add their names to the allowed emotions. The emotion, action and
@@ -22,10 +28,39 @@
 use super::card::{CardError, CardSource, Example, PersonaCard, RigDefaults, VoiceDefaults};
 use base64::Engine as _;
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+
+/// The most card text (JSON or TOML) a card may hold: 8 MiB. Real cards, lorebooks included, are
+/// well under a megabyte; past this a card is refused rather than read.
+pub const MAX_CARD_TEXT: usize = 8 << 20;
+
+/// The largest PNG card file read: 64 MiB (the portrait plus its text chunks).
+pub const MAX_PNG_CARD: usize = 64 << 20;
+
+/// Read at most `limit` bytes from `r`, refusing more: reads through `take(limit + 1)`, so the bound
+/// holds whatever size the source claims. `what` names the source in the error.
+fn read_bounded(mut r: impl Read, limit: usize, what: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    r.by_ref()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{what} is unreadable: {e}"))?;
+    if out.len() > limit {
+        return Err(too_big(what, limit));
+    }
+    Ok(out)
+}
+
+fn too_big(what: &str, limit: usize) -> String {
+    format!(
+        "{what} is larger than {} MiB, more than any character card needs; refused (export the card \
+         again without embedded extras, or trim its lorebook)",
+        limit >> 20
+    )
+}
 
 /// Where the default persona lives in an idol home (`[persona] card` when idol.toml says nothing).
 pub const DEFAULT_CARD: &str = "personas/mika.toml";
@@ -46,7 +81,7 @@ pub fn load_card(path: &Path) -> Result<PersonaCard, CardError> {
     if is_absent_default(path) {
         return PersonaCard::from_toml_str(DEFAULT_CARD_TOML, path);
     }
-    let bytes = std::fs::read(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         CardError::new(
             path,
             format!(
@@ -54,12 +89,26 @@ pub fn load_card(path: &Path) -> Result<PersonaCard, CardError> {
                  `[persona] card` in idol.toml; leave it unset for the built-in default persona)"
             ),
         )
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut head = Vec::with_capacity(8);
+    file.by_ref()
+        .take(8)
+        .read_to_end(&mut head)
+        .map_err(unreadable)?;
+    file.seek(std::io::SeekFrom::Start(0)).map_err(unreadable)?;
+    if head.starts_with(b"PK\x03\x04") {
+        // Read from the file: a CHARX may carry large assets, of which only card.json is read.
+        return card_from_charx_reader(file, path);
+    }
+    let (limit, what) = if head.starts_with(PNG_SIGNATURE) {
+        (MAX_PNG_CARD, "the PNG card")
+    } else {
+        (MAX_CARD_TEXT, "the card file")
+    };
+    let bytes = read_bounded(file, limit, what).map_err(|e| CardError::new(path, e))?;
     if bytes.starts_with(PNG_SIGNATURE) {
         return card_from_png(&bytes, path);
-    }
-    if bytes.starts_with(b"PK\x03\x04") {
-        return card_from_charx(&bytes, path);
     }
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         CardError::new(
@@ -223,6 +272,13 @@ pub fn card_from_png(bytes: &[u8], path: &Path) -> Result<PersonaCard, CardError
         }
     };
     let cleaned: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+    // Base64 takes 4 bytes per 3: refuse before decoding what would decode past the bound.
+    if cleaned.len() / 4 * 3 > MAX_CARD_TEXT + 3 {
+        return Err(CardError::new(
+            path,
+            too_big(&format!("the `{key}` chunk's card JSON"), MAX_CARD_TEXT),
+        ));
+    }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
@@ -231,6 +287,12 @@ pub fn card_from_png(bytes: &[u8], path: &Path) -> Result<PersonaCard, CardError
     let json = engine
         .decode(cleaned.as_bytes())
         .map_err(|e| CardError::new(path, format!("the `{key}` chunk is not valid base64: {e}")))?;
+    if json.len() > MAX_CARD_TEXT {
+        return Err(CardError::new(
+            path,
+            too_big(&format!("the `{key}` chunk's card JSON"), MAX_CARD_TEXT),
+        ));
+    }
     let text = String::from_utf8(json).map_err(|_| {
         CardError::new(
             path,
@@ -245,18 +307,27 @@ pub fn card_from_png(bytes: &[u8], path: &Path) -> Result<PersonaCard, CardError
 
 /// Import a CHARX zip (its `card.json`).
 pub fn card_from_charx(bytes: &[u8], path: &Path) -> Result<PersonaCard, CardError> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+    card_from_charx_reader(std::io::Cursor::new(bytes), path)
+}
+
+/// Import a CHARX zip from a reader: only `card.json` is inflated, and at most [`MAX_CARD_TEXT`]
+/// of it (the size the zip declares is not trusted).
+pub fn card_from_charx_reader(
+    zip: impl Read + Seek,
+    path: &Path,
+) -> Result<PersonaCard, CardError> {
+    let mut zip = zip::ZipArchive::new(zip)
         .map_err(|e| CardError::new(path, format!("not a readable CHARX zip: {e}")))?;
-    let mut entry = zip
+    let entry = zip
         .by_name("card.json")
         .map_err(|_| CardError::new(path, "this CHARX zip has no card.json at its root"))?;
-    let mut text = String::new();
-    entry.read_to_string(&mut text).map_err(|e| {
-        CardError::new(
-            path,
-            format!("card.json in the CHARX zip is unreadable: {e}"),
-        )
-    })?;
+    let what = "card.json in the CHARX zip";
+    if entry.size() > MAX_CARD_TEXT as u64 {
+        return Err(CardError::new(path, too_big(what, MAX_CARD_TEXT)));
+    }
+    let bytes = read_bounded(entry, MAX_CARD_TEXT, what).map_err(|e| CardError::new(path, e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| CardError::new(path, format!("{what} is not UTF-8 text: {e}")))?;
     card_from_json_str(&text, path).map_err(|mut e| {
         e.message = format!("in card.json: {}", e.message);
         e
@@ -521,6 +592,43 @@ mod tests {
         assert!(!is_absent_default(&other));
         let e = load_card(&other).unwrap_err().to_string();
         assert!(e.contains("luna.toml") && e.contains("--persona"), "{e}");
+    }
+
+    #[test]
+    fn cards_past_the_size_bounds_are_refused_before_they_are_read_whole() {
+        // A reader that declares nothing about its size is read only to the bound plus one byte.
+        let endless = std::io::repeat(b' ');
+        let e = read_bounded(endless, 1 << 20, "the card file").unwrap_err();
+        assert!(e.contains("larger than 1 MiB"), "{e}");
+        assert_eq!(read_bounded(&b"{}"[..], 2, "x").unwrap(), b"{}");
+
+        // A PNG whose `chara` chunk decodes past the card text bound.
+        let chunk = |kind: &[u8; 4], data: &[u8]| {
+            let mut c = (data.len() as u32).to_be_bytes().to_vec();
+            c.extend_from_slice(kind);
+            c.extend_from_slice(data);
+            c.extend_from_slice(&crc32(&c[4..]).to_be_bytes());
+            c
+        };
+        let mut text = b"chara\0".to_vec();
+        text.resize(text.len() + (MAX_CARD_TEXT / 3 + 2) * 4, b'A');
+        let mut png = PNG_SIGNATURE.to_vec();
+        png.extend(chunk(b"tEXt", &text));
+        png.extend(chunk(b"IEND", b""));
+        let e = card_from_png(&png, Path::new("big.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("big.png") && e.contains("larger than 8 MiB"),
+            "{e}"
+        );
+
+        // A card file past the bound is refused by load_card without reading it all.
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_CARD_TEXT + 1]).unwrap();
+        let e = load_card(&big).unwrap_err().to_string();
+        assert!(e.contains("big.json") && e.contains("larger than"), "{e}");
     }
 
     #[test]
