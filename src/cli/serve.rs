@@ -127,5 +127,3 @@ pub fn build_voice_face(env: &Env, config: &Config) -> anyhow::Result<adapters::
     super::fetch::ensure_assets(env, &adapters::voice_face_files(&env.home, config))?;
     Ok(adapters::build_voice_face(&env.home, config)?)
 }
-
-}
