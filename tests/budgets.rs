@@ -208,6 +208,7 @@ fn server(budget: Budget) -> Server {
             segmenter: Box::new(idol::perform::adapters::TextSegmenter::default()),
             voice: Box::new(ToneVoice::new(22050)),
             face: Box::new(JawFace::arkit(22050, 60)),
+            persona: idol::perform::testing::conversation(),
         },
         PerformConfig {
             budget,
@@ -224,6 +225,7 @@ fn server(budget: Budget) -> Server {
                 ..ConnPolicy::default()
             },
             rigs_dir: None,
+            ..ServerOptions::default()
         },
     )
     .unwrap()

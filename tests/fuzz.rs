@@ -286,6 +286,7 @@ fn fake_server(unlimited: bool) -> Server {
         segmenter: Box::new(SimpleSegmenter::new()),
         voice: Box::new(ToneVoice::new(rate)),
         face: Box::new(JawFace::arkit(rate, 60)),
+        persona: idol::perform::testing::conversation(),
     };
     let mut policy = ConnPolicy::default();
     if unlimited {
@@ -1075,6 +1076,7 @@ fn render_fake(
             rate: None,
             lipsync: None,
             progress: None,
+            budget: idol::budget::Budget::default(),
         },
     )
 }
