@@ -535,6 +535,6 @@ mod tests {
         assert_eq!(sentence_end("[sad:0.5] Oh no! Wait. "), Some(22));
         assert_eq!(sentence_end("<break time=\"0.5s\"/> Hm"), None);
         assert_eq!(sentence_end("Line one\nline"), Some(9));
-        assert_eq!(sentence_end("你好！我"), Some(6));
+        assert_eq!(sentence_end("你好！我"), Some(9)); // after the full-width mark (3 bytes each)
     }
 }
