@@ -99,7 +99,12 @@ pub fn run(env: &Env, args: &FetchArgs) -> anyhow::Result<ExitCode> {
                     known.join(", ")
                 );
             };
-            done.push((n.clone(), fetcher.ensure(spec, dest, &mut bar).map_err(|e| in_home(env, e))?));
+            done.push((
+                n.clone(),
+                fetcher
+                    .ensure(spec, dest, &mut bar)
+                    .map_err(|e| in_home(env, e))?,
+            ));
         }
         done
     };

@@ -213,7 +213,6 @@ mod tests {
         assert!(l.enabled(&meta("idol::server::conn")));
     }
 
-
     #[derive(Debug, thiserror::Error)]
     #[error("cannot read x.toml: {0}")]
     struct Quotes(std::io::Error);
