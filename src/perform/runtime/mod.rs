@@ -482,6 +482,30 @@ mod tests {
         )
     }
 
+    /// A performer on `st` with the default config, its events recorded and each utterance's
+    /// record (what was heard) sent to the returned receiver.
+    fn recording(
+        st: Stages,
+    ) -> (
+        Performer,
+        Recorder,
+        crossbeam_channel::Receiver<UtteranceRecord>,
+    ) {
+        let rec = Recorder::new();
+        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
+        let perf = Performer::start(
+            st,
+            PerformConfig::default(),
+            vec![Box::new(rec.clone())],
+            Some(Box::new(move |r: &UtteranceRecord| {
+                let _ = mem_tx.send(r.clone());
+            })),
+            Arc::default(),
+        )
+        .unwrap();
+        (perf, rec, mem_rx)
+    }
+
     fn wait_for(rec: &Recorder, f: impl Fn(&[Event]) -> bool) -> Vec<Event> {
         loop {
             let ev = rec.events();
@@ -510,18 +534,7 @@ mod tests {
     #[test]
     fn chat_is_spoken_live_and_remembered() {
         let (st, g) = stages(&["Hi there, nice to see you.", "Again!"]);
-        let rec = Recorder::new();
-        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
-        let perf = Performer::start(
-            st,
-            PerformConfig::default(),
-            vec![Box::new(rec.clone())],
-            Some(Box::new(move |r: &UtteranceRecord| {
-                let _ = mem_tx.send(r.clone());
-            })),
-            Arc::default(),
-        )
-        .unwrap();
+        let (perf, rec, mem_rx) = recording(st);
         let h = perf.handle();
         let utt = h.chat("ann", "hello");
         let ev = wait_for(&rec, is_idle_after_speaking);
@@ -612,18 +625,7 @@ mod tests {
     fn interrupted_reply_is_remembered_as_heard() {
         let long = "one two three four five six seven eight nine ten eleven twelve.";
         let (st, g) = stages(&[long, "ok."]);
-        let rec = Recorder::new();
-        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
-        let perf = Performer::start(
-            st,
-            PerformConfig::default(),
-            vec![Box::new(rec.clone())],
-            Some(Box::new(move |r: &UtteranceRecord| {
-                let _ = mem_tx.send(r.clone());
-            })),
-            Arc::default(),
-        )
-        .unwrap();
+        let (perf, rec, mem_rx) = recording(st);
         let h = perf.handle();
         h.chat("", "count");
         // Interrupt once some audio is out.
@@ -654,18 +656,7 @@ mod tests {
         let mut card = crate::persona::card::PersonaCard::named("Mika");
         card.blocked_words = vec!["darn".into()];
         st.persona = crate::persona::conversation::Conversation::new(card, None, 4096, None);
-        let rec = Recorder::new();
-        let (mem_tx, mem_rx) = crossbeam_channel::unbounded();
-        let perf = Performer::start(
-            st,
-            PerformConfig::default(),
-            vec![Box::new(rec.clone())],
-            Some(Box::new(move |r: &UtteranceRecord| {
-                let _ = mem_tx.send(r.clone());
-            })),
-            Arc::default(),
-        )
-        .unwrap();
+        let (perf, rec, mem_rx) = recording(st);
         let h = perf.handle();
         // A blocked word: never reaches the model; the session reports why.
         let blocked = h.chat("troll", "you are a D4RN bot");
