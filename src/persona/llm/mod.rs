@@ -23,6 +23,7 @@
 
 pub mod attn;
 mod candle_backend;
+pub mod gemm;
 pub mod llama;
 mod pool;
 pub mod quant;

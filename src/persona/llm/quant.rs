@@ -91,7 +91,7 @@ impl WType {
 pub const ABLOCK: usize = 40;
 
 #[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
@@ -112,6 +112,10 @@ pub struct Acts {
     pub nb: usize,
     /// The same rows as Q8_K, for K-quant weights (filled by `quantize_for` when one needs it).
     pub k: ActsK,
+    /// The Q8_0 rows repacked for the batch GEMM (`quantize_for`, batches of Q5_0/Q8_0 weights).
+    pub packed: super::gemm::Packed,
+    /// The Q8_K rows repacked for the batch GEMM (`quantize_for`, batches of Q4_K/Q6_K weights).
+    pub packed_k: super::gemm::Packed,
 }
 
 /// Activation rows quantized to Q8_K (llama.cpp's `quantize_row_q8_K`): per 256 values an f32 scale,
@@ -177,6 +181,18 @@ impl Acts {
             self.k.quantize(x, d);
         }
         self.n = x.len() / d;
+        self.packed.n = 0;
+        self.packed_k.n = 0;
+        if self.n >= super::gemm::MIN_TOKENS && super::gemm::available() {
+            if types.iter().any(|t| !t.is_k() && super::gemm::handles(*t)) {
+                let mut p = std::mem::take(&mut self.packed);
+                p.pack_q8_0(self);
+                self.packed = p;
+            }
+            if types.iter().any(|t| t.is_k()) {
+                self.packed_k.pack_q8_k(&self.k);
+            }
+        }
     }
 
     /// Quantize the `d`-long rows of `x` (`d` a multiple of 32), in groups of 4 rows when there is more
@@ -184,6 +200,8 @@ impl Acts {
     pub fn quantize(&mut self, x: &[f32], d: usize) {
         debug_assert!(d.is_multiple_of(QK) && x.len().is_multiple_of(d));
         let n = x.len() / d;
+        self.packed.n = 0;
+        self.packed_k.n = 0;
         let g = if n > 1 { 4 } else { 1 };
         let nb = d / QK;
         self.n = n;
@@ -212,7 +230,7 @@ impl Acts {
     }
 
     /// `(d, s, quants)` of row `c`, block `b`.
-    fn block(&self, c: usize, b: usize) -> (f32, f32, &[u8]) {
+    pub(super) fn block(&self, c: usize, b: usize) -> (f32, f32, &[u8]) {
         let (g, lane) = (self.g, c % self.g);
         let base = ((c / g) * self.nb + b) * g * ABLOCK;
         let q = base + 8 * g + QK * lane;
@@ -294,7 +312,7 @@ pub fn dot_scalar(t: WType, w: &[u8], acts: &Acts, c: usize) -> f32 {
 }
 
 /// The 32 signed values (-16..15) of a Q5_0 block: 4 low bits from the nibbles, the fifth from `qh`.
-fn q5_0_values(wb: &[u8], qx: &mut [i32; 32]) {
+pub(super) fn q5_0_values(wb: &[u8], qx: &mut [i32; 32]) {
     let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
     for j in 0..16 {
         let lo = (wb[6 + j] & 15) as u32 | ((qh >> j) & 1) << 4;
@@ -305,7 +323,7 @@ fn q5_0_values(wb: &[u8], qx: &mut [i32; 32]) {
 }
 
 /// The 6-bit scales and minimums of a Q4_K super-block's 8 sub-blocks.
-fn q4k_scales(sc: &[u8]) -> ([i32; 8], [i32; 8]) {
+pub(super) fn q4k_scales(sc: &[u8]) -> ([i32; 8], [i32; 8]) {
     let (mut d, mut m) = ([0i32; 8], [0i32; 8]);
     for j in 0..8 {
         if j < 4 {
@@ -320,7 +338,7 @@ fn q4k_scales(sc: &[u8]) -> ([i32; 8], [i32; 8]) {
 }
 
 /// The 256 unsigned 6-bit values (0..63, stored offset by 32) of a Q6_K super-block, in order.
-fn q6k_values(wb: &[u8], q: &mut [i32; QK_K]) {
+pub(super) fn q6k_values(wb: &[u8], q: &mut [i32; QK_K]) {
     let (ql, qh) = (&wb[..128], &wb[128..192]);
     for h in 0..2 {
         let (ql, qh, q) = (&ql[64 * h..], &qh[32 * h..], &mut q[128 * h..]);
@@ -509,7 +527,7 @@ pub(super) fn have_avx512() -> bool {
 
 /// Whether AVX-512 VNNI is there too (`vpdpbusd` for the integer dots).
 #[cfg(target_arch = "x86_64")]
-fn have_vnni() -> bool {
+pub(super) fn have_vnni() -> bool {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ONCE.get_or_init(|| have_avx512() && is_x86_feature_detected!("avx512vnni"))
 }
@@ -585,6 +603,18 @@ impl MatJob<'_> {
     ) {
         assert!(r0 <= r1 && r1 * self.row_bytes <= self.w.len());
         assert!(Kernel::available().contains(&k), "{k:?} not available");
+        if k == Kernel::Avx512Vnni && super::gemm::handles(self.t) {
+            let p = if self.t.is_k() {
+                &self.acts.packed_k
+            } else {
+                &self.acts.packed
+            };
+            if p.n > 0 && p.n == self.acts.n {
+                // SAFETY: the caller's promise, as for every kernel here.
+                unsafe { super::gemm::run(self, p, r0, r1, out, out_stride) };
+                return;
+            }
+        }
         if self.t.is_k() {
             let ak = &self.acts.k;
             assert_eq!(ak.nb * self.t.block_bytes(), self.row_bytes);
