@@ -7,6 +7,7 @@
 //! `cargo bench --bench kernels -- [--runs N] [--tokens N]`
 
 use idol::persona::llm::quant::{Acts, Kernel, MatJob, WType};
+use idol::persona::llm::repack;
 use std::time::Instant;
 
 /// A deterministic pseudo-random byte stream (xorshift).
@@ -66,12 +67,19 @@ fn main() {
     let shapes = [
         (WType::Q5_0, 4864, 896, "ffn_gate/up (Q5_0)"),
         (WType::Q5_0, 896, 896, "attn_q/o (Q5_0)"),
+        (WType::Q5_0R, 4864, 896, "ffn_gate/up (Q5_0, repacked)"),
         (WType::Q4K, 896, 4864, "ffn_down (Q4_K)"),
         (WType::Q6K, 896, 4864, "ffn_down (Q6_K)"),
         (WType::Q8_0, 896, 896, "square Q8_0"),
         (WType::Q8_0, 32768, 896, "output, a slice (Q8_0)"),
         // larger than the caches: a decoded token streams its weights from memory
         (WType::Q5_0, 48 * 4864, 896, "24 layers' ffn_gate/up (Q5_0)"),
+        (
+            WType::Q5_0R,
+            48 * 4864,
+            896,
+            "24 layers' ffn_gate/up (Q5_0, repacked)",
+        ),
         (WType::Q4K, 12 * 896, 4864, "12 layers' ffn_down (Q4_K)"),
         (WType::Q6K, 12 * 896, 4864, "12 layers' ffn_down (Q6_K)"),
         (WType::Q8_0, 151936, 896, "output (Q8_0)"),
@@ -80,9 +88,13 @@ fn main() {
     println!("| matrix | rows x cols | kernel | 1 token | {tokens} tokens |");
     println!("|---|---|---|---|---|");
     for (t, rows, cols, what) in shapes {
-        let w = weights(t, rows, cols, &mut rng);
+        let w = if t == WType::Q5_0R {
+            repack::repack(&weights(WType::Q5_0, rows, cols, &mut rng), rows, cols)
+        } else {
+            weights(t, rows, cols, &mut rng)
+        };
         for k in Kernel::available() {
-            if k == Kernel::Scalar {
+            if k == Kernel::Scalar || (t == WType::Q5_0R && k != Kernel::best()) {
                 continue;
             }
             let mut cells = Vec::new();

@@ -46,7 +46,10 @@ pub fn available() -> bool {
 
 /// Whether the GEMM multiplies weights of format `t`.
 pub fn handles(t: WType) -> bool {
-    matches!(t, WType::Q5_0 | WType::Q8_0 | WType::Q4K | WType::Q6K)
+    matches!(
+        t,
+        WType::Q5_0 | WType::Q5_0R | WType::Q8_0 | WType::Q4K | WType::Q6K
+    )
 }
 
 /// Activation rows repacked in tiles of [`TILE`] tokens (see the module docs), from Q8_0 blocks or
@@ -161,6 +164,10 @@ struct Panel {
     cols: usize,
     /// Scale groups per row.
     groups: usize,
+    /// Byte strides of `q` per row, per 32-value block and per 4-value step, and element strides of
+    /// `scale` and `init` per row and per group: row-major (`cols, 32, 4`, `groups, 1`), or 16 rows
+    /// interleaved as `repack` stores Q5_0 (`4, 512, 64`, `1, 16`).
+    strides: ([usize; 3], [usize; 2]),
 }
 
 impl Panel {
@@ -179,14 +186,35 @@ impl Panel {
             dmin: vec![0.0; rows * sbs],
             cols,
             groups,
+            strides: ([cols, QK, 4], [groups, 1]),
         }
     }
 
-    /// Unpacks weight row `w` (GGUF blocks of format `t`) into panel row `r`.
-    fn unpack(&mut self, t: WType, w: &[u8], r: usize) {
+    /// A panel of 16 interleaved rows of a repacked Q5_0 matrix (filled by the kernel's `unpack16`).
+    #[cfg(target_arch = "x86_64")]
+    fn interleaved(cols: usize) -> Panel {
+        let mut p = Panel::new(WType::Q5_0, super::repack::ROWS, cols);
+        p.strides = ([4, 16 * QK, 64], [1, 16]);
+        p
+    }
+
+    /// Unpacks row `wr` of matrix `w` (format `t`, `row_bytes` per row) into panel row `r`.
+    fn unpack(&mut self, t: WType, w: &[u8], row_bytes: usize, wr: usize, r: usize) {
         let cols = self.cols;
+        if t == WType::Q5_0R {
+            let groups = self.groups;
+            super::repack::row(
+                w,
+                cols,
+                wr,
+                &mut self.q[r * cols..(r + 1) * cols],
+                &mut self.scale[r * groups..(r + 1) * groups],
+            );
+            self.finish(r);
+            return;
+        }
+        let w = &w[wr * row_bytes..(wr + 1) * row_bytes];
         let q = &mut self.q[r * cols..(r + 1) * cols];
-        let gl = cols / self.groups;
         let scale = &mut self.scale[r * self.groups..(r + 1) * self.groups];
         match t {
             WType::Q8_0 | WType::Q5_0 => {
@@ -243,6 +271,13 @@ impl Panel {
             }
             _ => unreachable!("not a GEMM format"),
         }
+        self.finish(r);
+    }
+
+    /// Panel row `r`'s `-128 * sum(w)` per scale group.
+    fn finish(&mut self, r: usize) {
+        let (cols, gl) = (self.cols, self.cols / self.groups);
+        let q = &self.q[r * cols..(r + 1) * cols];
         let init = &mut self.init[r * self.groups..(r + 1) * self.groups];
         for (g, o) in init.iter_mut().enumerate() {
             *o = -128
@@ -254,11 +289,12 @@ impl Panel {
     }
 }
 
-/// The scalar reference: weight row `w` (format `t`) times packed token `c`, in the kernel's order.
-pub fn reference(t: WType, w: &[u8], p: &Packed, c: usize) -> f32 {
+/// The scalar reference: row `r` of `job`'s weights times packed token `c`, in the kernel's order.
+pub fn reference(job: &MatJob, r: usize, p: &Packed, c: usize) -> f32 {
+    let t = job.t;
     let cols = p.nb * QK;
     let mut panel = Panel::new(t, 1, cols);
-    panel.unpack(t, w, 0);
+    panel.unpack(t, job.w, job.row_bytes, r, 0);
     let gl = cols / panel.groups;
     let mut acc = 0f32;
     for g in 0..panel.groups {
@@ -300,10 +336,9 @@ pub unsafe fn run(job: &MatJob, p: &Packed, r0: usize, r1: usize, out: *mut f32,
         return;
     }
     for r in r0..r1 {
-        let wr = &w[r * row_bytes..(r + 1) * row_bytes];
         for c in 0..p.n {
             // SAFETY: the caller's promise.
-            unsafe { *out.add(c * stride + r - r0) = reference(t, wr, p, c) };
+            unsafe { *out.add(c * stride + r - r0) = reference(job, r, p, c) };
         }
     }
 }
@@ -336,8 +371,8 @@ mod x86 {
                 m: [*const u8; $nt],
             ) -> [[__m512; $nt]; $mr] {
                 unsafe {
-                    let cols = p.cols;
-                    let nb = cols / 32;
+                    let (qs, gst) = p.strides;
+                    let nb = p.cols / 32;
                     let subs = if HALF { 2 } else { 1 };
                     let steps = 8 / subs;
                     let mut fa = [[_mm512_setzero_ps(); $nt]; $mr];
@@ -345,9 +380,9 @@ mod x86 {
                     let mut gi = [std::ptr::null::<i32>(); $mr];
                     let mut gs = [std::ptr::null::<f32>(); $mr];
                     unroll!(R in $rows {
-                        q[R] = p.q.as_ptr().add((r + R) * cols) as *const u8;
-                        gi[R] = p.init.as_ptr().add((r + R) * p.groups);
-                        gs[R] = p.scale.as_ptr().add((r + R) * p.groups);
+                        q[R] = p.q.as_ptr().add((r + R) * qs[0]) as *const u8;
+                        gi[R] = p.init.as_ptr().add((r + R) * gst[0]);
+                        gs[R] = p.scale.as_ptr().add((r + R) * gst[0]);
                     });
                     for b in 0..nb {
                         let mut da = [_mm512_setzero_ps(); $nt];
@@ -358,7 +393,7 @@ mod x86 {
                             let g = b * subs + h;
                             let mut ia = [[_mm512_setzero_si512(); $nt]; $mr];
                             unroll!(R in $rows {
-                                let init = _mm512_set1_epi32(*gi[R].add(g));
+                                let init = _mm512_set1_epi32(*gi[R].add(g * gst[1]));
                                 unroll!(T in $tiles {
                                     ia[R][T] = init;
                                 });
@@ -371,7 +406,8 @@ mod x86 {
                                 });
                                 unroll!(R in $rows {
                                     let w = _mm512_set1_epi32(
-                                        (q[R].add(32 * b + 4 * kk) as *const i32).read_unaligned(),
+                                        (q[R].add(qs[1] * b + qs[2] * kk) as *const i32)
+                                            .read_unaligned(),
                                     );
                                     unroll!(T in $tiles {
                                         ia[R][T] = _mm512_dpbusd_epi32(ia[R][T], av[T], w);
@@ -379,7 +415,7 @@ mod x86 {
                                 });
                             }
                             unroll!(R in $rows {
-                                let ws = _mm512_set1_ps(*gs[R].add(g));
+                                let ws = _mm512_set1_ps(*gs[R].add(g * gst[1]));
                                 unroll!(T in $tiles {
                                     fa[R][T] = _mm512_fmadd_ps(
                                         _mm512_cvtepi32_ps(ia[R][T]),
@@ -455,6 +491,44 @@ mod x86 {
         }
     }
 
+    /// Rows `16 * group..` of a repacked Q5_0 matrix into an interleaved panel: signed values, the
+    /// scales as f32 and `-128 * sum(w)` per block (the layout is `repack`'s).
+    #[inline(always)]
+    unsafe fn unpack16(p: &mut Panel, w: &[u8], group: usize) {
+        use super::super::repack::GROUP_BLOCK;
+        let nb = p.cols / 32;
+        assert!((group + 1) * nb * GROUP_BLOCK <= w.len() && p.q.len() >= 16 * p.cols);
+        unsafe {
+            let (m4, sixteen, ones) = (
+                _mm512_set1_epi8(15),
+                _mm512_set1_epi8(16),
+                _mm512_set1_epi8(1),
+            );
+            let q = p.q.as_mut_ptr() as *mut u8;
+            for b in 0..nb {
+                let o = w.as_ptr().add((group * nb + b) * GROUP_BLOCK);
+                let mut sum = _mm512_setzero_si512();
+                for pair in 0..4 {
+                    let v = load(o.add(96 + 64 * pair));
+                    let k0 = (o.add(32 + 16 * pair) as *const u64).read_unaligned();
+                    let k1 = (o.add(40 + 16 * pair) as *const u64).read_unaligned();
+                    let lo = _mm512_and_si512(v, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                    let lo = _mm512_sub_epi8(_mm512_mask_add_epi8(lo, k0, lo, sixteen), sixteen);
+                    let hi = _mm512_sub_epi8(_mm512_mask_add_epi8(hi, k1, hi, sixteen), sixteen);
+                    _mm512_mask_storeu_epi8(q.add(512 * b + 128 * pair) as *mut i8, !0, lo);
+                    _mm512_mask_storeu_epi8(q.add(512 * b + 128 * pair + 64) as *mut i8, !0, hi);
+                    sum = _mm512_dpbusd_epi32(sum, ones, lo);
+                    sum = _mm512_dpbusd_epi32(sum, ones, hi);
+                }
+                let init = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7));
+                _mm512_mask_storeu_epi32(p.init.as_mut_ptr().add(16 * b), !0, init);
+                let d = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(!0, o as *const i16));
+                _mm512_mask_storeu_ps(p.scale.as_mut_ptr().add(16 * b), !0, d);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
@@ -492,12 +566,27 @@ mod x86 {
         let tiles = p.tiles();
         let at = |tile: usize| p.data.as_ptr().wrapping_add(tile * p.nb * BLOCK);
         let mt = |tile: usize| p.mins.as_ptr().wrapping_add(tile * (p.nb / 8) * MINS);
+        let interleaved = t == WType::Q5_0R;
+        if interleaved {
+            assert!(r0.is_multiple_of(16) && r1.is_multiple_of(16));
+            panel = Panel::interleaved(cols);
+        }
         let mut r = r0;
         while r < r1 {
             let mr = (r1 - r).min(MR);
-            for i in 0..mr {
-                panel.unpack(t, &w[(r + i) * row_bytes..(r + i + 1) * row_bytes], i);
-            }
+            // the panel row of weight row r
+            let pr = if interleaved {
+                if r.is_multiple_of(16) {
+                    // SAFETY: rows r..r + 16 are in bounds (asserted by `run`).
+                    unsafe { unpack16(&mut panel, w, r / 16) };
+                }
+                r % 16
+            } else {
+                for i in 0..mr {
+                    panel.unpack(t, w, row_bytes, r + i, i);
+                }
+                0
+            };
             let rr = r - r0;
             // SAFETY (all below): panel rows < mr, tiles < p.tiles(); outputs the caller's promise.
             unsafe {
@@ -506,7 +595,7 @@ mod x86 {
                     let (a, m) = ([at(tl), at(tl + 1)], [mt(tl), mt(tl + 1)]);
                     if mr == MR {
                         put(
-                            tile_4x2::<HALF, MIN>(&panel, 0, a, m),
+                            tile_4x2::<HALF, MIN>(&panel, pr, a, m),
                             rr,
                             tl,
                             p.n,
@@ -516,7 +605,7 @@ mod x86 {
                     } else {
                         for i in 0..mr {
                             put(
-                                tile_1x2::<HALF, MIN>(&panel, i, a, m),
+                                tile_1x2::<HALF, MIN>(&panel, pr + i, a, m),
                                 rr + i,
                                 tl,
                                 p.n,
@@ -531,7 +620,7 @@ mod x86 {
                     let (a, m) = ([at(tl)], [mt(tl)]);
                     if mr == MR {
                         put(
-                            tile_4x1::<HALF, MIN>(&panel, 0, a, m),
+                            tile_4x1::<HALF, MIN>(&panel, pr, a, m),
                             rr,
                             tl,
                             p.n,
@@ -541,7 +630,7 @@ mod x86 {
                     } else {
                         for i in 0..mr {
                             put(
-                                tile_1x1::<HALF, MIN>(&panel, i, a, m),
+                                tile_1x1::<HALF, MIN>(&panel, pr + i, a, m),
                                 rr + i,
                                 tl,
                                 p.n,
@@ -588,6 +677,42 @@ mod tests {
         w
     }
 
+    /// Repacked Q5_0 (16 rows interleaved) gives the same floats as the same rows in GGUF order.
+    #[test]
+    fn gemm_on_repacked_q5_0_equals_gguf_order() {
+        let mut seed = 9;
+        let (rows, cols, n) = (48, 256, 21);
+        let w = weights(WType::Q5_0, rows, cols, &mut seed);
+        let rp = crate::persona::llm::repack::repack(&w, rows, cols);
+        let x: Vec<f32> = (0..cols * n).map(|_| lcg(&mut seed) * 3.0).collect();
+        let mut acts = Acts::default();
+        acts.quantize_for(&x, cols, &[WType::Q5_0R]);
+        let mut p = Packed::default();
+        p.pack_q8_0(&acts);
+        let rb = cols / QK * 22;
+        let job = |t, w| MatJob {
+            t,
+            w,
+            row_bytes: rb,
+            acts: &acts,
+        };
+        let (plain, packed) = (job(WType::Q5_0, &w[..]), job(WType::Q5_0R, &rp[..]));
+        for (r0, r1) in [(0, rows), (16, 32)] {
+            let m = r1 - r0;
+            let (mut a, mut b) = (vec![f32::NAN; n * m], vec![f32::NAN; n * m]);
+            // SAFETY: both hold n rows of m.
+            unsafe {
+                run(&plain, &p, r0, r1, a.as_mut_ptr(), m);
+                run(&packed, &p, r0, r1, b.as_mut_ptr(), m);
+            }
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(x.to_bits(), y.to_bits(), "rows {r0}..{r1}: {i}");
+                let (c, r) = (i / m, r0 + i % m);
+                assert_eq!(y.to_bits(), reference(&packed, r, &p, c).to_bits());
+            }
+        }
+    }
+
     /// The kernel gives the scalar reference's floats exactly for every tile shape (row tails, an odd
     /// tile, padding, a row range inside the matrix), and the reference is the product of the
     /// dequantized weights and activations up to f32 rounding.
@@ -622,7 +747,7 @@ mod tests {
                     for c in 0..n {
                         for r in r0..r1 {
                             let wr = &w[r * rb..(r + 1) * rb];
-                            let want = reference(t, wr, &p, c);
+                            let want = reference(&job, r, &p, c);
                             assert_eq!(
                                 out[c * m + r - r0].to_bits(),
                                 want.to_bits(),

@@ -7,12 +7,14 @@
 //! `output.weight`, as for llama.
 //!
 //! Exactness for the K-quants and Q5_0 (Qwen2.5 Q4_K_M): activations are quantized as llama.cpp does
-//! (Q8_K for Q4_K/Q6_K, Q8_0 for Q5_0/Q8_0) and every dot product follows llama.cpp's x86 `vec_dot`
-//! lanes and order (see `quant`). llama.cpp itself does not use `vec_dot` everywhere on this file: it
-//! repacks Q4_K matrices into 8x8 interleaved blocks (`REPACK`, different float summation order) and
-//! runs prompt batches of Q5_0/Q8_0 through tinyBLAS (`LLAMAFILE`). So on Qwen our logits are close to
-//! llama.cpp's (checked by `tests/llm_qwen.rs` against a fixture) but not the same floats, unlike SmolLM2
-//! Q4_1 below.
+//! (Q8_K for Q4_K/Q6_K, Q8_0 for Q5_0/Q8_0), so every block's integer dot is the same integer as
+//! llama.cpp's. llama.cpp itself does not sum those in one order on this file: it repacks Q4_K
+//! matrices into 8x8 interleaved blocks (`REPACK`) and runs prompt batches of Q5_0/Q8_0 through
+//! tinyBLAS (`LLAMAFILE`). Here a single token's K-quant and Q8_0 rows follow llama.cpp's x86
+//! `vec_dot` lanes (see `quant`); the layers' Q5_0 matrices are repacked at load, 16 rows
+//! interleaved, and a token sums their blocks in order (`repack`); batches of all four formats go
+//! through `gemm` in the same block order. So on Qwen our logits are close to llama.cpp's (checked by
+//! `tests/llm_qwen.rs` against a fixture) but not the same floats, unlike SmolLM2 Q4_1 below.
 //!
 //! Which llama.cpp we reproduce, and how exactly: llama.cpp's CPU backend as llama-cpp-python 0.3.36
 //! runs it by default (flash attention off, f16 K and V cache, prompt in one batch), built for an x86
@@ -58,6 +60,7 @@
 use super::attn::{self, AttnKernel, AttnScratch};
 use super::pool::Pool;
 use super::quant::{self, Acts, Kernel, MatJob, QK, WType};
+use super::repack;
 use super::{GgufFile, ThreadBudget, load_err};
 use crate::persona::PersonaError;
 use half::f16;
@@ -261,6 +264,15 @@ impl LlamaModel {
         let out_norm = g.f32_tensor("output_norm.weight")?;
         let kv_len = ctx * n_kv_head * head_dim;
         let mut layers = Vec::with_capacity(n_layer);
+        // the layers' Q5_0 matrices, interleaved for the decode kernel where the CPU runs it
+        let qmat = |g: &mut GgufFile, name: &str| -> Result<QMat, PersonaError> {
+            let mut m = qmat(g, name)?;
+            if repack::wanted(m.t, m.rows) {
+                m.data = repack::repack(&m.data, m.rows, m.cols);
+                m.t = WType::Q5_0R;
+            }
+            Ok(m)
+        };
         for i in 0..n_layer {
             let p = |n: &str| format!("blk.{i}.{n}.weight");
             layers.push(Layer {
@@ -562,7 +574,7 @@ impl Par<'_> {
     }
 
     /// `out[c * rows + r] = w_r · act_c` for each `(w, out)` of `mats`, all of the same activations, as
-    /// one job split by rows (chunks of a multiple of 4 rows, a few per thread so that a thread that
+    /// one job split by rows (chunks of a multiple of 16 rows, the repacked layout's groups, a few per thread so that a thread that
     /// falls behind costs little). With `glu = Some(d_ff)`, `mats` is `[gate, up]` and each chunk
     /// also applies `silu(gate) * up` to its own rows of `gate`.
     fn matmul(&mut self, mats: &mut [(&QMat, &mut [f32])], acts: &Acts, glu: Option<usize>) {
@@ -595,7 +607,7 @@ impl Par<'_> {
         if let Some(dff) = glu {
             assert!(jobs.len() == 2 && jobs.iter().all(|j| j.2 == dff));
             let per = if threads > 1 {
-                dff.div_ceil(4 * threads).next_multiple_of(4)
+                dff.div_ceil(4 * threads).next_multiple_of(repack::ROWS)
             } else {
                 dff
             };
@@ -616,7 +628,9 @@ impl Par<'_> {
         }
         let total_rows: usize = jobs.iter().map(|j| j.2).sum();
         let per = if threads > 1 {
-            total_rows.div_ceil(4 * threads).next_multiple_of(4)
+            total_rows
+                .div_ceil(4 * threads)
+                .next_multiple_of(repack::ROWS)
         } else {
             usize::MAX
         };
@@ -644,8 +658,16 @@ fn matmul_f32(w: &QMat, x: &[f32], out: &mut [f32]) {
     let mut row = vec![0f32; w.cols];
     let rb = w.row_bytes();
     let n = x.len() / w.cols;
+    let (mut q, mut d) = (vec![0i8; w.cols], vec![0f32; w.cols / QK]);
     for r in 0..w.rows {
-        quant::dequant_row(w.t, &w.data[r * rb..(r + 1) * rb], &mut row);
+        if w.t == WType::Q5_0R {
+            repack::row(&w.data, w.cols, r, &mut q, &mut d);
+            for (i, o) in row.iter_mut().enumerate() {
+                *o = q[i] as f32 * d[i / QK];
+            }
+        } else {
+            quant::dequant_row(w.t, &w.data[r * rb..(r + 1) * rb], &mut row);
+        }
         for c in 0..n {
             out[c * w.rows + r] = row
                 .iter()

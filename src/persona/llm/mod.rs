@@ -27,6 +27,7 @@ pub mod gemm;
 pub mod llama;
 mod pool;
 pub mod quant;
+pub mod repack;
 pub mod sampler;
 pub mod template;
 pub mod text;

@@ -52,6 +52,8 @@ pub enum WType {
     Q5_0,
     Q4K,
     Q6K,
+    /// Q5_0 repacked at load, 16 rows interleaved (`repack`); never in a file.
+    Q5_0R,
 }
 
 impl WType {
@@ -72,7 +74,7 @@ impl WType {
             WType::Q4_0 => 18,
             WType::Q4_1 => 20,
             WType::Q8_0 => 34,
-            WType::Q5_0 => 22,
+            WType::Q5_0 | WType::Q5_0R => 22,
             WType::Q4K => 144,
             WType::Q6K => 210,
         }
@@ -183,7 +185,10 @@ impl Acts {
         self.n = x.len() / d;
         self.packed.n = 0;
         self.packed_k.n = 0;
-        if self.n >= super::gemm::MIN_TOKENS && super::gemm::available() {
+        let repacked = types.contains(&WType::Q5_0R);
+        if (self.n >= super::gemm::MIN_TOKENS || (repacked && self.n > 1))
+            && super::gemm::available()
+        {
             if types.iter().any(|t| !t.is_k() && super::gemm::handles(*t)) {
                 let mut p = std::mem::take(&mut self.packed);
                 p.pack_q8_0(self);
@@ -296,6 +301,7 @@ pub fn dot_scalar(t: WType, w: &[u8], acts: &Acts, c: usize) -> f32 {
                     qx[j] = wb[2 + j] as i8 as i32;
                 }
             }
+            WType::Q5_0R => unreachable!("repacked rows go through `repack`"),
             WType::Q5_0 => q5_0_values(wb, &mut qx),
             WType::Q4K | WType::Q6K => unreachable!("K-quants take `dot_k_scalar`"),
         }
@@ -462,6 +468,7 @@ pub fn dequant_row(t: WType, w: &[u8], out: &mut [f32]) {
                 }
             }
             WType::Q4K | WType::Q6K => unreachable!("handled above"),
+            WType::Q5_0R => unreachable!("repacked rows are read with `repack::row`"),
         }
     }
 }
@@ -603,6 +610,18 @@ impl MatJob<'_> {
     ) {
         assert!(r0 <= r1 && r1 * self.row_bytes <= self.w.len());
         assert!(Kernel::available().contains(&k), "{k:?} not available");
+        if self.t == WType::Q5_0R {
+            // interleaved rows: one token through `repack`'s kernel, batches through the GEMM
+            if self.acts.n > 1 && self.acts.packed.n == self.acts.n {
+                // SAFETY: the caller's promise, as for every kernel here.
+                unsafe { super::gemm::run(self, &self.acts.packed, r0, r1, out, out_stride) };
+            } else {
+                let cols = self.row_bytes / self.t.block_bytes() * QK;
+                // SAFETY: as above.
+                unsafe { super::repack::run(self.w, cols, self.acts, r0, r1, out, out_stride) };
+            }
+            return;
+        }
         if k == Kernel::Avx512Vnni && super::gemm::handles(self.t) {
             let p = if self.t.is_k() {
                 &self.acts.packed_k
@@ -737,6 +756,7 @@ mod x86 {
                     _mm256_or_si256(v, _mm256_andnot_si256(set, _mm256_set1_epi8(-16)))
                 }
                 WType::Q4K | WType::Q6K => unreachable!("K-quants have their own kernels"),
+                WType::Q5_0R => unreachable!("repacked rows go through `repack`"),
             }
         }
     }
@@ -1019,6 +1039,7 @@ mod x86 {
                         WType::Q8_0 => go::<2>(job, r0, r1, out, stride),
                         WType::Q5_0 => go::<3>(job, r0, r1, out, stride),
                         WType::Q4K | WType::Q6K => unreachable!("K-quants run `run_k_avx2`"),
+                        WType::Q5_0R => unreachable!("repacked rows go through `repack`"),
                     }
                 }
                 #[inline(always)]
