@@ -574,8 +574,8 @@ impl Par<'_> {
     }
 
     /// `out[c * rows + r] = w_r · act_c` for each `(w, out)` of `mats`, all of the same activations, as
-    /// one job split by rows (chunks of a multiple of 16 rows, the repacked layout's groups, a few per thread so that a thread that
-    /// falls behind costs little). With `glu = Some(d_ff)`, `mats` is `[gate, up]` and each chunk
+    /// one job split by rows (chunks of a multiple of 16 rows, the repacked layout's groups; a few per
+    /// thread so that a thread that falls behind costs little). With `glu = Some(d_ff)`, `mats` is `[gate, up]` and each chunk
     /// also applies `silu(gate) * up` to its own rows of `gate`.
     fn matmul(&mut self, mats: &mut [(&QMat, &mut [f32])], acts: &Acts, glu: Option<usize>) {
         let threads = self.threads();
