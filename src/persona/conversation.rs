@@ -282,13 +282,16 @@ impl Conversation {
         };
         let mut new = turn.to_message();
         // A viewer in a language no voice speaks is answered in one that is spoken: say so in the
-        // turn itself (the persona prefix stays the same).
+        // turn itself (the persona prefix stays the same), as a note to her, not as words of the
+        // viewer's ("(reply in English)" read as a request to translate the message).
         let target = self.languages.target(text).to_string();
         if let Some(l) = lang::detect(text)
             && l != target
         {
-            new.content
-                .push_str(&format!(" (reply in {})", lang::name(&target)));
+            new.content.push_str(&format!(
+                "\n(Note: your voice only speaks {t}. Answer this viewer in {t}.)",
+                t = lang::name(&target)
+            ));
         }
         self.trim_history(1);
         let prompt = self.builder.build(&self.history, &new, count)?;

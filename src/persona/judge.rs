@@ -56,11 +56,14 @@ pub enum Defect {
     TooLong,
     WrongLanguage,
     NotFirstPerson,
+    /// She speaks as someone else: greets herself by name ("Hi Mika!", the viewer's line) or gives
+    /// another name as hers.
+    WrongRole,
     UnknownTag,
 }
 
 impl Defect {
-    pub const ALL: [Defect; 8] = [
+    pub const ALL: [Defect; 9] = [
         Defect::Empty,
         Defect::SpeakerLabel,
         Defect::CardCopy,
@@ -68,6 +71,7 @@ impl Defect {
         Defect::TooLong,
         Defect::WrongLanguage,
         Defect::NotFirstPerson,
+        Defect::WrongRole,
         Defect::UnknownTag,
     ];
 
@@ -81,6 +85,7 @@ impl Defect {
             Defect::TooLong => "too long",
             Defect::WrongLanguage => "language",
             Defect::NotFirstPerson => "not 1st person",
+            Defect::WrongRole => "role",
             Defect::UnknownTag => "bad tag",
         }
     }
@@ -454,6 +459,9 @@ impl Judge {
         if third_person(reply, &self.card.name) {
             out.push(Defect::NotFirstPerson);
         }
+        if wrong_role(reply, &self.card.name) {
+            out.push(Defect::WrongRole);
+        }
         if tags(reply).iter().any(|t| !tag_allowed(&self.card, t)) {
             out.push(Defect::UnknownTag);
         }
@@ -483,6 +491,30 @@ fn repeats(text: &str) -> bool {
 }
 
 /// She talks about herself by name, or as a program.
+/// A greeting to her own name ("hi mika", "good evening mika") or "my name is" another name.
+fn wrong_role(text: &str, name: &str) -> bool {
+    let t: Vec<String> = tokens(text).into_iter().map(|(_, w)| w).collect();
+    let name = name.to_lowercase();
+    let first = name.split_whitespace().next().unwrap_or("");
+    let greetings = [
+        "hi",
+        "hello",
+        "hey",
+        "hiya",
+        "yo",
+        "morning",
+        "evening",
+        "afternoon",
+        "day",
+        "night",
+        "thanks",
+        "bye",
+    ];
+    (1..t.len()).any(|i| t[i] == first && greetings.contains(&t[i - 1].as_str()))
+        || t.windows(4)
+            .any(|w| w[0] == "my" && w[1] == "name" && w[2] == "is" && w[3] != first)
+}
+
 fn third_person(text: &str, name: &str) -> bool {
     let t: Vec<String> = tokens(text).into_iter().map(|(_, w)| w).collect();
     let name = name.to_lowercase();
@@ -596,6 +628,11 @@ mod tests {
             "en",
             Defect::NotFirstPerson
         ));
+        assert!(has("Hi Mika! First time here!", "en", Defect::WrongRole));
+        assert!(has("Good evening, Mika!", "en", Defect::WrongRole));
+        assert!(has("[happy] My name is Sakura.", "en", Defect::WrongRole));
+        assert!(!has("[happy] My name is Mika!", "en", Defect::WrongRole));
+        assert!(!has("Hi Kenji! I'm Mika.", "en", Defect::WrongRole));
         assert!(has("[laughs] Oh no!", "en", Defect::UnknownTag));
         assert!(has("[wink] Maybe!", "en", Defect::UnknownTag));
         assert!(has("*giggles* Maybe!", "en", Defect::UnknownTag));

@@ -90,6 +90,9 @@ impl ShapeRules {
             released: 0,
             lead_done: false,
             tag_buf: String::new(),
+            last_tag: None,
+            skip_space: true,
+            ends_ws: false,
             cut: None,
         }
     }
@@ -106,6 +109,12 @@ pub struct Shaper<'a> {
     lead_done: bool,
     /// An unclosed tag held back.
     tag_buf: String,
+    /// The last tag released, while only whitespace followed it (a repeat of it is dropped).
+    last_tag: Option<String>,
+    /// Whitespace next is dropped: at the start, and after a dropped tag that followed whitespace.
+    skip_space: bool,
+    /// The text released so far ends in whitespace.
+    ends_ws: bool,
     cut: Option<Cut>,
 }
 
@@ -141,7 +150,11 @@ impl Shaper<'_> {
             }
         }
         if self.released == 0 {
-            let lead = self.acc.len() - self.acc.trim_start().len();
+            // whitespace and the colon or dash of a label the model left half-written
+            let rest = self.acc.trim_start_matches(|c: char| {
+                c.is_whitespace() || matches!(c, ':' | '：' | '-' | '—')
+            });
+            let lead = self.acc.len() - rest.len();
             self.acc.drain(..lead);
         }
         if let Some((at, why)) = self.find_cut(false) {
@@ -253,8 +266,16 @@ impl Shaper<'_> {
             if self.tag_buf.is_empty() {
                 if matches!(c, '[' | '<' | '*') {
                     self.tag_buf.push(c);
+                } else if c.is_whitespace() {
+                    if !self.skip_space {
+                        out.push(c);
+                        self.ends_ws = true;
+                    }
                 } else {
                     out.push(c);
+                    self.last_tag = None;
+                    self.skip_space = false;
+                    self.ends_ws = false;
                 }
                 continue;
             }
@@ -267,8 +288,17 @@ impl Shaper<'_> {
             };
             if c == close {
                 let inner = &self.tag_buf[1..self.tag_buf.len() - 1];
-                if let Some(t) = self.rules.tags.map(open, inner) {
-                    out.push_str(&t);
+                match self.rules.tags.map(open, inner) {
+                    Some(t) if self.last_tag.as_deref() != Some(t.as_str()) => {
+                        out.push_str(&t);
+                        self.last_tag = Some(t);
+                        self.skip_space = false;
+                        self.ends_ws = false;
+                    }
+                    // unknown, or the same tag again: gone, and the space before it stands alone
+                    _ => {
+                        self.skip_space = self.skip_space || self.ends_ws;
+                    }
                 }
                 self.tag_buf.clear();
             } else if self.tag_buf.chars().count() > 40 {
@@ -696,8 +726,11 @@ mod tests {
         );
         assert_eq!(
             t,
-            "<laugh> Oh no! <wink> [happy] [shy] ok  <break time=\"1s\"/>"
+            "<laugh> Oh no! <wink> [happy] [shy] ok <break time=\"1s\"/>"
         );
+        // a repeated tag and a dropped one leave one space; a stray label colon goes
+        let (t, _, _) = shape(&rules, ": [happy] [happy] I can! [dance] Watch.");
+        assert_eq!(t, "[happy] I can! Watch.");
         let m = TagMapper::new(&card());
         assert_eq!(m.map('[', "happy:0.5").as_deref(), Some("[happy:0.5]"));
         assert_eq!(m.map('<', "waves").as_deref(), Some("<wave>"));
