@@ -167,7 +167,7 @@ fn main() {
         .position(|a| a == "--model")
         .and_then(|i| args.get(i + 1))
     {
-        None => Home::from_manifest_dir().llm(),
+        None => Home::from_manifest_dir().smollm2(),
         Some(m) => {
             let f = idol::fetch::Fetcher::new(Home::from_manifest_dir());
             match f.pinned().unwrap().into_iter().find(|(a, _)| &a.name == m) {

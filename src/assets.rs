@@ -7,8 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-/// File names of the default assets, relative to the idol home.
-pub const DEFAULT_LLM: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// File names of the default assets, relative to the idol home. The default model is
+/// Qwen2.5-Coder-0.5B-Instruct (answers the viewer; see docs/benchmarks.md for the persona judge);
+/// SmolLM2-135M stays pinned as the fast option (`[llm] model = SMOLLM2`).
+pub const DEFAULT_LLM: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+pub const SMOLLM2: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_VOICE: &str = "voices/en_US-joe-medium.onnx";
 pub const ORT_LIBRARY: &str = "models/libonnxruntime.so.1.32.0";
 pub const CMUDICT: &str = "models/cmudict.dict";
@@ -54,6 +57,11 @@ impl Home {
 
     pub fn llm(&self) -> PathBuf {
         self.path(DEFAULT_LLM)
+    }
+
+    /// The pinned SmolLM2-135M (the fast option, and the model of the llama.cpp-exact tests).
+    pub fn smollm2(&self) -> PathBuf {
+        self.path(SMOLLM2)
     }
 
     pub fn voice(&self) -> PathBuf {

@@ -187,7 +187,7 @@ fn registering_own_files_validates_them() {
 
     // A GGUF cut short (an interrupted download) is refused with its path: it has the magic and
     // a whole header, and was registered, to fail only when the model loaded.
-    let real = fs::read(crate::common::home().llm()).unwrap();
+    let real = fs::read(crate::common::home().smollm2()).unwrap();
     let cut = src.path().join("cut.gguf");
     fs::write(&cut, &real[..real.len() / 20]).unwrap();
     let err = f.register_model(&cut, &mut Quiet).unwrap_err().to_string();

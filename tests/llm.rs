@@ -27,7 +27,7 @@ pub(crate) fn ids(v: &Value) -> Vec<u32> {
 }
 
 fn engine() -> LlmEngine {
-    let path = Home::from_manifest_dir().llm();
+    let path = Home::from_manifest_dir().smollm2();
     LlmEngine::load(&path, &LlmOptions::default())
         .expect("SmolLM2 loads (symlink models/ from the main checkout)")
 }
@@ -214,7 +214,7 @@ fn llm_reference_f32_matches_llama_cpp_f32_variant() {
     let fx = fixture();
     let v = &fx["variants"]["f32_dequantized_weights_f32_kv"];
     let mut e = LlmEngine::load(
-        Home::from_manifest_dir().llm(),
+        Home::from_manifest_dir().smollm2(),
         &LlmOptions {
             reference_f32: true,
             ..Default::default()
@@ -296,7 +296,7 @@ fn llm_cached_prefix_equals_full_reevaluation() {
 /// bit-identical logits on one thread, on two, and when the budget changes between steps.
 #[test]
 fn llm_threads_give_the_same_logits() {
-    let path = Home::from_manifest_dir().llm();
+    let path = Home::from_manifest_dir().smollm2();
     let mut one = engine();
     let budget = ThreadBudget::new(2);
     let mut two = LlmEngine::load(
@@ -445,7 +445,8 @@ fn llm_incremental_detokenization_is_utf8_safe() {
 
 #[test]
 fn llm_worker_streams_on_its_own_thread() {
-    let mut w = LlmWorker::spawn(Home::from_manifest_dir().llm(), LlmOptions::default()).unwrap();
+    let mut w =
+        LlmWorker::spawn(Home::from_manifest_dir().smollm2(), LlmOptions::default()).unwrap();
     let mut pieces = Vec::new();
     let out = w
         .generate(&mika(), &greedy(9), &CancelToken::new(), &mut |s| {
@@ -507,7 +508,7 @@ fn llm_load_errors_name_the_path() {
 #[test]
 fn llm_token_counter_counts_the_engines_prompt_tokens() {
     let e = engine();
-    let counter = TokenCounter::load(Home::from_manifest_dir().llm()).unwrap();
+    let counter = TokenCounter::load(Home::from_manifest_dir().smollm2()).unwrap();
     for msgs in [
         mika(),
         vec![ChatMessage::new(Role::User, "héllo 🎤 2,500 viewers!!")],

@@ -60,7 +60,7 @@ impl Builder {
 /// Write a tiny model of architecture `arch` to `dir`; returns its path.
 fn tiny_model(dir: &Path, arch: &str) -> PathBuf {
     // SmolLM2's tokenizer and chat template, copied from the real file's metadata
-    let real = home().llm();
+    let real = home().smollm2();
     let mut f = std::fs::File::open(&real).unwrap();
     let content = gguf_file::Content::read(&mut f).unwrap();
     let vocab = match &content.metadata["tokenizer.ggml.tokens"] {
