@@ -529,6 +529,138 @@ mod x86 {
         }
     }
 
+    #[inline(always)]
+    unsafe fn f16(p: *const u8) -> f32 {
+        unsafe {
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                (p as *const u16).read_unaligned() as i32,
+            )))
+        }
+    }
+
+    /// Sum of 32 unsigned bytes.
+    #[inline(always)]
+    unsafe fn sum32(v: __m256i) -> i32 {
+        unsafe {
+            let s = _mm256_sad_epu8(v, _mm256_setzero_si256());
+            let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            (_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1)) as i32
+        }
+    }
+
+    /// `Panel::unpack` with vector instructions for the formats in GGUF order (the same values).
+    #[inline(always)]
+    unsafe fn unpack_row(p: &mut Panel, t: WType, w: &[u8], r: usize) {
+        let cols = p.cols;
+        assert!(w.len() == cols / t.block_len() * t.block_bytes() && p.q.len() >= (r + 1) * cols);
+        unsafe {
+            let q = (p.q.as_mut_ptr() as *mut u8).add(r * cols);
+            let scale = p.scale.as_mut_ptr().add(r * p.groups);
+            let init = p.init.as_mut_ptr().add(r * p.groups);
+            let wp = w.as_ptr();
+            let m4 = _mm256_set1_epi8(15);
+            let flip = _mm256_set1_epi8(-128);
+            match t {
+                WType::Q8_0 => {
+                    for b in 0..cols / 32 {
+                        let wb = wp.add(34 * b);
+                        let v = _mm256_lddqu_si256(wb.add(2) as *const __m256i);
+                        _mm256_storeu_si256(q.add(32 * b) as *mut __m256i, v);
+                        *scale.add(b) = f16(wb);
+                        // the bytes offset to unsigned sum to sum(w) + 128 * 32
+                        *init.add(b) = -128 * (sum32(_mm256_xor_si256(v, flip)) - 128 * 32);
+                    }
+                }
+                WType::Q4K => {
+                    let sbs = cols / 256;
+                    for sb in 0..sbs {
+                        let wb = wp.add(144 * sb);
+                        let (sc, mn) =
+                            super::quant::q4k_scales(std::slice::from_raw_parts(wb.add(4), 12));
+                        let (d, dmin) = (f16(wb), f16(wb.add(2)));
+                        for j in 0..4 {
+                            let v = _mm256_lddqu_si256(wb.add(16 + 32 * j) as *const __m256i);
+                            let lo = _mm256_and_si256(v, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                            let o = q.add(256 * sb + 64 * j);
+                            _mm256_storeu_si256(o as *mut __m256i, lo);
+                            _mm256_storeu_si256(o.add(32) as *mut __m256i, hi);
+                            *init.add(8 * sb + 2 * j) = -128 * sum32(lo);
+                            *init.add(8 * sb + 2 * j + 1) = -128 * sum32(hi);
+                        }
+                        for (k, c) in sc.iter().enumerate() {
+                            *scale.add(8 * sb + k) = d * *c as f32;
+                        }
+                        for jp in 0..4 {
+                            p.mins[(r * sbs + sb) * 4 + jp] =
+                                (mn[2 * jp] as u32 | (mn[2 * jp + 1] as u32) << 16) as i32;
+                        }
+                        p.dmin[r * sbs + sb] = -dmin;
+                    }
+                }
+                WType::Q6K => {
+                    let m15 = m4;
+                    let thirty_two = _mm256_set1_epi8(32);
+                    for sb in 0..cols / 256 {
+                        let wb = wp.add(210 * sb);
+                        let d = f16(wb.add(208));
+                        for h in 0..2 {
+                            let b1 = _mm256_lddqu_si256(wb.add(64 * h) as *const __m256i);
+                            let b2 = _mm256_lddqu_si256(wb.add(64 * h + 32) as *const __m256i);
+                            let bh = _mm256_lddqu_si256(wb.add(128 + 32 * h) as *const __m256i);
+                            let vals = [
+                                _mm256_or_si256(
+                                    _mm256_and_si256(b1, m15),
+                                    _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(b2, m15),
+                                    _mm256_slli_epi16(
+                                        _mm256_and_si256(bh, _mm256_set1_epi8(12)),
+                                        2,
+                                    ),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
+                                    _mm256_and_si256(bh, _mm256_set1_epi8(48)),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
+                                    _mm256_srli_epi16(
+                                        _mm256_and_si256(bh, _mm256_set1_epi8(-64)),
+                                        2,
+                                    ),
+                                ),
+                            ];
+                            for (k, v) in vals.iter().enumerate() {
+                                let at = 256 * sb + 128 * h + 32 * k;
+                                _mm256_storeu_si256(
+                                    q.add(at) as *mut __m256i,
+                                    _mm256_sub_epi8(*v, thirty_two),
+                                );
+                                // two groups of 16: sums of the unsigned values, less 32 each
+                                let s = _mm256_sad_epu8(*v, _mm256_setzero_si256());
+                                let lo = _mm256_castsi256_si128(s);
+                                let hi = _mm256_extracti128_si256(s, 1);
+                                let g = at / 16;
+                                *init.add(g) = -128
+                                    * ((_mm_cvtsi128_si64(lo) + _mm_extract_epi64(lo, 1)) as i32
+                                        - 32 * 16);
+                                *init.add(g + 1) = -128
+                                    * ((_mm_cvtsi128_si64(hi) + _mm_extract_epi64(hi, 1)) as i32
+                                        - 32 * 16);
+                            }
+                        }
+                        for k in 0..16 {
+                            *scale.add(16 * sb + k) = d * *wb.add(192 + k) as i8 as f32;
+                        }
+                    }
+                }
+                _ => unreachable!("Q5_0 layers are repacked; others unpack in `Panel::unpack`"),
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
@@ -583,7 +715,13 @@ mod x86 {
                 r % 16
             } else {
                 for i in 0..mr {
-                    panel.unpack(t, w, row_bytes, r + i, i);
+                    if t == WType::Q5_0 {
+                        panel.unpack(t, w, row_bytes, r + i, i);
+                    } else {
+                        let row = &w[(r + i) * row_bytes..(r + i + 1) * row_bytes];
+                        // SAFETY: the row's bytes and panel row i are in bounds (asserted inside).
+                        unsafe { unpack_row(&mut panel, t, row, i) };
+                    }
                 }
                 0
             };
