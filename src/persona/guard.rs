@@ -323,6 +323,24 @@ impl BlockedWords {
         self.entries.iter().map(|(_, w)| w.len()).max().unwrap_or(0)
     }
 
+    /// Whether the words `tail` (the last of them still `open` to more letters) could be the start of
+    /// an entry that more text would complete.
+    fn could_start(&self, tail: &[Word], open: bool) -> bool {
+        let Some((last, done)) = tail.split_last() else {
+            return false;
+        };
+        self.entries.iter().any(|(_, p)| {
+            p.len() >= tail.len() && p.iter().zip(done).all(|(p, w)| *p == w.a || *p == w.b) && {
+                let e = &p[tail.len() - 1];
+                if open {
+                    e.starts_with(&last.a) || e.starts_with(&last.b)
+                } else {
+                    p.len() > tail.len() && (*e == last.a || *e == last.b)
+                }
+            }
+        })
+    }
+
     /// The first match in `text`, if any.
     pub fn find(&self, text: &str) -> Option<Hit> {
         if self.entries.is_empty() {
@@ -408,23 +426,20 @@ impl<'a> ReplyFilter<'a> {
             return FilterStep::Blocked(hit);
         }
         let ws = words(&self.text);
-        let keep_words = self.words.max_words().max(1);
         // The last word is open if nothing but possible leet symbols follows it.
         let open = ws.last().is_some_and(|w| {
             self.text[w.range.end..]
                 .chars()
                 .all(|c| matches!(c, '!' | '|' | '@' | '$'))
         });
-        let hold_from_word = if open {
-            ws.len().checked_sub(keep_words)
-        } else {
-            ws.len().checked_sub(keep_words - 1)
-        };
-        let safe = match hold_from_word {
-            Some(i) if i < ws.len() => ws[i].range.start,
-            Some(_) => self.text.len(),
-            None => 0,
-        };
+        // Held: from the earliest of the last words that could still begin an entry, so a clause
+        // ending in "Mika!" goes out at once while "kill" waits for the word after it.
+        let mut safe = self.text.len();
+        for i in (0..ws.len()).rev().take(self.words.max_words()) {
+            if self.words.could_start(&ws[i..], open) {
+                safe = ws[i].range.start;
+            }
+        }
         self.release_to(safe.max(self.released))
     }
 
@@ -481,5 +496,24 @@ mod tests {
         assert_eq!(f.push("da"), FilterStep::Release(String::new()));
         assert!(matches!(f.push("rn it"), FilterStep::Blocked(_)));
         assert_eq!(f.released(), "Oh ");
+        // only what could begin an entry waits: a clause's last word goes out with its mark
+        let b = BlockedWords::new(&["kill yourself", "kys", "nazi"]);
+        let mut f = ReplyFilter::new(&b);
+        assert_eq!(
+            f.push("Hello Mika!"),
+            FilterStep::Release("Hello Mika!".into())
+        );
+        assert_eq!(
+            f.push(" I will kill"),
+            FilterStep::Release(" I will ".into())
+        );
+        assert_eq!(
+            f.push(" time, n"),
+            FilterStep::Release("kill time, ".into())
+        );
+        assert_eq!(f.push("ice."), FilterStep::Release("nice.".into()));
+        let mut f = ReplyFilter::new(&b);
+        assert_eq!(f.push("go kill "), FilterStep::Release("go ".into()));
+        assert!(matches!(f.push("your$elf"), FilterStep::Blocked(_)));
     }
 }
