@@ -24,8 +24,9 @@
 //! What happens on a hit: **before generation**, a viewer message with a blocked word is dropped: it is
 //! not sent to the model and not stored in memory, and the caller gets [`Rejection::BlockedWord`] (with
 //! the entry, for the operator's log; it is not echoed to chat). **After generation**, the reply passes
-//! through a [`ReplyFilter`] as it streams: text is released only up to the last complete word (so a
-//! blocked word is never released, even split across tokens); on a hit, generation is cancelled,
+//! through a [`ReplyFilter`] as it streams: the last words are held back only while they could still
+//! begin a blocked entry (so a blocked word is never released, even split across tokens, and a clause
+//! that cannot be one goes out with its last mark); on a hit, generation is cancelled,
 //! nothing more of the reply is released, and the card's `deflection` line is said instead of the rest.
 //! The assistant turn stored in memory is then what was said: the released text followed by the
 //! deflection.
