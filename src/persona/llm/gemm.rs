@@ -599,39 +599,12 @@ mod x86 {
                     }
                 }
                 WType::Q6K => {
-                    let m15 = m4;
                     let thirty_two = _mm256_set1_epi8(32);
                     for sb in 0..cols / 256 {
                         let wb = wp.add(210 * sb);
                         let d = f16(wb.add(208));
                         for h in 0..2 {
-                            let b1 = _mm256_lddqu_si256(wb.add(64 * h) as *const __m256i);
-                            let b2 = _mm256_lddqu_si256(wb.add(64 * h + 32) as *const __m256i);
-                            let bh = _mm256_lddqu_si256(wb.add(128 + 32 * h) as *const __m256i);
-                            let vals = [
-                                _mm256_or_si256(
-                                    _mm256_and_si256(b1, m15),
-                                    _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(b2, m15),
-                                    _mm256_slli_epi16(
-                                        _mm256_and_si256(bh, _mm256_set1_epi8(12)),
-                                        2,
-                                    ),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
-                                    _mm256_and_si256(bh, _mm256_set1_epi8(48)),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
-                                    _mm256_srli_epi16(
-                                        _mm256_and_si256(bh, _mm256_set1_epi8(-64)),
-                                        2,
-                                    ),
-                                ),
-                            ];
+                            let vals = super::super::quant::x86::q6k_half(wb, h);
                             for (k, v) in vals.iter().enumerate() {
                                 let at = 256 * sb + 128 * h + 32 * k;
                                 _mm256_storeu_si256(

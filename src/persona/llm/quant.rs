@@ -676,7 +676,7 @@ impl MatJob<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::{ABLOCK, ActsK, MatJob, QK_K, WType, q4k_scales};
     use std::arch::x86_64::*;
 
@@ -1139,6 +1139,36 @@ mod x86 {
         }
     }
 
+    /// The 128 values (0..63, unsigned) of half `h` of a Q6_K super-block at `wb`, as 4 registers of 32
+    /// in value order.
+    #[inline(always)]
+    pub(in crate::persona::llm) unsafe fn q6k_half(wb: *const u8, h: usize) -> [__m256i; 4] {
+        unsafe {
+            let m15 = _mm256_set1_epi8(15);
+            let b1 = _mm256_lddqu_si256(wb.add(64 * h) as *const __m256i);
+            let b2 = _mm256_lddqu_si256(wb.add(64 * h + 32) as *const __m256i);
+            let bh = _mm256_lddqu_si256(wb.add(128 + 32 * h) as *const __m256i);
+            [
+                _mm256_or_si256(
+                    _mm256_and_si256(b1, m15),
+                    _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(b2, m15),
+                    _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(12)), 2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
+                    _mm256_and_si256(bh, _mm256_set1_epi8(48)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
+                    _mm256_srli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(-64)), 2),
+                ),
+            ]
+        }
+    }
+
     #[inline(always)]
     unsafe fn f16_at(p: *const u8) -> f32 {
         unsafe { _mm_cvtss_f32(two_f16(p)) }
@@ -1256,7 +1286,6 @@ mod x86 {
     #[inline(always)]
     unsafe fn dot4_q6k(w: *const u8, ak: &ActsK, c: usize) -> [f32; 4] {
         unsafe {
-            let m15 = _mm256_set1_epi8(15);
             let mut acc = [_mm256_setzero_ps(); 4];
             let nb = ak.nb;
             for i in 0..nb {
@@ -1277,27 +1306,7 @@ mod x86 {
                     );
                 });
                 unroll!(H in [0, 1] {
-                    let b1 = _mm256_lddqu_si256(wb.add(64 * H) as *const __m256i);
-                    let b2 = _mm256_lddqu_si256(wb.add(64 * H + 32) as *const __m256i);
-                    let bh = _mm256_lddqu_si256(wb.add(128 + 32 * H) as *const __m256i);
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(b1, m15),
-                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(b2, m15),
-                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(12)), 2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
-                            _mm256_and_si256(bh, _mm256_set1_epi8(48)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
-                            _mm256_srli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(-64)), 2),
-                        ),
-                    ];
+                    let q = q6k_half(wb, H);
                     unroll!(T in [0, 1, 2, 3] {
                         let ch = 4 * H + T;
                         let scale = _mm256_set_m128i(
@@ -1329,7 +1338,6 @@ mod x86 {
     #[inline(always)]
     unsafe fn dot_q6k(w: *const u8, ak: &ActsK, c: usize) -> f32 {
         unsafe {
-            let m15 = _mm256_set1_epi8(15);
             let mut acc = _mm256_setzero_ps();
             for i in 0..ak.nb {
                 let wb = w.add(i * 210);
@@ -1343,27 +1351,7 @@ mod x86 {
                 let q8 = ak.qs[QK_K * blk..QK_K * (blk + 1)].as_ptr() as *const u8;
                 let mut sumi = _mm256_setzero_si256();
                 unroll!(H in [0, 1] {
-                    let b1 = _mm256_lddqu_si256(wb.add(64 * H) as *const __m256i);
-                    let b2 = _mm256_lddqu_si256(wb.add(64 * H + 32) as *const __m256i);
-                    let bh = _mm256_lddqu_si256(wb.add(128 + 32 * H) as *const __m256i);
-                    let q = [
-                        _mm256_or_si256(
-                            _mm256_and_si256(b1, m15),
-                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(3)), 4),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(b2, m15),
-                            _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(12)), 2),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(b1, 4), m15),
-                            _mm256_and_si256(bh, _mm256_set1_epi8(48)),
-                        ),
-                        _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16(b2, 4), m15),
-                            _mm256_srli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(-64)), 2),
-                        ),
-                    ];
+                    let q = q6k_half(wb, H);
                     unroll!(T in [0, 1, 2, 3] {
                         let ch = 4 * H + T;
                         let y = _mm256_lddqu_si256(q8.add(32 * ch) as *const __m256i);
