@@ -606,14 +606,38 @@ fn slow_clients(run: &mut Run, clients: usize, stall: Duration) {
         let _ = ctl.send_text(r#"{"type":"interrupt","id":"stop"}"#);
         let _ = ctl.until_text(|v| v["id"] == "stop");
     }
-    for mut c in stuck {
-        let got = c
-            .until_close()
-            .unwrap_or_else(|e| Some((0, format!("read: {e}"))));
+    let reading = Instant::now();
+    for (i, mut c) in stuck.into_iter().enumerate() {
+        // every frame waiting for it, then the close (what it read says where a failure came)
+        let (mut frames, mut bytes) = (0usize, 0usize);
+        let got = loop {
+            match c.read_frame() {
+                Ok(f) if f.opcode == raw::CLOSE => break Some(f.close()),
+                Ok(f) => {
+                    frames += 1;
+                    bytes += f.payload.len();
+                }
+                Err(e) => {
+                    break match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                            Some(Some((0, format!("connection ended: {e}"))))
+                        }
+                        _ => Some(Some((0, format!("read: {e}")))),
+                    };
+                }
+            }
+        }
+        .flatten();
         run.tally(
             "slow clients",
             got.as_ref().is_some_and(|(c, _)| *c == 4008),
-            || format!("stalled {stall:?}: expected close 4008 with its reason, got {got:?}"),
+            || {
+                format!(
+                    "stalled {stall:?}, client {i} read {:.1} s after the stall: {frames} frames \
+                     ({bytes} bytes), then {got:?} instead of close 4008",
+                    reading.elapsed().as_secs_f64()
+                )
+            },
         );
     }
     run.check("slow clients");
