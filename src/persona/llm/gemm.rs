@@ -198,6 +198,23 @@ impl Panel {
         p
     }
 
+    /// Panel row `r`'s scales (`d * scale_j`), minimum pairs and `-dmin` of Q4_K super-block `sb`
+    /// (`wb`, its 144 bytes): shared by the scalar and the vector unpack.
+    fn q4k_meta(&mut self, r: usize, sb: usize, wb: &[u8]) {
+        let sbs = self.cols / QK_K;
+        let (d, dmin) = (quant::f16_at(wb, 0), quant::f16_at(wb, 2));
+        let (sc, mn) = quant::q4k_scales(&wb[4..16]);
+        let scale = &mut self.scale[r * self.groups + 8 * sb..][..8];
+        for (o, c) in scale.iter_mut().zip(sc) {
+            *o = d * c as f32;
+        }
+        for jp in 0..4 {
+            self.mins[(r * sbs + sb) * 4 + jp] =
+                (mn[2 * jp] as u32 | (mn[2 * jp + 1] as u32) << 16) as i32;
+        }
+        self.dmin[r * sbs + sb] = -dmin;
+    }
+
     /// Unpacks row `wr` of matrix `w` (format `t`, `row_bytes` per row) into panel row `r`.
     fn unpack(&mut self, t: WType, w: &[u8], row_bytes: usize, wr: usize, r: usize) {
         let cols = self.cols;
@@ -233,11 +250,8 @@ impl Panel {
                 }
             }
             WType::Q4K => {
-                let sbs = cols / QK_K;
                 for (sb, wb) in w.chunks_exact(t.block_bytes()).enumerate() {
-                    let (d, dmin) = (quant::f16_at(wb, 0), quant::f16_at(wb, 2));
-                    let (sc, mn) = quant::q4k_scales(&wb[4..16]);
-                    let qb = &mut q[QK_K * sb..QK_K * (sb + 1)];
+                    let qb = &mut self.q[r * cols + QK_K * sb..][..QK_K];
                     for j in 0..4 {
                         for l in 0..32 {
                             let v = wb[16 + 32 * j + l];
@@ -245,14 +259,7 @@ impl Panel {
                             qb[64 * j + 32 + l] = (v >> 4) as i8;
                         }
                     }
-                    for j in 0..8 {
-                        scale[8 * sb + j] = d * sc[j] as f32;
-                    }
-                    for jp in 0..4 {
-                        self.mins[(r * sbs + sb) * 4 + jp] =
-                            (mn[2 * jp] as u32 | (mn[2 * jp + 1] as u32) << 16) as i32;
-                    }
-                    self.dmin[r * sbs + sb] = -dmin;
+                    self.q4k_meta(r, sb, wb);
                 }
             }
             WType::Q6K => {
@@ -572,12 +579,8 @@ mod x86 {
                     }
                 }
                 WType::Q4K => {
-                    let sbs = cols / 256;
-                    for sb in 0..sbs {
+                    for sb in 0..cols / 256 {
                         let wb = wp.add(144 * sb);
-                        let (sc, mn) =
-                            super::quant::q4k_scales(std::slice::from_raw_parts(wb.add(4), 12));
-                        let (d, dmin) = (f16(wb), f16(wb.add(2)));
                         for j in 0..4 {
                             let v = _mm256_lddqu_si256(wb.add(16 + 32 * j) as *const __m256i);
                             let lo = _mm256_and_si256(v, m4);
@@ -588,14 +591,7 @@ mod x86 {
                             *init.add(8 * sb + 2 * j) = -128 * sum32(lo);
                             *init.add(8 * sb + 2 * j + 1) = -128 * sum32(hi);
                         }
-                        for (k, c) in sc.iter().enumerate() {
-                            *scale.add(8 * sb + k) = d * *c as f32;
-                        }
-                        for jp in 0..4 {
-                            p.mins[(r * sbs + sb) * 4 + jp] =
-                                (mn[2 * jp] as u32 | (mn[2 * jp + 1] as u32) << 16) as i32;
-                        }
-                        p.dmin[r * sbs + sb] = -dmin;
+                        p.q4k_meta(r, sb, &w[144 * sb..144 * (sb + 1)]);
                     }
                 }
                 WType::Q6K => {
@@ -667,15 +663,16 @@ mod x86 {
     ) {
         const MR: usize = 4;
         let cols = p.nb * 32;
-        let mut panel = Panel::new(t, MR, cols);
         let tiles = p.tiles();
         let at = |tile: usize| p.data.as_ptr().wrapping_add(tile * p.nb * BLOCK);
         let mt = |tile: usize| p.mins.as_ptr().wrapping_add(tile * (p.nb / 8) * MINS);
         let interleaved = t == WType::Q5_0R;
-        if interleaved {
+        let mut panel = if interleaved {
             assert!(r0.is_multiple_of(16) && r1.is_multiple_of(16));
-            panel = Panel::interleaved(cols);
-        }
+            Panel::interleaved(cols)
+        } else {
+            Panel::new(t, MR, cols)
+        };
         let mut r = r0;
         while r < r1 {
             let mr = (r1 - r).min(MR);
@@ -761,32 +758,7 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::persona::llm::quant::dequant_row;
-
-    fn lcg(s: &mut u64) -> f32 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn weights(t: WType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
-        let bb = t.block_bytes();
-        let mut w = vec![0u8; rows * cols / t.block_len() * bb];
-        for b in w.chunks_exact_mut(bb) {
-            b.iter_mut()
-                .for_each(|x| *x = (lcg(seed) * 127.0) as i8 as u8);
-            let f = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
-            match t {
-                WType::Q4K => {
-                    b[0..2].copy_from_slice(&f(0.001 + lcg(seed).abs() * 0.002));
-                    b[2..4].copy_from_slice(&f(lcg(seed).abs() * 0.002));
-                }
-                WType::Q6K => b[208..210].copy_from_slice(&f(0.001 + lcg(seed).abs() * 0.002)),
-                _ => b[0..2].copy_from_slice(&f(0.01 + lcg(seed).abs() * 0.02)),
-            }
-        }
-        w
-    }
+    use crate::persona::llm::quant::tests::{lcg, weights};
 
     /// Repacked Q5_0 (16 rows interleaved) gives the same floats as the same rows in GGUF order.
     #[test]
