@@ -1388,14 +1388,28 @@ pub(super) mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
+    pub(in crate::persona::llm) fn lcg(seed: &mut u64) -> f32 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    /// `rows` x `cols` random weights of any format the kernels take (finite, small scales).
+    pub(in crate::persona::llm) fn weights(
+        t: WType,
+        rows: usize,
+        cols: usize,
+        seed: &mut u64,
+    ) -> Vec<u8> {
+        if t.is_k() {
+            random_k_weights(t, rows, cols, seed)
+        } else {
+            random_weights(t, rows, cols, seed)
+        }
     }
 
     fn random_weights(t: WType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {

@@ -194,13 +194,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(s: &mut u64) -> f32 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    use crate::persona::llm::quant::tests::{lcg, weights};
 
     /// Repacking keeps every value and scale; the kernel gives the reference's floats, which are the
     /// dequantized product up to f32 rounding and the batch GEMM's floats for the same token.
@@ -209,14 +203,7 @@ mod tests {
         let mut seed = 3;
         let (rows, cols) = (48, 256);
         let nb = cols / QK;
-        let mut w = vec![0u8; rows * nb * 22];
-        for b in w.chunks_exact_mut(22) {
-            b.iter_mut()
-                .for_each(|x| *x = (lcg(&mut seed) * 127.0) as i8 as u8);
-            b[..2].copy_from_slice(
-                &half::f16::from_f32(0.01 + lcg(&mut seed).abs() * 0.02).to_le_bytes(),
-            );
-        }
+        let w = weights(WType::Q5_0, rows, cols, &mut seed);
         let rp = repack(&w, rows, cols);
         let (mut q, mut d) = (vec![0i8; cols], vec![0f32; nb]);
         let mut deq = vec![0f32; cols];
