@@ -100,6 +100,37 @@ pub struct OverBudget {
     pub limit_secs: f64,
 }
 
+/// The largest text file idol reads for a user: a persona card, a config, a rig, a voice's
+/// `.onnx.json`, a script (scripts name their audio, they do not hold it). 8 MiB is thousands of
+/// lines more than any of them needs; a bigger file is refused before it is read.
+pub const MAX_TEXT_FILE_BYTES: u64 = 8 << 20;
+
+/// Read a UTF-8 text file of at most `max` bytes. A larger file is refused with
+/// [`std::io::ErrorKind::InvalidData`] before its contents are read (its size is checked, then at
+/// most `max + 1` bytes are read, so a file that grows while it is read is caught too).
+pub fn read_text(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let too_big = |len: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the file is {len} bytes, over the {max}-byte limit for a text file idol reads"
+            ),
+        )
+    };
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(too_big(len));
+    }
+    let mut text = String::with_capacity(len as usize);
+    file.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +146,26 @@ mod tests {
         assert!(e.to_string().contains("[limits] performance_secs"), "{e}");
         let e = b.check(Budgeted::Utterance, 22051, 22050).unwrap_err();
         assert!(e.to_string().contains("over the limit of 1 s"), "{e}");
+    }
+
+    #[test]
+    fn read_text_refuses_a_file_over_its_limit_before_reading_it() {
+        let dir = std::env::temp_dir().join(format!("idol-read-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.toml");
+        std::fs::write(&p, "x".repeat(100)).unwrap();
+        assert_eq!(read_text(&p, 100).unwrap().len(), 100);
+        let e = read_text(&p, 99).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("100 bytes, over the 99-byte limit"),
+            "{e}"
+        );
+        std::fs::write(&p, [0xffu8, 0xfe]).unwrap();
+        assert_eq!(
+            read_text(&p, 99).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

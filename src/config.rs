@@ -312,7 +312,7 @@ impl Ctx<'_> {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let src = std::fs::read_to_string(path)
+        let src = crate::budget::read_text(path, crate::budget::MAX_TEXT_FILE_BYTES)
             .map_err(|e| ConfigError::unreadable(path, "config file", &e))?;
         Config::from_toml_str(&src, path)
     }

@@ -268,6 +268,36 @@ fn a_config_named_that_does_not_exist_is_an_error() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// A config or persona card far bigger than any real one is refused before it is read, with its path.
+#[test]
+fn a_huge_config_or_card_is_refused_with_its_path_before_it_is_read() {
+    let home = tempfile::tempdir().unwrap();
+    let big = "# padding\n".repeat(1 << 20); // 10 MiB of comments: valid TOML, over the 8 MiB cap
+    fs::write(home.path().join("huge.toml"), &big).unwrap();
+    let out = idol(home.path())
+        .args(["--config", "huge.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("huge.toml") && err.contains("over the 8388608-byte limit"),
+        "{err}"
+    );
+    fs::create_dir_all(home.path().join("personas")).unwrap();
+    fs::write(home.path().join("personas/big.toml"), &big).unwrap();
+    let out = idol(home.path())
+        .args(["chat", "--persona", "personas/big.toml", "--once", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("big.toml") && err.contains("larger than 8 MiB"),
+        "{err}"
+    );
+}
+
 /// A home that cannot be written names the home and how to choose another.
 #[test]
 fn fetch_into_a_home_that_cannot_be_made_says_how_to_choose_another() {

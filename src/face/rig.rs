@@ -207,10 +207,12 @@ impl Rig {
     }
 
     pub fn load(path: &Path) -> Result<Rig, RigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| RigError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = crate::budget::read_text(path, crate::budget::MAX_TEXT_FILE_BYTES).map_err(
+            |error| RigError::Io {
+                path: path.to_path_buf(),
+                error,
+            },
+        )?;
         Rig::parse(&text, &path.display().to_string())
     }
 

@@ -206,7 +206,7 @@ impl PersonaCard {
 
     /// Read and parse a TOML card file.
     pub fn load_toml(path: &Path) -> Result<Self, CardError> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::budget::read_text(path, crate::budget::MAX_TEXT_FILE_BYTES)
             .map_err(|e| CardError::new(path, format!("cannot read the persona card: {e}")))?;
         Self::from_toml_str(&text, path)
     }

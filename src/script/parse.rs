@@ -392,7 +392,7 @@ fn allowed_hint(message: &str) -> &'static str {
 impl Script {
     /// Read and validate a script file; relative paths in it are relative to its folder.
     pub fn load(path: &Path) -> Result<Script, ScriptError> {
-        let src = std::fs::read_to_string(path)
+        let src = crate::budget::read_text(path, crate::budget::MAX_TEXT_FILE_BYTES)
             .map_err(|e| ScriptError::unreadable(path, "script", &e))?;
         let base = path
             .parent()

@@ -83,7 +83,7 @@ impl VoiceConfig {
 /// its config cannot be read or does not say.
 pub fn voice_languages(voice: &Path) -> Vec<String> {
     let json_path = PathBuf::from(format!("{}.json", voice.display()));
-    std::fs::read_to_string(json_path)
+    crate::budget::read_text(&json_path, crate::budget::MAX_TEXT_FILE_BYTES)
         .ok()
         .and_then(|j| serde_json::from_str::<VoiceConfig>(&j).ok())
         .and_then(|c| c.language())
@@ -395,8 +395,8 @@ impl PiperVoice {
             name: name.clone(),
             message,
         };
-        let json =
-            std::fs::read_to_string(&json_path).map_err(|e| corrupt(&json_path, e.to_string()))?;
+        let json = crate::budget::read_text(&json_path, crate::budget::MAX_TEXT_FILE_BYTES)
+            .map_err(|e| corrupt(&json_path, e.to_string()))?;
         let config: VoiceConfig =
             serde_json::from_str(&json).map_err(|e| corrupt(&json_path, e.to_string()))?;
         config.validate().map_err(|m| corrupt(&json_path, m))?;
