@@ -7,10 +7,12 @@
 //!   overlaps are counted in samples; a gap where a clause starts means that clause was ready too
 //!   late, counted apart), and no chunk of an interrupted utterance passes the cut;
 //! - frames cover exactly the audio: the frames of each clause are exactly
-//!   `start + round(k · rate / fps)` inside the clause (its caption's span, cut at an interrupt):
-//!   missing and out-of-span frames are counted;
+//!   `start + round(k · rate / fps)` inside the clause (its caption's span, cut at an interrupt),
+//!   and in an utterance's audio that no caption covers (its `<break/>` pauses, where the face
+//!   idles) the session's global grid `round(k · rate / fps)`: missing and out-of-span frames are
+//!   counted;
 //! - stamps monotonic: frame stamps strictly increase, audio chunk starts too;
-//! - drift: the frame grid against the clause's audio start (samples), and the session clock (the
+//! - drift: the frame grid against the clause's audio start, or the global grid in a pause (samples), and the session clock (the
 //!   `sample` of pongs) against the wall clock over the run;
 //! - memory: the server's RSS every 5 s, and its growth after the first 5 minutes (or after the
 //!   first minute in a shorter run, said so).
@@ -147,6 +149,7 @@ struct Verdict {
     frame_order_violations: usize,
     audio_order_violations: usize,
     max_grid_drift: u64,
+    pause_secs: f64,
 }
 
 /// One utterance's audio chunks (start, count), frame stamps and caption spans (start, end).
@@ -208,30 +211,64 @@ fn analyse(s: &Seen) -> Verdict {
                 v.audio_past_cut += 1;
             }
         }
-        // The expected frames: each clause's grid inside its span (cut at an interrupt).
+        // The expected frames: each clause's grid inside its span, and in the utterance's audio that
+        // no clause covers (its pauses, `<break/>`s: silence with the face idling) the session's
+        // global grid, the one idle frames use; all cut at an interrupt.
+        let grid = |a: u64, k: u64| a + (k * rate * 2 + fps) / (2 * fps);
         let mut want = std::collections::BTreeSet::new();
         for &(a, b) in caps {
             let end = cut.map_or(b, |c| b.min(c));
             let mut k = 0u64;
-            loop {
-                let at = a + (k * rate * 2 + fps) / (2 * fps);
-                if at >= end {
-                    break;
-                }
-                want.insert(at);
+            while grid(a, k) < end {
+                want.insert(grid(a, k));
                 k += 1;
             }
         }
+        let mut pauses: Vec<(u64, u64)> = Vec::new();
+        for &(a, n) in audio {
+            let end = cut.map_or(a + n, |c| (a + n).min(c));
+            let mut at = a;
+            while at < end {
+                match caps.iter().find(|&&(s, e)| s <= at && at < e) {
+                    Some(&(_, e)) => at = e,
+                    None => {
+                        let next = caps
+                            .iter()
+                            .map(|&(s, _)| s)
+                            .filter(|&s| s > at)
+                            .min()
+                            .unwrap_or(end)
+                            .min(end);
+                        pauses.push((at, next));
+                        // Global grid points in [at, next).
+                        let mut k = (at * fps).div_ceil(rate).saturating_sub(1);
+                        while grid(0, k) < next {
+                            if grid(0, k) >= at {
+                                want.insert(grid(0, k));
+                            }
+                            k += 1;
+                        }
+                        at = next;
+                    }
+                }
+            }
+        }
+        v.pause_secs += pauses.iter().map(|&(a, b)| b - a).sum::<u64>() as f64 / rate as f64;
         let got: std::collections::BTreeSet<u64> = frames.iter().copied().collect();
         v.frames += got.len();
         v.missing_frames += want.difference(&got).count();
         v.out_of_span_frames += got.difference(&want).count();
         for &f in &got {
-            // Distance to the nearest grid point of the clause holding it.
-            if let Some(&(a, _)) = caps.iter().rev().find(|&&(a, _)| a <= f) {
+            // Distance to the nearest point of the grid that holds it: the session's in a pause,
+            // else the clause's.
+            let origin = if pauses.iter().any(|&(a, b)| a <= f && f < b) {
+                Some(0)
+            } else {
+                caps.iter().rev().find(|&&(a, _)| a <= f).map(|&(a, _)| a)
+            };
+            if let Some(a) = origin {
                 let k = ((f - a) * fps + rate / 2) / rate;
-                let grid = a + (k * rate * 2 + fps) / (2 * fps);
-                v.max_grid_drift = v.max_grid_drift.max(grid.abs_diff(f));
+                v.max_grid_drift = v.max_grid_drift.max(grid(a, k).abs_diff(f));
             }
         }
     }
@@ -365,6 +402,10 @@ fn main() {
     );
     row("clauses", v.clauses.to_string());
     row("audio received, s", format!("{:.1}", v.audio_secs));
+    row(
+        "of which pauses (no caption), s",
+        format!("{:.1}", v.pause_secs),
+    );
     row(
         "audio discontinuities within an utterance",
         v.audio_discontinuities.to_string(),

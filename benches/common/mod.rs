@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 /// A temporary idol home beside the build (same filesystem as the checkout, so models are hard
 /// links): `models/`, `voices/`, `personas/`, `rigs/`, and `idol.toml` with `overrides` appended
 /// (later keys of a table win, so pass whole `[table]` sections that idol.toml does not have, or
-/// none). Memory and caches stay inside it.
+/// none). Memory and caches stay inside it. `IDOL_BENCH_MODEL` (a path in the home, e.g.
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf`) replaces `[llm] model`.
 pub fn temp_home(extra_toml: &str) -> tempfile::TempDir {
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR"));
     let home = tempfile::Builder::new()
@@ -39,6 +40,25 @@ pub fn temp_home(extra_toml: &str) -> tempfile::TempDir {
         }
     }
     let mut toml = std::fs::read_to_string(checkout.join("idol.toml")).unwrap_or_default();
+    // IDOL_BENCH_MODEL=models/X.gguf runs the server on another model than idol.toml's.
+    if let Ok(model) = std::env::var("IDOL_BENCH_MODEL") {
+        let mut table = "";
+        toml = toml
+            .lines()
+            .map(|l| {
+                if l.starts_with('[') {
+                    table = l.trim();
+                }
+                if table == "[llm]" && l.starts_with("model = ") {
+                    format!("model = {model:?}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        toml.push('\n');
+    }
     toml.push_str(extra_toml);
     std::fs::write(home.path().join("idol.toml"), toml).unwrap();
     home
