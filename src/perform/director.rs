@@ -60,6 +60,9 @@ struct Segment {
     /// The samples; empty for a pause (silence of `range`'s length, made as it is released).
     pcm: Vec<f32>,
     pause: bool,
+    /// A pause's frames come from the face's idle motion as it is released (a `<break/>`); false
+    /// for a rendered performance's silence, which carries its own frames.
+    idle_face: bool,
     frames: VecDeque<FaceFrame>,
     cues: VecDeque<Cue>,
     caption: Option<Caption>,
@@ -83,9 +86,12 @@ struct Utterance {
 /// A piece of an already-rendered performance (a scripted line's sentence, or the silence between
 /// lines): its audio, the face frames solved for it, its cues and at most one caption, every stamp
 /// counted from the piece's first sample (0). See [`Director::schedule_rendered`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RenderedPiece {
     pub pcm: Vec<f32>,
+    /// With `pcm` empty: this many samples of silence (a gap between lines), a span on the
+    /// timeline released as zeros one chunk at a time, never materialized.
+    pub silence: u64,
     /// Frames with stamps inside `0..pcm.len()`.
     pub frames: Vec<FaceFrame>,
     pub cues: Vec<Cue>,
@@ -173,6 +179,7 @@ impl Director {
             range,
             pcm: Vec::new(),
             pause: true,
+            idle_face: true,
             frames: VecDeque::new(),
             cues: VecDeque::new(),
             caption: None,
@@ -352,6 +359,7 @@ impl Director {
             range,
             pcm: speech.pcm.clone(),
             pause: false,
+            idle_face: false,
             frames: frames.into(),
             cues: cues.into(),
             caption: clause.map(|clause| Caption {
@@ -372,7 +380,12 @@ impl Director {
             return;
         }
         for p in pieces {
-            let len = p.pcm.len() as u64;
+            let silent = p.pcm.is_empty();
+            let len = if silent {
+                p.silence
+            } else {
+                p.pcm.len() as u64
+            };
             if len == 0 {
                 continue;
             }
@@ -411,7 +424,8 @@ impl Director {
                 utt: id,
                 range,
                 pcm: p.pcm,
-                pause: false,
+                pause: silent,
+                idle_face: false,
                 frames: frames.into(),
                 cues: cues.into(),
                 caption,
@@ -557,12 +571,27 @@ impl Director {
                 pcm: vec![0.0; (end_off - off) as usize],
             }));
             let range = TimeRange::new(e, end).expect("chunk is ordered");
-            let mut frames: Vec<FaceFrame> = self
-                .face
-                .idle(range)
-                .into_iter()
-                .filter(|f| range.contains(f.at))
-                .collect();
+            let seg = &mut self.segments[0];
+            while seg.cues.front().is_some_and(|c| c.at < end) {
+                let cue = seg.cues.pop_front().expect("checked");
+                out.push(Event::Cue(CueEvent {
+                    utterance: utt,
+                    cue,
+                }));
+            }
+            let mut frames: Vec<FaceFrame> = if seg.idle_face {
+                self.face
+                    .idle(range)
+                    .into_iter()
+                    .filter(|f| range.contains(f.at))
+                    .collect()
+            } else {
+                let mut own = Vec::new();
+                while seg.frames.front().is_some_and(|f| f.at < end) {
+                    own.push(seg.frames.pop_front().expect("checked"));
+                }
+                own
+            };
             frames.sort_by_key(|f| f.at);
             frames.dedup_by_key(|f| f.at);
             out.extend(frames.into_iter().map(|frame| {
@@ -858,12 +887,14 @@ mod tests {
                     frames: vec![frame(0), frame(500)],
                     cues: vec![cue(10)],
                     caption: Some(("Hi.".into(), vec![])),
+                    ..RenderedPiece::default()
                 },
+                // The silence between lines: a span, with its own frames and cues.
                 RenderedPiece {
-                    pcm: vec![0.0; 300],
+                    silence: 300,
                     frames: vec![frame(100), frame(300)],
-                    cues: vec![],
-                    caption: None,
+                    cues: vec![cue(200)],
+                    ..RenderedPiece::default()
                 },
             ],
         );
@@ -883,7 +914,17 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(cues, [s + 10]);
+        assert_eq!(cues, [s + 10, s + 1200]);
+        // The silence was made as it was released: zeros, from the end of the first piece.
+        let silent: Vec<&AudioChunk> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Audio(a) if a.start.get() >= s + 1000 => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(silent.iter().map(|a| a.pcm.len()).sum::<usize>(), 300);
+        assert!(silent.iter().all(|a| a.pcm.iter().all(|&x| x == 0.0)));
         let captions = out
             .iter()
             .filter(|e| matches!(e, Event::Caption(c) if c.text == "Hi."))

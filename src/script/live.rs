@@ -258,8 +258,19 @@ pub fn pieces(perf: &Performance) -> Vec<RenderedPiece> {
                         .collect();
                     (c.text.clone(), words)
                 });
+            // Between lines (no line holds the window) the silence stays a span.
+            let gap = caption.is_none()
+                && !perf
+                    .lines
+                    .iter()
+                    .any(|l| l.range.start().get() < b && a < l.range.end().get());
             RenderedPiece {
-                pcm: perf.pcm.slice(a, b),
+                pcm: if gap {
+                    Vec::new()
+                } else {
+                    perf.pcm.slice(a, b)
+                },
+                silence: if gap { b - a } else { 0 },
                 frames,
                 cues,
                 caption,
