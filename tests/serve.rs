@@ -1293,3 +1293,107 @@ async fn clients_on_different_rigs_get_the_same_frames_retargeted() {
             > 0
     );
 }
+
+/// What `docs/protocol.md` promises of tags on the live stream, with the real voice: every tag is one
+/// cue at the sample of the word it precedes (at the last sample when it ends the text, however the
+/// clause is spoken: head first here, as every first clause is), stage directions are cues and never
+/// spoken or captioned, and a `<break/>` between words is silence right there, with frames through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tag_is_a_cue_and_every_break_is_silence_where_it_was_written() {
+    use idol::perform::adapters::{SynthVoice, TextSegmenter};
+    use idol::tts::{EspeakPhonemizer, PiperVoice, VoiceOptions};
+    let home = crate::common::home();
+    let voice = PiperVoice::load(
+        &home.voice(),
+        &home.ort_library(),
+        std::sync::Arc::new(
+            EspeakPhonemizer::new("en-us").expect("espeak-ng (apt install espeak-ng)"),
+        ),
+        &VoiceOptions::default(),
+    )
+    .expect("load the voice");
+    let server = Server::start(
+        Stages {
+            persona: idol::perform::testing::conversation(),
+            generator: Box::new(ScriptedGenerator::new(["unused"])),
+            segmenter: Box::new(TextSegmenter::default()),
+            voice: Box::new(SynthVoice(voice)),
+            face: Box::new(JawFace::arkit(RATE, FPS)),
+        },
+        PerformConfig::default(),
+        options([127, 0, 0, 1].into(), 2000, None),
+    )
+    .unwrap();
+    let (mut ws, _) = connect(&server).await;
+    let period = u64::from(RATE).div_ceil(u64::from(FPS));
+    let mut say = async |text: &str| {
+        send(&mut ws, json!({"type":"say","text":text,"id":"s"})).await;
+        let utt = utterance_of(&mut ws, "s").await;
+        let msgs = until_done(&mut ws, utt).await;
+        let cues: Vec<(String, u64)> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                In::Json(v) if v["type"] == "cue" && v["utterance"] == utt => Some((
+                    v["name"].as_str().unwrap().to_string(),
+                    v["sample"].as_u64().unwrap(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let u = split(&msgs, utt);
+        // Audio contiguous from the first chunk to the last, frames all through it (the pauses'
+        // idle frames included) and none outside it.
+        let first = u.audio[0].0;
+        let mut end = first;
+        for (s, pcm) in &u.audio {
+            assert_eq!(*s, end, "{text}: audio is contiguous");
+            end += pcm.len() as u64;
+        }
+        assert!(u.frames.first().unwrap().0 < first + period, "{text}");
+        assert!(u.frames.last().unwrap().0 + period >= end, "{text}");
+        for w in u.frames.windows(2) {
+            assert!(
+                w[0].0 < w[1].0 && w[1].0 - w[0].0 <= period,
+                "{text}: no frame hole"
+            );
+        }
+        assert!(
+            u.frames.iter().all(|f| (first..end).contains(&f.0)),
+            "{text}"
+        );
+        (u, cues, end)
+    };
+
+    // A tag inside the first clause (spoken head first).
+    let (u, cues, _) = say("Hello <nod> there, my friends.").await;
+    let there = u.captions[0].3.iter().find(|w| w.0 == "there").unwrap().1;
+    assert_eq!(cues, [("nod".to_string(), there)]);
+
+    // Tags after the last word: both delivered, at the end of the speech.
+    let (_, cues, end) = say("Thanks for the follow! <nod> <wave>").await;
+    assert_eq!(
+        cues.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["nod", "wave"]
+    );
+    assert!(cues.iter().all(|c| c.1 == end - 1), "{cues:?} end {end}");
+
+    // A break between words: the clause is cut there and the second part starts one second after
+    // the first ends, with the face idling through the pause.
+    let (u, _, end) = say("Hello there <break time=\"1s\"/> my friend.").await;
+    let texts: Vec<&str> = u.captions.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(texts, ["Hello there", "my friend."]);
+    assert_eq!(u.captions[1].0 - u.captions[0].1, u64::from(RATE));
+    assert_eq!(end, u.captions[1].1);
+    // A break after the last word is silence after it.
+    let (u, _, end) = say("Bye now. <break time=\"500ms\"/>").await;
+    assert_eq!(end - u.captions.last().unwrap().1, u64::from(RATE) / 2);
+
+    // Stage directions: cues, not words.
+    let (u, cues, _) = say("Hi *waves* there (laughs) okay *sighs* then.").await;
+    let caption: Vec<&str> = u.captions.iter().map(|c| c.2.as_str()).collect();
+    assert_eq!(caption.join(" "), "Hi there okay then.");
+    assert_eq!(
+        cues.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["wave", "laugh"]
+    );
+}

@@ -259,15 +259,26 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
     }
 }
 
-/// The text stage's clause stream as the pipeline's segmenter. Emotion and action tags become cues
-/// before the word that follows them; a `<break time="..."/>` at the start of a clause becomes silence
-/// before it, one elsewhere silence after it ([`ClauseText::pause_before_ms`], `pause_after_ms`);
-/// clauses without words are dropped and their cues and breaks carried to the next clause.
+/// The text stage's clause stream as the pipeline's segmenter. Emotion and action tags (and stage
+/// directions naming a gesture) become cues before the word that follows them, or at the clause's end
+/// when no word follows; a `<break time="..."/>` is silence where it is written: before a clause when
+/// it opens it, after one when it closes it, and between two clauses when it stands between words
+/// (the clause is cut there, so the pause is heard where it was written). Pieces without words are
+/// dropped and their cues and breaks carried to the next clause; at the end of the text they come out
+/// as a clause with no text (cues at the end of what was said, then the silence), so no tag is lost.
 pub struct TextSegmenter {
     cfg: SegmenterConfig,
     stream: ClauseStream,
     carry: Vec<TextCue>,
     carry_pause: u32,
+}
+
+/// One clause of the text stage cut at its inner breaks, before empty pieces are carried.
+struct Piece {
+    words: Vec<String>,
+    cues: Vec<TextCue>,
+    before: u32,
+    after: u32,
 }
 
 impl TextSegmenter {
@@ -280,45 +291,88 @@ impl TextSegmenter {
         }
     }
 
-    fn convert(&mut self, clauses: Vec<crate::text::Clause>) -> Vec<ClauseText> {
-        let mut out = vec![];
-        for c in clauses {
-            let raw = &c.segment.text;
-            let text = raw.split_whitespace().collect::<Vec<_>>().join(" ");
-            let mut cues: Vec<TextCue> = std::mem::take(&mut self.carry);
-            let mut before = std::mem::take(&mut self.carry_pause);
-            let mut after = 0u32;
-            // words with a letter or digit: a clause of bare punctuation (the rest of `!!` after an
-            // eager cut, a lone `...`) has nothing to say
-            let words_in = text
-                .split_whitespace()
-                .filter(|w| w.chars().any(char::is_alphanumeric))
-                .count();
-            for tc in &c.cues {
-                let (kind, name, intensity) = match &tc.event {
-                    CueEvent::Emotion { name, intensity } => (CueKind::Emotion, name, *intensity),
-                    CueEvent::Action { name, intensity } => (CueKind::Action, name, *intensity),
-                    CueEvent::Break { millis } => {
-                        let at = tc.at.min(raw.len());
-                        let words_before =
-                            raw.get(..at).map_or(0, |t| t.split_whitespace().count());
-                        if words_before == 0 && words_in > 0 {
-                            before = before.saturating_add(*millis);
-                        } else {
-                            after = after.saturating_add(*millis);
+    /// Cut one clause of the text stage at the breaks between its words.
+    fn pieces(c: &crate::text::Clause) -> Vec<Piece> {
+        let raw = &c.segment.text;
+        let words: Vec<&str> = raw.split_whitespace().collect();
+        let n = words.len();
+        let words_before = |at: usize| {
+            let at = at.min(raw.len());
+            raw.get(..at).map_or(0, |t| t.split_whitespace().count())
+        };
+        // Piece boundaries (word indices) with the break that makes each.
+        let mut cuts: Vec<(usize, u32)> = Vec::new();
+        let (mut before, mut after) = (0u32, 0u32);
+        let mut cues: Vec<(usize, TextCue)> = Vec::new();
+        for tc in &c.cues {
+            let w = words_before(tc.at);
+            let (kind, name, intensity) = match &tc.event {
+                CueEvent::Emotion { name, intensity } => (CueKind::Emotion, name, *intensity),
+                CueEvent::Action { name, intensity } => (CueKind::Action, name, *intensity),
+                CueEvent::Break { millis } => {
+                    if w == 0 {
+                        before = before.saturating_add(*millis);
+                    } else if w >= n {
+                        after = after.saturating_add(*millis);
+                    } else {
+                        match cuts.iter_mut().find(|(at, _)| *at == w) {
+                            Some((_, ms)) => *ms = ms.saturating_add(*millis),
+                            None => cuts.push((w, *millis)),
                         }
-                        continue;
                     }
-                };
-                let at = tc.at.min(raw.len());
-                let before_word = raw.get(..at).map_or(0, |t| t.split_whitespace().count());
-                cues.push(TextCue {
-                    before_word,
+                    continue;
+                }
+            };
+            cues.push((
+                w,
+                TextCue {
+                    before_word: w,
                     kind,
                     name: name.clone(),
                     intensity,
-                });
-            }
+                },
+            ));
+        }
+        cuts.sort_unstable_by_key(|&(at, _)| at);
+        let mut bounds: Vec<usize> = vec![0];
+        bounds.extend(cuts.iter().map(|&(at, _)| at));
+        bounds.push(n);
+        (0..bounds.len() - 1)
+            .map(|k| {
+                let (a, b) = (bounds[k], bounds[k + 1]);
+                let last = k + 2 == bounds.len();
+                Piece {
+                    words: words[a..b].iter().map(|w| w.to_string()).collect(),
+                    // A cue at a cut belongs to the piece after it (before its first word); the
+                    // last piece keeps the cues past its last word.
+                    cues: cues
+                        .iter()
+                        .filter(|(w, _)| *w >= a && (*w < b || last))
+                        .map(|(w, c)| TextCue {
+                            before_word: w - a,
+                            ..c.clone()
+                        })
+                        .collect(),
+                    before: if k == 0 { before } else { 0 },
+                    after: if last { after } else { cuts[k].1 },
+                }
+            })
+            .collect()
+    }
+
+    fn convert(&mut self, clauses: Vec<crate::text::Clause>) -> Vec<ClauseText> {
+        let mut out = vec![];
+        for piece in clauses.iter().flat_map(Self::pieces) {
+            let mut cues: Vec<TextCue> = std::mem::take(&mut self.carry);
+            let before = std::mem::take(&mut self.carry_pause).saturating_add(piece.before);
+            // words with a letter or digit: a piece of bare punctuation (the rest of `!!` after an
+            // eager cut, a lone `...`) has nothing to say
+            let words_in = piece
+                .words
+                .iter()
+                .filter(|w| w.chars().any(char::is_alphanumeric))
+                .count();
+            cues.extend(piece.cues);
             if words_in == 0 {
                 self.carry = cues
                     .into_iter()
@@ -327,14 +381,14 @@ impl TextSegmenter {
                         c
                     })
                     .collect();
-                self.carry_pause = before.saturating_add(after);
+                self.carry_pause = before.saturating_add(piece.after);
                 continue;
             }
             out.push(ClauseText {
-                text,
+                text: piece.words.join(" "),
                 cues,
                 pause_before_ms: before,
-                pause_after_ms: after,
+                pause_after_ms: piece.after,
             });
         }
         out
@@ -355,10 +409,17 @@ impl Segmenter for TextSegmenter {
 
     fn finish(&mut self) -> Vec<ClauseText> {
         let clauses = self.stream.finish();
-        let out = self.convert(clauses);
+        let mut out = self.convert(clauses);
+        // Tags and breaks after the last word: a clause with no text, placed at the end.
+        if !self.carry.is_empty() || self.carry_pause > 0 {
+            out.push(ClauseText {
+                text: String::new(),
+                cues: std::mem::take(&mut self.carry),
+                pause_before_ms: std::mem::take(&mut self.carry_pause),
+                pause_after_ms: 0,
+            });
+        }
         self.stream = ClauseStream::new(self.cfg);
-        self.carry.clear();
-        self.carry_pause = 0;
         out
     }
 }
@@ -424,5 +485,91 @@ mod tests {
                 0
             };
         assert!(between >= 500, "{got:?}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Random tagged texts, streamed in random pieces: the clauses say every written word in
+        /// order, every emotion and action tag (stage directions naming a gesture included) comes
+        /// out once before the word it was written before (or after the last word), and every
+        /// break is silence at the word boundary where it was written.
+        #[test]
+        fn tags_and_breaks_stay_where_they_were_written(
+            items in proptest::collection::vec((0u8..8, 0usize..6), 1..40),
+            cuts in proptest::collection::vec(1usize..12, 0..20),
+        ) {
+            const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
+            const TAGS: [(&str, &str); 6] = [
+                ("[happy]", "happy"),
+                ("[sad:0.5]", "sad"),
+                ("<nod>", "nod"),
+                ("<wave/>", "wave"),
+                ("*waves*", "wave"),
+                ("(laughs)", "laugh"),
+            ];
+            // The written text, and what it asks for at each word boundary.
+            let mut text = String::new();
+            let mut words: Vec<&str> = vec![];
+            let mut want_cues: Vec<(usize, String)> = vec![];
+            let mut want_pause: std::collections::BTreeMap<usize, u32> = Default::default();
+            for (kind, k) in items {
+                match kind {
+                    0..=3 => {
+                        words.push(WORDS[k]);
+                        text.push_str(WORDS[k]);
+                    }
+                    4 | 5 => {
+                        text.push_str(TAGS[k].0);
+                        want_cues.push((words.len(), TAGS[k].1.to_string()));
+                    }
+                    6 => {
+                        let ms = 100 * (k as u32 + 1);
+                        text.push_str(&format!("<break time=\"{ms}ms\"/>"));
+                        *want_pause.entry(words.len()).or_default() += ms;
+                    }
+                    _ => text.push_str("(looks away)"),
+                }
+                text.push(' ');
+            }
+            // Streamed in pieces cut at random characters.
+            let chars: Vec<char> = text.chars().collect();
+            let mut seg = TextSegmenter::default();
+            let mut got = vec![];
+            let mut at = 0;
+            for c in cuts.iter().chain(std::iter::repeat(&7)) {
+                if at >= chars.len() {
+                    break;
+                }
+                let end = (at + c).min(chars.len());
+                got.extend(seg.push(&chars[at..end].iter().collect::<String>()));
+                at = end;
+            }
+            got.extend(seg.finish());
+            // Read the clauses back onto word boundaries.
+            let mut said: Vec<String> = vec![];
+            let mut cues: Vec<(usize, String)> = vec![];
+            let mut pause: std::collections::BTreeMap<usize, u32> = Default::default();
+            for c in &got {
+                let base = said.len();
+                if c.pause_before_ms > 0 {
+                    *pause.entry(base).or_default() += c.pause_before_ms;
+                }
+                let n = c.text.split_whitespace().count();
+                for q in &c.cues {
+                    cues.push((base + q.before_word.min(n), q.name.clone()));
+                }
+                said.extend(c.text.split_whitespace().map(str::to_string));
+                if c.pause_after_ms > 0 {
+                    *pause.entry(said.len()).or_default() += c.pause_after_ms;
+                }
+                proptest::prop_assert!(!c.text.contains("  "));
+            }
+            proptest::prop_assert_eq!(&said, &words, "{}", text);
+            cues.sort();
+            want_cues.sort();
+            proptest::prop_assert_eq!(cues, want_cues, "{}", text);
+            // Breaks before the first word or after the last are one pause at that end.
+            proptest::prop_assert_eq!(pause, want_pause, "{}", text);
+        }
     }
 }

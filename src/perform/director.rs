@@ -110,8 +110,11 @@ pub struct Director {
     state: PerformState,
     records: Vec<UtteranceRecord>,
     /// Face frames solved for a whole clause whose head is placed and whose rest is awaited:
-    /// (utterance, where the rest must start, the frames from there on).
-    rest_frames: Option<(UtteranceId, SampleTime, Vec<FaceFrame>)>,
+    /// (utterance, where the rest must start, the frames and the cues from there on).
+    rest_frames: Option<(UtteranceId, SampleTime, Vec<FaceFrame>, Vec<Cue>)>,
+    /// Cues of an utterance with nothing left on the timeline to carry them (tags after its last
+    /// word once its audio is out, or an utterance of tags only): released at the horizon.
+    loose_cues: Vec<(UtteranceId, Cue)>,
     /// The most samples one utterance may be scheduled (`u64::MAX`: no limit).
     max_utterance: u64,
 }
@@ -129,6 +132,7 @@ impl Director {
             state: PerformState::Idle,
             records: Vec::new(),
             rest_frames: None,
+            loose_cues: Vec::new(),
             max_utterance: u64::MAX,
         }
     }
@@ -185,6 +189,32 @@ impl Director {
             caption: None,
         });
         Ok(())
+    }
+
+    /// Cues written after the last word of utterance `id` (a clause with no text,
+    /// [`ClauseText`]): placed at the last sample scheduled for it while that is still to be
+    /// released, else released at the horizon. Ignored for an unknown utterance.
+    pub fn schedule_tail_cues(&mut self, id: UtteranceId, cues: &[super::TextCue]) {
+        if cues.is_empty() || !self.known(id) {
+            return;
+        }
+        let cue = |c: &super::TextCue, at: SampleTime| Cue {
+            kind: c.kind,
+            name: c.name.clone(),
+            intensity: c.intensity,
+            at,
+        };
+        match self.segments.iter_mut().rev().find(|s| s.utt == id) {
+            Some(seg) => {
+                let at = SampleTime(seg.range.end().get() - 1).max(self.horizon);
+                seg.cues.extend(cues.iter().map(|c| cue(c, at)));
+            }
+            None => {
+                let at = self.horizon;
+                self.loose_cues
+                    .extend(cues.iter().map(|c| (id, cue(c, at))));
+            }
+        }
     }
 
     pub fn config(&self) -> DirectorConfig {
@@ -301,8 +331,23 @@ impl Director {
         let s0 = self.horizon.max(self.next_free);
         let range = TimeRange::at(s0, len);
         self.next_free = range.end();
-        let waiting = self.rest_frames.take();
         let is_rest = matches!(piece, Piece::Rest);
+        // The rest of a clause takes the frames and cues its head left for it (shifted if the
+        // timeline did not wait for it; the frames are then solved again).
+        let (waiting, rest_cues) = match self.rest_frames.take() {
+            Some((u, at, frames, cues)) if is_rest && u == id => {
+                let shift = s0.get().saturating_sub(at.get());
+                let cues = cues
+                    .into_iter()
+                    .map(|mut c| {
+                        c.at += shift;
+                        c
+                    })
+                    .collect();
+                ((shift == 0).then_some(frames), cues)
+            }
+            _ => (None, Vec::new()),
+        };
         let (clause, whole) = match piece {
             Piece::Whole(c) => (Some(c), speech),
             Piece::Head(c, plan) => (Some(c), plan),
@@ -335,20 +380,28 @@ impl Director {
                 }
             })
             .collect();
+        cues.extend(rest_cues);
         cues.sort_by_key(|c| c.at);
         let mut solved: Vec<FaceFrame> = match waiting {
-            Some((u, at, frames)) if is_rest && u == id && at == s0 => frames,
-            _ => self.face.frames(s0, whole, &cues),
+            Some(frames) => frames,
+            None => self.face.frames(s0, whole, &cues),
         };
         solved.sort_by_key(|f| f.at);
         solved.dedup_by_key(|f| f.at);
         if clause_end > range.end() {
+            // A head: what is stamped past it waits for the rest of the clause.
             let later: Vec<FaceFrame> = solved
                 .iter()
                 .filter(|f| f.at >= range.end() && f.at < clause_end)
                 .cloned()
                 .collect();
-            self.rest_frames = Some((id, range.end(), later));
+            let later_cues: Vec<Cue> = cues
+                .iter()
+                .filter(|c| c.at >= range.end())
+                .cloned()
+                .collect();
+            cues.retain(|c| c.at < range.end());
+            self.rest_frames = Some((id, range.end(), later, later_cues));
         }
         let frames: Vec<FaceFrame> = solved
             .into_iter()
@@ -467,6 +520,7 @@ impl Director {
     pub fn interrupt(&mut self, out: &mut Vec<Event>) -> Vec<UtteranceId> {
         let cut = self.horizon;
         self.segments.clear();
+        self.loose_cues.clear();
         self.next_free = cut;
         let dropped: Vec<UtteranceId> = self.utts.iter().map(|u| u.id).collect();
         let mut first = true;
@@ -510,7 +564,7 @@ impl Director {
         // While the rest of a clause whose head is placed is being made, the timeline waits at the
         // head's end (so the rest follows without a gap) and catches up when it comes.
         let to = match &self.rest_frames {
-            Some((utt, at, _)) if self.known(*utt) => to.min(*at),
+            Some((utt, at, ..)) if self.known(*utt) => to.min(*at),
             _ => to,
         };
         while self.horizon < to {
@@ -525,6 +579,10 @@ impl Director {
 
     fn step(&mut self, out: &mut Vec<Event>) {
         let e = self.horizon;
+        for (utterance, mut cue) in self.loose_cues.drain(..) {
+            cue.at = e;
+            out.push(Event::Cue(CueEvent { utterance, cue }));
+        }
         let chunk = self.cfg.chunk;
         let Some(seg) = self.segments.front() else {
             self.idle(TimeRange::at(e, chunk), out);
@@ -932,6 +990,68 @@ mod tests {
         assert_eq!(captions, 1);
         assert_eq!(d.state(), PerformState::Idle);
         assert_eq!(d.take_records()[0].text, "Hi.");
+    }
+
+    /// A clause spoken head first keeps every cue: those past the head go out with the rest, and
+    /// tags after the last word go out at the last sample (or at once when nothing is left).
+    #[test]
+    fn head_first_clauses_and_trailing_tags_keep_every_cue() {
+        let mut d = director();
+        let mut out = vec![];
+        let mut voice = ToneVoice::new(RATE);
+        let text = "hello there my dear friends";
+        let plan = voice.speak(text).unwrap();
+        let cue = |before_word: usize, name: &str| TextCue {
+            before_word,
+            kind: CueKind::Action,
+            name: name.into(),
+            intensity: 1.0,
+        };
+        let clause = ClauseText {
+            text: text.into(),
+            cues: vec![cue(0, "tilt"), cue(4, "nod"), cue(9, "wave")],
+            ..ClauseText::default()
+        };
+        // The tone voice speaks word by word: the whole is the head followed by the rest.
+        let head = voice.speak("hello there").unwrap();
+        let rest = voice.speak("my dear friends").unwrap();
+        assert_eq!(head.pcm.len() + rest.pcm.len(), plan.pcm.len());
+        let cut = head.pcm.len();
+        d.begin(1, &mut out);
+        d.schedule_head(1, &clause, &head, &plan).unwrap();
+        d.advance(SampleTime(cut as u64 + 5000), &mut out);
+        d.schedule_continuation(1, &rest).unwrap();
+        d.schedule_tail_cues(1, &[cue(0, "bow")]);
+        d.end(1, &mut out);
+        d.advance(SampleTime(plan.pcm.len() as u64 + 10_000), &mut out);
+        let cues: Vec<(String, u64)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Cue(c) => Some((c.cue.name.clone(), c.cue.at.get())),
+                _ => None,
+            })
+            .collect();
+        let n = plan.pcm.len() as u64;
+        let friends = plan.words.items()[4].start().get();
+        assert_eq!(
+            cues,
+            [
+                ("tilt".to_string(), 0),
+                ("nod".to_string(), friends),
+                ("wave".to_string(), n - 1),
+                ("bow".to_string(), n - 1),
+            ]
+        );
+        // An utterance of tags only: its cue goes out at once.
+        let mut out = vec![];
+        d.begin(2, &mut out);
+        d.schedule_tail_cues(2, &[cue(0, "wink")]);
+        d.end(2, &mut out);
+        let h = d.horizon();
+        d.advance(h + 1000, &mut out);
+        assert!(out.iter().any(
+            |e| matches!(e, Event::Cue(c) if c.cue.name == "wink" && c.cue.at == h && c.utterance == 2)
+        ));
     }
 
     #[test]

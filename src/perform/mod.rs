@@ -63,7 +63,9 @@ pub enum StageError {
     OverBudget(crate::budget::OverBudget),
 }
 
-/// One clause of text, ready to speak, with the cues that were written inside it.
+/// One clause of text, ready to speak, with the cues that were written inside it. A clause with
+/// empty `text` says nothing: its cues go at the end of what its utterance said so far, then its
+/// pauses (the tags and breaks written after the last word).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClauseText {
     /// Clean text (tags removed).

@@ -5,6 +5,10 @@
 //! - `<wave>`, `<wave/>`, `<nod:0.5>`: an action; closing tags such as `</wave>` are dropped;
 //! - `<break time="300ms"/>`, `<break time='1.5s'/>`, `<break 300ms/>`, `<break/>` (500 ms): a pause.
 //!
+//! - stage directions, `*waves*`, `*shaking head*`, `(laughs)`: an action when a word in them names
+//!   one the face knows ([`stage_action`]: wave, nod, shake_head, tilt, wink, blink, bow, laugh, clap,
+//!   think, heart), else dropped; either way never spoken nor captioned.
+//!
 //! Anything else that starts with `[` or `<` (`a < b`, `<3`, `[1]`, a tag longer than
 //! [`MAX_TAG_LEN`] bytes or broken by a newline) is ordinary text and passes through unchanged.
 //!
@@ -78,7 +82,7 @@ pub enum TagEvent {
 pub struct TagParser {
     /// Bytes of clean text emitted so far.
     offset: usize,
-    /// A possible tag being collected, starting with `[` or `<`.
+    /// A possible tag being collected, starting with `[`, `<`, `*` or `(`.
     pending: String,
 }
 
@@ -149,15 +153,20 @@ impl TagParser {
 
     fn step(&mut self, c: char, text: &mut String, out: &mut Vec<TagEvent>) {
         if self.pending.is_empty() {
-            if c == '[' || c == '<' {
+            if matches!(c, '[' | '<' | '*' | '(') {
                 self.pending.push(c);
             } else {
                 text.push(c);
             }
             return;
         }
-        let open = self.pending.starts_with('[');
-        let close = if open { ']' } else { '>' };
+        let close = match self.pending.as_bytes()[0] {
+            b'[' => ']',
+            b'<' => '>',
+            b'*' => '*',
+            _ => ')',
+        };
+        let stage = matches!(self.pending.as_bytes()[0], b'*' | b'(');
         if c == close {
             self.pending.push(c);
             let tag = std::mem::take(&mut self.pending);
@@ -175,7 +184,8 @@ impl TagParser {
             }
             return;
         }
-        if !tag_char(c) || self.pending.len() + c.len_utf8() >= MAX_TAG_LEN {
+        let allowed = if stage { stage_char(c) } else { tag_char(c) };
+        if !allowed || self.pending.len() + c.len_utf8() >= MAX_TAG_LEN {
             // Not a tag after all: release what was held, then reconsider `c` from scratch.
             let held = std::mem::take(&mut self.pending);
             text.push_str(&held);
@@ -184,6 +194,60 @@ impl TagParser {
         }
         self.pending.push(c);
     }
+}
+
+/// Characters a stage direction may contain between its `*`s or parentheses (letters of any script,
+/// so `(笑)` is one too; no digits, so `2 * 3 * 4` and `(1)` stay text).
+fn stage_char(c: char) -> bool {
+    c.is_alphabetic() || matches!(c, ' ' | '\'' | '-' | ',' | '.' | '!' | '~')
+}
+
+/// The action a stage direction names (`waves` → `wave`, `shaking her head` → `shake_head`,
+/// `giggles softly` → `laugh`): the first word that is a form of a known gesture verb. `None` for
+/// anything else (`sighs`, `looks away`), which is dropped from speech without a cue.
+pub fn stage_action(direction: &str) -> Option<&'static str> {
+    const VERBS: [(&str, &str); 16] = [
+        ("wave", "wave"),
+        ("nod", "nod"),
+        ("shake", "shake_head"),
+        ("tilt", "tilt"),
+        ("wink", "wink"),
+        ("blink", "blink"),
+        ("bow", "bow"),
+        ("laugh", "laugh"),
+        ("giggle", "laugh"),
+        ("chuckle", "laugh"),
+        ("clap", "clap"),
+        ("applaud", "clap"),
+        ("think", "think"),
+        ("ponder", "think"),
+        ("heart", "heart"),
+        ("hmm", "think"),
+    ];
+    // `word` is a form of `verb`: verb, verbs, verbed, verbing, with a final e dropped (waving) or
+    // the last consonant doubled (nodding).
+    let form_of = |word: &str, verb: &str| match verb.strip_suffix('e') {
+        Some(stem) => word
+            .strip_prefix(stem)
+            .is_some_and(|rest| ["e", "es", "ed", "ing", "ings"].contains(&rest)),
+        None => word.strip_prefix(verb).is_some_and(|rest| {
+            let last = &verb[verb.len() - 1..];
+            ["", "s", "ed", "ing", "ings"].contains(&rest)
+                || rest
+                    .strip_prefix(last)
+                    .is_some_and(|r| ["ed", "ing"].contains(&r))
+        }),
+    };
+    direction
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .find_map(|w| {
+            VERBS
+                .iter()
+                .find(|(verb, _)| form_of(&w, verb))
+                .map(|&(_, action)| action)
+        })
 }
 
 /// Characters a tag may contain between its brackets.
@@ -236,6 +300,17 @@ const MAX_BREAK_MS: f64 = 60_000.0;
 /// A complete bracketed tag → `Some(Some(event))` for a cue, `Some(None)` for a tag that is dropped
 /// (closing tags), `None` for text that only looked like a tag.
 fn parse_tag(tag: &str) -> Option<Option<CueEvent>> {
+    let stage = tag
+        .strip_prefix('*')
+        .and_then(|t| t.strip_suffix('*'))
+        .or_else(|| tag.strip_prefix('(').and_then(|t| t.strip_suffix(')')));
+    if let Some(direction) = stage {
+        // `**` (markdown bold) and `()` are empty: dropped. A direction naming a gesture is its cue.
+        return Some(stage_action(direction).map(|name| CueEvent::Action {
+            name: name.to_string(),
+            intensity: 1.0,
+        }));
+    }
     if let Some(body) = tag.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         let (name, intensity) = name_and_intensity(body)?;
         return Some(Some(CueEvent::Emotion { name, intensity }));
@@ -349,6 +424,51 @@ mod tests {
         assert_eq!(text, "a <3  b");
         assert_eq!(cues.len(), 1);
         assert_eq!(cues[0].at, 5);
+    }
+
+    #[test]
+    fn stage_directions_become_actions_or_vanish() {
+        let (text, cues) = TagParser::parse_all("Hi *waves* there (laughs) okay *sighs* done.");
+        assert_eq!(text, "Hi  there  okay  done.");
+        let names: Vec<(usize, &str)> = cues
+            .iter()
+            .map(|c| match &c.event {
+                CueEvent::Action { name, .. } => (c.at, name.as_str()),
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(names, [(3, "wave"), (10, "laugh")]);
+        for (d, want) in [
+            ("shaking head", Some("shake_head")),
+            ("shakes her head slowly", Some("shake_head")),
+            ("nodding", Some("nod")),
+            ("Nods", Some("nod")),
+            ("giggles softly", Some("laugh")),
+            ("waving excitedly", Some("wave")),
+            ("claps", Some("clap")),
+            ("clapping", Some("clap")),
+            ("bows", Some("bow")),
+            ("thinks for a moment", Some("think")),
+            ("makes a heart with her hands", Some("heart")),
+            ("looks away", None),
+            ("bowl", None),
+            ("nodes", None),
+        ] {
+            assert_eq!(stage_action(d), want, "{d}");
+        }
+        // Not stage directions: arithmetic, numbered notes, markdown bold keeps its words; split
+        // across pieces like any tag.
+        assert_eq!(TagParser::parse_all("2 * 3 * 4 (1)").0, "2 * 3 * 4 (1)");
+        assert_eq!(TagParser::parse_all("a **big** day").0, "a big day");
+        let mut p = TagParser::new();
+        let mut events = p.push("Sure *wa");
+        events.extend(p.push("ves* hi"));
+        events.extend(p.finish());
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, TagEvent::Cue(c) if c.at == 5))
+        );
     }
 
     #[test]

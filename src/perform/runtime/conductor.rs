@@ -53,6 +53,7 @@ pub(super) fn conductor_thread(
                     });
                 }
             }
+            Ok(CondMsg::TailCues { utt, cues }) => director.schedule_tail_cues(utt, &cues),
             Ok(CondMsg::Pause { utt, len }) => {
                 if let Err(e) = director.schedule_pause(utt, len) {
                     events.push(Event::Error {

@@ -176,6 +176,11 @@ enum CondMsg {
         speech: Speech,
         part: Part,
     },
+    /// Cues written after an utterance's last word (see [`Director::schedule_tail_cues`]).
+    TailCues {
+        utt: UtteranceId,
+        cues: Vec<crate::perform::TextCue>,
+    },
     /// A `<break/>` before or after a clause: a span of silence on the timeline, in samples.
     Pause {
         utt: UtteranceId,

@@ -78,7 +78,9 @@ pub(super) fn persona_thread(
                         if spoken.is_empty() {
                             metrics.first_clause.observe(t0.elapsed());
                         }
-                        spoken.push(clause.text.clone());
+                        if !clause.text.is_empty() {
+                            spoken.push(clause.text.clone());
+                        }
                         shared.voice_work(1);
                         if voice_tx.send(VoiceMsg::Clause { utt, clause }).is_err() {
                             shared.voice_work(-1);
@@ -155,7 +157,11 @@ pub(super) fn persona_thread(
             PersonaMsg::Say { utt, text } => {
                 let mut clauses = segmenter.push(&text);
                 clauses.extend(segmenter.finish());
-                let spoken: Vec<String> = clauses.iter().map(|c| c.text.clone()).collect();
+                let spoken: Vec<String> = clauses
+                    .iter()
+                    .filter(|c| !c.text.is_empty())
+                    .map(|c| c.text.clone())
+                    .collect();
                 if !shared.cancelled(utt) {
                     for clause in clauses {
                         shared.voice_work(1);

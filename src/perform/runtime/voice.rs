@@ -27,6 +27,26 @@ pub(super) fn voice_thread(
                 if shared.cancelled(utt) {
                     continue;
                 }
+                if clause.text.is_empty() {
+                    // Tags and breaks after the last word: nothing to say; the cues go at the end
+                    // of what was said, then the silence.
+                    let pauses = crate::perform::pause::Pauses::of(&clause, rate);
+                    let cues = CondMsg::TailCues {
+                        utt,
+                        cues: clause.cues,
+                    };
+                    if cond_tx.send(cues).is_err() {
+                        break;
+                    }
+                    let pause = CondMsg::Pause {
+                        utt,
+                        len: pauses.before + pauses.after,
+                    };
+                    if cond_tx.send(pause).is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let first = last_utt != Some(utt);
                 last_utt = Some(utt);
                 let t = Instant::now();
