@@ -435,6 +435,9 @@ impl PiperVoice {
                 .with_intra_threads(threads)
                 .map_err(|e| fail(e.to_string()))?;
             let b = b.with_inter_threads(1).map_err(|e| fail(e.to_string()))?;
+            let b = b
+                .with_memory_pattern(false)
+                .map_err(|e| fail(e.to_string()))?;
             let mut b = b
                 .with_parallel_execution(false)
                 .map_err(|e| fail(e.to_string()))?;
