@@ -220,6 +220,85 @@ fn vmc_packets_decoded_independently_match_the_frames() {
     }
 }
 
+/// `[sinks.vmc] names` selects the names a receiver applies: VRM 0.x presets by default (what
+/// VSeeFace's VRM 0.x models have), VRM 1.0 expression names, or ARKit's.
+#[test]
+fn vmc_names_setting_selects_the_blend_shape_names_received() {
+    let rate = 22050;
+    let (addr, rx) = udp_receiver();
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "",
+            &[
+                "A",
+                "I",
+                "U",
+                "E",
+                "O",
+                "Blink",
+                "Blink_L",
+                "Blink_R",
+                "Joy",
+                "Sorrow",
+                "Fun",
+                "Angry",
+                "Surprised",
+                "LookUp",
+            ],
+            &["aa", "blink", "happy"],
+        ),
+        (
+            "names = \"vrm0\"\n",
+            &["A", "O", "Blink", "Joy"],
+            &["aa", "oh", "blink"],
+        ),
+        (
+            "names = \"vrm1\"\n",
+            &["aa", "ih", "ou", "ee", "oh", "blink", "happy", "relaxed"],
+            &["A", "Joy"],
+        ),
+        (
+            "names = \"arkit\"\n",
+            &["jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "tongueOut"],
+            &["A", "aa"],
+        ),
+    ];
+    for (line, want, never) in cases {
+        let src = format!("[sinks.vmc]\nenabled = true\ntarget = \"{addr}\"\n{line}");
+        let cfg = idol::config::Config::from_toml_str(&src, std::path::Path::new("idol.toml"))
+            .unwrap()
+            .sinks
+            .vmc
+            .unwrap();
+        let rig = Rig::builtin(&cfg.rig).unwrap();
+        let channels: Vec<String> = rig.channel_names().map(str::to_string).collect();
+        let mut sink = VmcSink::new(VmcOptions::from_config(&cfg, rate)).unwrap();
+        let fr = frame(&rig, 0, rate, 60);
+        let before = sink.ticks();
+        sink.frame(&channels, &fr.as_ref()).unwrap();
+        let ticks = take_ticks(&rx, sink.ticks() - before);
+        let vals: Vec<(String, f32)> = ticks[0]
+            .iter()
+            .filter(|m| m.addr == "/VMC/Ext/Blend/Val")
+            .map(|m| (s(&m.args[0]).to_string(), f(&m.args[1])))
+            .collect();
+        assert_eq!(vals.len(), channels.len(), "{line:?}");
+        for n in want {
+            assert!(
+                vals.iter().any(|(v, _)| v == n),
+                "{line:?}: no `{n}` in {vals:?}"
+            );
+        }
+        for n in never {
+            assert!(!vals.iter().any(|(v, _)| v == n), "{line:?}: `{n}` sent");
+        }
+        // Renaming keeps each value with its channel.
+        for ((_, w), x) in vals.iter().zip(&fr.weights) {
+            assert_eq!(w, x);
+        }
+    }
+}
+
 #[test]
 fn vmc_receiver_sees_the_configured_rate() {
     let rate = 22050;
