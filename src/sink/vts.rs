@@ -578,7 +578,7 @@ async fn session(
                 Some(Ok(Message::Text(t))) => {
                     if !warned && t.as_str().contains("\"APIError\"") {
                         warned = true;
-                        log::warn!("vtube studio: an injection was refused: {}", t.as_str());
+                        log::warn!("vtube studio: a request was refused (a hotkey or expression name the model lacks?): {}", t.as_str());
                     }
                 }
                 Some(Ok(_)) => {}
