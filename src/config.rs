@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 use serde_spanned::Spanned;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -106,6 +107,7 @@ struct RawSinks {
     vmc: Option<RawVmc>,
     vtube_studio: Option<RawVts>,
     audio: Option<RawAudio>,
+    livelink: Option<RawLiveLink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -115,6 +117,21 @@ struct RawVmc {
     target: Option<Spanned<String>>,
     rate: Option<Spanned<i64>>,
     rig: Option<Spanned<String>>,
+    names: Option<VmcNames>,
+}
+
+/// Which blend shape names the VMC sink sends (`[sinks.vmc] names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VmcNames {
+    /// VRM 0.x BlendShapeProxy presets (`A I U E O`, `Blink`, `Joy`, ...) from the `vrm` rig:
+    /// what VSeeFace, VNyan and other VRM 0.x receivers apply.
+    #[default]
+    Vrm0,
+    /// VRM 1.0 expression names (`aa ih ou ee oh`, `blink`, `happy`, ...) from the `vrm` rig.
+    Vrm1,
+    /// The 52 ARKit names (`jawOpen`, ...) from the `arkit52` rig ("perfect sync" models).
+    Arkit,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -125,6 +142,17 @@ struct RawVts {
     rate: Option<Spanned<i64>>,
     token_file: Option<String>,
     rig: Option<Spanned<String>>,
+    hotkeys: BTreeMap<String, Spanned<String>>,
+    expressions: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLiveLink {
+    enabled: bool,
+    addr: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
+    rate: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -215,6 +243,7 @@ pub struct SinksConfig {
     pub vmc: Option<VmcConfig>,
     pub vtube_studio: Option<VtsConfig>,
     pub audio: Option<AudioConfig>,
+    pub livelink: Option<LiveLinkConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +251,16 @@ pub struct VmcConfig {
     pub target: std::net::SocketAddr,
     pub rate: u32,
     pub rig: String,
+    pub names: VmcNames,
+}
+
+/// `[sinks.livelink]`: Live Link Face packets for Unreal's Live Link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveLinkConfig {
+    pub addr: std::net::SocketAddr,
+    /// The Live Link subject name Unreal lists (default `idol`).
+    pub subject: String,
+    pub rate: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +271,10 @@ pub struct VtsConfig {
     /// The rig VTube Studio's parameters are mapped from (`arkit52`, `live2d`, `vrm`); `None`: the
     /// live face's rig.
     pub rig: Option<String>,
+    /// Emotion or action name (lowercase) → VTube Studio hotkey name or id, triggered at the cue.
+    pub hotkeys: BTreeMap<String, String>,
+    /// Emotion name (lowercase) → expression file (`NAME.exp3.json`), active while the mood holds.
+    pub expressions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -475,10 +518,17 @@ impl RawConfig {
                     )
                 })?,
             };
+            let names = vmc.names.unwrap_or_default();
+            let default_rig = match names {
+                VmcNames::Arkit => "arkit52",
+                VmcNames::Vrm0 | VmcNames::Vrm1 => "vrm",
+            };
             sinks.vmc = Some(VmcConfig {
                 target,
                 rate: ctx.int_in(&vmc.rate, "sinks.vmc.rate", 1, 240, 60u32)?,
-                rig: rig_name(ctx, &vmc.rig, "sinks.vmc.rig")?.unwrap_or_else(|| "vrm".into()),
+                rig: rig_name(ctx, &vmc.rig, "sinks.vmc.rig")?
+                    .unwrap_or_else(|| default_rig.into()),
+                names,
             });
         }
         if let Some(vts) = self.sinks.vtube_studio.as_ref().filter(|v| v.enabled) {
@@ -506,6 +556,41 @@ impl RawConfig {
                         .unwrap_or_else(|| ".cache/vtube_studio_token".into()),
                 ),
                 rig: rig_name(ctx, &vts.rig, "sinks.vtube_studio.rig")?,
+                hotkeys: vts_names(ctx, &vts.hotkeys, "sinks.vtube_studio.hotkeys")?,
+                expressions: vts_names(ctx, &vts.expressions, "sinks.vtube_studio.expressions")?,
+            });
+        }
+        if let Some(ll) = self.sinks.livelink.as_ref().filter(|l| l.enabled) {
+            let addr = match &ll.addr {
+                None => std::net::SocketAddr::from(([127, 0, 0, 1], 11111)),
+                Some(t) => t.get_ref().parse().map_err(|_| {
+                    ctx.at(
+                        t.span(),
+                        "sinks.livelink.addr",
+                        format!(
+                            "{:?} is not HOST:PORT with an IP address (Unreal listens on \"127.0.0.1:11111\", or the editor machine's address)",
+                            t.get_ref()
+                        ),
+                    )
+                })?,
+            };
+            let subject = match &ll.subject {
+                None => "idol".to_string(),
+                Some(s) if !s.get_ref().trim().is_empty() && s.get_ref().len() <= 255 => {
+                    s.get_ref().clone()
+                }
+                Some(s) => {
+                    return Err(ctx.at(
+                        s.span(),
+                        "sinks.livelink.subject",
+                        "the subject name must be 1 to 255 bytes (Unreal lists it in Live Link)",
+                    ));
+                }
+            };
+            sinks.livelink = Some(LiveLinkConfig {
+                addr,
+                subject,
+                rate: ctx.int_in(&ll.rate, "sinks.livelink.rate", 1, 240, 60u32)?,
             });
         }
         if let Some(a) = self.sinks.audio.as_ref().filter(|a| a.enabled) {
@@ -588,6 +673,27 @@ fn origins(ctx: &Ctx, v: &Option<Vec<Spanned<String>>>) -> Result<Vec<String>, C
 }
 
 /// A rig is named by a file stem under `rigs/` or a path to a `.toml` file.
+/// A `[sinks.vtube_studio.hotkeys]` / `.expressions` table: cue names (lowercased) to non-empty
+/// VTube Studio names.
+fn vts_names(
+    ctx: &Ctx,
+    table: &BTreeMap<String, Spanned<String>>,
+    field: &str,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in table {
+        if v.get_ref().trim().is_empty() {
+            return Err(ctx.at(
+                v.span(),
+                &format!("{field}.{k}"),
+                "empty: give the name or id VTube Studio shows for it",
+            ));
+        }
+        out.insert(k.to_ascii_lowercase(), v.get_ref().trim().to_string());
+    }
+    Ok(out)
+}
+
 fn rig_name(
     ctx: &Ctx,
     v: &Option<Spanned<String>>,
@@ -706,6 +812,49 @@ mod tests {
         assert!(e.message.contains("allowed 1..=86400"), "{e}");
         let e = err("[limits]\nutterance_secs = 0\n");
         assert_eq!(e.field, "limits.utterance_secs");
+    }
+
+    #[test]
+    fn sink_names_hotkeys_and_livelink() {
+        let c =
+            Config::from_toml_str("[sinks.vmc]\nenabled = true\n", Path::new("idol.toml")).unwrap();
+        let v = c.sinks.vmc.unwrap();
+        assert_eq!((v.names, v.rig.as_str()), (VmcNames::Vrm0, "vrm"));
+        let c = Config::from_toml_str(
+            "[sinks.vmc]\nenabled = true\nnames = \"arkit\"\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        let v = c.sinks.vmc.unwrap();
+        assert_eq!((v.names, v.rig.as_str()), (VmcNames::Arkit, "arkit52"));
+        let e = err("[sinks.vmc]\nenabled = true\nnames = \"vrm2\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "sinks.vmc.names"));
+        assert!(e.message.contains("vrm0"), "{e}");
+        let c = Config::from_toml_str(
+            "[sinks.vtube_studio]\nenabled = true\n[sinks.vtube_studio.hotkeys]\nWave = \"Wave hand\"\n\
+             [sinks.vtube_studio.expressions]\nshy = \"Blush.exp3.json\"\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        let v = c.sinks.vtube_studio.unwrap();
+        assert_eq!(v.hotkeys["wave"], "Wave hand");
+        assert_eq!(v.expressions["shy"], "Blush.exp3.json");
+        let e = err(
+            "[sinks.vtube_studio]\nenabled = true\n[sinks.vtube_studio.hotkeys]\nwave = \" \"\n",
+        );
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (4, "sinks.vtube_studio.hotkeys.wave")
+        );
+        let c = Config::from_toml_str("[sinks.livelink]\nenabled = true\n", Path::new("idol.toml"))
+            .unwrap();
+        let l = c.sinks.livelink.unwrap();
+        assert_eq!(
+            (l.addr.port(), l.subject.as_str(), l.rate),
+            (11111, "idol", 60)
+        );
+        let e = err("[sinks.livelink]\nenabled = true\naddr = \"unreal\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "sinks.livelink.addr"));
     }
 
     #[test]

@@ -1061,3 +1061,223 @@ fn lipsync_refuses_bad_values() {
         serde_json::from_str::<serde_json::Value>(line).unwrap();
     }
 }
+
+/// The tags the shipped persona cards and example scripts use: `[emotion]` and `<action>` in their
+/// text, and the cards' `emotions`/`actions` lists.
+fn shipped_tags() -> (Vec<String>, Vec<String>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut emotions: Vec<String> = Vec::new();
+    let mut actions: Vec<String> = Vec::new();
+    let mut texts = Vec::new();
+    for dir in ["personas", "examples"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                texts.push((p.clone(), std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    assert!(texts.len() >= 2, "{texts:?}");
+    let add = |list: &mut Vec<String>, n: &str| {
+        let n = n.to_ascii_lowercase();
+        if !n.is_empty() && !list.contains(&n) {
+            list.push(n);
+        }
+    };
+    for (path, text) in &texts {
+        if path.parent().unwrap().ends_with("personas") {
+            let card = idol::persona::card::PersonaCard::load_toml(path).unwrap();
+            card.emotions.iter().for_each(|e| add(&mut emotions, e));
+            card.actions.iter().for_each(|a| add(&mut actions, a));
+        }
+        // Tags in the file's strings: `[name]` / `[name:0.6]` and `<name>` (not `<break .../>`).
+        fn strings(v: &toml::Value, out: &mut Vec<String>) {
+            match v {
+                toml::Value::String(s) => out.push(s.clone()),
+                toml::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                toml::Value::Table(t) => t.values().for_each(|x| strings(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        strings(&text.parse::<toml::Table>().unwrap().into(), &mut all);
+        for text in &all {
+            for (open, close, list) in [('[', ']', &mut emotions), ('<', '>', &mut actions)] {
+                let mut rest = text.as_str();
+                while let Some(i) = rest.find(open) {
+                    rest = &rest[i + 1..];
+                    let Some(j) = rest.find(close) else { break };
+                    let inner = rest[..j].split(':').next().unwrap().trim();
+                    if inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && inner
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_alphabetic())
+                    {
+                        add(list, inner);
+                    }
+                }
+            }
+        }
+    }
+    (emotions, actions)
+}
+
+#[test]
+fn every_emotion_and_action_in_the_shipped_cards_and_scripts_animates_every_builtin_rig() {
+    let (emotions, actions) = shipped_tags();
+    for must in ["excited", "shy", "happy"] {
+        assert!(emotions.contains(&must.to_string()), "{emotions:?}");
+    }
+    for must in [
+        "wave",
+        "bow",
+        "laugh",
+        "think",
+        "heart",
+        "clap",
+        "shake_head",
+        "nod",
+    ] {
+        assert!(actions.contains(&must.to_string()), "{actions:?}");
+    }
+    let rate = 22050;
+    let f = timeline(
+        rate,
+        &[
+            ("h", 100, 180),
+            ("ɛ", 180, 320),
+            ("l", 320, 400),
+            ("oʊ", 400, 700),
+            ("sil", 700, 2200),
+        ],
+    );
+    let solve = |rig: &str, cues: &[Cue]| {
+        render(
+            rig,
+            FaceConfig {
+                seed: 5,
+                ..FaceConfig::default()
+            },
+            &f,
+            cues,
+        )
+    };
+    // Moved: some rig weight, the head or the gaze differs somewhere in the clip.
+    let moved = |a: &Frames, b: &Frames| {
+        a.iter().zip(b.iter()).any(|(x, y)| {
+            x.weights
+                .iter()
+                .zip(y.weights)
+                .any(|(p, q)| (p - q).abs() > 0.02)
+                || x.head.angle_between(y.head).to_degrees() > 0.5
+                || (0..2).any(|e| {
+                    (x.gaze[e].yaw - y.gaze[e].yaw).abs() > 0.01
+                        || (x.gaze[e].pitch - y.gaze[e].pitch).abs() > 0.01
+                })
+        })
+    };
+    for (rig, _) in BUILTIN {
+        let base = solve(rig, &[]);
+        let happy = [cue(CueKind::Emotion, "happy", 1.0, 0.1, rate)];
+        for name in &emotions {
+            let (with, without) = if name == "neutral" {
+                // Neutral releases: happy then neutral against happy held.
+                let mut cues = happy.to_vec();
+                cues.push(cue(CueKind::Emotion, "neutral", 1.0, 0.8, rate));
+                (solve(rig, &cues), solve(rig, &happy))
+            } else {
+                (
+                    solve(rig, &[cue(CueKind::Emotion, name, 0.8, 0.1, rate)]),
+                    base.clone(),
+                )
+            };
+            assert!(
+                moved(&with, &without),
+                "emotion `{name}` does not animate rig {rig}"
+            );
+        }
+        for name in &actions {
+            let with = solve(rig, &[cue(CueKind::Action, name, 1.0, 0.2, rate)]);
+            assert!(
+                moved(&with, &base),
+                "action `{name}` does not animate rig {rig}"
+            );
+        }
+    }
+    // Neither list warns when Mika's card is loaded.
+    let card = idol::persona::card::PersonaCard::load_toml(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("personas/mika.toml"),
+    )
+    .unwrap();
+    let w = idol::face::gesture::Catalogue::builtin().card_warnings(
+        "mika.toml",
+        &card.emotions,
+        &card.actions,
+    );
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn unknown_card_tags_warn_at_load_and_rig_files_extend_the_catalogue() {
+    let cat = idol::face::gesture::Catalogue::builtin();
+    let w = cat.card_warnings(
+        "c.toml",
+        &["happy".into(), "grumpy".into()],
+        &["wave".into(), "backflip".into()],
+    );
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].contains("`grumpy`") && w[1].contains("`backflip`"),
+        "{w:?}"
+    );
+    // A rig file adds a gesture and an expression: the face animates both, and the card check knows them.
+    let src = format!(
+        "{}\n[expressions.grumpy]\nbrowDownLeft = 0.8\nbrowDownRight = 0.8\n\n[gestures.backflip]\nduration = 1.0\ntrack = [{{ motion = \"bump\", head = {{ pitch = 30.0 }} }}]\n",
+        idol::face::rig::BUILTIN[0].1
+    );
+    let rig = Rig::parse(&src, "mine.toml").unwrap();
+    let mine = cat.with_rig(&rig);
+    assert!(
+        mine.card_warnings("c.toml", &["grumpy".into()], &["backflip".into()])
+            .is_empty()
+    );
+    let face = Face::new(rig, FaceConfig::default()).unwrap();
+    let rate = 22050;
+    let empty = Timeline::new(rate).unwrap();
+    let run = |cues: &[Cue]| {
+        face.render(&Segment {
+            range: TimeRange::at(SampleTime::ZERO, rate as u64 * 2),
+            phonemes: &empty,
+            words: None,
+            cues,
+        })
+        .unwrap()
+    };
+    let base = run(&[]);
+    let flip = run(&[cue(CueKind::Action, "backflip", 1.0, 0.2, rate)]);
+    let most = base
+        .iter()
+        .zip(flip.iter())
+        .map(|(a, b)| a.head.angle_between(b.head).to_degrees())
+        .fold(0.0, f32::max);
+    assert!(most > 20.0, "backflip moved the head {most} degrees");
+    let grumpy = run(&[cue(CueKind::Emotion, "grumpy", 1.0, 0.1, rate)]);
+    let brow = face.rig().channel_index("browDownLeft").unwrap();
+    let last = grumpy.len() - 1;
+    assert!(grumpy.get(last).unwrap().weights[brow] > 0.6);
+    // A bad gesture in a rig file is an error with its file, line and field.
+    let e = Rig::parse(
+        &format!(
+            "{}\n[gestures.x]\nduration = 0\ntrack = []\n",
+            idol::face::rig::BUILTIN[0].1
+        ),
+        "mine.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("mine.toml:") && e.contains("gestures.x"),
+        "{e}"
+    );
+}

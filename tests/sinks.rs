@@ -220,6 +220,85 @@ fn vmc_packets_decoded_independently_match_the_frames() {
     }
 }
 
+/// `[sinks.vmc] names` selects the names a receiver applies: VRM 0.x presets by default (what
+/// VSeeFace's VRM 0.x models have), VRM 1.0 expression names, or ARKit's.
+#[test]
+fn vmc_names_setting_selects_the_blend_shape_names_received() {
+    let rate = 22050;
+    let (addr, rx) = udp_receiver();
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "",
+            &[
+                "A",
+                "I",
+                "U",
+                "E",
+                "O",
+                "Blink",
+                "Blink_L",
+                "Blink_R",
+                "Joy",
+                "Sorrow",
+                "Fun",
+                "Angry",
+                "Surprised",
+                "LookUp",
+            ],
+            &["aa", "blink", "happy"],
+        ),
+        (
+            "names = \"vrm0\"\n",
+            &["A", "O", "Blink", "Joy"],
+            &["aa", "oh", "blink"],
+        ),
+        (
+            "names = \"vrm1\"\n",
+            &["aa", "ih", "ou", "ee", "oh", "blink", "happy", "relaxed"],
+            &["A", "Joy"],
+        ),
+        (
+            "names = \"arkit\"\n",
+            &["jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "tongueOut"],
+            &["A", "aa"],
+        ),
+    ];
+    for (line, want, never) in cases {
+        let src = format!("[sinks.vmc]\nenabled = true\ntarget = \"{addr}\"\n{line}");
+        let cfg = idol::config::Config::from_toml_str(&src, std::path::Path::new("idol.toml"))
+            .unwrap()
+            .sinks
+            .vmc
+            .unwrap();
+        let rig = Rig::builtin(&cfg.rig).unwrap();
+        let channels: Vec<String> = rig.channel_names().map(str::to_string).collect();
+        let mut sink = VmcSink::new(VmcOptions::from_config(&cfg, rate)).unwrap();
+        let fr = frame(&rig, 0, rate, 60);
+        let before = sink.ticks();
+        sink.frame(&channels, &fr.as_ref()).unwrap();
+        let ticks = take_ticks(&rx, sink.ticks() - before);
+        let vals: Vec<(String, f32)> = ticks[0]
+            .iter()
+            .filter(|m| m.addr == "/VMC/Ext/Blend/Val")
+            .map(|m| (s(&m.args[0]).to_string(), f(&m.args[1])))
+            .collect();
+        assert_eq!(vals.len(), channels.len(), "{line:?}");
+        for n in want {
+            assert!(
+                vals.iter().any(|(v, _)| v == n),
+                "{line:?}: no `{n}` in {vals:?}"
+            );
+        }
+        for n in never {
+            assert!(!vals.iter().any(|(v, _)| v == n), "{line:?}: `{n}` sent");
+        }
+        // Renaming keeps each value with its channel.
+        for ((_, w), x) in vals.iter().zip(&fr.weights) {
+            assert_eq!(w, x);
+        }
+    }
+}
+
 #[test]
 fn vmc_receiver_sees_the_configured_rate() {
     let rate = 22050;
@@ -279,6 +358,8 @@ enum Seen {
     TokenRequest,
     Auth(String, bool),
     Inject(Vec<(String, f32)>),
+    Hotkey(String),
+    Expression(String, bool),
 }
 
 #[derive(Default)]
@@ -349,6 +430,19 @@ async fn vts_server(
                             .collect();
                         let _ = seen.send(Seen::Inject(vals));
                         ("InjectParameterDataResponse", serde_json::json!({}))
+                    }
+                    "HotkeyTriggerRequest" => {
+                        let id = data["hotkeyID"].as_str().expect("hotkeyID").to_string();
+                        let _ = seen.send(Seen::Hotkey(id.clone()));
+                        ("HotkeyTriggerResponse", serde_json::json!({"hotkeyID": id}))
+                    }
+                    "ExpressionActivationRequest" => {
+                        let file = data["expressionFile"].as_str().expect("expressionFile");
+                        assert!(file.ends_with(".exp3.json"), "{file}");
+                        assert!(data["fadeTime"].as_f64().is_some_and(|f| (0.0..=2.0).contains(&f)));
+                        let on = data["active"].as_bool().expect("active");
+                        let _ = seen.send(Seen::Expression(file.to_string(), on));
+                        ("ExpressionActivationResponse", serde_json::json!({}))
                     }
                     other => panic!("unexpected request {other}"),
                 };
@@ -787,4 +881,250 @@ fn perform_sends_the_script_to_a_vmc_receiver_for_its_whole_length() {
         "{} VMC ticks, expected about {expected:.1} or more",
         ticks.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A Live Link Face receiver: the packet as Unreal's Live Link Face source reads it (big-endian):
+// u8 version, i32-length-prefixed device id and subject name, frame time (i32 frame, f32 sub-frame,
+// i32 rate numerator, i32 denominator), u8 count, count f32 values in EARFaceBlendShape order.
+
+#[derive(Debug)]
+struct LiveLinkPacket {
+    version: u8,
+    device: String,
+    subject: String,
+    frame: i32,
+    sub_frame: f32,
+    rate: (i32, i32),
+    values: Vec<f32>,
+}
+
+fn parse_live_link(b: &[u8]) -> LiveLinkPacket {
+    struct Cur<'a>(&'a [u8], usize);
+    impl<'a> Cur<'a> {
+        fn take(&mut self, n: usize) -> &'a [u8] {
+            let s = &self.0[self.1..self.1 + n];
+            self.1 += n;
+            s
+        }
+        fn i32(&mut self) -> i32 {
+            i32::from_be_bytes(self.take(4).try_into().unwrap())
+        }
+        fn f32(&mut self) -> f32 {
+            f32::from_be_bytes(self.take(4).try_into().unwrap())
+        }
+        fn string(&mut self) -> String {
+            let n = self.i32();
+            assert!((0..=1024).contains(&n), "string length {n}");
+            String::from_utf8(self.take(n as usize).to_vec()).unwrap()
+        }
+    }
+    let mut c = Cur(b, 0);
+    let version = c.take(1)[0];
+    let device = c.string();
+    let subject = c.string();
+    let frame = c.i32();
+    let sub_frame = c.f32();
+    let rate = (c.i32(), c.i32());
+    let count = c.take(1)[0] as usize;
+    let values = (0..count).map(|_| c.f32()).collect();
+    assert_eq!(c.1, b.len(), "bytes left after the values");
+    LiveLinkPacket {
+        version,
+        device,
+        subject,
+        frame,
+        sub_frame,
+        rate,
+        values,
+    }
+}
+
+#[test]
+fn live_link_receiver_gets_the_idol_subject_and_her_jaw_moves_while_she_speaks() {
+    let home = crate::common::home();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("idol.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[face]\nrig = \"vrm\"\n\n[sinks.audio]\nenabled = true\ndevice = \"null\"\n\n\
+             [sinks.livelink]\nenabled = true\naddr = \"{addr}\"\nrate = 30\n"
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .env("IDOL_HOME", home.root())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "say",
+            "Hello there, nice to meet you.",
+            "--seed",
+            "3",
+            "--play",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "say --play failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut packets = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sock.recv(&mut buf) {
+        packets.push(parse_live_link(&buf[..n]));
+    }
+    let ph: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("phonemes.json")).unwrap()).unwrap();
+    let secs = ph["samples"].as_f64().unwrap() / ph["sample_rate"].as_f64().unwrap();
+    assert!(
+        (packets.len() as f64 - secs * 30.0).abs() <= 1.5,
+        "{} packets for {secs:.2} s at 30 Hz",
+        packets.len()
+    );
+    for p in &packets {
+        assert_eq!(p.version, 6);
+        assert_eq!(p.subject, "idol");
+        assert!(!p.device.is_empty());
+        assert_eq!(p.rate, (30, 1));
+        assert_eq!(p.values.len(), 61);
+        assert!((0.0..1.0).contains(&p.sub_frame));
+        assert!(p.values[..52].iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+    // Consecutive ticks: frame numbers one apart.
+    for w in packets.windows(2) {
+        assert_eq!(
+            w[1].frame - w[0].frame,
+            1,
+            "{} then {}",
+            w[0].frame,
+            w[1].frame
+        );
+    }
+    // JawOpen (index 17 in EARFaceBlendShape order) opens and closes while she speaks; the face was
+    // solved on the vrm rig and retargeted to ARKit for this sink.
+    let jaw: Vec<f32> = packets.iter().map(|p| p.values[17]).collect();
+    let max = jaw.iter().cloned().fold(0.0, f32::max);
+    assert!(max > 0.2, "jawOpen never opened: {jaw:?}");
+    assert!(
+        jaw.windows(2)
+            .filter(|w| (w[1] - w[0]).abs() > 0.05)
+            .count()
+            >= 5,
+        "jawOpen hardly moves: {jaw:?}"
+    );
+    // The head moves too (idle motion and speech nods): HeadPitch is value 53.
+    assert!(packets.iter().any(|p| p.values[53].abs() > 1e-3));
+}
+
+/// Hotkeys and expressions go out when the audio clock reaches their cue's sample, in sample order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vts_hotkeys_and_expressions_follow_the_cues_at_their_samples() {
+    use idol::perform::{AudioChunk, CueEvent, Event, Sink};
+    use idol::sink::live::{LiveOutputs, PerformOutputs};
+    use idol::speech::{Cue, CueKind};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = std::sync::Arc::new(std::sync::Mutex::new(VtsState::default()));
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let _server = tokio::spawn(vts_server(listener, state, seen_tx));
+    // The keys as idol.toml gives them.
+    let cfg = idol::config::Config::from_toml_str(
+        &format!(
+            "[sinks.vtube_studio]\nenabled = true\nurl = \"ws://{addr}\"\n\
+             [sinks.vtube_studio.hotkeys]\nwave = \"Wave hand\"\nshake_head = \"b3c1-no\"\nexcited = \"Sparkles\"\n\
+             [sinks.vtube_studio.expressions]\nhappy = \"Smile.exp3.json\"\nshy = \"Blush.exp3.json\"\nexcited = \"Smile.exp3.json\"\n"
+        ),
+        std::path::Path::new("idol.toml"),
+    )
+    .unwrap();
+    let opts = VtsOptions::from_config(cfg.sinks.vtube_studio.as_ref().unwrap(), dir.path());
+    let vts = VtsSink::spawn(opts, &tokio::runtime::Handle::current());
+    assert_eq!(next_seen(&mut seen).await, Seen::Connected);
+    assert_eq!(next_seen(&mut seen).await, Seen::TokenRequest);
+    assert!(matches!(next_seen(&mut seen).await, Seen::Auth(_, true)));
+
+    let (audio, mut dev) = AudioOut::mock(1000, 1000).unwrap();
+    let out = std::sync::Arc::new(LiveOutputs::new(audio, true, vec![Box::new(vts)]));
+    let mut sink = PerformOutputs::new(out.clone(), &["jawOpen".to_string()]);
+    sink.event(&Event::Audio(AudioChunk {
+        utterance: 1,
+        start: SampleTime(0),
+        pcm: vec![0.1; 1500],
+    }));
+    let cue = |kind, name: &str, at: u64| {
+        Event::Cue(CueEvent {
+            utterance: 1,
+            cue: Cue {
+                kind,
+                name: name.into(),
+                intensity: 1.0,
+                at: SampleTime(at),
+            },
+        })
+    };
+    for e in [
+        cue(CueKind::Emotion, "happy", 100),
+        cue(CueKind::Action, "wave", 300),
+        cue(CueKind::Action, "nod", 350), // no hotkey: nothing is sent
+        cue(CueKind::Emotion, "shy", 500),
+        cue(CueKind::Action, "shake", 700), // the face's name for the `shake_head` entry
+        cue(CueKind::Emotion, "Excited", 800),
+        cue(CueKind::Emotion, "neutral", 900),
+    ] {
+        sink.event(&e);
+    }
+    // Drain what comes before any sample is played: only injections (none here) may come.
+    let quiet = |seen: &mut tokio::sync::mpsc::UnboundedReceiver<Seen>| {
+        let mut got = vec![];
+        while let Ok(s) = seen.try_recv() {
+            if !matches!(s, Seen::Inject(_)) {
+                got.push(s);
+            }
+        }
+        got
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        quiet(&mut seen),
+        vec![],
+        "nothing before the clock reaches a cue"
+    );
+    // Play up to sample 400: the mood's expression and the wave, nothing of what comes later.
+    dev.pull(400);
+    let mut want = vec![
+        Seen::Expression("Smile.exp3.json".into(), true),
+        Seen::Hotkey("Wave hand".into()),
+    ];
+    for w in &want {
+        assert_eq!(&next_non_inject(&mut seen).await, w);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(quiet(&mut seen), vec![], "nothing past the played sample");
+    // Play the rest: each in cue order; one expression at a time; neutral ends the mood.
+    dev.pull(1100);
+    want = vec![
+        Seen::Expression("Smile.exp3.json".into(), false),
+        Seen::Expression("Blush.exp3.json".into(), true),
+        Seen::Hotkey("b3c1-no".into()),
+        Seen::Expression("Blush.exp3.json".into(), false),
+        Seen::Expression("Smile.exp3.json".into(), true),
+        Seen::Hotkey("Sparkles".into()),
+        Seen::Expression("Smile.exp3.json".into(), false),
+    ];
+    for w in &want {
+        assert_eq!(&next_non_inject(&mut seen).await, w);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(quiet(&mut seen), vec![]);
 }

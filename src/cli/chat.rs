@@ -103,6 +103,14 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
         .home
         .path(args.persona.as_ref().unwrap_or(&config.persona.card));
     let card = load_card(&card_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for w in idol::perform::rig_face::card_tag_warnings(
+        &card,
+        &card_path,
+        &config.face.rig,
+        &env.home.rigs_dir(),
+    ) {
+        log::warn!("{w}");
+    }
     let backend = args.backend.unwrap_or(match llm.backend {
         LlmBackend::Local => BackendKind::Local,
         LlmBackend::Openai => BackendKind::Openai,

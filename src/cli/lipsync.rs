@@ -113,9 +113,12 @@ fn parse_cue(s: &str, rate: u32, moods: &[String]) -> Result<Cue> {
         CueKind::Emotion
     } else {
         bail!(
-            "cue `{s}`: the face knows no `{name}`: use an emotion ({}) or an action (nod, shake, \
-             tilt, wink, blink)",
-            moods.join(", ")
+            "cue `{s}`: the face knows no `{name}`: use an emotion ({}) or an action ({})",
+            moods.join(", "),
+            idol::face::gesture::Catalogue::builtin()
+                .names()
+                .1
+                .join(", ")
         );
     };
     Ok(Cue {

@@ -55,11 +55,14 @@ pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
         perf.duration_secs(),
         t0.elapsed().as_secs_f64()
     );
-    // The sound card (with --play) and the face sinks idol.toml enables (VMC, VTube Studio) get the
+    // The sound card (with --play) and the face sinks idol.toml enables (VMC, VTube Studio, Live Link) get the
     // performance on the device's played-sample clock, on a thread of their own; stdout gets the
     // events paced by the wall clock.
     let sinks_cfg = env.config()?.sinks.clone();
-    let to_sinks = args.play || sinks_cfg.vmc.is_some() || sinks_cfg.vtube_studio.is_some();
+    let to_sinks = args.play
+        || sinks_cfg.vmc.is_some()
+        || sinks_cfg.vtube_studio.is_some()
+        || sinks_cfg.livelink.is_some();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let device = to_sinks.then(|| {
             scope.spawn(|| {

@@ -50,6 +50,11 @@ pub fn run(env: &Env, args: &RigsArgs) -> Result<ExitCode> {
         for e in &rig.expressions {
             println!("  expression {}", e.name);
         }
+        // What the face animates on this rig: the built-in catalogue with the rig's own entries.
+        let cat = idol::face::gesture::Catalogue::builtin().with_rig(&rig);
+        let (emotions, actions) = cat.names();
+        println!("  emotions [tag]: {}", emotions.join(", "));
+        println!("  actions <tag>:  {}", actions.join(", "));
         return Ok(ExitCode::SUCCESS);
     }
     let mut names: Vec<(String, Rig)> = Vec::new();

@@ -107,7 +107,11 @@ pub fn live_outputs(
     rate: u32,
     rig: &str,
 ) -> anyhow::Result<Option<Arc<LiveOutputs>>> {
-    if sinks.audio.is_none() && sinks.vmc.is_none() && sinks.vtube_studio.is_none() {
+    if sinks.audio.is_none()
+        && sinks.vmc.is_none()
+        && sinks.vtube_studio.is_none()
+        && sinks.livelink.is_none()
+    {
         return Ok(None);
     }
     let o = LiveOutputs::from_config(sinks, env.home.root(), rate, rig)?;

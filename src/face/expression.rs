@@ -1,9 +1,10 @@
 //! The expression layer: emotion cues become weights with attack/release envelopes; action cues
-//! become one-shot gestures.
+//! become one-shot gestures. What each name does is data: the [`Catalogue`] (`gesture.rs`,
+//! `rigs/gestures/builtin.toml`, plus the rig's own expressions and gestures).
 //!
-//! Input: the segment's cues (`Cue { kind, name, intensity, at }`), the expression vocabulary (VRM
-//! presets happy, sad, angry, surprised, relaxed, `neutral` which releases everything, and the rig's
-//! custom expressions). Output, at any instant: a weight per expression and the gesture offsets.
+//! Input: the segment's cues (`Cue { kind, name, intensity, at }`) and the face's catalogue. Output,
+//! at any instant: a weight per emotion, and the gestures' head, gaze and eyelid offsets, with their
+//! canonical weights added into the frame's canonical vector.
 //!
 //! # Envelopes
 //!
@@ -19,162 +20,54 @@
 //!
 //! # Actions
 //!
-//! `nod` (head down and back, 0.6 s), `shake` (two yaw swings, 0.9 s), `tilt` (roll, 1.2 s), `wink`
-//! (left lid, 0.45 s) and `blink` (both lids, 0.25 s), scaled by intensity. Unknown action names are
-//! ignored.
+//! A gesture of duration d starting at t₀ adds, for each of its tracks, `I · motion(x) · pose` with
+//! `x` the track's share of `(t − t₀) / d` (see `gesture.rs` for the motions). Names the catalogue
+//! does not know animate nothing here (the cue still reaches engines; cards and scripts are checked
+//! for them when they are loaded).
 //!
 //! Evaluation is allocation-free and uses a cursor like the mouth track.
 
-use super::canon::{self, ak};
+use super::canon;
 use super::coarticulate::ramp;
+pub use super::gesture::{Catalogue, Shape};
 use crate::speech::{Cue, CueKind};
 use crate::time::SampleTime;
 
-/// Most expressions one face knows (5 presets + custom).
-pub const MAX: usize = 16;
+/// Most emotions one face knows (the catalogue's and the rig's).
+pub const MAX: usize = 32;
 
-/// One expression: canonical weights at full intensity, plus head pitch in degrees.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Shape {
-    pub name: String,
-    pub weights: Vec<(usize, f32)>,
-    pub head_pitch: f32,
-}
-
-/// The built-in presets, in [`canon::EMOTIONS`] order.
+/// The built-in emotions: the VRM presets in [`canon::EMOTIONS`] order, then the catalogue's others.
 pub fn presets() -> Vec<Shape> {
-    use ak::*;
-    let s = |name: &str, head_pitch: f32, w: &[(usize, f32)]| Shape {
-        name: name.to_string(),
-        weights: w.to_vec(),
-        head_pitch,
-    };
-    vec![
-        s(
-            "happy",
-            2.0,
-            &[
-                (mouthSmileLeft, 0.75),
-                (mouthSmileRight, 0.75),
-                (cheekSquintLeft, 0.55),
-                (cheekSquintRight, 0.55),
-                (eyeSquintLeft, 0.35),
-                (eyeSquintRight, 0.35),
-                (browOuterUpLeft, 0.15),
-                (browOuterUpRight, 0.15),
-                (mouthDimpleLeft, 0.2),
-                (mouthDimpleRight, 0.2),
-            ],
-        ),
-        s(
-            "sad",
-            -5.0,
-            &[
-                (browInnerUp, 0.75),
-                (browDownLeft, 0.15),
-                (browDownRight, 0.15),
-                (mouthFrownLeft, 0.55),
-                (mouthFrownRight, 0.55),
-                (mouthShrugLower, 0.25),
-                (eyeBlinkLeft, 0.18),
-                (eyeBlinkRight, 0.18),
-                (eyeLookDownLeft, 0.1),
-                (eyeLookDownRight, 0.1),
-            ],
-        ),
-        s(
-            "angry",
-            -2.0,
-            &[
-                (browDownLeft, 0.85),
-                (browDownRight, 0.85),
-                (noseSneerLeft, 0.35),
-                (noseSneerRight, 0.35),
-                (eyeSquintLeft, 0.35),
-                (eyeSquintRight, 0.35),
-                (mouthFrownLeft, 0.3),
-                (mouthFrownRight, 0.3),
-                (mouthPressLeft, 0.25),
-                (mouthPressRight, 0.25),
-                (jawForward, 0.1),
-            ],
-        ),
-        s(
-            "surprised",
-            3.0,
-            &[
-                (browInnerUp, 0.85),
-                (browOuterUpLeft, 0.8),
-                (browOuterUpRight, 0.8),
-                (eyeWideLeft, 0.7),
-                (eyeWideRight, 0.7),
-                (jawOpen, 0.25),
-                (mouthFunnel, 0.15),
-            ],
-        ),
-        s(
-            "relaxed",
-            0.0,
-            &[
-                (eyeBlinkLeft, 0.3),
-                (eyeBlinkRight, 0.3),
-                (mouthSmileLeft, 0.25),
-                (mouthSmileRight, 0.25),
-                (cheekSquintLeft, 0.1),
-                (cheekSquintRight, 0.1),
-            ],
-        ),
-    ]
+    Catalogue::builtin().emotions.clone()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Emo {
     t: f32,
-    /// Expression index, or `None` for neutral.
+    /// Emotion index, or `None` for neutral.
     expr: Option<u8>,
     intensity: f32,
 }
 
+/// A built-in action, by its place in the built-in catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Nod,
-    Shake,
-    Tilt,
-    Wink,
-    Blink,
-}
+pub struct Action(pub usize);
 
 impl Action {
+    /// A built-in action by name or alias (`shake_head`, `Wave`...).
     pub fn parse(name: &str) -> Option<Action> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "nod" => Action::Nod,
-            "shake" | "headshake" => Action::Shake,
-            "tilt" => Action::Tilt,
-            "wink" => Action::Wink,
-            "blink" => Action::Blink,
-            _ => return None,
-        })
-    }
-
-    fn duration(self) -> f32 {
-        match self {
-            Action::Nod => 0.6,
-            Action::Shake => 0.9,
-            Action::Tilt => 1.2,
-            Action::Wink => 0.45,
-            Action::Blink => 0.25,
-        }
+        Catalogue::builtin().action(name).map(Action)
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Act {
     t: f32,
-    action: Action,
+    gesture: u16,
     intensity: f32,
 }
 
-/// What the expression layer adds at one instant.
+/// What the expression layer adds at one instant (besides canonical weights).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ExprState {
     pub weights: [f32; MAX],
@@ -182,8 +75,11 @@ pub struct ExprState {
     pub head_yaw: f32,
     pub head_pitch: f32,
     pub head_roll: f32,
-    pub wink_left: f32,
-    pub blink: f32,
+    /// Radians.
+    pub gaze_yaw: f32,
+    pub gaze_pitch: f32,
+    /// Eyelid closure by gestures, left and right.
+    pub lids: [f32; 2],
 }
 
 /// Cursors for allocation-free sweeps.
@@ -201,14 +97,15 @@ pub struct Cues {
     acts: Vec<Act>,
     attack: f32,
     release: f32,
+    longest: f32,
 }
 
 impl Cues {
-    /// Sort and resolve cues; `names` is the expression vocabulary (presets then custom). Cue times are
-    /// made relative to `origin` (seconds at `rate`); cues before the origin count with negative times.
+    /// Sort and resolve cues against `catalogue`. Cue times are made relative to `origin` (seconds at
+    /// `rate`); cues before the origin count with negative times.
     pub fn new(
         cues: &[Cue],
-        names: &[String],
+        catalogue: &Catalogue,
         origin: SampleTime,
         rate: u32,
         attack: f32,
@@ -223,11 +120,10 @@ impl Cues {
             } else {
                 0.0
             };
-            let lname = c.name.to_ascii_lowercase();
             match c.kind {
                 CueKind::Emotion => {
-                    let expr = names.iter().position(|n| n.eq_ignore_ascii_case(&lname));
-                    if expr.is_none() && lname != "neutral" {
+                    let expr = catalogue.emotion(&c.name).filter(|&i| i < MAX);
+                    if expr.is_none() && !c.name.eq_ignore_ascii_case("neutral") {
                         log::debug!("face: unknown emotion `{}` treated as neutral", c.name);
                     }
                     emos.push(Emo {
@@ -236,10 +132,10 @@ impl Cues {
                         intensity,
                     });
                 }
-                CueKind::Action => match Action::parse(&lname) {
-                    Some(action) => acts.push(Act {
+                CueKind::Action => match catalogue.action(&c.name) {
+                    Some(g) => acts.push(Act {
                         t: rel(c.at),
-                        action,
+                        gesture: g as u16,
                         intensity,
                     }),
                     None => log::debug!("face: action `{}` has no gesture", c.name),
@@ -253,12 +149,21 @@ impl Cues {
             acts,
             attack: attack.max(1e-3),
             release: release.max(1e-3),
+            longest: catalogue.longest(),
         }
     }
 
-    /// Emotion weights, gestures at `t` seconds from the origin.
+    /// Emotion weights and gesture offsets at `t` seconds from the origin; gestures' canonical
+    /// weights are added into `canon`.
     #[inline]
-    pub fn eval(&self, t: f32, cur: &mut ExprCursor, out: &mut ExprState) {
+    pub fn eval(
+        &self,
+        t: f32,
+        catalogue: &Catalogue,
+        cur: &mut ExprCursor,
+        out: &mut ExprState,
+        canon: &mut [f32; canon::COUNT],
+    ) {
         *out = ExprState::default();
         if t < cur.last_t {
             *cur = ExprCursor::default();
@@ -286,29 +191,37 @@ impl Cues {
         }
         // Actions.
         let a = &self.acts;
-        while cur.act < a.len() && a[cur.act].t + 1.5 < t {
+        while cur.act < a.len() && a[cur.act].t + self.longest < t {
             cur.act += 1;
         }
         for c in &a[cur.act..] {
             if c.t > t {
                 break;
             }
-            let x = (t - c.t) / c.action.duration();
+            let Some(g) = catalogue.actions.get(c.gesture as usize) else {
+                continue;
+            };
+            let x = (t - c.t) / g.duration;
             if x >= 1.0 {
                 continue;
             }
-            let bump = (std::f32::consts::PI * x).sin();
-            let i = c.intensity;
-            match c.action {
-                Action::Nod => {
-                    out.head_pitch -= 9.0 * i * bump * bump;
+            for tr in &g.tracks {
+                let m = c.intensity * tr.motion.at((x - tr.from) / (tr.to - tr.from));
+                if m == 0.0 {
+                    continue;
                 }
-                Action::Shake => {
-                    out.head_yaw += 12.0 * i * (4.0 * std::f32::consts::PI * x).sin() * bump;
+                let p = &tr.pose;
+                out.head_yaw += m * p.head[0];
+                out.head_pitch += m * p.head[1];
+                out.head_roll += m * p.head[2];
+                out.gaze_yaw += m * p.gaze[0];
+                out.gaze_pitch += m * p.gaze[1];
+                for k in 0..2 {
+                    out.lids[k] = out.lids[k].max(m * p.lids[k]);
                 }
-                Action::Tilt => out.head_roll += 8.0 * i * bump,
-                Action::Wink => out.wink_left = out.wink_left.max(i * bump.sqrt()),
-                Action::Blink => out.blink = out.blink.max(i * bump.sqrt()),
+                for &(i, w) in &p.weights {
+                    canon[i] += m * w;
+                }
             }
         }
     }
@@ -339,27 +252,28 @@ mod tests {
 
     #[test]
     fn envelopes_attack_hold_and_cross_fade() {
-        let names: Vec<String> = presets().into_iter().map(|s| s.name).collect();
+        let cat = Catalogue::builtin();
         let cues = [
             cue(CueKind::Emotion, "happy", 0.8, 1000),
             cue(CueKind::Emotion, "sad", 1.0, 3000),
             cue(CueKind::Emotion, "neutral", 1.0, 5000),
         ];
-        let c = Cues::new(&cues, &names, SampleTime(0), 1000, 0.3, 0.5);
+        let c = Cues::new(&cues, cat, SampleTime(0), 1000, 0.3, 0.5);
         let mut cur = ExprCursor::default();
         let mut s = ExprState::default();
-        c.eval(0.5, &mut cur, &mut s);
+        let mut canon = [0.0f32; canon::COUNT];
+        c.eval(0.5, cat, &mut cur, &mut s, &mut canon);
         assert_eq!(s.weights[HAPPY], 0.0);
-        c.eval(1.15, &mut cur, &mut s);
+        c.eval(1.15, cat, &mut cur, &mut s, &mut canon);
         assert!(s.weights[HAPPY] > 0.2 && s.weights[HAPPY] < 0.6);
-        c.eval(2.0, &mut cur, &mut s);
+        c.eval(2.0, cat, &mut cur, &mut s, &mut canon);
         assert!((s.weights[HAPPY] - 0.8).abs() < 1e-6);
-        c.eval(3.25, &mut cur, &mut s);
+        c.eval(3.25, cat, &mut cur, &mut s, &mut canon);
         assert!(s.weights[HAPPY] > 0.0 && s.weights[SAD] > 0.0);
-        c.eval(4.0, &mut cur, &mut s);
+        c.eval(4.0, cat, &mut cur, &mut s, &mut canon);
         assert_eq!(s.weights[HAPPY], 0.0);
         assert!((s.weights[SAD] - 1.0).abs() < 1e-6);
-        c.eval(6.0, &mut cur, &mut s);
+        c.eval(6.0, cat, &mut cur, &mut s, &mut canon);
         assert_eq!(s.weights[SAD], 0.0);
     }
 }

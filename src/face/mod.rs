@@ -9,6 +9,7 @@
 //!
 //! Layers: the mouth chain (`visemes` → `timing` → `stress` → `anticipate` → `coarticulate`, one pure
 //! timeline step per file, algorithm in `coarticulate.rs`), the expression layer (`expression.rs`),
+//! what each emotion and action tag does is data (`gesture.rs`, `rigs/gestures/builtin.toml`),
 //! the idle layer (`idle.rs`, a pure function of seed and absolute time, so segments join without a
 //! seam), composed in `solver.rs` and retargeted by the rig (`rig.rs`, rigs as data in `rigs/*.toml`).
 //! Readers for phoneme files are in `read.rs`, writers (JSONL, Live Link Face CSV, Rhubarb TSV) in
@@ -24,6 +25,7 @@ pub mod canon;
 mod coarticulate;
 pub mod expression;
 pub mod from_audio;
+pub mod gesture;
 pub mod idle;
 pub mod phonetics;
 pub mod read;

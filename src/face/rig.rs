@@ -15,7 +15,14 @@
 //!
 //! [expressions.smug]           # optional custom expressions: canonical channel = weight
 //! mouthSmileLeft = 0.6
+//!
+//! [gestures.curtsy]             # optional gestures, as in rigs/gestures/builtin.toml's [action.*]
+//! duration = 1.2
+//! track = [{ motion = "hold", head = { pitch = -12.0, roll = 4.0 } }]
 //! ```
+//!
+//! A custom expression or gesture with the name of a built-in one (other than the five VRM presets)
+//! replaces it for this rig (see `gesture.rs`).
 //!
 //! A channel whose `from` is omitted takes the canonical channel of the same name. The value is
 //! `clamp(curve(offset + Σ weight · source), range)`; the curve acts on the value in the unit interval
@@ -136,6 +143,8 @@ pub struct Rig {
     pub description: String,
     pub channels: Vec<Channel>,
     pub expressions: Vec<CustomExpression>,
+    /// The rig's own gestures (added to the built-in catalogue, or replacing one of the same name).
+    pub gestures: Vec<super::gesture::Gesture>,
     /// Flat term list for the hot path: for channel c, `terms[spans[c].0..spans[c].1]`.
     terms: Vec<(u16, f32)>,
     spans: Vec<(u32, u32)>,
@@ -151,6 +160,8 @@ struct RawRig {
     channel: Vec<RawChannel>,
     #[serde(default)]
     expressions: BTreeMap<String, Spanned<BTreeMap<String, f32>>>,
+    #[serde(default)]
+    gestures: BTreeMap<String, Spanned<super::gesture::RawGesture>>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +382,17 @@ impl Rig {
                 weights,
             });
         }
+        let mut gestures = Vec::new();
+        for (gname, g) in raw.gestures {
+            let at = g.span().start;
+            gestures.push(super::gesture::gesture_from_raw(
+                &gname,
+                g.into_inner(),
+                at,
+                &format!("gestures.{gname}"),
+                &bad,
+            )?);
+        }
         let mut terms = Vec::new();
         let mut spans = Vec::with_capacity(channels.len());
         for c in &channels {
@@ -383,6 +405,7 @@ impl Rig {
             description: raw.description,
             channels,
             expressions,
+            gestures,
             terms,
             spans,
         })

@@ -20,7 +20,7 @@
 
 use super::canon::{self, ak};
 use super::coarticulate::{Cursor, MouthPose, Track};
-use super::expression::{self, Cues, ExprCursor, ExprState, Shape};
+use super::expression::{self, Catalogue, Cues, ExprCursor, ExprState};
 use super::idle::Idle;
 use super::phonetics::{Phone, PhoneClass};
 use super::rig::Rig;
@@ -138,13 +138,12 @@ pub struct Scratch {
     nod: usize,
 }
 
-/// A face: a rig, settings and the expression vocabulary.
+/// A face: a rig, settings and the gesture catalogue (the built-in one with the rig's own).
 #[derive(Debug, Clone)]
 pub struct Face {
     rig: Rig,
     config: FaceConfig,
-    shapes: Vec<Shape>,
-    names: Vec<String>,
+    catalogue: Catalogue,
     idle: Idle,
 }
 
@@ -153,26 +152,25 @@ impl Face {
         if config.fps == 0 {
             return Err(FaceError::ZeroFps);
         }
-        let mut shapes = expression::presets();
-        for c in &rig.expressions {
-            shapes.push(Shape {
-                name: c.name.clone(),
-                weights: c.weights.clone(),
-                head_pitch: 0.0,
-            });
+        let catalogue = Catalogue::builtin().with_rig(&rig);
+        if catalogue.emotions.len() > expression::MAX {
+            return Err(FaceError::TooManyExpressions(
+                catalogue.emotions.len(),
+                expression::MAX,
+            ));
         }
-        if shapes.len() > expression::MAX {
-            return Err(FaceError::TooManyExpressions(shapes.len(), expression::MAX));
-        }
-        let names = shapes.iter().map(|s| s.name.clone()).collect();
         let idle = Idle::new(config.seed);
         Ok(Face {
             rig,
             config,
-            shapes,
-            names,
+            catalogue,
             idle,
         })
+    }
+
+    /// The emotions and gestures this face animates (the built-in catalogue with the rig's own).
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
     }
 
     pub fn rig(&self) -> &Rig {
@@ -199,7 +197,7 @@ impl Face {
         let track = Track::new(&phones, origin);
         let cues = Cues::new(
             seg.cues,
-            &self.names,
+            &self.catalogue,
             origin,
             rate,
             self.config.attack,
@@ -329,15 +327,22 @@ impl Face {
         // 2. Expression.
         let mut e = ExprState::default();
         if layers.expression {
-            prep.cues.eval(t, &mut scratch.expr, &mut e);
+            prep.cues
+                .eval(t, &self.catalogue, &mut scratch.expr, &mut e, c);
         }
-        let mut head_pitch_expr = 0.0;
-        for (w, s) in e.weights.iter().zip(&self.shapes) {
+        let mut head_expr = [0.0f32; 3];
+        let mut gaze_expr = [0.0f32; 2];
+        for (w, s) in e.weights.iter().zip(&self.catalogue.emotions) {
             if *w > 0.0 {
                 for &(i, x) in &s.weights {
                     c[i] += w * x;
                 }
-                head_pitch_expr += w * s.head_pitch;
+                for (h, x) in head_expr.iter_mut().zip(s.head) {
+                    *h += w * x;
+                }
+                for (g, x) in gaze_expr.iter_mut().zip(s.gaze) {
+                    *g += w * x;
+                }
             }
         }
         let ew = |i: usize| e.weights[i];
@@ -398,23 +403,25 @@ impl Face {
         for (v, w) in m.visemes.iter().enumerate() {
             c[canon::VISEME_BASE + v] = *w;
         }
+        // The presets' own weights, plus what other emotions and gestures lend them.
         for (k, w) in e.weights.iter().take(canon::EMOTIONS.len()).enumerate() {
-            c[canon::EMOTION_BASE + k] = *w;
+            let slot = &mut c[canon::EMOTION_BASE + k];
+            *slot = (*slot + *w).clamp(0.0, 1.0);
         }
 
         // Eyes: blink from the resting lid, damped by surprise; wide eyes narrow as the lid passes.
         let suppress = 1.0 - 0.85 * ew(expression::SURPRISED);
-        let blink = (idle.blink * suppress).max(e.blink);
+        let blink = idle.blink * suppress;
         let look = self.config.look_at.unwrap_or_default();
-        let gaze_yaw = look.yaw + idle.gaze_yaw;
-        let gaze_pitch = look.pitch + idle.gaze_pitch - 0.12 * ew(expression::SAD);
+        let gaze_yaw = look.yaw + idle.gaze_yaw + gaze_expr[0] + e.gaze_yaw;
+        let gaze_pitch = look.pitch + idle.gaze_pitch + gaze_expr[1] + e.gaze_pitch;
         let down = (-gaze_pitch / 0.44).clamp(0.0, 1.0);
-        for (lid, wide, wink) in [
-            (ak::eyeBlinkLeft, ak::eyeWideLeft, e.wink_left),
-            (ak::eyeBlinkRight, ak::eyeWideRight, 0.0),
+        for (lid, wide, gesture) in [
+            (ak::eyeBlinkLeft, ak::eyeWideLeft, e.lids[0]),
+            (ak::eyeBlinkRight, ak::eyeWideRight, e.lids[1]),
         ] {
             let rest = (c[lid] + 0.2 * down).min(1.0);
-            let b = blink.max(wink);
+            let b = blink.max(gesture.min(1.0));
             c[lid] = rest + (1.0 - rest) * b;
             c[wide] *= 1.0 - b;
         }
@@ -454,10 +461,10 @@ impl Face {
                 }
             }
         }
-        let yaw = idle.head_yaw + e.head_yaw + 0.3 * look.yaw.to_degrees();
+        let yaw = idle.head_yaw + e.head_yaw + head_expr[0] + 0.3 * look.yaw.to_degrees();
         let pitch =
-            idle.head_pitch + nod + e.head_pitch + head_pitch_expr + 0.3 * look.pitch.to_degrees();
-        let roll = idle.head_roll + e.head_roll;
+            idle.head_pitch + nod + e.head_pitch + head_expr[1] + 0.3 * look.pitch.to_degrees();
+        let roll = idle.head_roll + e.head_roll + head_expr[2];
         c[canon::HEAD_YAW] = yaw;
         c[canon::HEAD_PITCH] = pitch;
         c[canon::HEAD_ROLL] = roll;

@@ -159,6 +159,14 @@ pub fn build_conversation(
     memory: bool,
 ) -> Result<Conversation, BuildError> {
     let card = build("persona", load_card(&home.path(&config.persona.card)))?;
+    for w in super::rig_face::card_tag_warnings(
+        &card,
+        &home.path(&config.persona.card),
+        &config.face.rig,
+        &home.rigs_dir(),
+    ) {
+        log::warn!("{w}");
+    }
     let memory = if memory {
         let m = build(
             "persona memory",

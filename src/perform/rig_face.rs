@@ -58,6 +58,27 @@ impl RigFace {
     }
 }
 
+/// Warnings for a persona card's `emotions` and `actions` that the face on `rig` (a built-in name, a
+/// `rigs_dir/NAME.toml` or a path) does not animate: said once when the card is loaded, never while
+/// she speaks. Those tags still reach engines as cue messages.
+pub fn card_tag_warnings(
+    card: &crate::persona::card::PersonaCard,
+    card_path: &std::path::Path,
+    rig: &str,
+    rigs_dir: &std::path::Path,
+) -> Vec<String> {
+    let builtin = crate::face::gesture::Catalogue::builtin();
+    let catalogue = match Rig::find(rig, Some(rigs_dir)) {
+        Ok(r) => builtin.with_rig(&r),
+        Err(_) => builtin.clone(),
+    };
+    catalogue.card_warnings(
+        &card_path.display().to_string(),
+        &card.emotions,
+        &card.actions,
+    )
+}
+
 fn eyes(g: [EyeGaze; 2]) -> [f32; 4] {
     [g[0].yaw, g[0].pitch, g[1].yaw, g[1].pitch]
 }

@@ -25,6 +25,7 @@
 //! never blocks on a sink. VTube Studio's connection runs on a small tokio runtime the bundle owns.
 
 use super::audio::{AudioOptions, AudioOut, Backend, Clock};
+use super::livelink::{LiveLinkOptions, LiveLinkSink};
 use super::vmc::{VmcOptions, VmcSink};
 use super::vts::{VtsOptions, VtsSink};
 use super::{EyeGaze, FrameSink, GateRunner, SinkError, StampedFrame};
@@ -93,6 +94,16 @@ impl LiveOutputs {
             names.push(format!(
                 "VMC to {} at {} Hz, rig {}",
                 v.target, v.rate, v.rig
+            ));
+        }
+        if let Some(l) = &cfg.livelink {
+            add(
+                "arkit52",
+                Box::new(LiveLinkSink::new(LiveLinkOptions::from_config(l, rate))?),
+            );
+            names.push(format!(
+                "Live Link Face to {} at {} Hz, subject {:?}",
+                l.addr, l.rate, l.subject
             ));
         }
         let mut runtime = None;
@@ -225,6 +236,14 @@ impl LiveOutputs {
         }
     }
 
+    /// Queue an emotion or action cue, released to every face sink when the clock reaches its
+    /// sample (VTube Studio triggers its hotkeys and expressions then).
+    pub fn cue(&self, cue: crate::speech::Cue) {
+        for g in &self.gates {
+            g.gate.push_cue(cue.clone());
+        }
+    }
+
     /// Drop queued audio and frames at or after `at` (a barge-in cut).
     pub fn cut(&self, at: SampleTime) {
         self.audio.cut(at);
@@ -249,8 +268,8 @@ impl LiveOutputs {
     }
 }
 
-/// The live pipeline's events into a [`LiveOutputs`]: audio to the device, frames to the gate, a
-/// barge-in's cut to both. `channels` are the face rig's channel names in weight order.
+/// The live pipeline's events into a [`LiveOutputs`]: audio to the device, frames and cues to the
+/// gate, a barge-in's cut to both. `channels` are the face rig's channel names in weight order.
 pub struct PerformOutputs {
     out: Arc<LiveOutputs>,
     channels: Arc<[String]>,
@@ -291,6 +310,7 @@ impl crate::perform::Sink for PerformOutputs {
                     f.frame.canon.as_deref(),
                 );
             }
+            Event::Cue(c) => self.out.cue(c.cue.clone()),
             Event::State(s) if s.state == PerformState::Interrupted => self.out.cut(s.at),
             _ => {}
         }

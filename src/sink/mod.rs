@@ -4,7 +4,7 @@
 //! [`StampedFrame`], with the rig's channel names in weight order) and audio blocks
 //! `(start: SampleTime, &[f32])` (mono f32 PCM at the timeline rate, e.g. 22050 Hz for the default
 //! voice). Output: packets to a VMC receiver ([`vmc`], OSC over UDP), parameter injections to VTube
-//! Studio ([`vts`], WebSocket), and sound on the local audio device ([`audio`], cpal).
+//! Studio ([`vts`], WebSocket), Live Link Face packets to Unreal ([`livelink`], UDP), and sound on the local audio device ([`audio`], cpal).
 //!
 //! The one clock: the audio device's played-sample counter ([`audio::Clock`]) is the master clock of
 //! live playback. Frames wait in a [`FrameGate`] until the counter reaches their stamp, so the face
@@ -23,11 +23,12 @@
 //! sink sends on a std UDP socket from that thread; the VTube Studio sink hands the latest values to
 //! its own tokio task; the audio sink owns a thread per stream (see [`audio`]).
 //!
-//! Live Link Face (Unreal, UDP 11111) is not implemented: the public descriptions of its packet
-//! disagree on the byte layout (see `docs/sinks.md`), and a guessed layout would fail silently.
+//! Live Link Face ([`livelink`]): the packets Epic's iPhone app sends Unreal's Live Link (UDP 11111),
+//! from the arkit52 rig.
 
 pub mod audio;
 pub mod live;
+pub mod livelink;
 pub mod vmc;
 pub mod vts;
 
@@ -114,6 +115,14 @@ pub trait FrameSink: Send {
     /// Called when no frame has come for a while (the idol is idle). Sinks whose receiver forgets
     /// values keep them alive here; the default does nothing.
     fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// An emotion or action cue, when the clock reaches its sample (before the frames stamped at or
+    /// after it). Sinks that trigger the receiver's own animations (VTube Studio hotkeys and
+    /// expressions) act here; the default does nothing.
+    fn cue(&mut self, cue: &crate::speech::Cue) -> Result<(), SinkError> {
+        let _ = cue;
         Ok(())
     }
 }
@@ -301,7 +310,9 @@ impl FrameGate {
 pub enum GateMsg {
     /// A frame of a rig with these channel names, to be released at its stamp.
     Frame(std::sync::Arc<[String]>, StampedFrame),
-    /// Drop every held frame at or after this sample (a barge-in cut).
+    /// An emotion or action cue, released at its sample.
+    Cue(crate::speech::Cue),
+    /// Drop every held frame and cue at or after this sample (a barge-in cut).
     Cut(SampleTime),
 }
 
@@ -309,7 +320,8 @@ pub enum GateMsg {
 ///
 /// It wakes every 5 ms (sleeping in between, never spinning), takes new frames from its channel into
 /// a [`FrameGate`], hands every frame whose stamp the [`audio::Clock`] has reached to each sink in
-/// order, and calls [`FrameSink::idle`] on every sink when nothing was released for 250 ms. A sink's
+/// order (and each cue whose sample it has reached, before the frames at or after it, to
+/// [`FrameSink::cue`]), and calls [`FrameSink::idle`] on every sink when nothing was released for 250 ms. A sink's
 /// error is logged once per kind and the sink keeps being fed.
 pub struct GateRunner {
     tx: Option<crossbeam_channel::Sender<GateMsg>>,
@@ -323,6 +335,7 @@ impl GateRunner {
             .name("idol-gate".into())
             .spawn(move || {
                 let mut gate = FrameGate::new();
+                let mut cues: VecDeque<crate::speech::Cue> = VecDeque::new();
                 let mut channels: VecDeque<std::sync::Arc<[String]>> = VecDeque::new();
                 let mut last_release = std::time::Instant::now();
                 let mut failing = vec![false; sinks.len()];
@@ -333,7 +346,13 @@ impl GateRunner {
                                 channels.push_back(c);
                                 gate.push(f);
                             }
+                            Ok(GateMsg::Cue(c)) => {
+                                // Kept in sample order (cues of one utterance may come together).
+                                let i = cues.partition_point(|x| x.at <= c.at);
+                                cues.insert(i, c);
+                            }
                             Ok(GateMsg::Cut(at)) => {
+                                cues.retain(|c| c.at < at);
                                 let before = gate.len();
                                 gate.cut(at);
                                 channels.truncate(channels.len() - (before - gate.len()));
@@ -342,10 +361,23 @@ impl GateRunner {
                             Err(crossbeam_channel::TryRecvError::Disconnected) => return,
                         }
                     }
-                    let released = gate.release(clock.played(), |f| {
-                        let c = channels.pop_front().expect("one channel list per frame");
+                    let played = clock.played();
+                    let mut released = 0;
+                    // Cues and frames in sample order: each cue before the frames at or after it.
+                    while cues.front().is_some_and(|c| c.at <= played) {
+                        let cue = cues.pop_front().expect("front exists");
+                        let upto = SampleTime(cue.at.get().saturating_sub(1));
+                        if cue.at.get() > 0 {
+                            released += release_frames(
+                                &mut gate,
+                                &mut channels,
+                                upto,
+                                &mut sinks,
+                                &mut failing,
+                            );
+                        }
                         for (s, bad) in sinks.iter_mut().zip(failing.iter_mut()) {
-                            match s.frame(&c, &f.as_ref()) {
+                            match s.cue(&cue) {
                                 Ok(()) => *bad = false,
                                 Err(e) if !*bad => {
                                     *bad = true;
@@ -354,7 +386,10 @@ impl GateRunner {
                                 Err(_) => {}
                             }
                         }
-                    });
+                        released += 1;
+                    }
+                    released +=
+                        release_frames(&mut gate, &mut channels, played, &mut sinks, &mut failing);
                     if released > 0 {
                         last_release = std::time::Instant::now();
                     } else if last_release.elapsed() >= std::time::Duration::from_millis(250) {
@@ -380,6 +415,13 @@ impl GateRunner {
         }
     }
 
+    /// Queue a cue, released to the sinks' [`FrameSink::cue`] when the clock reaches its sample.
+    pub fn push_cue(&self, cue: crate::speech::Cue) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(GateMsg::Cue(cue));
+        }
+    }
+
     /// Drop held frames at or after `at`.
     pub fn cut(&self, at: SampleTime) {
         if let Some(tx) = &self.tx {
@@ -397,6 +439,29 @@ impl Drop for GateRunner {
     }
 }
 
+/// Hand every held frame stamped at or before `upto` to each sink; the number released.
+fn release_frames(
+    gate: &mut FrameGate,
+    channels: &mut VecDeque<std::sync::Arc<[String]>>,
+    upto: SampleTime,
+    sinks: &mut [Box<dyn FrameSink>],
+    failing: &mut [bool],
+) -> usize {
+    gate.release(upto, |f| {
+        let c = channels.pop_front().expect("one channel list per frame");
+        for (s, bad) in sinks.iter_mut().zip(failing.iter_mut()) {
+            match s.frame(&c, &f.as_ref()) {
+                Ok(()) => *bad = false,
+                Err(e) if !*bad => {
+                    *bad = true;
+                    log::warn!("sink: {e}");
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 impl<T: FrameSink> FrameSink for std::sync::Arc<parking_lot::Mutex<T>> {
     fn frame(&mut self, channels: &[String], frame: &FrameRef<'_>) -> Result<(), SinkError> {
         self.lock().frame(channels, frame)
@@ -405,6 +470,10 @@ impl<T: FrameSink> FrameSink for std::sync::Arc<parking_lot::Mutex<T>> {
     fn idle(&mut self) -> Result<(), SinkError> {
         self.lock().idle()
     }
+
+    fn cue(&mut self, cue: &crate::speech::Cue) -> Result<(), SinkError> {
+        self.lock().cue(cue)
+    }
 }
 
 /// A [`FrameSink`] that records what it gets (for unit tests of the stages around the sinks).
@@ -412,6 +481,7 @@ impl<T: FrameSink> FrameSink for std::sync::Arc<parking_lot::Mutex<T>> {
 pub struct Recorder {
     pub frames: Vec<StampedFrame>,
     pub idles: usize,
+    pub cues: Vec<crate::speech::Cue>,
 }
 
 impl FrameSink for Recorder {
@@ -422,6 +492,11 @@ impl FrameSink for Recorder {
 
     fn idle(&mut self) -> Result<(), SinkError> {
         self.idles += 1;
+        Ok(())
+    }
+
+    fn cue(&mut self, cue: &crate::speech::Cue) -> Result<(), SinkError> {
+        self.cues.push(cue.clone());
         Ok(())
     }
 }

@@ -102,7 +102,10 @@ impl VmcOptions {
             target: c.target,
             rate: c.rate,
             sample_rate,
-            names: BlendNames::AsRig,
+            names: match c.names {
+                crate::config::VmcNames::Vrm0 => BlendNames::Vrm0,
+                crate::config::VmcNames::Vrm1 | crate::config::VmcNames::Arkit => BlendNames::AsRig,
+            },
         }
     }
 }

@@ -22,18 +22,30 @@
 //! is idle. When VTube Studio closes or restarts, the plugin reconnects with exponential backoff
 //! (0.5 s doubling to 10 s) and authenticates again with the stored token.
 //!
+//! Hotkeys and expressions: `[sinks.vtube_studio.hotkeys]` maps emotion and action names to the
+//! model's hotkeys (name or id); when the gate releases a cue (at its sample, by the audio clock),
+//! a `HotkeyTriggerRequest` {hotkeyID} goes out. `[sinks.vtube_studio.expressions]` maps emotions to
+//! expression files: the mood's expression is activated with `ExpressionActivationRequest`
+//! {expressionFile, fadeTime, active: true} and deactivated (`active: false`) when the next emotion
+//! cue comes (another mood, or `neutral`). Names are matched as the face matches them (lowercase,
+//! `-` and spaces as `_`, and a catalogue alias such as `shake_head` finds an entry for `shake`).
+//! Requests that come while VTube Studio is not connected are dropped (a late gesture is worse than
+//! none), but the expression in force is activated again on the next connection.
+//!
 //! Threading: [`VtsSink::spawn`] starts one tokio task that owns the connection; the [`VtsSink`]
 //! handle (a [`FrameSink`]) only maps a frame and publishes the values on a `watch` channel, so the
 //! gate thread never waits for the network. Dropping the handle ends the task.
 
 use super::{FrameSink, SinkError};
-use crate::face::FrameRef;
+use crate::face::{FrameRef, gesture};
+use crate::speech::{Cue, CueKind};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Settings of a [`VtsSink`].
@@ -51,6 +63,12 @@ pub struct VtsOptions {
     pub keepalive: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Emotion or action name → hotkey name or id.
+    pub hotkeys: BTreeMap<String, String>,
+    /// Emotion name → expression file, active while the mood holds.
+    pub expressions: BTreeMap<String, String>,
+    /// Seconds an expression fades in and out (VTube Studio's `fadeTime`).
+    pub expression_fade: f32,
 }
 
 impl VtsOptions {
@@ -64,6 +82,9 @@ impl VtsOptions {
             keepalive: Duration::from_millis(300),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
+            hotkeys: BTreeMap::new(),
+            expressions: BTreeMap::new(),
+            expression_fade: 0.5,
         }
     }
 
@@ -71,6 +92,8 @@ impl VtsOptions {
     pub fn from_config(c: &crate::config::VtsConfig, home: &Path) -> VtsOptions {
         VtsOptions {
             rate: c.rate,
+            hotkeys: c.hotkeys.clone(),
+            expressions: c.expressions.clone(),
             ..VtsOptions::new(c.url.clone(), home.join(&c.token_file))
         }
     }
@@ -79,21 +102,99 @@ impl VtsOptions {
 /// One injected parameter: a VTube Studio default parameter id and its value.
 pub type Param = (&'static str, f32);
 
-/// Maps frames to VTube Studio's default parameters and hands them to the connection task.
+/// A request the sink sends besides injections.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// `HotkeyTriggerRequest` with this hotkey name or id.
+    Hotkey(String),
+    /// `ExpressionActivationRequest` for this expression file.
+    Expression { file: String, active: bool },
+}
+
+/// Maps frames to VTube Studio's default parameters and hands them to the connection task; turns
+/// cues into hotkey and expression requests.
 pub struct VtsSink {
     tx: watch::Sender<Arc<Vec<Param>>>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    hotkeys: BTreeMap<String, String>,
+    expressions: BTreeMap<String, String>,
+    /// The expression file active for the mood in force.
+    active: Option<String>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The entry of `map` for a cue name: the name as the face normalizes it, else its catalogue name.
+fn lookup<'a>(map: &'a BTreeMap<String, String>, kind: CueKind, name: &str) -> Option<&'a String> {
+    if map.is_empty() {
+        return None;
+    }
+    let n = gesture::normalize(name);
+    if let Some(v) = map.get(&n) {
+        return Some(v);
+    }
+    let cat = gesture::Catalogue::builtin();
+    let canonical = match kind {
+        CueKind::Emotion => cat.emotion(name).map(|i| &cat.emotions[i].name),
+        CueKind::Action => cat.action(name).map(|i| &cat.actions[i].name),
+    }?;
+    map.get(canonical).or_else(|| {
+        // An entry written with an alias of the cue's gesture (`shake_head` for `shake`).
+        let aliases = match kind {
+            CueKind::Emotion => &cat.emotions[cat.emotion(name)?].aliases,
+            CueKind::Action => &cat.actions[cat.action(name)?].aliases,
+        };
+        aliases.iter().find_map(|a| map.get(a))
+    })
 }
 
 impl VtsSink {
     /// Start the connection task on `rt`.
     pub fn spawn(opts: VtsOptions, rt: &tokio::runtime::Handle) -> VtsSink {
         let (tx, rx) = watch::channel(Arc::new(Vec::new()));
-        let task = rt.spawn(run(opts, rx));
+        let (triggers, trx) = mpsc::unbounded_channel();
+        let norm = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| (gesture::normalize(k), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let hotkeys = norm(&opts.hotkeys);
+        let expressions = norm(&opts.expressions);
+        let task = rt.spawn(run(opts, rx, trx));
         VtsSink {
             tx,
+            triggers,
+            hotkeys,
+            expressions,
+            active: None,
             task: Some(task),
         }
+    }
+
+    /// The requests a cue asks for, in sending order (updates the expression in force).
+    pub fn triggers_for(&mut self, cue: &Cue) -> Vec<Trigger> {
+        let mut out = Vec::new();
+        if cue.kind == CueKind::Emotion {
+            let want = lookup(&self.expressions, cue.kind, &cue.name).cloned();
+            if want != self.active {
+                if let Some(old) = self.active.take() {
+                    out.push(Trigger::Expression {
+                        file: old,
+                        active: false,
+                    });
+                }
+                if let Some(new) = want {
+                    out.push(Trigger::Expression {
+                        file: new.clone(),
+                        active: true,
+                    });
+                    self.active = Some(new);
+                }
+            }
+        }
+        if let Some(h) = lookup(&self.hotkeys, cue.kind, &cue.name) {
+            out.push(Trigger::Hotkey(h.clone()));
+        }
+        out
     }
 
     /// Publish values directly (already mapped).
@@ -119,6 +220,13 @@ impl FrameSink for VtsSink {
             });
         }
         self.set(map_params(channels, frame));
+        Ok(())
+    }
+
+    fn cue(&mut self, cue: &Cue) -> Result<(), SinkError> {
+        for t in self.triggers_for(cue) {
+            self.triggers.send(t).map_err(|_| SinkError::Closed)?;
+        }
         Ok(())
     }
 }
@@ -248,15 +356,33 @@ enum SessionEnd {
     Stopped,
 }
 
-async fn run(opts: VtsOptions, rx: watch::Receiver<Arc<Vec<Param>>>) {
+async fn run(
+    opts: VtsOptions,
+    rx: watch::Receiver<Arc<Vec<Param>>>,
+    mut triggers: mpsc::UnboundedReceiver<Trigger>,
+) {
     let mut backoff = opts.backoff_min;
     let mut next_id = 0u64;
+    let mut active: Option<String> = None;
     loop {
         match tokio_tungstenite::connect_async(opts.url.as_str()).await {
             Ok((ws, _)) => {
                 log::info!("vtube studio: connected to {}", opts.url);
                 backoff = opts.backoff_min;
-                match session(&opts, ws, rx.clone(), &mut next_id).await {
+                // Requests made while disconnected are stale: drop them, keeping the mood's expression.
+                while let Ok(t) = triggers.try_recv() {
+                    note_expression(&mut active, &t);
+                }
+                match session(
+                    &opts,
+                    ws,
+                    rx.clone(),
+                    &mut triggers,
+                    &mut active,
+                    &mut next_id,
+                )
+                .await
+                {
                     SessionEnd::Stopped => return,
                     SessionEnd::Lost(why) => {
                         log::warn!("vtube studio: connection lost ({why}); reconnecting")
@@ -353,16 +479,55 @@ async fn authenticate(opts: &VtsOptions, ws: &mut Ws, next_id: &mut u64) -> Resu
     Err("VTube Studio refused a fresh token".into())
 }
 
+/// Track the expression in force from the requests.
+fn note_expression(active: &mut Option<String>, t: &Trigger) {
+    if let Trigger::Expression { file, active: on } = t {
+        if *on {
+            *active = Some(file.clone());
+        } else if active.as_ref() == Some(file) {
+            *active = None;
+        }
+    }
+}
+
+/// The API message of a trigger.
+pub fn trigger_message(id: u64, t: &Trigger, fade: f32) -> String {
+    match t {
+        Trigger::Hotkey(h) => envelope(id, "HotkeyTriggerRequest", json!({"hotkeyID": h})),
+        Trigger::Expression { file, active } => envelope(
+            id,
+            "ExpressionActivationRequest",
+            json!({"expressionFile": file, "fadeTime": fade, "active": active}),
+        ),
+    }
+}
+
 async fn session(
     opts: &VtsOptions,
     mut ws: Ws,
     mut rx: watch::Receiver<Arc<Vec<Param>>>,
+    triggers: &mut mpsc::UnboundedReceiver<Trigger>,
+    active: &mut Option<String>,
     next_id: &mut u64,
 ) -> SessionEnd {
     if let Err(e) = authenticate(opts, &mut ws, next_id).await {
         return SessionEnd::Lost(e);
     }
     log::info!("vtube studio: authenticated as {:?}", opts.plugin_name);
+    if let Some(file) = active.clone() {
+        *next_id += 1;
+        let t = Trigger::Expression { file, active: true };
+        if let Err(e) = ws
+            .send(Message::text(trigger_message(
+                *next_id,
+                &t,
+                opts.expression_fade,
+            )))
+            .await
+        {
+            return SessionEnd::Lost(e.to_string());
+        }
+    }
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.rate.max(1) as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_sent = tokio::time::Instant::now();
@@ -395,6 +560,17 @@ async fn session(
                 last_sent = tokio::time::Instant::now();
                 fresh = false;
             }
+            t = triggers.recv() => {
+                let Some(t) = t else {
+                    let _ = ws.close(None).await;
+                    return SessionEnd::Stopped;
+                };
+                note_expression(active, &t);
+                *next_id += 1;
+                if let Err(e) = ws.send(Message::text(trigger_message(*next_id, &t, opts.expression_fade))).await {
+                    return SessionEnd::Lost(e.to_string());
+                }
+            }
             m = ws.next() => match m {
                 None => return SessionEnd::Lost("closed".into()),
                 Some(Err(e)) => return SessionEnd::Lost(e.to_string()),
@@ -402,7 +578,7 @@ async fn session(
                 Some(Ok(Message::Text(t))) => {
                     if !warned && t.as_str().contains("\"APIError\"") {
                         warned = true;
-                        log::warn!("vtube studio: an injection was refused: {}", t.as_str());
+                        log::warn!("vtube studio: a request was refused (a hotkey or expression name the model lacks?): {}", t.as_str());
                     }
                 }
                 Some(Ok(_)) => {}
