@@ -73,6 +73,7 @@ pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
                     &perf.pcm.to_vec(),
                     perf.rate,
                     &perf.frames,
+                    &perf.cues,
                 )
             })
         });

@@ -331,6 +331,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             &speech.pcm,
             speech.sample_rate,
             &frames,
+            &cues,
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -339,8 +340,9 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
 /// Play `pcm` (at `rate`) on the audio device and release `frames` (stamped from the audio's start) to
 /// the face sinks `sinks` enables (VMC, VTube Studio) by the device's played-sample counter; returns
 /// when all of it has been heard. `sound` plays on the device even when `[sinks.audio]` is not
-/// configured (without it and without the section, a silent paced clock releases the frames). Also
-/// used by `idol perform`.
+/// configured (without it and without the section, a silent paced clock releases the frames); the
+/// emotion and action `cues` go to the face sinks at their samples (VTube Studio's hotkeys and
+/// expressions). Also used by `idol perform`.
 pub fn play(
     env: &Env,
     sinks: &idol::config::SinksConfig,
@@ -348,6 +350,7 @@ pub fn play(
     pcm: &[f32],
     rate: u32,
     frames: &Frames,
+    cues: &[Cue],
 ) -> anyhow::Result<()> {
     let mut sinks = sinks.clone();
     if sound && sinks.audio.is_none() {
@@ -361,6 +364,12 @@ pub fn play(
     // Start a little after now so the first samples are in the device ring before they are due.
     let start = out.clock().played() + SampleTime::from_millis(150, rate).get();
     out.audio(start, pcm);
+    for c in cues {
+        out.cue(Cue {
+            at: start + c.at.get(),
+            ..c.clone()
+        });
+    }
     let channels: Arc<[String]> = frames.channels().into();
     for (i, f) in frames.iter().enumerate() {
         let mut s = StampedFrame::from(&f);

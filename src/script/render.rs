@@ -980,28 +980,21 @@ pub fn render(
         });
     }
     // Names the face does not know still go out as events (a game engine may animate them).
-    let mut moods: Vec<String> = face::expression::presets()
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    moods.extend(opts.rig.expressions.iter().map(|e| e.name.clone()));
-    moods.push("neutral".into());
+    let catalogue = face::gesture::Catalogue::builtin().with_rig(&opts.rig);
     let mut unknown: Vec<String> = Vec::new();
     for c in &cues {
-        let known = match c.kind {
-            CueKind::Emotion => moods.iter().any(|m| m.eq_ignore_ascii_case(&c.name)),
-            CueKind::Action => face::expression::Action::parse(&c.name).is_some(),
-        };
         let label = format!("{:?} `{}`", c.kind, c.name).to_lowercase();
-        if !known && !unknown.contains(&label) {
+        if !catalogue.knows(c.kind, &c.name) && !unknown.contains(&label) {
             unknown.push(label);
         }
     }
     if !unknown.is_empty() {
+        let (moods, actions) = catalogue.names();
         warnings.push(format!(
-            "the face does not animate {} (they are still emitted as events); the face knows the emotions {} and the actions nod, shake, tilt, wink, blink",
+            "the face does not animate {} (they are still emitted as events); the face knows the emotions {} and the actions {}",
             unknown.join(", "),
-            moods.join(", ")
+            moods.join(", "),
+            actions.join(", ")
         ));
     }
     // 4. Face.

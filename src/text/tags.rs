@@ -6,8 +6,9 @@
 //! - `<break time="300ms"/>`, `<break time='1.5s'/>`, `<break 300ms/>`, `<break/>` (500 ms): a pause.
 //!
 //! - stage directions, `*waves*`, `*shaking head*`, `(laughs)`: an action when a word in them names
-//!   one the face knows ([`stage_action`]: wave, nod, shake_head, tilt, wink, blink, bow, laugh, clap,
-//!   think, heart), else dropped; either way never spoken nor captioned.
+//!   one of the gesture catalogue's actions ([`stage_action`]: wave, nod, shake_head, tilt, wink,
+//!   blink, bow, laugh, clap, think, heart, shrug, gasp, sigh, pout), else dropped; either way never
+//!   spoken nor captioned.
 //!
 //! Anything else that starts with `[` or `<` (`a < b`, `<3`, `[1]`, a tag longer than
 //! [`MAX_TAG_LEN`] bytes or broken by a newline) is ordinary text and passes through unchanged.
@@ -204,9 +205,9 @@ fn stage_char(c: char) -> bool {
 
 /// The action a stage direction names (`waves` → `wave`, `shaking her head` → `shake_head`,
 /// `giggles softly` → `laugh`): the first word that is a form of a known gesture verb. `None` for
-/// anything else (`sighs`, `looks away`), which is dropped from speech without a cue.
+/// anything else (`looks away`, `smiles`), which is dropped from speech without a cue.
 pub fn stage_action(direction: &str) -> Option<&'static str> {
-    const VERBS: [(&str, &str); 16] = [
+    const VERBS: [(&str, &str); 20] = [
         ("wave", "wave"),
         ("nod", "nod"),
         ("shake", "shake_head"),
@@ -223,6 +224,10 @@ pub fn stage_action(direction: &str) -> Option<&'static str> {
         ("ponder", "think"),
         ("heart", "heart"),
         ("hmm", "think"),
+        ("shrug", "shrug"),
+        ("gasp", "gasp"),
+        ("sigh", "sigh"),
+        ("pout", "pout"),
     ];
     // `word` is a form of `verb`: verb, verbs, verbed, verbing, with a final e dropped (waving) or
     // the last consonant doubled (nodding).
@@ -428,7 +433,7 @@ mod tests {
 
     #[test]
     fn stage_directions_become_actions_or_vanish() {
-        let (text, cues) = TagParser::parse_all("Hi *waves* there (laughs) okay *sighs* done.");
+        let (text, cues) = TagParser::parse_all("Hi *waves* there (laughs) okay *looks up* done.");
         assert_eq!(text, "Hi  there  okay  done.");
         let names: Vec<(usize, &str)> = cues
             .iter()
