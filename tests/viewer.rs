@@ -282,6 +282,10 @@ async fn browser(profile: &Path) -> (std::process::Child, Cdp) {
     (child, cdp)
 }
 
+/// One browser test at a time: two software-rendering Chromiums on a small machine starve each
+/// other's animation frames.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Closes the browser however the test ends.
 struct Kill(std::process::Child);
 impl Drop for Kill {
@@ -329,6 +333,7 @@ async fn viewer_plays_a_glb_avatar_in_chromium_in_sync_with_the_audio() {
     .unwrap();
     let base = server.base_url();
 
+    let _one = BROWSER.lock().await;
     let profile = tempfile::tempdir().unwrap();
     let (child, mut cdp) = browser(profile.path()).await;
     let _kill = Kill(child);
@@ -607,4 +612,111 @@ async fn the_server_serves_the_page_its_modules_and_only_the_configured_avatar()
         let (head, _) = get(path);
         assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
     }
+}
+
+/// Without an avatar the page shows the idol's own generated face, driven in `arkit52`; a `say`
+/// typed into the page is spoken, logged, and its latency (message → first audio heard) shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_face_speaks_what_is_typed_into_the_page() {
+    let home = crate::common::home();
+    let config = Config::default();
+    let (voice, face) = build_voice_face(&home, &config).expect("the real voice and face");
+    let server = Server::start(
+        Stages {
+            persona: idol::perform::testing::conversation(),
+            generator: Box::new(ScriptedGenerator::new(["Hello."])),
+            segmenter: Box::new(TextSegmenter::default()),
+            voice,
+            face,
+        },
+        PerformConfig::default(),
+        ServerOptions {
+            port: 0,
+            viewer: ViewerOptions {
+                vendor: vendor(&home),
+                avatar: None,
+            },
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let _one = BROWSER.lock().await;
+    let profile = tempfile::tempdir().unwrap();
+    let (child, mut cdp) = browser(profile.path()).await;
+    let _kill = Kill(child);
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("{}/", server.base_url())}),
+    )
+    .await;
+    cdp.until(
+        "!!(window.__idolViewer && __idolViewer.avatar && __idolViewer.avatar.kind === 'default' \
+         && __idolViewer.stats.rig === 'arkit52' && __idolViewer.stats.connected)",
+        90,
+        "the page shows its own face and subscribes in arkit52",
+    )
+    .await;
+    let morphs = cdp.eval("__idolViewer.avatar.morphs").await;
+    assert!(morphs.as_u64().unwrap() >= 40, "{morphs}");
+    cdp.eval(
+        "document.getElementById('user').value = 'host'; \
+         document.getElementById('sayMode').checked = true; \
+         document.getElementById('text').value = '[happy] Welcome back, everyone! I missed you so much.'; \
+         document.getElementById('panel').requestSubmit(); true",
+    )
+    .await;
+    cdp.until(
+        "__idolViewer.stats.latencyMs !== null && __idolViewer.log.length > 20",
+        90,
+        "the typed say is heard",
+    )
+    .await;
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .await;
+    let png = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        shot["data"].as_str().unwrap(),
+    )
+    .unwrap();
+    let artifact = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer-default-face.png");
+    std::fs::write(&artifact, &png).unwrap();
+    eprintln!("screenshot: {}", artifact.display());
+    let got = cdp
+        .eval(
+            "({stats: __idolViewer.stats, log: __idolViewer.log, \
+              chat: [...document.querySelectorAll('#log .msg')].map((m) => m.textContent)})",
+        )
+        .await;
+    let stats = &got["stats"];
+    eprintln!("viewer stats: {stats}");
+    eprintln!(
+        "render: {:.1} fps (the generated face, headless Chromium, SwiftShader)",
+        f(stats, "fps")
+    );
+    assert_eq!(stats["renderer"], "default", "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+    assert!(f(stats, "latencyMs") > 0.0, "{stats}");
+    let log = got["log"].as_array().unwrap();
+    let jaw = log
+        .iter()
+        .map(|r| f(&r["w"], "jawOpen"))
+        .fold(0.0, f64::max);
+    let smile = log
+        .iter()
+        .map(|r| f(&r["w"], "mouthSmileLeft"))
+        .fold(0.0, f64::max);
+    assert!(jaw > 0.25, "the generated face's jaw hardly moves: {jaw}");
+    assert!(smile > 0.1, "[happy] shows no smile: {smile}");
+    let chat: Vec<&str> = got["chat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        chat.iter().any(|c| c.contains("Welcome back, everyone!")),
+        "{chat:?}"
+    );
+    assert!(chat.iter().any(|c| c.starts_with("idol")), "{chat:?}");
 }
