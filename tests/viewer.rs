@@ -66,12 +66,19 @@ pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
     for (k, _) in names.iter().enumerate() {
         // Each target moves the lower edge a little, differently per target.
         let d = 0.01 * (k as f32 + 1.0);
-        let delta = [[0.0, -d, 0.0], [0.0, -d, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]];
+        let delta = [
+            [0.0, -d, 0.0],
+            [0.0, -d, 0.0],
+            [0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0],
+        ];
         let off = bin.len();
         floats(&mut bin, &delta);
         views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": 48}));
-        accessors.push(json!({"bufferView": views.len() - 1, "componentType": 5126, "count": 4,
-                              "type": "VEC3", "min": [0.0, -d, 0.0], "max": [0.0, 0.0, 0.0]}));
+        accessors.push(
+            json!({"bufferView": views.len() - 1, "componentType": 5126, "count": 4,
+                              "type": "VEC3", "min": [0.0, -d, 0.0], "max": [0.0, 0.0, 0.0]}),
+        );
         targets.push(json!({"POSITION": accessors.len() - 1}));
     }
     let gltf = json!({
@@ -350,12 +357,9 @@ async fn viewer_plays_a_glb_avatar_in_chromium_in_sync_with_the_audio() {
     assert_eq!(avatar_info["morphs"], MORPHS.len(), "{avatar_info}");
 
     // A sentence with bilabials (m, b, p) between open vowels.
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-        "ws://{}/v1/stream",
-        server.addr()
-    ))
-    .await
-    .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", server.addr()))
+        .await
+        .unwrap();
     ws.send(Message::Text(
         json!({"type": "say", "id": "s", "text": "Hello, I am a happy robot. Maybe Bob will bring a map."})
             .to_string()
@@ -419,7 +423,11 @@ async fn viewer_plays_a_glb_avatar_in_chromium_in_sync_with_the_audio() {
     assert_eq!(stats["renderer"], "glb", "{stats}");
     assert_eq!(stats["errors"], 0, "{stats}");
     let log = got["log"].as_array().unwrap();
-    assert!(log.len() >= 30, "only {} frames applied: {stats}", log.len());
+    assert!(
+        log.len() >= 30,
+        "only {} frames applied: {stats}",
+        log.len()
+    );
 
     // Applied by the audio clock: each frame is the latest not after the sample heard, so it lags
     // the heard sample by less than one frame period.
@@ -547,7 +555,10 @@ fn viewer_avatar_must_be_a_vrm_or_glb() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("idol.toml:2:10"), "{e}");
-    assert!(e.contains("viewer.avatar") && e.contains(".vrm or .glb"), "{e}");
+    assert!(
+        e.contains("viewer.avatar") && e.contains(".vrm or .glb"),
+        "{e}"
+    );
     assert_eq!(Config::default().viewer.avatar, None);
 }
 
