@@ -59,7 +59,7 @@ pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
                "min": [-0.1, 1.4, 0.0], "max": [0.1, 1.6, 0.0]}),
         json!({"bufferView": 1, "componentType": 5123, "count": 6, "type": "SCALAR"}),
     ];
-    while bin.len() % 4 != 0 {
+    while !bin.len().is_multiple_of(4) {
         bin.push(0);
     }
     let mut targets = vec![];
@@ -94,7 +94,7 @@ pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
         "accessors": accessors,
     });
     let mut js = serde_json::to_vec(&gltf).unwrap();
-    while js.len() % 4 != 0 {
+    while !js.len().is_multiple_of(4) {
         js.push(b' ');
     }
     let total = 12 + 8 + js.len() + 8 + bin.len();
