@@ -731,3 +731,116 @@ async fn the_default_face_speaks_what_is_typed_into_the_page() {
     );
     assert!(chat.iter().any(|c| c.starts_with("idol")), "{chat:?}");
 }
+
+/// A barge-in stops the page's audio and face at the cut sample: the `interrupted` state arrives
+/// before the cut is heard (the jitter buffer), the scheduled audio past it is stopped, no frame of
+/// the utterance at or after it is applied, and the chat log keeps the words heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_stops_the_page_at_the_cut_sample() {
+    let home = crate::common::home();
+    let server = Server::start(
+        crate::serve::stages(&["Hi."]),
+        PerformConfig::default(),
+        ServerOptions {
+            port: 0,
+            viewer: ViewerOptions {
+                vendor: vendor(&home),
+                avatar: None,
+            },
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let _one = BROWSER.lock().await;
+    let profile = tempfile::tempdir().unwrap();
+    let (child, mut cdp) = browser(profile.path()).await;
+    let _kill = Kill(child);
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("{}/", server.base_url())}),
+    )
+    .await;
+    cdp.until(
+        "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected \
+         && __idolViewer.stats.rig)",
+        90,
+        "the page connects",
+    )
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", server.addr()))
+        .await
+        .unwrap();
+    let say = json!({"type": "say", "id": "s", "text": crate::serve::LONG});
+    ws.send(Message::Text(say.to_string().into()))
+        .await
+        .unwrap();
+    let mut utt = None;
+    let mut cut = None;
+    let mut sent = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while cut.is_none() {
+        assert!(Instant::now() < deadline, "no interrupted state");
+        let m = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+        if let Ok(Some(Ok(Message::Text(t)))) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "ack" && v["of"] == "say" {
+                utt = v["utterance"].as_u64();
+            }
+            if v["type"] == "state" && v["state"] == "interrupted" {
+                cut = v["sample"].as_u64();
+            }
+        }
+        if let Some(u) = utt
+            && !sent
+            && cdp
+                .eval(&format!(
+                    "__idolViewer.log.filter((r) => r.utt === {u}).length >= 40"
+                ))
+                .await
+                == Value::Bool(true)
+        {
+            ws.send(Message::Text(
+                json!({"type": "interrupt"}).to_string().into(),
+            ))
+            .await
+            .unwrap();
+            sent = true;
+        }
+    }
+    let cut = cut.unwrap();
+    cdp.until(
+        &format!("__idolViewer.heardSample() > {cut} + 0.5 * __idolViewer.stats.sampleRate"),
+        30,
+        "the page hears past the cut",
+    )
+    .await;
+    let got = cdp
+        .eval(
+            "({cuts: __idolViewer.cuts, log: __idolViewer.log.map((r) => [r.utt, r.stamp]), \
+              chat: [...document.querySelectorAll('#log .msg')].map((m) => m.textContent)})",
+        )
+        .await;
+    let cuts = got["cuts"].as_array().unwrap();
+    assert_eq!(cuts.len(), 1, "{got}");
+    let c = &cuts[0];
+    assert_eq!(c["sample"].as_u64(), Some(cut), "{c}");
+    let utt = c["utt"].as_u64().unwrap();
+    assert!(
+        f(c, "heard") <= cut as f64,
+        "the cut reached the page after it was heard: {c}"
+    );
+    assert!(
+        c["stopped"].as_u64().unwrap() >= 1,
+        "audio was scheduled past the cut and stopped: {c}"
+    );
+    let log = got["log"].as_array().unwrap();
+    let before = log.iter().filter(|r| r[0] == utt).count();
+    let after = log
+        .iter()
+        .filter(|r| r[0] == utt && r[1].as_f64().unwrap() >= cut as f64)
+        .count();
+    assert!(before >= 40, "{before}");
+    assert_eq!(after, 0, "frames of the utterance applied past the cut");
+    let chat = got["chat"].to_string();
+    assert!(chat.contains("(interrupted)"), "{chat}");
+}
