@@ -32,6 +32,74 @@ const MORPHS: [&str; 10] = [
 
 /// A binary glTF: one quad mesh whose morph targets carry `names`, under a node named `Head`.
 pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
+    glb(names, json!([{"name": "Head", "mesh": 0}]), json!({}))
+}
+
+/// A VRM 1.0 avatar: a humanoid skeleton of the 15 required bones (no skin), the quad under the
+/// head with morph targets bound to the expressions `aa`, `ih`, `ou`, `ee`, `oh`, `blink` and `happy`.
+pub fn vrm1() -> Vec<u8> {
+    let names = ["aa", "ih", "ou", "ee", "oh", "blink", "happy"];
+    let bones = [
+        ("hips", [0.0, 1.0, 0.0], vec![1, 4, 7, 10, 13]),
+        ("spine", [0.0, 0.2, 0.0], vec![2]),
+        ("head", [0.0, 0.4, 0.0], vec![3]),
+        ("face", [0.0, -1.5, 0.05], vec![]),
+        ("leftUpperArm", [0.2, 0.35, 0.0], vec![5]),
+        ("leftLowerArm", [0.25, 0.0, 0.0], vec![6]),
+        ("leftHand", [0.25, 0.0, 0.0], vec![]),
+        ("rightUpperArm", [-0.2, 0.35, 0.0], vec![8]),
+        ("rightLowerArm", [-0.25, 0.0, 0.0], vec![9]),
+        ("rightHand", [-0.25, 0.0, 0.0], vec![]),
+        ("leftUpperLeg", [0.1, 0.0, 0.0], vec![11]),
+        ("leftLowerLeg", [0.0, -0.45, 0.0], vec![12]),
+        ("leftFoot", [0.0, -0.45, 0.0], vec![]),
+        ("rightUpperLeg", [-0.1, 0.0, 0.0], vec![14]),
+        ("rightLowerLeg", [0.0, -0.45, 0.0], vec![15]),
+        ("rightFoot", [0.0, -0.45, 0.0], vec![]),
+    ];
+    let nodes: Vec<Value> = bones
+        .iter()
+        .map(|(name, t, children)| {
+            let mut n = json!({"name": name, "translation": t});
+            if !children.is_empty() {
+                n["children"] = json!(children);
+            }
+            if *name == "face" {
+                n["mesh"] = json!(0);
+            }
+            n
+        })
+        .collect();
+    let mut human = serde_json::Map::new();
+    for (i, (name, ..)) in bones.iter().enumerate() {
+        if *name != "face" {
+            human.insert(name.to_string(), json!({"node": i}));
+        }
+    }
+    let mut preset = serde_json::Map::new();
+    for (i, n) in names.iter().enumerate() {
+        preset.insert(
+            n.to_string(),
+            json!({"morphTargetBinds": [{"node": 3, "index": i, "weight": 1.0}]}),
+        );
+    }
+    glb(
+        &names,
+        json!(nodes),
+        json!({"VRMC_vrm": {
+            "specVersion": "1.0",
+            "meta": {"name": "idol test", "version": "1", "authors": ["idol tests"],
+                     "licenseUrl": "https://vrm.dev/licenses/1.0/", "avatarPermission": "onlyAuthor",
+                     "commercialUsage": "personalNonProfit"},
+            "humanoid": {"humanBones": human},
+            "expressions": {"preset": preset},
+        }}),
+    )
+}
+
+/// A binary glTF with the quad mesh (morph targets `names`), the `nodes` (node 0 the scene's root)
+/// and root `extensions`.
+fn glb(names: &[&str], nodes: Value, extensions: Value) -> Vec<u8> {
     let quad: [[f32; 3]; 4] = [
         [-0.1, 1.4, 0.0],
         [0.1, 1.4, 0.0],
@@ -81,11 +149,11 @@ pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
         );
         targets.push(json!({"POSITION": accessors.len() - 1}));
     }
-    let gltf = json!({
+    let mut gltf = json!({
         "asset": {"version": "2.0", "generator": "idol tests/viewer.rs"},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": "Head", "mesh": 0}],
+        "nodes": nodes,
         "meshes": [{"name": "face", "primitives": [{"attributes": {"POSITION": 0}, "indices": 1,
                     "targets": targets}], "weights": vec![0.0; names.len()],
                     "extras": {"targetNames": names}}],
@@ -93,6 +161,10 @@ pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
         "bufferViews": views,
         "accessors": accessors,
     });
+    if let Some(ext) = extensions.as_object().filter(|e| !e.is_empty()) {
+        gltf["extensionsUsed"] = json!(ext.keys().collect::<Vec<_>>());
+        gltf["extensions"] = extensions.clone();
+    }
     let mut js = serde_json::to_vec(&gltf).unwrap();
     while !js.len().is_multiple_of(4) {
         js.push(b' ');
@@ -843,4 +915,84 @@ async fn an_interrupt_stops_the_page_at_the_cut_sample() {
     assert_eq!(after, 0, "frames of the utterance applied past the cut");
     let chat = got["chat"].to_string();
     assert!(chat.contains("(interrupted)"), "{chat}");
+}
+
+/// A VRM 1.0 avatar (made by the test) loads through three-vrm: the page subscribes in the `vrm` rig
+/// and the expressions move with the speech.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vrm_avatar_takes_the_vrm_rig_and_its_expressions_move() {
+    let home = crate::common::home();
+    let config = Config::default();
+    let (voice, face) = build_voice_face(&home, &config).expect("the real voice and face");
+    let dir = tempfile::tempdir().unwrap();
+    let avatar = dir.path().join("idol.vrm");
+    std::fs::write(&avatar, vrm1()).unwrap();
+    let server = Server::start(
+        Stages {
+            persona: idol::perform::testing::conversation(),
+            generator: Box::new(ScriptedGenerator::new(["Hello."])),
+            segmenter: Box::new(TextSegmenter::default()),
+            voice,
+            face,
+        },
+        PerformConfig::default(),
+        ServerOptions {
+            port: 0,
+            viewer: ViewerOptions {
+                vendor: vendor(&home),
+                avatar: Some(avatar),
+            },
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let _one = BROWSER.lock().await;
+    let profile = tempfile::tempdir().unwrap();
+    let (child, mut cdp) = browser(profile.path()).await;
+    let _kill = Kill(child);
+    cdp.call(
+        "Page.navigate",
+        json!({"url": format!("{}/", server.base_url())}),
+    )
+    .await;
+    cdp.until(
+        "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected)",
+        90,
+        "the page loads",
+    )
+    .await;
+    let info = cdp.eval("__idolViewer.avatar").await;
+    assert_eq!(info["kind"], "vrm", "{info}");
+    cdp.until(
+        "__idolViewer.stats.rig === 'vrm'",
+        30,
+        "the page subscribes in the vrm rig",
+    )
+    .await;
+    cdp.eval(
+        "document.getElementById('sayMode').checked = true; \
+         document.getElementById('text').value = 'Hello there, how are you all doing today?'; \
+         document.getElementById('panel').requestSubmit(); true",
+    )
+    .await;
+    cdp.until("__idolViewer.log.length > 20", 90, "the say is heard")
+        .await;
+    let got = cdp
+        .eval("({log: __idolViewer.log, stats: __idolViewer.stats})")
+        .await;
+    assert_eq!(got["stats"]["errors"], 0, "{}", got["stats"]);
+    let log = got["log"].as_array().unwrap();
+    let vowels = log
+        .iter()
+        .map(|r| {
+            ["aa", "ih", "ou", "ee", "oh"]
+                .iter()
+                .map(|v| f(&r["w"], v))
+                .fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        vowels > 0.2,
+        "the VRM's vowel expressions hardly move: {vowels}"
+    );
 }
