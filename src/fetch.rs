@@ -848,7 +848,15 @@ impl Fetcher {
             if resp.content_length().is_some_and(|n| n > MAX_TARBALL) {
                 return Err(failed(format!("over {MAX_TARBALL} bytes")));
             }
-            let bytes = resp.bytes().await.map_err(|e| failed(error_chain(&e)))?;
+            // Read chunk by chunk, so a response without a length cannot grow past the limit.
+            let mut resp = resp;
+            let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+            while let Some(chunk) = resp.chunk().await.map_err(|e| failed(error_chain(&e)))? {
+                if (bytes.len() + chunk.len()) as u64 > MAX_TARBALL {
+                    return Err(failed(format!("over {MAX_TARBALL} bytes")));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             Ok(bytes)
         })?;
         let actual = hex::encode(Sha256::digest(&body));

@@ -22,6 +22,9 @@ use std::sync::Arc;
 /// The viewer page, embedded in the binary (the configuration object is filled in when served).
 pub const VIEWER_HTML: &str = include_str!("viewer.html");
 
+/// The largest avatar file served (checked before it is read; VRM avatars are typically 10-50 MB).
+pub const MAX_AVATAR_BYTES: u64 = 512 << 20;
+
 /// The placeholder in [`VIEWER_HTML`] the configuration object replaces.
 const CONFIG_SLOT: &str = "/*IDOL_VIEWER_CONFIG*/null";
 
@@ -141,7 +144,21 @@ pub(crate) async fn avatar(State(v): State<Arc<Viewer>>, uri: axum::http::Uri) -
         return not_found("no such avatar");
     }
     let file = file.clone();
-    match tokio::task::spawn_blocking(move || std::fs::read(&file).map_err(|e| (file, e))).await {
+    let read = move || -> Result<Vec<u8>, (PathBuf, std::io::Error)> {
+        let len = std::fs::metadata(&file)
+            .map_err(|e| (file.clone(), e))?
+            .len();
+        if len > MAX_AVATAR_BYTES {
+            return Err((
+                file.clone(),
+                std::io::Error::other(format!(
+                    "{len} bytes, over the viewer's limit of {MAX_AVATAR_BYTES}"
+                )),
+            ));
+        }
+        std::fs::read(&file).map_err(|e| (file, e))
+    };
+    match tokio::task::spawn_blocking(read).await {
         Ok(Ok(bytes)) => (
             [
                 (header::CONTENT_TYPE, "model/gltf-binary"),
