@@ -2,8 +2,9 @@
 """CI: the README's main command on a fresh machine, from an empty idol home.
 
 Runs `cargo run --release -- serve --port 0` with a new empty folder as the idol home (IDOL_HOME), so
-the first-use fetch must bring every asset the server loads (the wheels come from the download cache
-the fetch step filled). Then: waits for the printed URL and `GET /healthz`, connects one WebSocket
+the first-use fetch must bring every asset the server loads (the wheels and npm tarballs come from the
+download cache the fetch step filled). Then: waits for the printed URL and `GET /healthz`, checks the
+viewer page and its three.js are served, connects one WebSocket
 client to /v1/stream, sends one `say`, and checks that audio arrives (non-silent s16 chunks of that
 utterance) before the idol goes idle again. Stops the server with SIGINT. Every wait is bounded.
 
@@ -225,7 +226,17 @@ def main():
         log(f"audio: {samples} samples ({samples / rate:.2f} s), peak {peak}, first audio after {first:.2f} s")
         if samples < rate // 2 or peak < 300:
             raise RuntimeError("the say produced no audible audio")
-        missing = [p for p in ("voices/en_US-joe-medium.onnx.json", "voices/en_US-joe-medium.onnx")
+        # The viewer's modules came with the first-use fetch and are served by the server itself.
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=10) as r:
+            if '"three":true' not in r.read().decode():
+                raise RuntimeError("the viewer page has no three.js (its modules were not fetched)")
+        with urllib.request.urlopen(f"http://{host}:{port}/vendor/three/build/three.module.js", timeout=10) as r:
+            if r.status != 200:
+                raise RuntimeError(f"/vendor/three/build/three.module.js: HTTP {r.status}")
+        log("viewer: page and three.js served")
+        missing = [p for p in ("voices/en_US-joe-medium.onnx.json", "voices/en_US-joe-medium.onnx",
+                               "viewer/vendor/three/build/three.module.js",
+                               "viewer/vendor/three-vrm/lib/three-vrm.module.min.js")
                    if not os.path.exists(os.path.join(home, p))]
         if missing:
             raise RuntimeError(f"the first-use fetch left out {missing}")

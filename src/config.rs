@@ -36,6 +36,13 @@ struct RawConfig {
     server: RawServer,
     sinks: RawSinks,
     limits: RawLimits,
+    viewer: RawViewer,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawViewer {
+    avatar: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -173,6 +180,16 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// How long a performance and an utterance may run (`[limits]`).
     pub limits: crate::budget::Budget,
+    /// The browser viewer (`[viewer]`).
+    pub viewer: ViewerConfig,
+}
+
+/// `[viewer]`: what the page `idol serve` serves shows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ViewerConfig {
+    /// The host's avatar, a `.vrm` (VRM 0.x/1.0) or `.glb`/`.gltf`-binary file with ARKit-named
+    /// morph targets, relative to the idol home; `None`: the viewer's own generated face.
+    pub avatar: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -611,6 +628,29 @@ impl RawConfig {
                 .map_or(defaults.utterance_secs, f64::from),
         };
 
+        let viewer = ViewerConfig {
+            avatar: match &self.viewer.avatar {
+                None => None,
+                Some(a) => {
+                    let p = a.get_ref().trim();
+                    let ext = Path::new(p)
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .map(str::to_ascii_lowercase);
+                    if !matches!(ext.as_deref(), Some("vrm" | "glb")) {
+                        return Err(ctx.at(
+                            a.span(),
+                            "viewer.avatar",
+                            format!(
+                                "{p:?} is not a .vrm or .glb file: give the path (relative to the idol home) of a VRM avatar or a binary glTF whose morph targets carry ARKit names"
+                            ),
+                        ));
+                    }
+                    Some(PathBuf::from(p))
+                }
+            },
+        };
+
         Ok(Config {
             persona,
             llm,
@@ -619,6 +659,7 @@ impl RawConfig {
             server,
             sinks,
             limits,
+            viewer,
         })
     }
 }

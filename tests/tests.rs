@@ -19,3 +19,4 @@ mod serve_edge;
 mod sinks;
 mod text;
 mod tts;
+mod viewer;

@@ -1,16 +1,19 @@
 //! `idol serve`: run the idol live and stream her over WebSocket (`docs/protocol.md`), with the
-//! browser viewer at `/`. Settings come from `[server]`, `[llm]`, `[voice]`, `[face]` in idol.toml;
+//! browser viewer at `/` (`docs/viewer.md`). Settings come from `[server]`, `[llm]`, `[voice]`,
+//! `[face]`, `[viewer]` in idol.toml;
 //! `--bind` and `--port` override the address. The outputs `[sinks]` enables (local audio device, VMC,
 //! VTube Studio) get the same performance: the audio device's played-sample counter is then the
 //! session clock and releases the frames to the face sinks (`docs/sinks.md`).
 
 use super::Env;
 use idol::config::{Config, SinksConfig};
+use idol::fetch::{MANIFESTS, Manifest, VIEWER_MANIFEST};
 use idol::perform::adapters;
 use idol::perform::{PerformConfig, Stages};
-use idol::server::{Server, ServerOptions};
+use idol::server::{Server, ServerOptions, ViewerOptions};
 use idol::sink::live::{LiveOutputs, PerformOutputs};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -47,6 +50,7 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     opts.policy.budget = config.limits;
     // Clients may subscribe to the built-in rigs and to the rig files in the home's rigs/ by name.
     opts.rigs_dir = Some(env.home.rigs_dir());
+    opts.viewer = viewer_options(env, &config)?;
     let stages = build_stages(env, &config)?;
     let mut perform = perform_config(&config);
     let rate = stages.voice.sample_rate();
@@ -86,6 +90,49 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(tokio::signal::ctrl_c())?;
     drop(server);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the viewer page serves: the pinned modules of `viewer/manifest.toml` (the missing ones are
+/// fetched first, like the stages' assets) and the `[viewer] avatar`, which must be a binary glTF
+/// (a `.vrm` is one).
+pub fn viewer_options(env: &Env, config: &Config) -> anyhow::Result<ViewerOptions> {
+    let manifest = Manifest::in_effect(&env.home, VIEWER_MANIFEST)?;
+    let root = env.home.path(MANIFESTS[VIEWER_MANIFEST].1);
+    let vendor: Vec<(String, PathBuf)> = manifest
+        .assets
+        .into_iter()
+        .map(|a| {
+            let dest = root.join(&a.file);
+            (a.file, dest)
+        })
+        .collect();
+    let files: Vec<PathBuf> = vendor.iter().map(|(_, f)| f.clone()).collect();
+    super::fetch::ensure_assets(env, &files)?;
+    let avatar = match &config.viewer.avatar {
+        None => None,
+        Some(rel) => {
+            let path = env.home.path(rel);
+            let mut magic = [0u8; 4];
+            std::fs::File::open(&path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "[viewer] avatar = {:?}: cannot read {} ({e}); paths are relative to the idol home",
+                        rel.display(),
+                        path.display()
+                    )
+                })?;
+            if &magic != b"glTF" {
+                anyhow::bail!(
+                    "[viewer] avatar = {:?}: {} is not a binary glTF (a .vrm or .glb starts with `glTF`); export the avatar as GLB or VRM",
+                    rel.display(),
+                    path.display()
+                );
+            }
+            Some(path)
+        }
+    };
+    Ok(ViewerOptions { vendor, avatar })
 }
 
 /// Pacing from idol.toml (the persona's settings travel with its conversation in the stages).

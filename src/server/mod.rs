@@ -2,7 +2,8 @@
 //! the [`Hub`], a [`crate::perform::Sink`]) and client requests. Output: the stream protocol
 //! (`docs/protocol.md`) to any number of clients, the viewer page, `/healthz` and `/metrics`.
 //!
-//! Routes: `GET /` the viewer (one self-contained page, `?bg=transparent` for OBS), `GET /v1/stream`
+//! Routes: `GET /` the viewer (`?bg=transparent` for OBS, `?controls=0`; with `GET /vendor/…` its
+//! pinned modules and `GET /avatar.vrm|glb` the configured avatar, see [`viewer`]), `GET /v1/stream`
 //! the WebSocket stream, `GET /healthz`, `GET /metrics` (Prometheus text). Every request's `Host` and
 //! the upgrade's `Origin` are checked first ([`guard`]): web pages of other sites cannot reach the
 //! server by DNS rebinding nor drive the idol from the host's browser.
@@ -18,11 +19,13 @@ pub mod guard;
 pub mod hub;
 pub mod protocol;
 pub mod rigs;
+pub mod viewer;
 
 pub use conn::{ConnCtx, ConnPolicy, serve_connection};
 pub use guard::Guard;
 pub use hub::{CLOSE_FULL, CLOSE_LAGGING, Hub, HubSink};
 pub use rigs::RigCatalog;
+pub use viewer::{VIEWER_HTML, Viewer, ViewerOptions};
 
 use crate::config::ServerConfig;
 use crate::perform::{Metrics, PerformConfig, PerformHandle, Performer, Stages};
@@ -30,7 +33,7 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use futures_util::StreamExt;
@@ -38,9 +41,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The viewer page, embedded in the binary.
-pub const VIEWER_HTML: &str = include_str!("viewer.html");
 
 /// Largest WebSocket message the socket layer reads at all; beyond it the connection is closed.
 /// Messages between [`ConnPolicy::max_message_bytes`] and this get a `too_large` error instead.
@@ -80,6 +80,8 @@ pub struct ServerOptions {
     pub allowed_hosts: Vec<String>,
     /// Web origins whose pages may open the stream besides the server's own ([`Guard`]).
     pub allowed_origins: Vec<String>,
+    /// What the viewer page loads: its modules and the host's avatar ([`viewer`]).
+    pub viewer: ViewerOptions,
 }
 
 impl ServerOptions {
@@ -101,6 +103,7 @@ impl ServerOptions {
             rigs_dir: None,
             allowed_hosts: c.allowed_hosts.clone(),
             allowed_origins: c.allowed_origins.clone(),
+            viewer: ViewerOptions::default(),
         }
     }
 }
@@ -115,6 +118,13 @@ impl Default for ServerOptions {
 struct AppState {
     ctx: ConnCtx,
     guard: Arc<Guard>,
+    viewer: Arc<Viewer>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Viewer> {
+    fn from_ref(s: &AppState) -> Arc<Viewer> {
+        s.viewer.clone()
+    }
 }
 
 /// A running `idol serve`: the performance, the hub and the HTTP server. Dropping it stops all three.
@@ -193,6 +203,7 @@ impl Server {
         let app = router(AppState {
             ctx: ctx.clone(),
             guard,
+            viewer: Arc::new(Viewer::new(&opts.viewer)),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -294,7 +305,10 @@ impl Drop for Server {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(viewer))
+        .route("/", get(viewer::page))
+        .route("/vendor/{*path}", get(viewer::vendor))
+        .route("/avatar.vrm", get(viewer::avatar))
+        .route("/avatar.glb", get(viewer::avatar))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/stream", get(stream))
@@ -334,10 +348,6 @@ async fn check_host(
         Ok(()) => next.run(req).await,
         Err(why) => forbidden(why),
     }
-}
-
-async fn viewer() -> Html<&'static str> {
-    Html(VIEWER_HTML)
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
