@@ -389,8 +389,21 @@ mod tests {
     fn pieces_cover_the_audio_with_one_caption_each() {
         let p = perf();
         let ps = pieces(&p);
-        let pcm: Vec<f32> = ps.iter().flat_map(|x| x.pcm.iter().copied()).collect();
+        // The silences between lines are spans (`silence`), the lines' audio is carried.
+        let len = |x: &RenderedPiece| x.pcm.len().max(x.silence as usize);
+        let pcm: Vec<f32> = ps
+            .iter()
+            .flat_map(|x| {
+                if x.pcm.is_empty() {
+                    vec![0.0; x.silence as usize]
+                } else {
+                    x.pcm.clone()
+                }
+            })
+            .collect();
         assert_eq!(pcm, p.pcm.to_vec());
+        assert!(ps.iter().any(|x| x.pcm.is_empty() && x.silence > 0));
+        assert!(ps.iter().all(|x| x.pcm.is_empty() || x.silence == 0));
         assert_eq!(
             ps.iter().map(|x| x.frames.len()).sum::<usize>(),
             p.frames.len()
@@ -402,7 +415,7 @@ mod tests {
             .collect();
         assert_eq!(caps, ["Hi there.", "Bye.", "Yo."]);
         for x in &ps {
-            assert!(x.frames.iter().all(|f| (f.at.get() as usize) < x.pcm.len()));
+            assert!(x.frames.iter().all(|f| (f.at.get() as usize) < len(x)));
         }
     }
 
