@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// The port (default: [server] port, 8787; 0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Read chat messages as JSON lines on stdin (the generic relay, docs/relays.md), besides the
+    /// relays [relays] in idol.toml enables.
+    #[arg(long)]
+    pub chat_stdin: bool,
 }
 
 pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -48,6 +52,8 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Clients may subscribe to the built-in rigs and to the rig files in the home's rigs/ by name.
     opts.rigs_dir = Some(env.home.rigs_dir());
     let stages = build_stages(env, &config)?;
+    let persona_name = vec![stages.persona.card().name.clone()];
+    opts.chat_desk = idol::relay::desk::from_config(&config.relays, &persona_name, args.chat_stdin);
     let mut perform = perform_config(&config);
     let rate = stages.voice.sample_rate();
     let outputs = live_outputs(env, &config.sinks, rate, stages.face.rig())?;
@@ -78,6 +84,9 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     for o in outputs.iter().flat_map(|o| o.describe()) {
         println!("  sink:    {o}");
+    }
+    for r in server.chat_desk().iter().flat_map(|d| d.statuses()) {
+        println!("  relay:   {} ({})", r.name, r.platform.as_str());
     }
     println!("Ctrl-C stops.");
     let rt = tokio::runtime::Builder::new_current_thread()
