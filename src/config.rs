@@ -1007,6 +1007,46 @@ mod tests {
     }
 
     #[test]
+    fn relays_default_off_and_are_checked_with_positions() {
+        let c = Config::default();
+        assert!(!c.relays.any());
+        assert_eq!((c.relays.queue, c.relays.busy_at), (32, 8));
+        let c = Config::from_toml_str(
+            "[relays]\nnames = [\"Mika\"]\n[relays.twitch]\nchannel = \"#Chan_1\"\n[relays.generic]\nhttp = true\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        let t = c.relays.twitch.clone().unwrap();
+        assert_eq!(
+            (t.server.as_str(), t.channel.as_str()),
+            ("irc.chat.twitch.tv:6667", "Chan_1")
+        );
+        assert!(c.relays.http && c.relays.any());
+        assert_eq!(c.relays.names, ["Mika"]);
+        // A section with enabled = false is off and not checked.
+        let c =
+            Config::from_toml_str("[relays.twitch]\nenabled = false\n", Path::new("x")).unwrap();
+        assert!(c.relays.twitch.is_none());
+        let e = err("[relays.twitch]\nenabled = true\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "relays.twitch.channel"));
+        let e = err("[relays.twitch]\nchannel = \"c\"\ntoken_env = \"T\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "relays.twitch.token_env"));
+        assert!(e.to_string().contains("nick"), "{e}");
+        let e = err("[relays.twitch]\nchannel = \"c\"\nserver = \"irc.example\"\n");
+        assert_eq!(e.field, "relays.twitch.server");
+        let e = err("[relays.bilibili]\nroom_id = 1\nurl = \"wss://x/sub\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "relays.bilibili.url"));
+        let e = err("[relays.bilibili]\nroom_id = 0\n");
+        assert_eq!(e.field, "relays.bilibili.room_id");
+        let e = err("[relays]\nqueue = 0\n");
+        assert_eq!(e.field, "relays.queue");
+        let e = err("[relays]\nreconnect_min_ms = 5000\nreconnect_max_ms = 100\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "relays.reconnect_max_ms"));
+        let e = err("[relays.twitch]\nchanel = \"c\"\n");
+        assert!(e.to_string().contains("chanel"), "{e}");
+    }
+
+    #[test]
     fn example_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("idol.toml");
         let c = Config::load(&path).unwrap();
