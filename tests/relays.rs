@@ -418,7 +418,7 @@ async fn a_twitch_chat_is_answered_by_the_real_model_and_voice() {
     let ircd = Ircd::start();
     let mut relays = idol::config::Config::default().relays;
     relays.twitch = Some(twitch_cfg(&ircd.addr(), "idolchan"));
-    let desk = idol::relay::desk::from_config(&relays, &[name.clone()], false).unwrap();
+    let desk = idol::relay::desk::from_config(&relays, std::slice::from_ref(&name), false).unwrap();
     let server = server_with(stages, desk.clone());
     let (mut ws, _) = connect(&server).await;
     wait_for(

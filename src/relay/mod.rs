@@ -264,7 +264,8 @@ pub fn render_statuses(statuses: &[Arc<RelayStatus>], out: &mut String) {
             );
         }
     }
-    let series: [(&str, &str, fn(&RelaySnapshot) -> u64); 3] = [
+    type Series = (&'static str, &'static str, fn(&RelaySnapshot) -> u64);
+    let series: [Series; 3] = [
         (
             "idol_relay_messages_total",
             "Chat messages read from the platform.",
@@ -434,7 +435,7 @@ mod tests {
         s.set(RelayState::Connected, None);
         s.messages_in.fetch_add(3, Ordering::Relaxed);
         let mut out = String::new();
-        render_statuses(&[s.clone()], &mut out);
+        render_statuses(std::slice::from_ref(&s), &mut out);
         assert!(out.contains("idol_relay_state{relay=\"twitch\",state=\"connected\"} 1"));
         assert!(out.contains("idol_relay_state{relay=\"twitch\",state=\"reconnecting\"} 0"));
         assert!(out.contains("idol_relay_messages_total{relay=\"twitch\"} 3"));

@@ -325,15 +325,14 @@ impl TwitchSource {
                         .await
                         .map_err(io)?;
                 }
-                "JOIN" => {
+                "JOIN"
                     if m.nick().is_some_and(|n| n.eq_ignore_ascii_case(&self.nick))
                         && m.params
                             .first()
-                            .is_some_and(|c| c.eq_ignore_ascii_case(&channel))
-                    {
-                        log::info!("relay twitch: joined {channel} on {addr} as {}", self.nick);
-                        link.connected();
-                    }
+                            .is_some_and(|c| c.eq_ignore_ascii_case(&channel)) =>
+                {
+                    log::info!("relay twitch: joined {channel} on {addr} as {}", self.nick);
+                    link.connected();
                 }
                 "PRIVMSG" | "USERNOTICE" => {
                     if let Some(msg) = chat_of(&m, &channel, &self.name) {
