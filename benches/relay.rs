@@ -1,17 +1,19 @@
 //! Chat relays under load: a real InspIRCd on loopback, the Twitch relay reading it, and `idol
 //! serve` in-process with the stages idol.toml builds (the real model and voice).
 //!
-//! 1. **Latency**: `n` viewer messages, one at a time (each waited for until the idol is idle
-//!    again), alternating between the relay path (a viewer's `PRIVMSG` on the IRC server → relay →
-//!    policy → persona) and the reference path, the same server's WebSocket `chat`. For each, the time
+//! 1. **Latency**: `n` viewer messages, each sent twice, one at a time (each waited for until the
+//!    idol is idle again): by the relay path (a viewer's `PRIVMSG` on the IRC server → relay →
+//!    policy → persona) and by the reference path, the same server's WebSocket `chat`, which path
+//!    first alternating. For each, the time
 //!    from sending to the first audio chunk of the reply at a WebSocket client; p50 of each path and
 //!    their ratio (the relay's own cost is the difference).
-//! 2. **Flood**: `rate` messages a minute for `secs` seconds from 20 IRC viewers, while the idol
+//! 2. **Flood**: `rate` messages a minute for `secs` seconds from `viewers` IRC viewers in turn, while the idol
 //!    answers what the policy picks. Measured: `/healthz` round trips every 100 ms (p50, p99, max),
 //!    the process's resident memory (start, peak, end), the relay's counters and the policy's
 //!    decisions.
 //!
-//! `cargo bench --bench relay -- [n] [rate] [secs] [max_tokens]` (defaults 10, 1000, 60, 40).
+//! `cargo bench --bench relay -- [n] [rate] [secs] [max_tokens] [viewers]` (defaults 10, 1000, 60,
+//! 40, 200).
 
 use futures_util::{SinkExt, StreamExt};
 use idol::assets::Home;
@@ -110,15 +112,21 @@ async fn viewer(port: u16, nick: &str) -> tokio::net::tcp::OwnedWriteHalf {
         .unwrap()
         .into_split();
     let mut r = BufReader::new(r);
-    w.write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #idol\r\n").as_bytes())
+    w.write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes())
         .await
         .unwrap();
     let mut line = String::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).await.unwrap();
-        if line.contains(" 366 ") {
-            break;
+    // JOIN only once registered (the server drops commands before its welcome).
+    for until in [" 001 ", " 366 "] {
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).await.unwrap() > 0, "ircd closed");
+            if line.contains(until) {
+                break;
+            }
+        }
+        if until == " 001 " {
+            w.write_all(b"JOIN #idol\r\n").await.unwrap();
         }
     }
     // Drain the rest in the background so the server never blocks on this client.
@@ -169,11 +177,12 @@ fn main() {
         .collect();
     let arg = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let (n, rate, secs, max_tokens) = (arg(0, 10), arg(1, 1000), arg(2, 60), arg(3, 40));
+    let nviewers = arg(4, 200).max(1) as usize;
     let home = Home::from_manifest_dir();
     let config = Config::load_or_default(&home.path("idol.toml")).expect("idol.toml");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "relay: {n} messages one at a time, then {rate}/min for {secs} s; model {}, max {max_tokens} tokens; load average at start {}",
+        "relay: {n} messages one at a time, then {rate}/min for {secs} s from {nviewers} viewers; model {}, max {max_tokens} tokens; load average at start {}",
         config.llm.model.display(),
         load.split_whitespace()
             .take(3)
@@ -237,28 +246,32 @@ fn main() {
         // 1. Latency, alternating paths; each message from a new viewer name.
         let mut irc = viewer(port, "fan0").await;
         let (mut relay_ms, mut ws_ms) = (vec![], vec![]);
+        // Each text goes both ways, the path taken first alternating, so both paths see the same
+        // prompts and history lengths.
         for (i, text) in MESSAGES.iter().cycle().take(n as usize).enumerate() {
-            let sent = Instant::now();
-            if i % 2 == 0 {
-                irc.write_all(format!("PRIVMSG #idol :{text}\r\n").as_bytes())
+            for relay_path in [i % 2 == 0, i % 2 != 0] {
+                let sent = Instant::now();
+                if relay_path {
+                    irc.write_all(format!("PRIVMSG #idol :{text}\r\n").as_bytes())
+                        .await
+                        .unwrap();
+                    let ms = first_audio_then_idle(&mut ws, sent).await;
+                    println!("  relay {i:2}: {ms:7.0} ms  {text}");
+                    relay_ms.push(ms);
+                    // A new viewer per relayed message: the per-viewer limits are not measured.
+                    irc = viewer(port, &format!("fan{}", i + 1)).await;
+                } else {
+                    ws.send(Message::Text(
+                        json!({"type":"chat","user":format!("ws{i}"),"text":text})
+                            .to_string()
+                            .into(),
+                    ))
                     .await
                     .unwrap();
-                let ms = first_audio_then_idle(&mut ws, sent).await;
-                println!("  relay {i:2}: {ms:7.0} ms  {text}");
-                relay_ms.push(ms);
-            } else {
-                ws.send(Message::Text(
-                    json!({"type":"chat","user":format!("ws{i}"),"text":text}).to_string().into(),
-                ))
-                .await
-                .unwrap();
-                let ms = first_audio_then_idle(&mut ws, sent).await;
-                println!("  ws    {i:2}: {ms:7.0} ms  {text}");
-                ws_ms.push(ms);
-            }
-            // A new viewer per relayed message: the per-viewer limits are not what is measured.
-            if i % 2 == 0 {
-                irc = viewer(port, &format!("fan{}", i + 2)).await;
+                    let ms = first_audio_then_idle(&mut ws, sent).await;
+                    println!("  ws    {i:2}: {ms:7.0} ms  {text}");
+                    ws_ms.push(ms);
+                }
             }
         }
         relay_ms.sort_by(f64::total_cmp);
@@ -275,13 +288,12 @@ fn main() {
             r50 / w50
         );
 
-        // 2. Flood.
+        // 2. Flood. Keep reading the stream so this client never lags.
+        let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
         let mut viewers = vec![];
-        for k in 0..20 {
+        for k in 0..nviewers {
             viewers.push(viewer(port, &format!("flood{k}")).await);
         }
-        // Keep reading the stream so this client never lags.
-        let reader = tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
         let before = desk.decisions();
         let in0 = desk.statuses()[0].snapshot().messages_in;
         let rss0 = rss_mib();
@@ -311,7 +323,7 @@ fn main() {
         let t0 = tokio::time::Instant::now();
         for i in 0..total {
             tokio::time::sleep_until(t0 + every * i as u32).await;
-            let v = &mut viewers[i as usize % 20];
+            let v = &mut viewers[i as usize % nviewers];
             let mention = if i % 25 == 0 { "mika, " } else { "" };
             v.write_all(format!("PRIVMSG #idol :{mention}message {i} in the flood\r\n").as_bytes())
                 .await

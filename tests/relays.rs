@@ -796,3 +796,99 @@ async fn post_v1_chat_is_answered_and_keeps_the_stream_s_origin_rules() {
     .await
     .unwrap_or_else(|_| panic!("the duplicate is counted: {relays}"));
 }
+
+// ---- hostile input ----
+
+/// A runner from a fixed seed (repeatable), `cases` unless `PROPTEST_CASES` says otherwise.
+fn fuzzer(cases: u32) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, TestRng, TestRunner};
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::deterministic_rng(config.rng_algorithm);
+    TestRunner::new_with_rng(config, rng)
+}
+
+/// Real input with bytes overwritten, inserted and cut at generated places.
+fn mutated_bytes(base: Vec<u8>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6).prop_map(move |muts| {
+        let mut b = base.clone();
+        for (at, byte, how) in muts {
+            let i = if b.is_empty() { 0 } else { at % b.len() };
+            match how {
+                0 if !b.is_empty() => b[i] = byte,
+                1 => b.insert(i, byte),
+                _ => b.truncate(i),
+            }
+        }
+        b
+    })
+}
+
+#[test]
+fn relay_parsers_never_panic_on_hostile_input() {
+    use idol::relay::twitch::{chat_of, parse_line};
+    // IRC lines: real Twitch shapes, mutated, and any text at all.
+    let line = "@badges=subscriber/6,bits/1000;bits=100;display-name=Ronni\\sS;id=b34c;user-id=1337 :ronni!ronni@ronni.tmi.twitch.tv PRIVMSG #ronni :cheer100 Hello\\: Mika!";
+    fuzzer(2000)
+        .run(&mutated_bytes(line.as_bytes().to_vec()), |b| {
+            let s = String::from_utf8_lossy(&b);
+            if let Some(m) = parse_line(&s) {
+                prop_assert_ok(&m.command);
+                if let Some(c) = chat_of(&m, "#ronni", "twitch") {
+                    proptest::prop_assert!(!c.text.trim().is_empty());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    fuzzer(1000)
+        .run(&"\\PC{0,300}", |s| {
+            let _ = parse_line(&s).map(|m| chat_of(&m, "#c", "t"));
+            let _ = idol::relay::generic::parse(&s, "stdin");
+            Ok(())
+        })
+        .unwrap();
+    // Bilibili frames: plain, zlib and brotli batches, mutated.
+    let inner = [
+        packet(&danmu(1, "a", "hi", "X1")),
+        packet(&super_chat(2, "b", "yo", 30.0)),
+    ]
+    .concat();
+    for frame in [
+        inner.clone(),
+        bilibili::encode(ver::ZLIB, op::MESSAGE, &zlib(&inner)),
+        bilibili::encode(ver::BROTLI, op::MESSAGE, &brotli(&inner)),
+    ] {
+        fuzzer(700)
+            .run(&mutated_bytes(frame), |b| {
+                if let Ok(packets) = bilibili::decode(&b) {
+                    for p in packets {
+                        proptest::prop_assert!(p.body.len() <= bilibili::MAX_BODY);
+                        if let Ok(v) = serde_json::from_slice::<Value>(&p.body) {
+                            let _ = bilibili::chat_of(&v, "bilibili");
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    // A zlib bomb is refused at the limit, not inflated into memory.
+    let bomb = bilibili::encode(ver::ZLIB, op::MESSAGE, &zlib(&vec![0u8; 64 << 20]));
+    assert_eq!(
+        bilibili::decode(&bomb),
+        Err(bilibili::PacketError::TooLarge)
+    );
+}
+
+fn prop_assert_ok(command: &str) {
+    assert!(!command.is_empty() && !command.contains(' '), "{command:?}");
+}
