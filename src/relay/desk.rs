@@ -239,15 +239,22 @@ impl ChatDesk {
             .name("idol-relays".into())
             .spawn(move || {
                 rt.block_on(async {
-                    for (s, link) in links {
-                        tokio::spawn(run_source(
-                            s,
-                            link,
-                            desk.opts.backoff,
-                            desk.stop.subscribe(),
-                        ));
-                    }
+                    let tasks: Vec<_> = links
+                        .into_iter()
+                        .map(|(s, link)| {
+                            tokio::spawn(run_source(
+                                s,
+                                link,
+                                desk.opts.backoff,
+                                desk.stop.subscribe(),
+                            ))
+                        })
+                        .collect();
                     desk.dispatch(rx, perform).await;
+                    // The sources see the same stop and end their sessions (status: stopped).
+                    for t in tasks {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+                    }
                 });
                 rt.shutdown_timeout(Duration::from_millis(200));
             })?;
