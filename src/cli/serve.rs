@@ -2,7 +2,9 @@
 //! browser viewer at `/`. Settings come from `[server]`, `[llm]`, `[voice]`, `[face]` in idol.toml;
 //! `--bind` and `--port` override the address. The outputs `[sinks]` enables (local audio device, VMC,
 //! VTube Studio) get the same performance: the audio device's played-sample counter is then the
-//! session clock and releases the frames to the face sinks (`docs/sinks.md`).
+//! session clock and releases the frames to the face sinks (`docs/sinks.md`). The chat relays
+//! `[relays]` enables (Twitch, Bilibili, `POST /v1/chat`, and stdin with `--chat-stdin`) feed the
+//! chat policy, which hands the idol one chat at a time (`docs/relays.md`).
 
 use super::Env;
 use idol::config::{Config, SinksConfig};
