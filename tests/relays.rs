@@ -892,3 +892,38 @@ fn relay_parsers_never_panic_on_hostile_input() {
 fn prop_assert_ok(command: &str) {
     assert!(!command.is_empty() && !command.contains(' '), "{command:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_are_relayed_bad_lines_skipped_and_the_end_stops_the_relay() {
+    let long = format!("{{\"text\":\"{}\"}}", "x".repeat(20_000));
+    let input = format!(
+        "{{\"user\":\"bot\",\"text\":\"first\",\"id\":\"1\"}}\n\nnot json\n{long}\n{{\"txt\":\"typo\"}}\n{{\"user\":\"bot\",\"text\":\"last\",\"paid\":{{\"kind\":\"bits\",\"amount\":50,\"unit\":\"bits\"}}}}\n"
+    );
+    let status = Arc::new(RelayStatus::new("stdin", Platform::Generic));
+    let (tx, mut rx) = mpsc::channel(64);
+    let (_stop_tx, stop) = watch::channel(false);
+    let source =
+        idol::relay::generic::LinesSource::new(std::io::Cursor::new(input.into_bytes()), "stdin");
+    run_source(
+        Box::new(source),
+        SourceLink::new(status.clone(), tx),
+        fast_backoff(),
+        stop,
+    )
+    .await;
+    let a = recv(&mut rx).await;
+    let b = recv(&mut rx).await;
+    assert_eq!((a.text.as_str(), a.id.as_deref()), ("first", Some("1")));
+    assert_eq!(b.text, "last");
+    assert_eq!(b.paid.unwrap().kind, PaidKind::Bits);
+    assert!(
+        rx.try_recv().is_err(),
+        "the bad, long and blank lines were skipped"
+    );
+    // The end of the input stops the relay for good (no reconnecting to a closed stdin).
+    let snap = status.snapshot();
+    assert_eq!(
+        (snap.state, snap.connects, snap.messages_in),
+        (RelayState::Stopped, 1, 2)
+    );
+}

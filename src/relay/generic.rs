@@ -115,9 +115,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> LinesSource<R> {
                     "relay {}: line {line_no} is longer than {MAX_LINE} bytes: skipped",
                     self.name
                 );
-                // Skip the rest of the long line.
-                let mut rest = Vec::new();
-                let _ = reader.read_until(b'\n', &mut rest).await;
+                // Skip the rest of the long line, a bounded piece at a time.
+                loop {
+                    buf.clear();
+                    let n = (&mut reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut buf)
+                        .await
+                        .unwrap_or(0);
+                    if n == 0 || buf.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
                 continue;
             }
             let line = String::from_utf8_lossy(&buf);
