@@ -36,6 +36,7 @@ struct RawConfig {
     server: RawServer,
     sinks: RawSinks,
     limits: RawLimits,
+    relays: RawRelays,
     viewer: RawViewer,
 }
 
@@ -180,6 +181,8 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// How long a performance and an utterance may run (`[limits]`).
     pub limits: crate::budget::Budget,
+    /// Live chat relays and the chat policy (`[relays]`, docs/relays.md).
+    pub relays: RelaysConfig,
     /// The browser viewer (`[viewer]`).
     pub viewer: ViewerConfig,
 }
@@ -628,6 +631,7 @@ impl RawConfig {
                 .map_or(defaults.utterance_secs, f64::from),
         };
 
+        let relays = self.relays.validate(ctx)?;
         let viewer = ViewerConfig {
             avatar: match &self.viewer.avatar {
                 None => None,
@@ -660,6 +664,293 @@ impl RawConfig {
             sinks,
             limits,
             viewer,
+            relays,
+        })
+    }
+}
+
+// ---- [relays]: live chat relays (src/relay, docs/relays.md) ----
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawRelays {
+    names: Option<Vec<String>>,
+    user_burst: Option<Spanned<i64>>,
+    user_per_minute: Option<Spanned<f64>>,
+    global_burst: Option<Spanned<i64>>,
+    global_per_minute: Option<Spanned<f64>>,
+    queue: Option<Spanned<i64>>,
+    busy_at: Option<Spanned<i64>>,
+    max_age_secs: Option<Spanned<f64>>,
+    reconnect_min_ms: Option<Spanned<i64>>,
+    reconnect_max_ms: Option<Spanned<i64>>,
+    twitch: Option<RawTwitch>,
+    bilibili: Option<RawBilibili>,
+    generic: Option<RawGeneric>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTwitch {
+    enabled: Option<Spanned<bool>>,
+    server: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    nick: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawBilibili {
+    enabled: Option<Spanned<bool>>,
+    url: Option<Spanned<String>>,
+    room_id: Option<Spanned<i64>>,
+    uid: Option<Spanned<i64>>,
+    key_env: Option<String>,
+    heartbeat_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawGeneric {
+    http: bool,
+    stdin: bool,
+}
+
+/// `[relays]`: the chat policy's settings and the relays enabled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelaysConfig {
+    /// The idol's names, for mentions (empty: the persona card's name is used).
+    pub names: Vec<String>,
+    pub user_burst: u32,
+    pub user_per_minute: f64,
+    pub global_burst: u32,
+    pub global_per_minute: f64,
+    pub queue: usize,
+    /// Plain messages waiting at which she answers one of them and lets the rest go (0: off).
+    pub busy_at: usize,
+    pub max_age_secs: f64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub twitch: Option<TwitchConfig>,
+    pub bilibili: Option<BilibiliConfig>,
+    /// `POST /v1/chat` on the server.
+    pub http: bool,
+    /// JSON lines on stdin (also `idol serve --chat-stdin`).
+    pub stdin: bool,
+}
+
+impl RelaysConfig {
+    /// Whether any relay is on.
+    pub fn any(&self) -> bool {
+        self.twitch.is_some() || self.bilibili.is_some() || self.http || self.stdin
+    }
+}
+
+/// `[relays.twitch]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TwitchConfig {
+    /// `HOST:PORT` of the IRC server (plain TCP).
+    pub server: String,
+    /// The channel to read (without `#`).
+    pub channel: String,
+    /// The login; `None`: anonymous (`justinfanNNNNN`, read-only).
+    pub nick: Option<String>,
+    /// The environment variable holding an OAuth token (`oauth:…`) for `nick`.
+    pub token_env: Option<String>,
+}
+
+/// `[relays.bilibili]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BilibiliConfig {
+    /// The danmaku server's WebSocket URL (`ws://…/sub`).
+    pub url: String,
+    /// The live room's real (long) id.
+    pub room_id: u64,
+    /// The uid the auth packet names (0: anonymous).
+    pub uid: u64,
+    /// The environment variable holding the auth key (`getDanmuInfo`'s token).
+    pub key_env: Option<String>,
+    pub heartbeat_secs: u64,
+}
+
+impl RawRelays {
+    fn validate(&self, ctx: &Ctx) -> Result<RelaysConfig, ConfigError> {
+        let on = |e: &Option<Spanned<bool>>| e.as_ref().is_none_or(|e| *e.get_ref());
+        let twitch = match self.twitch.as_ref().filter(|t| on(&t.enabled)) {
+            None => None,
+            Some(t) => {
+                let server = match &t.server {
+                    None => "irc.chat.twitch.tv:6667".to_string(),
+                    Some(s) => {
+                        let v = s.get_ref().trim();
+                        let ok = v
+                            .rsplit_once(':')
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                        if !ok {
+                            return Err(ctx.at(
+                                s.span(),
+                                "relays.twitch.server",
+                                format!(
+                                    "{v:?} is not HOST:PORT (Twitch: \"irc.chat.twitch.tv:6667\")"
+                                ),
+                            ));
+                        }
+                        v.to_string()
+                    }
+                };
+                let channel = t.channel.as_ref().map(|c| {
+                    (
+                        c.get_ref().trim().trim_start_matches('#').to_string(),
+                        c.span(),
+                    )
+                });
+                let channel = match channel {
+                    Some((c, span)) => {
+                        if c.is_empty()
+                            || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                        {
+                            return Err(ctx.at(
+                                span,
+                                "relays.twitch.channel",
+                                format!("{c:?} is not a Twitch channel name (letters, digits, _)"),
+                            ));
+                        }
+                        c
+                    }
+                    None => {
+                        let span = t.enabled.as_ref().map_or(0..0, |e| e.span());
+                        return Err(ctx.at(
+                            span,
+                            "relays.twitch.channel",
+                            "missing: name the channel to read, e.g. channel = \"yourchannel\"",
+                        ));
+                    }
+                };
+                let nick = t.nick.as_ref().map(|n| n.get_ref().trim().to_lowercase());
+                if let Some(env) = &t.token_env
+                    && nick.is_none()
+                {
+                    return Err(ctx.at(
+                        env.span(),
+                        "relays.twitch.token_env",
+                        "a token needs the login it belongs to: set nick = \"yourlogin\" too (or drop token_env to read anonymously)",
+                    ));
+                }
+                Some(TwitchConfig {
+                    server,
+                    channel,
+                    nick,
+                    token_env: t.token_env.as_ref().map(|e| e.get_ref().clone()),
+                })
+            }
+        };
+        let bilibili = match self.bilibili.as_ref().filter(|b| on(&b.enabled)) {
+            None => None,
+            Some(b) => {
+                let url = match &b.url {
+                    None => "ws://broadcastlv.chat.bilibili.com:2244/sub".to_string(),
+                    Some(u) if u.get_ref().starts_with("ws://") => u.get_ref().clone(),
+                    Some(u) => {
+                        return Err(ctx.at(
+                            u.span(),
+                            "relays.bilibili.url",
+                            format!(
+                                "{:?} is not a ws:// URL (this build speaks plain WebSocket: \"ws://broadcastlv.chat.bilibili.com:2244/sub\")",
+                                u.get_ref()
+                            ),
+                        ));
+                    }
+                };
+                let room_id = match &b.room_id {
+                    Some(_) => {
+                        ctx.int_in(&b.room_id, "relays.bilibili.room_id", 1, i64::MAX, 0u64)?
+                    }
+                    None => {
+                        let span = b.enabled.as_ref().map_or(0..0, |e| e.span());
+                        return Err(ctx.at(
+                            span,
+                            "relays.bilibili.room_id",
+                            "missing: the live room's id, the number in https://live.bilibili.com/ID",
+                        ));
+                    }
+                };
+                Some(BilibiliConfig {
+                    url,
+                    room_id,
+                    uid: ctx.int_in(&b.uid, "relays.bilibili.uid", 0, i64::MAX, 0u64)?,
+                    key_env: b.key_env.clone(),
+                    heartbeat_secs: ctx.int_in(
+                        &b.heartbeat_secs,
+                        "relays.bilibili.heartbeat_secs",
+                        1,
+                        300,
+                        30u64,
+                    )?,
+                })
+            }
+        };
+        let generic = self.generic.clone().unwrap_or_default();
+        let reconnect_min_ms = ctx.int_in(
+            &self.reconnect_min_ms,
+            "relays.reconnect_min_ms",
+            10,
+            600_000,
+            1000u64,
+        )?;
+        let reconnect_max_ms = ctx.int_in(
+            &self.reconnect_max_ms,
+            "relays.reconnect_max_ms",
+            10,
+            3_600_000,
+            60_000u64,
+        )?;
+        if reconnect_max_ms < reconnect_min_ms
+            && let Some(s) = &self.reconnect_max_ms
+        {
+            return Err(ctx.at(
+                s.span(),
+                "relays.reconnect_max_ms",
+                format!("{reconnect_max_ms} is below reconnect_min_ms ({reconnect_min_ms})"),
+            ));
+        }
+        Ok(RelaysConfig {
+            names: self.names.clone().unwrap_or_default(),
+            user_burst: ctx.int_in(&self.user_burst, "relays.user_burst", 1, 1000, 2u32)?,
+            user_per_minute: ctx
+                .float_in(
+                    &self.user_per_minute,
+                    "relays.user_per_minute",
+                    0.01,
+                    6000.0,
+                )?
+                .map_or(3.0, f64::from),
+            global_burst: ctx.int_in(
+                &self.global_burst,
+                "relays.global_burst",
+                1,
+                100_000,
+                20u32,
+            )?,
+            global_per_minute: ctx
+                .float_in(
+                    &self.global_per_minute,
+                    "relays.global_per_minute",
+                    0.01,
+                    600_000.0,
+                )?
+                .map_or(120.0, f64::from),
+            queue: ctx.int_in(&self.queue, "relays.queue", 1, 10_000, 32usize)?,
+            busy_at: ctx.int_in(&self.busy_at, "relays.busy_at", 0, 10_000, 8usize)?,
+            max_age_secs: ctx
+                .float_in(&self.max_age_secs, "relays.max_age_secs", 1.0, 86_400.0)?
+                .map_or(60.0, f64::from),
+            reconnect_min_ms,
+            reconnect_max_ms,
+            twitch,
+            bilibili,
+            http: generic.http,
+            stdin: generic.stdin,
         })
     }
 }
@@ -902,6 +1193,46 @@ mod tests {
     fn syntax_error_is_positioned() {
         let e = err("[llm]\ntemperature = = 1\n");
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn relays_default_off_and_are_checked_with_positions() {
+        let c = Config::default();
+        assert!(!c.relays.any());
+        assert_eq!((c.relays.queue, c.relays.busy_at), (32, 8));
+        let c = Config::from_toml_str(
+            "[relays]\nnames = [\"Mika\"]\n[relays.twitch]\nchannel = \"#Chan_1\"\n[relays.generic]\nhttp = true\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        let t = c.relays.twitch.clone().unwrap();
+        assert_eq!(
+            (t.server.as_str(), t.channel.as_str()),
+            ("irc.chat.twitch.tv:6667", "Chan_1")
+        );
+        assert!(c.relays.http && c.relays.any());
+        assert_eq!(c.relays.names, ["Mika"]);
+        // A section with enabled = false is off and not checked.
+        let c =
+            Config::from_toml_str("[relays.twitch]\nenabled = false\n", Path::new("x")).unwrap();
+        assert!(c.relays.twitch.is_none());
+        let e = err("[relays.twitch]\nenabled = true\n");
+        assert_eq!((e.line, e.field.as_str()), (2, "relays.twitch.channel"));
+        let e = err("[relays.twitch]\nchannel = \"c\"\ntoken_env = \"T\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "relays.twitch.token_env"));
+        assert!(e.to_string().contains("nick"), "{e}");
+        let e = err("[relays.twitch]\nchannel = \"c\"\nserver = \"irc.example\"\n");
+        assert_eq!(e.field, "relays.twitch.server");
+        let e = err("[relays.bilibili]\nroom_id = 1\nurl = \"wss://x/sub\"\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "relays.bilibili.url"));
+        let e = err("[relays.bilibili]\nroom_id = 0\n");
+        assert_eq!(e.field, "relays.bilibili.room_id");
+        let e = err("[relays]\nqueue = 0\n");
+        assert_eq!(e.field, "relays.queue");
+        let e = err("[relays]\nreconnect_min_ms = 5000\nreconnect_max_ms = 100\n");
+        assert_eq!((e.line, e.field.as_str()), (3, "relays.reconnect_max_ms"));
+        let e = err("[relays.twitch]\nchanel = \"c\"\n");
+        assert!(e.to_string().contains("chanel"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod perform;
 pub mod persona;
 pub mod phonemize;
+pub mod relay;
 pub mod script;
 pub mod server;
 pub mod sink;

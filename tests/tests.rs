@@ -13,6 +13,7 @@ mod llm_archs;
 mod llm_qwen;
 mod persona;
 mod phonemize;
+mod relays;
 mod script;
 mod serve;
 mod serve_edge;

@@ -3,7 +3,9 @@
 //! `[face]`, `[viewer]` in idol.toml;
 //! `--bind` and `--port` override the address. The outputs `[sinks]` enables (local audio device, VMC,
 //! VTube Studio) get the same performance: the audio device's played-sample counter is then the
-//! session clock and releases the frames to the face sinks (`docs/sinks.md`).
+//! session clock and releases the frames to the face sinks (`docs/sinks.md`). The chat relays
+//! `[relays]` enables (Twitch, Bilibili, `POST /v1/chat`, and stdin with `--chat-stdin`) feed the
+//! chat policy, which hands the idol one chat at a time (`docs/relays.md`).
 
 use super::Env;
 use idol::config::{Config, SinksConfig};
@@ -26,6 +28,10 @@ pub struct ServeArgs {
     /// The port (default: [server] port, 8787; 0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Read chat messages as JSON lines on stdin (the generic relay, docs/relays.md), besides the
+    /// relays [relays] in idol.toml enables.
+    #[arg(long)]
+    pub chat_stdin: bool,
 }
 
 pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -52,6 +58,8 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     opts.rigs_dir = Some(env.home.rigs_dir());
     opts.viewer = viewer_options(env, &config)?;
     let stages = build_stages(env, &config)?;
+    let persona_name = vec![stages.persona.card().name.clone()];
+    opts.chat_desk = idol::relay::desk::from_config(&config.relays, &persona_name, args.chat_stdin);
     let mut perform = perform_config(&config);
     let rate = stages.voice.sample_rate();
     let outputs = live_outputs(env, &config.sinks, rate, stages.face.rig())?;
@@ -82,6 +90,9 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     for o in outputs.iter().flat_map(|o| o.describe()) {
         println!("  sink:    {o}");
+    }
+    for r in server.chat_desk().iter().flat_map(|d| d.statuses()) {
+        println!("  relay:   {} ({})", r.name, r.platform.as_str());
     }
     println!("Ctrl-C stops.");
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -232,7 +232,7 @@ struct Reader {
 }
 
 /// Constant-time string comparison (the token must not leak through timing).
-fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -4,7 +4,9 @@
 //!
 //! Routes: `GET /` the viewer (`?bg=transparent` for OBS, `?controls=0`; with `GET /vendor/…` its
 //! pinned modules and `GET /avatar.vrm|glb` the configured avatar, see [`viewer`]), `GET /v1/stream`
-//! the WebSocket stream, `GET /healthz`, `GET /metrics` (Prometheus text). Every request's `Host` and
+//! the WebSocket stream, `GET /healthz`, `GET /metrics` (Prometheus text), and with chat relays
+//! (`[relays]`, [`crate::relay`]) `GET /v1/relays` (their status, JSON) and `POST /v1/chat` (the
+//! generic relay: one JSON chat message per request, the stream's token and origin rules). Every request's `Host` and
 //! the upgrade's `Origin` are checked first ([`guard`]): web pages of other sites cannot reach the
 //! server by DNS rebinding nor drive the idol from the host's browser.
 //!
@@ -29,6 +31,7 @@ pub use viewer::{VIEWER_HTML, Viewer, ViewerOptions};
 
 use crate::config::ServerConfig;
 use crate::perform::{Metrics, PerformConfig, PerformHandle, Performer, Stages};
+use crate::relay::ChatDesk;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
@@ -82,6 +85,9 @@ pub struct ServerOptions {
     pub allowed_origins: Vec<String>,
     /// What the viewer page loads: its modules and the host's avatar ([`viewer`]).
     pub viewer: ViewerOptions,
+    /// Live chat relays and their policy (`None`: none). The server attaches its watch sink,
+    /// starts it on the performance, reports it in `/metrics` and feeds it `POST /v1/chat`.
+    pub chat_desk: Option<Arc<ChatDesk>>,
 }
 
 impl ServerOptions {
@@ -104,6 +110,7 @@ impl ServerOptions {
             allowed_hosts: c.allowed_hosts.clone(),
             allowed_origins: c.allowed_origins.clone(),
             viewer: ViewerOptions::default(),
+            chat_desk: None,
         }
     }
 }
@@ -118,6 +125,7 @@ impl Default for ServerOptions {
 struct AppState {
     ctx: ConnCtx,
     guard: Arc<Guard>,
+    desk: Option<Arc<ChatDesk>>,
     viewer: Arc<Viewer>,
 }
 
@@ -134,6 +142,7 @@ pub struct Server {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     performer: Option<Performer>,
+    desk: Option<Arc<ChatDesk>>,
 }
 
 impl Server {
@@ -183,9 +192,15 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
 
+        if let Some(desk) = &opts.chat_desk {
+            sinks.push(desk.watch_sink());
+        }
         sinks.push(Box::new(HubSink(hub.clone())));
         let performer = Performer::start(stages, perform, sinks, None, metrics)?;
         let handle = performer.handle();
+        if let Some(desk) = &opts.chat_desk {
+            desk.start(handle.clone())?;
+        }
         let h2 = handle.clone();
         hub.set_session(Arc::new(handle.info().clone()), move || h2.now().get());
         let ctx = ConnCtx {
@@ -204,6 +219,7 @@ impl Server {
             ctx: ctx.clone(),
             guard,
             viewer: Arc::new(Viewer::new(&opts.viewer)),
+            desk: opts.chat_desk.clone(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -247,7 +263,13 @@ impl Server {
             shutdown: Some(tx),
             thread: Some(thread),
             performer: Some(performer),
+            desk: opts.chat_desk,
         })
+    }
+
+    /// The chat relays' desk, when the server has one.
+    pub fn chat_desk(&self) -> Option<&Arc<ChatDesk>> {
+        self.desk.as_ref()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -299,6 +321,9 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        if let Some(d) = self.desk.take() {
+            d.stop();
+        }
         self.performer.take();
     }
 }
@@ -312,6 +337,8 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/stream", get(stream))
+        .route("/v1/relays", get(relays))
+        .route("/v1/chat", axum::routing::post(post_chat))
         .layer(axum::middleware::from_fn_with_state(
             state.guard.clone(),
             check_host,
@@ -351,11 +378,119 @@ async fn check_host(
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
+    let mut text = st.ctx.perform.metrics().render();
+    if let Some(desk) = &st.desk {
+        desk.render_metrics(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn json_response(code: StatusCode, v: serde_json::Value) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.ctx.perform.metrics().render(),
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
     )
         .into_response()
+}
+
+/// `GET /v1/relays`: each relay's state and counts, the policy's decisions, the queue.
+async fn relays(State(st): State<AppState>) -> Response {
+    let v = match &st.desk {
+        Some(d) => d.snapshot(),
+        None => serde_json::json!({"relays": [], "policy": {}, "queue": 0}),
+    };
+    json_response(StatusCode::OK, v)
+}
+
+/// `POST /v1/chat`: one chat message for the generic relay (`docs/relays.md`). The stream's rules:
+/// the page's `Origin` must be the server's own (or allowed), and off loopback the control token is
+/// needed (`Authorization: Bearer T` or `?token=T`). The body must be `application/json`, which a
+/// page of another site cannot send without a preflight the server never grants.
+async fn post_chat(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Response {
+    let err =
+        |code: StatusCode, why: String| json_response(code, serde_json::json!({"error": why}));
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned());
+    let host = host_of(&headers, &uri);
+    if let Err(why) = st.guard.check_origin(origin.as_deref(), host.as_deref()) {
+        return forbidden(why);
+    }
+    let Some(desk) = &st.desk else {
+        return err(
+            StatusCode::NOT_FOUND,
+            crate::relay::desk::PostError::Disabled.to_string(),
+        );
+    };
+    if !conn::is_loopback(&peer) {
+        let env = &st.ctx.policy.token_env;
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|a| a.to_str().ok())
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+            .or(q.get("token").map(String::as_str));
+        let ok = match (&st.ctx.policy.token, given) {
+            (Some(want), Some(t)) => conn::same(t, want),
+            _ => false,
+        };
+        if !ok {
+            return err(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "chat from other machines needs the control token (${env} on the server) as `Authorization: Bearer TOKEN` or ?token="
+                ),
+            );
+        }
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .is_some_and(|c| {
+            c.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json_type {
+        return err(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the message as JSON with Content-Type: application/json".into(),
+        );
+    }
+    if body.len() > crate::relay::generic::MAX_LINE {
+        return err(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a chat message is at most {} bytes",
+                crate::relay::generic::MAX_LINE
+            ),
+        );
+    }
+    let text = String::from_utf8_lossy(&body);
+    let msg = match crate::relay::generic::parse(&text, "http") {
+        Ok(m) => m,
+        Err(why) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("not a chat message: {why}"),
+            );
+        }
+    };
+    match desk.post(msg) {
+        Ok(()) => json_response(StatusCode::ACCEPTED, serde_json::json!({"accepted": true})),
+        Err(e @ crate::relay::desk::PostError::Disabled) => {
+            err(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 async fn stream(
