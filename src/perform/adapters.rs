@@ -496,7 +496,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
         /// Random tagged texts, streamed in random pieces: the clauses say every written word in
         /// order, every emotion and action tag (stage directions naming a gesture included) comes
         /// out once before the word it was written before (or after the last word), and every
