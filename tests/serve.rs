@@ -806,8 +806,9 @@ async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
 
 /// The live pipeline on the real Piper voice and the text stage: what the voice says lines up with
 /// the frames, clause by clause, on the session clock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_voice_through_the_live_pipeline_lines_up() {
+/// A server with the real Piper voice (espeak-ng phonemes), the live text segmenter and a jaw face;
+/// every chat is answered with `reply`.
+fn real_voice_server(reply: &str) -> Server {
     use idol::perform::adapters::{SynthVoice, TextSegmenter};
     use idol::tts::{EspeakPhonemizer, PiperVoice, VoiceOptions};
     let home = crate::common::home();
@@ -821,14 +822,11 @@ async fn real_voice_through_the_live_pipeline_lines_up() {
     )
     .expect("load the voice");
     let voice = SynthVoice(voice);
-    let rate = idol::perform::Voice::sample_rate(&voice);
-    assert_eq!(rate, RATE);
-    let server = Server::start(
+    assert_eq!(idol::perform::Voice::sample_rate(&voice), RATE);
+    Server::start(
         Stages {
             persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new([
-                "[happy] Hello there, it is 2 pm and I am glad you came.",
-            ])),
+            generator: Box::new(ScriptedGenerator::new([reply.to_string()])),
             segmenter: Box::new(TextSegmenter::default()),
             voice: Box::new(voice),
             face: Box::new(JawFace::arkit(RATE, FPS)),
@@ -836,7 +834,12 @@ async fn real_voice_through_the_live_pipeline_lines_up() {
         PerformConfig::default(),
         options([127, 0, 0, 1].into(), 2000, None),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_voice_through_the_live_pipeline_lines_up() {
+    let server = real_voice_server("[happy] Hello there, it is 2 pm and I am glad you came.");
     let (mut ws, _) = connect(&server).await;
     send(&mut ws, json!({"type":"chat","text":"hi","id":"r"})).await;
     let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
@@ -1300,30 +1303,7 @@ async fn clients_on_different_rigs_get_the_same_frames_retargeted() {
 /// spoken or captioned, and a `<break/>` between words is silence right there, with frames through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_tag_is_a_cue_and_every_break_is_silence_where_it_was_written() {
-    use idol::perform::adapters::{SynthVoice, TextSegmenter};
-    use idol::tts::{EspeakPhonemizer, PiperVoice, VoiceOptions};
-    let home = crate::common::home();
-    let voice = PiperVoice::load(
-        &home.voice(),
-        &home.ort_library(),
-        std::sync::Arc::new(
-            EspeakPhonemizer::new("en-us").expect("espeak-ng (apt install espeak-ng)"),
-        ),
-        &VoiceOptions::default(),
-    )
-    .expect("load the voice");
-    let server = Server::start(
-        Stages {
-            persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new(["unused"])),
-            segmenter: Box::new(TextSegmenter::default()),
-            voice: Box::new(SynthVoice(voice)),
-            face: Box::new(JawFace::arkit(RATE, FPS)),
-        },
-        PerformConfig::default(),
-        options([127, 0, 0, 1].into(), 2000, None),
-    )
-    .unwrap();
+    let server = real_voice_server("unused");
     let (mut ws, _) = connect(&server).await;
     let period = u64::from(RATE).div_ceil(u64::from(FPS));
     let mut say = async |text: &str| {

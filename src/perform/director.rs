@@ -68,6 +68,19 @@ struct Segment {
     caption: Option<Caption>,
 }
 
+impl Segment {
+    /// Release the cues stamped before `end`, in order.
+    fn release_cues(&mut self, end: SampleTime, out: &mut Vec<Event>) {
+        while self.cues.front().is_some_and(|c| c.at < end) {
+            let cue = self.cues.pop_front().expect("checked");
+            out.push(Event::Cue(CueEvent {
+                utterance: self.utt,
+                cue,
+            }));
+        }
+    }
+}
+
 struct Utterance {
     id: UtteranceId,
     /// No more clauses will come.
@@ -630,13 +643,7 @@ impl Director {
             }));
             let range = TimeRange::new(e, end).expect("chunk is ordered");
             let seg = &mut self.segments[0];
-            while seg.cues.front().is_some_and(|c| c.at < end) {
-                let cue = seg.cues.pop_front().expect("checked");
-                out.push(Event::Cue(CueEvent {
-                    utterance: utt,
-                    cue,
-                }));
-            }
+            seg.release_cues(end, out);
             let mut frames: Vec<FaceFrame> = if seg.idle_face {
                 self.face
                     .idle(range)
@@ -671,13 +678,7 @@ impl Director {
             start: e,
             pcm: seg.pcm[off as usize..end_off as usize].to_vec(),
         }));
-        while seg.cues.front().is_some_and(|c| c.at < end) {
-            let cue = seg.cues.pop_front().expect("checked");
-            out.push(Event::Cue(CueEvent {
-                utterance: utt,
-                cue,
-            }));
-        }
+        seg.release_cues(end, out);
         while seg.frames.front().is_some_and(|f| f.at < end) {
             let frame = seg.frames.pop_front().expect("checked");
             out.push(Event::Frame(FrameEvent {
