@@ -320,9 +320,11 @@ fn server_with(stages: Stages, desk: Arc<ChatDesk>) -> Server {
 }
 
 /// Wait for the first audio of the next utterance: (its id, the caption texts seen before it ends).
-async fn first_audio(ws: &mut Ws) -> (u64, Vec<String>) {
+/// Until the first audio of a reply: its utterance, the captions and the `asked` messages before it.
+async fn first_audio(ws: &mut Ws) -> (u64, Vec<String>, Vec<Value>) {
     let mut utt = None;
     let mut captions = vec![];
+    let mut asked = vec![];
     tokio::time::timeout(PATIENCE * 5, async {
         loop {
             match next(ws).await {
@@ -332,6 +334,7 @@ async fn first_audio(ws: &mut Ws) -> (u64, Vec<String>) {
                 In::Json(v) if v["type"] == "caption" => {
                     captions.push(v["text"].as_str().unwrap_or("").to_string());
                 }
+                In::Json(v) if v["type"] == "asked" => asked.push(v),
                 In::Bin(idol::server::protocol::Binary::Audio { utterance, .. })
                     if Some(utterance as u64) == utt =>
                 {
@@ -344,7 +347,7 @@ async fn first_audio(ws: &mut Ws) -> (u64, Vec<String>) {
     })
     .await
     .expect("the idol answers with audio");
-    (utt.unwrap(), captions)
+    (utt.unwrap(), captions, asked)
 }
 
 async fn http_get(server: &Server, path: &str) -> String {
@@ -376,8 +379,19 @@ async fn a_twitch_chat_on_the_irc_server_is_answered_with_audio_and_shows_in_met
     let mut ann = Viewer::join(&ircd.addr(), "ann", "idolchan").await;
     ann.send("PRIVMSG #idolchan :what is your favourite song?\r\n")
         .await;
-    let (_, captions) = first_audio(&mut ws).await;
+    let (utt, captions, asked) = first_audio(&mut ws).await;
     assert_eq!(captions.first().map(String::as_str), Some("Hello there,"));
+    // Overlays see who asked what, and where.
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["utterance"].as_u64(), Some(utt));
+    assert_eq!(
+        (&asked[0]["user"], &asked[0]["source"], &asked[0]["text"]),
+        (
+            &json!("ann"),
+            &json!("twitch"),
+            &json!("what is your favourite song?")
+        )
+    );
     // The persona got the viewer's message, named, through its guards' wrapping.
     let prompt = seen.lock().last().cloned().unwrap();
     let last = &prompt.last().unwrap().content;
@@ -432,7 +446,7 @@ async fn a_twitch_chat_is_answered_by_the_real_model_and_voice() {
         "PRIVMSG #idolchan :Hi {name}, what music do you like?\r\n"
     ))
     .await;
-    let (utt, _) = first_audio(&mut ws).await;
+    let (utt, _, _) = first_audio(&mut ws).await;
     // Audible speech follows.
     let mut peak = 0f32;
     tokio::time::timeout(PATIENCE * 5, async {

@@ -754,6 +754,25 @@ async fn the_default_face_speaks_what_is_typed_into_the_page() {
         "the typed say is heard",
     )
     .await;
+    // A chat from another client (a bot, a relay) shows in the page's log with who wrote it.
+    let (mut other, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/stream", server.addr()))
+            .await
+            .unwrap();
+    other
+        .send(Message::Text(
+            json!({"type":"chat","user":"ann","text":"what is your favourite song?"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    cdp.until(
+        "[...document.querySelectorAll('#log .msg.viewer')].some((m) =>          m.textContent.includes('ann') && m.textContent.includes('favourite song'))",
+        90,
+        "another client's chat is in the log",
+    )
+    .await;
     let shot = cdp
         .call("Page.captureScreenshot", json!({"format": "png"}))
         .await;

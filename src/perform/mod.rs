@@ -208,6 +208,21 @@ pub struct CueEvent {
     pub cue: Cue,
 }
 
+/// A viewer's chat message that an utterance answers, sent once the persona's guards accepted it
+/// (a refused message is never echoed, so an overlay cannot show it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AskedEvent {
+    pub utterance: UtteranceId,
+    /// Who wrote it, as the chat named them (may be empty).
+    pub user: String,
+    /// Where it came from: `ws` (a WebSocket client or the viewer), or the relay's platform
+    /// (`twitch`, `bilibili`, `generic`).
+    pub source: String,
+    pub text: String,
+    /// The release horizon when it was accepted (like `thinking`).
+    pub at: SampleTime,
+}
+
 /// What the idol is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -238,6 +253,8 @@ pub enum Event {
     Caption(Caption),
     Cue(CueEvent),
     State(StateEvent),
+    /// The chat an utterance answers (see [`AskedEvent`]).
+    Asked(AskedEvent),
     /// A stage failed on one clause or reply; the session goes on.
     Error {
         utterance: UtteranceId,
@@ -254,6 +271,7 @@ impl Event {
             Event::Caption(c) => Some(c.range.start()),
             Event::Cue(c) => Some(c.cue.at),
             Event::State(s) => Some(s.at),
+            Event::Asked(a) => Some(a.at),
             Event::Error { .. } => None,
         }
     }

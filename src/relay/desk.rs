@@ -397,7 +397,7 @@ impl ChatDesk {
                     );
                 }
                 let m = &pick.msg;
-                let utt = perform.chat(&m.user, &m.text);
+                let utt = perform.chat_from(&m.relay, &m.user, &m.text);
                 if pick.skipped.is_empty() {
                     log::info!(
                         "chat policy: answering {} {} ({}) as utterance {utt}",

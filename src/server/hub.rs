@@ -513,7 +513,7 @@ impl<'a> Encoded<'a> {
             },
             Event::Caption(_) if sub.captions => self.text(ev),
             Event::Cue(_) if sub.cues => self.text(ev),
-            Event::State(_) if sub.state => self.text(ev),
+            Event::State(_) | Event::Asked(_) if sub.state => self.text(ev),
             Event::Error { .. } => self.text(ev),
             _ => None,
         }

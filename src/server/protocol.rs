@@ -495,6 +495,17 @@ pub fn event_json(e: &Event) -> Option<String> {
         Event::Caption(c) => Some(caption_json(c)),
         Event::Cue(c) => Some(cue_json(c)),
         Event::State(s) => Some(state_json(s)),
+        Event::Asked(a) => Some(
+            json!({
+                "type": "asked",
+                "utterance": a.utterance,
+                "user": a.user,
+                "source": a.source,
+                "text": a.text,
+                "sample": a.at.get(),
+            })
+            .to_string(),
+        ),
         Event::Error { utterance, message } => {
             let mut v = json!({"type": "error", "code": "stage", "message": message});
             v["utterance"] = (*utterance).into();

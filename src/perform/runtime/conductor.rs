@@ -3,7 +3,7 @@
 //! utterance's record (what was heard) back to the persona thread.
 
 use super::{CondMsg, Part, PersonaMsg, RecordCallback, SessionClock, Shared};
-use crate::perform::{Director, Event, Sink, UtteranceId};
+use crate::perform::{AskedEvent, Director, Event, Sink, UtteranceId};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +71,20 @@ pub(super) fn conductor_thread(
                     utterance: utt,
                     message,
                 });
+            }
+            Ok(CondMsg::Asked {
+                utt,
+                user,
+                source,
+                text,
+            }) => {
+                events.push(Event::Asked(AskedEvent {
+                    utterance: utt,
+                    user,
+                    source,
+                    text,
+                    at: director.horizon(),
+                }));
             }
             Ok(CondMsg::Interrupt) => {
                 director.release_hold();

@@ -131,6 +131,7 @@ enum PersonaMsg {
     Chat {
         utt: UtteranceId,
         user: String,
+        source: String,
         text: String,
         t0: Instant,
     },
@@ -153,6 +154,13 @@ enum VoiceMsg {
     Error {
         utt: UtteranceId,
         message: String,
+    },
+    /// The persona accepted a viewer's chat for `utt`.
+    Asked {
+        utt: UtteranceId,
+        user: String,
+        source: String,
+        text: String,
     },
 }
 
@@ -201,6 +209,12 @@ enum CondMsg {
         pieces: Result<Vec<RenderedPiece>, String>,
     },
     Stop,
+    Asked {
+        utt: UtteranceId,
+        user: String,
+        source: String,
+        text: String,
+    },
 }
 
 struct Shared {
@@ -258,10 +272,17 @@ impl PerformHandle {
 
     /// A viewer's chat message: the persona answers it. `user` names the speaker (may be empty).
     pub fn chat(&self, user: &str, text: &str) -> UtteranceId {
+        self.chat_from("ws", user, text)
+    }
+
+    /// A viewer's chat message from `source` (a relay's platform, or `ws`); the sinks get an
+    /// [`Event::Asked`] with it once the persona's guards accept it.
+    pub fn chat_from(&self, source: &str, user: &str, text: &str) -> UtteranceId {
         let (utt, t0) = self.issue();
         let _ = self.persona_tx.send(PersonaMsg::Chat {
             utt,
             user: user.to_string(),
+            source: source.to_string(),
             text: text.to_string(),
             t0,
         });

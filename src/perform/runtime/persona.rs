@@ -48,6 +48,7 @@ pub(super) fn persona_thread(
             PersonaMsg::Chat {
                 utt,
                 user,
+                source,
                 text,
                 t0,
             } => {
@@ -65,6 +66,12 @@ pub(super) fn persona_thread(
                     let _ = voice_tx.send(VoiceMsg::End { utt });
                     continue;
                 }
+                let _ = voice_tx.send(VoiceMsg::Asked {
+                    utt,
+                    user: user.trim().to_string(),
+                    source,
+                    text: text.clone(),
+                });
                 let token = CancelToken::new();
                 *shared.generating.lock() = token.clone();
                 if shared.cancelled(utt) {

@@ -103,6 +103,17 @@ pub(super) fn voice_thread(
             }
             VoiceMsg::End { utt } => CondMsg::End { utt },
             VoiceMsg::Error { utt, message } => CondMsg::Error { utt, message },
+            VoiceMsg::Asked {
+                utt,
+                user,
+                source,
+                text,
+            } => CondMsg::Asked {
+                utt,
+                user,
+                source,
+                text,
+            },
         };
         if cond_tx.send(out).is_err() || after.is_some_and(|p| cond_tx.send(p).is_err()) {
             break;
