@@ -39,6 +39,76 @@ pub fn arkit_glb(names: &[&str]) -> Vec<u8> {
 /// head with morph targets bound to the expressions `aa`, `ih`, `ou`, `ee`, `oh`, `blink` and `happy`.
 pub fn vrm1() -> Vec<u8> {
     let names = ["aa", "ih", "ou", "ee", "oh", "blink", "happy"];
+    let (nodes, bones) = skeleton();
+    let mut human = serde_json::Map::new();
+    for (name, i) in &bones {
+        human.insert(name.to_string(), json!({"node": i}));
+    }
+    let mut preset = serde_json::Map::new();
+    for (i, n) in names.iter().enumerate() {
+        preset.insert(
+            n.to_string(),
+            json!({"morphTargetBinds": [{"node": 3, "index": i, "weight": 1.0}]}),
+        );
+    }
+    glb(
+        &names,
+        nodes,
+        json!({"VRMC_vrm": {
+            "specVersion": "1.0",
+            "meta": {"name": "idol test", "version": "1", "authors": ["idol tests"],
+                     "licenseUrl": "https://vrm.dev/licenses/1.0/", "avatarPermission": "onlyAuthor",
+                     "commercialUsage": "personalNonProfit"},
+            "humanoid": {"humanBones": human},
+            "expressions": {"preset": preset},
+        }}),
+    )
+}
+
+/// A VRM 0.x avatar (the format most avatars in use are still in: VRoid Studio's exports before
+/// 2022, VSeeFace's): the same skeleton and quad, the humanoid as a bone list, and blend shape
+/// groups with the 0.x preset names (`a i u e o`, `blink`, `joy`) bound by mesh index at weights 0-100.
+pub fn vrm0() -> Vec<u8> {
+    let names = [
+        "vrc.v_aa", "vrc.v_ih", "vrc.v_ou", "vrc.v_e", "vrc.v_oh", "Blink", "Joy",
+    ];
+    let presets = ["a", "i", "u", "e", "o", "blink", "joy"];
+    let (nodes, bones) = skeleton();
+    let human: Vec<Value> = bones
+        .iter()
+        .map(|(name, i)| json!({"bone": name, "node": i, "useDefaultValues": true}))
+        .collect();
+    let groups: Vec<Value> = presets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            json!({"name": names[i], "presetName": p, "isBinary": false,
+                   "binds": [{"mesh": 0, "index": i, "weight": 100}], "materialValues": []})
+        })
+        .collect();
+    glb(
+        &names,
+        nodes,
+        json!({"VRM": {
+            "exporterVersion": "idol tests",
+            "specVersion": "0.0",
+            "meta": {"title": "idol test", "version": "1", "author": "idol tests",
+                     "allowedUserName": "OnlyAuthor", "violentUssageName": "Disallow",
+                     "sexualUssageName": "Disallow", "commercialUssageName": "Disallow",
+                     "licenseName": "Redistribution_Prohibited"},
+            "humanoid": {"humanBones": human},
+            "blendShapeMaster": {"blendShapeGroups": groups},
+            "firstPerson": {"firstPersonBone": 2, "firstPersonBoneOffset": {"x": 0, "y": 0.06, "z": 0},
+                            "meshAnnotations": [], "lookAtTypeName": "Bone"},
+            "secondaryAnimation": {"boneGroups": [], "colliderGroups": []},
+            "materialProperties": [],
+        }}),
+    )
+}
+
+/// The 15 required humanoid bones (no skin) with a `face` node holding mesh 0 under the head: the
+/// glTF nodes and each bone's (name, node index).
+fn skeleton() -> (Value, Vec<(&'static str, usize)>) {
     let bones = [
         ("hips", [0.0, 1.0, 0.0], vec![1, 4, 7, 10, 13]),
         ("spine", [0.0, 0.2, 0.0], vec![2]),
@@ -70,31 +140,13 @@ pub fn vrm1() -> Vec<u8> {
             n
         })
         .collect();
-    let mut human = serde_json::Map::new();
-    for (i, (name, ..)) in bones.iter().enumerate() {
-        if *name != "face" {
-            human.insert(name.to_string(), json!({"node": i}));
-        }
-    }
-    let mut preset = serde_json::Map::new();
-    for (i, n) in names.iter().enumerate() {
-        preset.insert(
-            n.to_string(),
-            json!({"morphTargetBinds": [{"node": 3, "index": i, "weight": 1.0}]}),
-        );
-    }
-    glb(
-        &names,
-        json!(nodes),
-        json!({"VRMC_vrm": {
-            "specVersion": "1.0",
-            "meta": {"name": "idol test", "version": "1", "authors": ["idol tests"],
-                     "licenseUrl": "https://vrm.dev/licenses/1.0/", "avatarPermission": "onlyAuthor",
-                     "commercialUsage": "personalNonProfit"},
-            "humanoid": {"humanBones": human},
-            "expressions": {"preset": preset},
-        }}),
-    )
+    let human = bones
+        .iter()
+        .enumerate()
+        .filter(|(_, (name, ..))| *name != "face")
+        .map(|(i, (name, ..))| (*name, i))
+        .collect();
+    (json!(nodes), human)
 }
 
 /// A binary glTF with the quad mesh (morph targets `names`), the `nodes` (node 0 the scene's root)
@@ -942,12 +994,23 @@ async fn an_interrupt_stops_the_page_at_the_cut_sample() {
 /// and the expressions move with the speech. The page is opened as OBS would (`?bg=transparent`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vrm_avatar_takes_the_vrm_rig_and_its_expressions_move() {
+    vrm_avatar_speaks(vrm1(), "1").await;
+}
+
+/// The same for a VRM 0.x file: its presets `a i u e o` / `blink` / `joy` arrive as the `vrm` rig's
+/// `aa ih ou ee oh` / `blink` / `happy`, and the bound morph targets (weights 0-100) move the mesh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vrm0_avatar_maps_its_presets_and_moves_its_mesh() {
+    vrm_avatar_speaks(vrm0(), "0").await;
+}
+
+async fn vrm_avatar_speaks(bytes: Vec<u8>, version: &str) {
     let home = crate::common::home();
     let config = Config::default();
     let (voice, face) = build_voice_face(&home, &config).expect("the real voice and face");
     let dir = tempfile::tempdir().unwrap();
     let avatar = dir.path().join("idol.vrm");
-    std::fs::write(&avatar, vrm1()).unwrap();
+    std::fs::write(&avatar, bytes).unwrap();
     let server = Server::start(
         Stages {
             persona: idol::perform::testing::conversation(),
@@ -984,6 +1047,17 @@ async fn a_vrm_avatar_takes_the_vrm_rig_and_its_expressions_move() {
     .await;
     let info = cdp.eval("__idolViewer.avatar").await;
     assert_eq!(info["kind"], "vrm", "{info}");
+    assert_eq!(info["version"], version, "{info}");
+    let mut expressions: Vec<&str> = info["expressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    expressions.sort();
+    for e in ["aa", "blink", "ee", "happy", "ih", "oh", "ou"] {
+        assert!(expressions.contains(&e), "{e} missing: {expressions:?}");
+    }
     // The OBS mode: nothing but the avatar and the captions, on a transparent page.
     let obs = cdp
         .eval(
@@ -1024,5 +1098,13 @@ async fn a_vrm_avatar_takes_the_vrm_rig_and_its_expressions_move() {
     assert!(
         vowels > 0.2,
         "the VRM's vowel expressions hardly move: {vowels}"
+    );
+    let mesh = log
+        .iter()
+        .map(|r| f(&r["w"], "morphMax"))
+        .fold(0.0, f64::max);
+    assert!(
+        mesh > 0.2,
+        "the expressions never reach the mesh's morph targets: {mesh}"
     );
 }
