@@ -2,6 +2,7 @@
 //! instead of many). Each stage has its own module.
 
 mod audiolip;
+mod browser;
 mod budgets;
 mod common;
 mod face;
