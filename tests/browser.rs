@@ -344,6 +344,21 @@ pub fn chromium() -> PathBuf {
     );
 }
 
+/// The viewer's pinned modules as `idol serve` serves them (installed by `idol fetch`).
+pub fn vendor(home: &idol::assets::Home) -> Vec<(String, PathBuf)> {
+    let root = home.path(idol::fetch::MANIFESTS[idol::fetch::VIEWER_MANIFEST].1);
+    idol::fetch::Manifest::in_effect(home, idol::fetch::VIEWER_MANIFEST)
+        .unwrap()
+        .assets
+        .into_iter()
+        .map(|a| {
+            let f = root.join(&a.file);
+            assert!(f.is_file(), "{} missing: run `idol fetch`", f.display());
+            (a.file, f)
+        })
+        .collect()
+}
+
 /// A DevTools protocol client on one page (flattened session).
 pub struct Cdp {
     ws: tokio_tungstenite::WebSocketStream<
@@ -421,6 +436,11 @@ impl Cdp {
 
 /// Start Chromium headless with DevTools on a free port; its profile lives in `profile`.
 pub async fn browser(profile: &Path) -> (std::process::Child, Cdp) {
+    browser_with(profile, &[]).await
+}
+
+/// [`browser`] with more command-line flags.
+pub async fn browser_with(profile: &Path, extra: &[&str]) -> (std::process::Child, Cdp) {
     let child = std::process::Command::new(chromium())
         .args([
             "--headless",
@@ -438,6 +458,7 @@ pub async fn browser(profile: &Path) -> (std::process::Child, Cdp) {
             "--window-size=960,640",
             "--remote-debugging-port=0",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank")
         .stdout(std::process::Stdio::null())

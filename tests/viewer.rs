@@ -3,10 +3,9 @@
 //! the test, one `say`; read back from the page (`window.__idolViewer`) the morph weights the avatar's
 //! meshes carried at each heard sample, and the browser's network log.
 
-use crate::browser::{Kill, arkit_glb, browser, vrm0, vrm1};
+use crate::browser::{Kill, arkit_glb, browser, vendor, vrm0, vrm1};
 use futures_util::{SinkExt, StreamExt};
 use idol::config::Config;
-use idol::fetch::{MANIFESTS, Manifest, VIEWER_MANIFEST};
 use idol::perform::adapters::{TextSegmenter, build_voice_face};
 use idol::perform::testing::ScriptedGenerator;
 use idol::perform::{PerformConfig, Stages};
@@ -30,21 +29,6 @@ const MORPHS: [&str; 10] = [
     "browInnerUp",
     "tongueOut",
 ];
-
-/// The viewer's pinned modules as `idol serve` serves them (installed by `idol fetch`).
-fn vendor(home: &idol::assets::Home) -> Vec<(String, PathBuf)> {
-    let root = home.path(MANIFESTS[VIEWER_MANIFEST].1);
-    Manifest::in_effect(home, VIEWER_MANIFEST)
-        .unwrap()
-        .assets
-        .into_iter()
-        .map(|a| {
-            let f = root.join(&a.file);
-            assert!(f.is_file(), "{} missing: run `idol fetch`", f.display());
-            (a.file, f)
-        })
-        .collect()
-}
 
 /// One browser test at a time: two software-rendering Chromiums on a small machine starve each
 /// other's animation frames.
