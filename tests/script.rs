@@ -270,6 +270,29 @@ fn timing_captions_and_events_follow_the_script() {
     assert!(p.frames.get(k).unwrap().gaze[0].yaw < -0.2);
 }
 
+/// A tag is at the spoken word it precedes even where the voice says more words than are written
+/// (`42` is "forty two", `$5` "five dollars").
+#[test]
+fn tags_after_numbers_land_on_their_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = render_in(
+        dir.path(),
+        "[[line]]\ntext = \"I counted 42 <wave> stars, and it cost $5 <nod> tonight.\"\n",
+    )
+    .unwrap();
+    let start_of = |w: &str| {
+        p.words
+            .items()
+            .iter()
+            .find(|x| x.value.text.eq_ignore_ascii_case(w))
+            .unwrap_or_else(|| panic!("{w} not spoken: {:?}", p.words.items()))
+            .start()
+    };
+    let cue = |n: &str| p.cues.iter().find(|c| c.name == n).unwrap().at;
+    assert_eq!(cue("wave"), start_of("stars"));
+    assert_eq!(cue("nod"), start_of("tonight"));
+}
+
 #[test]
 fn overlapping_at_is_a_positioned_error_once_the_voice_has_spoken() {
     let dir = tempfile::tempdir().unwrap();

@@ -376,15 +376,14 @@ impl Director {
         };
         let clause_end = SampleTime(s0.get() + whole.pcm.len() as u64).max(range.end());
         let no_cues = Vec::new();
+        let text = clause.map_or("", |c| c.text.as_str());
         let mut cues: Vec<Cue> = clause
             .map(|c| &c.cues)
             .unwrap_or(&no_cues)
             .iter()
             .map(|c| {
-                let at = words
-                    .get(c.before_word)
-                    .map(|w| w.start())
-                    .unwrap_or(SampleTime(clause_end.get() - 1));
+                // The voice spoke the normalized clause: written word → spoken word.
+                let at = crate::text::cue_sample(text, c.before_word, &words, clause_end);
                 Cue {
                     kind: c.kind,
                     name: c.name.clone(),
@@ -1209,6 +1208,60 @@ mod tests {
             .unwrap();
         assert_eq!(cue.utterance, 3);
         assert_eq!(cue.cue.at, s.words.items()[1].start());
+    }
+
+    /// The voice speaks the normalized clause, where `42` is two words: a cue before `cats` is at the
+    /// spoken `cats`, not at the fourth spoken word (`two`).
+    #[test]
+    fn cues_are_placed_at_their_word_after_a_number() {
+        let mut d = director();
+        let mut voice = ToneVoice::new(RATE);
+        let mut out = vec![];
+        d.begin(3, &mut out);
+        let written = "I have 42 cats, and Dr. Lee has $5.";
+        let s = voice.speak(&crate::text::normalize(written)).unwrap();
+        let spoken: Vec<&str> = s
+            .words
+            .items()
+            .iter()
+            .map(|w| w.value.text.as_str())
+            .collect();
+        let cue = |before_word, name: &str| TextCue {
+            before_word,
+            kind: CueKind::Action,
+            name: name.into(),
+            intensity: 1.0,
+        };
+        let c = ClauseText {
+            text: written.into(),
+            cues: vec![cue(3, "cats"), cue(7, "has"), cue(9, "end")],
+            ..ClauseText::default()
+        };
+        d.schedule(3, &c, &s).unwrap();
+        d.end(3, &mut out);
+        d.advance(SampleTime(s.pcm.len() as u64 + 1000), &mut out);
+        let at: Vec<(String, SampleTime)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Cue(c) => Some((c.cue.name.clone(), c.cue.at)),
+                _ => None,
+            })
+            .collect();
+        let word_at = |w: &str| {
+            let i = spoken
+                .iter()
+                .position(|s| s.trim_matches(',') == w)
+                .unwrap();
+            s.words.items()[i].start()
+        };
+        assert_eq!(at[0], ("cats".to_string(), word_at("cats")), "{spoken:?}");
+        assert_eq!(at[1], ("has".to_string(), word_at("has")), "{spoken:?}");
+        assert_eq!(at[2].0, "end");
+        assert_eq!(
+            at[2].1.get(),
+            s.pcm.len() as u64 - 1,
+            "past the last word: the clause's end"
+        );
     }
 
     #[test]

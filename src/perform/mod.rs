@@ -79,6 +79,7 @@ pub struct ClauseText {
 
 /// A cue inside a clause, placed before the word with index `before_word` (0-based, counted in
 /// whitespace-separated words of [`ClauseText::text`]; at or past the end means "at the clause end").
+/// The voice's words are the spoken ones: [`crate::text::cue_sample`] places a cue among them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextCue {
     pub before_word: usize,

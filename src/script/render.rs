@@ -412,6 +412,8 @@ impl Track {
 struct PartDone {
     start_b: usize,
     end_b: usize,
+    /// The sentence as written (the voice spoke it normalized).
+    text: String,
     s0: u64,
     len: u64,
     words: Vec<Timed<Word>>,
@@ -490,6 +492,7 @@ fn speak_line(
             parts.push(PartDone {
                 start_b: piece_start + seg.start,
                 end_b: piece_start + seg.end,
+                text: seg.text.clone(),
                 s0,
                 len,
                 words: sp.words.items().to_vec(),
@@ -515,7 +518,9 @@ fn speak_line(
             break_i += 1;
             SampleTime(s)
         } else if let Some(p) = parts.iter().find(|p| p.start_b <= c.at && c.at < p.end_b) {
-            cue_sample(c.at - p.start_b, p.end_b - p.start_b, p.s0, p.len, &p.words)
+            let w = crate::text::words_before(&p.text, c.at - p.start_b);
+            let local = crate::text::cue_sample(&p.text, w, &p.words, SampleTime(p.len));
+            SampleTime(p.s0 + local.get())
         } else {
             let next_part = parts.iter().filter(|p| p.start_b >= c.at).map(|p| p.s0);
             let next_break = anchors.iter().filter(|a| a.0 >= c.at).map(|a| a.1);

@@ -18,7 +18,7 @@ pub mod numbers;
 pub mod segment;
 pub mod tags;
 
-pub use normalize::normalize;
+pub use normalize::{cue_sample, normalize, spoken_word_offsets, words_before};
 pub use segment::{
     Boundary, Clause, ClauseSegmenter, ClauseStream, Segment, SegmenterConfig, split_clauses,
     split_sentences,

@@ -39,6 +39,72 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
+/// Where each written word's speech begins among the spoken words: for each whitespace-separated
+/// chunk of `text`, how many words the voice speaks before it once the text is normalized (a voice
+/// speaks [`normalize`]`(text)`, where `42` is two words, `$5` two and `—` none), and the total last
+/// (so the result has one more entry than `text` has chunks). Spoken words are counted as the
+/// phonemizer splits them: runs of letters and digits, an apostrophe between letters joining.
+pub fn spoken_word_offsets(text: &str) -> Vec<usize> {
+    let chunks: Vec<&str> = text.split_whitespace().collect();
+    let mut out = Vec::with_capacity(chunks.len() + 1);
+    let mut n = 0usize;
+    for (i, chunk) in chunks.iter().enumerate() {
+        out.push(n);
+        let prev = if i > 0 { Some(chunks[i - 1]) } else { None };
+        n += spoken_word_count(&chunk_words(chunk, prev, chunks.get(i + 1).copied()));
+    }
+    out.push(n);
+    out
+}
+
+/// Where a cue written before word `before_word` (whitespace-separated, 0-based) of `text` falls
+/// in the speech of `text`, given the words the voice spoke (`words`, stamped as the speech is) and
+/// the speech's end: the start of the spoken word it precedes ([`spoken_word_offsets`]), or the
+/// speech's last sample when it follows the last word. Every speaking path (live, `idol say`,
+/// scripts) places cues with this.
+pub fn cue_sample(
+    text: &str,
+    before_word: usize,
+    words: &[crate::time::Timed<crate::speech::Word>],
+    end: crate::time::SampleTime,
+) -> crate::time::SampleTime {
+    let offsets = spoken_word_offsets(text);
+    let w = offsets[before_word.min(offsets.len() - 1)];
+    words
+        .get(w)
+        .map(|w| w.start())
+        .unwrap_or(crate::time::SampleTime(end.get().saturating_sub(1)))
+}
+
+/// The number of whitespace-separated words of `text` before byte `at` (a cue's position).
+pub fn words_before(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text[..at].split_whitespace().count()
+}
+
+/// Runs of letters and digits (an apostrophe between two letters or digits stays inside the run).
+fn spoken_word_count(s: &str) -> usize {
+    let c: Vec<char> = s.chars().collect();
+    let mut n = 0;
+    let mut inside = false;
+    for (i, ch) in c.iter().enumerate() {
+        let joins =
+            matches!(ch, '\'' | '’') && inside && c.get(i + 1).is_some_and(|x| x.is_alphanumeric());
+        if ch.is_alphanumeric() || joins {
+            if !inside {
+                n += 1;
+            }
+            inside = true;
+        } else {
+            inside = false;
+        }
+    }
+    n
+}
+
 /// Appends a normalized piece, with a space before words and none before punctuation.
 fn push_piece(out: &mut String, piece: &str) {
     for part in piece.split(' ').filter(|s| !s.is_empty()) {
@@ -752,6 +818,23 @@ fn core_words(core: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spoken_word_offsets_follow_the_normalized_words() {
+        // 42 → forty two; a contraction is one word; a dash is none; $5 → five dollars.
+        assert_eq!(spoken_word_offsets("I have 42 cats"), [0, 1, 2, 4, 5]);
+        assert_eq!(spoken_word_offsets("don't stop — ever"), [0, 1, 2, 2, 3]);
+        assert_eq!(spoken_word_offsets("Dr. Lee has $5."), [0, 1, 2, 3, 5]);
+        assert_eq!(spoken_word_offsets(""), [0]);
+        for t in [
+            "I have 42 cats",
+            "It is 9:30 on May 5th, 2024!",
+            "well-known A.I. stuff",
+        ] {
+            let total = *spoken_word_offsets(t).last().unwrap();
+            assert_eq!(total, spoken_word_count(&normalize(t)), "{t}");
+        }
+    }
 
     #[track_caller]
     fn n(input: &str, expected: &str) {
