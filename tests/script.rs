@@ -249,9 +249,17 @@ fn timing_captions_and_events_follow_the_script() {
             .all(|&x| x == 0.0)
     );
     let nod = at(&|k| matches!(k, ScriptEventKind::Action { name, .. } if name == "nod"));
+    let nice = p
+        .words
+        .items()
+        .iter()
+        .find(|w| w.value.text == "Nice")
+        .unwrap()
+        .start();
     assert_eq!(
-        nod, brk,
-        "the nod before the break lands where the break starts"
+        nod,
+        [nice],
+        "the nod written before the break and 'Nice' lands on 'Nice', after the silence"
     );
     assert_eq!(
         at(&|k| matches!(k, ScriptEventKind::LookAt { target, .. } if target == "chat")),
@@ -260,7 +268,18 @@ fn timing_captions_and_events_follow_the_script() {
     // Emphasis 0.5 raises line one's happy (1.0 stays capped), line two's sad stays 0.5.
     let sad = p.cues.iter().find(|c| c.name == "sad").unwrap();
     assert_eq!(sad.intensity, 0.5);
-    assert_eq!(sad.at, l[1].range.start());
+    let first_word = p
+        .words
+        .items()
+        .iter()
+        .find(|w| w.start() >= l[1].range.start())
+        .unwrap();
+    assert_eq!(first_word.value.text, "This");
+    assert_eq!(
+        sad.at,
+        first_word.start(),
+        "a mood is at the word it precedes"
+    );
     // The face looks toward the chat target (left eye yaw negative) once line two has begun.
     let k = p
         .frames
@@ -574,10 +593,11 @@ fn perform_command_plays_the_script_live() {
     let types: Vec<&str> = lines.iter().map(|v| v["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
-        ["caption", "line_start", "emotion", "event", "line_end"],
+        // The camera event at the line's start, the mood at its first word.
+        ["caption", "line_start", "event", "emotion", "line_end"],
         "{stdout}"
     );
-    assert_eq!(lines[3]["data"]["shot"], 1);
+    assert_eq!(lines[2]["data"]["shot"], 1);
 }
 
 mod server {
@@ -773,4 +793,128 @@ fn the_example_script_renders() {
         .filter(|e| matches!(e.kind, ScriptEventKind::Event { .. }))
         .count();
     assert_eq!(events, 3);
+}
+
+/// The pipeline's test voice (a tone per letter, a word per written word) as a script voice, so a
+/// thousand renders take seconds.
+struct ToneLineVoice(idol::perform::testing::ToneVoice);
+
+impl script::LineVoice for ToneLineVoice {
+    fn sample_rate(&self) -> u32 {
+        use idol::perform::Voice;
+        self.0.sample_rate()
+    }
+    fn speak(
+        &mut self,
+        sentence: &str,
+        _: script::Style,
+    ) -> Result<idol::speech::Speech, idol::tts::TtsError> {
+        use idol::perform::Voice;
+        self.0
+            .speak(sentence)
+            .map_err(|e| idol::tts::TtsError::Runtime(e.to_string()))
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+    /// The script path keeps the live stream's promises on random tagged lines: every emotion and
+    /// action tag (stage directions naming a gesture included) is one cue, at the start of the word
+    /// it was written before (after the last word: inside the line, after that word); every break
+    /// is a Break event where silence of its length starts; frames cover exactly the audio.
+    #[test]
+    fn a_scripted_line_keeps_every_tag_and_break_where_it_was_written(
+        items in proptest::collection::vec((0u8..8, 0usize..6), 1..30),
+    ) {
+        const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
+        const TAGS: [(&str, &str); 6] = [
+            ("[happy]", "happy"),
+            ("[sad:0.5]", "sad"),
+            ("<nod>", "nod"),
+            ("<wave/>", "wave"),
+            ("*waves*", "wave"),
+            ("(laughs)", "laugh"),
+        ];
+        let mut text = String::new();
+        let mut words = 0usize;
+        let mut want_cues: Vec<(usize, String)> = vec![];
+        let mut want_breaks = 0usize;
+        for (kind, k) in items {
+            match kind {
+                0..=3 => {
+                    words += 1;
+                    text.push_str(WORDS[k]);
+                }
+                4 | 5 => {
+                    text.push_str(TAGS[k].0);
+                    want_cues.push((words, TAGS[k].1.to_string()));
+                }
+                6 => {
+                    text.push_str(&format!("<break time=\"{}ms\"/>", 100 * (k + 1)));
+                    want_breaks += 1;
+                }
+                _ => text.push_str("(looks away)"),
+            }
+            text.push(' ');
+        }
+        proptest::prop_assume!(words > 0);
+        let dir = tempfile::tempdir().unwrap();
+        let src = format!("[[line]]\ntext = {}\n", toml::Value::String(text.clone()));
+        let s = Script::parse(&src, &dir.path().join("p.script.toml"), dir.path()).unwrap();
+        let p = script::render(
+            &s,
+            &mut ToneLineVoice(idol::perform::testing::ToneVoice::new(RATE)),
+            RenderOptions {
+                rig: Rig::builtin("arkit52").unwrap(),
+                fps: 60,
+                seed: 7,
+                rate: None,
+                lipsync: None,
+                progress: None,
+                budget: idol::budget::Budget::default(),
+            },
+        )
+        .unwrap();
+        let spoken = p.words.items();
+        proptest::prop_assert_eq!(spoken.len(), words, "{}", text);
+        let line = p.lines[0].range;
+        let mut got: Vec<(usize, String)> = vec![];
+        for e in &p.events {
+            let (name, at) = match &e.kind {
+                ScriptEventKind::Emotion { name, .. } | ScriptEventKind::Action { name, .. } => {
+                    (name.clone(), e.at)
+                }
+                _ => continue,
+            };
+            // The word it precedes: the first spoken word starting at or after it.
+            let w = spoken.iter().position(|x| x.start() >= at).unwrap_or(words);
+            if w < words {
+                proptest::prop_assert_eq!(spoken[w].start(), at, "{} {}", name, text);
+            } else {
+                proptest::prop_assert!(at >= spoken[words - 1].start() && at <= line.end(), "{} {}", name, text);
+            }
+            got.push((w, name));
+        }
+        got.sort();
+        want_cues.sort();
+        proptest::prop_assert_eq!(got, want_cues, "{}", text);
+        let breaks: Vec<(SampleTime, u32)> = p
+            .events
+            .iter()
+            .filter_map(|e| match e.kind {
+                ScriptEventKind::Break { millis } => Some((e.at, millis)),
+                _ => None,
+            })
+            .collect();
+        proptest::prop_assert_eq!(breaks.len(), want_breaks, "{}", text);
+        for (at, ms) in breaks {
+            let n = SampleTime::from_millis(u64::from(ms), RATE).get();
+            let end = (at.get() + n).min(p.pcm.len() as u64);
+            proptest::prop_assert!(p.pcm.slice(at.get(), end).iter().all(|&x| x == 0.0), "{}", text);
+        }
+        proptest::prop_assert_eq!(
+            p.frames.len() as u64,
+            SampleTime::frames_in(p.pcm.len() as u64, RATE, 60)
+        );
+    }
 }

@@ -6,9 +6,10 @@
 //!    through the tag parser (`[happy]`, `<wave>`, `<break time="300ms"/>`); the clean text is cut at
 //!    each break, each piece into sentences, each sentence normalized and spoken by the [`LineVoice`]
 //!    with the line's [`Style`] (length scale, emphasis); a break is silence of its length exactly
-//!    where it was written. Emotion and action tags land at the start of the word at the same relative
-//!    position in their sentence's audio (the voice speaks normalized text, so positions map by
-//!    proportion, then snap to a word start), or, between sentences, where the next audio starts. A
+//!    where it was written. Emotion and action tags land at the start of the spoken word they were
+//!    written before ([`crate::text::cue_sample`]: the voice speaks normalized text, where `42` is two
+//!    words), between sentences or beside a break at the next spoken word, after the last word at
+//!    the speech's last sample: the live stream's places. A
 //!    recorded line is its take decoded and resampled to the voice's rate, sample for sample, so it
 //!    keeps its exact duration; its mouth comes from its alignment file (`phonemes = ...`), else from
 //!    the [`LipSync`] provider if one is plugged in, else it stays at rest (expression and idle only)
@@ -522,9 +523,15 @@ fn speak_line(
             let local = crate::text::cue_sample(&p.text, w, &p.words, SampleTime(p.len));
             SampleTime(p.s0 + local.get())
         } else {
-            let next_part = parts.iter().filter(|p| p.start_b >= c.at).map(|p| p.s0);
-            let next_break = anchors.iter().filter(|a| a.0 >= c.at).map(|a| a.1);
-            SampleTime(next_part.chain(next_break).min().unwrap_or(n))
+            // Between sentences or beside a break: at the next spoken word (after the break's
+            // silence, as on the live stream); after the last word, the last sample of the speech
+            // (before a trailing break).
+            match parts.iter().find(|p| p.start_b >= c.at) {
+                Some(p) => SampleTime(p.s0 + p.words.first().map_or(0, |w| w.start().get())),
+                None => parts.last().map_or(SampleTime(n.saturating_sub(1)), |p| {
+                    SampleTime((p.s0 + p.len).saturating_sub(1))
+                }),
+            }
         };
         marks.push((c.at, at, mark_of(&c.event, style.emphasis)));
     }
