@@ -33,8 +33,10 @@
 
 mod classify;
 mod features;
+pub mod synth;
 
 pub use features::{Analyzer, FrameFeatures};
+pub use synth::{SynthAlignOptions, SynthAlignment, align_to_synthesis};
 
 use super::phonetics::{self, Viseme};
 use crate::speech::{Phoneme, Stress};
@@ -198,8 +200,23 @@ pub fn phonemes_from_audio(
     opts: &AudioLipsyncOptions,
 ) -> Result<Timeline<Phoneme>, FromAudioError> {
     let a = analyze(pcm, sample_rate, opts)?;
-    let len = pcm.len() as u64;
-    // Sample (at `sample_rate`) where frame k begins: frames are centred on k * 10 ms.
+    let runs: Vec<(usize, usize, Phoneme)> = match &opts.transcript {
+        Some(words) if !words.is_empty() && !a.feats.is_empty() => {
+            align(&a, words, opts.switch_cost)?
+        }
+        _ => symbols(&a, opts),
+    };
+    runs_to_timeline(&runs, sample_rate, pcm.len() as u64)
+}
+
+/// Runs of 10 ms analysis frames (`from`, `to`, phone; in order) to a contiguous timeline over
+/// `[0, len)` at `sample_rate`: frame `k` is centred on `k * 10 ms`, so a run starting at frame `k`
+/// starts half a frame earlier; runs lost to rounding are absorbed by their neighbours.
+pub(crate) fn runs_to_timeline(
+    runs: &[(usize, usize, Phoneme)],
+    sample_rate: u32,
+    len: u64,
+) -> Result<Timeline<Phoneme>, FromAudioError> {
     let hop = features::HOP as u64;
     let edge = |k: usize| -> u64 {
         if k == 0 {
@@ -208,12 +225,6 @@ pub fn phonemes_from_audio(
         let at16 = k as u64 * hop - hop / 2;
         ((at16 as u128 * sample_rate as u128 + features::RATE as u128 / 2) / features::RATE as u128)
             .min(len as u128) as u64
-    };
-    let runs: Vec<(usize, usize, Phoneme)> = match &opts.transcript {
-        Some(words) if !words.is_empty() && !a.feats.is_empty() => {
-            align(&a, words, opts.switch_cost)?
-        }
-        _ => symbols(&a, opts),
     };
     let mut items: Vec<Timed<Phoneme>> = Vec::with_capacity(runs.len());
     for (i, (from, _, ph)) in runs.iter().enumerate() {
