@@ -26,7 +26,9 @@
 //! phone sequence is aligned to the frame scores instead (step 3 replaced by a left-to-right Viterbi
 //! over the expected phones, each scored by its class, pauses optional between words), so the
 //! output carries the real phones (place of articulation the audio alone cannot give) at the times
-//! the audio shows.
+//! the audio shows. A better way, when a voice is at hand, is alignment by synthesis ([`synth`]:
+//! the transcript spoken by idol's voice and warped onto the recording), which `idol lipsync
+//! --transcript` uses through `crate::align`.
 //!
 //! Threading: pure functions of their inputs; no shared state. Cost: about 120 µs of one core per
 //! 10 ms frame, some 80 times faster than real time (see `docs/benchmarks.md`, "Audio lip sync").
