@@ -477,6 +477,19 @@ fn summary(errs: &[f64]) -> String {
     format!("{mean:.0} | {:.0} %", within * 100.0)
 }
 
+/// Alignment settings, with `AUDIOLIP_REFINE` / `AUDIOLIP_RADIUS` / `AUDIOLIP_PAUSE_MS` overriding
+/// the defaults (to compare settings without rebuilding).
+fn synth_opts() -> SynthAlignOptions {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    let d = SynthAlignOptions::default();
+    SynthAlignOptions {
+        refine_frames: env("AUDIOLIP_REFINE").unwrap_or(d.refine_frames),
+        radius: env("AUDIOLIP_RADIUS").unwrap_or(d.radius),
+        pause_ms: env("AUDIOLIP_PAUSE_MS").map_or(d.pause_ms, |v| v as u32),
+        ..d
+    }
+}
+
 fn main() {
     // Decode speed (WAV, the fixture), then lip sync speed.
     let mut wall = Vec::new();
@@ -555,8 +568,7 @@ fn main() {
         let t_synth = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let aligned =
-            from_audio::align_to_synthesis(&a.samples, rate, &synth, &SynthAlignOptions::default())
-                .unwrap();
+            from_audio::align_to_synthesis(&a.samples, rate, &synth, &synth_opts()).unwrap();
         ours_secs.push((t_synth, t.elapsed().as_secs_f64()));
         costs.push((fx.wav, aligned.cost, aligned.contrast, aligned.bent));
         opens[2] = Some(jaw_open(&aligned.phonemes));
@@ -655,13 +667,8 @@ fn main() {
         let other = &FIXTURES[(i + 1) % FIXTURES.len()];
         let a = audio::decode_file(data(fx.wav)).unwrap();
         let synth = align::speak_transcript(&mut voice, other.text).unwrap();
-        let al = from_audio::align_to_synthesis(
-            &a.samples,
-            a.sample_rate,
-            &synth,
-            &SynthAlignOptions::default(),
-        )
-        .unwrap();
+        let al = from_audio::align_to_synthesis(&a.samples, a.sample_rate, &synth, &synth_opts())
+            .unwrap();
         println!(
             "DTW cost, {} against {:?}: {:.2}, contrast {:.2}, bent {:.2} (mismatch flagged: {})",
             fx.wav, other.text, al.cost, al.contrast, al.bent, al.mismatch
@@ -674,9 +681,17 @@ fn main() {
     // A 10-minute take: the fixtures in turn with 0.4 s pauses, over and over, at 16 kHz.
     let mut take = Vec::new();
     let mut text = String::new();
+    let mut take_words: Vec<Span> = Vec::new();
     'fill: loop {
         for fx in FIXTURES {
             let a = audio::decode_file(data(fx.wav)).unwrap();
+            let at = take.len() as f64 / 16_000.0;
+            let reference = read::read_path(&data(fx.phones), a.sample_rate, None).unwrap();
+            take_words.extend(
+                reference_words(&reference.phonemes, &fx.words, a.sample_rate)
+                    .into_iter()
+                    .map(|(s, e, w)| (s + at, e + at, w)),
+            );
             take.extend(audio::resample(&a.samples, a.sample_rate, 16_000));
             take.extend(std::iter::repeat_n(0.0f32, 6400));
             text.push_str(fx.text);
@@ -693,17 +708,19 @@ fn main() {
         (thread_cpu_ns() - c) as f64 * 1e-9,
     );
     let (t, c) = (Instant::now(), thread_cpu_ns());
-    let al = from_audio::align_to_synthesis(&take, 16_000, &synth, &SynthAlignOptions::default())
-        .unwrap();
+    let al = from_audio::align_to_synthesis(&take, 16_000, &synth, &synth_opts()).unwrap();
     let (al_wall, al_cpu) = (
         t.elapsed().as_secs_f64(),
         (thread_cpu_ns() - c) as f64 * 1e-9,
     );
     println!(
         "\n10-minute take ({:.0} s, {} words): synthesis wall {synth_wall:.1} s (cpu {synth_cpu:.1} s), \
-         alignment wall {al_wall:.2} s (cpu {al_cpu:.2} s), DTW cost {:.2}",
+         alignment wall {al_wall:.2} s (cpu {al_cpu:.2} s), DTW cost {:.2}, contrast {:.2}; \
+         words (mean ms | within 50 ms): {}",
         take.len() as f64 / 16_000.0,
         al.words.len(),
-        al.cost
+        al.cost,
+        al.contrast,
+        summary(&word_errors(&take_words, &words_of(&al.words)))
     );
 }

@@ -362,6 +362,22 @@ fn lipsync_command_with_a_transcript() {
         "{shapes:?}"
     );
     assert!(shapes.contains(&"D"), "{shapes:?}");
+    // A transcript the take does not say: a warning, and the mouth from the audio alone.
+    let st = idol_in(home.root())
+        .arg("lipsync")
+        .arg(data("bobby.wav"))
+        .args([
+            "--transcript",
+            "He turned sharply, and faced Gregson across the table.",
+        ])
+        .arg("--out")
+        .arg(dir.path().join("wrong.tsv"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{err}");
+    assert!(err.contains("does not seem to say"), "{err}");
+    assert_eq!(err.matches("warning").count(), 1, "{err}");
 }
 
 fn jaw_index(header: &serde_json::Value) -> usize {

@@ -16,7 +16,7 @@
 //!    band around the diagonal (a quarter of the length, at most 300 s), then on 10 ms frames inside
 //!    ±80 ms of the coarse path. Memory is the band's area, linear in the length of the take.
 //! 3. Every synthetic phone boundary is carried over through the path. Each boundary then moves, by
-//!    at most 20 ms, to where the recording's spectrum changes most (the local peak of spectral flux).
+//!    at most 10 ms, to where the recording's spectrum changes most (the local peak of spectral flux).
 //! 4. Silent stretches of the recording of at least `pause_ms` (and silence at either end) become
 //!    pauses (`_`), clipping the phones around them: a speaker's pause closes the mouth even where
 //!    the voice did not pause.
@@ -56,7 +56,7 @@ impl Default for SynthAlignOptions {
     fn default() -> Self {
         SynthAlignOptions {
             pause_ms: 150,
-            refine_frames: 2,
+            refine_frames: 1,
             radius: 8,
             max_contrast: 0.95,
             max_bent: 0.3,
