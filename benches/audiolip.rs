@@ -34,7 +34,9 @@
 //! `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo bench --profile dev --bench audiolip`). Needs the voice and
 //! the phonemizer (`idol fetch`); pocketsphinx is used when the anchors' venv exists
 //! (`IDOL_ANCHORS_VENV`, default `~/.cache/idol-anchors/venv`, made by `../shared/anchors/run_all.sh`).
-//! Figures go to docs/benchmarks.md ("Audio lip sync").
+//! Figures go to docs/benchmarks.md ("Audio lip sync"). `AUDIOLIP_QUICK=1` skips the 10-minute
+//! take, `AUDIOLIP_DEBUG=1` prints every scored phone with each method's mouth, and
+//! `AUDIOLIP_SWITCH`, `AUDIOLIP_REFINE`, `AUDIOLIP_RADIUS`, `AUDIOLIP_PAUSE_MS` override settings.
 
 use idol::align;
 use idol::audio;
@@ -490,6 +492,18 @@ fn synth_opts() -> SynthAlignOptions {
     }
 }
 
+/// Audio-only settings, with `AUDIOLIP_SWITCH` overriding the class-change cost.
+fn audio_opts() -> AudioLipsyncOptions {
+    let d = AudioLipsyncOptions::default();
+    AudioLipsyncOptions {
+        switch_cost: std::env::var("AUDIOLIP_SWITCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d.switch_cost),
+        ..d
+    }
+}
+
 fn main() {
     // Decode speed (WAV, the fixture), then lip sync speed.
     let mut wall = Vec::new();
@@ -551,9 +565,8 @@ fn main() {
             judge.jaw(tl, end).iter().map(|j| *j > 0.15).collect()
         };
         let mut opens: Vec<Option<Vec<bool>>> = vec![None; methods.len()];
-        opens[0] = Some(jaw_open(
-            &phonemes_from_audio(&a.samples, rate, &AudioLipsyncOptions::default()).unwrap(),
-        ));
+        let alone = phonemes_from_audio(&a.samples, rate, &audio_opts()).unwrap();
+        opens[0] = Some(jaw_open(&alone));
         let classes = AudioLipsyncOptions {
             transcript: Some(from_audio::transcript_phones(
                 &phonemizer.phonemize(fx.text).unwrap(),
@@ -604,6 +617,7 @@ fn main() {
             for (mid, label, w) in &goals {
                 let k = (mid * 100.0).round() as usize;
                 let at = SampleTime::from_secs_f64(*mid, rate).unwrap();
+                let heard = alone.at(at).map_or("?", |p| p.value.symbol.as_str());
                 let sym = aligned
                     .phonemes
                     .at(at)
@@ -617,7 +631,7 @@ fn main() {
                     })
                     .collect();
                 println!(
-                    "  {mid:6.3} {label:>6} {:>7} {marks} synth {sym}",
+                    "  {mid:6.3} {label:>6} {:>7} {marks} synth {sym}, audio {heard}",
                     ["vowel", "closure", "pause"][*w as usize]
                 );
             }
