@@ -4,6 +4,7 @@
 //! the mood into blendshape frames, and all of it streams out on one sample clock. See
 //! `docs/architecture.md` for the data flow and `DESIGN.md`-style stage boundaries.
 
+pub mod align;
 pub mod assets;
 pub mod audio;
 pub mod budget;

@@ -3,21 +3,23 @@
 //!
 //! The input ([`LipsyncInput`]) is either `--phonemes FILE` (TextGrid, .lab, JSON) or a positional
 //! AUDIO file (WAV, MP3, FLAC, Ogg/Vorbis) whose phonemes are derived from the audio itself
-//! (`idol::face::from_audio`), optionally aligned to a `--transcript`. The output is written
-//! atomically.
+//! (`idol::face::from_audio`), or, with a `--transcript`, from that text spoken by idol's own
+//! voice and aligned to the recording (`idol::align`). The output is written atomically.
 
 use super::Env;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use idol::face::from_audio::{self, AudioLipsyncOptions};
+use idol::face::from_audio::{self, AudioLipsyncOptions, SynthAlignOptions};
 use idol::face::read::{self, PhonemeFile};
 use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, expression, write};
-use idol::phonemize::{EnglishPhonemizer, Phonemize};
+use idol::phonemize::EnglishPhonemizer;
 use idol::speech::{Cue, CueKind};
 use idol::time::{SampleTime, TimeRange};
+use idol::tts::{PiperVoice, Speaker, VoiceOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Where the phonemes come from.
 #[derive(Debug, Clone, Args)]
@@ -25,8 +27,9 @@ pub struct LipsyncInput {
     /// A recording (WAV, MP3, FLAC or Ogg/Vorbis): the mouth follows the audio itself.
     #[arg(value_name = "AUDIO", conflicts_with = "phonemes")]
     pub audio: Option<PathBuf>,
-    /// What the recording says: its phones are aligned to the audio (needs the phonemizer models,
-    /// `idol fetch`).
+    /// What the recording says: spoken by the voice, then aligned to the recording, whose mouth then
+    /// follows the voice's phones at the recording's times (needs the voice and the phonemizer,
+    /// `idol fetch`). A transcript the recording does not say is reported, and the audio alone used.
     #[arg(long, value_name = "TEXT", requires = "audio")]
     pub transcript: Option<String>,
     /// Phoneme timeline: a Praat .TextGrid, an HTK/HTS .lab, or an idol JSON Timeline<Phoneme>.
@@ -244,25 +247,69 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Phonemes from a recording: decode, then derive (or, with a transcript, align) them.
+/// Phonemes from a recording: decode, then derive them from the audio or, with a transcript, align
+/// the transcript spoken by idol's own voice to it (`idol::align`). A transcript the recording does
+/// not seem to say is reported and the audio alone is used.
 fn from_audio(env: &Env, path: &Path, transcript: Option<&str>) -> Result<PhonemeFile> {
     let audio = idol::audio::decode_file(path)?;
-    let mut opts = AudioLipsyncOptions::default();
+    let end = SampleTime(audio.samples.len() as u64);
     if let Some(text) = transcript {
-        super::fetch::ensure_assets(env, &EnglishPhonemizer::files(&env.home))?;
-        let phonemizer = EnglishPhonemizer::load(&env.home)
-            .context("--transcript needs the English phonemizer: run `idol fetch`")?;
-        let tokens = phonemizer
-            .phonemize(text)
-            .with_context(|| format!("--transcript {text:?}"))?;
-        opts.transcript = Some(from_audio::transcript_phones(&tokens));
+        let config = env.config()?;
+        let home = &env.home;
+        let voice_path = super::say::voice_path(home, None, &config.voice.model);
+        let ort_lib = home.ort_library();
+        let mut files = PiperVoice::files(&voice_path, &ort_lib).to_vec();
+        files.extend(EnglishPhonemizer::files(home));
+        super::fetch::ensure_assets(env, &files)?;
+        let phonemizer = Arc::new(
+            EnglishPhonemizer::load(home)
+                .context("--transcript needs the English phonemizer: run `idol fetch`")?,
+        );
+        let vc = &config.voice;
+        let options = VoiceOptions {
+            speaker: vc
+                .speaker
+                .as_deref()
+                .map(|s| s.parse::<Speaker>().expect("infallible")),
+            seed: vc.seed,
+            ..VoiceOptions::default()
+        };
+        let mut voice = PiperVoice::load(&voice_path, &ort_lib, phonemizer, &options)
+            .context("--transcript speaks the text with the voice first")?;
+        let aligned = idol::align::align_transcript(
+            &mut voice,
+            &audio.samples,
+            audio.sample_rate,
+            text,
+            &SynthAlignOptions::default(),
+        )
+        .with_context(|| format!("aligning --transcript {text:?} to {}", path.display()))?;
+        if !aligned.mismatch {
+            return Ok(PhonemeFile {
+                phonemes: aligned.phonemes,
+                words: Some(aligned.words),
+                end,
+            });
+        }
+        eprintln!(
+            "warning: {} does not seem to say the --transcript (it matches the text spoken by the \
+             voice no better than the voice played backwards: contrast {:.2}, {:.0} % of its \
+             sounds bent out of pace); the mouth follows the audio alone. Check the transcript.",
+            path.display(),
+            aligned.contrast,
+            aligned.bent * 100.0
+        );
     }
-    let phonemes = from_audio::phonemes_from_audio(&audio.samples, audio.sample_rate, &opts)
-        .with_context(|| format!("lip sync of {}", path.display()))?;
+    let phonemes = from_audio::phonemes_from_audio(
+        &audio.samples,
+        audio.sample_rate,
+        &AudioLipsyncOptions::default(),
+    )
+    .with_context(|| format!("lip sync of {}", path.display()))?;
     Ok(PhonemeFile {
         phonemes,
         words: None,
-        end: SampleTime(audio.samples.len() as u64),
+        end,
     })
 }
 

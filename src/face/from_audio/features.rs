@@ -132,6 +132,59 @@ impl Analyzer {
         out
     }
 
+    /// Energy (dB) and MFCCs only, for every frame of `pcm` (16 kHz), on the same frame grid as
+    /// [`Analyzer::analyze`]: what alignment needs, without the formant and voicing analysis (which
+    /// costs some twenty times more).
+    pub fn cepstra(&self, pcm: &[f32]) -> Vec<(f32, [f32; N_MFCC])> {
+        let n = pcm.len().div_ceil(HOP);
+        let mut frame = vec![0.0f32; WIN];
+        let mut re = vec![0.0f32; NFFT];
+        let mut im = vec![0.0f32; NFFT];
+        let mut power = vec![0.0f32; NFFT / 2 + 1];
+        (0..n)
+            .map(|k| {
+                let centre = (k * HOP) as i64;
+                for (i, f) in frame.iter_mut().enumerate() {
+                    let j = centre - (WIN / 2) as i64 + i as i64;
+                    *f = if j >= 0 && (j as usize) < pcm.len() {
+                        pcm[j as usize]
+                    } else {
+                        0.0
+                    };
+                }
+                let mean = frame.iter().sum::<f32>() / WIN as f32;
+                let ms = frame.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / WIN as f32;
+                re.fill(0.0);
+                im.fill(0.0);
+                for i in 0..WIN {
+                    re[i] = (frame[i] - mean) * self.window[i];
+                }
+                fft(&mut re, &mut im, &self.twiddles);
+                for (k, p) in power.iter_mut().enumerate() {
+                    *p = re[k] * re[k] + im[k] * im[k];
+                }
+                (10.0 * (ms + 1e-10).log10(), self.mfcc(&power))
+            })
+            .collect()
+    }
+
+    fn mfcc(&self, power: &[f32]) -> [f32; N_MFCC] {
+        let mut bands = [0.0f32; MEL_BANDS];
+        for (b, (first, w)) in bands.iter_mut().zip(&self.mel) {
+            let e: f32 = w
+                .iter()
+                .enumerate()
+                .map(|(i, w)| w * power[first + i])
+                .sum();
+            *b = (e + 1e-8).ln();
+        }
+        let mut mfcc = [0.0f32; N_MFCC];
+        for (m, row) in mfcc.iter_mut().zip(&self.dct) {
+            *m = row.iter().zip(&bands).map(|(a, b)| a * b).sum();
+        }
+        mfcc
+    }
+
     fn frame(&self, x: &[f32], re: &mut [f32], im: &mut [f32], power: &mut [f32]) -> FrameFeatures {
         let mean = x.iter().sum::<f32>() / x.len() as f32;
         let ms = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / x.len() as f32;
@@ -164,19 +217,7 @@ impl Analyzer {
             }
         }
         let total = total.max(1e-12);
-        let mut bands = [0.0f32; MEL_BANDS];
-        for (b, (first, w)) in bands.iter_mut().zip(&self.mel) {
-            let e: f32 = w
-                .iter()
-                .enumerate()
-                .map(|(i, w)| w * power[first + i])
-                .sum();
-            *b = (e + 1e-8).ln();
-        }
-        let mut mfcc = [0.0f32; N_MFCC];
-        for (m, row) in mfcc.iter_mut().zip(&self.dct) {
-            *m = row.iter().zip(&bands).map(|(a, b)| a * b).sum();
-        }
+        let mfcc = self.mfcc(power);
 
         FrameFeatures {
             energy_db,

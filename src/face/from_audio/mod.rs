@@ -26,15 +26,19 @@
 //! phone sequence is aligned to the frame scores instead (step 3 replaced by a left-to-right Viterbi
 //! over the expected phones, each scored by its class, pauses optional between words), so the
 //! output carries the real phones (place of articulation the audio alone cannot give) at the times
-//! the audio shows.
+//! the audio shows. A better way, when a voice is at hand, is alignment by synthesis ([`synth`]:
+//! the transcript spoken by idol's voice and warped onto the recording), which `idol lipsync
+//! --transcript` uses through `crate::align`.
 //!
 //! Threading: pure functions of their inputs; no shared state. Cost: about 120 µs of one core per
 //! 10 ms frame, some 80 times faster than real time (see `docs/benchmarks.md`, "Audio lip sync").
 
 mod classify;
 mod features;
+pub mod synth;
 
 pub use features::{Analyzer, FrameFeatures};
+pub use synth::{SynthAlignOptions, SynthAlignment, align_to_synthesis};
 
 use super::phonetics::{self, Viseme};
 use crate::speech::{Phoneme, Stress};
@@ -198,8 +202,23 @@ pub fn phonemes_from_audio(
     opts: &AudioLipsyncOptions,
 ) -> Result<Timeline<Phoneme>, FromAudioError> {
     let a = analyze(pcm, sample_rate, opts)?;
-    let len = pcm.len() as u64;
-    // Sample (at `sample_rate`) where frame k begins: frames are centred on k * 10 ms.
+    let runs: Vec<(usize, usize, Phoneme)> = match &opts.transcript {
+        Some(words) if !words.is_empty() && !a.feats.is_empty() => {
+            align(&a, words, opts.switch_cost)?
+        }
+        _ => symbols(&a, opts),
+    };
+    runs_to_timeline(&runs, sample_rate, pcm.len() as u64)
+}
+
+/// Runs of 10 ms analysis frames (`from`, `to`, phone; in order) to a contiguous timeline over
+/// `[0, len)` at `sample_rate`: frame `k` is centred on `k * 10 ms`, so a run starting at frame `k`
+/// starts half a frame earlier; runs lost to rounding are absorbed by their neighbours.
+pub(crate) fn runs_to_timeline(
+    runs: &[(usize, usize, Phoneme)],
+    sample_rate: u32,
+    len: u64,
+) -> Result<Timeline<Phoneme>, FromAudioError> {
     let hop = features::HOP as u64;
     let edge = |k: usize| -> u64 {
         if k == 0 {
@@ -208,12 +227,6 @@ pub fn phonemes_from_audio(
         let at16 = k as u64 * hop - hop / 2;
         ((at16 as u128 * sample_rate as u128 + features::RATE as u128 / 2) / features::RATE as u128)
             .min(len as u128) as u64
-    };
-    let runs: Vec<(usize, usize, Phoneme)> = match &opts.transcript {
-        Some(words) if !words.is_empty() && !a.feats.is_empty() => {
-            align(&a, words, opts.switch_cost)?
-        }
-        _ => symbols(&a, opts),
     };
     let mut items: Vec<Timed<Phoneme>> = Vec::with_capacity(runs.len());
     for (i, (from, _, ph)) in runs.iter().enumerate() {

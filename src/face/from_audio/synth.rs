@@ -1,0 +1,717 @@
+//! Alignment by synthesis: a recording and the same words spoken by a voice whose phone times are
+//! exact (idol's own Piper voice: its durations are the model's) in, the recording's phone and word
+//! timelines out.
+//!
+//! The face layer does not load voices: the caller (a layer above both tts and face, e.g. `idol
+//! lipsync --transcript`) synthesizes the transcript and hands the [`Speech`] over.
+//!
+//! Steps:
+//! 1. Both signals at 16 kHz, 25 ms frames every 10 ms: MFCC 1-12 with cepstral mean and variance
+//!    normalisation over each signal's own speech frames (so level, microphone and channel do not
+//!    matter), their deltas (±2 frames), and the energy relative to the signal's loud level. Silent
+//!    frames (more than 35 dB under the loud level, or within 6 dB of the floor) get the same null
+//!    vector in both signals, so a pause matches a pause whatever the room noise.
+//! 2. Leading and trailing silence is cut from both (kept as a pause), then the two feature
+//!    sequences are aligned by dynamic time warping in two passes: first on 80 ms blocks inside a
+//!    band around the diagonal (a quarter of the length, at most 300 s), then on 10 ms frames inside
+//!    ±80 ms of the coarse path. Memory is the band's area, linear in the length of the take.
+//! 3. Every synthetic phone boundary is carried over through the path. Each boundary then moves, by
+//!    at most 10 ms, to where the recording's spectrum changes most (the local peak of spectral flux).
+//! 4. Silent stretches of the recording of at least `pause_ms` (and silence at either end) become
+//!    pauses (`_`), clipping the phones around them: a speaker's pause closes the mouth even where
+//!    the voice did not pause.
+//!
+//! The mean frame distance along the path ([`SynthAlignment::cost`]) says how well the two agree;
+//! above [`SynthAlignOptions::max_cost`] the transcript is probably not what the recording says
+//! ([`SynthAlignment::mismatch`]), and the caller should warn and fall back to audio alone.
+
+use super::features::{self, Analyzer, HOP, N_MFCC};
+use super::{FromAudioError, runs_to_timeline};
+use crate::speech::{Phoneme, Speech, Word};
+use crate::time::{SampleTime, TimeRange, Timed, Timeline};
+
+/// Static cepstra, their deltas, energy and its delta.
+const NC: usize = N_MFCC - 1;
+const D: usize = 2 * NC + 2;
+/// Frames per block of the coarse pass.
+const COARSE: usize = 8;
+
+/// Settings of alignment by synthesis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthAlignOptions {
+    /// Silent stretches of the recording at least this long (ms) become pauses.
+    pub pause_ms: u32,
+    /// How far (10 ms frames) a boundary may move to the recording's nearest spectral change.
+    pub refine_frames: usize,
+    /// Half-width (10 ms frames) of the fine pass around the coarse path.
+    pub radius: usize,
+    /// [`SynthAlignment::contrast`] above which the transcript and the recording are taken to
+    /// disagree.
+    pub max_contrast: f32,
+    /// Share of bent phones ([`SynthAlignment::bent`]) above which they are taken to disagree.
+    pub max_bent: f32,
+}
+
+impl Default for SynthAlignOptions {
+    fn default() -> Self {
+        SynthAlignOptions {
+            pause_ms: 150,
+            refine_frames: 1,
+            radius: 8,
+            max_contrast: 0.95,
+            max_bent: 0.3,
+        }
+    }
+}
+
+/// A recording's phones and words, carried over from the synthetic speech.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthAlignment {
+    /// Contiguous over `[0, len)` of the recording, at its rate.
+    pub phonemes: Timeline<Phoneme>,
+    /// The synthetic speech's words at their times in the recording.
+    pub words: Timeline<Word>,
+    /// Mean distance between matched frames (normalised features; about 3 when the recording says
+    /// the transcript, 5 and more when it says something else).
+    pub cost: f32,
+    /// `cost` over the cost of the same alignment against the voice played backwards (same voice,
+    /// same sounds, wrong order): well under 1 when the recording says the transcript, near 1 when
+    /// it says something else.
+    pub contrast: f32,
+    /// Share of the voice's sounding phones the warp stretched or squeezed more than threefold
+    /// against the take's overall pace.
+    pub bent: f32,
+    /// `cost` or `bent` is above its limit in [`SynthAlignOptions`].
+    pub mismatch: bool,
+}
+
+/// Frame features of one signal.
+struct Feats {
+    v: Vec<[f32; D]>,
+    silent: Vec<bool>,
+}
+
+fn percentile(mut v: Vec<f32>, q: f32) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f32::total_cmp);
+    v[((v.len() - 1) as f32 * q).round() as usize]
+}
+
+/// Step 1 on 16 kHz PCM.
+fn feats(pcm16: &[f32]) -> Feats {
+    let cep = Analyzer::new().cepstra(pcm16);
+    let n = cep.len();
+    let energy: Vec<f32> = cep.iter().map(|c| c.0).collect();
+    let peak = percentile(energy.clone(), 0.95);
+    let floor = percentile(energy.clone(), 0.05);
+    let threshold = (peak - 35.0).max(floor + 6.0).min(peak - 10.0);
+    // Under -90 dB full scale is nothing at all (16-bit dither sits near -100 dB), whatever the
+    // take's own level.
+    let mut silent: Vec<bool> = energy.iter().map(|&e| e < threshold || e < -90.0).collect();
+    // A lone loud or quiet frame does not make or break a pause.
+    for k in 1..n.saturating_sub(1) {
+        if silent[k - 1] == silent[k + 1] {
+            silent[k] = silent[k - 1];
+        }
+    }
+    let speech: Vec<usize> = (0..n).filter(|&k| !silent[k]).collect();
+    let mut mean = [0.0f32; NC];
+    let mut sd = [1.0f32; NC];
+    if !speech.is_empty() {
+        for &k in &speech {
+            for (m, x) in mean.iter_mut().zip(&cep[k].1[1..]) {
+                *m += x;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= speech.len() as f32);
+        let mut var = [0.0f32; NC];
+        for &k in &speech {
+            for c in 0..NC {
+                let d = cep[k].1[c + 1] - mean[c];
+                var[c] += d * d;
+            }
+        }
+        for c in 0..NC {
+            sd[c] = (var[c] / speech.len() as f32).sqrt().max(1e-3);
+        }
+    }
+    let stat: Vec<[f32; NC + 1]> = (0..n)
+        .map(|k| {
+            let mut s = [0.0f32; NC + 1];
+            if !silent[k] {
+                for c in 0..NC {
+                    s[c] = (cep[k].1[c + 1] - mean[c]) / sd[c];
+                }
+            }
+            s[NC] = ((energy[k] - peak) / 10.0).clamp(-4.0, 1.0);
+            if silent[k] {
+                s[NC] = -4.0;
+            }
+            s
+        })
+        .collect();
+    let at = |k: isize| stat[k.clamp(0, n as isize - 1) as usize];
+    let v = (0..n)
+        .map(|k| {
+            let mut out = [0.0f32; D];
+            out[..NC].copy_from_slice(&stat[k][..NC]);
+            for c in 0..=NC {
+                let mut d = 0.0f32;
+                for j in 1..=2isize {
+                    d += j as f32 * (at(k as isize + j)[c] - at(k as isize - j)[c]);
+                }
+                out[NC + c] = d / 10.0 * 2.0;
+            }
+            out[2 * NC + 1] = stat[k][NC];
+            out
+        })
+        .collect();
+    Feats { v, silent }
+}
+
+fn dist(a: &[f32; D], b: &[f32; D]) -> f32 {
+    let mut s = 0.0f32;
+    for i in 0..D {
+        let d = a[i] - b[i];
+        s += d * d;
+    }
+    s.sqrt()
+}
+
+/// Dynamic time warping of `a` (rows) against `b` (columns) inside `window` (per row, the columns
+/// `lo..hi`, both non-decreasing, covering (0, 0) and (n-1, m-1)). Returns the path from (0, 0) to
+/// (n-1, m-1) and its summed distance.
+fn dtw(a: &[[f32; D]], b: &[[f32; D]], window: &[(usize, usize)]) -> (Vec<(usize, usize)>, f32) {
+    let n = a.len();
+    let mut offset = Vec::with_capacity(n + 1);
+    offset.push(0usize);
+    for w in window {
+        offset.push(offset.last().unwrap() + (w.1 - w.0));
+    }
+    let cells = *offset.last().unwrap();
+    let mut cost = vec![f32::INFINITY; cells];
+    // 0: diagonal, 1: from the row above, 2: from the left.
+    let mut step = vec![0u8; cells];
+    // A move that stretches one side costs a little more than the diagonal, so equal evidence
+    // keeps the two in step.
+    let stretch = 0.25f32;
+    let get = |cost: &[f32], i: usize, j: usize| -> f32 {
+        let (lo, hi) = window[i];
+        if j < lo || j >= hi {
+            f32::INFINITY
+        } else {
+            cost[offset[i] + j - lo]
+        }
+    };
+    for i in 0..n {
+        let (lo, hi) = window[i];
+        for j in lo..hi {
+            let d = dist(&a[i], &b[j]);
+            let (best, from) = if i == 0 && j == 0 {
+                (0.0, 0u8)
+            } else {
+                let mut best = (f32::INFINITY, 0u8);
+                if i > 0 && j > 0 {
+                    best = (get(&cost, i - 1, j - 1), 0);
+                }
+                if i > 0 {
+                    let c = get(&cost, i - 1, j) + stretch;
+                    if c < best.0 {
+                        best = (c, 1);
+                    }
+                }
+                if j > lo {
+                    let c = cost[offset[i] + j - 1 - lo] + stretch;
+                    if c < best.0 {
+                        best = (c, 2);
+                    }
+                }
+                best
+            };
+            cost[offset[i] + j - lo] = best + d;
+            step[offset[i] + j - lo] = from;
+        }
+    }
+    let m = b.len();
+    let total = get(&cost, n - 1, m - 1);
+    let mut path = Vec::with_capacity(n + m);
+    let (mut i, mut j) = (n - 1, m - 1);
+    loop {
+        path.push((i, j));
+        if i == 0 && j == 0 {
+            break;
+        }
+        match step[offset[i] + j - window[i].0] {
+            0 => {
+                i -= 1;
+                j -= 1;
+            }
+            1 => i -= 1,
+            _ => j -= 1,
+        }
+    }
+    path.reverse();
+    (path, total)
+}
+
+/// Means of blocks of `COARSE` frames.
+fn blocks(v: &[[f32; D]]) -> Vec<[f32; D]> {
+    v.chunks(COARSE)
+        .map(|c| {
+            let mut out = [0.0f32; D];
+            for f in c {
+                for i in 0..D {
+                    out[i] += f[i];
+                }
+            }
+            out.iter_mut().for_each(|x| *x /= c.len() as f32);
+            out
+        })
+        .collect()
+}
+
+/// Make a window valid: `lo` and `hi` non-decreasing, the corners inside.
+fn fix_window(w: &mut [(usize, usize)], m: usize) {
+    let n = w.len();
+    for i in (0..n.saturating_sub(1)).rev() {
+        w[i].0 = w[i].0.min(w[i + 1].0);
+    }
+    for i in 1..n {
+        w[i].1 = w[i].1.max(w[i - 1].1);
+    }
+    if n > 0 {
+        w[0].0 = 0;
+        w[n - 1].1 = m;
+    }
+    for x in w.iter_mut() {
+        x.1 = x.1.min(m).max(x.0 + 1);
+    }
+}
+
+/// Step 2: the warping path of `a` against `b` (both non-empty), coarse then fine.
+fn warp(a: &[[f32; D]], b: &[[f32; D]], radius: usize) -> (Vec<(usize, usize)>, f32) {
+    let (n, m) = (a.len(), b.len());
+    let (ac, bc) = (blocks(a), blocks(b));
+    let (nc, mc) = (ac.len(), bc.len());
+    let band = (nc.max(mc) / 4).clamp(12, 3750);
+    let mut wc: Vec<(usize, usize)> = (0..nc)
+        .map(|i| {
+            let centre = (i as f64 * mc as f64 / nc as f64).round() as usize;
+            (centre.saturating_sub(band), (centre + band + 1).min(mc))
+        })
+        .collect();
+    fix_window(&mut wc, mc);
+    let (coarse, _) = dtw(&ac, &bc, &wc);
+    let mut wf = vec![(usize::MAX, 0usize); n];
+    for &(ic, jc) in &coarse {
+        for row in wf.iter_mut().take((ic + 1) * COARSE).skip(ic * COARSE) {
+            row.0 = row.0.min((jc * COARSE).saturating_sub(radius));
+            row.1 = row.1.max(((jc + 1) * COARSE + radius).min(m));
+        }
+    }
+    fix_window(&mut wf, m);
+    dtw(a, b, &wf)
+}
+
+/// The frames kept when every silent run of at least `min` frames is squeezed to its first two and
+/// last two frames.
+fn squeeze(silent: &[bool], min: usize) -> Vec<usize> {
+    let n = silent.len();
+    let mut keep = Vec::with_capacity(n);
+    let mut k = 0;
+    while k < n {
+        if !silent[k] {
+            keep.push(k);
+            k += 1;
+            continue;
+        }
+        let start = k;
+        while k < n && silent[k] {
+            k += 1;
+        }
+        if k - start >= min.max(5) {
+            keep.extend([start, start + 1, k - 2, k - 1]);
+        } else {
+            keep.extend(start..k);
+        }
+    }
+    keep
+}
+
+/// First and last non-silent frames, if any.
+fn speech_span(silent: &[bool]) -> Option<(usize, usize)> {
+    let first = silent.iter().position(|s| !s)?;
+    let last = silent.iter().rposition(|s| !s)?;
+    Some((first, last))
+}
+
+/// Align `pcm` (mono, `sample_rate`) to `synth`, the same words spoken by a voice whose phone and
+/// word timelines are exact. See the module docs for the method.
+pub fn align_to_synthesis(
+    pcm: &[f32],
+    sample_rate: u32,
+    synth: &Speech,
+    opts: &SynthAlignOptions,
+) -> Result<SynthAlignment, FromAudioError> {
+    if sample_rate == 0 || synth.sample_rate == 0 {
+        return Err(FromAudioError::ZeroRate);
+    }
+    let len = pcm.len() as u64;
+    let rec = feats(&crate::audio::resample(pcm, sample_rate, features::RATE));
+    let syn = feats(&crate::audio::resample(
+        &synth.pcm,
+        synth.sample_rate,
+        features::RATE,
+    ));
+    let pause = || -> Result<SynthAlignment, FromAudioError> {
+        Ok(SynthAlignment {
+            phonemes: runs_to_timeline(&[(0, 1, Phoneme::new("_"))], sample_rate, len)?,
+            words: Timeline::new(sample_rate)?,
+            cost: 0.0,
+            contrast: 0.0,
+            bent: 0.0,
+            mismatch: false,
+        })
+    };
+    let (Some((r0, r1)), Some((s0, s1))) = (speech_span(&rec.silent), speech_span(&syn.silent))
+    else {
+        // Nothing audible on one side: the mouth stays closed.
+        return pause();
+    };
+    // Keep a little of the silence on both sides so the path starts and ends in it.
+    let margin = 3;
+    let (ra, rb) = (
+        r0.saturating_sub(margin),
+        (r1 + margin + 1).min(rec.v.len()),
+    );
+    let (sa, sb) = (
+        s0.saturating_sub(margin),
+        (s1 + margin + 1).min(syn.v.len()),
+    );
+    // Pauses squeezed to a few frames on both sides: a pause one side makes and the other does not
+    // then costs a few frames, not its length.
+    let min_pause = (opts.pause_ms as usize).div_ceil(10).max(1);
+    let rkeep = squeeze(&rec.silent[ra..rb], min_pause);
+    let skeep = squeeze(&syn.silent[sa..sb], min_pause);
+    let rv: Vec<[f32; D]> = rkeep.iter().map(|&i| rec.v[ra + i]).collect();
+    let sv: Vec<[f32; D]> = skeep.iter().map(|&j| syn.v[sa + j]).collect();
+    let (path, total) = warp(&rv, &sv, opts.radius);
+    let cost = total / path.len() as f32;
+    // The same voice played backwards (deltas negated, so they stay true to its time) is a text
+    // with the same voice and sounds that the recording does not say: its cost is what a wrong
+    // transcript costs for this pair of voices.
+    let backwards: Vec<[f32; D]> = sv
+        .iter()
+        .rev()
+        .map(|f| {
+            let mut g = *f;
+            for x in &mut g[NC..2 * NC + 1] {
+                *x = -*x;
+            }
+            g
+        })
+        .collect();
+    let (path_rev, total_rev) = warp(&rv, &backwards, opts.radius);
+    let contrast = cost / (total_rev / path_rev.len() as f32).max(1e-6);
+
+    // Squeezed synthetic frame -> first squeezed recording frame on the path.
+    let mut first = vec![usize::MAX; sv.len()];
+    for &(i, j) in &path {
+        first[j] = first[j].min(i);
+    }
+    // Synthetic frame (of the trimmed span) -> its squeezed index: a dropped frame counts as the
+    // next kept one.
+    let mut sidx = vec![0usize; sb - sa];
+    let mut c = 0;
+    for (j, x) in sidx.iter_mut().enumerate() {
+        while c + 1 < skeep.len() && skeep[c] < j {
+            c += 1;
+        }
+        *x = c;
+    }
+    let map = |j: usize| -> usize {
+        if j <= sa {
+            ra.saturating_sub(sa - j)
+        } else if j >= sb {
+            (rb + (j - sb)).min(rec.v.len())
+        } else {
+            ra + rkeep[first[sidx[j - sa]]]
+        }
+    };
+    // Synthetic sample (at its rate) -> frame whose centre is the first at or after it.
+    let syn_frame = |s: SampleTime| -> usize {
+        let at16 = s.get() as u128 * features::RATE as u128 / synth.sample_rate as u128;
+        (at16 as usize + HOP / 2) / HOP
+    };
+    let nrec = rec.v.len();
+
+    // Step 3: phone runs on the recording's frames.
+    let mut runs: Vec<(usize, usize, Phoneme)> = Vec::new();
+    let mut runs_src: Vec<(usize, usize)> = Vec::new();
+    for p in synth.phonemes.iter() {
+        let (a, b) = (map(syn_frame(p.start())), map(syn_frame(p.end())));
+        runs_src.push((a, b.max(a)));
+        let a = a.max(runs.last().map_or(0, |r| r.1));
+        let b = b.max(a).min(nrec);
+        if b > a {
+            runs.push((a, b, p.value.clone()));
+        }
+    }
+    if runs.is_empty() {
+        return pause();
+    }
+    // How far the warp bent the voice's phones: the share of sounding phones held more than three
+    // times longer, or less than a third as long, as the take's overall pace would have them. A
+    // recording of the transcript keeps most phones near its pace; another text bends many.
+    let (mut syn_sound, mut rec_sound) = (0usize, 0usize);
+    let mut ratios = Vec::new();
+    for (p, r) in synth.phonemes.iter().zip(&runs_src) {
+        if p.value.is_silence() {
+            continue;
+        }
+        let s = syn_frame(p.end())
+            .saturating_sub(syn_frame(p.start()))
+            .max(1);
+        syn_sound += s;
+        rec_sound += r.1 - r.0;
+        ratios.push((r.1 - r.0) as f32 / s as f32);
+    }
+    let pace = rec_sound as f32 / syn_sound.max(1) as f32;
+    let bent = ratios
+        .iter()
+        .filter(|&&r| r > 3.0 * pace || r < pace / 3.0)
+        .count() as f32
+        / ratios.len().max(1) as f32;
+    runs[0].0 = 0;
+    let last = runs.len() - 1;
+    runs[last].1 = nrec;
+    for i in 1..runs.len() {
+        runs[i].0 = runs[i - 1].1;
+    }
+    refine(&mut runs, &rec.v, opts.refine_frames);
+    let runs = carve_pauses(runs, &rec.silent, opts.pause_ms);
+
+    // Words: each synthetic word's span carried over the same way.
+    let to_sample = |k: usize| -> u64 {
+        if k == 0 {
+            return 0;
+        }
+        let at16 = (k * HOP - HOP / 2) as u128;
+        ((at16 * sample_rate as u128 + features::RATE as u128 / 2) / features::RATE as u128)
+            .min(len as u128) as u64
+    };
+    let mut words: Vec<Timed<Word>> = Vec::new();
+    for w in synth.words.iter() {
+        let a = to_sample(map(syn_frame(w.start())));
+        let b = to_sample(map(syn_frame(w.end())));
+        let a = a.max(words.last().map_or(0, |x| x.end().get()));
+        if b > a {
+            words.push(Timed::new(
+                TimeRange::new(SampleTime(a), SampleTime(b))?,
+                w.value.clone(),
+            ));
+        }
+    }
+    // A word starts where its first sound does: not inside a pause the recording makes before it
+    // (the voice's own leading silence is carried over with the first word), and ends before one.
+    let pause_at = |s: u64| -> Option<(u64, u64)> {
+        runs.iter()
+            .map(|r| (to_sample(r.0), to_sample(r.1), r.2.is_silence()))
+            .find(|r| r.0 <= s && s < r.1 && r.2)
+            .map(|r| (r.0, r.1))
+    };
+    let mut words: Vec<Timed<Word>> = words
+        .into_iter()
+        .filter_map(|mut w| {
+            let (mut a, mut b) = (w.start().get(), w.end().get());
+            if let Some(p) = pause_at(a) {
+                a = p.1;
+            }
+            if let Some(p) = pause_at(b.saturating_sub(1)) {
+                b = p.0;
+            }
+            (b > a).then(|| {
+                w.range = TimeRange::new(SampleTime(a), SampleTime(b)).expect("ordered");
+                w
+            })
+        })
+        .collect();
+    for i in 1..words.len() {
+        let prev_end = words[i - 1].end();
+        if words[i].start() < prev_end {
+            let end = words[i].end().max(prev_end);
+            words[i].range = TimeRange::new(prev_end, end)?;
+        }
+    }
+    words.retain(|w| w.end() > w.start());
+    Ok(SynthAlignment {
+        phonemes: runs_to_timeline(&runs, sample_rate, len)?,
+        words: Timeline::from_items(sample_rate, words)?,
+        cost,
+        contrast,
+        bent,
+        mismatch: contrast > opts.max_contrast || bent > opts.max_bent,
+    })
+}
+
+/// Move each boundary between two sounding phones by up to `reach` frames to the local maximum of
+/// spectral change, keeping every phone at least one frame long.
+fn refine(runs: &mut [(usize, usize, Phoneme)], v: &[[f32; D]], reach: usize) {
+    if reach == 0 || v.len() < 3 {
+        return;
+    }
+    let flux = |k: usize| -> f32 {
+        if k == 0 || k >= v.len() {
+            return 0.0;
+        }
+        let (a, b) = (&v[k - 1], &v[k]);
+        let mut s = 0.0f32;
+        for i in (0..NC).chain([2 * NC + 1]) {
+            let d = a[i] - b[i];
+            s += d * d;
+        }
+        s.sqrt()
+    };
+    for i in 1..runs.len() {
+        if runs[i].2.is_silence() || runs[i - 1].2.is_silence() {
+            continue;
+        }
+        let b = runs[i].0;
+        let lo = b.saturating_sub(reach).max(runs[i - 1].0 + 1);
+        let hi = (b + reach).min(runs[i].1.saturating_sub(1));
+        if lo > hi {
+            continue;
+        }
+        let mut best = (flux(b), b);
+        for k in lo..=hi {
+            let f = flux(k);
+            if f > best.0 * 1.1 {
+                best = (f, k);
+            }
+        }
+        runs[i - 1].1 = best.1;
+        runs[i].0 = best.1;
+    }
+}
+
+/// Step 4: silent stretches of at least `pause_ms`, and silence at either end, become pauses.
+fn carve_pauses(
+    runs: Vec<(usize, usize, Phoneme)>,
+    silent: &[bool],
+    pause_ms: u32,
+) -> Vec<(usize, usize, Phoneme)> {
+    let n = silent.len();
+    let min = (pause_ms as usize).div_ceil(10).max(1);
+    let mut pauses: Vec<(usize, usize)> = Vec::new();
+    let mut k = 0;
+    while k < n {
+        if !silent[k] {
+            k += 1;
+            continue;
+        }
+        let start = k;
+        while k < n && silent[k] {
+            k += 1;
+        }
+        if k - start >= min || start == 0 || k == n {
+            pauses.push((start, k));
+        }
+    }
+    if pauses.is_empty() {
+        return runs;
+    }
+    // Each frame's phone, then the pauses written over it, then runs again.
+    let mut owner: Vec<Option<usize>> = vec![None; n];
+    for (i, r) in runs.iter().enumerate() {
+        for o in owner.iter_mut().take(r.1.min(n)).skip(r.0) {
+            *o = Some(i);
+        }
+    }
+    for &(a, b) in &pauses {
+        owner[a..b].fill(None);
+    }
+    let mut out: Vec<(usize, usize, Phoneme)> = Vec::new();
+    let mut k = 0;
+    while k < n {
+        let o = owner[k];
+        let start = k;
+        while k < n && owner[k] == o {
+            k += 1;
+        }
+        match o {
+            Some(i) => out.push((start, k, runs[i].2.clone())),
+            None => match out.last_mut() {
+                Some(last) if last.2.is_silence() => last.1 = k,
+                _ => out.push((start, k, Phoneme::new("_"))),
+            },
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ph(s: &str) -> Phoneme {
+        Phoneme::new(s)
+    }
+
+    #[test]
+    fn pauses_are_carved_out_of_phones() {
+        let runs = vec![(0, 10, ph("a")), (10, 30, ph("b")), (30, 40, ph("i"))];
+        let mut silent = vec![false; 40];
+        silent[0..2].fill(true);
+        silent[12..28].fill(true);
+        let out = carve_pauses(runs, &silent, 150);
+        let syms: Vec<(usize, usize, &str)> = out
+            .iter()
+            .map(|r| (r.0, r.1, r.2.symbol.as_str()))
+            .collect();
+        assert_eq!(
+            syms,
+            [
+                (0, 2, "_"),
+                (2, 10, "a"),
+                (10, 12, "b"),
+                (12, 28, "_"),
+                (28, 30, "b"),
+                (30, 40, "i")
+            ]
+        );
+    }
+
+    #[test]
+    fn warping_finds_a_stretched_copy() {
+        // b is a with its middle third held twice as long: the path must follow.
+        let a: Vec<[f32; D]> = (0..90)
+            .map(|k| {
+                let mut v = [0.0f32; D];
+                v[0] = (k as f32 / 7.0).sin() * 3.0;
+                v[1] = (k as f32 / 11.0).cos() * 3.0;
+                v
+            })
+            .collect();
+        let mut b = a[..30].to_vec();
+        for f in &a[30..60] {
+            b.push(*f);
+            b.push(*f);
+        }
+        b.extend_from_slice(&a[60..]);
+        let (path, total) = warp(&a, &b, 8);
+        // Only the 30 stretching steps cost anything.
+        assert!(total < 30.0 * 0.25 + 0.5, "{total}");
+        for &(i, j) in &path {
+            let want = if i < 30 {
+                i
+            } else if i < 60 {
+                30 + 2 * (i - 30)
+            } else {
+                i + 30
+            };
+            assert!(j.abs_diff(want) <= 1, "({i}, {j}) want {want}");
+        }
+    }
+}
