@@ -33,6 +33,7 @@ pub fn idol_in(dir: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
     c.current_dir(dir)
         .env("IDOL_HOME", dir)
+        .env_remove("IDOL_ONNXRUNTIME")
         .env_remove("RUST_LOG");
     c
 }
