@@ -50,3 +50,20 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f32 {
     }
     sab / (saa * sbb).sqrt().max(1e-12)
 }
+
+/// A symbolic link at `to` to `from` (on Windows a file or folder link, which needs Developer Mode or
+/// an administrator).
+pub fn symlink(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        if from.is_dir() {
+            std::os::windows::fs::symlink_dir(from, to)
+        } else {
+            std::os::windows::fs::symlink_file(from, to)
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        std::os::unix::fs::symlink(from, to)
+    }
+}

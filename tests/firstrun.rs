@@ -141,7 +141,7 @@ fn stderr(o: &Output) -> String {
 const SAY_ASSETS: [&str; 5] = [
     "voices/en_US-joe-medium.onnx",
     "voices/en_US-joe-medium.onnx.json",
-    "models/libonnxruntime.so.1.32.0",
+    idol::assets::ORT_LIBRARY,
     "models/cmudict.dict",
     "models/checkpoint20.npz",
 ];

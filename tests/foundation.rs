@@ -249,7 +249,7 @@ fn registering_own_files_validates_them() {
     assert!(err.contains("truncated"), "{err}");
     assert!(!home.path().join("voices/v.onnx").exists());
     // The real voice registers, with its config.
-    std::os::unix::fs::symlink(&real, src.path().join("joe.onnx")).unwrap();
+    crate::common::symlink(&real, &src.path().join("joe.onnx")).unwrap();
     fs::copy(
         format!("{}.json", real.display()),
         src.path().join("joe.onnx.json"),
