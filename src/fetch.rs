@@ -1013,39 +1013,13 @@ impl Fetcher {
             url: url.to_string(),
             why,
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
         // npm tarballs are a few MB; more than this is not a package tarball.
         const MAX_TARBALL: u64 = 256 << 20;
-        let body = rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(300))
-                .build()
-                .map_err(|e| failed(e.to_string()))?;
-            let resp = client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            if !resp.status().is_success() {
-                return Err(failed(format!("HTTP {}", resp.status())));
-            }
-            if resp.content_length().is_some_and(|n| n > MAX_TARBALL) {
-                return Err(failed(format!("over {MAX_TARBALL} bytes")));
-            }
-            // Read chunk by chunk, so a response without a length cannot grow past the limit.
-            let mut resp = resp;
-            let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
-            while let Some(chunk) = resp.chunk().await.map_err(|e| failed(error_chain(&e)))? {
-                if (bytes.len() + chunk.len()) as u64 > MAX_TARBALL {
-                    return Err(failed(format!("over {MAX_TARBALL} bytes")));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(bytes)
-        })?;
+        let mut body = Vec::new();
+        http_get(url, MAX_TARBALL, None, &mut |chunk| {
+            body.extend_from_slice(chunk)
+        })
+        .map_err(failed)?;
         let actual = hex::encode(Sha256::digest(&body));
         if actual != spec.tarball_sha256 {
             return Err(FetchError::HashMismatch {
