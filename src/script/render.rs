@@ -206,7 +206,8 @@ pub enum RenderError {
     Voice {
         line: String,
         sentence: String,
-        error: TtsError,
+        /// Boxed: the error is the size of several paths (larger on Windows, whose paths are wider).
+        error: Box<TtsError>,
     },
     #[error(transparent)]
     Face(#[from] FaceError),
@@ -484,7 +485,7 @@ fn speak_line(
                     return Err(RenderError::Voice {
                         line: line.label(),
                         sentence: seg.text.clone(),
-                        error,
+                        error: Box::new(error),
                     });
                 }
             };

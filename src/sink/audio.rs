@@ -426,7 +426,14 @@ impl Feeder {
     }
 }
 
-/// Output devices of the default host: (name, default config as text, whether it is the default).
+/// The audio host idol plays through on this system: cpal's default host, WASAPI on Windows,
+/// CoreAudio on macOS, ALSA on Linux. Devices, their names and the played-sample clock all come from it.
+pub fn host_name() -> &'static str {
+    cpal::default_host().id().name()
+}
+
+/// Output devices of the default host ([`host_name`]): (name, default config as text, whether it is
+/// the default).
 pub fn list_devices() -> Result<Vec<(String, String, bool)>, SinkError> {
     use cpal::traits::{DeviceTrait, HostTrait};
     let host = cpal::default_host();

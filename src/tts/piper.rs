@@ -267,13 +267,20 @@ pub fn ort_environment(lib: &Path) -> Result<ort::environment::Environment, TtsE
             )
         })?;
         ort::init_from(lib)
-            .map_err(|e| format!("{}: {e}: run `idol fetch` to reinstall it", lib.display()))?
+            .map_err(|e| format!("{}: {e}: {}", lib.display(), LOAD_HINT))?
             .with_name("idol")
             .build()
             .map_err(|e| format!("{}: {e}", lib.display()))
     });
     env.clone().map_err(TtsError::Runtime)
 }
+
+/// What to do when the ONNX Runtime library is there but does not load.
+#[cfg(windows)]
+const LOAD_HINT: &str = "run `idol fetch` to reinstall it; if it is whole, install the Microsoft Visual C++ \
+     Redistributable (x64), which onnxruntime.dll needs (MSVCP140.dll, VCRUNTIME140.dll)";
+#[cfg(not(windows))]
+const LOAD_HINT: &str = "run `idol fetch` to reinstall it";
 
 /// Checks that a shared library in ELF form holds every byte its headers promise. Loading a
 /// truncated library maps pages past the end of the file, and the first touch of one kills the

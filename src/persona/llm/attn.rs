@@ -165,6 +165,7 @@ const EXP_C: [f32; 5] = [
 /// `g = silu(g) * u` with `silu(x) = x / (1 + expf(0 - x))`, as ggml's fused SwiGLU.
 pub fn swiglu(g: &mut [f32], u: &[f32]) {
     assert_eq!(g.len(), u.len());
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if super::quant::have_avx2() {
@@ -254,6 +255,7 @@ pub fn attend(
 
 /// Cache lengths from which [`attend_group`] shares the value rows (below, the per-head kernels are
 /// as fast: measured 0.55 vs 0.71 ms per step for 9 heads x 30 layers at 17 positions).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86-64 kernels only
 const GROUP_MIN_LEN: usize = 128;
 
 /// [`attend`] for the `q.len() / hd` query heads that share one KV head (grouped-query attention),
@@ -262,6 +264,8 @@ const GROUP_MIN_LEN: usize = 128;
 /// heads' sums (the scores stay per head: their rows are then still in cache). Every output is the
 /// same float as [`attend`] gives for its head alone.
 #[allow(clippy::too_many_arguments)]
+// Elsewhere than x86-64 the early return is the whole body.
+#[cfg_attr(not(target_arch = "x86_64"), allow(clippy::needless_return))]
 pub fn attend_group(
     kernel: AttnKernel,
     q: &[f32],
@@ -322,6 +326,7 @@ pub fn attend_group(
 
 /// The largest head the AVX2 score kernel holds the query of (larger heads take the scalar path,
 /// same floats).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86-64 kernels only
 const MAX_HD: usize = 512;
 
 /// Whether the AVX2 kernels take a head of `hd` values in `kernel`'s order.

@@ -67,6 +67,7 @@ pub struct Packed {
 }
 
 impl Packed {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86-64 kernels only
     fn tiles(&self) -> usize {
         self.n.div_ceil(TILE)
     }
@@ -167,6 +168,8 @@ struct Panel {
     /// Byte strides of `q` per row, per 32-value block and per 4-value step, and element strides of
     /// `scale` and `init` per row and per group: row-major (`cols, 32, 4`, `groups, 1`), or 16 rows
     /// interleaved as `repack` stores Q5_0 (`4, 512, 64`, `1, 16`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    // used by the x86-64 kernels only
     strides: ([usize; 3], [usize; 2]),
 }
 

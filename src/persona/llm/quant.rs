@@ -230,6 +230,7 @@ impl Acts {
     }
 
     /// Bytes of one group's blocks.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the x86-64 kernels only
     fn group_bytes(&self) -> usize {
         self.nb * self.g * ABLOCK
     }
@@ -559,6 +560,7 @@ pub enum Kernel {
 impl Kernel {
     /// Every kernel this CPU can run.
     pub fn available() -> Vec<Kernel> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![Kernel::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
