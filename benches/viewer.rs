@@ -138,7 +138,13 @@ async fn run(
     )
     .await;
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    let got = cdp.eval("({raf: __raf, stats: __idolViewer.stats})").await;
+    let got = cdp
+        .eval(
+            "({raf: __raf, stats: __idolViewer.stats, \
+               av: __idolViewer.log.slice(__logFrom).filter((r) => r.playing) \
+                 .map((r) => (r.heard - r.stamp) / __idolViewer.stats.sampleRate * 1000)})",
+        )
+        .await;
     let t: Vec<f64> = got["raf"]
         .as_array()
         .unwrap()
