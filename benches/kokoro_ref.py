@@ -64,14 +64,20 @@ def transcribe(args):
 
     model = WhisperModel(args.whisper, device="cpu", compute_type="int8", cpu_threads=args.threads)
     prompt = {"zh": "以下是普通话的句子。", "ja": "以下は日本語の文です。"}[args.lang]
+    fold = lambda t: t
+    if args.lang == "zh":
+        # Whisper writes Mandarin in traditional or simplified characters at random: fold to simplified.
+        import opencc
+
+        fold = opencc.OpenCC("t2s").convert
     for d in args.dirs:
         for name in sorted(os.listdir(d)):
             if not name.endswith(".wav"):
                 continue
             path = os.path.join(d, name)
             segs, _ = model.transcribe(path, language=args.lang, beam_size=5, initial_prompt=prompt,
-                                       condition_on_previous_text=False, vad_filter=False)
-            text = "".join(s.text for s in segs).strip()
+                                       condition_on_previous_text=False, without_timestamps=True)
+            text = fold("".join(s.text for s in segs).strip())
             print(json.dumps({"wav": path, "text": text}, ensure_ascii=False), flush=True)
 
 

@@ -148,7 +148,8 @@ fn the_face_closes_on_m_b_p_in_both_languages() {
             );
             seen += 1;
         }
-        assert!(seen >= 4, "{text}: only {seen} bilabials");
+        // み, ば, パ; 妈 妈 不 怕 爸 爸 买 面 包.
+        assert!(seen >= 3, "{text}: only {seen} bilabials");
     }
 }
 
@@ -166,10 +167,17 @@ fn japanese_front_end_reads_the_dictionary() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    // 東京 by its pronunciation: long vowels.
-    assert!(ipa("東京").contains("toːkʲoː"), "{}", ipa("東京"));
+    // 東京 by its pronunciation: long vowels (kana in the clause make its Han Japanese).
+    let tokyo = ipa("東京へ行きます");
+    assert!(tokyo.starts_with("toːkʲoː"), "{tokyo}");
+    // Han alone goes to the Mandarin front end.
+    assert!(ipa("東京").contains('→'), "{}", ipa("東京"));
     // The topic particle は is read わ.
     assert!(ipa("今日は").ends_with("βa"), "{}", ipa("今日は"));
     // Digits read as Japanese numbers.
-    assert!(ipa("300円").starts_with("sambʲakɯ"), "{}", ipa("300円"));
+    assert!(
+        ipa("300円です").starts_with("sambʲakɯ"),
+        "{}",
+        ipa("300円です")
+    );
 }

@@ -6,7 +6,7 @@
 //! - Segmentation: `jieba-rs` (its dictionary is compiled in).
 //! - Pinyin: the `pinyin` crate (each character's most common reading), corrected for a few
 //!   common heteronyms inside words and for the neutral-tone particles and reduplications.
-//! - Tone sandhi: a 3rd tone before another 3rd becomes a 2nd (inside a word, and across a
+//! - Tone sandhi: a 3rd tone before another (written) 3rd becomes a 2nd (inside a word, and across a
 //!   one-syllable word); 不 becomes 2nd before a 4th; 一 becomes 2nd before a 4th, 4th before the
 //!   others, stays 1st in numbers, after 第 and at the end, and is neutral between a reduplicated
 //!   verb (看一看).
@@ -411,10 +411,12 @@ pub fn sandhi(words: &mut [Vec<(char, Syllable)>]) {
             _ => {}
         }
     }
-    // 3-3: inside each word right to left, then across a boundary into a one-syllable word.
+    // 3-3: inside each word, then across a boundary from a one-syllable word.
+    // Each 3rd tone before a syllable that was a 3rd tone becomes a 2nd (展览馆 → 2 2 3).
     for word in words.iter_mut() {
-        for k in (0..word.len().saturating_sub(1)).rev() {
-            if word[k].1.tone == 3 && word[k + 1].1.tone == 3 {
+        let before: Vec<u8> = word.iter().map(|(_, s)| s.tone).collect();
+        for k in 0..word.len().saturating_sub(1) {
+            if before[k] == 3 && before[k + 1] == 3 {
                 word[k].1.tone = 2;
             }
         }
