@@ -26,6 +26,17 @@ pub const ORT_LIBRARY: &str = "models/libonnxruntime.1.32.0.dylib";
 pub const ORT_LIBRARY: &str = "models/libonnxruntime.so.1.32.0";
 pub const CMUDICT: &str = "models/cmudict.dict";
 pub const G2P_WEIGHTS: &str = "models/checkpoint20.npz";
+/// Kokoro-82M: the model, its phoneme vocabulary and the Japanese voice table.
+pub const KOKORO_MODEL: &str = "voices/kokoro-v1.0.int8.onnx";
+pub const KOKORO_VOCAB: &str = "voices/kokoro-vocab.json";
+pub const KOKORO_VOICES: &str = "voices/kokoro-voices-ja.npz";
+/// The Japanese dictionary (NAIST-jdic as Open JTalk compiles it for MeCab).
+pub const JA_DICT_SYS: &str = "models/naist-jdic-sys.dic";
+pub const JA_DICT_MATRIX: &str = "models/naist-jdic-matrix.bin";
+pub const JA_DICT_CHAR: &str = "models/naist-jdic-char.bin";
+pub const JA_DICT_UNK: &str = "models/naist-jdic-unk.dic";
+/// misaki's Japanese word list (how dictionary words are grouped into written words).
+pub const JA_WORDS: &str = "models/ja-words.txt";
 
 /// The root that `models/` and `voices/` are found under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +127,17 @@ impl Home {
 
     pub fn g2p_weights(&self) -> PathBuf {
         self.path(G2P_WEIGHTS)
+    }
+
+    /// The Japanese dictionary's files.
+    pub fn ja_dictionary(&self) -> crate::phonemize::mecab::DictFiles {
+        crate::phonemize::mecab::DictFiles {
+            sys: self.path(JA_DICT_SYS),
+            matrix: self.path(JA_DICT_MATRIX),
+            chars: self.path(JA_DICT_CHAR),
+            unk: self.path(JA_DICT_UNK),
+            words: Some(self.path(JA_WORDS)),
+        }
     }
 
     pub fn rigs_dir(&self) -> PathBuf {

@@ -9,6 +9,7 @@ mod face;
 mod firstrun;
 mod foundation;
 mod fuzz;
+mod kokoro;
 mod llm;
 mod llm_archs;
 mod llm_qwen;

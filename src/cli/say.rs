@@ -36,7 +36,9 @@ pub struct SayArgs {
     /// Output folder (created if missing) for speech.wav and phonemes.json.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Voice: a name under voices/ (en_US-joe-medium) or a path to NAME.onnx (default: [voice] model).
+    /// Voice: a name under voices/ (en_US-joe-medium), a path to NAME.onnx, or a Kokoro voice
+    /// (jf_alpha, jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo; Japanese and Mandarin)
+    /// (default: [voice] model).
     #[arg(long)]
     pub voice: Option<String>,
     /// Speaker of a multi-speaker voice: an id or a name from the voice's speaker_id_map.
@@ -185,7 +187,22 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     let voice = voice_path(home, args.voice.as_deref(), &vc.model);
     let ort_lib = home.ort_library();
     // What the voice and the phonemizer will load, fetched first where missing (first use).
-    let mut files = PiperVoice::files(&voice, &ort_lib).to_vec();
+    let kokoro = args
+        .voice
+        .as_deref()
+        .or(vc.model.to_str())
+        .and_then(tts::kokoro::kokoro_voice_name)
+        .map(str::to_string);
+    let kokoro_files = tts::kokoro::KokoroFiles::in_home(home);
+    let mut files = match &kokoro {
+        Some(_) => {
+            let mut f = kokoro_files.all().to_vec();
+            f.push(ort_lib.clone());
+            f.extend(home.ja_dictionary().all());
+            f
+        }
+        None => PiperVoice::files(&voice, &ort_lib).to_vec(),
+    };
     if !args.espeak {
         files.extend(EnglishPhonemizer::files(home));
     }
@@ -226,8 +243,38 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let voice_for_thread = voice.clone();
+    let ja_dict = home.ja_dictionary();
+    let kokoro_for_thread = kokoro.clone();
     let mut worker = SynthWorker::spawn(
-        move || PiperVoice::load(&voice_for_thread, &ort_lib, phonemizer, &options),
+        move || -> Result<Box<dyn tts::Synthesizer>, tts::TtsError> {
+            match kokoro_for_thread {
+                Some(name) => {
+                    let japanese = idol::phonemize::japanese::JapanesePhonemizer::load(&ja_dict)?;
+                    let front = idol::phonemize::kokoro::KokoroPhonemizer::new(
+                        Some(japanese),
+                        Some(phonemizer),
+                        idol::phonemize::kokoro::HanAs::Mandarin,
+                    );
+                    let opts = tts::KokoroOptions {
+                        voice: name,
+                        threads: options.threads,
+                        length_scale: options.length_scale.unwrap_or(1.0),
+                    };
+                    Ok(Box::new(tts::KokoroVoice::load(
+                        &kokoro_files,
+                        &ort_lib,
+                        Arc::new(front),
+                        &opts,
+                    )?))
+                }
+                None => Ok(Box::new(PiperVoice::load(
+                    &voice_for_thread,
+                    &ort_lib,
+                    phonemizer,
+                    &options,
+                )?)),
+            }
+        },
         4,
     )?;
     let rate = worker.sample_rate();
@@ -238,7 +285,12 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     let mut next = 0usize;
     for i in 0..parts.len() {
         while next < parts.len() && next < i + 4 {
-            worker.submit(idol::text::normalize(&parts[next].text))?;
+            // Kokoro's front ends read numbers and marks in their own language.
+            worker.submit(if kokoro.is_some() {
+                parts[next].text.clone()
+            } else {
+                idol::text::normalize(&parts[next].text)
+            })?;
             next += 1;
         }
         let part = &parts[i];
@@ -308,7 +360,11 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     face.render_into(&prepared, 0..prepared.frame_count(), &mut frames);
     let mut jsonl = Vec::new();
     write::jsonl(&frames, Some(face_cfg.seed), true, &mut jsonl)?;
-    write_outputs(&args.out, &args.text, &voice, seed, &speech)?;
+    let voice_label = match &kokoro {
+        Some(name) => PathBuf::from(name),
+        None => voice.clone(),
+    };
+    write_outputs(&args.out, &args.text, &voice_label, seed, &speech)?;
     let frames_path = args.out.join("frames.jsonl");
     tts::wav::write_atomic(&frames_path, &jsonl)
         .with_context(|| format!("writing {}", frames_path.display()))?;

@@ -219,17 +219,23 @@ pub fn ipa(sym: &str) -> Option<Phone> {
             p.dominance[VIS] = 2.0;
             p
         }
+        // Japanese ふ and わ: the lips come close and round without closing.
+        "ɸ" | "β" => c(V::Ou, M::F, 0.08, 0.6)
+            .with(ROUND, 0.8, 0.9)
+            .with(FUNNEL, 0.3, 0.6),
         "f" | "v" => c(V::FF, M::G, 0.08, 0.7)
             .with(TUCK, 1.0, 1.0)
             .with(ROUND, 0.0, 0.3),
         "θ" | "ð" => c(V::TH, M::B, 0.15, 0.7).with(TONGUE, 1.0, 1.0),
         "t" | "d" | "ɾ" | "ɗ" => c(V::DD, M::B, 0.12, 0.5),
         "k" | "ɡ" | "g" | "x" | "ɣ" | "q" | "c" | "ɟ" => c(V::Kk, M::B, 0.2, 0.35),
-        "ŋ" => c(V::Kk, M::B, 0.15, 0.35),
-        "tʃ" | "dʒ" | "ʧ" | "ʤ" | "ʃ" | "ʒ" | "ɕ" | "ʑ" => c(V::CH, M::B, 0.08, 0.7)
-            .with(ROUND, 0.35, 0.7)
-            .with(FUNNEL, 0.8, 0.9),
-        "s" | "z" | "ts" | "dz" => c(V::SS, M::B, 0.05, 0.8).with(SPREAD, 0.35, 0.5),
+        "ŋ" | "ɴ" => c(V::Kk, M::B, 0.15, 0.35),
+        "tʃ" | "dʒ" | "ʧ" | "ʤ" | "ʃ" | "ʒ" | "ɕ" | "ʑ" | "ʨ" | "ʥ" | "ʂ" | "ʐ" | "ꭧ" => {
+            c(V::CH, M::B, 0.08, 0.7)
+                .with(ROUND, 0.35, 0.7)
+                .with(FUNNEL, 0.8, 0.9)
+        }
+        "s" | "z" | "ts" | "dz" | "ʦ" | "ʣ" => c(V::SS, M::B, 0.05, 0.8).with(SPREAD, 0.35, 0.5),
         "n" | "n̩" | "ɲ" | "ɾ̃" => c(V::Nn, M::B, 0.12, 0.4),
         "l" | "ɫ" | "l̩" | "ʎ" | "ɬ" => c(V::Nn, M::H, 0.2, 0.4).with(TONGUE, 0.25, 0.4),
         "ɹ" | "r" | "ɻ" | "ʁ" | "ʀ" => c(V::RR, M::E, 0.12, 0.5)
@@ -256,6 +262,7 @@ pub fn ipa(sym: &str) -> Option<Phone> {
         "ʊ" => v(V::Ou, M::F, 0.25, 0.6, 0.0, 0.35),
         "u" | "uː" | "ʉ" | "ʉː" | "ɯ" | "y" | "yː" => v(V::Ou, M::F, 0.15, 0.95, 0.0, 0.4),
         "ɛ" | "ɛː" | "e" | "eː" => v(V::E, M::C, 0.45, 0.0, 0.4, 0.0),
+        "ɤ" => v(V::E, M::C, 0.4, 0.0, 0.05, 0.0),
         "ə" | "ɘ" | "ɜ" => v(V::E, M::C, 0.32, 0.0, 0.1, 0.0).with(JAW, 0.32, 0.6),
         "ɪ" | "ᵻ" | "ɨ" | "ʏ" => v(V::Ih, M::B, 0.25, 0.0, 0.45, 0.0),
         "i" | "iː" => v(V::Ih, M::B, 0.15, 0.0, 0.7, 0.0),
@@ -394,6 +401,12 @@ fn is_ignorable_mark(c: char) -> bool {
             | '.'
             | '|'
             | '‖'
+            // Kokoro's labialization mark and Mandarin tone arrows: no mouth shape of their own.
+            | 'ᵝ'
+            | '↓'
+            | '→'
+            | '↗'
+            | '↘'
     )
 }
 

@@ -10,6 +10,10 @@ pub mod arpabet;
 pub mod english;
 pub mod espeak;
 pub mod g2p;
+pub mod japanese;
+pub mod kokoro;
+pub mod mandarin;
+pub mod mecab;
 
 pub use english::{CmuDict, EnglishPhonemizer, Source};
 pub use espeak::EspeakPhonemizer;

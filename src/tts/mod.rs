@@ -13,6 +13,7 @@
 //! ONNX Runtime gets one intra-op thread by default.
 
 pub mod fake;
+pub mod kokoro;
 pub mod onnx;
 pub mod piper;
 pub mod timing;
@@ -21,6 +22,7 @@ mod worker;
 
 pub use crate::phonemize::EspeakPhonemizer;
 pub use fake::FakeSynthesizer;
+pub use kokoro::{KokoroOptions, KokoroVoice};
 pub use piper::{PiperVoice, Speaker, VoiceConfig, VoiceOptions};
 pub use worker::SynthWorker;
 
@@ -87,6 +89,29 @@ pub trait Synthesizer: Send {
     ) -> Result<Speech, TtsError> {
         let _ = on_head;
         self.synthesize(clause)
+    }
+}
+
+impl<S: Synthesizer + ?Sized> Synthesizer for Box<S> {
+    fn sample_rate(&self) -> u32 {
+        (**self).sample_rate()
+    }
+    fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError> {
+        (**self).synthesize(clause)
+    }
+    fn synthesize_streaming(
+        &mut self,
+        clause: &str,
+        on_audio: &mut dyn FnMut(&[f32]),
+    ) -> Result<Speech, TtsError> {
+        (**self).synthesize_streaming(clause, on_audio)
+    }
+    fn synthesize_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, TtsError> {
+        (**self).synthesize_head_first(clause, on_head)
     }
 }
 

@@ -390,6 +390,93 @@ pub fn edit_piper_graph(model: &[u8]) -> Result<(Vec<u8>, PiperGraphEdits), Onnx
     ))
 }
 
+/// The per-token durations of a Kokoro (StyleTTS 2) graph: the output of the `Clip` that bounds the
+/// rounded duration predictions below by one frame (`Clip(Round(Div(ReduceSum(..), speed)))`), found
+/// by that structure, with `/encoder/Clip_output_0` as a fallback.
+fn find_kokoro_durations(nodes: &[Node<'_>]) -> Result<String, OnnxError> {
+    let producer: HashMap<&str, &Node<'_>> = nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(move |o| (*o, n)))
+        .collect();
+    let structural: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.op == "Clip" && n.outputs.len() == 1)
+        .filter(|n| {
+            n.inputs
+                .first()
+                .and_then(|i| producer.get(i))
+                .is_some_and(|r| {
+                    r.op == "Round"
+                        && r.inputs
+                            .first()
+                            .and_then(|i| producer.get(i))
+                            .is_some_and(|d| d.op == "Div" && d.inputs.contains(&"speed"))
+                })
+        })
+        .map(|n| n.outputs[0])
+        .collect();
+    if let [one] = structural.as_slice() {
+        return Ok((*one).to_string());
+    }
+    if nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter())
+        .any(|o| *o == "/encoder/Clip_output_0")
+    {
+        Ok("/encoder/Clip_output_0".to_string())
+    } else {
+        Err(OnnxError::Missing(
+            "Clip of the rounded duration predictions (Kokoro's per-token durations)",
+        ))
+    }
+}
+
+/// Rewrite a Kokoro `ModelProto` so it also outputs the per-token durations (frames, float, `[1, n]`
+/// or `[n]`); returns the new bytes and the name of that output. Every other byte is kept.
+pub fn edit_kokoro_graph(model: &[u8]) -> Result<(Vec<u8>, String), OnnxError> {
+    let model_fields = fields(model)?;
+    let graph = model_fields
+        .iter()
+        .find(|f| f.number == 7 && f.wire == WIRE_LEN)
+        .ok_or(OnnxError::Missing("graph"))?;
+    let graph_fields = fields(graph.payload)?;
+    let mut nodes = Vec::new();
+    for f in &graph_fields {
+        if f.number == 1 && f.wire == WIRE_LEN {
+            nodes.push(parse_node(f)?);
+        }
+    }
+    let durations = find_kokoro_durations(&nodes)?;
+    let mut out_graph = Vec::with_capacity(graph.payload.len() + 64);
+    let last_output = graph_fields.iter().rposition(|f| f.number == 12);
+    for (idx, f) in graph_fields.iter().enumerate() {
+        out_graph.extend_from_slice(f.raw);
+        if Some(idx) == last_output {
+            put_len(
+                &mut out_graph,
+                12,
+                &value_info(&durations, ELEM_FLOAT, None),
+            );
+        }
+    }
+    if last_output.is_none() {
+        put_len(
+            &mut out_graph,
+            12,
+            &value_info(&durations, ELEM_FLOAT, None),
+        );
+    }
+    let mut out = Vec::with_capacity(model.len() + 64);
+    for f in &model_fields {
+        if std::ptr::eq(f.raw, graph.raw) {
+            put_len(&mut out, 7, &out_graph);
+        } else {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    Ok((out, durations))
+}
+
 /// The first field of a message with number 1 (the `name` of a ValueInfoProto), or field 8 (the `name`
 /// of a TensorProto).
 fn name_field(payload: &[u8], number: u32) -> Result<&str, OnnxError> {

@@ -1,0 +1,183 @@
+//! The Kokoro voice on the real model (voices/kokoro-v1.0.int8.onnx, the jf_alpha style table) with the
+//! real Japanese dictionary and the Mandarin front end: audio of plausible length, phoneme timelines
+//! that cover it exactly, determinism, and the face closing the lips on m/b/p in both languages.
+
+use crate::common;
+use idol::face::{Face, FaceConfig, Rig, Segment};
+use idol::phonemize::japanese::JapanesePhonemizer;
+use idol::phonemize::kokoro::{HanAs, KokoroPhonemizer};
+use idol::phonemize::{PhonToken, Phonemize};
+use idol::speech::Speech;
+use idol::time::{SampleTime, TimeRange};
+use idol::tts::kokoro::{KokoroFiles, SAMPLE_RATE};
+use idol::tts::{KokoroOptions, KokoroVoice, Synthesizer};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+fn front() -> Arc<KokoroPhonemizer> {
+    static F: OnceLock<Arc<KokoroPhonemizer>> = OnceLock::new();
+    F.get_or_init(|| {
+        let home = common::home();
+        let ja = JapanesePhonemizer::load(&home.ja_dictionary()).expect("load the dictionary");
+        Arc::new(KokoroPhonemizer::new(Some(ja), None, HanAs::Mandarin))
+    })
+    .clone()
+}
+
+fn voice() -> MutexGuard<'static, KokoroVoice> {
+    static V: OnceLock<Mutex<KokoroVoice>> = OnceLock::new();
+    V.get_or_init(|| {
+        let home = common::home();
+        Mutex::new(
+            KokoroVoice::load(
+                &KokoroFiles::in_home(&home),
+                &home.ort_library(),
+                front(),
+                &KokoroOptions::default(),
+            )
+            .expect("load the Kokoro voice"),
+        )
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+fn check_timelines(s: &Speech) {
+    s.validate().expect("phonemes cover the audio exactly");
+    let n = s.pcm.len() as u64;
+    assert_eq!(s.phonemes.span().unwrap().start().get(), 0);
+    assert_eq!(s.phonemes.span().unwrap().end().get(), n);
+    for p in s.phonemes.iter() {
+        assert!(!p.range.is_empty(), "empty phoneme span {p:?}");
+    }
+    for w in s.words.iter() {
+        assert!(w.end() > w.start() && w.end().get() <= n, "word {w:?}");
+    }
+}
+
+/// Seconds of audio per spoken mora/syllable must be speech-like: 60..400 ms each.
+fn plausible(s: &Speech, syllables: usize) {
+    let secs = s.pcm.len() as f64 / SAMPLE_RATE as f64;
+    let per = secs / syllables as f64;
+    assert!(
+        (0.06..0.4).contains(&per),
+        "{secs:.2} s for {syllables} syllables"
+    );
+    let peak = s.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(peak > 0.05, "silent audio (peak {peak})");
+}
+
+#[test]
+fn japanese_speech_has_exact_timings() {
+    let mut v = voice();
+    // み-ん-な こ-ん-ば-ん-は: 8 morae, plus the pause of the comma.
+    let s = v.synthesize("みんな、こんばんは！").unwrap();
+    check_timelines(&s);
+    plausible(&s, 8);
+    let symbols: Vec<&str> = s.phonemes.iter().map(|p| p.value.symbol.as_str()).collect();
+    // The moraic n before b is an m (a lip closure), as is み's m.
+    assert!(symbols.contains(&"mʲ"), "{symbols:?}");
+    assert!(symbols.contains(&"m"), "{symbols:?}");
+    assert!(symbols.contains(&"b"), "{symbols:?}");
+    assert_eq!(s.words.len(), 2, "{:?}", s.words);
+    // Kanji read through the dictionary.
+    let s = v
+        .synthesize("今日は本当にありがとうございました。")
+        .unwrap();
+    check_timelines(&s);
+    plausible(&s, 17);
+}
+
+#[test]
+fn mandarin_speech_has_exact_timings() {
+    let mut v = voice();
+    // 大家好，欢迎来到直播间！ 10 syllables.
+    let s = v.synthesize("大家好，欢迎来到直播间！").unwrap();
+    check_timelines(&s);
+    plausible(&s, 10);
+    let symbols: Vec<&str> = s.phonemes.iter().map(|p| p.value.symbol.as_str()).collect();
+    // 播 is an unaspirated p (written p), 直 a retroflex affricate.
+    assert!(symbols.contains(&"p"), "{symbols:?}");
+    assert!(symbols.contains(&"ꭧ"), "{symbols:?}");
+}
+
+#[test]
+fn the_same_text_gives_the_same_bytes() {
+    let mut v = voice();
+    let a = v.synthesize("猫が好きです。").unwrap();
+    let b = v.synthesize("猫が好きです。").unwrap();
+    assert_eq!(a.pcm, b.pcm);
+    assert_eq!(a.phonemes, b.phonemes);
+}
+
+#[test]
+fn the_face_closes_on_m_b_p_in_both_languages() {
+    let mut v = voice();
+    let face = Face::new(Rig::builtin("arkit52").unwrap(), FaceConfig::default()).unwrap();
+    for text in ["みんな、ばんごはんはパンです。", "妈妈不怕爸爸买面包。"]
+    {
+        let s = v.synthesize(text).unwrap();
+        let frames = face
+            .render(&Segment {
+                range: TimeRange::new(SampleTime::ZERO, SampleTime(s.pcm.len() as u64)).unwrap(),
+                phonemes: &s.phonemes,
+                words: Some(&s.words),
+                cues: &[],
+            })
+            .unwrap();
+        let ch = |name: &str| frames.channels().iter().position(|x| x == name).unwrap();
+        let (jaw, close) = (ch("jawOpen"), ch("mouthClose"));
+        let period = (SAMPLE_RATE / FaceConfig::default().fps) as u64;
+        let mut seen = 0;
+        for p in s.phonemes.iter() {
+            let sym = p.value.symbol.as_str();
+            if !matches!(sym.chars().next(), Some('m' | 'b' | 'p')) {
+                continue;
+            }
+            let (lo, hi) = (
+                p.start().get().saturating_sub(period / 2),
+                p.end().get() + period / 2,
+            );
+            let closed = (0..frames.len()).any(|i| {
+                let f = frames.get(i).unwrap();
+                (lo..=hi).contains(&f.at.get()) && f.weights[jaw] - f.weights[close] < 0.05
+            });
+            assert!(
+                closed,
+                "{text}: lips never close during `{sym}` at {}",
+                p.range
+            );
+            seen += 1;
+        }
+        // み, ば, パ; 妈 妈 不 怕 爸 爸 买 面 包.
+        assert!(seen >= 3, "{text}: only {seen} bilabials");
+    }
+}
+
+#[test]
+fn japanese_front_end_reads_the_dictionary() {
+    let f = front();
+    let ipa = |t: &str| -> String {
+        f.phonemize(t)
+            .unwrap()
+            .iter()
+            .map(|t| match t {
+                PhonToken::Word { ipa, .. } => ipa.clone(),
+                PhonToken::Punct(c) => c.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // 東京 by its pronunciation: long vowels (kana in the clause make its Han Japanese).
+    let tokyo = ipa("東京へ行きます");
+    assert!(tokyo.starts_with("toːkʲoː"), "{tokyo}");
+    // Han alone goes to the Mandarin front end.
+    assert!(ipa("東京").contains('→'), "{}", ipa("東京"));
+    // The topic particle は is read わ.
+    assert!(ipa("今日は").ends_with("βa"), "{}", ipa("今日は"));
+    // Digits read as Japanese numbers.
+    assert!(
+        ipa("300円です").starts_with("sambʲakɯ"),
+        "{}",
+        ipa("300円です")
+    );
+}
