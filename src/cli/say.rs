@@ -116,9 +116,8 @@ fn parts(text: &str) -> Vec<Part> {
         .collect()
 }
 
-/// Where a cue at byte `at` of a clause `len` bytes long falls in that clause's speech: the start of
-/// the word at the same relative position (the normalized text the voice spoke differs from the
-/// written one, so positions map by proportion, then snap to a word start).
+/// Where a cue at byte `at` of a clause `len` bytes long falls in a Kokoro clause's speech: the start
+/// of the word at the same relative position (proportion, then snap to a word start).
 fn cue_sample(at: usize, len: usize, start: u64, speech: &Speech) -> SampleTime {
     let n = speech.pcm.len() as u64;
     let guess = if len == 0 {
@@ -322,7 +321,18 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         }
         let start = speech.pcm.len() as u64;
         for c in &part.cues {
-            if let Some(cue) = c.to_cue(cue_sample(c.at, part.text.len(), start, &clause)) {
+            // Piper spoke the normalized sentence: the cue is at the spoken word it was written
+            // before, as on the live stream and in scripts. Kokoro's words (Japanese, Mandarin) are
+            // not whitespace-separated, so there the position maps by proportion.
+            let at = if kokoro.is_some() {
+                cue_sample(c.at, part.text.len(), start, &clause)
+            } else {
+                let w = idol::text::words_before(&part.text, c.at);
+                let end = SampleTime(clause.pcm.len() as u64);
+                let local = idol::text::cue_sample(&part.text, w, clause.words.items(), end);
+                SampleTime(start + local.get())
+            };
+            if let Some(cue) = c.to_cue(at) {
                 cues.push(cue);
             }
         }
