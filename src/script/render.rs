@@ -1291,9 +1291,13 @@ mod tests {
                 _ => "other".into(),
             })
             .collect();
-        assert_eq!(kinds, ["start", "happy", "wave", "break500", "end"]);
-        let brk = p.events[3].at.get() as usize;
-        assert_eq!(p.events[2].at.get() as usize, brk);
+        // The wave is written before the break and "Bye.": it lands on "Bye.", after the silence.
+        assert_eq!(kinds, ["start", "happy", "break500", "wave", "end"]);
+        let brk = p.events[2].at.get() as usize;
+        let bye = p.words.items().last().unwrap();
+        assert_eq!(bye.value.text, "Bye");
+        assert_eq!(p.events[3].at, bye.start());
+        assert!(bye.start().get() as usize >= brk + 11025);
         assert!(
             p.pcm
                 .slice(brk as u64, brk as u64 + 11025)
