@@ -20,12 +20,7 @@
 #[path = "../tests/browser.rs"]
 mod browser;
 
-use browser::{Kill, Mesh, arkit_glb, browser_with, vendor, vrm1_with};
-use idol::config::Config;
-use idol::perform::adapters::{TextSegmenter, build_voice_face};
-use idol::perform::testing::ScriptedGenerator;
-use idol::perform::{PerformConfig, Stages};
-use idol::server::{Server, ServerOptions, ViewerOptions};
+use browser::{Mesh, arkit_glb, open, viewer_server, vrm1_with};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,40 +66,14 @@ async fn run(
     uncapped: bool,
     secs: f64,
 ) -> Run {
-    let config = Config::default();
-    let (voice, face) = build_voice_face(home, &config).expect("the real voice and face");
-    let server = Server::start(
-        Stages {
-            persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new(["Hello."])),
-            segmenter: Box::new(TextSegmenter::default()),
-            voice,
-            face,
-        },
-        PerformConfig::default(),
-        ServerOptions {
-            port: 0,
-            viewer: ViewerOptions {
-                vendor: vendor(home),
-                avatar,
-            },
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
-    let profile = tempfile::tempdir().unwrap();
+    let server = viewer_server(home, avatar);
     let extra: &[&str] = if uncapped {
         &["--disable-frame-rate-limit", "--disable-gpu-vsync"]
     } else {
         &[]
     };
-    let (child, mut cdp) = browser_with(profile.path(), extra).await;
-    let _kill = Kill(child);
-    cdp.call(
-        "Page.navigate",
-        json!({"url": format!("{}/", server.base_url())}),
-    )
-    .await;
+    let mut page = open(&format!("{}/", server.base_url()), extra).await;
+    let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected && __idolViewer.stats.rig)",
         120,

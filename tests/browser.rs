@@ -359,6 +359,56 @@ pub fn vendor(home: &idol::assets::Home) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// `idol serve` in process on the real voice and face solver (chats are answered "Hello."), serving
+/// the viewer with the pinned modules and `avatar` as `[viewer] avatar`.
+pub fn viewer_server(home: &idol::assets::Home, avatar: Option<PathBuf>) -> idol::server::Server {
+    let config = idol::config::Config::default();
+    let (voice, face) =
+        idol::perform::adapters::build_voice_face(home, &config).expect("the real voice and face");
+    idol::server::Server::start(
+        idol::perform::Stages {
+            persona: idol::perform::testing::conversation(),
+            generator: Box::new(idol::perform::testing::ScriptedGenerator::new(["Hello."])),
+            segmenter: Box::new(idol::perform::adapters::TextSegmenter::default()),
+            voice,
+            face,
+        },
+        idol::perform::PerformConfig {
+            fps: config.face.fps,
+            ..idol::perform::PerformConfig::default()
+        },
+        idol::server::ServerOptions {
+            port: 0,
+            viewer: idol::server::ViewerOptions {
+                vendor: vendor(home),
+                avatar,
+            },
+            ..idol::server::ServerOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A fresh headless Chromium (with `extra` flags) showing `url`; dropped, the browser is killed and
+/// its profile removed.
+pub struct Page {
+    pub cdp: Cdp,
+    _kill: Kill,
+    _profile: tempfile::TempDir,
+}
+
+pub async fn open(url: &str, extra: &[&str]) -> Page {
+    let profile = tempfile::tempdir().unwrap();
+    let (child, mut cdp) = browser_with(profile.path(), extra).await;
+    let kill = Kill(child);
+    cdp.call("Page.navigate", json!({ "url": url })).await;
+    Page {
+        cdp,
+        _kill: kill,
+        _profile: profile,
+    }
+}
+
 /// A DevTools protocol client on one page (flattened session).
 pub struct Cdp {
     ws: tokio_tungstenite::WebSocketStream<
@@ -434,12 +484,8 @@ impl Cdp {
     }
 }
 
-/// Start Chromium headless with DevTools on a free port; its profile lives in `profile`.
-pub async fn browser(profile: &Path) -> (std::process::Child, Cdp) {
-    browser_with(profile, &[]).await
-}
-
-/// [`browser`] with more command-line flags.
+/// Start Chromium headless with DevTools on a free port, with `extra` flags; its profile lives in
+/// `profile`.
 pub async fn browser_with(profile: &Path, extra: &[&str]) -> (std::process::Child, Cdp) {
     let child = std::process::Command::new(chromium())
         .args([
@@ -509,7 +555,7 @@ pub async fn browser_with(profile: &Path, extra: &[&str]) -> (std::process::Chil
 }
 
 /// Closes the browser however the test ends.
-pub struct Kill(pub std::process::Child);
+struct Kill(std::process::Child);
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -3,12 +3,10 @@
 //! the test, one `say`; read back from the page (`window.__idolViewer`) the morph weights the avatar's
 //! meshes carried at each heard sample, and the browser's network log.
 
-use crate::browser::{Kill, arkit_glb, browser, vendor, vrm0, vrm1};
+use crate::browser::{arkit_glb, open, vendor, viewer_server, vrm0, vrm1};
 use futures_util::{SinkExt, StreamExt};
 use idol::config::Config;
-use idol::perform::adapters::{TextSegmenter, build_voice_face};
-use idol::perform::testing::ScriptedGenerator;
-use idol::perform::{PerformConfig, Stages};
+use idol::perform::PerformConfig;
 use idol::server::{Server, ServerOptions, ViewerOptions};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -41,43 +39,16 @@ fn f(v: &Value, key: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_plays_a_glb_avatar_in_chromium_in_sync_with_the_audio() {
     let home = crate::common::home();
-    let config = Config::default();
-    let (voice, face) = build_voice_face(&home, &config).expect("the real voice and face");
-    let rate = voice.sample_rate();
-    let fps = config.face.fps;
     let dir = tempfile::tempdir().unwrap();
     let avatar = dir.path().join("head.glb");
     std::fs::write(&avatar, arkit_glb(&MORPHS)).unwrap();
-    let server = Server::start(
-        Stages {
-            persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new(["Hello."])),
-            segmenter: Box::new(TextSegmenter::default()),
-            voice,
-            face,
-        },
-        PerformConfig {
-            fps,
-            ..PerformConfig::default()
-        },
-        ServerOptions {
-            port: 0,
-            viewer: ViewerOptions {
-                vendor: vendor(&home),
-                avatar: Some(avatar.clone()),
-            },
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
+    let server = viewer_server(&home, Some(avatar.clone()));
+    let (rate, fps) = (server.perform().info().rate, server.perform().info().fps);
     let base = server.base_url();
 
     let _one = BROWSER.lock().await;
-    let profile = tempfile::tempdir().unwrap();
-    let (child, mut cdp) = browser(profile.path()).await;
-    let _kill = Kill(child);
-    cdp.call("Page.navigate", json!({"url": format!("{base}/")}))
-        .await;
+    let mut page = open(&format!("{base}/"), &[]).await;
+    let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.avatar && __idolViewer.avatar.kind === 'glb' \
          && __idolViewer.stats.rig === 'arkit52' && __idolViewer.stats.connected)",
@@ -362,36 +333,10 @@ async fn the_server_serves_the_page_its_modules_and_only_the_configured_avatar()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_face_speaks_what_is_typed_into_the_page() {
     let home = crate::common::home();
-    let config = Config::default();
-    let (voice, face) = build_voice_face(&home, &config).expect("the real voice and face");
-    let server = Server::start(
-        Stages {
-            persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new(["Hello."])),
-            segmenter: Box::new(TextSegmenter::default()),
-            voice,
-            face,
-        },
-        PerformConfig::default(),
-        ServerOptions {
-            port: 0,
-            viewer: ViewerOptions {
-                vendor: vendor(&home),
-                avatar: None,
-            },
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
+    let server = viewer_server(&home, None);
     let _one = BROWSER.lock().await;
-    let profile = tempfile::tempdir().unwrap();
-    let (child, mut cdp) = browser(profile.path()).await;
-    let _kill = Kill(child);
-    cdp.call(
-        "Page.navigate",
-        json!({"url": format!("{}/", server.base_url())}),
-    )
-    .await;
+    let mut page = open(&format!("{}/", server.base_url()), &[]).await;
+    let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.avatar && __idolViewer.avatar.kind === 'default' \
          && __idolViewer.stats.rig === 'arkit52' && __idolViewer.stats.connected)",
@@ -503,14 +448,8 @@ async fn an_interrupt_stops_the_page_at_the_cut_sample() {
     )
     .unwrap();
     let _one = BROWSER.lock().await;
-    let profile = tempfile::tempdir().unwrap();
-    let (child, mut cdp) = browser(profile.path()).await;
-    let _kill = Kill(child);
-    cdp.call(
-        "Page.navigate",
-        json!({"url": format!("{}/", server.base_url())}),
-    )
-    .await;
+    let mut page = open(&format!("{}/", server.base_url()), &[]).await;
+    let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected \
          && __idolViewer.stats.rig)",
@@ -614,39 +553,17 @@ async fn a_vrm0_avatar_maps_its_presets_and_moves_its_mesh() {
 
 async fn vrm_avatar_speaks(bytes: Vec<u8>, version: &str) {
     let home = crate::common::home();
-    let config = Config::default();
-    let (voice, face) = build_voice_face(&home, &config).expect("the real voice and face");
     let dir = tempfile::tempdir().unwrap();
     let avatar = dir.path().join("idol.vrm");
     std::fs::write(&avatar, bytes).unwrap();
-    let server = Server::start(
-        Stages {
-            persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new(["Hello."])),
-            segmenter: Box::new(TextSegmenter::default()),
-            voice,
-            face,
-        },
-        PerformConfig::default(),
-        ServerOptions {
-            port: 0,
-            viewer: ViewerOptions {
-                vendor: vendor(&home),
-                avatar: Some(avatar),
-            },
-            ..ServerOptions::default()
-        },
-    )
-    .unwrap();
+    let server = viewer_server(&home, Some(avatar));
     let _one = BROWSER.lock().await;
-    let profile = tempfile::tempdir().unwrap();
-    let (child, mut cdp) = browser(profile.path()).await;
-    let _kill = Kill(child);
-    cdp.call(
-        "Page.navigate",
-        json!({"url": format!("{}/?bg=transparent&controls=0", server.base_url())}),
+    let mut page = open(
+        &format!("{}/?bg=transparent&controls=0", server.base_url()),
+        &[],
     )
     .await;
+    let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected)",
         90,
