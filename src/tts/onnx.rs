@@ -230,6 +230,65 @@ pub struct PiperGraphEdits {
     pub noise_shapes: Vec<String>,
 }
 
+/// A model's fields, its graph field, the graph's fields and its nodes (in graph order).
+#[allow(clippy::type_complexity)]
+fn open_graph(
+    model: &[u8],
+) -> Result<(Vec<Field<'_>>, Field<'_>, Vec<Field<'_>>, Vec<Node<'_>>), OnnxError> {
+    let model_fields = fields(model)?;
+    let graph = model_fields
+        .iter()
+        .find(|f| f.number == 7 && f.wire == WIRE_LEN)
+        .copied()
+        .ok_or(OnnxError::Missing("graph"))?;
+    let graph_fields = fields(graph.payload)?;
+    let mut nodes = Vec::new();
+    for f in &graph_fields {
+        if f.number == 1 && f.wire == WIRE_LEN {
+            nodes.push(parse_node(f)?);
+        }
+    }
+    Ok((model_fields, graph, graph_fields, nodes))
+}
+
+/// The model's bytes with its graph field (`graph_raw`) replaced by `new_graph`; every other field
+/// as it was.
+fn replace_graph(model_fields: &[Field<'_>], graph_raw: &[u8], new_graph: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        model_fields.iter().map(|f| f.raw.len()).sum::<usize>() + new_graph.len(),
+    );
+    for f in model_fields {
+        if std::ptr::eq(f.raw, graph_raw) {
+            put_len(&mut out, 7, new_graph);
+        } else {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    out
+}
+
+/// The one tensor found by the graph's structure, else the exporter's usual name when a node outputs
+/// it, else `missing`.
+fn structural_or_named(
+    structural: &[&str],
+    nodes: &[Node<'_>],
+    name: &str,
+    missing: &'static str,
+) -> Result<String, OnnxError> {
+    if let [one] = structural {
+        return Ok((*one).to_string());
+    }
+    if nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter())
+        .any(|o| *o == name)
+    {
+        Ok(name.to_string())
+    } else {
+        Err(OnnxError::Missing(missing))
+    }
+}
+
 /// The `Ceil` whose output feeds the length computation (`ReduceSum`) and the path (`CumSum`).
 fn find_durations(nodes: &[Node<'_>]) -> Result<String, OnnxError> {
     let mut consumers: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -247,37 +306,17 @@ fn find_durations(nodes: &[Node<'_>]) -> Result<String, OnnxError> {
             c.contains(&"ReduceSum") && c.contains(&"CumSum")
         })
         .collect();
-    if let [one] = structural.as_slice() {
-        return Ok((*one).to_string());
-    }
-    let by_name = nodes
-        .iter()
-        .flat_map(|n| n.outputs.iter())
-        .any(|o| *o == "/Ceil_output_0");
-    if by_name {
-        Ok("/Ceil_output_0".to_string())
-    } else {
-        Err(OnnxError::Missing(
-            "Ceil node feeding the length computation (the per-phoneme durations)",
-        ))
-    }
+    structural_or_named(
+        &structural,
+        nodes,
+        "/Ceil_output_0",
+        "Ceil node feeding the length computation (the per-phoneme durations)",
+    )
 }
 
 /// Rewrite a Piper voice's `ModelProto` bytes: durations out, seeded noise in (see the module docs).
 pub fn edit_piper_graph(model: &[u8]) -> Result<(Vec<u8>, PiperGraphEdits), OnnxError> {
-    let model_fields = fields(model)?;
-    let graph = model_fields
-        .iter()
-        .find(|f| f.number == 7 && f.wire == WIRE_LEN)
-        .ok_or(OnnxError::Missing("graph"))?;
-    let graph_fields = fields(graph.payload)?;
-
-    let mut nodes = Vec::new();
-    for f in &graph_fields {
-        if f.number == 1 && f.wire == WIRE_LEN {
-            nodes.push(parse_node(f)?);
-        }
-    }
+    let (model_fields, graph, graph_fields, nodes) = open_graph(model)?;
     let durations = find_durations(&nodes)?;
     let random: Vec<usize> = nodes
         .iter()
@@ -372,14 +411,7 @@ pub fn edit_piper_graph(model: &[u8]) -> Result<(Vec<u8>, PiperGraphEdits), Onnx
         append_outputs(&mut out_graph);
     }
 
-    let mut out = Vec::with_capacity(model.len() + 1024);
-    for f in &model_fields {
-        if std::ptr::eq(f.raw, graph.raw) {
-            put_len(&mut out, 7, &out_graph);
-        } else {
-            out.extend_from_slice(f.raw);
-        }
-    }
+    let out = replace_graph(&model_fields, graph.raw, &out_graph);
     Ok((
         out,
         PiperGraphEdits {
@@ -415,37 +447,18 @@ fn find_kokoro_durations(nodes: &[Node<'_>]) -> Result<String, OnnxError> {
         })
         .map(|n| n.outputs[0])
         .collect();
-    if let [one] = structural.as_slice() {
-        return Ok((*one).to_string());
-    }
-    if nodes
-        .iter()
-        .flat_map(|n| n.outputs.iter())
-        .any(|o| *o == "/encoder/Clip_output_0")
-    {
-        Ok("/encoder/Clip_output_0".to_string())
-    } else {
-        Err(OnnxError::Missing(
-            "Clip of the rounded duration predictions (Kokoro's per-token durations)",
-        ))
-    }
+    structural_or_named(
+        &structural,
+        nodes,
+        "/encoder/Clip_output_0",
+        "Clip of the rounded duration predictions (Kokoro's per-token durations)",
+    )
 }
 
 /// Rewrite a Kokoro `ModelProto` so it also outputs the per-token durations (frames, float, `[1, n]`
 /// or `[n]`); returns the new bytes and the name of that output. Every other byte is kept.
 pub fn edit_kokoro_graph(model: &[u8]) -> Result<(Vec<u8>, String), OnnxError> {
-    let model_fields = fields(model)?;
-    let graph = model_fields
-        .iter()
-        .find(|f| f.number == 7 && f.wire == WIRE_LEN)
-        .ok_or(OnnxError::Missing("graph"))?;
-    let graph_fields = fields(graph.payload)?;
-    let mut nodes = Vec::new();
-    for f in &graph_fields {
-        if f.number == 1 && f.wire == WIRE_LEN {
-            nodes.push(parse_node(f)?);
-        }
-    }
+    let (model_fields, graph, graph_fields, nodes) = open_graph(model)?;
     let durations = find_kokoro_durations(&nodes)?;
     let mut out_graph = Vec::with_capacity(graph.payload.len() + 64);
     let last_output = graph_fields.iter().rposition(|f| f.number == 12);
@@ -466,14 +479,7 @@ pub fn edit_kokoro_graph(model: &[u8]) -> Result<(Vec<u8>, String), OnnxError> {
             &value_info(&durations, ELEM_FLOAT, None),
         );
     }
-    let mut out = Vec::with_capacity(model.len() + 64);
-    for f in &model_fields {
-        if std::ptr::eq(f.raw, graph.raw) {
-            put_len(&mut out, 7, &out_graph);
-        } else {
-            out.extend_from_slice(f.raw);
-        }
-    }
+    let out = replace_graph(&model_fields, graph.raw, &out_graph);
     Ok((out, durations))
 }
 
@@ -655,15 +661,7 @@ impl<'a> Graph<'a> {
                 None => put_len(&mut g, 12, &value_info(name, *elem, None)),
             }
         }
-        let mut out = Vec::with_capacity(g.len() + 64);
-        for f in &self.model_fields {
-            if std::ptr::eq(f.raw, self.graph_raw) {
-                put_len(&mut out, 7, &g);
-            } else {
-                out.extend_from_slice(f.raw);
-            }
-        }
-        Ok(out)
+        Ok(replace_graph(&self.model_fields, self.graph_raw, &g))
     }
 }
 
