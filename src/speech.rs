@@ -61,6 +61,22 @@ impl Phoneme {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Word {
     pub text: String,
+    /// Where the word is in the clause text the voice was given (byte range), when the voice knows
+    /// it: cues written in that text are placed by it ([`crate::text::cue_sample`]). Voices whose
+    /// words are normalized forms of the text (Piper: "42" → "forty two") leave it `None`, and cues
+    /// are placed by counting spoken words instead. Not part of any output format.
+    #[serde(skip)]
+    pub src: Option<std::ops::Range<usize>>,
+}
+
+impl Word {
+    /// A word with no known place in the clause text.
+    pub fn new(text: impl Into<String>) -> Word {
+        Word {
+            text: text.into(),
+            src: None,
+        }
+    }
 }
 
 /// What a cue asks for.

@@ -437,10 +437,7 @@ fn textgrid(
         Some(t) => Some(
             Timeline::from_items(
                 rate,
-                build(t)?
-                    .into_iter()
-                    .map(|x| x.map(|text| Word { text }))
-                    .collect(),
+                build(t)?.into_iter().map(|x| x.map(Word::new)).collect(),
             )
             .map_err(|e| ReadError::Parse {
                 file: file.into(),

@@ -90,7 +90,7 @@ impl Voice for ToneVoice {
                     .push(Timed::new(
                         TimeRange::new(SampleTime(w0), SampleTime(pcm.len() as u64))
                             .expect("ordered"),
-                        Word { text },
+                        Word::new(text),
                     ))
                     .expect("in order");
             }

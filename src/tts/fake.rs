@@ -65,7 +65,7 @@ impl Synthesizer for FakeSynthesizer {
                 }
                 let text: String = raw.chars().filter(|c| !c.is_ascii_punctuation()).collect();
                 let range = TimeRange::new(start, t).expect("ordered");
-                words.push(Timed::new(range, Word { text }));
+                words.push(Timed::new(range, Word::new(text)));
             }
             if raw.ends_with(|c: char| c.is_ascii_punctuation()) {
                 phonemes.push(Timed::new(

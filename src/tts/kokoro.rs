@@ -271,7 +271,7 @@ pub fn encode(tokens: &[PhonToken], vocab: &HashMap<char, i64>) -> Encoded {
                     layout.push((' ', None));
                 }
                 let w = words.len();
-                words.push(Word { text: text.clone() });
+                words.push(Word::new(text.clone()));
                 layout.extend(ipa.into_iter().map(|c| (c, Some(w))));
                 need_space = true;
             }

@@ -158,7 +158,7 @@ pub fn encode(tokens: &[PhonToken], id_map: &HashMap<char, Vec<i64>>) -> Encoded
                     layout.push((' ', None));
                 }
                 let w = words.len();
-                words.push(Word { text: text.clone() });
+                words.push(Word::new(text.clone()));
                 layout.extend(ipa.chars().map(|c| (c, Some(w))));
                 need_space = true;
             }
