@@ -369,7 +369,7 @@ pub fn viewer_server(home: &idol::assets::Home, avatar: Option<PathBuf>) -> idol
         idol::perform::Stages {
             persona: idol::perform::testing::conversation(),
             generator: Box::new(idol::perform::testing::ScriptedGenerator::new(["Hello."])),
-            segmenter: Box::new(idol::perform::adapters::TextSegmenter::default()),
+            segmenter: Box::new(idol::text::TextSegmenter::default()),
             voice,
             face,
         },

@@ -205,7 +205,7 @@ fn server(budget: Budget) -> Server {
     Server::start(
         Stages {
             generator: Box::new(ScriptedGenerator::new(["unused"])),
-            segmenter: Box::new(idol::perform::adapters::TextSegmenter::default()),
+            segmenter: Box::new(idol::text::TextSegmenter::default()),
             voice: Box::new(ToneVoice::new(22050)),
             face: Box::new(JawFace::arkit(22050, 60)),
             persona: idol::perform::testing::conversation(),

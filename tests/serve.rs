@@ -832,7 +832,8 @@ async fn viewer_in_headless_chromium_plays_audio_and_moves_the_mouth() {
 /// A server with the real Piper voice (espeak-ng phonemes), the live text segmenter and a jaw face;
 /// every chat is answered with `reply`.
 fn real_voice_server(reply: &str) -> Server {
-    use idol::perform::adapters::{SynthVoice, TextSegmenter};
+    use idol::perform::adapters::SynthVoice;
+    use idol::text::TextSegmenter;
     use idol::tts::{EspeakPhonemizer, PiperVoice, VoiceOptions};
     let home = crate::common::home();
     let voice = PiperVoice::load(

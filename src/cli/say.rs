@@ -20,8 +20,8 @@ use idol::assets::Home;
 use idol::face::{Face, FaceConfig, Frames, Rig, Segment, write};
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::sink::StampedFrame;
-use idol::speech::{Cue, Phoneme, Speech, Word};
-use idol::text::{ClauseStream, CueEvent, SegmenterConfig, TextCue};
+use idol::speech::{Cue, Phoneme, Word};
+use idol::text::{SegmenterConfig, TextSegmenter};
 use idol::time::{SampleTime, TimeRange, Timeline};
 use idol::tts::{self, PiperVoice, Speaker, SynthWorker, VoiceOptions};
 use serde::Serialize;
@@ -93,57 +93,15 @@ pub fn voice_path(home: &Home, voice: Option<&str>, configured: &Path) -> PathBu
     }
 }
 
-/// One clause to speak, with the cues inside it (positions relative to the clause text).
-struct Part {
-    text: String,
-    cues: Vec<TextCue>,
-}
-
-/// Tags out, then sentences (Piper speaks best a sentence at a time), each normalized.
-fn parts(text: &str) -> Vec<Part> {
-    let mut stream = ClauseStream::new(SegmenterConfig {
-        sentences_only: true,
-        ..SegmenterConfig::default()
-    });
-    let mut clauses = stream.push(text);
-    clauses.extend(stream.finish());
-    clauses
-        .into_iter()
-        .map(|c| Part {
-            text: c.segment.text,
-            cues: c.cues,
-        })
-        .collect()
-}
-
-/// Where a cue at byte `at` of a clause `len` bytes long falls in a Kokoro clause's speech: the start
-/// of the word at the same relative position (proportion, then snap to a word start).
-fn cue_sample(at: usize, len: usize, start: u64, speech: &Speech) -> SampleTime {
-    let n = speech.pcm.len() as u64;
-    let guess = if len == 0 {
-        0
-    } else {
-        n * at as u64 / len as u64
-    };
-    let snapped = speech
-        .words
-        .iter()
-        .map(|w| w.start().get())
-        .find(|&s| s >= guess)
-        .unwrap_or(guess);
-    SampleTime(start + snapped.min(n))
-}
-
 pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     // Warnings (skipped characters, skipped clauses) go to stderr unless RUST_LOG says otherwise.
     super::init_logger();
     let config = env.config()?;
     let home = &env.home;
-    let parts = parts(&args.text);
-    if !parts
-        .iter()
-        .any(|p| p.text.chars().any(char::is_alphanumeric))
-    {
+    // Tags out, then sentences (Piper speaks best a sentence at a time), cut at their breaks: the
+    // text stage every speaking path shares.
+    let clauses = TextSegmenter::segment(SegmenterConfig::sentences(), &args.text);
+    if !clauses.iter().any(|c| !c.text.is_empty()) {
         bail!("nothing to say: the text {:?} has no words", args.text);
     }
     // The ranges idol.toml's [voice] allows: a NaN or negative noise once reached ONNX Runtime
@@ -277,81 +235,43 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         4,
     )?;
     let rate = worker.sample_rate();
-    let mut speech = tts::empty_speech(rate);
-    let mut cues: Vec<Cue> = Vec::new();
-    let mut spoken_any = false;
-    // Submit ahead (the voice works on clause n+1 while clause n is assembled), answers in order.
-    let mut next = 0usize;
-    for i in 0..parts.len() {
-        while next < parts.len() && next < i + 4 {
+    let spoken = idol::perform::offline::speak_text(
+        &args.text,
+        rate,
+        |text| {
             // Kokoro's front ends read numbers and marks in their own language.
             worker.submit(if kokoro.is_some() {
-                parts[next].text.clone()
+                text.to_string()
             } else {
-                idol::text::normalize(&parts[next].text)
+                idol::text::normalize(text)
             })?;
-            next += 1;
-        }
-        let part = &parts[i];
-        let s = worker.recv().context("the synthesis thread stopped")?;
-        let clause = match s.speech {
-            Ok(sp) => {
-                spoken_any = true;
-                sp
-            }
-            Err(
-                tts::TtsError::Unspeakable(_) | tts::TtsError::Phonemize(_) | tts::TtsError::Empty,
-            ) => {
-                if !part.text.trim().is_empty() {
+            let s = worker.recv().context("the synthesis thread stopped")?;
+            match s.speech {
+                Ok(sp) => Ok(Some(sp)),
+                Err(
+                    tts::TtsError::Unspeakable(_)
+                    | tts::TtsError::Phonemize(_)
+                    | tts::TtsError::Empty,
+                ) => {
                     log::warn!("skipped {:?}: nothing speakable", s.clause);
+                    Ok(None)
                 }
-                tts::empty_speech(rate)
+                Err(e) => Err(e).with_context(|| format!("synthesizing {:?}", s.clause)),
             }
-            Err(e) => return Err(e).with_context(|| format!("synthesizing {:?}", s.clause)),
-        };
-        // Breaks at the very start of the clause come before it, the others after it.
-        let (before, after): (Vec<&TextCue>, Vec<&TextCue>) =
-            part.cues.iter().partition(|c| c.at == 0);
-        for c in before.iter().chain(&after) {
-            if let CueEvent::Break { millis } = c.event
-                && c.at == 0
-            {
-                tts::append(&mut speech, tts::silence(rate, millis));
-            }
-        }
-        let start = speech.pcm.len() as u64;
-        for c in &part.cues {
-            // Piper spoke the normalized sentence: the cue is at the spoken word it was written
-            // before, as on the live stream and in scripts. Kokoro's words (Japanese, Mandarin) are
-            // not whitespace-separated, so there the position maps by proportion.
-            let at = if kokoro.is_some() {
-                cue_sample(c.at, part.text.len(), start, &clause)
-            } else {
-                let w = idol::text::words_before(&part.text, c.at);
-                let end = SampleTime(clause.pcm.len() as u64);
-                let local = idol::text::cue_sample(&part.text, w, clause.words.items(), end);
-                SampleTime(start + local.get())
-            };
-            if let Some(cue) = c.to_cue(at) {
-                cues.push(cue);
-            }
-        }
-        tts::append(&mut speech, clause);
-        for c in &after {
-            if let CueEvent::Break { millis } = c.event {
-                tts::append(&mut speech, tts::silence(rate, millis));
-            }
-        }
-        budget
-            .check(
-                idol::budget::Budgeted::Utterance,
-                speech.pcm.len() as u64,
-                rate,
-            )
-            .map_err(over)?;
-    }
+        },
+        |len| {
+            budget
+                .check(idol::budget::Budgeted::Utterance, len, rate)
+                .map_err(over)
+        },
+    )?;
     worker.close();
-    if !spoken_any {
+    let idol::perform::offline::Spoken {
+        speech,
+        cues,
+        said_anything,
+    } = spoken;
+    if !said_anything {
         bail!("nothing speakable in {:?}", args.text);
     }
     speech
@@ -485,19 +405,6 @@ fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splits_sentences_and_keeps_cues() {
-        let p = parts("[happy] Hello everyone! How are you? <break time=\"200ms\"/>Fine.");
-        let texts: Vec<&str> = p.iter().map(|p| p.text.as_str()).collect();
-        assert_eq!(texts, ["Hello everyone!", "How are you?", "Fine."]);
-        assert!(matches!(p[0].cues[0].event, CueEvent::Emotion { .. }));
-        assert!(
-            p[2].cues
-                .iter()
-                .any(|c| matches!(c.event, CueEvent::Break { millis: 200 }))
-        );
-    }
 
     #[test]
     fn silence_is_covered_by_a_pause() {

@@ -207,16 +207,11 @@ impl Director {
     /// Cues written after the last word of utterance `id` (a clause with no text,
     /// [`ClauseText`]): placed at the last sample scheduled for it while that is still to be
     /// released, else released at the horizon. Ignored for an unknown utterance.
-    pub fn schedule_tail_cues(&mut self, id: UtteranceId, cues: &[super::TextCue]) {
+    pub fn schedule_tail_cues(&mut self, id: UtteranceId, cues: &[super::WordCue]) {
         if cues.is_empty() || !self.known(id) {
             return;
         }
-        let cue = |c: &super::TextCue, at: SampleTime| Cue {
-            kind: c.kind,
-            name: c.name.clone(),
-            intensity: c.intensity,
-            at,
-        };
+        let cue = |c: &super::WordCue, at: SampleTime| c.to_cue(at);
         match self.segments.iter_mut().rev().find(|s| s.utt == id) {
             Some(seg) => {
                 let at = SampleTime(seg.range.end().get() - 1).max(self.horizon);
@@ -375,23 +370,15 @@ impl Director {
             None => Vec::new(),
         };
         let clause_end = SampleTime(s0.get() + whole.pcm.len() as u64).max(range.end());
-        let no_cues = Vec::new();
-        let text = clause.map_or("", |c| c.text.as_str());
-        let mut cues: Vec<Cue> = clause
-            .map(|c| &c.cues)
-            .unwrap_or(&no_cues)
-            .iter()
-            .map(|c| {
-                // The voice spoke the normalized clause: written word → spoken word.
-                let at = crate::text::cue_sample(text, c.before_word, &words, clause_end);
-                Cue {
-                    kind: c.kind,
-                    name: c.name.clone(),
-                    intensity: c.intensity,
-                    at,
-                }
-            })
-            .collect();
+        let mut cues: Vec<Cue> = match clause {
+            Some(c) => crate::text::place_cues(
+                c,
+                whole.words.items(),
+                SampleTime(clause_end.get() - s0.get()),
+                s0,
+            ),
+            None => Vec::new(),
+        };
         cues.extend(rest_cues);
         cues.sort_by_key(|c| c.at);
         let mut solved: Vec<FaceFrame> = match waiting {
@@ -740,7 +727,7 @@ impl Director {
 mod tests {
     use super::*;
     use crate::perform::testing::{JawFace, ToneVoice};
-    use crate::perform::{TextCue, Voice};
+    use crate::perform::{Voice, WordCue};
 
     const RATE: u32 = 22050;
 
@@ -1001,8 +988,9 @@ mod tests {
         let mut voice = ToneVoice::new(RATE);
         let text = "hello there my dear friends";
         let plan = voice.speak(text).unwrap();
-        let cue = |before_word: usize, name: &str| TextCue {
+        let cue = |before_word: usize, name: &str| WordCue {
             before_word,
+            at: 0,
             kind: CueKind::Action,
             name: name.into(),
             intensity: 1.0,
@@ -1188,8 +1176,9 @@ mod tests {
         let s = voice.speak("so happy now").unwrap();
         let c = ClauseText {
             text: "so happy now".into(),
-            cues: vec![TextCue {
+            cues: vec![WordCue {
                 before_word: 1,
+                at: 0,
                 kind: CueKind::Emotion,
                 name: "happy".into(),
                 intensity: 1.0,
@@ -1226,8 +1215,9 @@ mod tests {
             .iter()
             .map(|w| w.value.text.as_str())
             .collect();
-        let cue = |before_word, name: &str| TextCue {
+        let cue = |before_word, name: &str| WordCue {
             before_word,
+            at: 0,
             kind: CueKind::Action,
             name: name.into(),
             intensity: 1.0,

@@ -29,18 +29,21 @@
 pub mod adapters;
 pub mod director;
 pub mod metrics;
+pub mod offline;
 pub mod pause;
 pub mod rig_face;
 pub mod runtime;
 pub mod segment;
 pub mod testing;
 
+/// The text stage's clauses, as the pipeline takes them ([`crate::text::utterance`]).
+pub use crate::text::{ClauseText, WordCue};
 pub use director::{Director, DirectorConfig, RenderedPiece};
 pub use metrics::Metrics;
 pub use runtime::{PerformConfig, PerformHandle, Performer, SessionClock, SessionInfo};
 pub use segment::SimpleSegmenter;
 
-use crate::speech::{Cue, CueKind, Speech, Word};
+use crate::speech::{Cue, Speech, Word};
 use crate::time::{SampleTime, TimeRange, Timed};
 use serde::{Deserialize, Serialize};
 
@@ -61,31 +64,6 @@ pub enum StageError {
     /// An utterance would run past `[limits] utterance_secs`; the rest of it is dropped.
     #[error("{0}; the rest of it was dropped")]
     OverBudget(crate::budget::OverBudget),
-}
-
-/// One clause of text, ready to speak, with the cues that were written inside it. A clause with
-/// empty `text` says nothing: its cues go at the end of what its utterance said so far, then its
-/// pauses (the tags and breaks written after the last word).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ClauseText {
-    /// Clean text (tags removed).
-    pub text: String,
-    pub cues: Vec<TextCue>,
-    /// Silence before the clause, in milliseconds (`<break time="..."/>` written before it).
-    pub pause_before_ms: u32,
-    /// Silence after the clause, in milliseconds (a break written inside or after it).
-    pub pause_after_ms: u32,
-}
-
-/// A cue inside a clause, placed before the word with index `before_word` (0-based, counted in
-/// whitespace-separated words of [`ClauseText::text`]; at or past the end means "at the clause end").
-/// The voice's words are the spoken ones: [`crate::text::cue_sample`] places a cue among them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TextCue {
-    pub before_word: usize,
-    pub kind: CueKind,
-    pub name: String,
-    pub intensity: f32,
 }
 
 /// The voice stage as the pipeline drives it. Adapter target: `idol::tts::Synthesizer`.

@@ -17,8 +17,8 @@ impl Pauses {
     /// The pauses `clause` asks for, at `rate`.
     pub fn of(clause: &ClauseText, rate: u32) -> Self {
         Pauses {
-            before: SampleTime::from_millis(u64::from(clause.pause_before_ms), rate).get(),
-            after: SampleTime::from_millis(u64::from(clause.pause_after_ms), rate).get(),
+            before: SampleTime::from_millis(u64::from(clause.pause_before_ms()), rate).get(),
+            after: SampleTime::from_millis(u64::from(clause.pause_after_ms()), rate).get(),
         }
     }
 }
@@ -30,8 +30,8 @@ mod tests {
     #[test]
     fn millis_become_samples() {
         let c = ClauseText {
-            pause_before_ms: 500,
-            pause_after_ms: 60_000,
+            pause_before: vec![500],
+            pause_after: vec![60_000],
             ..ClauseText::default()
         };
         assert_eq!(

@@ -6,14 +6,14 @@
 //! emotion cues and `<name>` / `<name/>` action cues, placed before the next word; the tags are
 //! removed from the spoken text. Clauses without a word are dropped (their cues move to the next one).
 
-use super::{ClauseText, Segmenter, TextCue};
+use super::{ClauseText, Segmenter, WordCue};
 use crate::speech::CueKind;
 
 /// See the module docs.
 #[derive(Debug, Default, Clone)]
 pub struct SimpleSegmenter {
     buf: String,
-    carry: Vec<TextCue>,
+    carry: Vec<WordCue>,
 }
 
 impl SimpleSegmenter {
@@ -80,7 +80,7 @@ impl Segmenter for SimpleSegmenter {
 
 /// Remove `[emotion]`, `[emotion:0.5]` and `<action>` tags; return the clean text (single-spaced) and
 /// the cues, each placed before the word that follows it.
-fn parse_tags(raw: &str) -> (String, Vec<TextCue>) {
+fn parse_tags(raw: &str) -> (String, Vec<WordCue>) {
     let mut text = String::new();
     let mut cues = vec![];
     let mut rest = raw;
@@ -98,8 +98,9 @@ fn parse_tags(raw: &str) -> (String, Vec<TextCue>) {
             None => (inner, 1.0),
         };
         if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-            cues.push(TextCue {
+            cues.push(WordCue {
                 before_word,
+                at: 0,
                 kind: if close == ']' {
                     CueKind::Emotion
                 } else {
@@ -113,6 +114,21 @@ fn parse_tags(raw: &str) -> (String, Vec<TextCue>) {
     }
     text.push_str(rest);
     let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let starts: Vec<usize> = clean
+        .split(' ')
+        .scan(0usize, |o, w| {
+            let s = *o;
+            *o += w.len() + 1;
+            Some(s)
+        })
+        .collect();
+    for c in &mut cues {
+        c.at = starts
+            .get(c.before_word)
+            .copied()
+            .filter(|_| !clean.is_empty())
+            .unwrap_or(clean.len());
+    }
     (clean, cues)
 }
 

@@ -42,7 +42,8 @@ use super::pcm::SparsePcm;
 use crate::budget::{Budget, Budgeted, OverBudget};
 use crate::face::{self, EyeGaze, Face, FaceConfig, FaceError, Frames, Rig, Scratch, Segment};
 use crate::speech::{Cue, CueKind, Phoneme, Speech, Word};
-use crate::text::{CueEvent, TagParser, normalize, split_sentences};
+use crate::text::utterance::{Layout, Part};
+use crate::text::{CueEvent, SegmenterConfig, TagParser, TextSegmenter, normalize};
 use crate::time::{SampleTime, TimeRange, Timed, Timeline};
 use crate::tts::{PiperVoice, Synthesizer, TtsError, VoiceOptions};
 use std::path::PathBuf;
@@ -341,6 +342,15 @@ fn scaled(intensity: f32, emphasis: f32) -> f32 {
     (intensity * (1.0 + 0.5 * emphasis)).clamp(0.0, 1.0)
 }
 
+fn cue_mark(c: &Cue, emphasis: f32) -> ScriptEventKind {
+    let intensity = scaled(c.intensity, emphasis);
+    let name = c.name.clone();
+    match c.kind {
+        CueKind::Emotion => ScriptEventKind::Emotion { name, intensity },
+        CueKind::Action => ScriptEventKind::Action { name, intensity },
+    }
+}
+
 fn mark_of(ev: &CueEvent, emphasis: f32) -> ScriptEventKind {
     match ev {
         CueEvent::Emotion { name, intensity } => ScriptEventKind::Emotion {
@@ -411,16 +421,6 @@ impl Track {
     }
 }
 
-struct PartDone {
-    start_b: usize,
-    end_b: usize,
-    /// The sentence as written (the voice spoke it normalized).
-    text: String,
-    s0: u64,
-    len: u64,
-    words: Vec<Timed<Word>>,
-}
-
 /// How much audio a line may have: it starts at `start`, and the performance may not run past `limit`
 /// samples; `over(needed)` is the error for a line that would end at `needed`.
 struct Room<'a> {
@@ -449,100 +449,68 @@ fn speak_line(
     warnings: &mut Vec<String>,
 ) -> Result<LineAudio, RenderError> {
     let rate = voice.sample_rate();
-    let (clean, cues) = TagParser::parse_all(text);
     let mut track = Track::new(rate);
-    let mut parts: Vec<PartDone> = Vec::new();
-    let mut anchors: Vec<(usize, u64)> = Vec::new();
+    let mut layout = Layout::new(rate);
     let mut captions = Vec::new();
-    let mut marks: Vec<(usize, SampleTime, ScriptEventKind)> = Vec::new();
-    let mut bounds: Vec<(usize, Option<u32>)> = cues
-        .iter()
-        .filter_map(|c| match c.event {
-            CueEvent::Break { millis } => Some((c.at, Some(millis))),
-            _ => None,
-        })
-        .collect();
-    bounds.push((clean.len(), None));
-    let mut piece_start = 0usize;
-    for (b, brk) in bounds {
-        let b = b.max(piece_start);
-        for seg in split_sentences(&clean[piece_start..b]) {
-            if !seg.text.chars().any(char::is_alphanumeric) {
-                continue;
-            }
-            let sentence = normalize(&seg.text);
-            let sp = match voice.speak(&sentence, style) {
-                Ok(sp) => sp,
+    let mut marks: Vec<(SampleTime, ScriptEventKind)> = Vec::new();
+    let mut said: Vec<String> = Vec::new();
+    for clause in TextSegmenter::segment(SegmenterConfig::sentences(), text) {
+        let speech = if clause.text.is_empty() {
+            None
+        } else {
+            said.push(clause.text.clone());
+            match voice.speak(&normalize(&clause.text), style) {
+                Ok(sp) => Some(sp),
                 Err(TtsError::Unspeakable(_) | TtsError::Phonemize(_) | TtsError::Empty) => {
                     warnings.push(format!(
                         "{}: skipped {:?}: nothing speakable",
                         line.label(),
-                        seg.text
+                        clause.text
                     ));
-                    continue;
+                    None
                 }
                 Err(error) => {
                     return Err(RenderError::Voice {
                         line: line.label(),
-                        sentence: seg.text.clone(),
+                        sentence: clause.text.clone(),
                         error: Box::new(error),
                     });
                 }
-            };
-            let s0 = track.len();
-            let len = sp.pcm.len() as u64;
-            parts.push(PartDone {
-                start_b: piece_start + seg.start,
-                end_b: piece_start + seg.end,
-                text: seg.text.clone(),
-                s0,
-                len,
-                words: sp.words.items().to_vec(),
-            });
-            captions.push((TimeRange::at(SampleTime(s0), len), seg.text.clone()));
-            room.fits(s0 + len)?;
-            track.push(sp);
-        }
-        if let Some(millis) = brk {
-            let at = track.len();
-            let n = SampleTime::from_millis(u64::from(millis), rate).get();
-            room.fits(at + n)?;
-            anchors.push((b, at));
-            track.pause(n);
-        }
-        piece_start = b;
-    }
-    let n = track.len();
-    let mut break_i = 0usize;
-    for c in &cues {
-        let at = if let CueEvent::Break { .. } = c.event {
-            let s = anchors[break_i].1;
-            break_i += 1;
-            SampleTime(s)
-        } else if let Some(p) = parts.iter().find(|p| p.start_b <= c.at && c.at < p.end_b) {
-            let w = crate::text::words_before(&p.text, c.at - p.start_b);
-            let local = crate::text::cue_sample(&p.text, w, &p.words, SampleTime(p.len));
-            SampleTime(p.s0 + local.get())
-        } else {
-            // Between sentences or beside a break: at the next spoken word (after the break's
-            // silence, as on the live stream); after the last word, the last sample of the speech
-            // (before a trailing break).
-            match parts.iter().find(|p| p.start_b >= c.at) {
-                Some(p) => SampleTime(p.s0 + p.words.first().map_or(0, |w| w.start().get())),
-                None => parts.last().map_or(SampleTime(n.saturating_sub(1)), |p| {
-                    SampleTime((p.s0 + p.len).saturating_sub(1))
-                }),
             }
         };
-        marks.push((c.at, at, mark_of(&c.event, style.emphasis)));
+        let placed = layout.place(&clause, speech.as_ref());
+        let mut speech = speech;
+        for part in placed.parts {
+            match part {
+                Part::Pause { at, millis, n } => {
+                    marks.push((at, ScriptEventKind::Break { millis }));
+                    track.pause(n);
+                }
+                Part::Speech { at } => {
+                    let sp = speech.take().expect("a speech part has its speech");
+                    let n = sp.pcm.len() as u64;
+                    captions.push((TimeRange::at(at, n), clause.text.clone()));
+                    track.push(sp);
+                }
+            }
+            room.fits(track.len())?;
+        }
+        marks.extend(
+            placed
+                .cues
+                .iter()
+                .map(|c| (c.at, cue_mark(c, style.emphasis))),
+        );
     }
+    debug_assert_eq!(track.len(), layout.len());
+    marks.sort_by_key(|(at, _)| *at);
     Ok(LineAudio {
         pcm: track.pcm,
         phonemes: track.phonemes,
         words: track.words,
         captions,
-        marks: marks.into_iter().map(|(_, s, k)| (s, k)).collect(),
-        text: clean.split_whitespace().collect::<Vec<_>>().join(" "),
+        marks,
+        text: said.join(" "),
     })
 }
 

@@ -10,6 +10,9 @@
 //! - [`normalize`](mod@normalize) ([`normalize()`](fn@normalize)): numbers, money, times, abbreviations, symbols, URLs, emoji, repeated
 //!   punctuation, ALL CAPS → plain words and prosody punctuation.
 //! - [`numbers`]: numbers as words.
+//! - [`utterance`]: tagged text → [`ClauseText`]s with their cues on words and their pauses (the
+//!   one reading every speaking path uses), and [`place_cues`], the one rule that puts a spoken
+//!   clause's cues on its samples.
 //!
 //! Threading: everything here is pure functions or plain state owned by one stream; no locks.
 
@@ -17,6 +20,7 @@ pub mod normalize;
 pub mod numbers;
 pub mod segment;
 pub mod tags;
+pub mod utterance;
 
 pub use normalize::{cue_sample, normalize, spoken_word_offsets, words_before};
 pub use segment::{
@@ -24,3 +28,4 @@ pub use segment::{
     split_sentences,
 };
 pub use tags::{CueEvent, TagEvent, TagParser, TextCue};
+pub use utterance::{ClauseText, TextSegmenter, WordCue, place_cues};

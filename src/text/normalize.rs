@@ -57,23 +57,31 @@ pub fn spoken_word_offsets(text: &str) -> Vec<usize> {
     out
 }
 
-/// Where a cue written before word `before_word` (whitespace-separated, 0-based) of `text` falls
-/// in the speech of `text`, given the words the voice spoke (`words`, stamped as the speech is) and
-/// the speech's end: the start of the spoken word it precedes ([`spoken_word_offsets`]), or the
-/// speech's last sample when it follows the last word. Every speaking path (live, `idol say`,
-/// scripts) places cues with this.
+/// Where a cue written before word `before_word` (whitespace-separated, 0-based) of `text`, at
+/// byte `at` of it, falls in the speech of `text`, given the words the voice spoke (`words`, stamped
+/// as the speech is) and the speech's end: the start of the spoken word it precedes, or the speech's
+/// last sample when it follows the last word. When every spoken word knows its place in the text
+/// ([`crate::speech::Word::src`]: the voice was given `text` itself, as Kokoro is), the word is the
+/// first one starting at or after `at`; otherwise (the voice spoke the normalized text, where `42` is
+/// two words) it is found by counting spoken words ([`spoken_word_offsets`]). Every speaking path
+/// (live, `idol say`, scripts) places cues with this, through [`crate::text::place_cues`].
 pub fn cue_sample(
     text: &str,
     before_word: usize,
+    at: usize,
     words: &[crate::time::Timed<crate::speech::Word>],
     end: crate::time::SampleTime,
 ) -> crate::time::SampleTime {
+    let last = crate::time::SampleTime(end.get().saturating_sub(1));
+    if !words.is_empty() && words.iter().all(|w| w.value.src.is_some()) {
+        return words
+            .iter()
+            .find(|w| w.value.src.as_ref().is_some_and(|r| r.start >= at))
+            .map_or(last, |w| w.start());
+    }
     let offsets = spoken_word_offsets(text);
     let w = offsets[before_word.min(offsets.len() - 1)];
-    words
-        .get(w)
-        .map(|w| w.start())
-        .unwrap_or(crate::time::SampleTime(end.get().saturating_sub(1)))
+    words.get(w).map_or(last, |w| w.start())
 }
 
 /// The number of whitespace-separated words of `text` before byte `at` (a cue's position).

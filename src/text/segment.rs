@@ -341,16 +341,20 @@ pub fn split_clauses(text: &str) -> Vec<Segment> {
     split_with(text, SegmenterConfig::default())
 }
 
-/// Splits a whole text into sentences.
-pub fn split_sentences(text: &str) -> Vec<Segment> {
-    split_with(
-        text,
+impl SegmenterConfig {
+    /// Whole sentences, however long (what the offline paths speak: `idol say`, scripts).
+    pub fn sentences() -> Self {
         SegmenterConfig {
             sentences_only: true,
             max_clause_words: usize::MAX,
-            ..Default::default()
-        },
-    )
+            ..SegmenterConfig::default()
+        }
+    }
+}
+
+/// Splits a whole text into sentences.
+pub fn split_sentences(text: &str) -> Vec<Segment> {
+    split_with(text, SegmenterConfig::sentences())
 }
 
 fn split_with(text: &str, cfg: SegmenterConfig) -> Vec<Segment> {

@@ -146,7 +146,14 @@ pub fn empty_speech(rate: u32) -> Speech {
 /// `ms` of silence at `rate`, covered by one pause phoneme `_` (a `<break/>`: the face rests and the
 /// timeline stays exact).
 pub fn silence(rate: u32, ms: u32) -> Speech {
-    let n = crate::time::SampleTime::from_millis(ms as u64, rate).get();
+    silence_samples(
+        rate,
+        crate::time::SampleTime::from_millis(ms as u64, rate).get(),
+    )
+}
+
+/// `n` samples of silence at `rate`, covered by one pause phoneme `_`.
+pub fn silence_samples(rate: u32, n: u64) -> Speech {
     let mut s = empty_speech(rate);
     s.pcm = vec![0.0; n as usize];
     if n > 0 {

@@ -187,7 +187,7 @@ enum CondMsg {
     /// Cues written after an utterance's last word (see [`Director::schedule_tail_cues`]).
     TailCues {
         utt: UtteranceId,
-        cues: Vec<crate::perform::TextCue>,
+        cues: Vec<crate::perform::WordCue>,
     },
     /// A `<break/>` before or after a clause: a span of silence on the timeline, in samples.
     Pause {
@@ -604,7 +604,7 @@ mod tests {
         let st = Stages {
             persona: crate::perform::testing::conversation(),
             generator: Box::new(g),
-            segmenter: Box::new(crate::perform::adapters::TextSegmenter::default()),
+            segmenter: Box::new(crate::text::TextSegmenter::default()),
             voice: Box::new(ToneVoice::new(16000)),
             face: Box::new(JawFace::arkit(16000, 60)),
         };

@@ -51,7 +51,7 @@ pub(super) fn voice_thread(
                 last_utt = Some(utt);
                 let t = Instant::now();
                 let mut head_sent = false;
-                let spoken = if first && clause.pause_before_ms == 0 {
+                let spoken = if first && clause.pause_before_ms() == 0 {
                     voice.speak_head_first(&clause.text, &mut |head, plan| {
                         head_sent = true;
                         let _ = cond_tx.send(CondMsg::Segment {
