@@ -27,6 +27,9 @@ pub struct ToneVoice {
     gap: u64,
     /// Simulated synthesis time per clause.
     pub delay: Duration,
+    /// Speak head first ([`Voice::speak_head_first`]) with a head of this many samples, cut
+    /// anywhere (inside a word too, as a vocoder chunk is); `None` speaks whole clauses.
+    pub head: Option<u64>,
 }
 
 impl ToneVoice {
@@ -37,7 +40,14 @@ impl ToneVoice {
             consonant: rate as u64 * 40 / 1000,
             gap: rate as u64 * 30 / 1000,
             delay: Duration::ZERO,
+            head: None,
         }
+    }
+
+    /// Speak head first with heads of `samples` samples.
+    pub fn with_head(mut self, samples: u64) -> Self {
+        self.head = Some(samples);
+        self
     }
 
     pub fn with_delay(mut self, delay: Duration) -> Self {
@@ -108,6 +118,31 @@ impl Voice for ToneVoice {
             phonemes,
             words,
         })
+    }
+
+    fn speak_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, StageError> {
+        let whole = self.speak(clause)?;
+        let Some(cut) = self.head.filter(|&h| h > 0 && h < whole.pcm.len() as u64) else {
+            return Ok(whole);
+        };
+        let plan = Speech {
+            pcm: vec![0.0; whole.pcm.len()],
+            ..whole.clone()
+        };
+        let mut head = whole;
+        let at = SampleTime(cut);
+        let rest = Speech {
+            pcm: head.pcm.split_off(cut as usize),
+            sample_rate: self.rate,
+            phonemes: head.phonemes.split_off(at),
+            words: head.words.split_off(at),
+        };
+        on_head(head, plan);
+        Ok(rest)
     }
 }
 

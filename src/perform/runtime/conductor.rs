@@ -34,35 +34,16 @@ pub(super) fn conductor_thread(
                 started.insert(utt, t0);
                 director.begin(utt, &mut events);
             }
-            Ok(CondMsg::Segment {
-                utt,
-                clause,
-                speech,
-                part,
-            }) => {
-                let placed = match &part {
-                    Part::Whole => director.schedule(utt, &clause, &speech),
-                    Part::Head(plan) => director.schedule_head(utt, &clause, &speech, plan),
-                    Part::Rest => director.schedule_continuation(utt, &speech),
-                };
-                if let Err(e) = placed {
+            Ok(
+                msg @ (CondMsg::Segment { .. }
+                | CondMsg::TailCues { .. }
+                | CondMsg::Pause { .. }
+                | CondMsg::End { .. }),
+            ) => {
+                if place(&mut director, msg, &mut events) {
                     metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
-                    events.push(Event::Error {
-                        utterance: utt,
-                        message: e.to_string(),
-                    });
                 }
             }
-            Ok(CondMsg::TailCues { utt, cues }) => director.schedule_tail_cues(utt, &cues),
-            Ok(CondMsg::Pause { utt, len }) => {
-                if let Err(e) = director.schedule_pause(utt, len) {
-                    events.push(Event::Error {
-                        utterance: utt,
-                        message: e.to_string(),
-                    });
-                }
-            }
-            Ok(CondMsg::End { utt }) => director.end(utt, &mut events),
             Ok(CondMsg::Error { utt, message }) => {
                 director.release_hold();
                 metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
@@ -137,4 +118,43 @@ pub(super) fn conductor_thread(
             }
         }
     }
+}
+
+/// Place what the voice thread sent for an utterance (its speech, pauses, tail cues, its end) on the
+/// director's timeline; a placement that fails becomes an error event. True when a segment failed
+/// (a stage error).
+pub(super) fn place(director: &mut Director, msg: CondMsg, events: &mut Vec<Event>) -> bool {
+    match msg {
+        CondMsg::Segment {
+            utt,
+            clause,
+            speech,
+            part,
+        } => {
+            let placed = match &part {
+                Part::Whole => director.schedule(utt, &clause, &speech),
+                Part::Head(plan) => director.schedule_head(utt, &clause, &speech, plan),
+                Part::Rest => director.schedule_continuation(utt, &speech),
+            };
+            if let Err(e) = placed {
+                events.push(Event::Error {
+                    utterance: utt,
+                    message: e.to_string(),
+                });
+                return true;
+            }
+        }
+        CondMsg::TailCues { utt, cues } => director.schedule_tail_cues(utt, &cues),
+        CondMsg::Pause { utt, len } => {
+            if let Err(e) = director.schedule_pause(utt, len) {
+                events.push(Event::Error {
+                    utterance: utt,
+                    message: e.to_string(),
+                });
+            }
+        }
+        CondMsg::End { utt } => director.end(utt, events),
+        _ => unreachable!("place takes the voice thread's placements only"),
+    }
+    false
 }
