@@ -130,8 +130,8 @@ impl Home {
     }
 
     /// The Japanese dictionary's files.
-    pub fn ja_dictionary(&self) -> crate::phonemize::mecab::DictFiles {
-        crate::phonemize::mecab::DictFiles {
+    pub fn ja_dictionary(&self) -> DictFiles {
+        DictFiles {
             sys: self.path(JA_DICT_SYS),
             matrix: self.path(JA_DICT_MATRIX),
             chars: self.path(JA_DICT_CHAR),
@@ -142,5 +142,31 @@ impl Home {
 
     pub fn rigs_dir(&self) -> PathBuf {
         self.path("rigs")
+    }
+}
+
+/// The files of a dictionary, in the order `phonemize::mecab::Dictionary::load` takes them.
+#[derive(Debug, Clone)]
+pub struct DictFiles {
+    pub sys: PathBuf,
+    pub matrix: PathBuf,
+    pub chars: PathBuf,
+    pub unk: PathBuf,
+    /// A word list (one per line) for grouping dictionary words into written words (see
+    /// `phonemize::japanese`); optional.
+    pub words: Option<PathBuf>,
+}
+
+impl DictFiles {
+    /// Every file, for fetching.
+    pub fn all(&self) -> Vec<PathBuf> {
+        let mut v = vec![
+            self.sys.clone(),
+            self.matrix.clone(),
+            self.chars.clone(),
+            self.unk.clone(),
+        ];
+        v.extend(self.words.clone());
+        v
     }
 }

@@ -606,3 +606,58 @@ mod tests {
         label: char,
     }
 }
+
+/// The master clock of live playback: the timeline samples an audio output has played so far
+/// (advanced by the output's callback, read by the live pipeline and the frame gate). Cheap to clone
+/// and to read; clones share the counter.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    played: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Clock {
+    pub fn played(&self) -> SampleTime {
+        SampleTime(self.played.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Count `n` more samples as played (the output's side).
+    pub fn advance(&self, n: u64) {
+        self.played
+            .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The session timeline's "now": wall time since the session start in samples, or the samples an
+/// audio output has played (then the speakers are the master clock).
+#[derive(Debug, Clone)]
+pub struct SessionClock {
+    start: std::time::Instant,
+    rate: u32,
+    played: Option<Clock>,
+}
+
+impl SessionClock {
+    pub fn new(rate: u32) -> Self {
+        SessionClock {
+            start: std::time::Instant::now(),
+            rate,
+            played: None,
+        }
+    }
+
+    /// A clock that reads an audio output's played-sample counter (at the timeline rate).
+    pub fn played(rate: u32, clock: Clock) -> Self {
+        SessionClock {
+            played: Some(clock),
+            ..SessionClock::new(rate)
+        }
+    }
+
+    pub fn now(&self) -> SampleTime {
+        if let Some(c) = &self.played {
+            return c.played();
+        }
+        let ns = self.start.elapsed().as_nanos();
+        SampleTime((ns * self.rate as u128 / 1_000_000_000) as u64)
+    }
+}

@@ -38,9 +38,11 @@ pub mod testing;
 
 /// The text stage's clauses, as the pipeline takes them ([`crate::text::utterance`]).
 pub use crate::text::{ClauseText, WordCue};
+/// The session clock (in [`crate::time`]).
+pub use crate::time::SessionClock;
 pub use director::{Director, DirectorConfig, RenderedPiece};
 pub use metrics::Metrics;
-pub use runtime::{PerformConfig, PerformHandle, Performer, SessionClock, SessionInfo};
+pub use runtime::{PerformConfig, PerformHandle, Performer, SessionInfo};
 pub use segment::SimpleSegmenter;
 
 use crate::speech::{Cue, Speech, Word};

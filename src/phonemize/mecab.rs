@@ -252,31 +252,8 @@ pub struct Dictionary {
     matrix: Vec<i16>,
 }
 
-/// The files of a dictionary, in the order [`Dictionary::load`] takes them.
-#[derive(Debug, Clone)]
-pub struct DictFiles {
-    pub sys: PathBuf,
-    pub matrix: PathBuf,
-    pub chars: PathBuf,
-    pub unk: PathBuf,
-    /// A word list (one per line) for grouping dictionary words into written words (see
-    /// [`super::japanese`]); optional.
-    pub words: Option<PathBuf>,
-}
-
-impl DictFiles {
-    /// Every file, for fetching.
-    pub fn all(&self) -> Vec<PathBuf> {
-        let mut v = vec![
-            self.sys.clone(),
-            self.matrix.clone(),
-            self.chars.clone(),
-            self.unk.clone(),
-        ];
-        v.extend(self.words.clone());
-        v
-    }
-}
+/// The files of a dictionary (a plain set of paths, kept with the other asset paths).
+pub use crate::assets::DictFiles;
 
 /// One word of the best path: its surface and its comma-separated dictionary features.
 #[derive(Debug, Clone, PartialEq, Eq)]

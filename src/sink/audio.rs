@@ -38,17 +38,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The master clock: timeline samples played by the output so far. Cheap to clone and to read.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    played: Arc<AtomicU64>,
-}
-
-impl Clock {
-    pub fn played(&self) -> SampleTime {
-        SampleTime(self.played.load(Ordering::Acquire))
-    }
-}
+/// The master clock (lives in [`crate::time`]: the live pipeline reads it too).
+pub use crate::time::Clock;
 
 /// What an [`AudioOut`] plays on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +222,7 @@ pub const NULL_DEVICE: &str = "null";
 /// The callback's state: pops the ring, advances the clock. No locks, no allocation.
 struct Renderer {
     cons: ring::Consumer,
-    played: Arc<AtomicU64>,
+    played: Clock,
     rate: u64,
     device_rate: u64,
     frac: u64,
@@ -241,7 +232,7 @@ impl Renderer {
     fn new(cons: ring::Consumer, clock: Clock, rate: u32, device_rate: u32) -> Renderer {
         Renderer {
             cons,
-            played: clock.played,
+            played: clock,
             rate: rate as u64,
             device_rate: device_rate as u64,
             frac: 0,
@@ -268,8 +259,7 @@ impl Renderer {
     fn advance(&mut self, device_frames: u64) {
         let num = device_frames * self.rate + self.frac;
         self.frac = num % self.device_rate;
-        self.played
-            .fetch_add(num / self.device_rate, Ordering::AcqRel);
+        self.played.advance(num / self.device_rate);
     }
 }
 

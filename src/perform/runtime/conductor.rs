@@ -2,8 +2,9 @@
 //! to the session clock plus `lead` and hands the events to the sinks, and sends each finished
 //! utterance's record (what was heard) back to the persona thread.
 
-use super::{CondMsg, Part, PersonaMsg, RecordCallback, SessionClock, Shared};
+use super::{CondMsg, Part, PersonaMsg, RecordCallback, Shared};
 use crate::perform::{AskedEvent, Director, Event, Sink, UtteranceId};
+use crate::time::SessionClock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,6 +27,8 @@ mod conductor;
 mod persona;
 mod voice;
 
+use crate::time::SessionClock;
+
 use super::{
     ClauseText, Director, DirectorConfig, FaceControl, Metrics, RenderedPiece, Sink, Stages,
     UtteranceId, UtteranceRecord,
@@ -53,9 +55,9 @@ pub struct PerformConfig {
     /// How often the conductor wakes.
     pub tick: Duration,
     /// The session clock's source: `None` is the wall clock; `Some` is an audio output's played-sample
-    /// counter ([`crate::sink::audio::Clock`]), so the timeline is what the speakers have played and
+    /// counter ([`crate::time::Clock`]), so the timeline is what the speakers have played and
     /// frames released by it match what is heard. Its rate must be the voice's.
-    pub clock: Option<crate::sink::audio::Clock>,
+    pub clock: Option<crate::time::Clock>,
     /// Evaluate the persona prefix once at start (a one-token generation on the persona thread), so
     /// the first chat finds the persona prefix in the model's cache instead of prefilling it.
     pub warm_up: bool,
@@ -90,41 +92,6 @@ pub struct SessionInfo {
     pub canonical: bool,
     /// The release lead in samples.
     pub lead: u64,
-}
-
-/// The session timeline's "now": wall time since the session start in samples, or the samples an
-/// audio output has played (then the speakers are the master clock).
-#[derive(Debug, Clone)]
-pub struct SessionClock {
-    start: Instant,
-    rate: u32,
-    played: Option<crate::sink::audio::Clock>,
-}
-
-impl SessionClock {
-    pub fn new(rate: u32) -> Self {
-        SessionClock {
-            start: Instant::now(),
-            rate,
-            played: None,
-        }
-    }
-
-    /// A clock that reads an audio output's played-sample counter (at the timeline rate).
-    pub fn played(rate: u32, clock: crate::sink::audio::Clock) -> Self {
-        SessionClock {
-            played: Some(clock),
-            ..SessionClock::new(rate)
-        }
-    }
-
-    pub fn now(&self) -> SampleTime {
-        if let Some(c) = &self.played {
-            return c.played();
-        }
-        let ns = self.start.elapsed().as_nanos();
-        SampleTime((ns * self.rate as u128 / 1_000_000_000) as u64)
-    }
 }
 
 enum PersonaMsg {
