@@ -4,6 +4,8 @@
 //!
 //! - [`parse`]: TOML text → [`Script`], every problem a [`ScriptError`] with file:line:column, the
 //!   dotted field and what is valid. Format reference: `docs/scripts.md`.
+//! - [`voice`]: the [`LineVoice`] lines are spoken with and the [`LipSync`] recorded takes use;
+//!   [`performance`]: what a render makes.
 //! - [`render`]: [`Script`] → [`Performance`] (PCM, phoneme and word timelines, captions, cues,
 //!   events and face frames) offline, through a [`LineVoice`] (the Piper voice in production) and the
 //!   face solver. Recorded lines take their mouth from an alignment file, or from a pluggable
@@ -27,7 +29,9 @@ pub mod live;
 pub mod output;
 pub mod parse;
 pub mod pcm;
+pub mod performance;
 pub mod render;
+pub mod voice;
 
 pub use output::{Body, OutputError, write_dir};
 pub use parse::{

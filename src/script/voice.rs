@@ -1,0 +1,123 @@
+//! How a script's lines are voiced: the [`LineVoice`] a render speaks spoken lines with (the Piper
+//! voice with a per-line [`Style`], or any [`crate::tts::Synthesizer`]), and the [`LipSync`] provider
+//! that gives a recorded line's take its phonemes.
+
+use crate::speech::{Phoneme, Speech};
+use crate::time::Timeline;
+use crate::tts::{PiperVoice, Synthesizer, TtsError, VoiceOptions};
+
+/// How a line is to be spoken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Style {
+    /// Length scale; `None` keeps the voice's (or the script's default).
+    pub length_scale: Option<f32>,
+    /// 0..=1.
+    pub emphasis: f32,
+}
+
+/// The voice as a script render drives it: one normalized sentence at a time, with a style.
+pub trait LineVoice {
+    fn sample_rate(&self) -> u32;
+    fn speak(&mut self, sentence: &str, style: Style) -> Result<Speech, TtsError>;
+}
+
+/// The Piper voice with per-line length scale and emphasis (emphasis widens the noise scales by up to
+/// 50%: livelier pitch and timing).
+pub struct PiperLineVoice {
+    voice: PiperVoice,
+    scales: [f32; 3],
+}
+
+impl PiperLineVoice {
+    /// Wrap a loaded voice; `options` are the ones it was loaded with (their overrides are the base
+    /// scales), and its noise restarts at clause 0 of `options.seed`.
+    pub fn new(mut voice: PiperVoice, options: &VoiceOptions) -> Self {
+        let inf = voice.config().inference;
+        let scales = [
+            options.noise_scale.unwrap_or(inf.noise_scale),
+            options.length_scale.unwrap_or(inf.length_scale),
+            options.noise_w.unwrap_or(inf.noise_w),
+        ];
+        voice.set_seed(options.seed);
+        PiperLineVoice { voice, scales }
+    }
+
+    /// Restart the noise streams at clause 0 of `seed` (to render again from the same start).
+    pub fn reseed(&mut self, seed: u64) {
+        self.voice.set_seed(seed);
+    }
+}
+
+impl LineVoice for PiperLineVoice {
+    fn sample_rate(&self) -> u32 {
+        self.voice.sample_rate()
+    }
+
+    fn speak(&mut self, sentence: &str, style: Style) -> Result<Speech, TtsError> {
+        let [ns, ls, nw] = self.scales;
+        let boost = 1.0 + 0.5 * style.emphasis.clamp(0.0, 1.0);
+        self.voice
+            .set_scales(ns * boost, style.length_scale.unwrap_or(ls), nw * boost);
+        self.voice.synthesize(sentence)
+    }
+}
+
+/// Any [`Synthesizer`] as a line voice that ignores the style (the fake voice in unit tests).
+pub struct SynthLineVoice<S>(pub S);
+
+impl<S: Synthesizer> LineVoice for SynthLineVoice<S> {
+    fn sample_rate(&self) -> u32 {
+        self.0.sample_rate()
+    }
+    fn speak(&mut self, sentence: &str, _style: Style) -> Result<Speech, TtsError> {
+        self.0.synthesize(sentence)
+    }
+}
+
+/// Audio-driven lip sync for recorded lines without an alignment file: the take (mono, at the
+/// performance's rate) and its transcript (tags removed), if any → a phoneme timeline starting at 0
+/// (IPA or ARPAbet symbols, gaps allowed), at `rate`.
+pub trait LipSync {
+    fn phonemes(
+        &mut self,
+        audio: &[f32],
+        rate: u32,
+        transcript: Option<&str>,
+    ) -> Result<Timeline<Phoneme>, String>;
+}
+
+/// [`LipSync`] from the audio itself (`crate::face::from_audio`): spectral classes decoded to phones,
+/// aligned to the transcript's expected phones when a transcript and a phonemizer are given.
+pub struct AudioLipSync {
+    phonemizer: Option<std::sync::Arc<dyn crate::phonemize::Phonemize>>,
+    options: crate::face::from_audio::AudioLipsyncOptions,
+}
+
+impl AudioLipSync {
+    /// `phonemizer` turns a transcript into the phones to align (without one, transcripts are ignored
+    /// and the audio alone decides).
+    pub fn new(phonemizer: Option<std::sync::Arc<dyn crate::phonemize::Phonemize>>) -> Self {
+        AudioLipSync {
+            phonemizer,
+            options: Default::default(),
+        }
+    }
+}
+
+impl LipSync for AudioLipSync {
+    fn phonemes(
+        &mut self,
+        audio: &[f32],
+        rate: u32,
+        transcript: Option<&str>,
+    ) -> Result<Timeline<Phoneme>, String> {
+        let mut opts = self.options.clone();
+        if let (Some(text), Some(ph)) = (transcript, &self.phonemizer) {
+            // A transcript the phonemizer cannot read leaves the audio alone to decide.
+            if let Ok(tokens) = ph.phonemize(text) {
+                opts.transcript = Some(crate::face::from_audio::transcript_phones(&tokens));
+            }
+        }
+        crate::face::from_audio::phonemes_from_audio(audio, rate, &opts).map_err(|e| e.to_string())
+    }
+}
