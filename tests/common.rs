@@ -67,3 +67,50 @@ pub fn symlink(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<
         std::os::unix::fs::symlink(from, to)
     }
 }
+
+/// Running a command to the end and asserting how it ended, with what it printed in the message
+/// (ripgrep's `TestCommand` is the model): `idol_in(dir).args([...]).ok()`.
+pub trait Run {
+    /// Run it; it must succeed. Its output.
+    fn ok(&mut self) -> std::process::Output;
+    /// Run it; it must fail. Its output.
+    fn fails(&mut self) -> std::process::Output;
+}
+
+impl Run for std::process::Command {
+    fn ok(&mut self) -> std::process::Output {
+        let o = self.output().expect("the command runs");
+        assert!(
+            o.status.success(),
+            "{:?} failed ({}):\n{}",
+            self,
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    fn fails(&mut self) -> std::process::Output {
+        let o = self.output().expect("the command runs");
+        assert!(
+            !o.status.success(),
+            "{:?} was accepted:\n{}",
+            self,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+}
+
+/// A JSONL file idol wrote (frames, events): its header line and the lines after it, parsed.
+pub fn read_jsonl(path: &std::path::Path) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut lines = text.lines().map(|l| {
+        serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()))
+    });
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("{} is empty", path.display()));
+    (header, lines.collect())
+}

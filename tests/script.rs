@@ -3,7 +3,7 @@
 //! renders that fail without leaving output.
 
 use crate::common::home;
-use crate::common::{data, idol_in};
+use crate::common::{Run, data, idol_in};
 use idol::face::Rig;
 use idol::phonemize::EnglishPhonemizer;
 use idol::script::{
@@ -129,14 +129,12 @@ fn render_command_is_byte_identical_across_runs() {
     }
     // A different seed changes the voice.
     let out = dir.path().join("c");
-    let o = idol_in(h.root())
+    let _ = idol_in(h.root())
         .arg("render")
         .arg(&script)
         .args(["--seed", "12", "--quiet", "--out"])
         .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+        .ok();
     assert_ne!(
         std::fs::read(out.join("performance.wav")).unwrap(),
         std::fs::read(outs[0].join("performance.wav")).unwrap()
