@@ -10,6 +10,7 @@ mod firstrun;
 mod foundation;
 mod fuzz;
 mod kokoro;
+mod listen;
 mod llm;
 mod llm_archs;
 mod llm_qwen;
