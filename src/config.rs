@@ -38,6 +38,7 @@ struct RawConfig {
     limits: RawLimits,
     relays: RawRelays,
     viewer: RawViewer,
+    mic: RawMic,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -185,6 +186,8 @@ pub struct Config {
     pub relays: RelaysConfig,
     /// The browser viewer (`[viewer]`).
     pub viewer: ViewerConfig,
+    /// The host's voice (`[mic]`, docs/relays.md): `None` when off.
+    pub mic: Option<MicConfig>,
 }
 
 /// `[viewer]`: what the page `idol serve` serves shows.
@@ -632,6 +635,7 @@ impl RawConfig {
         };
 
         let relays = self.relays.validate(ctx)?;
+        let mic = self.mic.validate(ctx)?;
         let viewer = ViewerConfig {
             avatar: match &self.viewer.avatar {
                 None => None,
@@ -665,6 +669,7 @@ impl RawConfig {
             limits,
             viewer,
             relays,
+            mic,
         })
     }
 }
@@ -1049,6 +1054,208 @@ fn rig_name(
             }
             Ok(Some(name.clone()))
         }
+    }
+}
+
+// ---- [mic]: the host's voice (src/listen, docs/relays.md) ----
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMic {
+    enabled: Option<bool>,
+    device: Option<String>,
+    file: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    language: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
+    barge_in: Option<bool>,
+    threshold: Option<Spanned<f64>>,
+    end_threshold: Option<Spanned<f64>>,
+    min_speech_ms: Option<Spanned<i64>>,
+    min_silence_ms: Option<Spanned<i64>>,
+    max_utterance_s: Option<Spanned<f64>>,
+}
+
+/// `[mic]`: the host talks to the idol. Speech found by Silero VAD barges in (the same cut as an
+/// `interrupt`) and each finished utterance, transcribed by Whisper, is a chat from source `host`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MicConfig {
+    /// The input device's name (`idol devices`); `None`: the system's default input.
+    pub device: Option<String>,
+    /// A recording played as the microphone, in real time, instead of a device (relative to the
+    /// idol home): rehearsals and tests without a sound card.
+    pub file: Option<PathBuf>,
+    /// The pinned Whisper model: `tiny.en` (default) or `base`.
+    pub model: String,
+    /// The language Whisper is held to (ISO 639-1; only `en` for `tiny.en`).
+    pub language: Option<String>,
+    /// The name the host's chats carry.
+    pub user: String,
+    /// Whether the host's speech cuts the idol off.
+    pub barge_in: bool,
+    pub threshold: f32,
+    pub end_threshold: f32,
+    pub min_speech_ms: u32,
+    pub min_silence_ms: u32,
+    pub max_utterance_s: f32,
+}
+
+/// The Whisper models idol pins (`models/whisper-NAME.bin`).
+pub const WHISPER_MODELS: [&str; 2] = ["tiny.en", "base"];
+
+impl RawMic {
+    fn validate(&self, ctx: &Ctx) -> Result<Option<MicConfig>, ConfigError> {
+        let any = self.device.is_some()
+            || self.file.is_some()
+            || self.model.is_some()
+            || self.language.is_some()
+            || self.user.is_some()
+            || self.barge_in.is_some()
+            || self.threshold.is_some()
+            || self.end_threshold.is_some()
+            || self.min_speech_ms.is_some()
+            || self.min_silence_ms.is_some()
+            || self.max_utterance_s.is_some();
+        // On with `enabled = true`, or when any other key is set (and `enabled` is not false).
+        if !self.enabled.unwrap_or(any) {
+            return Ok(None);
+        }
+        let model = match &self.model {
+            None => "tiny.en".to_string(),
+            Some(m) if WHISPER_MODELS.contains(&m.get_ref().as_str()) => m.get_ref().clone(),
+            Some(m) => {
+                return Err(ctx.at(
+                    m.span(),
+                    "mic.model",
+                    format!(
+                        "{:?} is not a pinned Whisper model: use \"tiny.en\" (English, quick) or \"base\" (multilingual)",
+                        m.get_ref()
+                    ),
+                ));
+            }
+        };
+        let language = match &self.language {
+            None => None,
+            Some(l) => {
+                let v = l.get_ref().trim().to_ascii_lowercase();
+                let ok = (2..=3).contains(&v.len()) && v.chars().all(|c| c.is_ascii_lowercase());
+                if !ok || (model == "tiny.en" && v != "en") {
+                    return Err(ctx.at(
+                        l.span(),
+                        "mic.language",
+                        format!(
+                            "{:?}: give a language code such as \"en\" or \"ja\"; tiny.en hears English only (use model = \"base\" for others)",
+                            l.get_ref()
+                        ),
+                    ));
+                }
+                Some(v)
+            }
+        };
+        let user = match &self.user {
+            None => "host".to_string(),
+            Some(u) if !u.get_ref().trim().is_empty() && u.get_ref().len() <= 64 => {
+                u.get_ref().trim().to_string()
+            }
+            Some(u) => {
+                return Err(ctx.at(
+                    u.span(),
+                    "mic.user",
+                    "the host's name must be 1 to 64 bytes",
+                ));
+            }
+        };
+        let threshold = ctx
+            .float_in(&self.threshold, "mic.threshold", 0.05, 0.95)?
+            .unwrap_or(0.5);
+        let end_threshold = match &self.end_threshold {
+            Some(e) if *e.get_ref() > threshold as f64 => {
+                return Err(ctx.at(
+                    e.span(),
+                    "mic.end_threshold",
+                    format!(
+                        "{} is above threshold ({threshold}): speech ends below end_threshold, so it must not exceed threshold",
+                        e.get_ref()
+                    ),
+                ));
+            }
+            _ => ctx
+                .float_in(&self.end_threshold, "mic.end_threshold", 0.01, 0.95)?
+                .unwrap_or((threshold - 0.15).max(0.01)),
+        };
+        Ok(Some(MicConfig {
+            device: self.device.clone(),
+            file: self
+                .file
+                .as_ref()
+                .map(|f| PathBuf::from(f.get_ref().trim())),
+            model,
+            language,
+            user,
+            barge_in: self.barge_in.unwrap_or(true),
+            threshold,
+            end_threshold,
+            min_speech_ms: ctx.int_in(
+                &self.min_speech_ms,
+                "mic.min_speech_ms",
+                32,
+                5000,
+                250u32,
+            )?,
+            min_silence_ms: ctx.int_in(
+                &self.min_silence_ms,
+                "mic.min_silence_ms",
+                64,
+                5000,
+                300u32,
+            )?,
+            max_utterance_s: ctx
+                .float_in(&self.max_utterance_s, "mic.max_utterance_s", 2.0, 30.0)?
+                .unwrap_or(20.0),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod mic_tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(src, Path::new("idol.toml"))
+    }
+
+    #[test]
+    fn mic_is_off_unless_asked_for_and_validated_with_its_line() {
+        assert!(parse("").unwrap().mic.is_none());
+        assert!(
+            parse("[mic]\nenabled = false\nmodel = \"base\"\n")
+                .unwrap()
+                .mic
+                .is_none()
+        );
+        let m = parse("[mic]\nenabled = true\n").unwrap().mic.unwrap();
+        assert_eq!((m.model.as_str(), m.user.as_str()), ("tiny.en", "host"));
+        assert!(m.barge_in && m.file.is_none());
+        assert_eq!((m.threshold, m.min_silence_ms), (0.5, 300));
+        assert!((m.end_threshold - 0.35).abs() < 1e-6);
+        // Any key turns it on.
+        let m = parse("[mic]\nfile = \"host.wav\"\nbarge_in = false\n")
+            .unwrap()
+            .mic
+            .unwrap();
+        assert_eq!(m.file.as_deref(), Some(Path::new("host.wav")));
+        assert!(!m.barge_in);
+        let e = parse("[mic]\nmodel = \"large\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (2, "mic.model"));
+        let e = parse("[mic]\nlanguage = \"ja\"\n").unwrap_err();
+        assert_eq!(e.field, "mic.language");
+        assert!(parse("[mic]\nmodel = \"base\"\nlanguage = \"ja\"\n").is_ok());
+        let e = parse("[mic]\nthreshold = 0.4\nend_threshold = 0.6\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (3, "mic.end_threshold"));
+        let e = parse("[mic]\nmax_utterance_s = 60.0\n").unwrap_err();
+        assert_eq!(e.field, "mic.max_utterance_s");
+        let e = parse("[mic]\nmicrophone = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("microphone"), "{e}");
     }
 }
 

@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod face;
 pub mod fetch;
+pub mod listen;
 pub mod perform;
 pub mod persona;
 pub mod phonemize;

@@ -11,6 +11,7 @@ mod foundation;
 mod fuzz;
 mod kokoro;
 mod layers;
+mod listen;
 mod llm;
 mod llm_archs;
 mod llm_qwen;

@@ -10,6 +10,7 @@ pub mod check;
 pub mod devices;
 pub mod fetch;
 pub mod lipsync;
+pub mod listen;
 pub mod perform;
 pub mod render;
 pub mod rigs;
@@ -47,6 +48,8 @@ pub enum Command {
     /// Turn a recording (WAV, MP3, FLAC, Ogg) or a phoneme timeline (TextGrid, HTK/HTS .lab, JSON)
     /// into face frames for a rig.
     Lipsync(lipsync::LipsyncArgs),
+    /// Transcribe a recording or the microphone as the idol hears the host (Silero VAD + Whisper).
+    Listen(listen::ListenArgs),
     /// List the rigs and their channels.
     Rigs(rigs::RigsArgs),
     /// Speak text: DIR/speech.wav, DIR/phonemes.json (phoneme and word timings) and DIR/frames.jsonl.
@@ -126,6 +129,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Fetch(a) => fetch::run(&env, a),
         Command::Check(a) => check::run(&env, a),
         Command::Lipsync(a) => lipsync::run(&env, a),
+        Command::Listen(a) => listen::run(&env, a),
         Command::Rigs(a) => rigs::run(&env, a),
         Command::Say(a) => say::run(&env, a),
         Command::Chat(a) => chat::run(&env, a),

@@ -71,7 +71,25 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             stages.face.channels(),
         )));
     }
+    // [mic]: the host's voice (models fetched on first use, before the server starts).
+    let host_opts = match &config.mic {
+        Some(mic) => {
+            let o = idol::listen::host::HostOptions::from_config(&env.home, mic);
+            super::fetch::ensure_assets(env, &o.files())?;
+            Some((mic, o))
+        }
+        None => None,
+    };
     let server = Server::start_with_sinks(stages, perform, opts, sinks)?;
+    let _host_voice = match host_opts {
+        Some((mic, o)) => Some(super::listen::start_host_voice(
+            env,
+            mic,
+            &o,
+            server.perform().clone(),
+        )?),
+        None => None,
+    };
     let base = server.base_url();
     println!("idol is live");
     println!("  viewer:  {base}/");
@@ -93,6 +111,22 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     for r in server.chat_desk().iter().flat_map(|d| d.statuses()) {
         println!("  relay:   {} ({})", r.name, r.platform.as_str());
+    }
+    if let Some(mic) = &config.mic {
+        let from = match &mic.file {
+            Some(f) => format!("recording {}", f.display()),
+            None => mic.device.clone().unwrap_or_else(|| "default input".into()),
+        };
+        println!(
+            "  mic:     {from}, Whisper {} (the host's words are chats from {:?}{})",
+            mic.model,
+            mic.user,
+            if mic.barge_in {
+                "; speech barges in"
+            } else {
+                ""
+            }
+        );
     }
     println!("Ctrl-C stops.");
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,278 @@
+//! Whisper speech recognition on candle, from a CTranslate2 model (see [`super::ctranslate2`]).
+//!
+//! Greedy decoding without timestamps, one 30-second window at a time: the prompt is
+//! `<|startoftranscript|>` (then the language and `<|transcribe|>` for a multilingual model) and
+//! `<|notimestamps|>`; every special token but `<|endoftext|>` is suppressed, as are the model's
+//! `suppress_ids` (from its `config.json`), and at the first step its `suppress_ids_begin` (a
+//! blank, or an end before any word). A window ends at `<|endoftext|>` or after 224 tokens (half
+//! the decoder's context, as Whisper's own sampler); a longer clip is cut into 30-second windows.
+//! The words come from the model's `tokenizer.json` (byte-level BPE) with special tokens skipped.
+
+use super::ctranslate2::{Ct2Error, Ct2Model};
+use super::mel;
+use candle_core::{Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::whisper::model::Whisper as Model;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhisperError {
+    #[error(transparent)]
+    Model(#[from] Ct2Error),
+    #[error("{path}: {what}: delete it and run `idol fetch`")]
+    Files { path: PathBuf, what: String },
+    #[error(
+        "the Whisper model does not know language `{0}` (it is English-only, or not a language code)"
+    )]
+    Language(String),
+    #[error("Whisper failed: {0}")]
+    Run(String),
+}
+
+fn run_err(e: impl std::fmt::Display) -> WhisperError {
+    WhisperError::Run(e.to_string())
+}
+
+/// The files of one CTranslate2 Whisper model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhisperFiles {
+    /// `model.bin`.
+    pub model: PathBuf,
+    /// `tokenizer.json` (Hugging Face tokenizers format).
+    pub tokenizer: PathBuf,
+    /// CTranslate2's `config.json` (`suppress_ids`, `suppress_ids_begin`, `lang_ids`).
+    pub config: PathBuf,
+}
+
+impl WhisperFiles {
+    /// The installed files of a pinned model (`tiny.en` or `base`) under `models/`.
+    pub fn pinned(home: &crate::assets::Home, name: &str) -> WhisperFiles {
+        WhisperFiles {
+            model: home.path(format!("models/whisper-{name}.bin")),
+            tokenizer: home.path(format!("models/whisper-{name}-tokenizer.json")),
+            config: home.path(format!("models/whisper-{name}-config.json")),
+        }
+    }
+
+    /// A faster-whisper style folder (`model.bin`, `tokenizer.json`, `config.json`).
+    pub fn folder(dir: &Path) -> WhisperFiles {
+        WhisperFiles {
+            model: dir.join("model.bin"),
+            tokenizer: dir.join("tokenizer.json"),
+            config: dir.join("config.json"),
+        }
+    }
+
+    pub fn all(&self) -> Vec<PathBuf> {
+        vec![
+            self.model.clone(),
+            self.tokenizer.clone(),
+            self.config.clone(),
+        ]
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Ct2Config {
+    #[serde(default)]
+    suppress_ids: Vec<u32>,
+    #[serde(default)]
+    suppress_ids_begin: Vec<u32>,
+    #[serde(default)]
+    lang_ids: Vec<u32>,
+}
+
+/// One decoded window or utterance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Segment {
+    /// Seconds from the start of the audio.
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+/// A loaded Whisper model, ready to transcribe 16 kHz mono audio.
+pub struct Whisper {
+    model: Model,
+    tokenizer: tokenizers::Tokenizer,
+    filters: Vec<f32>,
+    n_mels: usize,
+    device: Device,
+    prompt: Vec<u32>,
+    eot: u32,
+    /// Per vocabulary id: never chosen.
+    suppress: Vec<bool>,
+    suppress_begin: Vec<u32>,
+    /// The model writes more than English (it has language tokens).
+    multilingual: bool,
+    sample_len: usize,
+}
+
+impl std::fmt::Debug for Whisper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Whisper")
+            .field("n_mels", &self.n_mels)
+            .field("prompt", &self.prompt)
+            .field("multilingual", &self.multilingual)
+            .finish()
+    }
+}
+
+impl Whisper {
+    /// Load a model; `language` (an ISO 639-1 code) is forced for a multilingual model and must
+    /// be `en` (or absent) for an English-only one.
+    pub fn load(files: &WhisperFiles, language: Option<&str>) -> Result<Whisper, WhisperError> {
+        let device = Device::Cpu;
+        let ct2 = Ct2Model::load(&files.model)?;
+        let cfg = ct2.whisper_config()?;
+        let tensors = ct2.whisper_tensors(&device)?;
+        drop(ct2);
+        let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device);
+        let model = Model::load(&vb, cfg.clone()).map_err(|e| WhisperError::Files {
+            path: files.model.clone(),
+            what: e.to_string(),
+        })?;
+        let tokenizer = tokenizers::Tokenizer::from_file(&files.tokenizer).map_err(|e| {
+            WhisperError::Files {
+                path: files.tokenizer.clone(),
+                what: e.to_string(),
+            }
+        })?;
+        let config_err = |what: String| WhisperError::Files {
+            path: files.config.clone(),
+            what,
+        };
+        let src = std::fs::read_to_string(&files.config).map_err(|e| config_err(e.to_string()))?;
+        let c2: Ct2Config = serde_json::from_str(&src).map_err(|e| config_err(e.to_string()))?;
+        let id = |tok: &str| -> Result<u32, WhisperError> {
+            tokenizer
+                .token_to_id(tok)
+                .ok_or_else(|| WhisperError::Files {
+                    path: files.tokenizer.clone(),
+                    what: format!("no token {tok}"),
+                })
+        };
+        let sot = id("<|startoftranscript|>")?;
+        let eot = id("<|endoftext|>")?;
+        let no_ts = id("<|notimestamps|>")?;
+        let multilingual = !c2.lang_ids.is_empty() && cfg.vocab_size >= 51865;
+        let mut prompt = vec![sot];
+        if multilingual {
+            let lang = language.unwrap_or("en");
+            let tok = tokenizer
+                .token_to_id(&format!("<|{lang}|>"))
+                .filter(|t| c2.lang_ids.contains(t))
+                .ok_or_else(|| WhisperError::Language(lang.to_string()))?;
+            prompt.push(tok);
+            prompt.push(id("<|transcribe|>")?);
+        } else if let Some(l) = language
+            && l != "en"
+        {
+            return Err(WhisperError::Language(l.to_string()));
+        }
+        prompt.push(no_ts);
+        // Everything from <|endoftext|> up is a special token (language, task, timestamps).
+        let mut suppress: Vec<bool> = (0..cfg.vocab_size as u32).map(|t| t > eot).collect();
+        for &t in &c2.suppress_ids {
+            if let Some(s) = suppress.get_mut(t as usize) {
+                *s = true;
+            }
+        }
+        Ok(Whisper {
+            filters: mel::mel_filters(cfg.num_mel_bins),
+            n_mels: cfg.num_mel_bins,
+            sample_len: cfg.max_target_positions / 2,
+            model,
+            tokenizer,
+            device,
+            prompt,
+            eot,
+            suppress,
+            suppress_begin: c2.suppress_ids_begin,
+            multilingual,
+        })
+    }
+
+    pub fn multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    /// Transcribe 16 kHz mono audio: one segment per 30-second window that has words.
+    pub fn transcribe(&mut self, pcm: &[f32]) -> Result<Vec<Segment>, WhisperError> {
+        let (spec, frames) = mel::log_mel(pcm, &self.filters, self.n_mels);
+        let audio_frames = pcm.len().div_ceil(mel::HOP);
+        let mut out = vec![];
+        let mut from = 0;
+        while from < audio_frames.max(1) {
+            let window = mel::pad_frames(&spec, self.n_mels, frames, from);
+            let text = self.decode_window(window)?;
+            let end = (from + mel::N_FRAMES).min(audio_frames);
+            if !text.is_empty() {
+                out.push(Segment {
+                    start: from as f64 * mel::HOP as f64 / mel::SAMPLE_RATE as f64,
+                    end: end as f64 * mel::HOP as f64 / mel::SAMPLE_RATE as f64,
+                    text,
+                });
+            }
+            from += mel::N_FRAMES;
+        }
+        Ok(out)
+    }
+
+    /// The words of 16 kHz mono audio, windows joined by a space.
+    pub fn text(&mut self, pcm: &[f32]) -> Result<String, WhisperError> {
+        let segs = self.transcribe(pcm)?;
+        Ok(segs
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    /// Greedy decoding of one `n_mels × 3000` window; the text, trimmed.
+    fn decode_window(&mut self, window: Vec<f32>) -> Result<String, WhisperError> {
+        let mel = Tensor::from_vec(window, (1, self.n_mels, mel::N_FRAMES), &self.device)
+            .map_err(run_err)?;
+        let features = self.model.encoder.forward(&mel, true).map_err(run_err)?;
+        let mut tokens = self.prompt.clone();
+        let mut words = vec![];
+        for step in 0..self.sample_len {
+            let input = Tensor::new(tokens.as_slice(), &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(run_err)?;
+            let hidden = self
+                .model
+                .decoder
+                .forward(&input, &features, step == 0)
+                .map_err(run_err)?;
+            let last = hidden
+                .i((.., tokens.len() - 1..))
+                .and_then(|h| self.model.decoder.final_linear(&h))
+                .and_then(|l| l.i((0, 0)))
+                .and_then(|l| l.to_vec1::<f32>())
+                .map_err(run_err)?;
+            let mut best = None;
+            for (t, &v) in last.iter().enumerate() {
+                if self.suppress.get(t).copied().unwrap_or(true)
+                    || (step == 0 && self.suppress_begin.contains(&(t as u32)))
+                {
+                    continue;
+                }
+                if best.is_none_or(|(_, b)| v > b) {
+                    best = Some((t as u32, v));
+                }
+            }
+            let Some((next, _)) = best else { break };
+            if next == self.eot {
+                break;
+            }
+            tokens.push(next);
+            words.push(next);
+            if tokens.len() >= self.model.config.max_target_positions {
+                break;
+            }
+        }
+        let text = self.tokenizer.decode(&words, true).map_err(run_err)?;
+        Ok(text.trim().to_string())
+    }
+}
