@@ -13,6 +13,7 @@ mod kokoro;
 mod llm;
 mod llm_archs;
 mod llm_qwen;
+mod nats;
 mod persona;
 mod phonemize;
 mod relays;
