@@ -39,6 +39,7 @@ struct RawConfig {
     relays: RawRelays,
     viewer: RawViewer,
     mic: RawMic,
+    nats: RawNats,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -188,6 +189,8 @@ pub struct Config {
     pub viewer: ViewerConfig,
     /// The host's voice (`[mic]`, docs/relays.md): `None` when off.
     pub mic: Option<MicConfig>,
+    /// Publishing the stream to NATS (`[nats]`, docs/scale.md).
+    pub nats: NatsConfig,
 }
 
 /// `[viewer]`: what the page `idol serve` serves shows.
@@ -636,6 +639,7 @@ impl RawConfig {
 
         let relays = self.relays.validate(ctx)?;
         let mic = self.mic.validate(ctx)?;
+        let nats = self.nats.validate(ctx)?;
         let viewer = ViewerConfig {
             avatar: match &self.viewer.avatar {
                 None => None,
@@ -670,6 +674,7 @@ impl RawConfig {
             viewer,
             relays,
             mic,
+            nats,
         })
     }
 }
@@ -1259,12 +1264,123 @@ mod mic_tests {
     }
 }
 
+// ---- [nats]: the stream over NATS (src/server/nats.rs, docs/scale.md) ----
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawNats {
+    url: Option<Spanned<String>>,
+    idol: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
+}
+
+/// `[nats]`: where `idol serve` publishes its stream and takes control (`url`; `None`: it does not)
+/// and the idol's name in the subjects (`idol.<idol>.audio`, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatsConfig {
+    pub url: Option<String>,
+    pub idol: String,
+    /// Messages waiting for the NATS connection before new ones are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            idol: "idol".into(),
+            queue: 4096,
+        }
+    }
+}
+
+/// A NATS server URL (`nats://host:port`, `tls://host:port`, or a bare `host:port`), as written;
+/// `Err` says what is wrong.
+pub fn check_nats_url(u: &str) -> Result<(), String> {
+    let rest = match u.split_once("://") {
+        Some(("nats" | "tls", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{u:?}: the scheme {scheme:?} is not nats:// or tls:// (e.g. \"nats://127.0.0.1:4222\")"
+            ));
+        }
+        None => u,
+    };
+    let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if hostport.is_empty() || hostport.contains('/') || hostport.contains(char::is_whitespace) {
+        return Err(format!(
+            "{u:?} is not a NATS server address: give nats://HOST:PORT (e.g. \"nats://127.0.0.1:4222\")"
+        ));
+    }
+    Ok(())
+}
+
+/// A subject token for the idol's name: letters, digits, `-` and `_`, 1 to 64 of them.
+pub fn check_idol_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{name:?} cannot name an idol in NATS subjects: use 1 to 64 letters, digits, '-' or '_'"
+        ));
+    }
+    Ok(())
+}
+
+impl RawNats {
+    fn validate(&self, ctx: &Ctx) -> Result<NatsConfig, ConfigError> {
+        let d = NatsConfig::default();
+        let url = match &self.url {
+            None => None,
+            Some(u) => {
+                let t = u.get_ref().trim();
+                check_nats_url(t).map_err(|m| ctx.at(u.span(), "nats.url", m))?;
+                Some(t.to_string())
+            }
+        };
+        let idol = match &self.idol {
+            None => d.idol,
+            Some(n) => {
+                check_idol_name(n.get_ref()).map_err(|m| ctx.at(n.span(), "nats.idol", m))?;
+                n.get_ref().clone()
+            }
+        };
+        Ok(NatsConfig {
+            url,
+            idol,
+            queue: ctx.int_in(&self.queue, "nats.queue", 16, 1 << 20, d.queue)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn err(src: &str) -> ConfigError {
         Config::from_toml_str(src, Path::new("idol.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn nats_section_is_checked() {
+        let c = Config::from_toml_str(
+            "[nats]\nurl = \"nats://127.0.0.1:4222\"\nidol = \"aoi-2\"\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.nats.url.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!((c.nats.idol.as_str(), c.nats.queue), ("aoi-2", 4096));
+        assert_eq!(Config::default().nats.url, None);
+        let e = err("[nats]\nurl = \"http://127.0.0.1:4222\"\n");
+        assert!(e.to_string().contains("nats.url"), "{e}");
+        assert!(e.to_string().contains("not nats://"), "{e}");
+        let e = err("[nats]\nidol = \"a.b\"\n");
+        assert!(e.to_string().contains("nats.idol"), "{e}");
+        let e = err("[nats]\nqueue = 1\n");
+        assert!(e.to_string().contains("nats.queue"), "{e}");
     }
 
     #[test]

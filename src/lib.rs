@@ -11,6 +11,7 @@ pub mod budget;
 pub mod check;
 pub mod config;
 pub mod face;
+pub mod farm;
 pub mod fetch;
 pub mod listen;
 pub mod perform;

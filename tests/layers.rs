@@ -14,8 +14,8 @@ const LAYERS: &[&[&str]] = &[
     &["config", "face", "tts"],
     &["align", "fetch"],
     &["check", "perform"],
-    &["sink", "script", "relay"],
-    &["server"],
+    &["sink", "script", "relay", "listen"],
+    &["server", "farm"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -15,6 +15,7 @@ mod listen;
 mod llm;
 mod llm_archs;
 mod llm_qwen;
+mod nats;
 mod persona;
 mod phonemize;
 mod relays;

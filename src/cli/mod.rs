@@ -12,10 +12,12 @@ pub mod fetch;
 pub mod lipsync;
 pub mod listen;
 pub mod perform;
+pub mod relay;
 pub mod render;
 pub mod rigs;
 pub mod say;
 pub mod serve;
+pub mod worker;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +66,12 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Perform a script live, paced by the clock: events to stdout, audio with --play.
     Perform(perform::PerformArgs),
+    /// Serve an idol's stream and viewer from NATS to more viewers, with no models (docs/scale.md).
+    Relay(relay::RelayArgs),
+    /// Render the scripts queued with `idol render --queue` (docs/scale.md).
+    Worker(worker::WorkerArgs),
+    /// The render queue's jobs and their states.
+    Jobs(worker::JobsArgs),
 }
 
 /// Paths and settings every command shares.
@@ -137,6 +145,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(&env, a),
         Command::Render(a) => render::run(&env, a),
         Command::Perform(a) => perform::run(&env, a),
+        Command::Relay(a) => relay::run(&env, a),
+        Command::Worker(a) => worker::worker(&env, a),
+        Command::Jobs(a) => worker::jobs(&env, a),
     }
 }
 

@@ -54,6 +54,18 @@ pub struct RenderArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// More scripts (with --queue: each renders into OUT/NAME, NAME.script.toml into OUT/NAME).
+    #[arg(value_name = "SCRIPT")]
+    pub more: Vec<PathBuf>,
+    /// Submit the scripts as jobs to this NATS server's JetStream render queue instead of rendering
+    /// here; `idol worker` renders them into --out (a folder the workers reach), `idol jobs` shows
+    /// them (docs/scale.md).
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    pub queue: Option<String>,
+    /// With --queue, when it creates the queue: how long a job may go without word from its worker
+    /// before another worker gets it (a worker that died).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub ack_wait: u64,
 }
 
 /// A script with its voice and face settings resolved.
@@ -74,6 +86,11 @@ pub struct Prepared {
 pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
     super::init_logger();
     let script = Script::load(&args.script)?;
+    prepare_script(env, args, script)
+}
+
+/// Load the voice and the rig for a script already read (`args.script` is not read again).
+pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::Result<Prepared> {
     let config = env.config()?;
     // What the script fixes itself (gaps, breaks, tail, events) must fit before the voice loads.
     script::render::check_plan(&script, &config.limits)?;
@@ -130,6 +147,31 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
     })
 }
 
+/// Render a prepared script, `progress(lines done, lines)` after each line, as [`render`] does.
+pub fn render_with(
+    p: &mut Prepared,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<script::Performance> {
+    let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
+    let perf = script::render(
+        &p.script,
+        &mut p.voice,
+        RenderOptions {
+            rig: p.rig.clone(),
+            fps: p.fps,
+            seed: p.seed,
+            rate: p.rate,
+            lipsync: Some(&mut lipsync),
+            progress: Some(progress),
+            budget: p.budget,
+        },
+    )?;
+    for w in &perf.warnings {
+        log::warn!("{w}");
+    }
+    Ok(perf)
+}
+
 /// Render a prepared script, with a progress bar unless `quiet`.
 pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performance> {
     let bar = if quiet {
@@ -170,6 +212,15 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
 }
 
 pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &args.queue {
+        return super::worker::submit(env, args, url);
+    }
+    if !args.more.is_empty() {
+        anyhow::bail!(
+            "idol render takes one script here (or several with --queue): render {} on its own",
+            args.more[0].display()
+        );
+    }
     let t0 = Instant::now();
     let mut p = prepare(env, &args.common)?;
     let t_load = t0.elapsed();
@@ -181,15 +232,7 @@ pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {s}");
     }
     let wall = t1.elapsed().as_secs_f64();
-    let written = script::write_dir(&args.out, &files)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    // A file this render did not make (frames.csv for a rig without ARKit channels) must not be
-    // left over from an earlier render.
-    for name in script::output::FILES {
-        if !files.iter().any(|(n, _)| *n == name) {
-            let _ = std::fs::remove_file(args.out.join(name));
-        }
-    }
+    let written = write_outputs(&args.out, &files)?;
     let dur = perf.duration_secs();
     let cpu = cpu_time().map(|c| c - cpu0.unwrap_or(0.0));
     eprintln!(
@@ -209,6 +252,22 @@ pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         println!("{}", w.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write a render's files into `out` whole, removing an output of an earlier render this one did
+/// not make (frames.csv for a rig without ARKit channels).
+pub fn write_outputs(
+    out: &std::path::Path,
+    files: &script::output::Files<'_>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let written =
+        script::write_dir(out, files).with_context(|| format!("writing {}", out.display()))?;
+    for name in script::output::FILES {
+        if !files.iter().any(|(n, _)| *n == name) {
+            let _ = std::fs::remove_file(out.join(name));
+        }
+    }
+    Ok(written)
 }
 
 /// The renderer behind the server's `perform` message: the session's voice settings, rig and fps from

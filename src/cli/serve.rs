@@ -32,6 +32,13 @@ pub struct ServeArgs {
     /// relays [relays] in idol.toml enables.
     #[arg(long)]
     pub chat_stdin: bool,
+    /// Also publish the stream to this NATS server and take control from it (default: [nats] url;
+    /// subjects idol.<[nats] idol>.*, docs/scale.md).
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    pub nats: Option<String>,
+    /// The idol's name in the NATS subjects (default: [nats] idol, "idol").
+    #[arg(long, value_name = "NAME")]
+    pub idol: Option<String>,
 }
 
 pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -60,6 +67,16 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let stages = build_stages(env, &config)?;
     let persona_name = vec![stages.persona.card().name.clone()];
     opts.chat_desk = idol::relay::desk::from_config(&config.relays, &persona_name, args.chat_stdin);
+    let mut nats = config.nats.clone();
+    if let Some(u) = &args.nats {
+        idol::config::check_nats_url(u).map_err(|m| anyhow::anyhow!("--nats {m}"))?;
+        nats.url = Some(u.clone());
+    }
+    if let Some(n) = &args.idol {
+        idol::config::check_idol_name(n).map_err(|m| anyhow::anyhow!("--idol {m}"))?;
+        nats.idol = n.clone();
+    }
+    opts.nats = idol::server::NatsOptions::from_config(&nats);
     let mut perform = perform_config(&config);
     let rate = stages.voice.sample_rate();
     let outputs = live_outputs(env, &config.sinks, rate, stages.face.rig())?;
@@ -80,6 +97,10 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let nats_line = opts
+        .nats
+        .as_ref()
+        .map(|n| format!("  nats:    {} (subjects idol.{}.*)", n.url, n.idol));
     let server = Server::start_with_sinks(stages, perform, opts, sinks)?;
     let _host_voice = match host_opts {
         Some((mic, o)) => Some(super::listen::start_host_voice(
@@ -99,6 +120,9 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         base.trim_start_matches("http://")
     );
     println!("  metrics: {base}/metrics");
+    if let Some(l) = nats_line {
+        println!("{l}");
+    }
     if server.addr().ip().is_unspecified() {
         println!(
             "  (listening on all interfaces, port {}: from other machines use this machine's address; \

@@ -13,7 +13,7 @@
 
 use super::hub::{ClientLink, CloseReason, Hub, Lingering};
 use super::protocol::{self, ClientMsg, StreamKind, Subscription};
-use crate::perform::{FaceControl, PerformHandle};
+use crate::perform::{FaceControl, Metrics, PerformHandle};
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
@@ -67,11 +67,53 @@ impl Default for ConnPolicy {
     }
 }
 
+/// A performance on another machine that connections drive through a transport (an `idol relay`
+/// forwards its clients' `chat`, `say` and `interrupt` over NATS to the `idol serve` publishing).
+pub trait RemoteUpstream: Send + Sync {
+    /// Carry a control request (JSON text, already read and authorized here) to the performance;
+    /// `done` gets the reply (an `ack` or `error` JSON text).
+    fn forward(&self, request: String, done: Box<dyn FnOnce(String) + Send>);
+    /// The performance's session clock, in samples.
+    fn now(&self) -> u64;
+    fn metrics(&self) -> &Arc<Metrics>;
+}
+
+/// What connections drive: the performance in this process, or one elsewhere.
+#[derive(Clone)]
+pub enum Upstream {
+    Local(PerformHandle),
+    Remote(Arc<dyn RemoteUpstream>),
+}
+
+impl Upstream {
+    pub fn metrics(&self) -> &Metrics {
+        match self {
+            Upstream::Local(h) => h.metrics(),
+            Upstream::Remote(r) => r.metrics(),
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        match self {
+            Upstream::Local(h) => h.now().get(),
+            Upstream::Remote(r) => r.now(),
+        }
+    }
+
+    /// The local performance (`None` for a remote one).
+    pub fn local(&self) -> Option<&PerformHandle> {
+        match self {
+            Upstream::Local(h) => Some(h),
+            Upstream::Remote(_) => None,
+        }
+    }
+}
+
 /// What a connection shares with the server.
 #[derive(Clone)]
 pub struct ConnCtx {
     pub hub: Arc<Hub>,
-    pub perform: PerformHandle,
+    pub upstream: Upstream,
     pub policy: Arc<ConnPolicy>,
     /// Viewer playback statistics reported with `stats`, newest last (kept short).
     pub stats: Arc<parking_lot::Mutex<Vec<serde_json::Value>>>,
@@ -107,6 +149,7 @@ pub async fn serve_connection<S, R, E>(
         query_token,
         bucket: ctx.policy.burst,
         refilled: Instant::now(),
+        out: None,
     };
     let server_closed = {
         let read = reader.run(&mut stream);
@@ -229,6 +272,61 @@ struct Reader {
     query_token: Option<String>,
     bucket: f64,
     refilled: Instant,
+    /// Replies go here instead of the client's hub queue ([`RemoteControl`]).
+    out: Option<Vec<String>>,
+}
+
+/// The control requests a transport without a connection brings (NATS's `idol.<idol>.control`):
+/// `chat`, `say` and `interrupt`, read, limited, authorized and carried out by the same code as a
+/// WebSocket client's, with one rate limit for the whole transport. `peer` stands for where the
+/// requests come from: a loopback address when the transport is on this machine (no token needed,
+/// as for a loopback WebSocket client), else any other address (the token is needed).
+pub struct RemoteControl {
+    reader: Reader,
+}
+
+/// The request types [`RemoteControl`] carries out.
+pub const REMOTE_TYPES: [&str; 3] = ["chat", "say", "interrupt"];
+
+impl RemoteControl {
+    pub fn new(ctx: ConnCtx, peer: SocketAddr) -> Self {
+        let bucket = ctx.policy.burst;
+        RemoteControl {
+            reader: Reader {
+                ctx,
+                id: 0,
+                peer,
+                query_token: None,
+                bucket,
+                refilled: Instant::now(),
+                out: Some(Vec::new()),
+            },
+        }
+    }
+
+    /// Carry out one request; the replies (`ack` or `error`) it causes.
+    pub fn handle(&mut self, text: &str) -> Vec<String> {
+        let kind = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
+        match kind {
+            Some(k) if !REMOTE_TYPES.contains(&k.as_str()) => {
+                let id = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned());
+                self.reader.error(
+                    "unsupported",
+                    &format!(
+                        "{k:?} is not taken here: send {} (subscribe with the stream's subjects or a WebSocket)",
+                        REMOTE_TYPES.join(", ")
+                    ),
+                    id.as_ref(),
+                );
+            }
+            _ => self.reader.text(text),
+        }
+        self.reader.out.replace(Vec::new()).unwrap_or_default()
+    }
 }
 
 /// Constant-time string comparison (the token must not leak through timing).
@@ -360,13 +458,16 @@ impl Reader {
         }
     }
 
-    fn reply(&self, text: String) {
-        self.ctx.hub.send_to(self.id, Message::Text(text.into()));
+    fn reply(&mut self, text: String) {
+        match &mut self.out {
+            Some(out) => out.push(text),
+            None => self.ctx.hub.send_to(self.id, Message::Text(text.into())),
+        }
     }
 
-    fn error(&self, code: &str, message: &str, id: Option<&serde_json::Value>) {
+    fn error(&mut self, code: &str, message: &str, id: Option<&serde_json::Value>) {
         self.ctx
-            .perform
+            .upstream
             .metrics()
             .messages_rejected
             .fetch_add(1, Ordering::Relaxed);
@@ -463,6 +564,7 @@ impl Reader {
             );
             return;
         }
+        let forwarded = matches!(self.ctx.upstream, Upstream::Remote(_)).then(|| value.clone());
         let msg: ClientMsg = match serde_json::from_value(value) {
             Ok(m) => m,
             Err(e) => {
@@ -476,68 +578,138 @@ impl Reader {
             self.error("unauthorized", &why, id.as_ref());
             return;
         }
+        if let (Upstream::Remote(r), Some(value)) = (&self.ctx.upstream, forwarded)
+            && self.remote(r.clone(), &msg, value)
+        {
+            return;
+        }
         self.dispatch(msg);
+    }
+
+    /// A request to a remote performance: control is forwarded (with this server's token, which
+    /// the publisher may need), the clock answered here; `false` for what is served locally.
+    fn remote(
+        &mut self,
+        r: Arc<dyn RemoteUpstream>,
+        msg: &ClientMsg,
+        mut value: serde_json::Value,
+    ) -> bool {
+        let id = msg.id().cloned();
+        match msg {
+            ClientMsg::Chat { .. } | ClientMsg::Say { .. } | ClientMsg::Interrupt { .. } => {
+                match &self.ctx.policy.token {
+                    Some(t) => value["token"] = t.clone().into(),
+                    None => {
+                        if let Some(o) = value.as_object_mut() {
+                            o.remove("token");
+                        }
+                    }
+                }
+                let hub = self.ctx.hub.clone();
+                let me = self.id;
+                r.forward(
+                    value.to_string(),
+                    Box::new(move |reply| hub.send_to(me, Message::Text(reply.into()))),
+                );
+                true
+            }
+            ClientMsg::Set { .. } | ClientMsg::Perform { .. } => {
+                self.error(
+                    "unsupported",
+                    "this relay forwards chat, say and interrupt; send set and perform to the idol's own server",
+                    id.as_ref(),
+                );
+                true
+            }
+            ClientMsg::Ping { .. } => {
+                let mut v = json!({"type": "pong", "sample": r.now()});
+                if let Some(id) = id {
+                    v["id"] = id;
+                }
+                self.reply(v.to_string());
+                true
+            }
+            ClientMsg::Subscribe { .. } | ClientMsg::Stats { .. } => false,
+        }
+    }
+
+    /// `subscribe`: served by this server whatever its upstream.
+    fn subscribe(&mut self, msg: ClientMsg) {
+        let id = msg.id().cloned();
+        let id = id.as_ref();
+        let ClientMsg::Subscribe {
+            streams,
+            audio,
+            frames,
+            rig,
+            ..
+        } = msg
+        else {
+            return;
+        };
+        let mut sub = self.ctx.hub.subscription(self.id).unwrap_or_default();
+        if let Some(r) = rig {
+            match self.ctx.hub.resolve_rig(&r) {
+                Ok(choice) => sub.rig = choice,
+                Err(refusal) => {
+                    // The whole request is refused: the previous subscription stays.
+                    self.ctx
+                        .upstream
+                        .metrics()
+                        .messages_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    let mut v = json!({
+                        "type": "error",
+                        "code": "bad_rig",
+                        "message": refusal.message,
+                        "rigs": refusal.available,
+                    });
+                    if let Some(id) = id {
+                        v["id"] = id.clone();
+                    }
+                    self.reply(v.to_string());
+                    return;
+                }
+            }
+        }
+        if let Some(streams) = streams {
+            sub.audio = streams.contains(&StreamKind::Audio);
+            sub.frames = streams.contains(&StreamKind::Frames);
+            sub.captions = streams.contains(&StreamKind::Captions);
+            sub.cues = streams.contains(&StreamKind::Cues);
+            sub.state = streams.contains(&StreamKind::State);
+        }
+        if let Some(a) = audio {
+            sub.audio_encoding = a;
+        }
+        if let Some(f) = frames {
+            sub.frame_encoding = f;
+        }
+        let (rig, channels) = self.ctx.hub.rig_of(&sub);
+        let mut extra = subscription_json(&sub);
+        extra["rig"] = rig.into();
+        extra["channel_names"] = channels.into();
+        let ack = protocol::ack(id, "subscribe", extra);
+        self.ctx
+            .hub
+            .resubscribe(self.id, sub, Message::Text(ack.into()));
     }
 
     fn dispatch(&mut self, msg: ClientMsg) {
         let id = msg.id().cloned();
         let id = id.as_ref();
-        let perform = &self.ctx.perform;
-        match msg {
-            ClientMsg::Subscribe {
-                streams,
-                audio,
-                frames,
-                rig,
-                ..
-            } => {
-                let mut sub = self.ctx.hub.subscription(self.id).unwrap_or_default();
-                if let Some(r) = rig {
-                    match self.ctx.hub.resolve_rig(&r) {
-                        Ok(choice) => sub.rig = choice,
-                        Err(refusal) => {
-                            // The whole request is refused: the previous subscription stays.
-                            self.ctx
-                                .perform
-                                .metrics()
-                                .messages_rejected
-                                .fetch_add(1, Ordering::Relaxed);
-                            let mut v = json!({
-                                "type": "error",
-                                "code": "bad_rig",
-                                "message": refusal.message,
-                                "rigs": refusal.available,
-                            });
-                            if let Some(id) = id {
-                                v["id"] = id.clone();
-                            }
-                            self.reply(v.to_string());
-                            return;
-                        }
-                    }
-                }
-                if let Some(streams) = streams {
-                    sub.audio = streams.contains(&StreamKind::Audio);
-                    sub.frames = streams.contains(&StreamKind::Frames);
-                    sub.captions = streams.contains(&StreamKind::Captions);
-                    sub.cues = streams.contains(&StreamKind::Cues);
-                    sub.state = streams.contains(&StreamKind::State);
-                }
-                if let Some(a) = audio {
-                    sub.audio_encoding = a;
-                }
-                if let Some(f) = frames {
-                    sub.frame_encoding = f;
-                }
-                let (rig, channels) = self.ctx.hub.rig_of(&sub);
-                let mut extra = subscription_json(&sub);
-                extra["rig"] = rig.into();
-                extra["channel_names"] = channels.into();
-                let ack = protocol::ack(id, "subscribe", extra);
-                self.ctx
-                    .hub
-                    .resubscribe(self.id, sub, Message::Text(ack.into()));
+        if matches!(msg, ClientMsg::Subscribe { .. }) {
+            return self.subscribe(msg);
+        }
+        // A remote upstream's control requests never get here ([`Reader::remote`]).
+        let local = self.ctx.upstream.local().cloned();
+        let Some(perform) = local.as_ref() else {
+            if let ClientMsg::Stats { stats, .. } = msg {
+                self.keep_stats(stats);
             }
+            return;
+        };
+        match msg {
             ClientMsg::Chat { user, text, .. } => {
                 if text.trim().is_empty() {
                     self.error("bad_message", "chat text is empty", id);
@@ -664,8 +836,9 @@ impl Reader {
                         perform.play(utt, pieces);
                     });
                 if let Err(e) = spawned {
-                    self.ctx
-                        .perform
+                    local
+                        .as_ref()
+                        .expect("a local performance")
                         .play(utt, Err(format!("cannot start the script renderer: {e}")));
                 }
                 self.reply(protocol::ack(
@@ -681,13 +854,16 @@ impl Reader {
                 }
                 self.reply(v.to_string());
             }
-            ClientMsg::Stats { stats, .. } => {
-                let mut s = self.ctx.stats.lock();
-                s.push(stats);
-                if s.len() > 64 {
-                    s.remove(0);
-                }
-            }
+            ClientMsg::Stats { stats, .. } => self.keep_stats(stats),
+            ClientMsg::Subscribe { .. } => {}
+        }
+    }
+
+    fn keep_stats(&mut self, stats: serde_json::Value) {
+        let mut s = self.ctx.stats.lock();
+        s.push(stats);
+        if s.len() > 64 {
+            s.remove(0);
         }
     }
 }
@@ -743,7 +919,7 @@ mod tests {
         Fixture {
             ctx: ConnCtx {
                 hub,
-                perform: h,
+                upstream: Upstream::Local(h),
                 policy: Arc::new(ConnPolicy {
                     token: token.map(str::to_string),
                     ..ConnPolicy::default()
@@ -894,7 +1070,10 @@ mod tests {
             metrics.clone(),
         ));
         let f = fixture(None);
-        hub.set_session(Arc::new(f.ctx.perform.info().clone()), || 0);
+        hub.set_session(
+            Arc::new(f.ctx.upstream.local().unwrap().info().clone()),
+            || 0,
+        );
         let link = hub.register().unwrap();
         // A sink whose sends never complete, like a peer that stopped reading.
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();

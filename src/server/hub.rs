@@ -18,6 +18,14 @@
 //! writer counts the messages it has written. The age of the oldest message not yet written is the
 //! client's lag; beyond `max_lag` (or with a full queue) the client is closed with a reason, and only
 //! that client: the others' queues are untouched.
+//!
+//! Taps: besides clients the hub feeds at most one [`Tap`] (the NATS publisher, [`super::nats`]),
+//! every stream in one fixed wire form (f32 audio, binary frames in the session's rig and, when the
+//! frames carry canonical vectors, in every catalog rig), sharing the bytes made for clients. A tap
+//! must not block: it queues or drops.
+//!
+//! Relays: [`Hub::broadcast_with`] fans out messages that arrive already encoded (an `idol relay`
+//! fed from NATS): the caller says what each subscription receives.
 
 use super::protocol::{self, AudioEncoding, FrameEncoding, Subscription};
 use super::rigs::RigCatalog;
@@ -36,6 +44,35 @@ use tokio::sync::{mpsc, watch};
 pub const CLOSE_LAGGING: u16 = 4008;
 /// Close code when the server already has `max_clients`.
 pub const CLOSE_FULL: u16 = 4013;
+
+/// Where a tapped message belongs: one NATS subject per stream, frames one per rig.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic<'a> {
+    Audio,
+    Frames(&'a str),
+    Captions,
+    Cues,
+    /// `state`, `asked` and stage `error` events.
+    State,
+}
+
+/// One more subscriber of the hub, taking every stream (see the module docs). Called on the
+/// conductor thread: it must return at once.
+pub trait Tap: Send + Sync {
+    fn send(&self, topic: Topic<'_>, msg: &Message);
+}
+
+/// The wire form a [`Tap`] receives: everything, f32 audio, binary frames.
+pub const TAP_FORM: Subscription = Subscription {
+    audio: true,
+    frames: true,
+    captions: true,
+    cues: true,
+    state: true,
+    audio_encoding: AudioEncoding::F32,
+    frame_encoding: FrameEncoding::Binary,
+    rig: None,
+};
 
 /// Why the server closes a connection: a WebSocket close code and a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +134,7 @@ pub struct Hub {
     capacity: usize,
     metrics: Arc<Metrics>,
     rigs: Arc<RigCatalog>,
+    tap: OnceLock<Arc<dyn Tap>>,
 }
 
 /// Why a `subscribe` naming a rig was refused (`bad_rig`).
@@ -127,7 +165,18 @@ impl Hub {
             capacity: capacity.max(16),
             metrics,
             rigs: Arc::new(RigCatalog::builtin()),
+            tap: OnceLock::new(),
         }
+    }
+
+    /// Feed `tap` every event from now on (once; a second tap is ignored).
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) {
+        let _ = self.tap.set(tap);
+    }
+
+    /// The rig catalog clients may subscribe to besides the session's rig.
+    pub fn rigs(&self) -> &Arc<RigCatalog> {
+        &self.rigs
     }
 
     /// The rigs clients may subscribe to besides the session's (default: the built-ins).
@@ -368,15 +417,63 @@ impl Hub {
         }
     }
 
-    /// Send one event to every subscribed client.
+    /// Send one event to every subscribed client (and the tap).
     pub fn broadcast(&self, ev: &Event) {
         let session_rig = self.info.get().map_or("", |i| i.rig.as_str());
         let mut enc = Encoded::new(session_rig, &self.rigs);
+        self.broadcast_with(|sub| enc.for_sub(ev, sub));
+        if let Some(tap) = self.tap.get() {
+            self.tap_event(tap.as_ref(), ev, &mut enc);
+        }
+        if enc.retargeted > 0 {
+            self.metrics
+                .frames_retargeted
+                .fetch_add(enc.retargeted, Ordering::Relaxed);
+        }
+    }
+
+    /// The tap's messages of one event, from the same encodings the clients got.
+    fn tap_event(&self, tap: &dyn Tap, ev: &Event, enc: &mut Encoded) {
+        let topic = match ev {
+            Event::Audio(_) => Topic::Audio,
+            Event::Frame(_) => {
+                let Some(info) = self.info.get() else { return };
+                if let Some(m) = enc.for_sub(ev, &TAP_FORM) {
+                    tap.send(Topic::Frames(&info.rig), &m);
+                }
+                if info.canonical {
+                    for (i, name) in self.rigs.names().into_iter().enumerate() {
+                        if name == info.rig {
+                            continue;
+                        }
+                        let sub = Subscription {
+                            rig: Some(i as u16),
+                            ..TAP_FORM
+                        };
+                        if let Some(m) = enc.for_sub(ev, &sub) {
+                            tap.send(Topic::Frames(name), &m);
+                        }
+                    }
+                }
+                return;
+            }
+            Event::Caption(_) => Topic::Captions,
+            Event::Cue(_) => Topic::Cues,
+            Event::State(_) | Event::Asked(_) | Event::Error { .. } => Topic::State,
+        };
+        if let Some(m) = enc.for_sub(ev, &TAP_FORM) {
+            tap.send(topic, &m);
+        }
+    }
+
+    /// Send to every client what `msg_for` gives for its subscription (`None`: nothing). Messages
+    /// are cloned per client: make them once (`Bytes` and `Utf8Bytes` share their buffers).
+    pub fn broadcast_with(&self, mut msg_for: impl FnMut(&Subscription) -> Option<Message>) {
         let now = Instant::now();
         let mut clients = self.clients.lock();
         let mut i = 0;
         while i < clients.len() {
-            let msg = enc.for_sub(ev, &clients[i].sub);
+            let msg = msg_for(&clients[i].sub);
             let res = match msg {
                 Some(m) => self.push(&mut clients[i], m, now),
                 None => Ok(()),
@@ -387,12 +484,6 @@ impl Hub {
                     self.drop_at(&mut clients, i, reason);
                 }
             }
-        }
-        drop(clients);
-        if enc.retargeted > 0 {
-            self.metrics
-                .frames_retargeted
-                .fetch_add(enc.retargeted, Ordering::Relaxed);
         }
     }
 }

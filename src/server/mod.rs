@@ -19,13 +19,17 @@
 pub mod conn;
 pub mod guard;
 pub mod hub;
+pub mod nats;
+pub mod nats_relay;
 pub mod protocol;
 pub mod rigs;
 pub mod viewer;
 
-pub use conn::{ConnCtx, ConnPolicy, serve_connection};
+pub use conn::{ConnCtx, ConnPolicy, RemoteUpstream, Upstream, serve_connection};
 pub use guard::Guard;
 pub use hub::{CLOSE_FULL, CLOSE_LAGGING, Hub, HubSink};
+pub use nats::{NatsOptions, NatsStats};
+pub use nats_relay::{NatsRelay, RelayError};
 pub use rigs::RigCatalog;
 pub use viewer::{VIEWER_HTML, Viewer, ViewerOptions};
 
@@ -88,6 +92,8 @@ pub struct ServerOptions {
     /// Live chat relays and their policy (`None`: none). The server attaches its watch sink,
     /// starts it on the performance, reports it in `/metrics` and feeds it `POST /v1/chat`.
     pub chat_desk: Option<Arc<ChatDesk>>,
+    /// Publish the stream to NATS and take control from it (`None`: no NATS), see [`nats`].
+    pub nats: Option<NatsOptions>,
 }
 
 impl ServerOptions {
@@ -111,6 +117,7 @@ impl ServerOptions {
             allowed_origins: c.allowed_origins.clone(),
             viewer: ViewerOptions::default(),
             chat_desk: None,
+            nats: None,
         }
     }
 }
@@ -127,6 +134,7 @@ struct AppState {
     guard: Arc<Guard>,
     desk: Option<Arc<ChatDesk>>,
     viewer: Arc<Viewer>,
+    nats: Option<Arc<NatsStats>>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Viewer> {
@@ -139,10 +147,12 @@ impl axum::extract::FromRef<AppState> for Arc<Viewer> {
 pub struct Server {
     addr: SocketAddr,
     ctx: ConnCtx,
+    handle: PerformHandle,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     performer: Option<Performer>,
     desk: Option<Arc<ChatDesk>>,
+    nats: Option<Arc<NatsStats>>,
 }
 
 impl Server {
@@ -186,6 +196,12 @@ impl Server {
             )
             .with_rigs(rigs),
         );
+        let nats = opts.nats.as_ref().map(|o| {
+            let stats = Arc::new(NatsStats::default());
+            let (tap, task) = nats::publisher(o, stats.clone());
+            hub.set_tap(tap);
+            (stats, task)
+        });
         let addr = SocketAddr::new(opts.bind, opts.port);
         let listener =
             std::net::TcpListener::bind(addr).map_err(|error| ServerError::Bind { addr, error })?;
@@ -205,7 +221,7 @@ impl Server {
         hub.set_session(Arc::new(handle.info().clone()), move || h2.now().get());
         let ctx = ConnCtx {
             hub,
-            perform: handle,
+            upstream: Upstream::Local(handle.clone()),
             policy: Arc::new(opts.policy.clone()),
             stats: Arc::default(),
         };
@@ -220,51 +236,29 @@ impl Server {
             guard,
             viewer: Arc::new(Viewer::new(&opts.viewer)),
             desk: opts.chat_desk.clone(),
+            nats: nats.as_ref().map(|(s, _)| s.clone()),
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("idol-io")
-            .enable_all()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name("idol-server".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            log::error!("server: {e}");
-                            return;
-                        }
-                    };
-                    // A modest kernel send buffer, so that a client's lag shows in its queue
-                    // (where the hub measures it) instead of hiding in megabytes of socket buffer.
-                    let listener = listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
-                    });
-                    let serve = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    });
-                    if let Err(e) = serve.await {
-                        log::error!("server: {e}");
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_millis(200));
-            })?;
+        let rt = io_runtime()?;
+        let nats_stats = nats.as_ref().map(|(s, _)| s.clone());
+        if let Some((_, task)) = nats {
+            rt.spawn(task.run(ctx.clone()));
+        }
+        let (tx, thread) = spawn_http(rt, listener, app)?;
         Ok(Server {
             addr,
             ctx,
+            handle,
             shutdown: Some(tx),
             thread: Some(thread),
             performer: Some(performer),
             desk: opts.chat_desk,
+            nats: nats_stats,
         })
+    }
+
+    /// The NATS link's counters, when the server publishes to NATS.
+    pub fn nats_stats(&self) -> Option<&Arc<NatsStats>> {
+        self.nats.as_ref()
     }
 
     /// The chat relays' desk, when the server has one.
@@ -294,7 +288,7 @@ impl Server {
     }
 
     pub fn perform(&self) -> &PerformHandle {
-        &self.ctx.perform
+        &self.handle
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -326,6 +320,59 @@ impl Drop for Server {
         }
         self.performer.take();
     }
+}
+
+/// The I/O runtime of a server: two worker threads.
+fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("idol-io")
+        .enable_all()
+        .build()
+}
+
+/// Serve `app` on `listener` on its own thread, driving `rt`, until the returned sender fires (or
+/// is dropped); the runtime is shut down after.
+fn spawn_http(
+    rt: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
+    app: Router,
+) -> std::io::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("idol-server".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log::error!("server: {e}");
+                        return;
+                    }
+                };
+                // A modest kernel send buffer, so that a client's lag shows in its queue
+                // (where the hub measures it) instead of hiding in megabytes of socket buffer.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
+                });
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                });
+                if let Err(e) = serve.await {
+                    log::error!("server: {e}");
+                }
+            });
+            rt.shutdown_timeout(Duration::from_millis(200));
+        })?;
+    Ok((tx, thread))
 }
 
 fn router(state: AppState) -> Router {
@@ -378,9 +425,12 @@ async fn check_host(
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let mut text = st.ctx.perform.metrics().render();
+    let mut text = st.ctx.upstream.metrics().render();
     if let Some(desk) = &st.desk {
         desk.render_metrics(&mut text);
+    }
+    if let Some(n) = &st.nats {
+        n.render(&mut text);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

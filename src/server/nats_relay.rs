@@ -1,0 +1,501 @@
+//! Source `nats` for `idol relay`: the stream protocol and the viewer served to this process's own
+//! WebSocket clients from an idol's NATS subjects ([`super::nats`]), with no models loaded, so
+//! viewers scale by adding relays. Input: one wildcard subscription to `idol.<idol>.>` (one
+//! subscription keeps the publisher's order across streams) and the publisher's `hello` snapshot.
+//! Output: the same routes as `idol serve` (`/`, `/v1/stream`, `/healthz`, `/metrics`), the same
+//! [`Hub`] (slow-client policy, lag, close codes, metrics) and the same connection code; requests
+//! are forwarded to the publisher ([`RemoteUpstream`]).
+//!
+//! Each NATS message is turned into each client's wire form once: audio arrives as f32 (lossless)
+//! and s16 is made from it with the server's own encoder, so a relay's s16 bytes equal the server's;
+//! frames arrive per rig in binary and JSON frames are made from them the same way.
+//!
+//! Late joiners: the relay asks the publisher for its `hello` (request/reply on `idol.<idol>.hello`)
+//! once at start; its clock then runs on from that stamp (the session clock is wall time since the
+//! session began), and each new client's `hello` carries it.
+
+use super::conn::{ConnCtx, RemoteUpstream, Upstream};
+use super::hub::Hub;
+use super::nats::{NatsError, NatsStats, Subjects, connect};
+use super::protocol::{self, AudioEncoding, Binary, FrameEncoding, parse_binary};
+use super::{AppState, Guard, RigCatalog, ServerError, ServerOptions, Viewer};
+use crate::perform::{AudioChunk, FaceFrame, FrameEvent, Metrics, SessionInfo};
+use crate::time::SampleTime;
+use axum::body::Bytes;
+use axum::extract::ws::Message;
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a relay waits at start for the publisher to answer `hello`.
+pub const HELLO_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Errors starting a relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("idol relay needs a NATS server: give --nats nats://HOST:PORT or set [nats] url")]
+    NoNats,
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(
+        "no idol {idol:?} answered on {url} within {secs} s: start `idol serve --nats {url} --idol {idol}` (or check --idol)"
+    )]
+    NoPublisher {
+        url: String,
+        idol: String,
+        secs: u64,
+    },
+    #[error("the publisher's hello is not valid: {0}")]
+    BadHello(String),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// The session a relay serves, from the publisher's `hello`, and its clock.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub info: SessionInfo,
+    pub now: u64,
+    /// When `now` was true here.
+    pub at: Instant,
+}
+
+impl Snapshot {
+    /// From the publisher's `hello` JSON ([`super::nats::snapshot`]), received at `at`.
+    pub fn parse(payload: &[u8], at: Instant) -> Result<Snapshot, RelayError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| RelayError::BadHello(e.to_string()))?;
+        let s = |k: &str| {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| RelayError::BadHello(format!("no {k:?}")))
+        };
+        let n = |k: &str| {
+            v[k].as_u64()
+                .ok_or_else(|| RelayError::BadHello(format!("no {k:?}")))
+        };
+        let channels = v["channel_names"]
+            .as_array()
+            .ok_or_else(|| RelayError::BadHello("no \"channel_names\"".into()))?
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        let rate = n("sample_rate")?;
+        if rate == 0 || rate > 1_000_000 {
+            return Err(RelayError::BadHello(format!("sample_rate {rate}")));
+        }
+        Ok(Snapshot {
+            info: SessionInfo {
+                session: s("session")?,
+                rate: rate as u32,
+                fps: n("fps")? as u32,
+                rig: s("rig")?,
+                channels,
+                canonical: v["canonical"].as_bool().unwrap_or(false),
+                lead: n("lead")?,
+            },
+            now: n("now")?,
+            at,
+        })
+    }
+
+    /// The session clock now, run on from the snapshot.
+    pub fn now(&self) -> u64 {
+        self.now + (self.at.elapsed().as_secs_f64() * self.info.rate as f64) as u64
+    }
+}
+
+/// The publisher, as a relay's connections drive it.
+struct NatsUpstream {
+    client: async_nats::Client,
+    control: String,
+    snapshot: Snapshot,
+    metrics: Arc<Metrics>,
+    rt: tokio::runtime::Handle,
+}
+
+impl RemoteUpstream for NatsUpstream {
+    fn forward(&self, request: String, done: Box<dyn FnOnce(String) + Send>) {
+        let client = self.client.clone();
+        let subject = self.control.clone();
+        self.rt.spawn(async move {
+            let id = serde_json::from_str::<serde_json::Value>(&request)
+                .ok()
+                .and_then(|v| v.get("id").cloned());
+            let reply = tokio::time::timeout(
+                Duration::from_secs(10),
+                client.request(subject, request.into()),
+            )
+            .await;
+            done(match reply {
+                Ok(Ok(m)) => String::from_utf8_lossy(&m.payload).into_owned(),
+                Ok(Err(e)) => protocol::error(
+                    "upstream",
+                    &format!("the idol did not take it ({e}); try again"),
+                    id.as_ref(),
+                ),
+                Err(_) => protocol::error(
+                    "upstream",
+                    "the idol did not answer within 10 s; try again",
+                    id.as_ref(),
+                ),
+            });
+        });
+    }
+
+    fn now(&self) -> u64 {
+        self.snapshot.now()
+    }
+
+    fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// A running `idol relay`. Dropping it stops it.
+pub struct NatsRelay {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    stats: Arc<NatsStats>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NatsRelay {
+    /// Connect to `opts.nats`, take the publisher's `hello` and serve. `opts.chat_desk` is not used
+    /// (chat relays belong to the publisher).
+    pub fn start(opts: ServerOptions) -> Result<NatsRelay, RelayError> {
+        let nats = opts.nats.clone().ok_or(RelayError::NoNats)?;
+        let subjects = Subjects::new(&nats.idol);
+        let stats = Arc::new(NatsStats::default());
+        let rt = super::io_runtime().map_err(ServerError::from)?;
+        let (client, snapshot) = rt.block_on(async {
+            let client = connect(&nats.url, "idol relay", stats.clone(), true).await?;
+            let t0 = Instant::now();
+            loop {
+                let sent = Instant::now();
+                let asked = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.request(subjects.hello(), Bytes::new()),
+                )
+                .await;
+                if let Ok(Ok(m)) = asked {
+                    // The stamp was taken about halfway through the round trip.
+                    let at = sent + sent.elapsed() / 2;
+                    break Ok((client, Snapshot::parse(&m.payload, at)?));
+                }
+                if t0.elapsed() > HELLO_PATIENCE {
+                    break Err(RelayError::NoPublisher {
+                        url: nats.url.clone(),
+                        idol: nats.idol.clone(),
+                        secs: HELLO_PATIENCE.as_secs(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })?;
+        let metrics = Arc::new(Metrics::default());
+        let info = snapshot.info.clone();
+        let per_sec = 100 + info.fps as u64 + 20;
+        let capacity = (per_sec * (opts.max_client_lag.as_millis() as u64 / 1000 + 1) * 4) as usize;
+        let rigs = match &opts.rigs_dir {
+            Some(dir) => {
+                let (cat, warnings) = RigCatalog::with_dir(dir);
+                for w in warnings {
+                    log::warn!("{w}");
+                }
+                cat
+            }
+            None => RigCatalog::builtin(),
+        };
+        let hub = Arc::new(
+            Hub::new(
+                opts.max_clients,
+                opts.max_client_lag,
+                capacity,
+                metrics.clone(),
+            )
+            .with_rigs(rigs),
+        );
+        let clock = snapshot.clone();
+        hub.set_session(Arc::new(info.clone()), move || clock.now());
+
+        let addr = SocketAddr::new(opts.bind, opts.port);
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(|error| ServerError::Bind { addr, error })?;
+        listener.set_nonblocking(true).map_err(ServerError::from)?;
+        let addr = listener.local_addr().map_err(ServerError::from)?;
+
+        let upstream = NatsUpstream {
+            client: client.clone(),
+            control: subjects.control(),
+            snapshot,
+            metrics: metrics.clone(),
+            rt: rt.handle().clone(),
+        };
+        let ctx = ConnCtx {
+            hub: hub.clone(),
+            upstream: Upstream::Remote(Arc::new(upstream)),
+            policy: Arc::new(opts.policy.clone()),
+            stats: Arc::default(),
+        };
+        let app = super::router(AppState {
+            ctx,
+            guard: Arc::new(Guard::new(
+                opts.bind,
+                addr.port(),
+                &opts.allowed_hosts,
+                &opts.allowed_origins,
+            )),
+            desk: None,
+            viewer: Arc::new(Viewer::new(&opts.viewer)),
+            nats: Some(stats.clone()),
+        });
+        let wildcard = format!("idol.{}.>", nats.idol);
+        let sub = rt
+            .block_on(client.subscribe(wildcard.clone()))
+            .map_err(|e| NatsError::Request {
+                url: nats.url.clone(),
+                why: format!("cannot subscribe to {wildcard}: {e}"),
+            })?;
+        rt.spawn(feed(sub, hub.clone(), subjects, info, stats.clone()));
+        let (tx, thread) = super::spawn_http(rt, listener, app).map_err(ServerError::from)?;
+        Ok(NatsRelay {
+            addr,
+            hub,
+            stats,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn stats(&self) -> &Arc<NatsStats> {
+        &self.stats
+    }
+}
+
+impl Drop for NatsRelay {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a NATS message is to the relay's clients.
+enum Kind {
+    Audio,
+    /// Frames in the session's rig (`None`) or a catalog rig (its index), and the rig's name.
+    Frames(Option<u16>, String),
+    Captions,
+    Cues,
+    State,
+}
+
+/// Fan each stream message out to the hub's clients, in each one's wire form.
+async fn feed(
+    mut sub: async_nats::Subscriber,
+    hub: Arc<Hub>,
+    subjects: Subjects,
+    info: SessionInfo,
+    stats: Arc<NatsStats>,
+) {
+    let (audio, captions, cues, state) = (
+        subjects.audio(),
+        subjects.captions(),
+        subjects.cues(),
+        subjects.state(),
+    );
+    while let Some(msg) = sub.next().await {
+        let subject = msg.subject.as_str();
+        let kind = if subject == audio {
+            Kind::Audio
+        } else if subject == captions {
+            Kind::Captions
+        } else if subject == cues {
+            Kind::Cues
+        } else if subject == state {
+            Kind::State
+        } else if let Some(rig) = subjects.rig_of(subject) {
+            if rig == info.rig {
+                Kind::Frames(None, rig.to_string())
+            } else {
+                match hub.rigs().index(rig) {
+                    Some(i) => Kind::Frames(Some(i as u16), rig.to_string()),
+                    None => continue,
+                }
+            }
+        } else {
+            // control requests and hello: not stream messages.
+            continue;
+        };
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        fan_out(&hub, kind, msg.payload);
+    }
+}
+
+fn fan_out(hub: &Hub, kind: Kind, payload: Bytes) {
+    match kind {
+        Kind::Audio => {
+            let f32m = Message::Binary(payload.clone());
+            let mut s16: Option<Option<Message>> = None;
+            hub.broadcast_with(|sub| {
+                if !sub.audio {
+                    return None;
+                }
+                match sub.audio_encoding {
+                    AudioEncoding::F32 => Some(f32m.clone()),
+                    AudioEncoding::S16 => s16.get_or_insert_with(|| s16_of(&payload)).clone(),
+                }
+            });
+        }
+        Kind::Frames(rig, name) => {
+            let bin = Message::Binary(payload.clone());
+            let mut json: Option<Option<Message>> = None;
+            hub.broadcast_with(|sub| {
+                if !sub.frames || sub.rig != rig {
+                    return None;
+                }
+                match sub.frame_encoding {
+                    FrameEncoding::Binary => Some(bin.clone()),
+                    FrameEncoding::Json => json
+                        .get_or_insert_with(|| json_frame_of(&payload, &name))
+                        .clone(),
+                }
+            });
+        }
+        Kind::Captions | Kind::Cues | Kind::State => {
+            let Ok(text) = std::str::from_utf8(&payload) else {
+                return;
+            };
+            // Stage errors go to every client, as the server sends them.
+            let always = matches!(kind, Kind::State)
+                && serde_json::from_str::<serde_json::Value>(text)
+                    .is_ok_and(|v| v["type"] == "error");
+            let m = Message::Text(text.into());
+            hub.broadcast_with(|sub| {
+                let on = always
+                    || match kind {
+                        Kind::Captions => sub.captions,
+                        Kind::Cues => sub.cues,
+                        _ => sub.state,
+                    };
+                on.then(|| m.clone())
+            });
+        }
+    }
+}
+
+/// The s16 audio message of an f32 one, by the server's own encoder (`None`: malformed).
+fn s16_of(f32_message: &[u8]) -> Option<Message> {
+    let Some(Binary::Audio {
+        utterance,
+        start,
+        pcm,
+    }) = parse_binary(f32_message)
+    else {
+        return None;
+    };
+    let chunk = AudioChunk {
+        utterance,
+        start: SampleTime(start),
+        pcm,
+    };
+    Some(Message::Binary(Bytes::from(protocol::audio_binary(
+        &chunk,
+        AudioEncoding::S16,
+    ))))
+}
+
+/// The JSON frame message of a binary one in rig `rig` (`None`: malformed).
+fn json_frame_of(binary: &[u8], rig: &str) -> Option<Message> {
+    let Some(Binary::Frame {
+        utterance,
+        sample,
+        weights,
+        head,
+        eyes,
+    }) = parse_binary(binary)
+    else {
+        return None;
+    };
+    let f = FrameEvent {
+        utterance,
+        frame: FaceFrame {
+            at: SampleTime(sample),
+            weights: Vec::new(),
+            head: glam::Quat::from_xyzw(head[0], head[1], head[2], head[3]),
+            eyes,
+            canon: None,
+        },
+    };
+    Some(Message::Text(
+        protocol::frame_json(&f, &weights, rig).into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relayed_encodings_equal_the_servers() {
+        let a = AudioChunk {
+            utterance: 3,
+            start: SampleTime(44_100),
+            pcm: vec![0.0, 0.25, -0.5, 0.99999, -1.0, 0.123_456_7],
+        };
+        let f32m = protocol::audio_binary(&a, AudioEncoding::F32);
+        let Some(Message::Binary(s16)) = s16_of(&f32m) else {
+            panic!("s16")
+        };
+        assert_eq!(
+            &s16[..],
+            &protocol::audio_binary(&a, AudioEncoding::S16)[..]
+        );
+        let f = FrameEvent {
+            utterance: 3,
+            frame: FaceFrame {
+                at: SampleTime(735),
+                weights: vec![0.1, 0.7, 0.0],
+                head: glam::Quat::from_xyzw(0.01, -0.02, 0.03, 0.9993),
+                eyes: [0.1, -0.1, 0.2, -0.2],
+                canon: None,
+            },
+        };
+        let Some(Message::Text(j)) = json_frame_of(&protocol::frame_binary(&f), "arkit52") else {
+            panic!("json")
+        };
+        assert_eq!(
+            j.as_str(),
+            protocol::frame_json(&f, &f.frame.weights, "arkit52")
+        );
+        assert!(s16_of(&[1, 2, 3]).is_none());
+    }
+
+    #[test]
+    fn snapshots_parse_and_refuse_what_is_missing() {
+        let hello = r#"{"type":"hello","session":"ab","sample_rate":22050,"fps":60,"rig":"arkit52","channel_names":["jawOpen"],"now":1000,"lead":0,"canonical":true}"#;
+        let s = Snapshot::parse(hello.as_bytes(), Instant::now()).unwrap();
+        assert_eq!(
+            (s.info.rate, s.info.rig.as_str(), s.info.canonical),
+            (22050, "arkit52", true)
+        );
+        assert!(s.now() >= 1000);
+        let e = Snapshot::parse(br#"{"type":"hello"}"#, Instant::now()).unwrap_err();
+        assert!(e.to_string().contains("not valid"), "{e}");
+    }
+}

@@ -1,0 +1,699 @@
+//! The stream over NATS against the real `nats-server` (Debian's package; CI's .ci/run installs it)
+//! on a loopback port, with the real voice and face: what `idol serve --nats` publishes is, byte for
+//! byte, what its WebSocket clients get; control over NATS drives the idol; a NATS server that is
+//! down never stops the session, and the publisher connects once one comes up.
+
+use crate::serve::{In, Ws, next, send};
+use futures_util::StreamExt;
+use idol::server::protocol::parse_binary;
+use idol::server::{NatsOptions, Server, ServerOptions};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long anything may take before a test gives up (a bound against hangs, not a timing check).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn nats_server_bin() -> PathBuf {
+    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("these tests need nats-server: apt-get install nats-server (CI's .ci/run installs it)");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `nats-server` on a loopback port (with JetStream in a temporary directory when asked), killed
+/// when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    jetstream: Option<tempfile::TempDir>,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        NatsServer::on(free_port(), false)
+    }
+
+    /// With JetStream, its store in a fresh temporary directory.
+    pub fn start_jetstream() -> NatsServer {
+        NatsServer::on(free_port(), true)
+    }
+
+    /// On `port` (which may have been another server's).
+    pub fn on(port: u16, jetstream: bool) -> NatsServer {
+        let store = jetstream.then(|| tempfile::tempdir().unwrap());
+        let mut c = Command::new(nats_server_bin());
+        c.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(d) = &store {
+            c.arg("-js").arg("-sd").arg(d.path());
+        }
+        let child = c.spawn().expect("start nats-server");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < PATIENCE,
+                "nats-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        NatsServer {
+            child: Some(child),
+            port,
+            jetstream: store,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn has_jetstream(&self) -> bool {
+        self.jetstream.is_some()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `idol serve` on the real voice and face, publishing to `url` as idol `idol`.
+pub fn nats_idol(url: &str, idol: &str) -> Server {
+    let home = crate::common::home();
+    let config = idol::config::Config::default();
+    let (voice, face) =
+        idol::perform::adapters::build_voice_face(&home, &config).expect("the real voice and face");
+    Server::start(
+        idol::perform::Stages {
+            persona: idol::perform::testing::conversation(),
+            generator: Box::new(idol::perform::testing::ScriptedGenerator::new(["Hello."])),
+            segmenter: Box::new(idol::text::TextSegmenter::default()),
+            voice,
+            face,
+        },
+        idol::perform::PerformConfig {
+            fps: config.face.fps,
+            ..idol::perform::PerformConfig::default()
+        },
+        ServerOptions {
+            port: 0,
+            nats: Some(NatsOptions {
+                url: url.to_string(),
+                idol: idol.to_string(),
+                queue: 4096,
+            }),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+pub async fn ws_connect(addr: std::net::SocketAddr) -> (Ws, Value) {
+    let url = format!("ws://{addr}/v1/stream");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let In::Json(hello) = next(&mut ws).await else {
+        panic!("hello first")
+    };
+    assert_eq!(hello["type"], "hello");
+    (ws, hello)
+}
+
+/// Raw WebSocket messages until the state after utterance `utt` spoke is idle; binary kept as bytes.
+pub async fn raw_until_idle(ws: &mut Ws, utt: u64) -> Vec<Message> {
+    let mut out = vec![];
+    let mut spoke = false;
+    loop {
+        let m = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the utterance ends")
+            .expect("open")
+            .unwrap();
+        if let Message::Text(t) = &m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "state" {
+                if v["utterance"].as_u64() == Some(utt) && v["state"] == "speaking" {
+                    spoke = true;
+                }
+                if spoke && v["state"] == "idle" {
+                    out.push(m);
+                    return out;
+                }
+            }
+        }
+        if matches!(m, Message::Text(_) | Message::Binary(_)) {
+            out.push(m);
+        }
+    }
+}
+
+async fn metrics(server: &Server) -> String {
+    let url = format!("{}/metrics", server.base_url());
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Every message the NATS subscription `sub` has until the `state` idle that follows `utt`'s
+/// speaking, as (subject, payload).
+async fn nats_until_idle(sub: &mut async_nats::Subscriber, utt: u64) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    let mut spoke = false;
+    loop {
+        let m = tokio::time::timeout(PATIENCE, sub.next())
+            .await
+            .expect("the utterance ends on NATS")
+            .expect("subscribed");
+        let subject = m.subject.to_string();
+        if subject.ends_with(".state") {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            if v["type"] == "state" {
+                if v["utterance"].as_u64() == Some(utt) && v["state"] == "speaking" {
+                    spoke = true;
+                }
+                if spoke && v["state"] == "idle" {
+                    out.push((subject, m.payload.to_vec()));
+                    return out;
+                }
+            }
+        }
+        out.push((subject, m.payload.to_vec()));
+    }
+}
+
+/// `say` sent on the control subject (loopback NATS: no token) is spoken; every message a WebSocket
+/// client subscribed to f32 audio gets is on NATS with the same bytes, in the same order per
+/// stream, frames under the session rig's subject; the hello snapshot answers with the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_publishes_the_websocket_stream_byte_for_byte_and_takes_control() {
+    let nats = NatsServer::start();
+    let server = nats_idol(&nats.url(), "aoi");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut sub = client.subscribe("idol.aoi.>").await.unwrap();
+    client.flush().await.unwrap();
+    let (mut ws, hello) = ws_connect(server.addr()).await;
+    send(&mut ws, json!({"type":"subscribe","audio":"f32","id":"s"})).await;
+    // The publisher subscribes in the background: ask until it answers.
+    let snapshot: Value = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request("idol.aoi.hello", "".into()),
+        )
+        .await
+        {
+            Ok(Ok(m)) => break serde_json::from_slice(&m.payload).unwrap(),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(snapshot["type"], "hello");
+    assert_eq!(snapshot["session"], hello["session"]);
+    assert_eq!(snapshot["rig"], hello["rig"]);
+    assert!(snapshot["now"].as_u64().is_some());
+    // A request of a type NATS does not carry, then a malformed one: errors, nothing happens.
+    let r = client
+        .request(
+            "idol.aoi.control",
+            r#"{"type":"set","emotion":"joy"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(
+        (r["type"].as_str(), r["code"].as_str()),
+        (Some("error"), Some("unsupported"))
+    );
+    let r = client
+        .request("idol.aoi.control", r#"{"type":"say"}"#.into())
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_slice(&r.payload).unwrap();
+    assert_eq!(r["code"], "bad_message", "{r}");
+    let ack = client
+        .request(
+            "idol.aoi.control",
+            r#"{"type":"say","text":"Hello from NATS, one two three.","id":"n"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let ack: Value = serde_json::from_slice(&ack.payload).unwrap();
+    assert_eq!(
+        (ack["type"].as_str(), ack["id"].as_str()),
+        (Some("ack"), Some("n")),
+        "{ack}"
+    );
+    let utt = ack["utterance"].as_u64().unwrap();
+
+    let ws_msgs = raw_until_idle(&mut ws, utt).await;
+    let nats_msgs = nats_until_idle(&mut sub, utt).await;
+    // From the subscription's ack on, the WebSocket gets f32 audio (the form NATS carries).
+    let acked = ws_msgs
+        .iter()
+        .position(|m| matches!(m, Message::Text(t) if t.as_str().contains(r#""of":"subscribe""#)))
+        .expect("the subscribe ack");
+    let ws_msgs = &ws_msgs[acked + 1..];
+
+    let rig = hello["rig"].as_str().unwrap();
+    let ws_bin = |kind: u8| -> Vec<Vec<u8>> {
+        ws_msgs
+            .iter()
+            .filter_map(|m| match m {
+                Message::Binary(b) if b[0] == kind => Some(b.to_vec()),
+                _ => None,
+            })
+            .collect()
+    };
+    let on = |subject: &str| -> Vec<Vec<u8>> {
+        nats_msgs
+            .iter()
+            .filter(|(s, _)| s == subject)
+            .map(|(_, p)| p.clone())
+            .collect()
+    };
+    // The WebSocket's stream began at its subscription; NATS's at the publisher's start: compare
+    // from the WebSocket's first message of each kind on.
+    let tail_eq = |ws: Vec<Vec<u8>>, nats: Vec<Vec<u8>>, what: &str| {
+        assert!(!ws.is_empty(), "{what} on the WebSocket");
+        let start = nats
+            .iter()
+            .position(|p| *p == ws[0])
+            .unwrap_or_else(|| panic!("{what}: the WebSocket's first message is on NATS"));
+        assert_eq!(nats[start..].len(), ws.len(), "{what}: as many messages");
+        assert!(nats[start..] == ws[..], "{what}: byte-identical, in order");
+        ws.len()
+    };
+    let audio = tail_eq(ws_bin(1), on("idol.aoi.audio"), "audio");
+    let frames = tail_eq(ws_bin(2), on(&format!("idol.aoi.frames.{rig}")), "frames");
+    assert!(audio > 3 && frames > 10, "{audio} audio, {frames} frames");
+    // Every audio and frame message on NATS is stamped, and the stamps run forward.
+    let stamps: Vec<u64> = on(&format!("idol.aoi.frames.{rig}"))
+        .iter()
+        .map(|p| match parse_binary(p).expect("a frame") {
+            idol::server::protocol::Binary::Frame { sample, .. } => sample,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        stamps.windows(2).all(|w| w[0] < w[1]),
+        "frames stamped in order"
+    );
+    // The text streams: the same JSON.
+    let ws_text: Vec<String> = ws_msgs
+        .iter()
+        .filter_map(|m| match m {
+            Message::Text(t) => Some(t.as_str().to_string()),
+            _ => None,
+        })
+        .filter(|t| t.contains("\"caption\"") || t.contains("\"cue\""))
+        .collect();
+    let nats_text: Vec<String> = nats_msgs
+        .iter()
+        .filter(|(s, _)| s.ends_with(".captions") || s.ends_with(".cues"))
+        .map(|(_, p)| String::from_utf8(p.clone()).unwrap())
+        .collect();
+    assert!(!ws_text.is_empty());
+    assert!(
+        nats_text.ends_with(&ws_text),
+        "{nats_text:?} vs {ws_text:?}"
+    );
+    // With a face that keeps canonical vectors, every catalog rig has its subject too.
+    if snapshot["canonical"] == true {
+        assert!(!on("idol.aoi.frames.vrm").is_empty() || rig == "vrm");
+    }
+    let m = metrics(&server).await;
+    assert_eq!(metric(&m, "idol_nats_connected"), 1);
+    assert!(metric(&m, "idol_nats_published_total") as usize >= audio + frames);
+    assert_eq!(metric(&m, "idol_nats_dropped_total"), 0);
+    assert!(metric(&m, "idol_nats_control_total") >= 3);
+}
+
+/// With no NATS server where `--nats` points, the idol still speaks to her WebSocket clients; once
+/// a server comes up there, the publisher connects and publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_nats_never_stops_the_session_and_is_joined_when_it_comes_up() {
+    let port = free_port();
+    let server = nats_idol(&format!("nats://127.0.0.1:{port}"), "down");
+    let (mut ws, _) = ws_connect(server.addr()).await;
+    send(
+        &mut ws,
+        json!({"type":"say","text":"Nobody is listening on NATS.","id":"d"}),
+    )
+    .await;
+    let utt = loop {
+        if let In::Json(v) = next(&mut ws).await
+            && v["type"] == "ack"
+        {
+            break v["utterance"].as_u64().unwrap();
+        }
+    };
+    let msgs = raw_until_idle(&mut ws, utt).await;
+    assert!(
+        msgs.iter()
+            .any(|m| matches!(m, Message::Binary(b) if b[0] == 1)),
+        "audio while NATS is down"
+    );
+    let m = metrics(&server).await;
+    assert_eq!(metric(&m, "idol_nats_connected"), 0);
+
+    let nats = NatsServer::on(port, false);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let m = metrics(&server).await;
+        if metric(&m, "idol_nats_connected") == 1 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < PATIENCE,
+            "the publisher connects once NATS is up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut sub = client.subscribe("idol.down.>").await.unwrap();
+    client.flush().await.unwrap();
+    let ack = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(
+                "idol.down.control",
+                r#"{"type":"say","text":"Now they are."}"#.into(),
+            ),
+        )
+        .await
+        {
+            Ok(Ok(m)) => break serde_json::from_slice::<Value>(&m.payload).unwrap(),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let utt = ack["utterance"].as_u64().unwrap();
+    let got = nats_until_idle(&mut sub, utt).await;
+    assert!(
+        got.iter().any(|(s, _)| s == "idol.down.audio"),
+        "audio on NATS"
+    );
+}
+
+/// Binary messages and the caption, cue and state texts of a raw stream, in order.
+fn stream_part(msgs: &[Message]) -> (Vec<Vec<u8>>, Vec<String>) {
+    let mut bin = vec![];
+    let mut text = vec![];
+    for m in msgs {
+        match m {
+            Message::Binary(b) => bin.push(b.to_vec()),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if matches!(v["type"].as_str(), Some("caption" | "cue" | "state")) {
+                    text.push(t.as_str().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    (bin, text)
+}
+
+/// `idol relay` (no models) serves a late joiner the session's `hello` with its clock, forwards its
+/// `say` to the idol over NATS, and streams it byte for byte what a client of the idol's own server
+/// gets: s16 audio made from the f32 on NATS, binary frames, the same texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_serves_the_same_stream_with_no_models_and_forwards_control() {
+    let nats = NatsServer::start();
+    let server = nats_idol(&nats.url(), "mio");
+    let opts = ServerOptions {
+        port: 0,
+        nats: Some(NatsOptions {
+            url: nats.url(),
+            idol: "mio".into(),
+            queue: 4096,
+        }),
+        ..ServerOptions::default()
+    };
+    let relay = tokio::task::spawn_blocking(move || idol::server::NatsRelay::start(opts))
+        .await
+        .unwrap()
+        .expect("the relay starts once the idol answers hello");
+    let (mut direct, hello_d) = ws_connect(server.addr()).await;
+    let (mut relayed, hello_r) = ws_connect(relay.addr()).await;
+    for k in [
+        "session",
+        "sample_rate",
+        "fps",
+        "rig",
+        "channel_names",
+        "lead",
+        "protocol",
+    ] {
+        assert_eq!(hello_r[k], hello_d[k], "{k} of the relay's hello");
+    }
+    assert!(hello_r["now"].as_u64().unwrap() > 0, "the session clock");
+    send(
+        &mut relayed,
+        json!({"type":"say","text":"Hello through the relay.","id":"r1"}),
+    )
+    .await;
+    let utt = loop {
+        match next(&mut relayed).await {
+            In::Json(v) if v["type"] == "ack" => {
+                assert_eq!(v["id"], "r1");
+                break v["utterance"].as_u64().unwrap();
+            }
+            In::Json(v) if v["type"] == "error" => panic!("{v}"),
+            In::Closed(c) => panic!("closed {c:?}"),
+            _ => {}
+        }
+    };
+    let d = raw_until_idle(&mut direct, utt).await;
+    let r = raw_until_idle(&mut relayed, utt).await;
+    let (d_bin, d_text) = stream_part(&d);
+    let (r_bin, r_text) = stream_part(&r);
+    assert!(r_bin.len() > 10, "{} binary messages", r_bin.len());
+    let start = d_bin
+        .iter()
+        .position(|b| *b == r_bin[0])
+        .expect("the relay's first message is in the server's stream");
+    assert_eq!(d_bin[start..].len(), r_bin.len(), "as many binary messages");
+    assert!(
+        d_bin[start..] == r_bin[..],
+        "byte-identical audio and frames"
+    );
+    assert!(
+        r_bin.iter().any(|b| b[0] == 1 && b[1] == 1),
+        "s16 audio made from NATS's f32"
+    );
+    assert!(
+        d_text.ends_with(&r_text) && !r_text.is_empty(),
+        "{r_text:?}"
+    );
+    let m = reqwest::get(format!("http://{}/metrics", relay.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&m, "idol_nats_received_total") as usize >= r_bin.len());
+    assert_eq!(metric(&m, "idol_nats_connected"), 1);
+    assert_eq!(metric(&m, "idol_clients_connected"), 1);
+}
+
+const FARM_SCRIPT_LONG: &str = r#"
+[script]
+seed = 5
+fps = 30
+gap = "200ms"
+
+[[line]]
+text = "[happy] Good evening, everyone, and welcome back to the studio."
+
+[[line]]
+text = "Tonight we have a long list of songs, stories and surprises for you."
+
+[[line]]
+text = "[surprised] First, a question from the mailbox that made me laugh out loud."
+
+[[line]]
+text = "Somebody asked whether idols dream of electric sheep, and I said only on weekends."
+
+[[line]]
+text = "[sad:0.4] Then the lights went out, but only for a moment."
+
+[[line]]
+text = "And that, my friends, is how the evening began."
+"#;
+
+const FARM_SCRIPT_SHORT: &str = r#"
+[script]
+seed = 9
+fps = 30
+
+[[line]]
+text = "[happy] A short one, rendered on the farm."
+"#;
+
+/// Two scripts queued with `idol render --queue`; worker 1 is killed (SIGKILL) while it renders the
+/// first; worker 2 renders both (the first after its redelivery). Each job completes exactly once
+/// (one `done` event, status `done`, nothing left in the queue) and every output file is
+/// byte-identical to a local `idol render` of the same script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_renders_equal_local_ones_and_a_killed_worker_loses_no_job() {
+    let h = crate::common::home();
+    let nats = NatsServer::start_jetstream();
+    assert!(nats.has_jetstream());
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("long.script.toml");
+    let short = dir.path().join("short.script.toml");
+    std::fs::write(&long, FARM_SCRIPT_LONG).unwrap();
+    std::fs::write(&short, FARM_SCRIPT_SHORT).unwrap();
+    let idol = |args: &[&std::ffi::OsStr]| {
+        let o = crate::common::idol_in(h.root())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "idol {args:?}: {err}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let os = std::ffi::OsStr::new;
+    // The local renders to compare with.
+    for (s, name) in [(&long, "long"), (&short, "short")] {
+        let out = dir.path().join("local").join(name);
+        idol(&[
+            os("render"),
+            s.as_os_str(),
+            os("--out"),
+            out.as_os_str(),
+            os("--quiet"),
+        ]);
+    }
+    let queued = dir.path().join("queued");
+    let url = nats.url();
+    let submitted = idol(&[
+        os("render"),
+        os("--queue"),
+        os(&url),
+        long.as_os_str(),
+        short.as_os_str(),
+        os("--out"),
+        queued.as_os_str(),
+        os("--ack-wait"),
+        os("3"),
+    ]);
+    let ids: Vec<String> = submitted
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{submitted}");
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = client.subscribe("idol.jobs.events.>").await.unwrap();
+    client.flush().await.unwrap();
+    let q = idol::farm::Queue::open(&nats.url(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        q.ack_wait(),
+        Duration::from_secs(3),
+        "the submitter's queue"
+    );
+
+    let spawn_worker = |name: &str, jobs: Option<usize>| {
+        let mut c = crate::common::idol_in(h.root());
+        c.args(["worker", "--nats", &nats.url(), "--name", name]);
+        if let Some(n) = jobs {
+            c.args(["--jobs", &n.to_string()]);
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut w1 = spawn_worker("w1", None);
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = q.status(&ids[0]).await.unwrap().unwrap();
+        if s.state == idol::farm::JobState::Rendering && s.worker.as_deref() == Some("w1") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < PATIENCE,
+            "worker 1 takes the first job: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w1.kill().unwrap();
+    w1.wait().unwrap();
+    let s = q.status(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(s.state, idol::farm::JobState::Rendering, "killed mid-job");
+
+    let w2 = spawn_worker("w2", Some(2));
+    let out = tokio::task::spawn_blocking(move || w2.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let done = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        done.lines().filter(|l| l.starts_with("done ")).count(),
+        2,
+        "{done}"
+    );
+
+    for (i, name) in [(0, "long"), (1, "short")] {
+        let s = q.status(&ids[i]).await.unwrap().unwrap();
+        assert_eq!(s.state, idol::farm::JobState::Done, "{s:?}");
+        assert_eq!(s.worker.as_deref(), Some("w2"));
+        if i == 0 {
+            assert_eq!(s.attempts, 2, "delivered again after worker 1 died");
+        }
+        for f in idol::script::output::FILES {
+            let local = std::fs::read(dir.path().join("local").join(name).join(f));
+            let farm = std::fs::read(queued.join(name).join(f));
+            match (local, farm) {
+                (Ok(a), Ok(b)) => assert!(
+                    a == b,
+                    "{name}/{f}: the farm's bytes equal the local render's"
+                ),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{name}/{f}: local {:?}, farm {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
+    }
+    let mut q = q;
+    assert_eq!(q.pending().await.unwrap(), 0, "no job left in the queue");
+    // Exactly one `done` per job among the events.
+    let mut dones = std::collections::HashMap::<String, usize>::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        if v["event"] == "done" {
+            *dones.entry(m.subject.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(dones.len(), 2, "{dones:?}");
+    assert!(dones.values().all(|&n| n == 1), "{dones:?}");
+    // `idol jobs` shows them.
+    let listed = idol(&[os("jobs"), os("--nats"), os(&url)]);
+    assert!(
+        listed.starts_with("2 jobs: 0 queued, 0 rendering, 2 done, 0 failed"),
+        "{listed}"
+    );
+}
