@@ -61,6 +61,14 @@ pub enum TtsError {
 pub trait Synthesizer: Send {
     /// The sample rate of the speech this synthesizer makes.
     fn sample_rate(&self) -> u32;
+
+    /// Whether this voice reads text as written: its front ends read numbers, symbols and marks
+    /// themselves (Kokoro's Japanese and Mandarin), so callers hand it the clause as it is and its
+    /// words' [`crate::speech::Word::src`] index that text. When false (Piper) callers normalize the
+    /// clause first ([`crate::text::normalize`]).
+    fn reads_written_text(&self) -> bool {
+        false
+    }
     /// One clause of normalized text (a sentence or part of one) → speech.
     fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError>;
 
@@ -95,6 +103,9 @@ pub trait Synthesizer: Send {
 impl<S: Synthesizer + ?Sized> Synthesizer for Box<S> {
     fn sample_rate(&self) -> u32 {
         (**self).sample_rate()
+    }
+    fn reads_written_text(&self) -> bool {
+        (**self).reads_written_text()
     }
     fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError> {
         (**self).synthesize(clause)
