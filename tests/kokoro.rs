@@ -248,3 +248,67 @@ fn words_point_back_into_the_clause() {
         check_places(clause, &words);
     }
 }
+
+/// `idol say … --voice jf_alpha` end to end: Japanese and Mandarin each come out as speech, phoneme
+/// timings and frames, and the frames close the lips on every m/b/p (jawOpen no more than
+/// mouthClose, within half a frame of the phoneme).
+#[test]
+fn say_with_kokoro_closes_the_lips_in_both_languages() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    for (k, text) in ["みんな、ばんごはんはパンです。", "妈妈不怕爸爸买面包。"]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("o{k}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+            .arg("--home")
+            .arg(home.root())
+            .args(["say", text, "--voice", "jf_alpha", "--fps", "60", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ph: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("phonemes.json")).unwrap()).unwrap();
+        assert_eq!(ph["sample_rate"], SAMPLE_RATE);
+        let jsonl = std::fs::read_to_string(out.join("frames.jsonl")).unwrap();
+        let mut lines = jsonl.lines();
+        let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let channels: Vec<String> = serde_json::from_value(header["channels"].clone()).unwrap();
+        let ch = |n: &str| channels.iter().position(|c| c == n).unwrap();
+        let (jaw, close) = (ch("jawOpen"), ch("mouthClose"));
+        let frames: Vec<(u64, Vec<f32>)> = lines
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["sample"].as_u64().unwrap(),
+                    serde_json::from_value(v["weights"].clone()).unwrap(),
+                )
+            })
+            .collect();
+        let samples = ph["samples"].as_u64().unwrap();
+        assert_eq!(
+            frames.len() as u64,
+            SampleTime::frames_in(samples, SAMPLE_RATE, 60)
+        );
+        let half = (SAMPLE_RATE / 60 / 2) as u64;
+        let mut seen = 0;
+        for p in ph["phonemes"]["items"].as_array().unwrap() {
+            let sym = p["symbol"].as_str().unwrap();
+            if !matches!(sym.chars().next(), Some('m' | 'b' | 'p')) {
+                continue;
+            }
+            let (s, e) = (p["start"].as_u64().unwrap(), p["end"].as_u64().unwrap());
+            let closed = frames.iter().any(|(at, w)| {
+                (s.saturating_sub(half)..=e + half).contains(at) && w[jaw] - w[close] < 0.05
+            });
+            assert!(
+                closed,
+                "{text}: lips never close during `{sym}` at {s}..{e}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 3, "{text}: only {seen} bilabials");
+    }
+}

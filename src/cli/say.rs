@@ -23,7 +23,7 @@ use idol::sink::StampedFrame;
 use idol::speech::{Cue, Phoneme, Speech, Word};
 use idol::text::{ClauseStream, CueEvent, SegmenterConfig, TextCue};
 use idol::time::{SampleTime, TimeRange, Timeline};
-use idol::tts::{self, PiperVoice, Speaker, SynthWorker, VoiceOptions};
+use idol::tts::{self, Speaker, SynthWorker, VoiceOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -183,25 +183,10 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     }
     let vc = &config.voice;
     let seed = args.seed.unwrap_or(vc.seed);
-    let voice = voice_path(home, args.voice.as_deref(), &vc.model);
-    let ort_lib = home.ort_library();
+    let choice = tts::VoiceChoice::from_config(vc, args.voice.as_deref());
+    let voice_label = tts::select::VoiceSpec::parse(home, &choice.voice).label();
     // What the voice and the phonemizer will load, fetched first where missing (first use).
-    let kokoro = args
-        .voice
-        .as_deref()
-        .or(vc.model.to_str())
-        .and_then(tts::kokoro::kokoro_voice_name)
-        .map(str::to_string);
-    let kokoro_files = tts::kokoro::KokoroFiles::in_home(home);
-    let mut files = match &kokoro {
-        Some(_) => {
-            let mut f = kokoro_files.all().to_vec();
-            f.push(ort_lib.clone());
-            f.extend(home.ja_dictionary().all());
-            f
-        }
-        None => PiperVoice::files(&voice, &ort_lib).to_vec(),
-    };
+    let mut files = tts::voice_files(home, &choice);
     if !args.espeak {
         files.extend(EnglishPhonemizer::files(home));
     }
@@ -241,41 +226,13 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             ..FaceConfig::default()
         },
     )?;
-    let voice_for_thread = voice.clone();
-    let ja_dict = home.ja_dictionary();
-    let kokoro_for_thread = kokoro.clone();
+    let home_for_thread = home.clone();
     let mut worker = SynthWorker::spawn(
-        move || -> Result<Box<dyn tts::Synthesizer>, tts::TtsError> {
-            match kokoro_for_thread {
-                Some(name) => {
-                    let japanese = idol::phonemize::japanese::JapanesePhonemizer::load(&ja_dict)?;
-                    let front = idol::phonemize::kokoro::KokoroPhonemizer::new(
-                        Some(japanese),
-                        Some(phonemizer),
-                        idol::phonemize::kokoro::HanAs::Mandarin,
-                    );
-                    let opts = tts::KokoroOptions {
-                        voice: name,
-                        threads: options.threads,
-                        length_scale: options.length_scale.unwrap_or(1.0),
-                    };
-                    Ok(Box::new(tts::KokoroVoice::load(
-                        &kokoro_files,
-                        &ort_lib,
-                        Arc::new(front),
-                        &opts,
-                    )?))
-                }
-                None => Ok(Box::new(PiperVoice::load(
-                    &voice_for_thread,
-                    &ort_lib,
-                    phonemizer,
-                    &options,
-                )?)),
-            }
-        },
+        move || tts::load_voice(&home_for_thread, &choice, &options, phonemizer),
         4,
     )?;
+    // Kokoro's front ends read numbers and marks in their own language.
+    let written = worker.reads_written_text();
     let rate = worker.sample_rate();
     let mut speech = tts::empty_speech(rate);
     let mut cues: Vec<Cue> = Vec::new();
@@ -284,8 +241,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     let mut next = 0usize;
     for i in 0..parts.len() {
         while next < parts.len() && next < i + 4 {
-            // Kokoro's front ends read numbers and marks in their own language.
-            worker.submit(if kokoro.is_some() {
+            worker.submit(if written {
                 parts[next].text.clone()
             } else {
                 idol::text::normalize(&parts[next].text)
@@ -324,7 +280,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             // Piper spoke the normalized sentence: the cue is at the spoken word it was written
             // before, as on the live stream and in scripts. Kokoro's words (Japanese, Mandarin) are
             // not whitespace-separated, so there the position maps by proportion.
-            let at = if kokoro.is_some() {
+            let at = if written {
                 cue_sample(c.at, part.text.len(), start, &clause)
             } else {
                 let w = idol::text::words_before(&part.text, c.at);
@@ -370,10 +326,6 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     face.render_into(&prepared, 0..prepared.frame_count(), &mut frames);
     let mut jsonl = Vec::new();
     write::jsonl(&frames, Some(face_cfg.seed), true, &mut jsonl)?;
-    let voice_label = match &kokoro {
-        Some(name) => PathBuf::from(name),
-        None => voice.clone(),
-    };
     write_outputs(&args.out, &args.text, &voice_label, seed, &speech)?;
     let frames_path = args.out.join("frames.jsonl");
     tts::wav::write_atomic(&frames_path, &jsonl)

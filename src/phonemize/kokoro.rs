@@ -133,11 +133,15 @@ impl KokoroPhonemizer {
     }
 }
 
-/// Place an English front end's words in `span` (which starts at byte `base` of the clause): a
-/// word found as written (ignoring case) from where the last one ended is placed there; one that is
-/// not (a number or a symbol read as words) gets the whitespace-separated token of the span it was
-/// read from.
-fn place_latin(span: &str, base: usize, tokens: Vec<PhonToken>) -> Vec<Located> {
+/// Place words read from `span` (which starts at byte `base` of the clause) in it: a word found as
+/// written (ignoring case) from where the last one ended is placed there; one that is not (a number
+/// or a symbol read as words: `42` → `forty two`) gets the whitespace-separated token of the span it
+/// was read from. Empty words get no place.
+pub fn place_words<'a>(
+    span: &str,
+    base: usize,
+    words: impl IntoIterator<Item = &'a str>,
+) -> Vec<Option<std::ops::Range<usize>>> {
     let lower = span.to_ascii_lowercase();
     let token_at = |from: usize| -> Option<std::ops::Range<usize>> {
         let s = from + span[from..].find(|c: char| !c.is_whitespace())?;
@@ -149,36 +153,49 @@ fn place_latin(span: &str, base: usize, tokens: Vec<PhonToken>) -> Vec<Located> 
     let mut cursor = 0usize;
     // The token the last word not found as written was read from (the rest of a number's words).
     let mut read_from: Option<std::ops::Range<usize>> = None;
-    let mut out = Vec::with_capacity(tokens.len());
-    for token in tokens {
-        let src = match &token {
-            PhonToken::Word { text, .. } if !text.is_empty() => {
-                let w = text.to_ascii_lowercase();
-                let here = token_at(cursor);
-                match (lower[cursor..].find(&w), &here) {
-                    (Some(f), Some(t)) if cursor + f < t.end => {
-                        let s = cursor + f;
-                        cursor = s + w.len();
-                        read_from = None;
-                        Some(s..cursor)
-                    }
-                    _ if read_from.is_some() => read_from.clone(),
-                    (_, Some(t)) => {
-                        cursor = t.end;
-                        read_from = Some(t.clone());
-                        read_from.clone()
-                    }
-                    (_, None) => None,
+    let mut out = Vec::new();
+    for text in words {
+        let src = if text.is_empty() {
+            None
+        } else {
+            let w = text.to_ascii_lowercase();
+            let here = token_at(cursor);
+            match (lower[cursor..].find(&w), &here) {
+                (Some(f), Some(t)) if cursor + f < t.end => {
+                    let s = cursor + f;
+                    cursor = s + w.len();
+                    read_from = None;
+                    Some(s..cursor)
                 }
+                _ if read_from.is_some() => read_from.clone(),
+                (_, Some(t)) => {
+                    cursor = t.end;
+                    read_from = Some(t.clone());
+                    read_from.clone()
+                }
+                (_, None) => None,
             }
-            _ => None,
         };
-        out.push(Located {
-            token,
-            src: src.map(|r| base + r.start..base + r.end),
-        });
+        out.push(src.map(|r| base + r.start..base + r.end));
     }
     out
+}
+
+/// An English front end's tokens placed in `span` ([`place_words`]).
+fn place_latin(span: &str, base: usize, tokens: Vec<PhonToken>) -> Vec<Located> {
+    let places = place_words(
+        span,
+        base,
+        tokens.iter().map(|t| match t {
+            PhonToken::Word { text, .. } => text.as_str(),
+            PhonToken::Punct(_) => "",
+        }),
+    );
+    tokens
+        .into_iter()
+        .zip(places)
+        .map(|(token, src)| Located { token, src })
+        .collect()
 }
 
 impl KokoroPhonemizer {

@@ -111,6 +111,8 @@ pub struct KokoroVoice {
     styles: Vec<f32>,
     rows: usize,
     speed: f32,
+    /// The speed it was loaded with.
+    base_speed: f32,
     hop: u64,
     name: String,
     phonemizer: Arc<dyn Phonemize>,
@@ -448,6 +450,7 @@ impl KokoroVoice {
             styles,
             rows,
             speed: 1.0 / options.length_scale,
+            base_speed: 1.0 / options.length_scale,
             hop: 0,
             name: options.voice.clone(),
             phonemizer,
@@ -608,6 +611,14 @@ impl Synthesizer for KokoroVoice {
 
     fn reads_written_text(&self) -> bool {
         true
+    }
+
+    /// The length scale sets the pace; the graph has no noise for emphasis to widen.
+    fn set_style(&mut self, length_scale: Option<f32>, _emphasis: f32) {
+        self.speed = match length_scale {
+            Some(l) if l.is_finite() && (0.1..=10.0).contains(&l) => 1.0 / l,
+            _ => self.base_speed,
+        };
     }
 }
 
