@@ -466,6 +466,9 @@ pub fn is_han(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' | '〇')
 }
 
+/// A word's place in the text and its syllables.
+type PlacedWord = (Range<usize>, Vec<(char, Syllable)>);
+
 /// The Mandarin front end.
 pub struct MandarinPhonemizer {
     jieba: jieba_rs::Jieba,
@@ -548,9 +551,8 @@ impl MandarinPhonemizer {
         }
         // Sandhi runs over each stretch between punctuation marks.
         let mut out = Vec::new();
-        let mut run: Vec<(Range<usize>, Vec<(char, Syllable)>)> = Vec::new();
-        let flush = |run: &mut Vec<(Range<usize>, Vec<(char, Syllable)>)>,
-                     out: &mut Vec<Located>| {
+        let mut run: Vec<PlacedWord> = Vec::new();
+        let flush = |run: &mut Vec<PlacedWord>, out: &mut Vec<Located>| {
             let mut syl: Vec<Vec<(char, Syllable)>> = run.iter().map(|(_, s)| s.clone()).collect();
             sandhi(&mut syl);
             for ((src, _), s) in run.drain(..).zip(syl) {
