@@ -232,6 +232,9 @@ pub struct VoiceConfig {
     /// The default voice: a Piper voice (a path to NAME.onnx or a name under voices/) or a Kokoro
     /// voice (`jf_alpha`).
     pub model: PathBuf,
+    /// Whether idol.toml names `model` (else it is the default, and a persona card's voice goes
+    /// first).
+    pub model_set: bool,
     pub speaker: Option<String>,
     pub length_scale: Option<f32>,
     pub noise_scale: Option<f32>,
@@ -492,6 +495,7 @@ impl RawConfig {
                     .clone()
                     .unwrap_or_else(|| crate::assets::DEFAULT_VOICE.into()),
             ),
+            model_set: v.model.is_some(),
             speaker: v.speaker.clone(),
             length_scale: ctx.float_in(&v.length_scale, "voice.length_scale", 0.1, 10.0)?,
             noise_scale: ctx.float_in(&v.noise_scale, "voice.noise_scale", 0.0, 5.0)?,

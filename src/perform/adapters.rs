@@ -114,17 +114,21 @@ pub fn voice_face_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf>
     files
 }
 
-/// The voices the live stages speak with: idol.toml's `[voice]` with the persona card's `[voice]`
-/// over it (its voice, its languages; see [`crate::tts::VoiceChoice::with_card`]). A card that
-/// cannot be read adds nothing here (the persona stage reports it).
+/// The voices the live stages speak with: idol.toml's `[voice]` over the persona card's `[voice]`
+/// (see [`crate::tts::VoiceChoice::from_config_and_card`]). A card that cannot be read adds nothing
+/// here (the persona stage reports it).
 pub fn voice_choice(home: &Home, config: &Config) -> crate::tts::VoiceChoice {
-    let choice = crate::tts::VoiceChoice::from_config(&config.voice, None);
     match load_card(&home.path(&config.persona.card)) {
         Ok(card) => {
             let v = &card.voice;
-            choice.with_card(v.voice.as_deref(), &v.languages, v.han.as_deref())
+            crate::tts::VoiceChoice::from_config_and_card(
+                &config.voice,
+                v.voice.as_deref(),
+                &v.languages,
+                v.han.as_deref(),
+            )
         }
-        Err(_) => choice,
+        Err(_) => crate::tts::VoiceChoice::from_config(&config.voice, None),
     }
 }
 

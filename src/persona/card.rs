@@ -22,7 +22,8 @@
 //! [voice.languages]  ja = "jf_alpha", zh = "jf_alpha", en = "en_US-joe-medium"
 //!                                     # a voice per language: a clause is split by script (kana →
 //!                                     # ja, Han → zh or ja, Latin → en) and each span spoken by its
-//!                                     # voice; `voice` speaks the rest (a Kokoro voice or a Piper one)
+//!                                     # voice; `voice` speaks the rest (a Kokoro voice or a Piper one);
+//!                                     # idol.toml's [voice] settings, where set, go first
 //! [rig]    rig = "arkit52", emotion_intensity = 0.8
 //! [generation]  temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, max_tokens, stop
 //! [reply]  max_sentences = 3, max_words = 40, cut_at_newline = true, cut_at_speaker = true,
@@ -126,7 +127,7 @@ pub struct VoiceDefaults {
     pub noise_scale: Option<f32>,
     pub noise_w: Option<f32>,
     /// `[voice.languages]`: language (`ja`, `zh`, `en`) → the voice that speaks it (a Kokoro voice
-    /// such as `jf_alpha`, or a Piper voice); over idol.toml's for the same language.
+    /// such as `jf_alpha`, or a Piper voice), for the languages idol.toml does not route.
     #[serde(default)]
     pub languages: std::collections::BTreeMap<String, String>,
     /// How Han text with no kana is read: `"ja"` (the idol speaks Japanese) or `"zh"`.

@@ -56,24 +56,26 @@ impl VoiceChoice {
         }
     }
 
-    /// A persona card's `[voice]` over this choice: its `voice`, its `languages` (each over the
-    /// same language's), its `han` reading (`"ja"` or `"zh"`).
-    pub fn with_card(
-        mut self,
-        voice: Option<&str>,
-        languages: &BTreeMap<String, String>,
-        han: Option<&str>,
+    /// idol.toml's `[voice]` with a persona card's `[voice]` under it: the card's `voice` when
+    /// idol.toml names no `model`, its `languages` for the languages idol.toml does not route, its
+    /// `han` when idol.toml has none (the machine's settings over the persona's defaults).
+    pub fn from_config_and_card(
+        vc: &crate::config::VoiceConfig,
+        card_voice: Option<&str>,
+        card_languages: &BTreeMap<String, String>,
+        card_han: Option<&str>,
     ) -> VoiceChoice {
-        if let Some(v) = voice {
-            self.voice = v.to_string();
+        let mut c = VoiceChoice::from_config(vc, None);
+        if let Some(v) = card_voice.filter(|_| !vc.model_set) {
+            c.voice = v.to_string();
         }
-        for (k, v) in languages {
-            self.languages.insert(k.clone(), v.clone());
+        for (k, v) in card_languages {
+            c.languages.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        if let Some(h) = han {
-            self.han = Some(han_from_code(h));
+        if c.han.is_none() {
+            c.han = card_han.map(han_from_code);
         }
-        self
+        c
     }
 
     /// How Han text without kana is read.
@@ -128,6 +130,10 @@ impl VoiceSpec {
 }
 
 /// The distinct voices of a choice, the default first.
+pub fn voice_specs(home: &Home, choice: &VoiceChoice) -> Vec<VoiceSpec> {
+    specs(home, choice)
+}
+
 fn specs(home: &Home, choice: &VoiceChoice) -> Vec<VoiceSpec> {
     let mut out = vec![VoiceSpec::parse(home, &choice.voice)];
     for v in choice.languages.values() {
@@ -282,6 +288,20 @@ mod tests {
         let home = Home::new("/h");
         // Two distinct voices; ja and zh share one.
         assert_eq!(specs(&home, &c).len(), 2);
+        // idol.toml's settings, where set, over the card's.
+        let mut vc = crate::config::Config::default().voice;
+        let card_langs: BTreeMap<String, String> =
+            [("ja".to_string(), "jf_alpha".to_string())].into();
+        let c2 = VoiceChoice::from_config_and_card(&vc, Some("jf_alpha"), &card_langs, Some("ja"));
+        assert_eq!(
+            (c2.voice.as_str(), c2.han_as()),
+            ("jf_alpha", HanAs::Japanese)
+        );
+        vc.model_set = true;
+        vc.languages.insert("ja".into(), "jf_nezumi".into());
+        let c3 = VoiceChoice::from_config_and_card(&vc, Some("jf_alpha"), &card_langs, None);
+        assert_eq!(c3.voice, "voices/en_US-joe-medium.onnx");
+        assert_eq!(c3.languages["ja"], "jf_nezumi");
         c.languages.insert("fr".into(), "x".into());
         let e = check_languages(&c).unwrap_err().to_string();
         assert!(e.contains("voice.languages.fr"), "{e}");
