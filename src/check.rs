@@ -119,7 +119,21 @@ pub fn check(home: &Home, config: &Config) -> Result<Vec<Row>, fetch::FetchError
     );
     // Each configured Piper voice (idol.toml's [voice] and the card's); Kokoro voices are the pinned
     // rows above.
-    let choice = crate::perform::adapters::voice_choice(home, config);
+    let vc = &config.voice;
+    let mut choice = crate::tts::VoiceChoice::new(
+        vc.model.to_string_lossy(),
+        vc.languages.clone(),
+        vc.han.as_deref(),
+    );
+    if let Ok(card) = crate::persona::import::load_card(&home.path(&config.persona.card)) {
+        let v = &card.voice;
+        choice = choice.under_card(
+            vc.model_set,
+            v.voice.as_deref(),
+            &v.languages,
+            v.han.as_deref(),
+        );
+    }
     for spec in crate::tts::select::voice_specs(home, &choice) {
         let crate::tts::select::VoiceSpec::Piper(model) = spec else {
             continue;

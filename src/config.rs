@@ -248,7 +248,7 @@ pub struct VoiceConfig {
 }
 
 /// The languages `[voice.languages]` routes.
-pub const VOICE_LANGUAGES: [&str; 3] = ["ja", "zh", "en"];
+pub use crate::speech::VOICE_LANGUAGES;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceConfig {

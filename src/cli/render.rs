@@ -81,7 +81,7 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
     let d = &script.defaults;
     let vc = &config.voice;
     let voice_name = args.voice.as_deref().or(d.voice.as_deref());
-    let choice = idol::tts::VoiceChoice::from_config(vc, voice_name);
+    let choice = idol::perform::adapters::config_voice_choice(vc, voice_name);
     let seed = args.seed.or(d.seed);
     let options = VoiceOptions {
         threads: args.threads,

@@ -183,7 +183,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     }
     let vc = &config.voice;
     let seed = args.seed.unwrap_or(vc.seed);
-    let choice = tts::VoiceChoice::from_config(vc, args.voice.as_deref());
+    let choice = idol::perform::adapters::config_voice_choice(vc, args.voice.as_deref());
     let voice_label = tts::select::VoiceSpec::parse(home, &choice.voice).label();
     // What the voice and the phonemizer will load, fetched first where missing (first use).
     let mut files = tts::voice_files(home, &choice);

@@ -114,21 +114,36 @@ pub fn voice_face_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf>
     files
 }
 
+/// The voices idol.toml's `[voice]` chooses, `voice` (a command's `--voice`) over its `model`.
+pub fn config_voice_choice(
+    vc: &crate::config::VoiceConfig,
+    voice: Option<&str>,
+) -> crate::tts::VoiceChoice {
+    crate::tts::VoiceChoice::new(
+        voice
+            .map(str::to_string)
+            .unwrap_or_else(|| vc.model.to_string_lossy().into_owned()),
+        vc.languages.clone(),
+        vc.han.as_deref(),
+    )
+}
+
 /// The voices the live stages speak with: idol.toml's `[voice]` over the persona card's `[voice]`
-/// (see [`crate::tts::VoiceChoice::from_config_and_card`]). A card that cannot be read adds nothing
-/// here (the persona stage reports it).
+/// (see [`crate::tts::VoiceChoice::under_card`]). A card that cannot be read adds nothing here (the
+/// persona stage reports it).
 pub fn voice_choice(home: &Home, config: &Config) -> crate::tts::VoiceChoice {
+    let choice = config_voice_choice(&config.voice, None);
     match load_card(&home.path(&config.persona.card)) {
         Ok(card) => {
             let v = &card.voice;
-            crate::tts::VoiceChoice::from_config_and_card(
-                &config.voice,
+            choice.under_card(
+                config.voice.model_set,
                 v.voice.as_deref(),
                 &v.languages,
                 v.han.as_deref(),
             )
         }
-        Err(_) => crate::tts::VoiceChoice::from_config(&config.voice, None),
+        Err(_) => choice,
     }
 }
 

@@ -559,7 +559,7 @@ impl RawCard {
         }
         for (k, name) in &voice.languages {
             let field = format!("voice.languages.{k}");
-            if !crate::config::VOICE_LANGUAGES.contains(&k.as_str()) {
+            if !crate::speech::VOICE_LANGUAGES.contains(&k.as_str()) {
                 return Err(at_span(
                     path,
                     text,
@@ -567,7 +567,7 @@ impl RawCard {
                     &field,
                     format!(
                         "{k:?} is not a language a voice can be routed by: allowed {}",
-                        crate::config::VOICE_LANGUAGES.join(", ")
+                        crate::speech::VOICE_LANGUAGES.join(", ")
                     ),
                 ));
             }

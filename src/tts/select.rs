@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The languages a clause is routed by (the keys of [`VoiceChoice::languages`]).
-pub const LANGUAGES: [&str; 3] = ["ja", "zh", "en"];
+pub use crate::speech::VOICE_LANGUAGES as LANGUAGES;
 
 /// What voice speaks what.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -45,37 +45,40 @@ impl VoiceChoice {
         }
     }
 
-    /// The choice idol.toml's `[voice]` makes, `voice` (a command's `--voice`) over its default.
-    pub fn from_config(vc: &crate::config::VoiceConfig, voice: Option<&str>) -> VoiceChoice {
+    /// A default voice, voices by language, and how Han text without kana is read (`"ja"` or
+    /// `"zh"`).
+    pub fn new(
+        voice: impl Into<String>,
+        languages: BTreeMap<String, String>,
+        han: Option<&str>,
+    ) -> VoiceChoice {
         VoiceChoice {
-            voice: voice
-                .map(str::to_string)
-                .unwrap_or_else(|| vc.model.to_string_lossy().into_owned()),
-            languages: vc.languages.clone(),
-            han: vc.han.as_deref().map(han_from_code),
+            voice: voice.into(),
+            languages,
+            han: han.map(han_from_code),
         }
     }
 
-    /// idol.toml's `[voice]` with a persona card's `[voice]` under it: the card's `voice` when
-    /// idol.toml names no `model`, its `languages` for the languages idol.toml does not route, its
-    /// `han` when idol.toml has none (the machine's settings over the persona's defaults).
-    pub fn from_config_and_card(
-        vc: &crate::config::VoiceConfig,
+    /// A persona card's `[voice]` under this choice: the card's `voice` when `voice_set` is false
+    /// (idol.toml names no voice), its `languages` for the languages not routed here, its `han`
+    /// when none is set here (the machine's settings over the persona's defaults).
+    pub fn under_card(
+        mut self,
+        voice_set: bool,
         card_voice: Option<&str>,
         card_languages: &BTreeMap<String, String>,
         card_han: Option<&str>,
     ) -> VoiceChoice {
-        let mut c = VoiceChoice::from_config(vc, None);
-        if let Some(v) = card_voice.filter(|_| !vc.model_set) {
-            c.voice = v.to_string();
+        if let Some(v) = card_voice.filter(|_| !voice_set) {
+            self.voice = v.to_string();
         }
         for (k, v) in card_languages {
-            c.languages.entry(k.clone()).or_insert_with(|| v.clone());
+            self.languages.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        if c.han.is_none() {
-            c.han = card_han.map(han_from_code);
+        if self.han.is_none() {
+            self.han = card_han.map(han_from_code);
         }
-        c
+        self
     }
 
     /// How Han text without kana is read.
@@ -289,17 +292,22 @@ mod tests {
         // Two distinct voices; ja and zh share one.
         assert_eq!(specs(&home, &c).len(), 2);
         // idol.toml's settings, where set, over the card's.
-        let mut vc = crate::config::Config::default().voice;
         let card_langs: BTreeMap<String, String> =
             [("ja".to_string(), "jf_alpha".to_string())].into();
-        let c2 = VoiceChoice::from_config_and_card(&vc, Some("jf_alpha"), &card_langs, Some("ja"));
+        let base = VoiceChoice::new("voices/en_US-joe-medium.onnx", BTreeMap::new(), None);
+        let c2 = base
+            .clone()
+            .under_card(false, Some("jf_alpha"), &card_langs, Some("ja"));
         assert_eq!(
             (c2.voice.as_str(), c2.han_as()),
             ("jf_alpha", HanAs::Japanese)
         );
-        vc.model_set = true;
-        vc.languages.insert("ja".into(), "jf_nezumi".into());
-        let c3 = VoiceChoice::from_config_and_card(&vc, Some("jf_alpha"), &card_langs, None);
+        let set = VoiceChoice::new(
+            "voices/en_US-joe-medium.onnx",
+            [("ja".to_string(), "jf_nezumi".to_string())].into(),
+            None,
+        );
+        let c3 = set.under_card(true, Some("jf_alpha"), &card_langs, None);
         assert_eq!(c3.voice, "voices/en_US-joe-medium.onnx");
         assert_eq!(c3.languages["ja"], "jf_nezumi");
         c.languages.insert("fr".into(), "x".into());
