@@ -117,21 +117,43 @@ pub fn check(home: &Home, config: &Config) -> Result<Vec<Row>, fetch::FetchError
         &licence_of(&local_models, &config.llm.model),
         llm_used,
     );
-    configured(
-        "voice (configured)",
-        &config.voice.model,
-        format!("run `idol fetch --voice {}`", config.voice.model.display()),
-        &licence_of(&local_voices, &config.voice.model),
-        true,
+    // Each configured Piper voice (idol.toml's [voice] and the card's); Kokoro voices are the pinned
+    // rows above.
+    let vc = &config.voice;
+    let mut choice = crate::tts::VoiceChoice::new(
+        vc.model.to_string_lossy(),
+        vc.languages.clone(),
+        vc.han.as_deref(),
     );
-    let voice_json = PathBuf::from(format!("{}.json", config.voice.model.display()));
-    configured(
-        "voice config (configured)",
-        &voice_json,
-        "a Piper voice needs NAME.onnx.json beside NAME.onnx".into(),
-        &licence_of(&local_voices, &voice_json),
-        true,
-    );
+    if let Ok(card) = crate::persona::import::load_card(&home.path(&config.persona.card)) {
+        let v = &card.voice;
+        choice = choice.under_card(
+            vc.model_set,
+            v.voice.as_deref(),
+            &v.languages,
+            v.han.as_deref(),
+        );
+    }
+    for spec in crate::tts::select::voice_specs(home, &choice) {
+        let crate::tts::select::VoiceSpec::Piper(model) = spec else {
+            continue;
+        };
+        configured(
+            "voice (configured)",
+            &model,
+            format!("run `idol fetch --voice {}`", model.display()),
+            &licence_of(&local_voices, &model),
+            true,
+        );
+        let voice_json = PathBuf::from(format!("{}.json", model.display()));
+        configured(
+            "voice config (configured)",
+            &voice_json,
+            "a Piper voice needs NAME.onnx.json beside NAME.onnx".into(),
+            &licence_of(&local_voices, &voice_json),
+            true,
+        );
+    }
     let rig = if config.face.rig.ends_with(".toml") {
         PathBuf::from(&config.face.rig)
     } else {

@@ -89,6 +89,8 @@ struct RawVoice {
     noise_scale: Option<Spanned<f64>>,
     noise_w: Option<Spanned<f64>>,
     seed: Option<u64>,
+    languages: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    han: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -233,13 +235,26 @@ pub struct LlmConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct VoiceConfig {
+    /// The default voice: a Piper voice (a path to NAME.onnx or a name under voices/) or a Kokoro
+    /// voice (`jf_alpha`).
     pub model: PathBuf,
+    /// Whether idol.toml names `model` (else it is the default, and a persona card's voice goes
+    /// first).
+    pub model_set: bool,
     pub speaker: Option<String>,
     pub length_scale: Option<f32>,
     pub noise_scale: Option<f32>,
     pub noise_w: Option<f32>,
     pub seed: u64,
+    /// `[voice.languages]`: language (`ja`, `zh`, `en`) → the voice that speaks it.
+    pub languages: std::collections::BTreeMap<String, String>,
+    /// `han`: how Han text with no kana is read, `"ja"` or `"zh"` (`None`: Japanese when only `ja`
+    /// is routed, else Mandarin).
+    pub han: Option<String>,
 }
+
+/// The languages `[voice.languages]` routes.
+pub use crate::speech::VOICE_LANGUAGES;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaceConfig {
@@ -486,11 +501,51 @@ impl RawConfig {
                     .clone()
                     .unwrap_or_else(|| crate::assets::DEFAULT_VOICE.into()),
             ),
+            model_set: v.model.is_some(),
             speaker: v.speaker.clone(),
             length_scale: ctx.float_in(&v.length_scale, "voice.length_scale", 0.1, 10.0)?,
             noise_scale: ctx.float_in(&v.noise_scale, "voice.noise_scale", 0.0, 5.0)?,
             noise_w: ctx.float_in(&v.noise_w, "voice.noise_w", 0.0, 5.0)?,
             seed: v.seed.unwrap_or(0),
+            languages: {
+                let mut out = std::collections::BTreeMap::new();
+                for (k, name) in v.languages.iter().flatten() {
+                    let field = format!("voice.languages.{k}");
+                    if !VOICE_LANGUAGES.contains(&k.as_str()) {
+                        return Err(ctx.at(
+                            name.span(),
+                            &field,
+                            format!(
+                                "{k:?} is not a language a voice can be routed by: allowed {}",
+                                VOICE_LANGUAGES.join(", ")
+                            ),
+                        ));
+                    }
+                    if name.get_ref().trim().is_empty() {
+                        return Err(ctx.at(
+                            name.span(),
+                            &field,
+                            "empty voice: name a Kokoro voice (jf_alpha) or a Piper voice (en_US-joe-medium, or a path to NAME.onnx)",
+                        ));
+                    }
+                    out.insert(k.clone(), name.get_ref().trim().to_string());
+                }
+                out
+            },
+            han: match &v.han {
+                None => None,
+                Some(h) if matches!(h.get_ref().as_str(), "ja" | "zh") => Some(h.get_ref().clone()),
+                Some(h) => {
+                    return Err(ctx.at(
+                        h.span(),
+                        "voice.han",
+                        format!(
+                            "{:?}: allowed \"ja\" (Han text without kana is read as Japanese) or \"zh\" (as Mandarin)",
+                            h.get_ref()
+                        ),
+                    ));
+                }
+            },
         };
 
         let face = FaceConfig {

@@ -79,6 +79,10 @@ impl Word {
     }
 }
 
+/// The languages a voice can be routed by (`[voice.languages]` in idol.toml and a persona card):
+/// Japanese, Mandarin, English.
+pub const VOICE_LANGUAGES: [&str; 3] = ["ja", "zh", "en"];
+
 /// What a cue asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

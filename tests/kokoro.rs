@@ -181,3 +181,134 @@ fn japanese_front_end_reads_the_dictionary() {
         ipa("300円です")
     );
 }
+
+/// Every word's place slices the clause to the word's own text, the places run forward without
+/// overlapping, and together they cover every letter and digit of the clause (nothing spoken is
+/// unplaced, nothing written is lost).
+fn check_places(clause: &str, words: &[(String, Option<std::ops::Range<usize>>)]) {
+    let mut last = 0;
+    let mut covered = vec![false; clause.len()];
+    for (text, src) in words {
+        let r = src
+            .clone()
+            .unwrap_or_else(|| panic!("{clause:?}: {text:?} has no place"));
+        assert_eq!(&clause[r.clone()], text, "{clause:?}: {r:?}");
+        assert!(
+            r.start >= last,
+            "{clause:?}: {text:?} at {r:?} overlaps the word before"
+        );
+        last = r.end;
+        covered[r].iter_mut().for_each(|c| *c = true);
+    }
+    for (at, c) in clause.char_indices() {
+        if c.is_alphanumeric() {
+            assert!(covered[at], "{clause:?}: {c:?} at {at} is in no word");
+        }
+    }
+}
+
+#[test]
+fn words_point_back_into_the_clause() {
+    let home = common::home();
+    let ja = JapanesePhonemizer::load(&home.ja_dictionary()).unwrap();
+    let en: Arc<dyn Phonemize> = Arc::new(idol::phonemize::EnglishPhonemizer::load(&home).unwrap());
+    let f = KokoroPhonemizer::new(Some(ja), Some(en), HanAs::Mandarin);
+    for clause in [
+        // Japanese: kanji, kana, a full-width number and a year, a geminate joining words.
+        "今日は２０２６年12月7日、みんなでカラオケに行っちゃおう！",
+        // Mandarin: a year read digit by digit, a percentage, a decimal.
+        "我们在2026年有50%的机会，一起去北京吧！价格是3.5元。",
+        // Mixed: Latin words and a number inside a Mandarin and a Japanese clause.
+        "我喜欢 Rust 语言，它有 42 个 crates。",
+        "Hello みんな、今日も配信するよ! 10 minutes",
+    ] {
+        let words: Vec<(String, Option<std::ops::Range<usize>>)> = f
+            .phonemize_located(clause)
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| match l.token {
+                PhonToken::Word { text, .. } => Some((text, l.src)),
+                PhonToken::Punct(_) => None,
+            })
+            .collect();
+        check_places(clause, &words);
+    }
+    // The spoken words carry the places through the voice.
+    let mut v = voice();
+    for clause in [
+        "みんな、12時にまた会おうね。",
+        "大家好，今天是2026年12月7日！",
+    ] {
+        let s = v.synthesize(clause).unwrap();
+        let words: Vec<_> = s
+            .words
+            .iter()
+            .map(|w| (w.value.text.clone(), w.value.src.clone()))
+            .collect();
+        check_places(clause, &words);
+    }
+}
+
+/// `idol say … --voice jf_alpha` end to end: Japanese and Mandarin each come out as speech, phoneme
+/// timings and frames, and the frames close the lips on every m/b/p (jawOpen no more than
+/// mouthClose, within half a frame of the phoneme).
+#[test]
+fn say_with_kokoro_closes_the_lips_in_both_languages() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    for (k, text) in ["みんな、ばんごはんはパンです。", "妈妈不怕爸爸买面包。"]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("o{k}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+            .arg("--home")
+            .arg(home.root())
+            .args(["say", text, "--voice", "jf_alpha", "--fps", "60", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let ph: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("phonemes.json")).unwrap()).unwrap();
+        assert_eq!(ph["sample_rate"], SAMPLE_RATE);
+        let jsonl = std::fs::read_to_string(out.join("frames.jsonl")).unwrap();
+        let mut lines = jsonl.lines();
+        let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let channels: Vec<String> = serde_json::from_value(header["channels"].clone()).unwrap();
+        let ch = |n: &str| channels.iter().position(|c| c == n).unwrap();
+        let (jaw, close) = (ch("jawOpen"), ch("mouthClose"));
+        let frames: Vec<(u64, Vec<f32>)> = lines
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["sample"].as_u64().unwrap(),
+                    serde_json::from_value(v["weights"].clone()).unwrap(),
+                )
+            })
+            .collect();
+        let samples = ph["samples"].as_u64().unwrap();
+        assert_eq!(
+            frames.len() as u64,
+            SampleTime::frames_in(samples, SAMPLE_RATE, 60)
+        );
+        let half = (SAMPLE_RATE / 60 / 2) as u64;
+        let mut seen = 0;
+        for p in ph["phonemes"]["items"].as_array().unwrap() {
+            let sym = p["symbol"].as_str().unwrap();
+            if !matches!(sym.chars().next(), Some('m' | 'b' | 'p')) {
+                continue;
+            }
+            let (s, e) = (p["start"].as_u64().unwrap(), p["end"].as_u64().unwrap());
+            let closed = frames.iter().any(|(at, w)| {
+                (s.saturating_sub(half)..=e + half).contains(at) && w[jaw] - w[close] < 0.05
+            });
+            assert!(
+                closed,
+                "{text}: lips never close during `{sym}` at {s}..{e}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 3, "{text}: only {seen} bilabials");
+    }
+}

@@ -1406,3 +1406,70 @@ async fn every_tag_is_a_cue_and_every_break_is_silence_where_it_was_written() {
         ["wave", "laugh"]
     );
 }
+
+/// The shipped Japanese persona (personas/hana.toml) served: its card's `[voice]` picks Kokoro for
+/// Japanese and the Piper voice for English words, the stream runs at Kokoro's 24 kHz, and a `say`
+/// in Japanese with an English word comes back as audible audio, frames that move the jaw, and
+/// captions with the Japanese words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_japanese_persona_speaks_japanese() {
+    use idol::perform::adapters::{build_conversation, build_voice_face};
+    use idol::text::TextSegmenter;
+    let home = crate::common::home();
+    let card = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("personas/hana.toml");
+    let config = idol::config::Config::from_toml_str(
+        &format!("[persona]\ncard = {:?}\n", card.to_str().unwrap()),
+        std::path::Path::new("idol.toml"),
+    )
+    .unwrap();
+    let (voice, face) = build_voice_face(&home, &config).unwrap();
+    assert_eq!(voice.sample_rate(), 24_000);
+    let persona = build_conversation(&home, &config, false).unwrap();
+    assert_eq!(persona.card().name, "Hana");
+    let server = Server::start(
+        Stages {
+            persona,
+            generator: Box::new(ScriptedGenerator::new(["はい。"])),
+            segmenter: Box::new(TextSegmenter::default()),
+            voice,
+            face,
+        },
+        PerformConfig::default(),
+        options([127, 0, 0, 1].into(), 2000, None),
+    )
+    .unwrap();
+    let (mut ws, hello) = connect(&server).await;
+    assert_eq!(hello["sample_rate"], 24_000);
+    send(
+        &mut ws,
+        json!({"type":"say","text":"[happy] みんな、こんばんは！今日はRustの話をします。"}),
+    )
+    .await;
+    let utt = reply(&mut ws).await["utterance"].as_u64().unwrap();
+    let u = split(&until_done(&mut ws, utt).await, utt);
+    let said: Vec<String> = u
+        .captions
+        .iter()
+        .flat_map(|c| c.3.iter().map(|w| w.0.clone()))
+        .collect();
+    assert!(said.iter().any(|w| w.contains("みんな")), "{said:?}");
+    assert!(
+        said.iter().any(|w| w.eq_ignore_ascii_case("rust")),
+        "{said:?}"
+    );
+    let samples: usize = u.audio.iter().map(|a| a.1.len()).sum();
+    assert!(samples > 24_000, "{samples} samples");
+    let audible = u
+        .audio
+        .iter()
+        .flat_map(|a| a.1.iter())
+        .map(|x| x.abs())
+        .fold(0.0f32, f32::max);
+    assert!(audible > 0.05, "the voice is audible: {audible}");
+    let jaw = u.frames.iter().map(|f| f.1[17]).fold(0.0f32, f32::max);
+    assert!(
+        u.frames.len() > 30 && jaw > 0.1,
+        "{} frames, jaw {jaw}",
+        u.frames.len()
+    );
+}

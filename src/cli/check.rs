@@ -104,7 +104,10 @@ fn languages(env: &Env, config: &idol::config::Config) {
     } else {
         (vec![], "a server's model: set [llm] languages")
     };
-    let voice = idol::tts::piper::voice_languages(&env.home.path(&config.voice.model));
+    let voice = idol::tts::voice_languages(
+        &env.home,
+        &idol::perform::adapters::voice_choice(&env.home, config),
+    );
     let policy = idol::perform::adapters::language_policy(&env.home, config);
     println!();
     println!("languages:");

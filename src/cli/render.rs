@@ -11,7 +11,7 @@ use idol::face::Rig;
 use idol::phonemize::EnglishPhonemizer;
 use idol::script::live::ScriptRenderer;
 use idol::script::{self, PiperLineVoice, RenderOptions, Script};
-use idol::tts::{PiperVoice, Speaker, VoiceOptions};
+use idol::tts::{Speaker, VoiceOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,7 +98,7 @@ pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::R
     let d = &script.defaults;
     let vc = &config.voice;
     let voice_name = args.voice.as_deref().or(d.voice.as_deref());
-    let voice_path = super::say::voice_path(home, voice_name, &vc.model);
+    let choice = idol::perform::adapters::config_voice_choice(vc, voice_name);
     let seed = args.seed.or(d.seed);
     let options = VoiceOptions {
         threads: args.threads,
@@ -115,16 +115,11 @@ pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::R
         ..VoiceOptions::default()
     };
     // What the voice and the phonemizer will load, fetched first where missing (first use).
-    let mut files = PiperVoice::files(&voice_path, &home.ort_library()).to_vec();
+    let mut files = idol::tts::voice_files(home, &choice);
     files.extend(EnglishPhonemizer::files(home));
     super::fetch::ensure_assets(env, &files)?;
     let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
-    let voice = PiperVoice::load(
-        &voice_path,
-        &home.ort_library(),
-        phonemizer.clone(),
-        &options,
-    )?;
+    let voice = idol::tts::load_voice(home, &choice, &options, phonemizer.clone())?;
     let rig_name = args
         .rig
         .as_deref()
@@ -136,7 +131,7 @@ pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::R
         anyhow::bail!("--fps must be at least 1");
     }
     Ok(Prepared {
-        voice: PiperLineVoice::new(voice, &options),
+        voice: PiperLineVoice::from_voice(voice, options.seed),
         rate: d.rate.or(vc.length_scale),
         seed: seed.unwrap_or(config.face.seed),
         script,
@@ -276,6 +271,7 @@ pub fn write_outputs(
 pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRenderer {
     let home = env.home.clone();
     let vc = config.voice.clone();
+    let config_for_voice = config.clone();
     let face = config.face.clone();
     let budget = config.limits;
     let voice: Arc<parking_lot::Mutex<Option<PiperLineVoice>>> = Arc::default();
@@ -295,9 +291,10 @@ pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRender
         let mut guard = voice.lock();
         if guard.is_none() {
             let ph = Arc::new(EnglishPhonemizer::load(&home).map_err(|e| e.to_string())?);
-            let v = PiperVoice::load(&home.path(&vc.model), &home.ort_library(), ph, &options)
-                .map_err(|e| e.to_string())?;
-            *guard = Some(PiperLineVoice::new(v, &options));
+            let choice = idol::perform::adapters::voice_choice(&home, &config_for_voice);
+            let v =
+                idol::tts::load_voice(&home, &choice, &options, ph).map_err(|e| e.to_string())?;
+            *guard = Some(PiperLineVoice::from_voice(v, options.seed));
         }
         let v = guard.as_mut().expect("loaded");
         v.reseed(options.seed);

@@ -23,7 +23,7 @@ use idol::sink::StampedFrame;
 use idol::speech::{Cue, Phoneme, Word};
 use idol::text::{SegmenterConfig, TextSegmenter};
 use idol::time::{SampleTime, TimeRange, Timeline};
-use idol::tts::{self, PiperVoice, Speaker, SynthWorker, VoiceOptions};
+use idol::tts::{self, Speaker, SynthWorker, VoiceOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -141,25 +141,10 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     }
     let vc = &config.voice;
     let seed = args.seed.unwrap_or(vc.seed);
-    let voice = voice_path(home, args.voice.as_deref(), &vc.model);
-    let ort_lib = home.ort_library();
+    let choice = idol::perform::adapters::config_voice_choice(vc, args.voice.as_deref());
+    let voice_label = tts::select::VoiceSpec::parse(home, &choice.voice).label();
     // What the voice and the phonemizer will load, fetched first where missing (first use).
-    let kokoro = args
-        .voice
-        .as_deref()
-        .or(vc.model.to_str())
-        .and_then(tts::kokoro::kokoro_voice_name)
-        .map(str::to_string);
-    let kokoro_files = tts::kokoro::KokoroFiles::in_home(home);
-    let mut files = match &kokoro {
-        Some(_) => {
-            let mut f = kokoro_files.all().to_vec();
-            f.push(ort_lib.clone());
-            f.extend(home.ja_dictionary().all());
-            f
-        }
-        None => PiperVoice::files(&voice, &ort_lib).to_vec(),
-    };
+    let mut files = tts::voice_files(home, &choice);
     if !args.espeak {
         files.extend(EnglishPhonemizer::files(home));
     }
@@ -199,48 +184,19 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             ..FaceConfig::default()
         },
     )?;
-    let voice_for_thread = voice.clone();
-    let ja_dict = home.ja_dictionary();
-    let kokoro_for_thread = kokoro.clone();
+    let home_for_thread = home.clone();
     let mut worker = SynthWorker::spawn(
-        move || -> Result<Box<dyn tts::Synthesizer>, tts::TtsError> {
-            match kokoro_for_thread {
-                Some(name) => {
-                    let japanese = idol::phonemize::japanese::JapanesePhonemizer::load(&ja_dict)?;
-                    let front = idol::phonemize::kokoro::KokoroPhonemizer::new(
-                        Some(japanese),
-                        Some(phonemizer),
-                        idol::phonemize::kokoro::HanAs::Mandarin,
-                    );
-                    let opts = tts::KokoroOptions {
-                        voice: name,
-                        threads: options.threads,
-                        length_scale: options.length_scale.unwrap_or(1.0),
-                    };
-                    Ok(Box::new(tts::KokoroVoice::load(
-                        &kokoro_files,
-                        &ort_lib,
-                        Arc::new(front),
-                        &opts,
-                    )?))
-                }
-                None => Ok(Box::new(PiperVoice::load(
-                    &voice_for_thread,
-                    &ort_lib,
-                    phonemizer,
-                    &options,
-                )?)),
-            }
-        },
+        move || tts::load_voice(&home_for_thread, &choice, &options, phonemizer),
         4,
     )?;
+    // Kokoro's front ends read numbers and marks in their own language.
+    let written = worker.reads_written_text();
     let rate = worker.sample_rate();
     let spoken = idol::perform::offline::speak_text(
         &args.text,
         rate,
         |text| {
-            // Kokoro's front ends read numbers and marks in their own language.
-            worker.submit(if kokoro.is_some() {
+            worker.submit(if written {
                 text.to_string()
             } else {
                 idol::text::normalize(text)
@@ -290,10 +246,6 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     face.render_into(&prepared, 0..prepared.frame_count(), &mut frames);
     let mut jsonl = Vec::new();
     write::jsonl(&frames, Some(face_cfg.seed), true, &mut jsonl)?;
-    let voice_label = match &kokoro {
-        Some(name) => PathBuf::from(name),
-        None => voice.clone(),
-    };
     write_outputs(&args.out, &args.text, &voice_label, seed, &speech)?;
     let frames_path = args.out.join("frames.jsonl");
     tts::wav::write_atomic(&frames_path, &jsonl)

@@ -24,7 +24,7 @@ use crate::phonemize::EnglishPhonemizer;
 use crate::speech::Speech;
 use crate::text::{SegmenterConfig, TextSegmenter};
 use crate::tts::Synthesizer;
-use crate::tts::{PiperVoice, Speaker, VoiceOptions};
+use crate::tts::{Speaker, VoiceOptions};
 use std::sync::Arc;
 
 /// A stage that could not be built from the config, with the stage named. Its text includes the
@@ -106,14 +106,45 @@ pub fn stage_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf> {
 }
 
 /// The asset files [`build_voice_face`] loads for `config`: the phonemizer's dictionary and weights,
-/// the voice with its config, and the ONNX Runtime library (rigs are compiled in or the user's own).
+/// the voices ([`crate::tts::voice_files`]) and the ONNX Runtime library (rigs are compiled in or the
+/// user's own).
 pub fn voice_face_files(home: &Home, config: &Config) -> Vec<std::path::PathBuf> {
     let mut files = EnglishPhonemizer::files(home).to_vec();
-    files.extend(PiperVoice::files(
-        &home.path(&config.voice.model),
-        &home.ort_library(),
-    ));
+    files.extend(crate::tts::voice_files(home, &voice_choice(home, config)));
     files
+}
+
+/// The voices idol.toml's `[voice]` chooses, `voice` (a command's `--voice`) over its `model`.
+pub fn config_voice_choice(
+    vc: &crate::config::VoiceConfig,
+    voice: Option<&str>,
+) -> crate::tts::VoiceChoice {
+    crate::tts::VoiceChoice::new(
+        voice
+            .map(str::to_string)
+            .unwrap_or_else(|| vc.model.to_string_lossy().into_owned()),
+        vc.languages.clone(),
+        vc.han.as_deref(),
+    )
+}
+
+/// The voices the live stages speak with: idol.toml's `[voice]` over the persona card's `[voice]`
+/// (see [`crate::tts::VoiceChoice::under_card`]). A card that cannot be read adds nothing here (the
+/// persona stage reports it).
+pub fn voice_choice(home: &Home, config: &Config) -> crate::tts::VoiceChoice {
+    let choice = config_voice_choice(&config.voice, None);
+    match load_card(&home.path(&config.persona.card)) {
+        Ok(card) => {
+            let v = &card.voice;
+            choice.under_card(
+                config.voice.model_set,
+                v.voice.as_deref(),
+                &v.languages,
+                v.han.as_deref(),
+            )
+        }
+        Err(_) => choice,
+    }
 }
 
 /// The languages a reply may be in with this config: those the model writes (`[llm] languages`,
@@ -128,7 +159,7 @@ pub fn language_policy(home: &Home, config: &Config) -> crate::persona::lang::La
         // a server's model: unknown, taken as writing whatever the voice speaks
         vec![]
     };
-    let voices = crate::tts::piper::voice_languages(&home.path(&config.voice.model));
+    let voices = crate::tts::voice_languages(home, &voice_choice(home, config));
     crate::persona::lang::LanguagePolicy::new(&model, &voices)
 }
 
@@ -195,17 +226,17 @@ pub fn build_conversation(
 /// A voice and the face solver at its rate.
 pub type VoiceAndFace = (Box<dyn Voice>, Box<dyn FaceSolver>);
 
-/// The live voice (Piper on ONNX Runtime with the pure-Rust phonemizer, each clause normalized) and
+/// The live voice ([`voice_choice`] loaded by [`crate::tts::load_voice`]: Piper with the pure-Rust
+/// phonemizer, Kokoro, or a router of voices by language) and
 /// face (the solver for the configured rig at the voice's rate).
 pub fn build_voice_face(home: &Home, config: &Config) -> Result<VoiceAndFace, BuildError> {
     let phonemizer = Arc::new(build("phonemizer", EnglishPhonemizer::load(home))?);
     let vc = &config.voice;
     let voice = build(
         "voice",
-        PiperVoice::load(
-            &home.path(&vc.model),
-            &home.ort_library(),
-            phonemizer,
+        crate::tts::load_voice(
+            home,
+            &voice_choice(home, config),
             &VoiceOptions {
                 length_scale: vc.length_scale,
                 noise_scale: vc.noise_scale,
@@ -217,9 +248,10 @@ pub fn build_voice_face(home: &Home, config: &Config) -> Result<VoiceAndFace, Bu
                 seed: vc.seed,
                 ..VoiceOptions::default()
             },
+            phonemizer,
         ),
     )?;
-    let rate = voice.config().audio.sample_rate;
+    let rate = voice.sample_rate();
     let rig = build(
         "face",
         Rig::find(&config.face.rig, Some(home.rigs_dir().as_path())),
@@ -239,8 +271,19 @@ pub fn build_voice_face(home: &Home, config: &Config) -> Result<VoiceAndFace, Bu
     Ok((Box::new(SynthVoice(voice)), Box::new(face)))
 }
 
+/// The clause as `voice` is given it: as written for a voice that reads it so (Kokoro, a router),
+/// else normalized.
+fn spoken_text<S: Synthesizer>(voice: &S, clause: &str) -> String {
+    if voice.reads_written_text() {
+        clause.to_string()
+    } else {
+        crate::text::normalize(clause)
+    }
+}
+
 /// A synthesizer as the pipeline's voice: each clause is normalized ([`crate::text::normalize`]:
-/// numbers, abbreviations, symbols → words) and synthesized.
+/// numbers, abbreviations, symbols → words) and synthesized; a voice that reads text as written
+/// ([`Synthesizer::reads_written_text`]: Kokoro, a language router) gets it as written.
 pub struct SynthVoice<S>(pub S);
 
 impl<S: Synthesizer> Voice for SynthVoice<S> {
@@ -249,7 +292,7 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
     }
 
     fn speak(&mut self, clause: &str) -> Result<Speech, StageError> {
-        let text = crate::text::normalize(clause);
+        let text = spoken_text(&self.0, clause);
         self.0
             .synthesize(&text)
             .map_err(|e| StageError::Voice(e.to_string()))
@@ -260,7 +303,7 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
         clause: &str,
         on_head: &mut dyn FnMut(Speech, Speech),
     ) -> Result<Speech, StageError> {
-        let text = crate::text::normalize(clause);
+        let text = spoken_text(&self.0, clause);
         self.0
             .synthesize_head_first(&text, on_head)
             .map_err(|e| StageError::Voice(e.to_string()))

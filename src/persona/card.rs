@@ -17,7 +17,13 @@
 //! [[example]]                          # example dialogue, repeatable
 //! user = "What's your favourite food?"
 //! char = "[happy] Strawberry crepes, obviously!"
-//! [voice]  voice = "en_US-joe-medium", speaker = "...", length_scale = 1.0, noise_scale, noise_w
+//! [voice]  voice = "en_US-joe-medium", speaker = "...", length_scale = 1.0, noise_scale, noise_w,
+//!          han = "ja"                     # Han text without kana read as Japanese ("zh": Mandarin)
+//! [voice.languages]  ja = "jf_alpha", zh = "jf_alpha", en = "en_US-joe-medium"
+//!                                     # a voice per language: a clause is split by script (kana →
+//!                                     # ja, Han → zh or ja, Latin → en) and each span spoken by its
+//!                                     # voice; `voice` speaks the rest (a Kokoro voice or a Piper one);
+//!                                     # idol.toml's [voice] settings, where set, go first
 //! [rig]    rig = "arkit52", emotion_intensity = 0.8
 //! [generation]  temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, max_tokens, stop
 //! [reply]  max_sentences = 3, max_words = 40, cut_at_newline = true, cut_at_speaker = true,
@@ -120,6 +126,12 @@ pub struct VoiceDefaults {
     pub length_scale: Option<f32>,
     pub noise_scale: Option<f32>,
     pub noise_w: Option<f32>,
+    /// `[voice.languages]`: language (`ja`, `zh`, `en`) → the voice that speaks it (a Kokoro voice
+    /// such as `jf_alpha`, or a Piper voice), for the languages idol.toml does not route.
+    #[serde(default)]
+    pub languages: std::collections::BTreeMap<String, String>,
+    /// How Han text with no kana is read: `"ja"` (the idol speaks Japanese) or `"zh"`.
+    pub han: Option<String>,
 }
 
 /// Rig defaults for the face stage.
@@ -544,6 +556,42 @@ impl RawCard {
                     format!("{x} is out of range: allowed is above 0.0 up to 5.0"),
                 ));
             }
+        }
+        for (k, name) in &voice.languages {
+            let field = format!("voice.languages.{k}");
+            if !crate::speech::VOICE_LANGUAGES.contains(&k.as_str()) {
+                return Err(at_span(
+                    path,
+                    text,
+                    voice_span.clone(),
+                    &field,
+                    format!(
+                        "{k:?} is not a language a voice can be routed by: allowed {}",
+                        crate::speech::VOICE_LANGUAGES.join(", ")
+                    ),
+                ));
+            }
+            if name.trim().is_empty() {
+                return Err(at_span(
+                    path,
+                    text,
+                    voice_span.clone(),
+                    &field,
+                    "empty voice: name a Kokoro voice (jf_alpha) or a Piper voice (en_US-joe-medium)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(h) = voice.han.as_deref().filter(|h| !matches!(*h, "ja" | "zh")) {
+            return Err(at_span(
+                path,
+                text,
+                voice_span.clone(),
+                "voice.han",
+                format!(
+                    "{h:?}: allowed \"ja\" (Han text without kana is read as Japanese) or \"zh\" (as Mandarin)"
+                ),
+            ));
         }
 
         let g = self.generation;

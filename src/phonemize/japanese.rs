@@ -16,7 +16,8 @@
 //! is produced.
 
 use super::mecab::{DictFiles, Dictionary, Morpheme};
-use super::{PhonToken, PhonemizeError};
+use super::{Located, PhonToken, PhonemizeError};
+use std::ops::Range;
 
 /// Hiragana (and a few katakana with no hiragana twin) → phonemes, one mora each.
 fn mora(c: char) -> Option<&'static str> {
@@ -418,21 +419,51 @@ pub fn normalize_width(text: &str) -> String {
     out
 }
 
-/// A closure `ʔ` binds the words either side of it (misaki writes no space next to it).
-fn join_at_sokuon(tokens: Vec<PhonToken>) -> Vec<PhonToken> {
-    let mut out: Vec<PhonToken> = Vec::with_capacity(tokens.len());
+/// A closure `ʔ` binds the words either side of it (misaki writes no space next to it); the joined
+/// word's text and place are both words' (`text` is the clause the places index).
+fn join_at_sokuon(tokens: Vec<Located>, text: &str) -> Vec<Located> {
+    let mut out: Vec<Located> = Vec::with_capacity(tokens.len());
     for t in tokens {
-        if let PhonToken::Word { text, ipa } = &t
-            && let Some(PhonToken::Word { text: pt, ipa: pi }) = out.last_mut()
+        if let PhonToken::Word { text: wt, ipa } = &t.token
+            && let Some(Located {
+                token: PhonToken::Word { text: pt, ipa: pi },
+                src,
+            }) = out.last_mut()
             && (pi.ends_with('ʔ') || ipa.starts_with('ʔ'))
         {
-            pt.push_str(text);
             pi.push_str(ipa);
+            match (src.clone(), &t.src) {
+                (Some(a), Some(b)) => {
+                    let r = a.start.min(b.start)..a.end.max(b.end);
+                    *pt = text[r.clone()].to_string();
+                    *src = Some(r);
+                }
+                _ => {
+                    pt.push_str(wt);
+                    *src = None;
+                }
+            }
             continue;
         }
         out.push(t);
     }
     out
+}
+
+/// `text` with full-width forms narrowed ([`normalize_width`]) and, for each byte offset of the
+/// narrowed text that starts a character (and its end), the offset in `text` it came from.
+fn narrowed_with_offsets(text: &str) -> (String, Vec<usize>) {
+    let mut out = String::with_capacity(text.len());
+    let mut map = Vec::with_capacity(text.len() + 1);
+    for (at, c) in text.char_indices() {
+        let n = normalize_width(c.encode_utf8(&mut [0u8; 4]));
+        for _ in 0..n.len() {
+            map.push(at);
+        }
+        out.push_str(&n);
+    }
+    map.push(text.len());
+    (out, map)
 }
 
 /// The Japanese front end: a loaded dictionary.
@@ -489,81 +520,128 @@ impl JapanesePhonemizer {
 
     /// Japanese text → phrase tokens (see the module docs).
     pub fn phonemize(&self, text: &str) -> Vec<PhonToken> {
-        let text = normalize_width(text);
-        let mut tokens: Vec<PhonToken> = Vec::new();
-        // The phrase being built: its text and its kana.
-        let mut phrase: Option<(String, String)> = None;
-        let flush = |tokens: &mut Vec<PhonToken>, phrase: &mut Option<(String, String)>| {
-            if let Some((t, kana)) = phrase.take() {
-                let ipa = kana_to_phonemes(&kana);
-                if !ipa.is_empty() {
-                    tokens.push(PhonToken::Word { text: t, ipa });
-                }
-            }
-        };
-        // Numbers are read before the dictionary sees the text.
-        let chars: Vec<char> = text.chars().collect();
-        let mut i = 0;
-        let mut run = String::new();
-        let mut pieces: Vec<(bool, String)> = Vec::new();
-        while i < chars.len() {
-            if chars[i].is_ascii_digit() {
-                if !run.is_empty() {
-                    pieces.push((false, std::mem::take(&mut run)));
-                }
-                let start = i;
-                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == ',') {
-                    i += 1;
-                }
-                let int: String = chars[start..i].iter().filter(|c| **c != ',').collect();
-                let mut frac = None;
-                if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
-                    let fs = i + 1;
-                    i += 1;
-                    while i < chars.len() && chars[i].is_ascii_digit() {
-                        i += 1;
+        self.phonemize_located(text)
+            .into_iter()
+            .map(|l| l.token)
+            .collect()
+    }
+
+    /// Japanese text → phrase tokens, each word with the byte range of `text` it was read from (a
+    /// number's words: the digits) and that range's text as its own.
+    pub fn phonemize_located(&self, text: &str) -> Vec<Located> {
+        let (norm, map) = narrowed_with_offsets(text);
+        let orig = |r: &Range<usize>| map[r.start]..map[r.end];
+        let mut tokens: Vec<Located> = Vec::new();
+        // The phrase being built: its kana and its place in the narrowed text.
+        let mut phrase: Option<(String, Option<Range<usize>>, String)> = None;
+        let flush =
+            |tokens: &mut Vec<Located>,
+             phrase: &mut Option<(String, Option<Range<usize>>, String)>| {
+                if let Some((surface, r, kana)) = phrase.take() {
+                    let ipa = kana_to_phonemes(&kana);
+                    if !ipa.is_empty() {
+                        let src = r.map(|r| orig(&r));
+                        let text = match &src {
+                            Some(s) => text[s.clone()].to_string(),
+                            None => surface,
+                        };
+                        tokens.push(Located {
+                            token: PhonToken::Word { text, ipa },
+                            src,
+                        });
                     }
-                    frac = Some(chars[fs..i].iter().collect::<String>());
                 }
-                pieces.push((true, digits_kana(&int, frac.as_deref())));
-            } else {
-                run.push(chars[i]);
+            };
+        // Numbers are read before the dictionary sees the text: pieces of (is a number, the text or
+        // the number's reading, place in the narrowed text).
+        let chars: Vec<(usize, char)> = norm.char_indices().collect();
+        let at = |i: usize| chars.get(i).map_or(norm.len(), |c| c.0);
+        let mut i = 0;
+        let mut run_start = 0;
+        let mut pieces: Vec<(bool, String, Range<usize>)> = Vec::new();
+        while i < chars.len() {
+            if !chars[i].1.is_ascii_digit() {
                 i += 1;
-            }
-        }
-        if !run.is_empty() {
-            pieces.push((false, run));
-        }
-        for (is_number, piece) in pieces {
-            if is_number {
-                flush(&mut tokens, &mut phrase);
-                phrase = Some((piece.clone(), piece));
                 continue;
             }
+            if run_start < i {
+                let r = at(run_start)..at(i);
+                pieces.push((false, norm[r.clone()].to_string(), r));
+            }
+            let start = i;
+            while i < chars.len() && (chars[i].1.is_ascii_digit() || chars[i].1 == ',') {
+                i += 1;
+            }
+            // A comma after the digits is punctuation, not a thousands mark.
+            while chars[i - 1].1 == ',' {
+                i -= 1;
+            }
+            let int: String = chars[start..i]
+                .iter()
+                .map(|c| c.1)
+                .filter(|c| *c != ',')
+                .collect();
+            let mut frac = None;
+            if i + 1 < chars.len() && chars[i].1 == '.' && chars[i + 1].1.is_ascii_digit() {
+                let fs = i + 1;
+                i += 1;
+                while i < chars.len() && chars[i].1.is_ascii_digit() {
+                    i += 1;
+                }
+                frac = Some(chars[fs..i].iter().map(|c| c.1).collect::<String>());
+            }
+            pieces.push((true, digits_kana(&int, frac.as_deref()), at(start)..at(i)));
+            run_start = i;
+        }
+        if run_start < chars.len() {
+            let r = at(run_start)..norm.len();
+            pieces.push((false, norm[r.clone()].to_string(), r));
+        }
+        for (is_number, piece, range) in pieces {
+            if is_number {
+                flush(&mut tokens, &mut phrase);
+                phrase = Some((piece.clone(), Some(range), piece));
+                continue;
+            }
+            let start = range.start;
             let morphemes = self.dict.tokenize(&piece);
-            let mut k = 0;
-            while k < morphemes.len() {
-                let m = &morphemes[k];
+            // Each morpheme's place: found in order in the piece.
+            let mut cursor = 0;
+            let places: Vec<Option<Range<usize>>> = morphemes
+                .iter()
+                .map(|m| {
+                    let found = piece[cursor..].find(&m.surface)?;
+                    let s = cursor + found;
+                    cursor = s + m.surface.len();
+                    Some(start + s..start + cursor)
+                })
+                .collect();
+            let mut j = 0;
+            while j < morphemes.len() {
+                let m = &morphemes[j];
                 if m.surface.chars().all(|c| punct(c).is_some()) {
                     flush(&mut tokens, &mut phrase);
                     for c in m.surface.chars().filter_map(punct) {
-                        tokens.push(PhonToken::Punct(c));
+                        tokens.push(Located {
+                            token: PhonToken::Punct(c),
+                            src: places[j].as_ref().map(&orig),
+                        });
                     }
-                    k += 1;
+                    j += 1;
                     continue;
                 }
                 // The longest run of words from here that the word list has as one word.
-                let mut end = k + 1;
+                let mut end = j + 1;
                 let mut joined = String::new();
-                for (e, n) in morphemes.iter().enumerate().skip(k) {
+                for (e, n) in morphemes.iter().enumerate().skip(j) {
                     joined.push_str(&n.surface);
-                    if e > k && self.words.contains(&joined) {
+                    if e > j && self.words.contains(&joined) {
                         end = e + 1;
                     }
                 }
                 let mut surface = String::new();
                 let mut kana = String::new();
-                for n in &morphemes[k..end] {
+                for n in &morphemes[j..end] {
                     surface.push_str(&n.surface);
                     match Self::reading(n) {
                         Some(r) => kana.push_str(&r),
@@ -573,15 +651,19 @@ impl JapanesePhonemizer {
                         None => {}
                     }
                 }
-                k = end;
+                let place = match (&places[j], &places[end - 1]) {
+                    (Some(a), Some(b)) => Some(a.start..b.end),
+                    _ => None,
+                };
+                j = end;
                 flush(&mut tokens, &mut phrase);
                 if !kana.is_empty() {
-                    phrase = Some((surface, kana));
+                    phrase = Some((surface, place, kana));
                 }
             }
         }
         flush(&mut tokens, &mut phrase);
-        join_at_sokuon(tokens)
+        join_at_sokuon(tokens, text)
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::japanese::{self, JapanesePhonemizer};
 use super::mandarin::{self, MandarinPhonemizer};
-use super::{PhonToken, Phonemize, PhonemizeError};
+use super::{Located, PhonToken, Phonemize, PhonemizeError};
 use std::sync::Arc;
 
 /// Which front end reads Han characters in a clause without kana.
@@ -133,40 +133,128 @@ impl KokoroPhonemizer {
     }
 }
 
-impl Phonemize for KokoroPhonemizer {
-    fn phonemize(&self, text: &str) -> Result<Vec<PhonToken>, PhonemizeError> {
+/// Place words read from `span` (which starts at byte `base` of the clause) in it: a word found as
+/// written (ignoring case) from where the last one ended is placed there; one that is not (a number
+/// or a symbol read as words: `42` → `forty two`) gets the whitespace-separated token of the span it
+/// was read from. Empty words get no place.
+pub fn place_words<'a>(
+    span: &str,
+    base: usize,
+    words: impl IntoIterator<Item = &'a str>,
+) -> Vec<Option<std::ops::Range<usize>>> {
+    let lower = span.to_ascii_lowercase();
+    let token_at = |from: usize| -> Option<std::ops::Range<usize>> {
+        let s = from + span[from..].find(|c: char| !c.is_whitespace())?;
+        let e = span[s..]
+            .find(char::is_whitespace)
+            .map_or(span.len(), |e| s + e);
+        Some(s..e)
+    };
+    let mut cursor = 0usize;
+    // The token the last word not found as written was read from (the rest of a number's words).
+    let mut read_from: Option<std::ops::Range<usize>> = None;
+    let mut out = Vec::new();
+    for text in words {
+        let src = if text.is_empty() {
+            None
+        } else {
+            let w = text.to_ascii_lowercase();
+            let here = token_at(cursor);
+            match (lower[cursor..].find(&w), &here) {
+                (Some(f), Some(t)) if cursor + f < t.end => {
+                    let s = cursor + f;
+                    cursor = s + w.len();
+                    read_from = None;
+                    Some(s..cursor)
+                }
+                _ if read_from.is_some() => read_from.clone(),
+                (_, Some(t)) => {
+                    cursor = t.end;
+                    read_from = Some(t.clone());
+                    read_from.clone()
+                }
+                (_, None) => None,
+            }
+        };
+        out.push(src.map(|r| base + r.start..base + r.end));
+    }
+    out
+}
+
+/// An English front end's tokens placed in `span` ([`place_words`]).
+fn place_latin(span: &str, base: usize, tokens: Vec<PhonToken>) -> Vec<Located> {
+    let places = place_words(
+        span,
+        base,
+        tokens.iter().map(|t| match t {
+            PhonToken::Word { text, .. } => text.as_str(),
+            PhonToken::Punct(_) => "",
+        }),
+    );
+    tokens
+        .into_iter()
+        .zip(places)
+        .map(|(token, src)| Located { token, src })
+        .collect()
+}
+
+impl KokoroPhonemizer {
+    /// Words with their places in `text` (see [`Phonemize::phonemize_located`]).
+    fn located(&self, text: &str) -> Result<Vec<Located>, PhonemizeError> {
         let mut out = Vec::new();
+        let mut base = 0usize;
         for (script, span) in split_scripts(text, self.han) {
+            let shift = |v: Vec<Located>| {
+                v.into_iter().map(move |l| Located {
+                    token: l.token,
+                    src: l.src.map(|r| base + r.start..base + r.end),
+                })
+            };
             match script {
                 Script::Japanese => match &self.japanese {
-                    Some(j) => out.extend(j.phonemize(&span)),
+                    Some(j) => out.extend(shift(j.phonemize_located(&span))),
                     None => {
                         return Err(PhonemizeError::Other(
                             "Japanese text needs the Japanese dictionary: run `idol fetch`".into(),
                         ));
                     }
                 },
-                Script::Mandarin => out.extend(self.mandarin.phonemize(&span)),
+                Script::Mandarin => out.extend(shift(self.mandarin.phonemize_located(&span))),
                 Script::Latin => match &self.english {
                     Some(e) => {
-                        for t in e.phonemize(&span)? {
-                            out.push(match t {
+                        let tokens = e
+                            .phonemize(&span)?
+                            .into_iter()
+                            .map(|t| match t {
                                 PhonToken::Word { text, ipa } => PhonToken::Word {
                                     text,
                                     ipa: english_to_misaki(&ipa),
                                 },
                                 p => p,
-                            });
-                        }
+                            })
+                            .collect();
+                        out.extend(place_latin(&span, base, tokens));
                     }
                     None => log::warn!("no English front end for {span:?}; skipped"),
                 },
             }
+            base += span.len();
         }
+        debug_assert_eq!(base, text.len(), "script spans cover the clause");
         if out.is_empty() {
             return Err(PhonemizeError::Unspeakable(text.to_string()));
         }
         Ok(out)
+    }
+}
+
+impl Phonemize for KokoroPhonemizer {
+    fn phonemize(&self, text: &str) -> Result<Vec<PhonToken>, PhonemizeError> {
+        Ok(self.located(text)?.into_iter().map(|l| l.token).collect())
+    }
+
+    fn phonemize_located(&self, text: &str) -> Result<Vec<Located>, PhonemizeError> {
+        self.located(text)
     }
 }
 

@@ -18,8 +18,9 @@
 //! `y`/`w` spellings and `iu ui un` are expanded to their full finals (`you` = `iou`, `ui` = `uei`),
 //! `u` after j/q/x is ü; the apical vowels of zhi/chi/shi/ri and zi/ci/si are `ɨ`.
 
-use super::PhonToken;
+use super::{Located, PhonToken};
 use pinyin::ToPinyin;
+use std::ops::Range;
 
 /// A syllable: its pinyin without tone (`zhong`, `lü`) and its tone (1-4, 5 neutral).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,32 +252,43 @@ pub fn number_zh(n: u64) -> String {
 
 /// Replace Arabic numbers in `text` by their Chinese reading.
 pub fn numbers_to_zh(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
+    numbers_to_zh_located(text).0
+}
+
+/// [`numbers_to_zh`], with the byte range of `text` each character of the result came from (a
+/// number's reading: the whole number as written, with its `%`).
+pub fn numbers_to_zh_located(text: &str) -> (String, Vec<Range<usize>>) {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let at = |i: usize| chars.get(i).map_or(text.len(), |c| c.0);
     let mut out = String::new();
+    let mut places = Vec::new();
     let mut i = 0;
     let digit_zh = |c: char| ZH_DIGITS[c.to_digit(10).unwrap_or(0) as usize];
     while i < chars.len() {
-        if !chars[i].is_ascii_digit() {
-            out.push(chars[i]);
+        let c = chars[i].1;
+        if !c.is_ascii_digit() {
+            out.push(c);
+            places.push(at(i)..at(i + 1));
             i += 1;
             continue;
         }
         let start = i;
-        while i < chars.len() && chars[i].is_ascii_digit() {
+        while i < chars.len() && chars[i].1.is_ascii_digit() {
             i += 1;
         }
-        let int: String = chars[start..i].iter().collect();
+        let int: String = chars[start..i].iter().map(|c| c.1).collect();
         let mut frac = None;
-        if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
+        if i + 1 < chars.len() && chars[i].1 == '.' && chars[i + 1].1.is_ascii_digit() {
             let fs = i + 1;
             i += 1;
-            while i < chars.len() && chars[i].is_ascii_digit() {
+            while i < chars.len() && chars[i].1.is_ascii_digit() {
                 i += 1;
             }
-            frac = Some(chars[fs..i].iter().collect::<String>());
+            frac = Some(chars[fs..i].iter().map(|c| c.1).collect::<String>());
         }
-        let percent = matches!(chars.get(i), Some('%' | '％'));
-        let year = frac.is_none() && int.len() == 4 && chars.get(i) == Some(&'年');
+        let next = chars.get(i).map(|c| c.1);
+        let percent = matches!(next, Some('%' | '％'));
+        let year = frac.is_none() && int.len() == 4 && next == Some('年');
         let mut reading = if year || int.len() > 16 || (int.len() > 1 && int.starts_with('0')) {
             int.chars().map(digit_zh).collect()
         } else {
@@ -287,14 +299,14 @@ pub fn numbers_to_zh(text: &str) -> String {
             reading.extend(f.chars().map(digit_zh));
         }
         if percent {
-            out.push_str("百分之");
-            out.push_str(&reading);
+            reading.insert_str(0, "百分之");
             i += 1;
-        } else {
-            out.push_str(&reading);
         }
+        let place = at(start)..at(i);
+        places.extend(reading.chars().map(|_| place.clone()));
+        out.push_str(&reading);
     }
-    out
+    (out, places)
 }
 
 /// Words whose syllables the character readings get wrong (heteronyms read by their word).
@@ -454,6 +466,9 @@ pub fn is_han(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}' | '\u{F900}'..='\u{FAFF}' | '〇')
 }
 
+/// A word's place in the text and its syllables.
+type PlacedWord = (Range<usize>, Vec<(char, Syllable)>);
+
 /// The Mandarin front end.
 pub struct MandarinPhonemizer {
     jieba: jieba_rs::Jieba,
@@ -476,46 +491,92 @@ impl MandarinPhonemizer {
     /// Mandarin text → word tokens and punctuation (non-Han, non-punctuation text is dropped; the
     /// router sends Latin to the English front end first).
     pub fn phonemize(&self, text: &str) -> Vec<PhonToken> {
-        let text = numbers_to_zh(text);
+        self.phonemize_located(text)
+            .into_iter()
+            .map(|l| l.token)
+            .collect()
+    }
+
+    /// [`MandarinPhonemizer::phonemize`] with each token's byte range in `text`: a word's is the
+    /// text it was read from (a number's words are one word, the number as written, `2026年`'s year
+    /// and `50%` whole), and the word's text is that range's.
+    pub fn phonemize_located(&self, text: &str) -> Vec<Located> {
+        let (conv, places) = numbers_to_zh_located(text);
         enum Piece {
-            Word(String, Vec<(char, Syllable)>),
-            Punct(char),
+            Word(Range<usize>, Vec<(char, Syllable)>),
+            Punct(char, Range<usize>),
         }
-        let mut pieces = Vec::new();
-        for t in self.jieba.cut(&text, true) {
+        let mut pieces: Vec<Piece> = Vec::new();
+        // Character index of the converted text, found in order.
+        let mut cursor = 0usize;
+        let conv_chars: Vec<char> = conv.chars().collect();
+        for t in self.jieba.cut(&conv, true) {
             let w = t.word;
+            let n = w.chars().count();
+            // jieba's words are the text's in order; find this one from the cursor.
+            let first = w.chars().next();
+            while cursor < conv_chars.len() && Some(conv_chars[cursor]) != first {
+                cursor += 1;
+            }
+            let span = cursor.min(places.len())..(cursor + n).min(places.len());
+            cursor = span.end;
+            let src = match (
+                places.get(span.start),
+                span.end.checked_sub(1).and_then(|e| places.get(e)),
+            ) {
+                (Some(a), Some(b)) if !span.is_empty() => a.start..b.end,
+                _ => continue,
+            };
             if w.chars().all(is_han) {
                 let syl = word_syllables(w);
-                if !syl.is_empty() {
-                    pieces.push(Piece::Word(w.to_string(), syl));
+                if syl.is_empty() {
+                    continue;
                 }
+                // The words one number is read as are one word (its place is the number's).
+                if let Some(Piece::Word(prev, ps)) = pieces.last_mut()
+                    && prev.end > src.start
+                {
+                    prev.end = prev.end.max(src.end);
+                    ps.extend(syl);
+                    continue;
+                }
+                pieces.push(Piece::Word(src, syl));
             } else {
-                for c in w.chars() {
+                for (k, c) in w.chars().enumerate() {
                     if let Some(p) = punct(c) {
-                        pieces.push(Piece::Punct(p));
+                        pieces.push(Piece::Punct(p, places[span.start + k].clone()));
                     }
                 }
             }
         }
         // Sandhi runs over each stretch between punctuation marks.
         let mut out = Vec::new();
-        let mut run: Vec<(String, Vec<(char, Syllable)>)> = Vec::new();
-        let flush = |run: &mut Vec<(String, Vec<(char, Syllable)>)>, out: &mut Vec<PhonToken>| {
+        let mut run: Vec<PlacedWord> = Vec::new();
+        let flush = |run: &mut Vec<PlacedWord>, out: &mut Vec<Located>| {
             let mut syl: Vec<Vec<(char, Syllable)>> = run.iter().map(|(_, s)| s.clone()).collect();
             sandhi(&mut syl);
-            for ((text, _), s) in run.drain(..).zip(syl) {
+            for ((src, _), s) in run.drain(..).zip(syl) {
                 let ipa: String = s.iter().filter_map(|(_, s)| syllable_ipa(s)).collect();
                 if !ipa.is_empty() {
-                    out.push(PhonToken::Word { text, ipa });
+                    out.push(Located {
+                        token: PhonToken::Word {
+                            text: text[src.clone()].to_string(),
+                            ipa,
+                        },
+                        src: Some(src),
+                    });
                 }
             }
         };
         for p in pieces {
             match p {
-                Piece::Word(t, s) => run.push((t, s)),
-                Piece::Punct(c) => {
+                Piece::Word(r, s) => run.push((r, s)),
+                Piece::Punct(c, r) => {
                     flush(&mut run, &mut out);
-                    out.push(PhonToken::Punct(c));
+                    out.push(Located {
+                        token: PhonToken::Punct(c),
+                        src: Some(r),
+                    });
                 }
             }
         }

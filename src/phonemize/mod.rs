@@ -44,8 +44,34 @@ pub enum PhonemizeError {
     Other(String),
 }
 
+/// A token and where it was read from in the text given to the phonemizer (a byte range), when the
+/// front end knows it: a word's range is the text it was read from (`42` for the words a number is read
+/// as), so cues written in the text can be placed on the word spoken there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub token: PhonToken,
+    pub src: Option<std::ops::Range<usize>>,
+}
+
+impl Located {
+    /// A token with no known place in the text.
+    pub fn unplaced(token: PhonToken) -> Located {
+        Located { token, src: None }
+    }
+}
+
 /// Text → phoneme tokens. The real implementation is the CMUdict + GRU phonemizer; espeak-ng (a
 /// subprocess, when installed) is an optional alternative; tests of other stages may use a fake.
 pub trait Phonemize: Send + Sync {
     fn phonemize(&self, text: &str) -> Result<Vec<PhonToken>, PhonemizeError>;
+
+    /// Like [`Phonemize::phonemize`], with each token's place in `text`. Front ends that segment the
+    /// text themselves (Japanese, Mandarin) know it; the default knows none.
+    fn phonemize_located(&self, text: &str) -> Result<Vec<Located>, PhonemizeError> {
+        Ok(self
+            .phonemize(text)?
+            .into_iter()
+            .map(Located::unplaced)
+            .collect())
+    }
 }

@@ -255,7 +255,12 @@ fn speak_line(
             None
         } else {
             said.push(clause.text.clone());
-            match voice.speak(&normalize(&clause.text), style) {
+            let sentence = if voice.reads_written_text() {
+                clause.text.clone()
+            } else {
+                normalize(&clause.text)
+            };
+            match voice.speak(&sentence, style) {
                 Ok(sp) => Some(sp),
                 Err(TtsError::Unspeakable(_) | TtsError::Phonemize(_) | TtsError::Empty) => {
                     warnings.push(format!(

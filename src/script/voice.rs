@@ -15,31 +15,35 @@ pub struct Style {
     pub emphasis: f32,
 }
 
-/// The voice as a script render drives it: one normalized sentence at a time, with a style.
+/// The voice as a script render drives it: one normalized sentence at a time (as written for a
+/// voice that reads it so), with a style.
 pub trait LineVoice {
     fn sample_rate(&self) -> u32;
     fn speak(&mut self, sentence: &str, style: Style) -> Result<Speech, TtsError>;
+    /// Whether sentences are given as written ([`Synthesizer::reads_written_text`]), not normalized.
+    fn reads_written_text(&self) -> bool {
+        false
+    }
 }
 
-/// The Piper voice with per-line length scale and emphasis (emphasis widens the noise scales by up to
-/// 50%: livelier pitch and timing).
+/// The script's voice (any [`Synthesizer`]: Piper, Kokoro, a router by language) with per-line length
+/// scale and emphasis ([`Synthesizer::set_style`]: Piper's emphasis widens its noise scales by up to
+/// 50%, livelier pitch and timing).
 pub struct PiperLineVoice {
-    voice: PiperVoice,
-    scales: [f32; 3],
+    voice: Box<dyn Synthesizer>,
 }
 
 impl PiperLineVoice {
-    /// Wrap a loaded voice; `options` are the ones it was loaded with (their overrides are the base
-    /// scales), and its noise restarts at clause 0 of `options.seed`.
-    pub fn new(mut voice: PiperVoice, options: &VoiceOptions) -> Self {
-        let inf = voice.config().inference;
-        let scales = [
-            options.noise_scale.unwrap_or(inf.noise_scale),
-            options.length_scale.unwrap_or(inf.length_scale),
-            options.noise_w.unwrap_or(inf.noise_w),
-        ];
-        voice.set_seed(options.seed);
-        PiperLineVoice { voice, scales }
+    /// Wrap a loaded Piper voice; `options` are the ones it was loaded with (their overrides are the
+    /// base scales), and its noise restarts at clause 0 of `options.seed`.
+    pub fn new(voice: PiperVoice, options: &VoiceOptions) -> Self {
+        Self::from_voice(Box::new(voice), options.seed)
+    }
+
+    /// Wrap any loaded voice ([`crate::tts::load_voice`]); its noise restarts at clause 0 of `seed`.
+    pub fn from_voice(mut voice: Box<dyn Synthesizer>, seed: u64) -> Self {
+        voice.set_seed(seed);
+        PiperLineVoice { voice }
     }
 
     /// Restart the noise streams at clause 0 of `seed` (to render again from the same start).
@@ -54,11 +58,12 @@ impl LineVoice for PiperLineVoice {
     }
 
     fn speak(&mut self, sentence: &str, style: Style) -> Result<Speech, TtsError> {
-        let [ns, ls, nw] = self.scales;
-        let boost = 1.0 + 0.5 * style.emphasis.clamp(0.0, 1.0);
-        self.voice
-            .set_scales(ns * boost, style.length_scale.unwrap_or(ls), nw * boost);
+        self.voice.set_style(style.length_scale, style.emphasis);
         self.voice.synthesize(sentence)
+    }
+
+    fn reads_written_text(&self) -> bool {
+        self.voice.reads_written_text()
     }
 }
 

@@ -26,7 +26,7 @@ use super::onnx::edit_kokoro_graph;
 use super::piper::ort_environment;
 use super::timing::{self, Encoded, Owner, Unit};
 use super::{Synthesizer, TtsError};
-use crate::phonemize::{PhonToken, Phonemize};
+use crate::phonemize::{Located, PhonToken, Phonemize};
 use crate::speech::{Phoneme, Speech, Word};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -111,6 +111,8 @@ pub struct KokoroVoice {
     styles: Vec<f32>,
     rows: usize,
     speed: f32,
+    /// The speed it was loaded with.
+    base_speed: f32,
     hop: u64,
     name: String,
     phonemizer: Arc<dyn Phonemize>,
@@ -257,11 +259,17 @@ fn joins_unit(c: char) -> bool {
 /// Lay `tokens` out as misaki does and map them to Kokoro ids, units and owners (see the module
 /// docs). The ids include the two end pads.
 pub fn encode(tokens: &[PhonToken], vocab: &HashMap<char, i64>) -> Encoded {
+    let located: Vec<Located> = tokens.iter().cloned().map(Located::unplaced).collect();
+    encode_located(&located, vocab)
+}
+
+/// [`encode`], each word keeping its place in the clause ([`Word::src`]).
+pub fn encode_located(tokens: &[Located], vocab: &HashMap<char, i64>) -> Encoded {
     let mut layout: Vec<(char, Option<usize>)> = Vec::new();
     let mut words = Vec::new();
     let mut need_space = false;
-    for t in tokens {
-        match t {
+    for Located { token, src } in tokens {
+        match token {
             PhonToken::Word { text, ipa } => {
                 let ipa: Vec<char> = ipa.chars().filter(|c| !c.is_whitespace()).collect();
                 if ipa.is_empty() {
@@ -271,7 +279,10 @@ pub fn encode(tokens: &[PhonToken], vocab: &HashMap<char, i64>) -> Encoded {
                     layout.push((' ', None));
                 }
                 let w = words.len();
-                words.push(Word::new(text.clone()));
+                words.push(Word {
+                    text: text.clone(),
+                    src: src.clone(),
+                });
                 layout.extend(ipa.into_iter().map(|c| (c, Some(w))));
                 need_space = true;
             }
@@ -339,12 +350,12 @@ pub fn encode(tokens: &[PhonToken], vocab: &HashMap<char, i64>) -> Encoded {
 }
 
 /// Cut tokens into runs of at most `max` ids (pads excluded), at word or punctuation boundaries.
-fn pieces(tokens: &[PhonToken], max: usize) -> Vec<Vec<PhonToken>> {
-    let mut out: Vec<Vec<PhonToken>> = Vec::new();
-    let mut cur: Vec<PhonToken> = Vec::new();
+fn pieces(tokens: &[Located], max: usize) -> Vec<Vec<Located>> {
+    let mut out: Vec<Vec<Located>> = Vec::new();
+    let mut cur: Vec<Located> = Vec::new();
     let mut len = 0usize;
     for t in tokens {
-        let n = match t {
+        let n = match &t.token {
             PhonToken::Word { ipa, .. } => ipa.chars().count() + 1,
             PhonToken::Punct(_) => 1,
         };
@@ -352,14 +363,17 @@ fn pieces(tokens: &[PhonToken], max: usize) -> Vec<Vec<PhonToken>> {
             out.push(std::mem::take(&mut cur));
             len = 0;
         }
-        match t {
+        match &t.token {
             // A word longer than a whole run: cut it.
             PhonToken::Word { text, ipa } if n > max => {
                 let chars: Vec<char> = ipa.chars().collect();
                 for c in chars.chunks(max - 1) {
-                    out.push(vec![PhonToken::Word {
-                        text: text.clone(),
-                        ipa: c.iter().collect(),
+                    out.push(vec![Located {
+                        token: PhonToken::Word {
+                            text: text.clone(),
+                            ipa: c.iter().collect(),
+                        },
+                        src: t.src.clone(),
                     }]);
                 }
             }
@@ -436,6 +450,7 @@ impl KokoroVoice {
             styles,
             rows,
             speed: 1.0 / options.length_scale,
+            base_speed: 1.0 / options.length_scale,
             hop: 0,
             name: options.voice.clone(),
             phonemizer,
@@ -517,10 +532,16 @@ impl KokoroVoice {
 
     /// Synthesize already phonemized tokens.
     pub fn synthesize_tokens(&mut self, tokens: &[PhonToken]) -> Result<Speech, TtsError> {
+        let located: Vec<Located> = tokens.iter().cloned().map(Located::unplaced).collect();
+        self.synthesize_located(&located)
+    }
+
+    /// Synthesize phonemized tokens, each word keeping its place in the clause.
+    pub fn synthesize_located(&mut self, tokens: &[Located]) -> Result<Speech, TtsError> {
         let mut speech = super::empty_speech(SAMPLE_RATE);
         let mut any = false;
         for piece in pieces(tokens, MAX_TOKENS) {
-            let enc = encode(&piece, &self.vocab);
+            let enc = encode_located(&piece, &self.vocab);
             if !enc.skipped.is_empty() {
                 log::warn!(
                     "voice {} has no phoneme for {:?}; skipped",
@@ -548,7 +569,7 @@ impl KokoroVoice {
         if !any {
             let text: Vec<String> = tokens
                 .iter()
-                .map(|t| match t {
+                .map(|t| match &t.token {
                     PhonToken::Word { text, .. } => text.clone(),
                     PhonToken::Punct(c) => c.to_string(),
                 })
@@ -584,8 +605,20 @@ impl Synthesizer for KokoroVoice {
         if clause.trim().is_empty() {
             return Err(TtsError::Empty);
         }
-        let tokens = self.phonemizer.phonemize(clause)?;
-        self.synthesize_tokens(&tokens)
+        let tokens = self.phonemizer.phonemize_located(clause)?;
+        self.synthesize_located(&tokens)
+    }
+
+    fn reads_written_text(&self) -> bool {
+        true
+    }
+
+    /// The length scale sets the pace; the graph has no noise for emphasis to widen.
+    fn set_style(&mut self, length_scale: Option<f32>, _emphasis: f32) {
+        self.speed = match length_scale {
+            Some(l) if l.is_finite() && (0.1..=10.0).contains(&l) => 1.0 / l,
+            _ => self.base_speed,
+        };
     }
 }
 
@@ -647,12 +680,12 @@ mod tests {
             text: "w".into(),
             ipa: "a".repeat(n),
         };
-        let p = pieces(&[w(300), w(300), w(100)], MAX_TOKENS);
+        let p = pieces(&[w(300), w(300), w(100)].map(Located::unplaced), MAX_TOKENS);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].len(), 1);
         assert_eq!(p[1].len(), 2);
-        let p = pieces(&[w(1200)], MAX_TOKENS);
-        assert!(p.iter().all(|x| match &x[0] {
+        let p = pieces(&[Located::unplaced(w(1200))], MAX_TOKENS);
+        assert!(p.iter().all(|x| match &x[0].token {
             PhonToken::Word { ipa, .. } => ipa.chars().count() < MAX_TOKENS,
             _ => false,
         }));

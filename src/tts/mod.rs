@@ -16,6 +16,8 @@ pub mod fake;
 pub mod kokoro;
 pub mod onnx;
 pub mod piper;
+pub mod route;
+pub mod select;
 pub mod timing;
 pub mod wav;
 mod worker;
@@ -24,6 +26,8 @@ pub use crate::phonemize::EspeakPhonemizer;
 pub use fake::FakeSynthesizer;
 pub use kokoro::{KokoroOptions, KokoroVoice};
 pub use piper::{PiperVoice, Speaker, VoiceConfig, VoiceOptions};
+pub use route::Router;
+pub use select::{VoiceChoice, load_voice, voice_files, voice_languages};
 pub use worker::SynthWorker;
 
 use crate::phonemize::PhonemizeError;
@@ -61,6 +65,26 @@ pub enum TtsError {
 pub trait Synthesizer: Send {
     /// The sample rate of the speech this synthesizer makes.
     fn sample_rate(&self) -> u32;
+
+    /// Whether this voice reads text as written: its front ends read numbers, symbols and marks
+    /// themselves (Kokoro's Japanese and Mandarin), so callers hand it the clause as it is and its
+    /// words' [`crate::speech::Word::src`] index that text. When false (Piper) callers normalize the
+    /// clause first ([`crate::text::normalize`]).
+    fn reads_written_text(&self) -> bool {
+        false
+    }
+
+    /// Restart the voice's noise at clause 0 of `seed` (to render again from the same start); voices
+    /// with no noise (Kokoro) ignore it.
+    fn set_seed(&mut self, seed: u64) {
+        let _ = seed;
+    }
+
+    /// Speak the next clauses in this style: `length_scale` (`None`: the pace the voice was loaded
+    /// with) and `emphasis` 0..=1 (livelier pitch and timing where the voice has noise to widen).
+    fn set_style(&mut self, length_scale: Option<f32>, emphasis: f32) {
+        let _ = (length_scale, emphasis);
+    }
     /// One clause of normalized text (a sentence or part of one) → speech.
     fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError>;
 
@@ -95,6 +119,15 @@ pub trait Synthesizer: Send {
 impl<S: Synthesizer + ?Sized> Synthesizer for Box<S> {
     fn sample_rate(&self) -> u32 {
         (**self).sample_rate()
+    }
+    fn reads_written_text(&self) -> bool {
+        (**self).reads_written_text()
+    }
+    fn set_seed(&mut self, seed: u64) {
+        (**self).set_seed(seed)
+    }
+    fn set_style(&mut self, length_scale: Option<f32>, emphasis: f32) {
+        (**self).set_style(length_scale, emphasis)
     }
     fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError> {
         (**self).synthesize(clause)

@@ -340,6 +340,8 @@ pub struct PiperVoice {
     has_sid: bool,
     sid: Option<i64>,
     scales: [f32; 3],
+    /// The scales it was loaded with (a style's length scale and emphasis start from them).
+    base_scales: [f32; 3],
     seed: u64,
     clause: u64,
     phonemizer: Arc<dyn Phonemize>,
@@ -506,6 +508,7 @@ impl PiperVoice {
             has_sid,
             sid,
             scales,
+            base_scales: scales,
             seed: options.seed,
             clause: 0,
             phonemizer,
@@ -1179,6 +1182,17 @@ fn resolve_speaker(s: &Speaker, config: &VoiceConfig) -> Result<i64, TtsError> {
 impl Synthesizer for PiperVoice {
     fn sample_rate(&self) -> u32 {
         self.config.audio.sample_rate
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        PiperVoice::set_seed(self, seed)
+    }
+
+    /// Emphasis widens the noise scales by up to 50%: livelier pitch and timing.
+    fn set_style(&mut self, length_scale: Option<f32>, emphasis: f32) {
+        let [ns, ls, nw] = self.base_scales;
+        let boost = 1.0 + 0.5 * emphasis.clamp(0.0, 1.0);
+        self.set_scales(ns * boost, length_scale.unwrap_or(ls), nw * boost);
     }
 
     fn synthesize(&mut self, clause: &str) -> Result<Speech, TtsError> {

@@ -22,6 +22,7 @@ pub struct SynthWorker {
     rx: Option<Receiver<Spoken>>,
     handle: Option<JoinHandle<()>>,
     sample_rate: u32,
+    reads_written_text: bool,
     submitted: u64,
 }
 
@@ -35,13 +36,13 @@ impl SynthWorker {
     {
         let (tx, clause_rx) = bounded::<String>(capacity.max(1));
         let (speech_tx, rx) = bounded::<Spoken>(capacity.max(1));
-        let (ready_tx, ready_rx) = bounded::<Result<u32, TtsError>>(1);
+        let (ready_tx, ready_rx) = bounded::<Result<(u32, bool), TtsError>>(1);
         let handle = std::thread::Builder::new()
             .name("idol-tts".into())
             .spawn(move || {
                 let mut synth = match make() {
                     Ok(s) => {
-                        let _ = ready_tx.send(Ok(s.sample_rate()));
+                        let _ = ready_tx.send(Ok((s.sample_rate(), s.reads_written_text())));
                         s
                     }
                     Err(e) => {
@@ -62,18 +63,25 @@ impl SynthWorker {
                 }
             })
             .map_err(|e| TtsError::Runtime(format!("cannot start the synthesis thread: {e}")))?;
-        let sample_rate = ready_rx.recv().map_err(|_| TtsError::WorkerGone)??;
+        let (sample_rate, reads_written_text) =
+            ready_rx.recv().map_err(|_| TtsError::WorkerGone)??;
         Ok(SynthWorker {
             tx: Some(tx),
             rx: Some(rx),
             handle: Some(handle),
             sample_rate,
+            reads_written_text,
             submitted: 0,
         })
     }
 
     pub fn sample_rate(&self) -> u32 {
         self.sample_rate
+    }
+
+    /// Whether the voice reads clauses as written ([`Synthesizer::reads_written_text`]).
+    pub fn reads_written_text(&self) -> bool {
+        self.reads_written_text
     }
 
     /// Queue a clause (blocks while the queue is full). Returns its index.
