@@ -101,6 +101,13 @@ fn ct2_folder(files: &WhisperFiles, dir: &Path) {
     std::fs::write(dir.join("vocabulary.txt"), lines.join("\n") + "\n").unwrap();
 }
 
+fn rt_total(rows: &Option<Vec<serde_json::Value>>) -> f64 {
+    rows.iter()
+        .flatten()
+        .map(|r| r["seconds"].as_f64().unwrap_or(f64::NAN))
+        .sum()
+}
+
 fn reference_py() -> Option<String> {
     if let Ok(p) = std::env::var("IDOL_WHISPER_PY") {
         return Some(p);
@@ -137,6 +144,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut wavs = vec![];
     let mut idol_rows = vec![];
+    let mut short_rows = vec![];
     for (name, reference) in CLIPS {
         let pcm = pcm16k(&home, name);
         let wav = dir.path().join(name);
@@ -154,6 +162,16 @@ fn main() {
             w.text(&pcm).unwrap();
             times.push(t.elapsed().as_secs_f64());
         }
+        w.set_short_windows(true);
+        let short_text = w.text(&pcm).unwrap();
+        let mut short_times = vec![];
+        for _ in 0..runs {
+            let t = Instant::now();
+            w.text(&pcm).unwrap();
+            short_times.push(t.elapsed().as_secs_f64());
+        }
+        w.set_short_windows(false);
+        short_rows.push((short_text, median(short_times)));
         idol_rows.push((name, reference, text, median(times)));
     }
     let reference = reference_py().and_then(|py| {
@@ -203,6 +221,24 @@ fn main() {
         }
     }
     let n = CLIPS.len() as f64;
+    println!("idol with short windows (the utterance + 1 s encoded, as the live path does):");
+    let (mut sw, mut st) = (0.0, 0.0);
+    for ((name, reference_text, _, _), (text, secs)) in idol_rows.iter().zip(&short_rows) {
+        let e = word_error_rate(reference_text, text);
+        sw += e;
+        st += secs;
+        println!("| {name} | {text} | {e:.2} | {secs:.3} |");
+    }
+    println!(
+        "short windows: mean WER {:.3}, total {:.3} s{}",
+        sw / n,
+        st,
+        if reference.is_some() {
+            format!(": {:.2}x faster-whisper's speed", rt_total(&reference) / st)
+        } else {
+            String::new()
+        }
+    );
     if reference.is_some() {
         println!(
             "mean WER idol {:.3}, faster-whisper {:.3} (difference {:+.3}); total time idol {:.3} s, faster-whisper {:.3} s: idol runs at {:.2}x faster-whisper's speed",
@@ -257,6 +293,7 @@ fn latency(home: &Home, model: &str, runs: usize) {
         vad_model: home.path(idol::listen::SILERO_VAD),
         ort_library: home.ort_library(),
         segmenter: idol::listen::vad::SegmenterConfig::default(),
+        short_windows: false,
     };
     let lead = 0.5;
     let mut host = vec![0.0f32; (lead * 16_000.0) as usize];

@@ -47,6 +47,7 @@ fn host_options() -> idol::listen::host::HostOptions {
         vad_model: home.path(idol::listen::SILERO_VAD),
         ort_library: home.ort_library(),
         segmenter: idol::listen::vad::SegmenterConfig::default(),
+        short_windows: false,
     }
 }
 

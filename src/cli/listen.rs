@@ -88,6 +88,7 @@ pub fn run(env: &Env, args: &ListenArgs) -> anyhow::Result<ExitCode> {
     let audio = idol::audio::decode_file(file)?;
     let pcm = idol::audio::resample(&audio.samples, audio.sample_rate, 16_000);
     let mut whisper = Whisper::load(&opts.whisper, opts.language.as_deref())?;
+    whisper.set_short_windows(opts.short_windows);
     let segments: Vec<Segment> = if args.no_vad {
         whisper.transcribe(&pcm)?
     } else {

@@ -209,6 +209,10 @@ pub struct HostOptions {
     pub vad_model: PathBuf,
     pub ort_library: PathBuf,
     pub segmenter: SegmenterConfig,
+    /// Whisper encodes an utterance's own length (plus 1 s), not a whole 30 s window
+    /// ([`Whisper::set_short_windows`]): faster, but it loses words and can loop (docs/benchmarks.md),
+    /// so it is off in `[mic]`.
+    pub short_windows: bool,
 }
 
 impl HostOptions {
@@ -220,6 +224,7 @@ impl HostOptions {
             vad_model: home.path(super::SILERO_VAD),
             ort_library: home.ort_library(),
             segmenter: segmenter_config(mic),
+            short_windows: false,
         }
     }
 
@@ -288,6 +293,7 @@ impl HostVoice {
         mut events: Box<dyn HostEvents>,
     ) -> Result<HostVoice, HostError> {
         let mut whisper = Whisper::load(&opts.whisper, opts.language.as_deref())?;
+        whisper.set_short_windows(opts.short_windows);
         let vad = SileroVad::load(&opts.vad_model, &opts.ort_library)?;
         let mut seg = Segmenter::new(vad, opts.segmenter);
         let stop = Arc::new(AtomicBool::new(false));
@@ -487,7 +493,11 @@ pub fn open_microphone(device: Option<&str>) -> Result<Box<dyn AudioInput>, Host
     let rate = ready_rx
         .recv()
         .map_err(|_| HostError::Device("the microphone thread ended".into()))?
-        .map_err(HostError::Device)?;
+        .map_err(|e| {
+            HostError::Device(format!(
+                "{e} (name another input with [mic] device, or play a recording as the microphone with [mic] file)"
+            ))
+        })?;
     Ok(Box::new(ChannelInput { rate, rx }))
 }
 

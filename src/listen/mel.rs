@@ -122,14 +122,14 @@ pub fn log_mel(pcm: &[f32], filters: &[f32], n_mels: usize) -> (Vec<f32>, usize)
     (mel, frames)
 }
 
-/// Frames `[from, from + N_FRAMES)` of a spectrogram with `frames` columns, zero-padded past its
-/// end: one 30-second window of the encoder's input, `n_mels × N_FRAMES`.
-pub fn pad_frames(mel: &[f32], n_mels: usize, frames: usize, from: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n_mels * N_FRAMES];
-    let take = frames.saturating_sub(from).min(N_FRAMES);
+/// Frames `[from, from + len)` of a spectrogram with `frames` columns, zero-padded past its end:
+/// one window of the encoder's input, `n_mels × len` (`len` = [`N_FRAMES`]: the 30-second window).
+pub fn pad_frames(mel: &[f32], n_mels: usize, frames: usize, from: usize, len: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n_mels * len];
+    let take = frames.saturating_sub(from).min(len);
     for m in 0..n_mels {
         let src = &mel[m * frames + from..m * frames + from + take];
-        out[m * N_FRAMES..m * N_FRAMES + take].copy_from_slice(src);
+        out[m * len..m * len + take].copy_from_slice(src);
     }
     out
 }

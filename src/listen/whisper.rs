@@ -106,7 +106,14 @@ pub struct Whisper {
     /// The model writes more than English (it has language tokens).
     multilingual: bool,
     sample_len: usize,
+    /// The output projection (the token embedding), transposed once: `d_model × vocab`.
+    unembed: Tensor,
+    /// Encode only the clip's frames and a margin instead of the whole 30 s window.
+    short_windows: bool,
 }
+
+/// Frames of silence kept after the clip when windows are shortened (1 s).
+pub const SHORT_WINDOW_MARGIN: usize = 100;
 
 impl std::fmt::Debug for Whisper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,6 +134,15 @@ impl Whisper {
         let cfg = ct2.whisper_config()?;
         let tensors = ct2.whisper_tensors(&device)?;
         drop(ct2);
+        let unembed = tensors
+            .get("model.decoder.embed_tokens.weight")
+            .ok_or_else(|| WhisperError::Files {
+                path: files.model.clone(),
+                what: "no token embedding".into(),
+            })?
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(run_err)?;
         let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device);
         let model = Model::load(&vb, cfg.clone()).map_err(|e| WhisperError::Files {
             path: files.model.clone(),
@@ -190,7 +206,17 @@ impl Whisper {
             suppress,
             suppress_begin: c2.suppress_ids_begin,
             multilingual,
+            unembed,
+            short_windows: false,
         })
+    }
+
+    /// Encode only a window's audio and [`SHORT_WINDOW_MARGIN`] frames of what follows, not the
+    /// whole 30 s. The encoder's cost falls with the length, but Whisper was trained on whole
+    /// windows: on the bench's clips tiny.en then misheard a name and looped on another
+    /// (docs/benchmarks.md), so nothing turns this on by default.
+    pub fn set_short_windows(&mut self, on: bool) {
+        self.short_windows = on;
     }
 
     pub fn multilingual(&self) -> bool {
@@ -204,8 +230,15 @@ impl Whisper {
         let mut out = vec![];
         let mut from = 0;
         while from < audio_frames.max(1) {
-            let window = mel::pad_frames(&spec, self.n_mels, frames, from);
-            let text = self.decode_window(window)?;
+            let len = if self.short_windows {
+                // Even: the second convolution halves it.
+                ((audio_frames - from.min(audio_frames) + SHORT_WINDOW_MARGIN).div_ceil(2) * 2)
+                    .min(mel::N_FRAMES)
+            } else {
+                mel::N_FRAMES
+            };
+            let window = mel::pad_frames(&spec, self.n_mels, frames, from, len);
+            let text = self.decode_window(window, len)?;
             let end = (from + mel::N_FRAMES).min(audio_frames);
             if !text.is_empty() {
                 out.push(Segment {
@@ -230,9 +263,8 @@ impl Whisper {
     }
 
     /// Greedy decoding of one `n_mels × 3000` window; the text, trimmed.
-    fn decode_window(&mut self, window: Vec<f32>) -> Result<String, WhisperError> {
-        let mel = Tensor::from_vec(window, (1, self.n_mels, mel::N_FRAMES), &self.device)
-            .map_err(run_err)?;
+    fn decode_window(&mut self, window: Vec<f32>, len: usize) -> Result<String, WhisperError> {
+        let mel = Tensor::from_vec(window, (1, self.n_mels, len), &self.device).map_err(run_err)?;
         let features = self.model.encoder.forward(&mel, true).map_err(run_err)?;
         let mut tokens = self.prompt.clone();
         let mut words = vec![];
@@ -246,9 +278,9 @@ impl Whisper {
                 .forward(&input, &features, step == 0)
                 .map_err(run_err)?;
             let last = hidden
-                .i((.., tokens.len() - 1..))
-                .and_then(|h| self.model.decoder.final_linear(&h))
-                .and_then(|l| l.i((0, 0)))
+                .i((0, tokens.len() - 1..))
+                .and_then(|h| h.matmul(&self.unembed))
+                .and_then(|l| l.i(0))
                 .and_then(|l| l.to_vec1::<f32>())
                 .map_err(run_err)?;
             let mut best = None;
