@@ -529,49 +529,15 @@ impl Reader {
             );
             return;
         }
-        let value = match protocol::parse_json(text) {
-            Ok(v) => v,
-            Err(e @ protocol::JsonError::Syntax(_)) => {
-                self.error("bad_json", &e.to_string(), None);
-                return;
-            }
-            Err(e @ protocol::JsonError::DuplicateKey(_)) => {
-                self.error("bad_message", &e.to_string(), None);
+        let protocol::ClientRequest { msg, value } = match protocol::parse_client(text) {
+            Ok(r) => r,
+            Err(u) => {
+                self.error(u.code, &u.message, u.id.as_ref());
                 return;
             }
         };
-        let id = value.get("id").cloned();
-        let Some(kind) = value
-            .get("type")
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-        else {
-            self.error(
-                "bad_message",
-                "missing \"type\": one of subscribe, chat, say, interrupt, set, ping",
-                id.as_ref(),
-            );
-            return;
-        };
-        if !protocol::CLIENT_TYPES.contains(&kind.as_str()) {
-            self.error(
-                "unknown_type",
-                &format!(
-                    "unknown type {kind:?}: allowed {}",
-                    protocol::CLIENT_TYPES.join(", ")
-                ),
-                id.as_ref(),
-            );
-            return;
-        }
-        let forwarded = matches!(self.ctx.upstream, Upstream::Remote(_)).then(|| value.clone());
-        let msg: ClientMsg = match serde_json::from_value(value) {
-            Ok(m) => m,
-            Err(e) => {
-                self.error("bad_message", &format!("bad {kind}: {e}"), id.as_ref());
-                return;
-            }
-        };
+        let id = msg.id().cloned();
+        let forwarded = matches!(self.ctx.upstream, Upstream::Remote(_)).then_some(value);
         if msg.is_control()
             && let Err(why) = self.authorized(msg.token())
         {
@@ -622,11 +588,7 @@ impl Reader {
                 true
             }
             ClientMsg::Ping { .. } => {
-                let mut v = json!({"type": "pong", "sample": r.now()});
-                if let Some(id) = id {
-                    v["id"] = id;
-                }
-                self.reply(v.to_string());
+                self.reply(protocol::pong(id.as_ref(), r.now()));
                 true
             }
             ClientMsg::Subscribe { .. } | ClientMsg::Stats { .. } => false,
@@ -658,16 +620,7 @@ impl Reader {
                         .metrics()
                         .messages_rejected
                         .fetch_add(1, Ordering::Relaxed);
-                    let mut v = json!({
-                        "type": "error",
-                        "code": "bad_rig",
-                        "message": refusal.message,
-                        "rigs": refusal.available,
-                    });
-                    if let Some(id) = id {
-                        v["id"] = id.clone();
-                    }
-                    self.reply(v.to_string());
+                    self.reply(protocol::bad_rig(id, &refusal.message, &refusal.available));
                     return;
                 }
             }
@@ -848,11 +801,7 @@ impl Reader {
                 ));
             }
             ClientMsg::Ping { .. } => {
-                let mut v = json!({"type": "pong", "sample": perform.now().get()});
-                if let Some(id) = id {
-                    v["id"] = id.clone();
-                }
-                self.reply(v.to_string());
+                self.reply(protocol::pong(id, perform.now().get()));
             }
             ClientMsg::Stats { stats, .. } => self.keep_stats(stats),
             ClientMsg::Subscribe { .. } => {}

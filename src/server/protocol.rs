@@ -360,6 +360,76 @@ pub fn error(code: &str, message: &str, id: Option<&serde_json::Value>) -> Strin
     v.to_string()
 }
 
+/// A `pong`: the session clock now.
+pub fn pong(id: Option<&serde_json::Value>, sample: u64) -> String {
+    let mut v = json!({"type": "pong", "sample": sample});
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    v.to_string()
+}
+
+/// The `bad_rig` error: the rig asked for, and the rigs there are.
+pub fn bad_rig(id: Option<&serde_json::Value>, message: &str, rigs: &[String]) -> String {
+    let mut v = json!({"type": "error", "code": "bad_rig", "message": message, "rigs": rigs});
+    if let Some(id) = id {
+        v["id"] = id.clone();
+    }
+    v.to_string()
+}
+
+/// A client message that could not be read: the `error` code and message to answer it with, and
+/// the request's `id` when it had one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub code: &'static str,
+    pub message: String,
+    pub id: Option<serde_json::Value>,
+}
+
+/// A client message read once: what it asks ([`ClientMsg`]) and the JSON it came as (a relay
+/// forwards it as sent).
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub msg: ClientMsg,
+    pub value: serde_json::Value,
+}
+
+/// One client text message → the request, or why it is refused (`bad_json`, `bad_message` for a
+/// duplicate key, a missing or malformed field, `unknown_type` for a type not in [`CLIENT_TYPES`]).
+/// The text is parsed once (duplicate keys checked), then read as the message its type names.
+pub fn parse_client(text: &str) -> Result<ClientRequest, Unreadable> {
+    let refuse =
+        |code, message: String, id: Option<serde_json::Value>| Unreadable { code, message, id };
+    let value = match parse_json(text) {
+        Ok(v) => v,
+        Err(e @ JsonError::Syntax(_)) => return Err(refuse("bad_json", e.to_string(), None)),
+        Err(e @ JsonError::DuplicateKey(_)) => {
+            return Err(refuse("bad_message", e.to_string(), None));
+        }
+    };
+    let id = value.get("id").cloned();
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
+        return Err(refuse(
+            "bad_message",
+            format!("missing \"type\": one of {}", CLIENT_TYPES.join(", ")),
+            id,
+        ));
+    };
+    if !CLIENT_TYPES.contains(&kind) {
+        return Err(refuse(
+            "unknown_type",
+            format!("unknown type {kind:?}: allowed {}", CLIENT_TYPES.join(", ")),
+            id,
+        ));
+    }
+    let kind = kind.to_string();
+    match ClientMsg::deserialize(&value) {
+        Ok(msg) => Ok(ClientRequest { msg, value }),
+        Err(e) => Err(refuse("bad_message", format!("bad {kind}: {e}"), id)),
+    }
+}
+
 /// An `ack` of a request, with extra fields (e.g. the utterance id of a chat).
 pub fn ack(id: Option<&serde_json::Value>, of: &str, extra: serde_json::Value) -> String {
     let mut v = json!({"type": "ack", "of": of});
