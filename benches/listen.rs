@@ -81,7 +81,7 @@ fn write_wav16(path: &Path, pcm: &[f32]) {
     std::fs::write(path, w).unwrap();
 }
 
-/// A faster-whisper folder for `files`: links to the model, config and tokenizer, and the
+/// A faster-whisper folder for `files`: the model, config and tokenizer (linked, else copied), and the
 /// vocabulary.txt CTranslate2 wants, written from the tokenizer (one token a line, by id).
 fn ct2_folder(files: &WhisperFiles, dir: &Path) {
     for (from, to) in [
@@ -90,7 +90,10 @@ fn ct2_folder(files: &WhisperFiles, dir: &Path) {
         (&files.tokenizer, "tokenizer.json"),
     ] {
         let _ = std::fs::remove_file(dir.join(to));
-        std::os::unix::fs::symlink(from, dir.join(to)).unwrap();
+        // a hard link where the file system allows it (any OS), else a copy
+        std::fs::hard_link(from, dir.join(to))
+            .or_else(|_| std::fs::copy(from, dir.join(to)).map(|_| ()))
+            .unwrap();
     }
     let tok = tokenizers::Tokenizer::from_file(&files.tokenizer).unwrap();
     let n = tok.get_vocab_size(true);
