@@ -134,3 +134,45 @@ fn the_scanner_sees_uses_and_skips_comments_and_strings() {
     let got: Vec<String> = uses(src).into_iter().map(|(m, _)| m).collect();
     assert_eq!(got, ["time", "speech"]);
 }
+
+/// The commands (`src/cli/*.rs`) do not reach into each other: what two of them share lives in
+/// `src/cli/wiring/`, which uses no command.
+#[test]
+fn commands_share_only_through_the_wiring_room() {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli");
+    let commands: Vec<String> = std::fs::read_dir(&cli)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (p.extension().is_some_and(|x| x == "rs") && stem != "mod").then_some(stem)
+        })
+        .collect();
+    let mut wrong = vec![];
+    let mut check = |file: &Path, prefixes: &[&str]| {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for prefix in prefixes {
+                for c in &commands {
+                    let other = format!("{prefix}{c}::");
+                    let own = file.file_stem().unwrap().to_str() == Some(c.as_str());
+                    if line.contains(&other) && !own {
+                        wrong.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    };
+    for c in &commands {
+        check(&cli.join(format!("{c}.rs")), &["super::", "crate::cli::"]);
+    }
+    let mut rooms = vec![];
+    rust_files(&cli.join("wiring"), &mut rooms);
+    for f in rooms {
+        check(&f, &["super::super::", "crate::cli::"]);
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -143,7 +143,7 @@ pub fn run(env: &Env, args: &ChatArgs) -> Result<ExitCode> {
                     .map(std::path::Path::new)
                     .unwrap_or(&llm.model),
             );
-            super::fetch::ensure_assets(env, std::slice::from_ref(&model))?;
+            super::wiring::ensure_assets(env, std::slice::from_ref(&model))?;
             // Without a voice nothing else needs the cores: the idle level throughout.
             let threads = if args.speak {
                 llm.threads
@@ -336,13 +336,13 @@ impl TextGenerator for NoGenerator {
 
 impl Voice {
     fn start(env: &Env, config: &idol::config::Config) -> Result<Voice> {
-        let (voice, face) = super::serve::build_voice_face(env, config)?;
+        let (voice, face) = super::wiring::live::build_voice_face(env, config)?;
         let rate = voice.sample_rate();
         let mut sinks = config.sinks.clone();
         if sinks.audio.is_none() {
             sinks.audio = Some(idol::config::AudioConfig { device: None });
         }
-        let outputs = super::serve::live_outputs(env, &sinks, rate, face.rig())?
+        let outputs = super::wiring::live::live_outputs(env, &sinks, rate, face.rig())?
             .context("internal error: no audio output")?;
         let sink = PerformOutputs::new(outputs.clone(), face.channels());
         let (tx, records) = crossbeam_channel::unbounded();

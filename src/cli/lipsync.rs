@@ -256,11 +256,11 @@ fn from_audio(env: &Env, path: &Path, transcript: Option<&str>) -> Result<Phonem
     if let Some(text) = transcript {
         let config = env.config()?;
         let home = &env.home;
-        let voice_path = super::say::voice_path(home, None, &config.voice.model);
+        let voice_path = super::wiring::voice_path(home, None, &config.voice.model);
         let ort_lib = home.ort_library();
         let mut files = PiperVoice::files(&voice_path, &ort_lib).to_vec();
         files.extend(EnglishPhonemizer::files(home));
-        super::fetch::ensure_assets(env, &files)?;
+        super::wiring::ensure_assets(env, &files)?;
         let phonemizer = Arc::new(
             EnglishPhonemizer::load(home)
                 .context("--transcript needs the English phonemizer: run `idol fetch`")?,

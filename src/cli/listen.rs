@@ -61,7 +61,7 @@ pub fn run(env: &Env, args: &ListenArgs) -> anyhow::Result<ExitCode> {
         mic.language = args.language.clone();
     }
     let opts = HostOptions::from_config(&env.home, &mic);
-    super::fetch::ensure_assets(env, &opts.files())?;
+    super::wiring::ensure_assets(env, &opts.files())?;
     let Some(file) = &args.file else {
         let input: Box<dyn AudioInput> = match &mic.file {
             Some(f) => Box::new(host::FileInput::open(&env.home.path(f), true)?),
@@ -130,26 +130,4 @@ pub fn run(env: &Env, args: &ListenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `[mic]` in `idol serve`: the host's voice into the performance.
-pub fn start_host_voice(
-    env: &Env,
-    mic: &idol::config::MicConfig,
-    opts: &HostOptions,
-    handle: idol::perform::PerformHandle,
-) -> anyhow::Result<HostVoice> {
-    let input: Box<dyn AudioInput> = match &mic.file {
-        Some(f) => Box::new(host::FileInput::open(&env.home.path(f), true)?),
-        None => host::open_microphone(mic.device.as_deref())?,
-    };
-    Ok(HostVoice::start(
-        opts,
-        input,
-        Box::new(host::PerformHost {
-            handle,
-            user: mic.user.clone(),
-            barge_in: mic.barge_in,
-        }),
-    )?)
 }

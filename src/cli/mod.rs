@@ -17,6 +17,7 @@ pub mod render;
 pub mod rigs;
 pub mod say;
 pub mod serve;
+pub mod wiring;
 pub mod worker;
 
 #[derive(Debug, Parser)]
@@ -63,7 +64,7 @@ pub enum Command {
     /// Run the idol live: chat in, voice and face out over WebSocket, with a browser viewer.
     Serve(serve::ServeArgs),
     /// Render a scripted performance offline: WAV, frames (JSONL, Live Link CSV), captions, events.
-    Render(render::RenderArgs),
+    Render(wiring::script::RenderArgs),
     /// Perform a script live, paced by the clock: events to stdout, audio with --play.
     Perform(perform::PerformArgs),
     /// Serve an idol's stream and viewer from NATS to more viewers, with no models (docs/scale.md).

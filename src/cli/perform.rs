@@ -7,7 +7,7 @@
 //! clock (a silent paced clock without `--play` or `[sinks.audio]`).
 
 use super::Env;
-use super::render::{ScriptArgs, prepare, render};
+use super::wiring::script::{ScriptArgs, prepare, render};
 use clap::Args;
 use idol::perform::{Event, Sink};
 use idol::script::live::{items, play};
@@ -66,7 +66,7 @@ pub fn run(env: &Env, args: &PerformArgs) -> anyhow::Result<ExitCode> {
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let device = to_sinks.then(|| {
             scope.spawn(|| {
-                super::say::play(
+                super::wiring::live::play(
                     env,
                     &sinks_cfg,
                     args.play,

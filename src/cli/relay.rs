@@ -45,7 +45,7 @@ pub fn run(env: &Env, args: &RelayArgs) -> anyhow::Result<ExitCode> {
         opts.port = p;
     }
     opts.rigs_dir = Some(env.home.rigs_dir());
-    opts.viewer = super::serve::viewer_options(env, &config)?;
+    opts.viewer = super::wiring::live::viewer_options(env, &config)?;
     println!(
         "waiting for idol {:?} on {} ...",
         nats.idol,

@@ -14,13 +14,12 @@
 //! into frames.
 
 use super::Env;
+use super::wiring::live::play;
 use anyhow::{Context, bail};
 use clap::Args;
-use idol::assets::Home;
 use idol::face::{Face, FaceConfig, Frames, Rig, Segment, write};
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
-use idol::sink::StampedFrame;
-use idol::speech::{Cue, Phoneme, Word};
+use idol::speech::{Phoneme, Word};
 use idol::text::{SegmenterConfig, TextSegmenter};
 use idol::time::{SampleTime, TimeRange, Timeline};
 use idol::tts::{self, Speaker, SynthWorker, VoiceOptions};
@@ -84,15 +83,6 @@ struct PhonemesFile<'a> {
     words: &'a Timeline<Word>,
 }
 
-/// The voice file for `--voice`: a path (anything with a `/` or ending in `.onnx`) or a name in voices/.
-pub fn voice_path(home: &Home, voice: Option<&str>, configured: &Path) -> PathBuf {
-    match voice {
-        None => home.path(configured),
-        Some(v) if v.contains('/') || v.ends_with(".onnx") => home.path(v),
-        Some(name) => home.path(format!("voices/{name}.onnx")),
-    }
-}
-
 pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     // Warnings (skipped characters, skipped clauses) go to stderr unless RUST_LOG says otherwise.
     super::init_logger();
@@ -148,7 +138,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     if !args.espeak {
         files.extend(EnglishPhonemizer::files(home));
     }
-    super::fetch::ensure_assets(env, &files)?;
+    super::wiring::ensure_assets(env, &files)?;
     let options = VoiceOptions {
         threads: args.threads,
         length_scale: args.rate.or(vc.length_scale),
@@ -273,55 +263,6 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Play `pcm` (at `rate`) on the audio device and release `frames` (stamped from the audio's start) to
-/// the face sinks `sinks` enables (VMC, VTube Studio) by the device's played-sample counter; returns
-/// when all of it has been heard. `sound` plays on the device even when `[sinks.audio]` is not
-/// configured (without it and without the section, a silent paced clock releases the frames); the
-/// emotion and action `cues` go to the face sinks at their samples (VTube Studio's hotkeys and
-/// expressions). Also used by `idol perform`.
-pub fn play(
-    env: &Env,
-    sinks: &idol::config::SinksConfig,
-    sound: bool,
-    pcm: &[f32],
-    rate: u32,
-    frames: &Frames,
-    cues: &[Cue],
-) -> anyhow::Result<()> {
-    let mut sinks = sinks.clone();
-    if sound && sinks.audio.is_none() {
-        sinks.audio = Some(idol::config::AudioConfig { device: None });
-    }
-    let out = super::serve::live_outputs(env, &sinks, rate, frames.rig())?
-        .context("internal error: no audio output")?;
-    for o in out.describe() {
-        eprintln!("playing: {o}");
-    }
-    // Start a little after now so the first samples are in the device ring before they are due.
-    let start = out.clock().played() + SampleTime::from_millis(150, rate).get();
-    out.audio(start, pcm);
-    for c in cues {
-        out.cue(Cue {
-            at: start + c.at.get(),
-            ..c.clone()
-        });
-    }
-    let channels: Arc<[String]> = frames.channels().into();
-    for (i, f) in frames.iter().enumerate() {
-        let mut s = StampedFrame::from(&f);
-        s.at = start + f.at.get();
-        out.frame_canonical(channels.clone(), s, frames.canonical(i));
-    }
-    out.wait_played(start + pcm.len() as u64);
-    if out.late_samples() > 0 {
-        log::warn!(
-            "{} samples reached the device late and were skipped",
-            out.late_samples()
-        );
-    }
-    Ok(())
 }
 
 fn write_outputs(

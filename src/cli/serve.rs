@@ -8,16 +8,11 @@
 //! chat policy, which hands the idol one chat at a time (`docs/relays.md`).
 
 use super::Env;
-use idol::config::{Config, SinksConfig};
-use idol::fetch::{MANIFESTS, Manifest, VIEWER_MANIFEST};
-use idol::perform::adapters;
-use idol::perform::{PerformConfig, Stages};
-use idol::server::{Server, ServerOptions, ViewerOptions};
-use idol::sink::live::{LiveOutputs, PerformOutputs};
+use super::wiring::live::{build_stages, live_outputs, perform_config, viewer_options};
+use idol::server::{Server, ServerOptions};
+use idol::sink::live::PerformOutputs;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -59,7 +54,7 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
             opts.bind, config.server.token_env
         );
     }
-    opts.policy.scripts = Some(super::render::server_renderer(env, &config));
+    opts.policy.scripts = Some(super::wiring::script::server_renderer(env, &config));
     opts.policy.budget = config.limits;
     // Clients may subscribe to the built-in rigs and to the rig files in the home's rigs/ by name.
     opts.rigs_dir = Some(env.home.rigs_dir());
@@ -92,7 +87,7 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let host_opts = match &config.mic {
         Some(mic) => {
             let o = idol::listen::host::HostOptions::from_config(&env.home, mic);
-            super::fetch::ensure_assets(env, &o.files())?;
+            super::wiring::ensure_assets(env, &o.files())?;
             Some((mic, o))
         }
         None => None,
@@ -103,7 +98,7 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|n| format!("  nats:    {} (subjects idol.{}.*)", n.url, n.idol));
     let server = Server::start_with_sinks(stages, perform, opts, sinks)?;
     let _host_voice = match host_opts {
-        Some((mic, o)) => Some(super::listen::start_host_voice(
+        Some((mic, o)) => Some(super::wiring::live::start_host_voice(
             env,
             mic,
             &o,
@@ -159,91 +154,4 @@ pub fn run(env: &Env, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(tokio::signal::ctrl_c())?;
     drop(server);
     Ok(ExitCode::SUCCESS)
-}
-
-/// What the viewer page serves: the pinned modules of `viewer/manifest.toml` (the missing ones are
-/// fetched first, like the stages' assets) and the `[viewer] avatar`, which must be a binary glTF
-/// (a `.vrm` is one).
-pub fn viewer_options(env: &Env, config: &Config) -> anyhow::Result<ViewerOptions> {
-    let manifest = Manifest::in_effect(&env.home, VIEWER_MANIFEST)?;
-    let root = env.home.path(MANIFESTS[VIEWER_MANIFEST].1);
-    let vendor: Vec<(String, PathBuf)> = manifest
-        .assets
-        .into_iter()
-        .map(|a| {
-            let dest = root.join(&a.file);
-            (a.file, dest)
-        })
-        .collect();
-    let files: Vec<PathBuf> = vendor.iter().map(|(_, f)| f.clone()).collect();
-    super::fetch::ensure_assets(env, &files)?;
-    let avatar = match &config.viewer.avatar {
-        None => None,
-        Some(rel) => {
-            let path = env.home.path(rel);
-            let mut magic = [0u8; 4];
-            std::fs::File::open(&path)
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "[viewer] avatar = {:?}: cannot read {} ({e}); paths are relative to the idol home",
-                        rel.display(),
-                        path.display()
-                    )
-                })?;
-            if &magic != b"glTF" {
-                anyhow::bail!(
-                    "[viewer] avatar = {:?}: {} is not a binary glTF (a .vrm or .glb starts with `glTF`); export the avatar as GLB or VRM",
-                    rel.display(),
-                    path.display()
-                );
-            }
-            Some(path)
-        }
-    };
-    Ok(ViewerOptions { vendor, avatar })
-}
-
-/// Pacing from idol.toml (the persona's settings travel with its conversation in the stages).
-pub fn perform_config(config: &Config) -> PerformConfig {
-    PerformConfig {
-        fps: config.face.fps,
-        warm_up: true,
-        budget: config.limits,
-        ..PerformConfig::default()
-    }
-}
-
-/// The outputs `sinks` enables, for a timeline at `rate` Hz and the live face's `rig`; `None` when it
-/// enables nothing. With an audio device that does not exist (servers, CI) the paced null output
-/// stands in with one warning.
-pub fn live_outputs(
-    env: &Env,
-    sinks: &SinksConfig,
-    rate: u32,
-    rig: &str,
-) -> anyhow::Result<Option<Arc<LiveOutputs>>> {
-    if sinks.audio.is_none()
-        && sinks.vmc.is_none()
-        && sinks.vtube_studio.is_none()
-        && sinks.livelink.is_none()
-    {
-        return Ok(None);
-    }
-    let o = LiveOutputs::from_config(sinks, env.home.root(), rate, rig)?;
-    Ok(Some(Arc::new(o)))
-}
-
-/// The real stages from the config (see [`idol::perform::adapters::build_stages`]); the pinned
-/// assets they load that are missing are fetched first ([`adapters::stage_files`]).
-pub fn build_stages(env: &Env, config: &Config) -> anyhow::Result<Stages> {
-    super::fetch::ensure_assets(env, &adapters::stage_files(&env.home, config))?;
-    Ok(adapters::build_stages(&env.home, config)?)
-}
-
-/// The live voice and face from the config (see [`idol::perform::adapters::build_voice_face`]); the
-/// pinned assets they load that are missing are fetched first ([`adapters::voice_face_files`]).
-pub fn build_voice_face(env: &Env, config: &Config) -> anyhow::Result<adapters::VoiceAndFace> {
-    super::fetch::ensure_assets(env, &adapters::voice_face_files(&env.home, config))?;
-    Ok(adapters::build_voice_face(&env.home, config)?)
 }

@@ -4,10 +4,11 @@
 //! queue itself is [`idol::farm`].
 
 use super::Env;
-use super::render::{RenderArgs, ScriptArgs};
-use idol::farm::{Job, JobSettings, JobState, Outcome, Queue};
+use super::wiring::script::ScriptArgs;
+use super::wiring::script::runtime;
+use idol::farm::{Job, JobState, Outcome, Queue};
 use idol::script::Script;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,69 +35,6 @@ pub struct JobsArgs {
     pub json: bool,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    Ok(std::path::absolute(p)?)
-}
-
-/// `idol render --queue`: read every script (each must parse here, so a typo is reported now and
-/// not on a worker), then queue them.
-pub fn submit(env: &Env, args: &RenderArgs, url: &str) -> anyhow::Result<ExitCode> {
-    idol::config::check_nats_url(url).map_err(|m| anyhow::anyhow!("--queue {m}"))?;
-    let mut scripts = vec![args.common.script.clone()];
-    scripts.extend(args.more.iter().cloned());
-    let several = scripts.len() > 1;
-    let c = &args.common;
-    let settings = JobSettings {
-        voice: c.voice.clone(),
-        speaker: c.speaker.clone(),
-        rig: c.rig.clone(),
-        fps: c.fps,
-        seed: c.seed,
-        threads: c.threads,
-    };
-    let config = env.config()?;
-    let out = absolute(&args.out)?;
-    let mut jobs = vec![];
-    for path in &scripts {
-        let path = absolute(path)?;
-        let text = idol::budget::read_text(&path, idol::budget::MAX_TEXT_FILE_BYTES)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let script = Script::parse(&text, &path, base)?;
-        idol::script::render::check_plan(&script, &config.limits)?;
-        let dir = if several {
-            // `show.script.toml` renders into OUT/show.
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            let name = name.trim_end_matches(".toml").trim_end_matches(".script");
-            out.join(name)
-        } else {
-            out.clone()
-        };
-        jobs.push(Job::new(path, text, dir, settings.clone()));
-    }
-    let rt = runtime()?;
-    rt.block_on(async {
-        let q = Queue::open(url, Duration::from_secs(args.ack_wait)).await?;
-        for j in &jobs {
-            q.submit(j).await?;
-            println!("{} {} -> {}", j.id, j.path.display(), j.out.display());
-        }
-        anyhow::Ok(())
-    })?;
-    eprintln!(
-        "queued {} job(s) on {url}; `idol worker --nats {url}` renders them, `idol jobs --nats {url}` shows them",
-        jobs.len()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Render one job as `idol render` would: the same settings, the same files, written whole.
 fn render_job(
     env: &Env,
@@ -116,15 +54,15 @@ fn render_job(
     let base = job.path.parent().unwrap_or(Path::new("."));
     let script = Script::parse(&job.script, &job.path, base)?;
     idol::script::render::check_plan(&script, &env.config()?.limits)?;
-    let mut p = super::render::prepare_script(env, &args, script)?;
+    let mut p = super::wiring::script::prepare_script(env, &args, script)?;
     let lines = p.script.lines.len();
     progress(0, lines);
-    let perf = super::render::render_with(&mut p, progress)?;
+    let perf = super::wiring::script::render_with(&mut p, progress)?;
     let (files, skipped) = idol::script::output::files(&perf)?;
     if let Some(s) = skipped {
         log::warn!("{}: {s}", job.path.display());
     }
-    super::render::write_outputs(&job.out, &files)?;
+    super::wiring::script::write_outputs(&job.out, &files)?;
     Ok(files.iter().map(|(n, _)| n.to_string()).collect())
 }
 

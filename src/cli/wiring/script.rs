@@ -1,0 +1,347 @@
+//! Scripts as several commands run them: the settings `render` and `perform` share (flag, then
+//! the script's `[script]`, then idol.toml), the voice and face a render loads, the render itself,
+//! its files, the renderer `serve` hands scripts to, and jobs for the render farm (`render --queue`,
+//! `worker`).
+
+use crate::cli::Env;
+use anyhow::Context;
+use clap::Args;
+use idol::face::Rig;
+use idol::farm::{Job, JobSettings, Queue};
+use idol::phonemize::EnglishPhonemizer;
+use idol::script::live::ScriptRenderer;
+use idol::script::{self, PiperLineVoice, RenderOptions, Script};
+use idol::tts::{Speaker, VoiceOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub common: ScriptArgs,
+    /// Output folder (created if missing; the six files in it are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// More scripts (with --queue: each renders into OUT/NAME, NAME.script.toml into OUT/NAME).
+    #[arg(value_name = "SCRIPT")]
+    pub more: Vec<PathBuf>,
+    /// Submit the scripts as jobs to this NATS server's JetStream render queue instead of rendering
+    /// here; `idol worker` renders them into --out (a folder the workers reach), `idol jobs` shows
+    /// them (docs/scale.md).
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    pub queue: Option<String>,
+    /// With --queue, when it creates the queue: how long a job may go without word from its worker
+    /// before another worker gets it (a worker that died).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub ack_wait: u64,
+}
+
+/// Settings shared by `render` and `perform`; each overrides the script's `[script]` value, which
+/// overrides idol.toml.
+#[derive(Debug, Args, Clone)]
+pub struct ScriptArgs {
+    /// The script (TOML, see docs/scripts.md).
+    pub script: PathBuf,
+    /// Voice: a name under voices/ or a path to NAME.onnx.
+    #[arg(long)]
+    pub voice: Option<String>,
+    /// Speaker of a multi-speaker voice.
+    #[arg(long)]
+    pub speaker: Option<String>,
+    /// Rig for the frames.
+    #[arg(long)]
+    pub rig: Option<String>,
+    /// Face frames per second.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub fps: Option<u32>,
+    /// Seed of the voice's noise and the face's idle motion: the same seed gives the same bytes.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// ONNX Runtime threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// A script with its voice and face settings resolved.
+pub struct Prepared {
+    pub script: Script,
+    pub voice: PiperLineVoice,
+    pub rig: Rig,
+    pub fps: u32,
+    pub seed: u64,
+    pub rate: Option<f32>,
+    /// For aligning recorded lines' transcripts in audio lip sync.
+    pub phonemizer: Arc<EnglishPhonemizer>,
+    /// `[limits]` from idol.toml.
+    pub budget: idol::budget::Budget,
+}
+
+/// Load the script, the voice and the rig.
+pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
+    crate::cli::init_logger();
+    let script = Script::load(&args.script)?;
+    prepare_script(env, args, script)
+}
+
+/// Load the voice and the rig for a script already read (`args.script` is not read again).
+pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::Result<Prepared> {
+    let config = env.config()?;
+    // What the script fixes itself (gaps, breaks, tail, events) must fit before the voice loads.
+    script::render::check_plan(&script, &config.limits)?;
+    let home = &env.home;
+    let d = &script.defaults;
+    let vc = &config.voice;
+    let voice_name = args.voice.as_deref().or(d.voice.as_deref());
+    let choice = idol::perform::adapters::config_voice_choice(vc, voice_name);
+    let seed = args.seed.or(d.seed);
+    let options = VoiceOptions {
+        threads: args.threads,
+        length_scale: vc.length_scale,
+        noise_scale: d.noise_scale.or(vc.noise_scale),
+        noise_w: d.noise_w.or(vc.noise_w),
+        speaker: args
+            .speaker
+            .as_deref()
+            .or(d.speaker.as_deref())
+            .or(vc.speaker.as_deref())
+            .map(|s| s.parse::<Speaker>().expect("infallible")),
+        seed: seed.unwrap_or(vc.seed),
+        ..VoiceOptions::default()
+    };
+    // What the voice and the phonemizer will load, fetched first where missing (first use).
+    let mut files = idol::tts::voice_files(home, &choice);
+    files.extend(EnglishPhonemizer::files(home));
+    crate::cli::wiring::ensure_assets(env, &files)?;
+    let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
+    let voice = idol::tts::load_voice(home, &choice, &options, phonemizer.clone())?;
+    let rig_name = args
+        .rig
+        .as_deref()
+        .or(d.rig.as_deref())
+        .unwrap_or(&config.face.rig);
+    let rig = Rig::find(rig_name, Some(home.rigs_dir().as_path()))?;
+    let fps = args.fps.or(d.fps).unwrap_or(config.face.fps);
+    if fps == 0 {
+        anyhow::bail!("--fps must be at least 1");
+    }
+    Ok(Prepared {
+        voice: PiperLineVoice::from_voice(voice, options.seed),
+        rate: d.rate.or(vc.length_scale),
+        seed: seed.unwrap_or(config.face.seed),
+        script,
+        rig,
+        fps,
+        phonemizer,
+        budget: config.limits,
+    })
+}
+
+/// Render a prepared script, `progress(lines done, lines)` after each line, as [`render`] does.
+pub fn render_with(
+    p: &mut Prepared,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<script::Performance> {
+    let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
+    let perf = script::render(
+        &p.script,
+        &mut p.voice,
+        RenderOptions {
+            rig: p.rig.clone(),
+            fps: p.fps,
+            seed: p.seed,
+            rate: p.rate,
+            lipsync: Some(&mut lipsync),
+            progress: Some(progress),
+            budget: p.budget,
+        },
+    )?;
+    for w in &perf.warnings {
+        log::warn!("{w}");
+    }
+    Ok(perf)
+}
+
+/// Render a prepared script, with a progress bar unless `quiet`.
+pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performance> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(p.script.lines.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} rendering [{bar:30}] line {pos}/{len} {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    };
+    let mut progress = |done: usize, _total: usize| bar.set_position(done as u64);
+    // Recorded lines without an alignment file get their mouth from the audio itself.
+    let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
+    let perf = script::render(
+        &p.script,
+        &mut p.voice,
+        RenderOptions {
+            rig: p.rig.clone(),
+            fps: p.fps,
+            seed: p.seed,
+            rate: p.rate,
+            lipsync: Some(&mut lipsync),
+            progress: Some(&mut progress),
+            budget: p.budget,
+        },
+    );
+    bar.finish_and_clear();
+    let perf = perf?;
+    for w in &perf.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(perf)
+}
+
+/// Write a render's files into `out` whole, removing an output of an earlier render this one did
+/// not make (frames.csv for a rig without ARKit channels).
+pub fn write_outputs(
+    out: &std::path::Path,
+    files: &script::output::Files<'_>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let written =
+        script::write_dir(out, files).with_context(|| format!("writing {}", out.display()))?;
+    for name in script::output::FILES {
+        if !files.iter().any(|(n, _)| *n == name) {
+            let _ = std::fs::remove_file(out.join(name));
+        }
+    }
+    Ok(written)
+}
+
+/// The renderer behind the server's `perform` message: the session's voice settings, rig and fps from
+/// idol.toml (a script's voice, rig and fps are ignored live, as the session's stream is fixed), the
+/// script's seed; its own copy of the voice, loaded on the first script.
+pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRenderer {
+    let home = env.home.clone();
+    let vc = config.voice.clone();
+    let config_for_voice = config.clone();
+    let face = config.face.clone();
+    let budget = config.limits;
+    let voice: Arc<parking_lot::Mutex<Option<PiperLineVoice>>> = Arc::default();
+    ScriptRenderer::new(move |script: &Script| {
+        let seed = script.defaults.seed;
+        let options = VoiceOptions {
+            length_scale: vc.length_scale,
+            noise_scale: script.defaults.noise_scale.or(vc.noise_scale),
+            noise_w: script.defaults.noise_w.or(vc.noise_w),
+            speaker: vc
+                .speaker
+                .as_deref()
+                .map(|s| s.parse::<Speaker>().expect("infallible")),
+            seed: seed.unwrap_or(vc.seed),
+            ..VoiceOptions::default()
+        };
+        let mut guard = voice.lock();
+        if guard.is_none() {
+            let ph = Arc::new(EnglishPhonemizer::load(&home).map_err(|e| e.to_string())?);
+            let choice = idol::perform::adapters::voice_choice(&home, &config_for_voice);
+            let v =
+                idol::tts::load_voice(&home, &choice, &options, ph).map_err(|e| e.to_string())?;
+            *guard = Some(PiperLineVoice::from_voice(v, options.seed));
+        }
+        let v = guard.as_mut().expect("loaded");
+        v.reseed(options.seed);
+        let rig =
+            Rig::find(&face.rig, Some(home.rigs_dir().as_path())).map_err(|e| e.to_string())?;
+        script::render(
+            script,
+            v,
+            RenderOptions {
+                rig,
+                fps: face.fps,
+                seed: seed.unwrap_or(face.seed),
+                rate: script.defaults.rate.or(vc.length_scale),
+                lipsync: None,
+                progress: None,
+                budget,
+            },
+        )
+        .map_err(|e| e.to_string())
+    })
+}
+
+/// CPU time of this process so far (user + system), where the platform says.
+pub fn cpu_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    Ok(std::path::absolute(p)?)
+}
+
+/// `idol render --queue`: read every script (each must parse here, so a typo is reported now and
+/// not on a worker), then queue them.
+pub fn submit(env: &Env, args: &RenderArgs, url: &str) -> anyhow::Result<ExitCode> {
+    idol::config::check_nats_url(url).map_err(|m| anyhow::anyhow!("--queue {m}"))?;
+    let mut scripts = vec![args.common.script.clone()];
+    scripts.extend(args.more.iter().cloned());
+    let several = scripts.len() > 1;
+    let c = &args.common;
+    let settings = JobSettings {
+        voice: c.voice.clone(),
+        speaker: c.speaker.clone(),
+        rig: c.rig.clone(),
+        fps: c.fps,
+        seed: c.seed,
+        threads: c.threads,
+    };
+    let config = env.config()?;
+    let out = absolute(&args.out)?;
+    let mut jobs = vec![];
+    for path in &scripts {
+        let path = absolute(path)?;
+        let text = idol::budget::read_text(&path, idol::budget::MAX_TEXT_FILE_BYTES)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let script = Script::parse(&text, &path, base)?;
+        idol::script::render::check_plan(&script, &config.limits)?;
+        let dir = if several {
+            // `show.script.toml` renders into OUT/show.
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let name = name.trim_end_matches(".toml").trim_end_matches(".script");
+            out.join(name)
+        } else {
+            out.clone()
+        };
+        jobs.push(Job::new(path, text, dir, settings.clone()));
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let q = Queue::open(url, Duration::from_secs(args.ack_wait)).await?;
+        for j in &jobs {
+            q.submit(j).await?;
+            println!("{} {} -> {}", j.id, j.path.display(), j.out.display());
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!(
+        "queued {} job(s) on {url}; `idol worker --nats {url}` renders them, `idol jobs --nats {url}` shows them",
+        jobs.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
