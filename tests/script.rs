@@ -824,37 +824,11 @@ proptest::proptest! {
     fn a_scripted_line_keeps_every_tag_and_break_where_it_was_written(
         items in proptest::collection::vec((0u8..8, 0usize..6), 1..30),
     ) {
-        const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
-        const TAGS: [(&str, &str); 6] = [
-            ("[happy]", "happy"),
-            ("[sad:0.5]", "sad"),
-            ("<nod>", "nod"),
-            ("<wave/>", "wave"),
-            ("*waves*", "wave"),
-            ("(laughs)", "laugh"),
-        ];
-        let mut text = String::new();
-        let mut words = 0usize;
-        let mut want_cues: Vec<(usize, String)> = vec![];
-        let mut want_breaks = 0usize;
-        for (kind, k) in items {
-            match kind {
-                0..=3 => {
-                    words += 1;
-                    text.push_str(WORDS[k]);
-                }
-                4 | 5 => {
-                    text.push_str(TAGS[k].0);
-                    want_cues.push((words, TAGS[k].1.to_string()));
-                }
-                6 => {
-                    text.push_str(&format!("<break time=\"{}ms\"/>", 100 * (k + 1)));
-                    want_breaks += 1;
-                }
-                _ => text.push_str("(looks away)"),
-            }
-            text.push(' ');
-        }
+        let t = idol::perform::testing::TaggedText::generate(&items);
+        let text = &t.text;
+        let words = t.words.len();
+        let mut want_cues = t.cues.clone();
+        let want_breaks = t.breaks.len();
         proptest::prop_assume!(words > 0);
         let dir = tempfile::tempdir().unwrap();
         let src = format!("[[line]]\ntext = {}\n", toml::Value::String(text.clone()));

@@ -83,42 +83,14 @@ mod tests {
         fn a_said_text_keeps_every_tag_and_break_where_it_was_written(
             items in proptest::collection::vec((0u8..8, 0usize..6), 1..30),
         ) {
-            const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
-            const TAGS: [(&str, &str); 6] = [
-                ("[happy]", "happy"),
-                ("[sad:0.5]", "sad"),
-                ("<nod>", "nod"),
-                ("<wave/>", "wave"),
-                ("*waves*", "wave"),
-                ("(laughs)", "laugh"),
-            ];
-            let mut text = String::new();
-            let mut words = 0usize;
-            let mut want_cues: Vec<(usize, String)> = vec![];
-            // (words before the break, its length)
-            let mut want_breaks: Vec<(usize, u32)> = vec![];
-            for (kind, k) in items {
-                match kind {
-                    0..=3 => {
-                        words += 1;
-                        text.push_str(WORDS[k]);
-                    }
-                    4 | 5 => {
-                        text.push_str(TAGS[k].0);
-                        want_cues.push((words, TAGS[k].1.to_string()));
-                    }
-                    6 => {
-                        let ms = 100 * (k as u32 + 1);
-                        text.push_str(&format!("<break time=\"{ms}ms\"/>"));
-                        want_breaks.push((words, ms));
-                    }
-                    _ => text.push_str("(looks away)"),
-                }
-                text.push(' ');
-            }
+            let t = crate::perform::testing::TaggedText::generate(&items);
+            let text = &t.text;
+            let words = t.words.len();
+            let mut want_cues = t.cues.clone();
+            let want_breaks = &t.breaks;
             let mut voice = ToneVoice::new(RATE);
             let spoken = speak_text(
-                &text,
+                text,
                 RATE,
                 |clause| voice.speak(clause).map(Some),
                 |_| Ok::<(), crate::perform::StageError>(()),
@@ -152,7 +124,7 @@ mod tests {
                 .sum();
             let speech_samples: u64 = spoken_words.iter().map(|w| w.range.len()).sum();
             proptest::prop_assert!(n >= total + speech_samples, "{}", text);
-            for &(w, _) in &want_breaks {
+            for &(w, _) in want_breaks {
                 let need: u64 = want_breaks
                     .iter()
                     .filter(|&&(x, _)| x == w)

@@ -366,3 +366,76 @@ mod tests {
         assert_eq!(stamps, want);
     }
 }
+
+/// A random tagged text for property tests of the speaking paths, and what it asks for.
+#[derive(Debug, Clone, Default)]
+pub struct TaggedText {
+    /// The text: words, emotion and action tags, stage directions and breaks, space-separated.
+    pub text: String,
+    /// The written words, in order (punctuation attached, as written).
+    pub words: Vec<&'static str>,
+    /// Each emotion or action (stage directions naming a gesture included): the number of words
+    /// written before it, and its name.
+    pub cues: Vec<(usize, String)>,
+    /// Each break: the number of words written before it, and its length in milliseconds.
+    pub breaks: Vec<(usize, u32)>,
+}
+
+impl TaggedText {
+    /// The text `items` describe: `(0..=3, k)` a word, `(4 | 5, k)` a tag, `(6, k)` a break of
+    /// `100 * (k + 1)` ms, anything else a stage direction that names no gesture (`k < 6`).
+    pub fn generate(items: &[(u8, usize)]) -> TaggedText {
+        const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
+        const TAGS: [(&str, &str); 6] = [
+            ("[happy]", "happy"),
+            ("[sad:0.5]", "sad"),
+            ("<nod>", "nod"),
+            ("<wave/>", "wave"),
+            ("*waves*", "wave"),
+            ("(laughs)", "laugh"),
+        ];
+        let mut t = TaggedText::default();
+        for &(kind, k) in items {
+            match kind {
+                0..=3 => {
+                    t.words.push(WORDS[k]);
+                    t.text.push_str(WORDS[k]);
+                }
+                4 | 5 => {
+                    t.text.push_str(TAGS[k].0);
+                    t.cues.push((t.words.len(), TAGS[k].1.to_string()));
+                }
+                6 => {
+                    let ms = 100 * (k as u32 + 1);
+                    t.text.push_str(&format!("<break time=\"{ms}ms\"/>"));
+                    t.breaks.push((t.words.len(), ms));
+                }
+                _ => t.text.push_str("(looks away)"),
+            }
+            t.text.push(' ');
+        }
+        t
+    }
+
+    /// The text streamed into `seg` in pieces of `cuts` characters (then 7 at a time), as an LLM
+    /// streams a reply: the clauses that come out.
+    pub fn stream_into(
+        &self,
+        seg: &mut crate::text::TextSegmenter,
+        cuts: &[usize],
+    ) -> Vec<crate::text::ClauseText> {
+        let chars: Vec<char> = self.text.chars().collect();
+        let mut out = vec![];
+        let mut at = 0;
+        for c in cuts.iter().chain(std::iter::repeat(&7)) {
+            if at >= chars.len() {
+                break;
+            }
+            let end = (at + c).min(chars.len());
+            out.extend(seg.push(&chars[at..end].iter().collect::<String>()));
+            at = end;
+        }
+        out.extend(seg.finish());
+        out
+    }
+}

@@ -596,53 +596,14 @@ mod tests {
             items in proptest::collection::vec((0u8..8, 0usize..6), 1..40),
             cuts in proptest::collection::vec(1usize..12, 0..20),
         ) {
-            const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
-            const TAGS: [(&str, &str); 6] = [
-                ("[happy]", "happy"),
-                ("[sad:0.5]", "sad"),
-                ("<nod>", "nod"),
-                ("<wave/>", "wave"),
-                ("*waves*", "wave"),
-                ("(laughs)", "laugh"),
-            ];
-            // The written text, and what it asks for at each word boundary.
-            let mut text = String::new();
-            let mut words: Vec<&str> = vec![];
-            let mut want_cues: Vec<(usize, String)> = vec![];
+            let t = crate::perform::testing::TaggedText::generate(&items);
+            let (text, words) = (&t.text, &t.words);
+            let mut want_cues = t.cues.clone();
             let mut want_pause: std::collections::BTreeMap<usize, u32> = Default::default();
-            for (kind, k) in items {
-                match kind {
-                    0..=3 => {
-                        words.push(WORDS[k]);
-                        text.push_str(WORDS[k]);
-                    }
-                    4 | 5 => {
-                        text.push_str(TAGS[k].0);
-                        want_cues.push((words.len(), TAGS[k].1.to_string()));
-                    }
-                    6 => {
-                        let ms = 100 * (k as u32 + 1);
-                        text.push_str(&format!("<break time=\"{ms}ms\"/>"));
-                        *want_pause.entry(words.len()).or_default() += ms;
-                    }
-                    _ => text.push_str("(looks away)"),
-                }
-                text.push(' ');
+            for &(w, ms) in &t.breaks {
+                *want_pause.entry(w).or_default() += ms;
             }
-            // Streamed in pieces cut at random characters.
-            let chars: Vec<char> = text.chars().collect();
-            let mut seg = TextSegmenter::default();
-            let mut got = vec![];
-            let mut at = 0;
-            for c in cuts.iter().chain(std::iter::repeat(&7)) {
-                if at >= chars.len() {
-                    break;
-                }
-                let end = (at + c).min(chars.len());
-                got.extend(seg.push(&chars[at..end].iter().collect::<String>()));
-                at = end;
-            }
-            got.extend(seg.finish());
+            let got = t.stream_into(&mut TextSegmenter::default(), &cuts);
             // Read the clauses back onto word boundaries.
             let mut said: Vec<String> = vec![];
             let mut cues: Vec<(usize, String)> = vec![];
@@ -673,7 +634,7 @@ mod tests {
                 }
                 proptest::prop_assert!(!c.text.contains("  "));
             }
-            proptest::prop_assert_eq!(&said, &words, "{}", text);
+            proptest::prop_assert_eq!(&said, words, "{}", text);
             cues.sort();
             want_cues.sort();
             proptest::prop_assert_eq!(cues, want_cues, "{}", text);

@@ -166,52 +166,17 @@ mod tests {
             head in proptest::option::of(100u64..6000),
             steps in proptest::collection::vec(0u64..3000, 1..40),
         ) {
-            const WORDS: [&str; 6] = ["hello", "there,", "friends.", "yes!", "okay", "why?"];
-            const TAGS: [(&str, &str); 6] = [
-                ("[happy]", "happy"),
-                ("[sad:0.5]", "sad"),
-                ("<nod>", "nod"),
-                ("<wave/>", "wave"),
-                ("*waves*", "wave"),
-                ("(laughs)", "laugh"),
-            ];
-            let mut text = String::new();
-            let mut words: Vec<String> = vec![];
-            let mut want_cues: Vec<(usize, String)> = vec![];
-            let mut want_breaks: Vec<(usize, u32)> = vec![];
-            for (kind, k) in items {
-                match kind {
-                    0..=3 => {
-                        words.push(WORDS[k].trim_matches(|c: char| !c.is_alphanumeric()).into());
-                        text.push_str(WORDS[k]);
-                    }
-                    4 | 5 => {
-                        text.push_str(TAGS[k].0);
-                        want_cues.push((words.len(), TAGS[k].1.to_string()));
-                    }
-                    6 => {
-                        let ms = 100 * (k as u32 + 1);
-                        text.push_str(&format!("<break time=\"{ms}ms\"/>"));
-                        want_breaks.push((words.len(), ms));
-                    }
-                    _ => text.push_str("(looks away)"),
-                }
-                text.push(' ');
-            }
+            let t = crate::perform::testing::TaggedText::generate(&items);
+            let text = &t.text;
+            let words: Vec<&str> = t
+                .words
+                .iter()
+                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+                .collect();
+            let mut want_cues = t.cues.clone();
+            let want_breaks = &t.breaks;
             // The reply streams in pieces cut at random characters.
-            let chars: Vec<char> = text.chars().collect();
-            let mut seg = TextSegmenter::default();
-            let mut clauses = vec![];
-            let mut at = 0;
-            for c in cuts.iter().chain(std::iter::repeat(&7)) {
-                if at >= chars.len() {
-                    break;
-                }
-                let end = (at + c).min(chars.len());
-                clauses.extend(seg.push(&chars[at..end].iter().collect::<String>()));
-                at = end;
-            }
-            clauses.extend(seg.finish());
+            let clauses = t.stream_into(&mut TextSegmenter::default(), &cuts);
             let mut d = Director::new(
                 DirectorConfig { rate: RATE, fps: 60, chunk: 320 },
                 Box::new(JawFace::arkit(RATE, 60)),
@@ -294,7 +259,7 @@ mod tests {
             got.sort();
             want_cues.sort();
             proptest::prop_assert_eq!(got, want_cues, "{}", text);
-            for &(w, _) in &want_breaks {
+            for &(w, _) in want_breaks {
                 let need: u64 = want_breaks
                     .iter()
                     .filter(|&&(x, _)| x == w)
