@@ -155,6 +155,30 @@ pub struct Server {
     nats: Option<Arc<NatsStats>>,
 }
 
+/// The hub a server (or a relay) fans its session out with: queues with room for several times the
+/// lag limit of traffic (`chunks_per_sec` audio chunks + `fps` frames + a little text a second),
+/// and the rig catalog `opts` names (its warnings logged).
+pub(crate) fn new_hub(
+    opts: &ServerOptions,
+    chunks_per_sec: u64,
+    fps: u32,
+    metrics: Arc<Metrics>,
+) -> Arc<Hub> {
+    let per_sec = chunks_per_sec + fps as u64 + 20;
+    let capacity = (per_sec * (opts.max_client_lag.as_millis() as u64 / 1000 + 1) * 4) as usize;
+    let rigs = match &opts.rigs_dir {
+        Some(dir) => {
+            let (cat, warnings) = RigCatalog::with_dir(dir);
+            for w in warnings {
+                log::warn!("{w}");
+            }
+            cat
+        }
+        None => RigCatalog::builtin(),
+    };
+    Arc::new(Hub::new(opts.max_clients, opts.max_client_lag, capacity, metrics).with_rigs(rigs))
+}
+
 impl Server {
     /// Start the performance on `stages` and serve it.
     pub fn start(
@@ -174,28 +198,8 @@ impl Server {
         mut sinks: Vec<Box<dyn crate::perform::Sink>>,
     ) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
-        // Room for several times the lag limit of traffic: audio chunks + frames + a little text.
-        let per_sec = 1000 / perform.chunk.as_millis().max(1) as u64 + perform.fps as u64 + 20;
-        let capacity = (per_sec * (opts.max_client_lag.as_millis() as u64 / 1000 + 1) * 4) as usize;
-        let rigs = match &opts.rigs_dir {
-            Some(dir) => {
-                let (cat, warnings) = RigCatalog::with_dir(dir);
-                for w in warnings {
-                    log::warn!("{w}");
-                }
-                cat
-            }
-            None => RigCatalog::builtin(),
-        };
-        let hub = Arc::new(
-            Hub::new(
-                opts.max_clients,
-                opts.max_client_lag,
-                capacity,
-                metrics.clone(),
-            )
-            .with_rigs(rigs),
-        );
+        let chunks_per_sec = 1000 / perform.chunk.as_millis().max(1) as u64;
+        let hub = new_hub(&opts, chunks_per_sec, perform.fps, metrics.clone());
         let nats = opts.nats.as_ref().map(|o| {
             let stats = Arc::new(NatsStats::default());
             let (tap, task) = nats::publisher(o, stats.clone());

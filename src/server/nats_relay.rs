@@ -18,7 +18,7 @@ use super::conn::{ConnCtx, RemoteUpstream, Upstream};
 use super::hub::Hub;
 use super::nats::{NatsError, NatsStats, Subjects, connect};
 use super::protocol::{self, AudioEncoding, Binary, FrameEncoding, parse_binary};
-use super::{AppState, Guard, RigCatalog, ServerError, ServerOptions, Viewer};
+use super::{AppState, Guard, ServerError, ServerOptions, Viewer};
 use crate::perform::{AudioChunk, FaceFrame, FrameEvent, Metrics, SessionInfo};
 use crate::time::SampleTime;
 use axum::body::Bytes;
@@ -198,27 +198,8 @@ impl NatsRelay {
         })?;
         let metrics = Arc::new(Metrics::default());
         let info = snapshot.info.clone();
-        let per_sec = 100 + info.fps as u64 + 20;
-        let capacity = (per_sec * (opts.max_client_lag.as_millis() as u64 / 1000 + 1) * 4) as usize;
-        let rigs = match &opts.rigs_dir {
-            Some(dir) => {
-                let (cat, warnings) = RigCatalog::with_dir(dir);
-                for w in warnings {
-                    log::warn!("{w}");
-                }
-                cat
-            }
-            None => RigCatalog::builtin(),
-        };
-        let hub = Arc::new(
-            Hub::new(
-                opts.max_clients,
-                opts.max_client_lag,
-                capacity,
-                metrics.clone(),
-            )
-            .with_rigs(rigs),
-        );
+        // Room for 100 audio chunks a second (10 ms chunks) besides the frames.
+        let hub = super::new_hub(&opts, 100, info.fps, metrics.clone());
         let clock = snapshot.clone();
         hub.set_session(Arc::new(info.clone()), move || clock.now());
 
