@@ -114,14 +114,7 @@ fn parse_tags(raw: &str) -> (String, Vec<WordCue>) {
     }
     text.push_str(rest);
     let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let starts: Vec<usize> = clean
-        .split(' ')
-        .scan(0usize, |o, w| {
-            let s = *o;
-            *o += w.len() + 1;
-            Some(s)
-        })
-        .collect();
+    let starts = crate::text::utterance::word_starts(&clean);
     for c in &mut cues {
         c.at = starts
             .get(c.before_word)

@@ -72,6 +72,18 @@ impl WordCue {
     }
 }
 
+/// The byte offset of each word of `text`, whose words are separated by single spaces (a
+/// [`ClauseText::text`]); one offset, 0, for an empty text.
+pub fn word_starts(text: &str) -> Vec<usize> {
+    text.split(' ')
+        .scan(0usize, |o, w| {
+            let s = *o;
+            *o += w.len() + 1;
+            Some(s)
+        })
+        .collect()
+}
+
 /// The cues of `clause`, spoken as speech with `words` (stamped on the speech's own clock, `end`
 /// samples long) that starts at `s0`: each at the start of the spoken word it was written before,
 /// after the last word at the speech's last sample. Every speaking path places cues with this.
@@ -614,15 +626,7 @@ mod tests {
                     *pause.entry(base).or_default() += c.pause_before_ms();
                 }
                 let n = c.text.split_whitespace().count();
-                let starts: Vec<usize> = c
-                    .text
-                    .split(' ')
-                    .scan(0usize, |o, w| {
-                        let s = *o;
-                        *o += w.len() + 1;
-                        Some(s)
-                    })
-                    .collect();
+                let starts = word_starts(&c.text);
                 for q in &c.cues {
                     cues.push((base + q.before_word.min(n), q.name.clone()));
                     let at = starts.get(q.before_word).copied().unwrap_or(c.text.len());
