@@ -20,7 +20,6 @@ use clap::Args;
 use idol::face::{Face, FaceConfig, Frames, Rig, Segment, write};
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::speech::{Phoneme, Word};
-use idol::text::{SegmenterConfig, TextSegmenter};
 use idol::time::{SampleTime, TimeRange, Timeline};
 use idol::tts::{self, Speaker, SynthWorker, VoiceOptions};
 use serde::Serialize;
@@ -90,7 +89,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     let home = &env.home;
     // Tags out, then sentences (Piper speaks best a sentence at a time), cut at their breaks: the
     // text stage every speaking path shares.
-    let clauses = TextSegmenter::segment(SegmenterConfig::sentences(), &args.text);
+    let clauses = idol::perform::offline::sentences(&args.text);
     if !clauses.iter().any(|c| !c.text.is_empty()) {
         bail!("nothing to say: the text {:?} has no words", args.text);
     }
@@ -182,8 +181,8 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     // Kokoro's front ends read numbers and marks in their own language.
     let written = worker.reads_written_text();
     let rate = worker.sample_rate();
-    let spoken = idol::perform::offline::speak_text(
-        &args.text,
+    let spoken = idol::perform::offline::speak_clauses(
+        &clauses,
         rate,
         |text| {
             worker.submit(if written {

@@ -5,7 +5,7 @@
 
 use crate::speech::{Cue, Speech};
 use crate::text::utterance::{Layout, Part};
-use crate::text::{SegmenterConfig, TextSegmenter};
+use crate::text::{ClauseText, SegmenterConfig, TextSegmenter};
 
 /// A text as spoken.
 #[derive(Debug, Clone)]
@@ -18,12 +18,17 @@ pub struct Spoken {
     pub said_anything: bool,
 }
 
-/// Speak `text` in whole sentences at `rate`: `speak(clause)` says one clause's clean text (its
-/// tags removed; the caller normalizes it for its voice) and returns `Ok(None)` when there is
+/// The clauses an offline path speaks a text in: whole sentences, cut at their breaks.
+pub fn sentences(text: &str) -> Vec<ClauseText> {
+    TextSegmenter::segment(SegmenterConfig::sentences(), text)
+}
+
+/// Speak `clauses` (a text's [`sentences`]) at `rate`: `speak(clause)` says one clause's clean text
+/// (its tags removed; the caller normalizes it for its voice) and returns `Ok(None)` when there is
 /// nothing speakable in it; `check(len)` is asked after each piece with the length so far (a
 /// budget), and its error stops the speaking.
-pub fn speak_text<E>(
-    text: &str,
+pub fn speak_clauses<E>(
+    clauses: &[ClauseText],
     rate: u32,
     mut speak: impl FnMut(&str) -> Result<Option<Speech>, E>,
     mut check: impl FnMut(u64) -> Result<(), E>,
@@ -32,14 +37,14 @@ pub fn speak_text<E>(
     let mut layout = Layout::new(rate);
     let mut cues = Vec::new();
     let mut said_anything = false;
-    for clause in TextSegmenter::segment(SegmenterConfig::sentences(), text) {
+    for clause in clauses {
         let mut sp = if clause.text.is_empty() {
             None
         } else {
             speak(&clause.text)?
         };
         said_anything |= sp.as_ref().is_some_and(|s| !s.pcm.is_empty());
-        let placed = layout.place(&clause, sp.as_ref());
+        let placed = layout.place(clause, sp.as_ref());
         for part in placed.parts {
             match part {
                 Part::Pause { n, .. } => {
@@ -89,8 +94,8 @@ mod tests {
             let mut want_cues = t.cues.clone();
             let want_breaks = &t.breaks;
             let mut voice = ToneVoice::new(RATE);
-            let spoken = speak_text(
-                text,
+            let spoken = speak_clauses(
+                &sentences(text),
                 RATE,
                 |clause| voice.speak(clause).map(Some),
                 |_| Ok::<(), crate::perform::StageError>(()),

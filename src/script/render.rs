@@ -43,7 +43,7 @@ use crate::budget::{Budget, Budgeted, OverBudget};
 use crate::face::{self, EyeGaze, Face, FaceConfig, FaceError, Frames, Rig, Scratch, Segment};
 use crate::speech::{Cue, CueKind, Phoneme, Speech, Word};
 use crate::text::utterance::{Layout, Part};
-use crate::text::{CueEvent, SegmenterConfig, TagParser, TextSegmenter, normalize};
+use crate::text::{CueEvent, TagParser, normalize};
 use crate::time::{SampleTime, TimeRange, Timed, Timeline};
 use crate::tts::TtsError;
 use std::path::PathBuf;
@@ -250,7 +250,7 @@ fn speak_line(
     let mut captions = Vec::new();
     let mut marks: Vec<(SampleTime, ScriptEventKind)> = Vec::new();
     let mut said: Vec<String> = Vec::new();
-    for clause in TextSegmenter::segment(SegmenterConfig::sentences(), text) {
+    for clause in crate::perform::offline::sentences(text) {
         let speech = if clause.text.is_empty() {
             None
         } else {
