@@ -8,10 +8,10 @@
 //!
 //! `cargo bench --bench sinks -- [frames]` (default 20000).
 
-use idol::face::{EyeGaze, Rig};
+use idol::face::{EyeGaze, Frame, MorphWeights, Rig};
 use idol::sink::audio::AudioOut;
 use idol::sink::vmc::{BlendNames, VmcOptions, VmcSink};
-use idol::sink::{FrameSink, GateRunner, SinkError, StampedFrame};
+use idol::sink::{FrameSink, GateRunner, SinkError};
 use idol::time::SampleTime;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -20,19 +20,22 @@ use std::time::{Duration, Instant};
 const RATE: u32 = 22050;
 const FPS: u32 = 60;
 
-fn frame(n: usize, k: u64) -> StampedFrame {
+fn frame(n: usize, k: u64) -> Frame {
     let t = k as f32 / FPS as f32;
-    StampedFrame {
-        at: SampleTime::ZERO.frame(k, RATE, FPS),
-        weights: (0..n)
-            .map(|c| 0.5 + 0.5 * (t * 3.1 + c as f32 * 0.7).sin())
-            .collect(),
-        head: glam::Quat::from_rotation_y(0.2 * t.sin()),
-        gaze: [EyeGaze {
+    Frame::new(
+        SampleTime::ZERO.frame(k, RATE, FPS),
+        MorphWeights::unit(
+            (0..n)
+                .map(|c| 0.5 + 0.5 * (t * 3.1 + c as f32 * 0.7).sin())
+                .collect(),
+        )
+        .expect("finite"),
+        glam::Quat::from_rotation_y(0.2 * t.sin()),
+        [EyeGaze {
             yaw: 0.1 * t.sin(),
             pitch: 0.05,
         }; 2],
-    }
+    )
 }
 
 /// CPU seconds of the calling thread.
@@ -111,7 +114,7 @@ fn main() {
         names: BlendNames::AsRig,
     })
     .unwrap();
-    let input: Vec<StampedFrame> = (0..frames).map(|k| frame(n, k)).collect();
+    let input: Vec<Frame> = (0..frames).map(|k| frame(n, k)).collect();
     let (w0, c0) = (Instant::now(), thread_cpu());
     for f in &input {
         vmc.frame(&channels, &f.as_ref()).unwrap();

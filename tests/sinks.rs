@@ -3,11 +3,11 @@
 //! and its paced null fallback.
 
 use glam::{EulerRot, Quat};
-use idol::face::{EyeGaze, Rig};
+use idol::face::{EyeGaze, Frame, MorphWeights, Rig};
 use idol::sink::audio::{AudioOut, Backend};
 use idol::sink::vmc::{VmcOptions, VmcSink};
 use idol::sink::vts::{VtsOptions, VtsSink};
-use idol::sink::{FrameGate, FrameSink, StampedFrame};
+use idol::sink::{FrameGate, FrameSink};
 use idol::time::SampleTime;
 use std::net::UdpSocket;
 use std::sync::mpsc;
@@ -142,28 +142,29 @@ fn take_ticks(rx: &mpsc::Receiver<(bool, usize, Vec<Msg>)>, ticks: u64) -> Vec<V
     out
 }
 
-fn frame(rig: &Rig, k: u64, rate: u32, fps: u32) -> StampedFrame {
+fn frame(rig: &Rig, k: u64, rate: u32, fps: u32) -> Frame {
     let t = k as f32 / fps as f32;
-    StampedFrame {
-        at: SampleTime::ZERO.frame(k, rate, fps),
-        weights: (0..rig.len())
-            .map(|c| {
-                let ch = &rig.channels[c];
-                let u = 0.5 + 0.5 * (t * 3.1 + c as f32 * 0.7).sin();
-                ch.min + (ch.max - ch.min) * u
-            })
-            .collect(),
-        head: Quat::from_euler(
+    let weights = (0..rig.len())
+        .map(|c| {
+            let ch = &rig.channels[c];
+            let u = 0.5 + 0.5 * (t * 3.1 + c as f32 * 0.7).sin();
+            ch.min + (ch.max - ch.min) * u
+        })
+        .collect();
+    Frame::new(
+        SampleTime::ZERO.frame(k, rate, fps),
+        MorphWeights::new(rig, weights).expect("within the rig's ranges"),
+        Quat::from_euler(
             EulerRot::YXZ,
             0.3 * (t * 1.3).sin(),
             -0.2 * t.cos(),
             0.1 * t.sin(),
         ),
-        gaze: [EyeGaze {
+        [EyeGaze {
             yaw: 0.1 * t.sin(),
             pitch: 0.05,
         }; 2],
-    }
+    )
 }
 
 #[test]
@@ -522,7 +523,9 @@ async fn vts_plugin_authenticates_injects_keeps_alive_and_survives_a_restart() {
     let channels: Vec<String> = rig.channel_names().map(str::to_string).collect();
     let mut fr = frame(&rig, 3, 22050, 30);
     let mouth = rig.channel_index("ParamMouthOpenY").unwrap();
-    fr.weights[mouth] = 0.75;
+    let mut w = fr.weights.to_vec();
+    w[mouth] = 0.75;
+    fr.weights = MorphWeights::new(&rig, w).unwrap();
     sink.frame(&channels, &fr.as_ref()).unwrap();
     let want = idol::sink::vts::map_params(&channels, &fr.as_ref());
     let want: Vec<(String, f32)> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();

@@ -436,6 +436,13 @@ impl Rig {
         }
     }
 
+    /// [`Rig::retarget`] into new weights.
+    pub fn retargeted(&self, canon: &[f32; canon::COUNT]) -> super::MorphWeights {
+        let mut w = vec![0.0; self.len()];
+        self.retarget(canon, &mut w);
+        super::MorphWeights::clamped(w)
+    }
+
     /// Index of the channel with this name (case-insensitive).
     pub fn channel_index(&self, name: &str) -> Option<usize> {
         self.channels

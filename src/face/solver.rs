@@ -305,6 +305,20 @@ impl Face {
         (head, gaze)
     }
 
+    /// The frame at sample `at`, with its canonical vector (allocates: for a few frames at a time,
+    /// as an idle face makes them; blocks of frames go through [`Face::render`]).
+    pub fn frame(&self, prep: &Prepared, at: SampleTime, scratch: &mut Scratch) -> super::Frame {
+        let mut c = Box::new([0.0f32; canon::COUNT]);
+        let (head, gaze) = self.canonical(prep, at, scratch, &mut c);
+        super::Frame {
+            at,
+            weights: self.rig.retargeted(&c),
+            head,
+            gaze,
+            canon: Some(c),
+        }
+    }
+
     /// The canonical channel vector at sample `at`.
     pub fn canonical(
         &self,

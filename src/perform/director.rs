@@ -30,8 +30,8 @@
 //! Pure and synchronous: no clock, no threads; the runtime feeds it and decides how far to advance.
 
 use super::{
-    AudioChunk, Caption, ClauseText, CueEvent, Event, FaceControl, FaceFrame, FaceSolver,
-    FrameEvent, PerformState, StageError, StateEvent, UtteranceId, UtteranceRecord,
+    AudioChunk, Caption, ClauseText, CueEvent, Event, FaceControl, FaceSolver, Frame, FrameEvent,
+    PerformState, StageError, StateEvent, UtteranceId, UtteranceRecord,
 };
 use crate::speech::{Cue, CueKind, Speech, Word};
 use crate::time::{SampleTime, TimeRange, Timed};
@@ -63,7 +63,7 @@ struct Segment {
     /// A pause's frames come from the face's idle motion as it is released (a `<break/>`); false
     /// for a rendered performance's silence, which carries its own frames.
     idle_face: bool,
-    frames: VecDeque<FaceFrame>,
+    frames: VecDeque<Frame>,
     cues: VecDeque<Cue>,
     caption: Option<Caption>,
 }
@@ -106,7 +106,7 @@ pub struct RenderedPiece {
     /// timeline released as zeros one chunk at a time, never materialized.
     pub silence: u64,
     /// Frames with stamps inside `0..pcm.len()`.
-    pub frames: Vec<FaceFrame>,
+    pub frames: Vec<Frame>,
     pub cues: Vec<Cue>,
     /// Caption text and its words, sent when the piece's audio starts.
     pub caption: Option<(String, Vec<Timed<Word>>)>,
@@ -124,7 +124,7 @@ pub struct Director {
     records: Vec<UtteranceRecord>,
     /// Face frames solved for a whole clause whose head is placed and whose rest is awaited:
     /// (utterance, where the rest must start, the frames and the cues from there on).
-    rest_frames: Option<(UtteranceId, SampleTime, Vec<FaceFrame>, Vec<Cue>)>,
+    rest_frames: Option<(UtteranceId, SampleTime, Vec<Frame>, Vec<Cue>)>,
     /// Cues of an utterance with nothing left on the timeline to carry them (tags after its last
     /// word once its audio is out, or an utterance of tags only): released at the horizon.
     loose_cues: Vec<(UtteranceId, Cue)>,
@@ -329,9 +329,7 @@ impl Director {
                 want: self.cfg.rate,
             });
         }
-        speech
-            .validate()
-            .map_err(|e| StageError::BadSpeech(e.to_string()))?;
+        speech.validate().map_err(StageError::BadSpeech)?;
         let len = speech.pcm.len() as u64;
         if len == 0 || !self.charge(id, len)? {
             return Ok(());
@@ -381,7 +379,7 @@ impl Director {
         };
         cues.extend(rest_cues);
         cues.sort_by_key(|c| c.at);
-        let mut solved: Vec<FaceFrame> = match waiting {
+        let mut solved: Vec<Frame> = match waiting {
             Some(frames) => frames,
             None => self.face.frames(s0, whole, &cues),
         };
@@ -389,7 +387,7 @@ impl Director {
         solved.dedup_by_key(|f| f.at);
         if clause_end > range.end() {
             // A head: what is stamped past it waits for the rest of the clause.
-            let later: Vec<FaceFrame> = solved
+            let later: Vec<Frame> = solved
                 .iter()
                 .filter(|f| f.at >= range.end() && f.at < clause_end)
                 .cloned()
@@ -402,7 +400,7 @@ impl Director {
             cues.retain(|c| c.at < range.end());
             self.rest_frames = Some((id, range.end(), later, later_cues));
         }
-        let frames: Vec<FaceFrame> = solved
+        let frames: Vec<Frame> = solved
             .into_iter()
             .filter(|f| range.contains(f.at))
             .collect();
@@ -444,7 +442,7 @@ impl Director {
             let s0 = self.horizon.max(self.next_free);
             let range = TimeRange::at(s0, len);
             self.next_free = range.end();
-            let mut frames: Vec<FaceFrame> = p
+            let mut frames: Vec<Frame> = p
                 .frames
                 .into_iter()
                 .filter(|f| f.at.get() < len)
@@ -630,7 +628,7 @@ impl Director {
             let range = TimeRange::new(e, end).expect("chunk is ordered");
             let seg = &mut self.segments[0];
             seg.release_cues(end, out);
-            let mut frames: Vec<FaceFrame> = if seg.idle_face {
+            let mut frames: Vec<Frame> = if seg.idle_face {
                 self.face
                     .idle(range)
                     .into_iter()
@@ -680,7 +678,7 @@ impl Director {
     }
 
     fn idle(&mut self, range: TimeRange, out: &mut Vec<Event>) {
-        let mut frames: Vec<FaceFrame> = self
+        let mut frames: Vec<Frame> = self
             .face
             .idle(range)
             .into_iter()
@@ -911,12 +909,13 @@ mod tests {
         d.advance(SampleTime(1000), &mut out);
         let start = d.horizon();
         d.begin(7, &mut out);
-        let frame = |at: u64| FaceFrame {
-            at: SampleTime(at),
-            weights: vec![0.5],
-            head: glam::Quat::IDENTITY,
-            eyes: [0.0; 4],
-            canon: None,
+        let frame = |at: u64| {
+            Frame::new(
+                SampleTime(at),
+                crate::face::MorphWeights::unit(vec![0.5]).unwrap(),
+                glam::Quat::IDENTITY,
+                Default::default(),
+            )
         };
         let cue = |at: u64| Cue {
             kind: CueKind::Action,

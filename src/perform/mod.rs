@@ -45,6 +45,7 @@ pub use metrics::Metrics;
 pub use runtime::{PerformConfig, PerformHandle, Performer, SessionInfo};
 pub use segment::SimpleSegmenter;
 
+use crate::face::Frame;
 use crate::speech::{Cue, Speech, Word};
 use crate::time::{SampleTime, TimeRange, Timed};
 use serde::{Deserialize, Serialize};
@@ -53,16 +54,19 @@ use serde::{Deserialize, Serialize};
 pub type UtteranceId = u32;
 
 /// An error from a stage, as the pipeline reports it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    #[error("persona: {0}")]
-    Persona(String),
+    /// The voice could not speak a clause (the clause is skipped). Its text includes the cause's,
+    /// so it exposes no `source()`: a chain printed in full would say the cause twice.
     #[error("voice: {0}")]
-    Voice(String),
+    Voice(crate::tts::TtsError),
     #[error("voice returned audio at {got} Hz but the session runs at {want} Hz")]
     RateMismatch { got: u32, want: u32 },
     #[error("voice returned inconsistent speech: {0}")]
-    BadSpeech(String),
+    BadSpeech(crate::speech::SpeechError),
+    /// A script given to the performance (`perform`) could not be rendered; the same rule.
+    #[error("script: {0}")]
+    Script(Box<dyn std::error::Error + Send + Sync>),
     /// An utterance would run past `[limits] utterance_secs`; the rest of it is dropped.
     #[error("{0}; the rest of it was dropped")]
     OverBudget(crate::budget::OverBudget),
@@ -97,11 +101,11 @@ pub trait Voice: Send {
 /// solver for [`Voice::sample_rate`] and [`PerformConfig::fps`], which the pipeline uses for the frame
 /// grid it checks frames against.
 pub trait FaceSolver: Send {
-    /// The rig's channel names, in the order of [`FaceFrame::weights`].
+    /// The rig's channel names, in the order of [`Frame::weights`].
     fn channels(&self) -> &[String];
     /// The rig's name as clients select it (`arkit52`, `vrm`, ...).
     fn rig(&self) -> &str;
-    /// Whether the frames carry [`FaceFrame::canon`], the canonical vector their weights were
+    /// Whether the frames carry [`Frame::canon`], the canonical vector their weights were
     /// retargeted from (then `idol serve` can give each client a rig of its own). Default: no.
     fn canonical(&self) -> bool {
         false
@@ -109,10 +113,10 @@ pub trait FaceSolver: Send {
     /// Frames for `speech` placed at session sample `s0`: frame `k` stamped `s0.frame(k, rate, fps)` for
     /// `k in 0..SampleTime::frames_in(speech.pcm.len(), rate, fps)`, so the frames cover exactly the
     /// audio. `cues` are on the session timeline. Frames outside the speech are dropped by the caller.
-    fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<FaceFrame>;
+    fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<Frame>;
     /// Frames while nothing is said (blinks, breathing, gaze): those of the session's global frame grid
     /// (`SampleTime::ZERO.frame(k, rate, fps)`) that lie inside `range`.
-    fn idle(&mut self, range: TimeRange) -> Vec<FaceFrame>;
+    fn idle(&mut self, range: TimeRange) -> Vec<Frame>;
     /// A standing control (mood, gaze target) that applies from now on. Default: ignored.
     fn set(&mut self, _control: &FaceControl) {}
 }
@@ -136,21 +140,6 @@ pub trait Segmenter: Send {
     fn finish(&mut self) -> Vec<ClauseText>;
 }
 
-/// One face frame: the rig's weights while sample `at` is heard.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FaceFrame {
-    pub at: SampleTime,
-    /// One weight per rig channel, in [`FaceSolver::channels`] order, 0..=1.
-    pub weights: Vec<f32>,
-    /// Head rotation.
-    pub head: glam::Quat,
-    /// Eye rotations in radians: left yaw, left pitch, right yaw, right pitch.
-    pub eyes: [f32; 4],
-    /// The canonical vector (`crate::face::canon`) the weights were retargeted from, when the face
-    /// solver keeps it ([`FaceSolver::canonical`]): `Rig::retarget` of it gives any rig's weights.
-    pub canon: Option<Box<[f32; crate::face::canon::COUNT]>>,
-}
-
 /// A span of PCM on the session timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioChunk {
@@ -170,7 +159,7 @@ impl AudioChunk {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameEvent {
     pub utterance: UtteranceId,
-    pub frame: FaceFrame,
+    pub frame: Frame,
 }
 
 /// A clause's text and its words on the session timeline, sent when its audio starts.

@@ -5,12 +5,12 @@
 //! stamps of the session's global frame grid that fall inside the idle range; the idle layer is a pure
 //! function of (seed, absolute sample), so idle and speech segments join without a seam. The mood in
 //! force (the last emotion cue, or one set by a client) is passed into every later segment, so it
-//! carries across utterances. Every frame carries its canonical vector ([`FaceFrame::canon`]), so
+//! carries across utterances. Every frame carries its canonical vector ([`Frame::canon`]), so
 //! the server can retarget it to the rig each client asks for. Runs inline on the conductor thread
 //! (cheap and pure).
 
-use super::{FaceControl, FaceFrame, FaceSolver};
-use crate::face::{EyeGaze, Face, FaceConfig, Frames, Rig, Scratch, Segment, canon};
+use super::{FaceControl, FaceSolver, Frame};
+use crate::face::{EyeGaze, Face, FaceConfig, Frames, Rig, Scratch, Segment};
 use crate::speech::{Cue, CueKind, Phoneme, Speech};
 use crate::time::{SampleTime, TimeRange, Timeline};
 
@@ -43,18 +43,8 @@ impl RigFace {
         })
     }
 
-    fn convert(frames: &Frames) -> Vec<FaceFrame> {
-        frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| FaceFrame {
-                at: f.at,
-                weights: f.weights.to_vec(),
-                head: f.head,
-                eyes: eyes(f.gaze),
-                canon: frames.canonical(i).map(|c| Box::new(*c)),
-            })
-            .collect()
+    fn convert(frames: &Frames) -> Vec<Frame> {
+        frames.iter().map(|f| Frame::from(&f)).collect()
     }
 }
 
@@ -79,10 +69,6 @@ pub fn card_tag_warnings(
     )
 }
 
-fn eyes(g: [EyeGaze; 2]) -> [f32; 4] {
-    [g[0].yaw, g[0].pitch, g[1].yaw, g[1].pitch]
-}
-
 impl FaceSolver for RigFace {
     fn channels(&self) -> &[String] {
         &self.channels
@@ -96,7 +82,7 @@ impl FaceSolver for RigFace {
         true
     }
 
-    fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<FaceFrame> {
+    fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<Frame> {
         let mut all: Vec<Cue> = self.mood_cue(s0).into_iter().collect();
         all.extend(cues.iter().cloned());
         all.sort_by_key(|c| c.at);
@@ -118,7 +104,7 @@ impl FaceSolver for RigFace {
         out
     }
 
-    fn idle(&mut self, range: TimeRange) -> Vec<FaceFrame> {
+    fn idle(&mut self, range: TimeRange) -> Vec<Frame> {
         let fps = self.face.config().fps;
         let first = SampleTime::frames_in(range.start().get(), self.rate, fps);
         let last = SampleTime::frames_in(range.end().get(), self.rate, fps);
@@ -139,19 +125,11 @@ impl FaceSolver for RigFace {
         let mut scratch = Scratch::default();
         (first..last)
             .map(|k| {
-                let at = SampleTime::ZERO.frame(k, self.rate, fps);
-                let mut weights = vec![0.0; self.channels.len()];
-                let mut c = Box::new([0.0f32; canon::COUNT]);
-                let (head, gaze) =
-                    self.face
-                        .eval_canonical(&prep, at, &mut scratch, &mut weights, &mut c);
-                FaceFrame {
-                    at,
-                    weights,
-                    head,
-                    eyes: eyes(gaze),
-                    canon: Some(c),
-                }
+                self.face.frame(
+                    &prep,
+                    SampleTime::ZERO.frame(k, self.rate, fps),
+                    &mut scratch,
+                )
             })
             .collect()
     }

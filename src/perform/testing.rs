@@ -5,7 +5,7 @@
 //! - [`JawFace`]: ARKit-52 frames with `jawOpen` from the phoneme under each frame, blinks while idle.
 //! - [`ScriptedGenerator`]: replies from a list, streamed in small pieces, honouring cancellation.
 
-use super::{FaceControl, FaceFrame, FaceSolver, StageError, Voice};
+use super::{FaceControl, FaceSolver, Frame, StageError, Voice};
 use crate::persona::{
     CancelToken, ChatMessage, FinishReason, GenOutcome, GenParams, PersonaError, TextGenerator,
 };
@@ -183,7 +183,7 @@ impl JawFace {
         }
     }
 
-    fn frame(&self, at: SampleTime, jaw: f32, blink: f32) -> FaceFrame {
+    fn frame(&self, at: SampleTime, jaw: f32, blink: f32) -> Frame {
         let mut weights = vec![0.0; self.channels.len()];
         weights[self.jaw] = jaw;
         for i in self.smile {
@@ -193,13 +193,12 @@ impl JawFace {
             weights[i] = blink;
         }
         let t = at.as_secs_f64(self.rate) as f32;
-        FaceFrame {
+        Frame::new(
             at,
-            weights,
-            head: glam::Quat::from_rotation_z(0.05 * (t * 0.7).sin()),
-            eyes: [0.0; 4],
-            canon: None,
-        }
+            crate::face::MorphWeights::unit(weights).expect("finite weights"),
+            glam::Quat::from_rotation_z(0.05 * (t * 0.7).sin()),
+            Default::default(),
+        )
     }
 }
 
@@ -212,7 +211,7 @@ impl FaceSolver for JawFace {
         "arkit52"
     }
 
-    fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<FaceFrame> {
+    fn frames(&mut self, s0: SampleTime, speech: &Speech, cues: &[Cue]) -> Vec<Frame> {
         if let Some(c) = cues.iter().rev().find(|c| c.name == "happy") {
             self.happy = c.intensity;
         }
@@ -229,7 +228,7 @@ impl FaceSolver for JawFace {
             .collect()
     }
 
-    fn idle(&mut self, range: TimeRange) -> Vec<FaceFrame> {
+    fn idle(&mut self, range: TimeRange) -> Vec<Frame> {
         let mut k = (range.start().get() as u128 * self.fps as u128 / self.rate as u128) as u64;
         k = k.saturating_sub(1);
         let mut out = vec![];

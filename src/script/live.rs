@@ -13,8 +13,9 @@
 
 use super::parse::Script;
 use super::render::{Performance, ScriptEvent, ScriptEventKind};
+use crate::face::Frame;
 use crate::perform::{
-    AudioChunk, Caption, CueEvent, Event, FaceFrame, FrameEvent, PerformState, RenderedPiece, Sink,
+    AudioChunk, Caption, CueEvent, Event, FrameEvent, PerformState, RenderedPiece, Sink,
     StateEvent, UtteranceId,
 };
 use crate::speech::{Cue, CueKind};
@@ -116,18 +117,7 @@ pub fn items(perf: &Performance, chunk: u64) -> Vec<Item> {
                 (Some(f), e) if e.is_none_or(|e| f.at <= e.at) => {
                     out.push(Item::Pipeline(Event::Frame(FrameEvent {
                         utterance: utterance_at(perf, f.at),
-                        frame: FaceFrame {
-                            at: f.at,
-                            weights: f.weights.to_vec(),
-                            head: f.head,
-                            eyes: [
-                                f.gaze[0].yaw,
-                                f.gaze[0].pitch,
-                                f.gaze[1].yaw,
-                                f.gaze[1].pitch,
-                            ],
-                            canon: perf.frames.canonical(fi).map(|c| Box::new(*c)),
-                        },
+                        frame: Frame::from(&f),
                     })));
                     fi += 1;
                 }
@@ -172,14 +162,20 @@ pub fn items(perf: &Performance, chunk: u64) -> Vec<Item> {
 pub struct ScriptRenderer(pub std::sync::Arc<RenderFn>);
 
 /// What a [`ScriptRenderer`] calls.
-pub type RenderFn = dyn Fn(&Script) -> Result<Performance, String> + Send + Sync;
+pub type RenderFn = dyn Fn(&Script) -> Result<Performance, RenderError> + Send + Sync;
+
+/// Why a [`ScriptRenderer`] could not render: whatever its loading or rendering failed with (a voice,
+/// a rig, the render itself), kept as the error it is.
+pub type RenderError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ScriptRenderer {
-    pub fn new(f: impl Fn(&Script) -> Result<Performance, String> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        f: impl Fn(&Script) -> Result<Performance, RenderError> + Send + Sync + 'static,
+    ) -> Self {
         ScriptRenderer(std::sync::Arc::new(f))
     }
 
-    pub fn render(&self, script: &Script) -> Result<Performance, String> {
+    pub fn render(&self, script: &Script) -> Result<Performance, RenderError> {
         (self.0)(script)
     }
 }
@@ -217,19 +213,10 @@ pub fn pieces(perf: &Performance) -> Vec<RenderedPiece> {
             let frames = perf
                 .frames
                 .iter()
-                .enumerate()
-                .filter(|(_, f)| range.contains(f.at))
-                .map(|(i, f)| FaceFrame {
+                .filter(|f| range.contains(f.at))
+                .map(|f| Frame {
                     at: rel(f.at, a),
-                    weights: f.weights.to_vec(),
-                    head: f.head,
-                    eyes: [
-                        f.gaze[0].yaw,
-                        f.gaze[0].pitch,
-                        f.gaze[1].yaw,
-                        f.gaze[1].pitch,
-                    ],
-                    canon: perf.frames.canonical(i).map(|c| Box::new(*c)),
+                    ..Frame::from(&f)
                 })
                 .collect();
             let cues = perf

@@ -7,8 +7,8 @@
 //!
 //! Rigs: a client receives frames in the session's rig (the face solver's weights, sent as they are)
 //! or in another rig of the server's [`RigCatalog`]. Frames carry the canonical vector the session's
-//! weights came from ([`crate::perform::FaceFrame::canon`]); for each frame, each distinct foreign rig
-//! among the subscribers is retargeted once ([`Rig::retarget`], allocation of one weight vector) on
+//! weights came from ([`crate::perform::Frame::canon`]); for each frame, each distinct foreign rig
+//! among the subscribers is retargeted once ([`Retargets`], allocation of one weight vector) on
 //! first use and encoded once per frame encoding, and those bytes are shared by every client on that
 //! rig, exactly like the session rig's. A rig nobody subscribes to costs nothing. A change of rig
 //! takes effect atomically with its `ack`: frames queued before the ack are in the old rig, frames
@@ -29,7 +29,7 @@
 
 use super::protocol::{self, AudioEncoding, FrameEncoding, Subscription};
 use super::rigs::RigCatalog;
-use crate::face::Rig;
+use crate::face::Retargets;
 use crate::perform::{Event, FrameEvent, Metrics, SessionInfo, Sink};
 use axum::body::Bytes;
 use axum::extract::ws::Message;
@@ -420,15 +420,15 @@ impl Hub {
     /// Send one event to every subscribed client (and the tap).
     pub fn broadcast(&self, ev: &Event) {
         let session_rig = self.info.get().map_or("", |i| i.rig.as_str());
-        let mut enc = Encoded::new(session_rig, &self.rigs);
+        let mut enc = Encoded::new(session_rig, &self.rigs, ev);
         self.broadcast_with(|sub| enc.for_sub(ev, sub));
         if let Some(tap) = self.tap.get() {
             self.tap_event(tap.as_ref(), ev, &mut enc);
         }
-        if enc.retargeted > 0 {
+        if enc.retargets.count > 0 {
             self.metrics
                 .frames_retargeted
-                .fetch_add(enc.retargeted, Ordering::Relaxed);
+                .fetch_add(enc.retargets.count, Ordering::Relaxed);
         }
     }
 
@@ -488,11 +488,9 @@ impl Hub {
     }
 }
 
-/// A frame retargeted to one foreign rig, and its wire forms, made on first use.
+/// A frame's wire forms in one foreign rig, made on first use.
 struct RigFrame {
     rig: u16,
-    /// `None` when the frame carries no canonical vector (then nothing is sent in this rig).
-    weights: Option<Vec<f32>>,
     bin: Option<Message>,
     json: Option<Message>,
 }
@@ -505,15 +503,19 @@ struct Encoded<'a> {
     f32: Option<Message>,
     frame_bin: Option<Message>,
     frame_json: Option<Message>,
+    /// The frame's weights in the foreign rigs in use, each retargeted once.
+    retargets: Retargets<'a, 'a>,
     /// Per foreign rig in use (a handful at most: a linear search beats a map).
     foreign: Vec<RigFrame>,
     text: Option<Option<Message>>,
-    /// Retargetings done for this event.
-    retargeted: u64,
 }
 
 impl<'a> Encoded<'a> {
-    fn new(session_rig: &'a str, rigs: &'a RigCatalog) -> Self {
+    fn new(session_rig: &'a str, rigs: &'a RigCatalog, ev: &'a Event) -> Self {
+        let canon = match ev {
+            Event::Frame(f) => f.frame.canon.as_deref(),
+            _ => None,
+        };
         Encoded {
             session_rig,
             rigs,
@@ -521,27 +523,23 @@ impl<'a> Encoded<'a> {
             f32: None,
             frame_bin: None,
             frame_json: None,
+            retargets: Retargets::new(canon),
             foreign: Vec::new(),
             text: None,
-            retargeted: 0,
         }
     }
 
-    /// Frame `f` in catalog rig `rig`, in encoding `enc`: retargeted at most once per event.
+    /// Frame `f` in catalog rig `rig`, in encoding `enc`: retargeted at most once per event; `None`
+    /// when the frame carries no canonical vector (then nothing is sent in another rig).
     fn foreign_frame(&mut self, f: &FrameEvent, rig: u16, enc: FrameEncoding) -> Option<Message> {
-        let k = match self.foreign.iter().position(|r| r.rig == rig) {
+        let rigs = self.rigs;
+        let (name, r) = rigs.get(rig as usize)?;
+        let w = self.retargets.get(r)?;
+        let k = match self.foreign.iter().position(|x| x.rig == rig) {
             Some(k) => k,
             None => {
-                let (_, r): (&str, &Arc<Rig>) = self.rigs.get(rig as usize)?;
-                let weights = f.frame.canon.as_deref().map(|c| {
-                    let mut w = vec![0.0; r.len()];
-                    r.retarget(c, &mut w);
-                    w
-                });
-                self.retargeted += u64::from(weights.is_some());
                 self.foreign.push(RigFrame {
                     rig,
-                    weights,
                     bin: None,
                     json: None,
                 });
@@ -549,7 +547,6 @@ impl<'a> Encoded<'a> {
             }
         };
         let rf = &mut self.foreign[k];
-        let w = rf.weights.as_deref()?;
         Some(match enc {
             FrameEncoding::Binary => rf
                 .bin
@@ -557,12 +554,10 @@ impl<'a> Encoded<'a> {
                     Message::Binary(Bytes::from(protocol::frame_binary_weights(f, w)))
                 })
                 .clone(),
-            FrameEncoding::Json => {
-                let name = self.rigs.get(rig as usize).map_or("", |(n, _)| n);
-                rf.json
-                    .get_or_insert_with(|| Message::Text(protocol::frame_json(f, w, name).into()))
-                    .clone()
-            }
+            FrameEncoding::Json => rf
+                .json
+                .get_or_insert_with(|| Message::Text(protocol::frame_json(f, w, name).into()))
+                .clone(),
         })
     }
 
@@ -629,8 +624,8 @@ impl Sink for HubSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::face::canon;
-    use crate::perform::{FaceFrame, FrameEvent};
+    use crate::face::{EyeGaze, Frame, Rig, canon};
+    use crate::perform::FrameEvent;
     use crate::server::protocol::{Binary, parse_binary};
     use crate::time::SampleTime;
 
@@ -661,16 +656,16 @@ mod tests {
         c[canon::index("viseme_aa").unwrap()] = 0.8;
         c[canon::BLINK] = 0.25;
         let rig = Rig::builtin("arkit52").unwrap();
-        let mut weights = vec![0.0; rig.len()];
-        rig.retarget(&c, &mut weights);
         Event::Frame(FrameEvent {
             utterance: 1,
-            frame: FaceFrame {
-                at: SampleTime(at),
-                weights,
-                head: glam::Quat::IDENTITY,
-                eyes: [0.0; 4],
+            frame: Frame {
                 canon: with_canon.then(|| Box::new(c)),
+                ..Frame::new(
+                    SampleTime(at),
+                    rig.retargeted(&c),
+                    glam::Quat::IDENTITY,
+                    [EyeGaze::default(); 2],
+                )
             },
         })
     }
@@ -721,8 +716,7 @@ mod tests {
         let Event::Frame(f) = frame(735, true) else {
             unreachable!()
         };
-        let mut want = vec![0.0; vrm.len()];
-        vrm.retarget(f.frame.canon.as_ref().unwrap(), &mut want);
+        let want = vrm.retargeted(f.frame.canon.as_ref().unwrap());
         match parse_binary(&b1).unwrap() {
             Binary::Frame {
                 sample, weights, ..

@@ -19,7 +19,8 @@ use super::hub::Hub;
 use super::nats::{NatsError, NatsStats, Subjects, connect};
 use super::protocol::{self, AudioEncoding, Binary, FrameEncoding, parse_binary};
 use super::{AppState, Guard, ServerError, ServerOptions, Viewer};
-use crate::perform::{AudioChunk, FaceFrame, FrameEvent, Metrics, SessionInfo};
+use crate::face::{Frame, MorphWeights};
+use crate::perform::{AudioChunk, FrameEvent, Metrics, SessionInfo};
 use crate::time::SampleTime;
 use axum::body::Bytes;
 use axum::extract::ws::Message;
@@ -415,13 +416,12 @@ fn json_frame_of(binary: &[u8], rig: &str) -> Option<Message> {
     };
     let f = FrameEvent {
         utterance,
-        frame: FaceFrame {
-            at: SampleTime(sample),
-            weights: Vec::new(),
-            head: glam::Quat::from_xyzw(head[0], head[1], head[2], head[3]),
-            eyes,
-            canon: None,
-        },
+        frame: Frame::new(
+            SampleTime(sample),
+            MorphWeights::default(),
+            glam::Quat::from_xyzw(head[0], head[1], head[2], head[3]),
+            protocol::gaze(eyes),
+        ),
     };
     Some(Message::Text(
         protocol::frame_json(&f, &weights, rig).into(),
@@ -449,13 +449,12 @@ mod tests {
         );
         let f = FrameEvent {
             utterance: 3,
-            frame: FaceFrame {
-                at: SampleTime(735),
-                weights: vec![0.1, 0.7, 0.0],
-                head: glam::Quat::from_xyzw(0.01, -0.02, 0.03, 0.9993),
-                eyes: [0.1, -0.1, 0.2, -0.2],
-                canon: None,
-            },
+            frame: Frame::new(
+                SampleTime(735),
+                MorphWeights::unit(vec![0.1, 0.7, 0.0]).unwrap(),
+                glam::Quat::from_xyzw(0.01, -0.02, 0.03, 0.9993),
+                protocol::gaze([0.1, -0.1, 0.2, -0.2]),
+            ),
         };
         let Some(Message::Text(j)) = json_frame_of(&protocol::frame_binary(&f), "arkit52") else {
             panic!("json")

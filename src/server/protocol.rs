@@ -21,6 +21,7 @@
 //!
 //! Client → server: JSON text messages with a `type` ([`ClientMsg`]).
 
+use crate::face::EyeGaze;
 use crate::perform::{
     AudioChunk, Caption, CueEvent, Event, FrameEvent, PerformState, SessionInfo, StateEvent,
 };
@@ -494,7 +495,11 @@ pub fn frame_binary_weights(f: &FrameEvent, w: &[f32]) -> Vec<u8> {
     out.extend_from_slice(&(w.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     let q = f.frame.head;
-    for x in w.iter().chain(&[q.x, q.y, q.z, q.w]).chain(&f.frame.eyes) {
+    for x in w
+        .iter()
+        .chain(&[q.x, q.y, q.z, q.w])
+        .chain(&eyes(&f.frame.gaze))
+    {
         out.extend_from_slice(&x.to_le_bytes());
     }
     out
@@ -510,9 +515,28 @@ pub fn frame_json(f: &FrameEvent, weights: &[f32], rig: &str) -> String {
         "rig": rig,
         "weights": weights,
         "head": [q.x, q.y, q.z, q.w],
-        "eyes": f.frame.eyes,
+        "eyes": eyes(&f.frame.gaze),
     })
     .to_string()
+}
+
+/// The eyes as the wire writes them: left yaw, left pitch, right yaw, right pitch.
+pub fn eyes(g: &[EyeGaze; 2]) -> [f32; 4] {
+    [g[0].yaw, g[0].pitch, g[1].yaw, g[1].pitch]
+}
+
+/// The eyes the wire's four numbers describe (see [`eyes`]).
+pub fn gaze(e: [f32; 4]) -> [EyeGaze; 2] {
+    [
+        EyeGaze {
+            yaw: e[0],
+            pitch: e[1],
+        },
+        EyeGaze {
+            yaw: e[2],
+            pitch: e[3],
+        },
+    ]
 }
 
 pub fn caption_json(c: &Caption) -> String {
@@ -649,7 +673,7 @@ pub fn parse_binary(b: &[u8]) -> Option<Binary> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perform::FaceFrame;
+    use crate::face::{Frame, MorphWeights};
     use crate::time::SampleTime;
 
     #[test]
@@ -684,13 +708,12 @@ mod tests {
         );
         let f = FrameEvent {
             utterance: 0,
-            frame: FaceFrame {
-                at: SampleTime(368),
-                weights: vec![0.25; 52],
-                head: glam::Quat::IDENTITY,
-                eyes: [0.1, 0.2, 0.3, 0.4],
-                canon: None,
-            },
+            frame: Frame::new(
+                SampleTime(368),
+                MorphWeights::unit(vec![0.25; 52]).unwrap(),
+                glam::Quat::IDENTITY,
+                gaze([0.1, 0.2, 0.3, 0.4]),
+            ),
         };
         let b = frame_binary(&f);
         assert_eq!(b.len(), 24 + 60 * 4);

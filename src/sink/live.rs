@@ -16,7 +16,7 @@
 //!
 //! Rigs: each face sink gets frames in its own rig (`[sinks.vmc] rig`, `[sinks.vtube_studio] rig`;
 //! VSeeFace wants VRM names, VTube Studio maps ARKit or Live2D parameters best). Frames that carry
-//! their canonical vector ([`crate::perform::FaceFrame::canon`], as the live face's do) are
+//! their canonical vector ([`crate::perform::Frame::canon`], as the live face's do) are
 //! retargeted once per distinct sink rig; sinks on the same rig share one gate thread. Frames without
 //! it reach every sink in the face's own rig.
 //!
@@ -28,9 +28,9 @@ use super::audio::{AudioOptions, AudioOut, Backend, Clock};
 use super::livelink::{LiveLinkOptions, LiveLinkSink};
 use super::vmc::{VmcOptions, VmcSink};
 use super::vts::{VtsOptions, VtsSink};
-use super::{EyeGaze, FrameSink, GateRunner, SinkError, StampedFrame};
+use super::{FrameSink, GateRunner, SinkError};
 use crate::config::SinksConfig;
-use crate::face::{Rig, canon};
+use crate::face::{Frame, Retargets, Rig};
 use crate::perform::{Event, PerformState};
 use crate::time::SampleTime;
 use std::path::Path;
@@ -203,35 +203,29 @@ impl LiveOutputs {
         }
     }
 
-    /// Queue a frame, released to the face sinks when the clock reaches its stamp. Every sink gets
-    /// it as it is (in `channels`); see [`LiveOutputs::frame_canonical`] for sinks on other rigs.
-    pub fn frame(&self, channels: Arc<[String]>, frame: StampedFrame) {
-        self.frame_canonical(channels, frame, None);
-    }
-
-    /// [`LiveOutputs::frame`] with the canonical vector the frame's weights came from: sinks
-    /// configured for another rig get it retargeted to theirs (once per rig).
-    pub fn frame_canonical(
-        &self,
-        channels: Arc<[String]>,
-        frame: StampedFrame,
-        canon: Option<&[f32; canon::COUNT]>,
-    ) {
+    /// Queue a frame, released to the face sinks when the clock reaches its stamp. Sinks on the face's
+    /// own rig get it as it is (in `channels`); sinks configured for another rig get it retargeted to
+    /// theirs from its canonical vector (once per rig), or as it is when it has none.
+    pub fn frame(&self, channels: Arc<[String]>, frame: Frame) {
+        let mut retargets = Retargets::new(frame.canon.as_deref());
+        let mut outs = Vec::with_capacity(self.gates.len());
+        for g in &self.gates {
+            outs.push(match &g.rig {
+                Some((rig, names)) => retargets.get(rig).map(|w| (names.clone(), w.clone())),
+                None => None,
+            });
+        }
         let n = self.gates.len();
         let mut frame = Some(frame);
-        for (i, g) in self.gates.iter().enumerate() {
+        for (i, (g, out)) in self.gates.iter().zip(outs).enumerate() {
             let f = if i + 1 == n {
                 frame.take().expect("one frame per gate")
             } else {
                 frame.clone().expect("one frame per gate")
             };
-            match (&g.rig, canon) {
-                (Some((rig, names)), Some(c)) => {
-                    let mut weights = vec![0.0; rig.len()];
-                    rig.retarget(c, &mut weights);
-                    g.gate.push(names.clone(), StampedFrame { weights, ..f });
-                }
-                _ => g.gate.push(channels.clone(), f),
+            match out {
+                Some((names, weights)) => g.gate.push(names, Frame { weights, ..f }),
+                None => g.gate.push(channels.clone(), f),
             }
         }
     }
@@ -288,28 +282,7 @@ impl crate::perform::Sink for PerformOutputs {
     fn event(&mut self, event: &Event) {
         match event {
             Event::Audio(a) => self.out.audio(a.start, &a.pcm),
-            Event::Frame(f) => {
-                let e = f.frame.eyes;
-                self.out.frame_canonical(
-                    self.channels.clone(),
-                    StampedFrame {
-                        at: f.frame.at,
-                        weights: f.frame.weights.clone(),
-                        head: f.frame.head,
-                        gaze: [
-                            EyeGaze {
-                                yaw: e[0],
-                                pitch: e[1],
-                            },
-                            EyeGaze {
-                                yaw: e[2],
-                                pitch: e[3],
-                            },
-                        ],
-                    },
-                    f.frame.canon.as_deref(),
-                );
-            }
+            Event::Frame(f) => self.out.frame(self.channels.clone(), f.frame.clone()),
             Event::Cue(c) => self.out.cue(c.cue.clone()),
             Event::State(s) if s.state == PerformState::Interrupted => self.out.cut(s.at),
             _ => {}
@@ -320,7 +293,8 @@ impl crate::perform::Sink for PerformOutputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perform::{AudioChunk, FaceFrame, FrameEvent, Sink, StateEvent};
+    use crate::face::{EyeGaze, MorphWeights, canon};
+    use crate::perform::{AudioChunk, FrameEvent, Sink, StateEvent};
     use parking_lot::Mutex;
 
     #[test]
@@ -337,13 +311,15 @@ mod tests {
         for k in 1..4u64 {
             sink.event(&Event::Frame(FrameEvent {
                 utterance: 1,
-                frame: FaceFrame {
-                    at: SampleTime(k * 100),
-                    weights: vec![k as f32 / 4.0],
-                    head: glam::Quat::IDENTITY,
-                    eyes: [0.0, 0.1, 0.0, 0.1],
-                    canon: None,
-                },
+                frame: Frame::new(
+                    SampleTime(k * 100),
+                    MorphWeights::unit(vec![k as f32 / 4.0]).unwrap(),
+                    glam::Quat::IDENTITY,
+                    [EyeGaze {
+                        yaw: 0.0,
+                        pitch: 0.1,
+                    }; 2],
+                ),
             }));
         }
         // Nothing is released before the device plays.
@@ -401,8 +377,7 @@ mod tests {
         let mut c = Box::new([0.0f32; canon::COUNT]);
         c[canon::index("viseme_aa").unwrap()] = 0.7;
         c[canon::ak::jawOpen] = 0.5;
-        let mut weights = vec![0.0; arkit.len()];
-        arkit.retarget(&c, &mut weights);
+        let weights = arkit.retargeted(&c);
         let mut sink = PerformOutputs::new(
             out.clone(),
             &arkit
@@ -417,20 +392,21 @@ mod tests {
         }));
         sink.event(&Event::Frame(FrameEvent {
             utterance: 1,
-            frame: FaceFrame {
-                at: SampleTime(100),
-                weights: weights.clone(),
-                head: glam::Quat::IDENTITY,
-                eyes: [0.0; 4],
+            frame: Frame {
                 canon: Some(c.clone()),
+                ..Frame::new(
+                    SampleTime(100),
+                    weights.clone(),
+                    glam::Quat::IDENTITY,
+                    [EyeGaze::default(); 2],
+                )
             },
         }));
         std::thread::sleep(Duration::from_millis(30));
         dev.pull(200);
         out.wait_played(SampleTime(200));
         assert_eq!(same.lock().frames[0].weights, weights);
-        let mut want = vec![0.0; vrm.len()];
-        vrm.retarget(&c, &mut want);
+        let want = vrm.retargeted(&c);
         assert_eq!(other.lock().frames[0].weights, want);
         assert!(want[vrm.channel_index("aa").unwrap()] >= 0.7);
     }

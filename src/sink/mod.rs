@@ -1,7 +1,7 @@
 //! sink: where frames and audio leave the process for the tools people already run.
 //!
 //! Stage: after perform. Input: blendshape frames on the session timeline (a [`FrameRef`] or an owned
-//! [`StampedFrame`], with the rig's channel names in weight order) and audio blocks
+//! [`Frame`], with the rig's channel names in weight order) and audio blocks
 //! `(start: SampleTime, &[f32])` (mono f32 PCM at the timeline rate, e.g. 22050 Hz for the default
 //! voice). Output: packets to a VMC receiver ([`vmc`], OSC over UDP), parameter injections to VTube
 //! Studio ([`vts`], WebSocket), Live Link Face packets to Unreal ([`livelink`], UDP), and sound on the local audio device ([`audio`], cpal).
@@ -32,7 +32,7 @@ pub mod livelink;
 pub mod vmc;
 pub mod vts;
 
-use crate::face::{EyeGaze, FrameRef};
+use crate::face::{EyeGaze, Frame, FrameRef, MorphWeights};
 use crate::time::SampleTime;
 use glam::Quat;
 use std::collections::VecDeque;
@@ -74,39 +74,6 @@ impl From<crate::face::RigError> for SinkError {
     }
 }
 
-/// One owned frame: what a [`FrameRef`] borrows, kept for later (in a [`FrameGate`], across threads).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StampedFrame {
-    /// The sample this frame describes.
-    pub at: SampleTime,
-    pub weights: Vec<f32>,
-    pub head: Quat,
-    /// Left eye, right eye.
-    pub gaze: [EyeGaze; 2],
-}
-
-impl StampedFrame {
-    pub fn as_ref(&self) -> FrameRef<'_> {
-        FrameRef {
-            at: self.at,
-            weights: &self.weights,
-            head: self.head,
-            gaze: self.gaze,
-        }
-    }
-}
-
-impl From<&FrameRef<'_>> for StampedFrame {
-    fn from(f: &FrameRef<'_>) -> Self {
-        StampedFrame {
-            at: f.at,
-            weights: f.weights.to_vec(),
-            head: f.head,
-            gaze: f.gaze,
-        }
-    }
-}
-
 /// Something that takes face frames: frames come in stamp order, `channels` names the weights.
 pub trait FrameSink: Send {
     /// One frame. A sink with its own rate resamples (see [`Resampler`]), so frames may come at any fps.
@@ -140,8 +107,8 @@ pub struct Resampler {
     out_rate: u32,
     max_gap: u64,
     next_tick: u64,
-    prev: Option<StampedFrame>,
-    scratch: StampedFrame,
+    prev: Option<Frame>,
+    scratch: Frame,
 }
 
 impl Resampler {
@@ -156,12 +123,12 @@ impl Resampler {
             max_gap: rate as u64 / 4,
             next_tick: 0,
             prev: None,
-            scratch: StampedFrame {
-                at: SampleTime::ZERO,
-                weights: Vec::new(),
-                head: Quat::IDENTITY,
-                gaze: [EyeGaze::default(); 2],
-            },
+            scratch: Frame::new(
+                SampleTime::ZERO,
+                MorphWeights::default(),
+                Quat::IDENTITY,
+                [EyeGaze::default(); 2],
+            ),
         })
     }
 
@@ -214,14 +181,8 @@ impl Resampler {
             self.next_tick += 1;
         }
         match &mut self.prev {
-            Some(p) => {
-                p.at = frame.at;
-                p.weights.clear();
-                p.weights.extend_from_slice(frame.weights);
-                p.head = frame.head;
-                p.gaze = frame.gaze;
-            }
-            None => self.prev = Some(StampedFrame::from(frame)),
+            Some(p) => p.set_from(frame),
+            None => self.prev = Some(Frame::from(frame)),
         }
     }
 
@@ -231,20 +192,14 @@ impl Resampler {
     }
 
     /// The last frame seen, if any.
-    pub fn last(&self) -> Option<&StampedFrame> {
+    pub fn last(&self) -> Option<&Frame> {
         self.prev.as_ref()
     }
 }
 
-fn blend(a: &StampedFrame, b: &FrameRef<'_>, t: f32, at: u64, out: &mut StampedFrame) {
+fn blend(a: &Frame, b: &FrameRef<'_>, t: f32, at: u64, out: &mut Frame) {
     out.at = SampleTime(at);
-    out.weights.clear();
-    out.weights.extend(
-        a.weights
-            .iter()
-            .zip(b.weights)
-            .map(|(x, y)| x + (y - x) * t),
-    );
+    out.weights.set_between(&a.weights, b.weights, t);
     out.head = a.head.slerp(b.head, t);
     for e in 0..2 {
         out.gaze[e] = EyeGaze {
@@ -261,7 +216,7 @@ fn blend(a: &StampedFrame, b: &FrameRef<'_>, t: f32, at: u64, out: &mut StampedF
 /// played-sample counter), so sinks show the face of the sample being heard.
 #[derive(Debug, Default)]
 pub struct FrameGate {
-    queue: VecDeque<StampedFrame>,
+    queue: VecDeque<Frame>,
 }
 
 impl FrameGate {
@@ -269,7 +224,7 @@ impl FrameGate {
         FrameGate::default()
     }
 
-    pub fn push(&mut self, frame: StampedFrame) {
+    pub fn push(&mut self, frame: Frame) {
         self.queue.push_back(frame);
     }
 
@@ -295,7 +250,7 @@ impl FrameGate {
     }
 
     /// Call `f` on each frame with a stamp at or before `played`, in order, and drop it.
-    pub fn release(&mut self, played: SampleTime, mut f: impl FnMut(&StampedFrame)) -> usize {
+    pub fn release(&mut self, played: SampleTime, mut f: impl FnMut(&Frame)) -> usize {
         let mut n = 0;
         while self.queue.front().is_some_and(|fr| fr.at <= played) {
             let fr = self.queue.pop_front().expect("front exists");
@@ -309,7 +264,7 @@ impl FrameGate {
 /// What a [`GateRunner`] is told.
 pub enum GateMsg {
     /// A frame of a rig with these channel names, to be released at its stamp.
-    Frame(std::sync::Arc<[String]>, StampedFrame),
+    Frame(std::sync::Arc<[String]>, Frame),
     /// An emotion or action cue, released at its sample.
     Cue(crate::speech::Cue),
     /// Drop every held frame and cue at or after this sample (a barge-in cut).
@@ -409,7 +364,7 @@ impl GateRunner {
     }
 
     /// Queue a frame (frames come in stamp order).
-    pub fn push(&self, channels: std::sync::Arc<[String]>, frame: StampedFrame) {
+    pub fn push(&self, channels: std::sync::Arc<[String]>, frame: Frame) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(GateMsg::Frame(channels, frame));
         }
@@ -479,14 +434,14 @@ impl<T: FrameSink> FrameSink for std::sync::Arc<parking_lot::Mutex<T>> {
 /// A [`FrameSink`] that records what it gets (for unit tests of the stages around the sinks).
 #[derive(Debug, Default, Clone)]
 pub struct Recorder {
-    pub frames: Vec<StampedFrame>,
+    pub frames: Vec<Frame>,
     pub idles: usize,
     pub cues: Vec<crate::speech::Cue>,
 }
 
 impl FrameSink for Recorder {
     fn frame(&mut self, _channels: &[String], frame: &FrameRef<'_>) -> Result<(), SinkError> {
-        self.frames.push(StampedFrame::from(frame));
+        self.frames.push(Frame::from(frame));
         Ok(())
     }
 
@@ -505,13 +460,13 @@ impl FrameSink for Recorder {
 mod tests {
     use super::*;
 
-    fn fr(at: u64, w: f32) -> StampedFrame {
-        StampedFrame {
-            at: SampleTime(at),
-            weights: vec![w],
-            head: Quat::IDENTITY,
-            gaze: [EyeGaze::default(); 2],
-        }
+    fn fr(at: u64, w: f32) -> Frame {
+        Frame::new(
+            SampleTime(at),
+            MorphWeights::unit(vec![w]).unwrap(),
+            Quat::IDENTITY,
+            [EyeGaze::default(); 2],
+        )
     }
 
     #[test]
@@ -520,14 +475,15 @@ mod tests {
         let mut r = Resampler::new(22050, 60).unwrap();
         let mut out = Vec::new();
         for k in 0..31u64 {
-            let f = fr(SampleTime::frame_offset(k, 22050, 30), k as f32);
-            r.push(&f.as_ref(), |t| out.push(StampedFrame::from(t)));
+            // Weights are 0..=1: frame k says k/64.
+            let f = fr(SampleTime::frame_offset(k, 22050, 30), k as f32 / 64.0);
+            r.push(&f.as_ref(), |t| out.push(Frame::from(t)));
         }
         assert_eq!(out.len(), 61);
         for (k, t) in out.iter().enumerate() {
             assert_eq!(t.at.get(), SampleTime::frame_offset(k as u64, 22050, 60));
             assert!(
-                (t.weights[0] - k as f32 / 2.0).abs() < 1e-3,
+                (t.weights[0] - k as f32 / 128.0).abs() < 1e-5,
                 "{k}: {:?}",
                 t.weights
             );

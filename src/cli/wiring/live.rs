@@ -5,13 +5,13 @@
 use crate::cli::Env;
 use anyhow::Context;
 use idol::config::{Config, SinksConfig};
+use idol::face::Frame;
 use idol::face::Frames;
 use idol::fetch::{MANIFESTS, Manifest, VIEWER_MANIFEST};
 use idol::listen::host::{self, AudioInput, HostOptions, HostVoice};
 use idol::perform::adapters;
 use idol::perform::{PerformConfig, Stages};
 use idol::server::ViewerOptions;
-use idol::sink::StampedFrame;
 use idol::sink::live::LiveOutputs;
 use idol::speech::Cue;
 use idol::time::SampleTime;
@@ -139,10 +139,10 @@ pub fn play(
         });
     }
     let channels: Arc<[String]> = frames.channels().into();
-    for (i, f) in frames.iter().enumerate() {
-        let mut s = StampedFrame::from(&f);
+    for f in frames.iter() {
+        let mut s = Frame::from(&f);
         s.at = start + f.at.get();
-        out.frame_canonical(channels.clone(), s, frames.canonical(i));
+        out.frame(channels.clone(), s);
     }
     out.wait_played(start + pcm.len() as u64);
     if out.late_samples() > 0 {
