@@ -200,7 +200,7 @@ fn server(budget: Budget) -> Server {
                 budget,
             },
         )
-        .map_err(|e| e.to_string())
+        .map_err(Into::into)
     });
     Server::start(
         Stages {

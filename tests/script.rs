@@ -632,7 +632,7 @@ mod server {
                     budget: idol::budget::Budget::default(),
                 },
             )
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
         })
     }
 

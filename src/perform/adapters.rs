@@ -293,9 +293,7 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
 
     fn speak(&mut self, clause: &str) -> Result<Speech, StageError> {
         let text = spoken_text(&self.0, clause);
-        self.0
-            .synthesize(&text)
-            .map_err(|e| StageError::Voice(e.to_string()))
+        self.0.synthesize(&text).map_err(StageError::Voice)
     }
 
     fn speak_head_first(
@@ -306,7 +304,7 @@ impl<S: Synthesizer> Voice for SynthVoice<S> {
         let text = spoken_text(&self.0, clause);
         self.0
             .synthesize_head_first(&text, on_head)
-            .map_err(|e| StageError::Voice(e.to_string()))
+            .map_err(StageError::Voice)
     }
 }
 

@@ -88,7 +88,7 @@ pub trait LipSync {
         audio: &[f32],
         rate: u32,
         transcript: Option<&str>,
-    ) -> Result<Timeline<Phoneme>, String>;
+    ) -> Result<Timeline<Phoneme>, crate::face::from_audio::FromAudioError>;
 }
 
 /// [`LipSync`] from the audio itself (`crate::face::from_audio`): spectral classes decoded to phones,
@@ -115,7 +115,7 @@ impl LipSync for AudioLipSync {
         audio: &[f32],
         rate: u32,
         transcript: Option<&str>,
-    ) -> Result<Timeline<Phoneme>, String> {
+    ) -> Result<Timeline<Phoneme>, crate::face::from_audio::FromAudioError> {
         let mut opts = self.options.clone();
         if let (Some(text), Some(ph)) = (transcript, &self.phonemizer) {
             // A transcript the phonemizer cannot read leaves the audio alone to decide.
@@ -123,6 +123,6 @@ impl LipSync for AudioLipSync {
                 opts.transcript = Some(crate::face::from_audio::transcript_phones(&tokens));
             }
         }
-        crate::face::from_audio::phonemes_from_audio(audio, rate, &opts).map_err(|e| e.to_string())
+        crate::face::from_audio::phonemes_from_audio(audio, rate, &opts)
     }
 }

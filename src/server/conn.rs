@@ -13,7 +13,7 @@
 
 use super::hub::{ClientLink, CloseReason, Hub, Lingering};
 use super::protocol::{self, ClientMsg, StreamKind, Subscription};
-use crate::perform::{FaceControl, Metrics, PerformHandle};
+use crate::perform::{FaceControl, Metrics, PerformHandle, StageError};
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
@@ -785,14 +785,17 @@ impl Reader {
                     .spawn(move || {
                         let pieces = renderer
                             .render(&parsed)
-                            .map(|p| crate::script::live::pieces(&p));
+                            .map(|p| crate::script::live::pieces(&p))
+                            .map_err(StageError::Script);
                         perform.play(utt, pieces);
                     });
                 if let Err(e) = spawned {
-                    local
-                        .as_ref()
-                        .expect("a local performance")
-                        .play(utt, Err(format!("cannot start the script renderer: {e}")));
+                    local.as_ref().expect("a local performance").play(
+                        utt,
+                        Err(StageError::Script(
+                            format!("cannot start the script renderer: {e}").into(),
+                        )),
+                    );
                 }
                 self.reply(protocol::ack(
                     id,

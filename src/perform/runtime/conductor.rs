@@ -79,11 +79,11 @@ pub(super) fn conductor_thread(
             Ok(CondMsg::Rendered { utt, pieces }) => {
                 match pieces {
                     Ok(p) => director.schedule_rendered(utt, p),
-                    Err(message) => {
+                    Err(e) => {
                         metrics.stage_errors.fetch_add(1, Ordering::Relaxed);
                         events.push(Event::Error {
                             utterance: utt,
-                            message,
+                            message: e.to_string(),
                         });
                     }
                 }

@@ -30,8 +30,8 @@ mod voice;
 use crate::time::SessionClock;
 
 use super::{
-    ClauseText, Director, DirectorConfig, FaceControl, Metrics, RenderedPiece, Sink, Stages,
-    UtteranceId, UtteranceRecord,
+    ClauseText, Director, DirectorConfig, FaceControl, Metrics, RenderedPiece, Sink, StageError,
+    Stages, UtteranceId, UtteranceRecord,
 };
 use crate::persona::CancelToken;
 use crate::persona::llm::ThreadBudget;
@@ -173,7 +173,7 @@ enum CondMsg {
     /// Pre-rendered pieces (a script) for a reserved utterance, or why rendering failed.
     Rendered {
         utt: UtteranceId,
-        pieces: Result<Vec<RenderedPiece>, String>,
+        pieces: Result<Vec<RenderedPiece>, StageError>,
     },
     Stop,
     Asked {
@@ -283,7 +283,7 @@ impl PerformHandle {
 
     /// Play pre-rendered pieces as the reserved utterance `utt`, back to back from the end of what is
     /// already scheduled; `Err` is reported to the sinks as an error event and ends the utterance.
-    pub fn play(&self, utt: UtteranceId, pieces: Result<Vec<RenderedPiece>, String>) {
+    pub fn play(&self, utt: UtteranceId, pieces: Result<Vec<RenderedPiece>, StageError>) {
         let _ = self.cond_tx.send(CondMsg::Rendered { utt, pieces });
     }
 
