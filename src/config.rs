@@ -393,6 +393,21 @@ impl Ctx<'_> {
     }
 }
 
+/// The ranges every source of voice and face settings is held to: idol.toml, a script's `[script]`
+/// and lines, a command's flags. One table, so a value one source takes another does not refuse.
+pub mod ranges {
+    /// Length scale (1.0 is the voice's pace, 1.2 slower).
+    pub const LENGTH_SCALE: (f64, f64) = (0.1, 10.0);
+    pub const LENGTH_SCALE_IS: &str = "length scale, 1.0 = the voice's pace";
+    /// The voice's noise scale and duration noise width.
+    pub const NOISE: (f64, f64) = (0.0, 5.0);
+    pub const NOISE_IS: &str = "voice noise scale";
+    pub const NOISE_W_IS: &str = "duration noise width";
+    /// Face frames per second.
+    pub const FPS: (i64, i64) = (1, 1000);
+    pub const FPS_IS: &str = "frames per second";
+}
+
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -503,9 +518,24 @@ impl RawConfig {
             ),
             model_set: v.model.is_some(),
             speaker: v.speaker.clone(),
-            length_scale: ctx.float_in(&v.length_scale, "voice.length_scale", 0.1, 10.0)?,
-            noise_scale: ctx.float_in(&v.noise_scale, "voice.noise_scale", 0.0, 5.0)?,
-            noise_w: ctx.float_in(&v.noise_w, "voice.noise_w", 0.0, 5.0)?,
+            length_scale: ctx.float_in(
+                &v.length_scale,
+                "voice.length_scale",
+                ranges::LENGTH_SCALE.0,
+                ranges::LENGTH_SCALE.1,
+            )?,
+            noise_scale: ctx.float_in(
+                &v.noise_scale,
+                "voice.noise_scale",
+                ranges::NOISE.0,
+                ranges::NOISE.1,
+            )?,
+            noise_w: ctx.float_in(
+                &v.noise_w,
+                "voice.noise_w",
+                ranges::NOISE.0,
+                ranges::NOISE.1,
+            )?,
             seed: v.seed.unwrap_or(0),
             languages: {
                 let mut out = std::collections::BTreeMap::new();
@@ -550,7 +580,13 @@ impl RawConfig {
 
         let face = FaceConfig {
             rig: rig_name(ctx, &self.face.rig, "face.rig")?.unwrap_or_else(|| "arkit52".into()),
-            fps: ctx.int_in(&self.face.fps, "face.fps", 1, 1000, 60u32)?,
+            fps: ctx.int_in(
+                &self.face.fps,
+                "face.fps",
+                ranges::FPS.0,
+                ranges::FPS.1,
+                60u32,
+            )?,
             seed: self.face.seed.unwrap_or(0),
         };
 

@@ -7,6 +7,7 @@
 //! voice and aligned to the recording (`idol::align`). The output is written atomically.
 
 use super::Env;
+use super::wiring::settings::{Said, Settings, Source};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use idol::face::from_audio::{self, AudioLipsyncOptions, SynthAlignOptions};
@@ -158,13 +159,20 @@ pub fn run(env: &Env, args: &LipsyncArgs) -> Result<ExitCode> {
     // The library's warnings (a truncated or damaged recording, skipped packets) go to stderr
     // unless RUST_LOG says otherwise: without a logger they were dropped.
     super::init_logger();
-    let face_cfg = env.config()?.face;
-    let rig_name = args.rig.clone().unwrap_or(face_cfg.rig);
-    let fps = args.fps.unwrap_or(face_cfg.fps);
-    let seed = args.seed.unwrap_or(face_cfg.seed);
-    if fps == 0 {
-        bail!("--fps must be at least 1");
-    }
+    let config = env.config()?;
+    let settings = Settings::resolve(
+        &config,
+        &[(
+            Source::Flags,
+            Said {
+                rig: args.rig.as_deref(),
+                fps: args.fps,
+                seed: args.seed,
+                ..Said::default()
+            },
+        )],
+    )?;
+    let (rig_name, fps, seed) = (settings.rig, settings.fps, settings.face_seed);
     let home = &env.home;
     let file: PhonemeFile = match (&args.input.audio, &args.input.phonemes) {
         (Some(audio), _) => from_audio(env, audio, args.input.transcript.as_deref())?,

@@ -15,13 +15,14 @@
 
 use super::Env;
 use super::wiring::live::play;
+use super::wiring::settings::{Said, Settings, Source};
 use anyhow::{Context, bail};
 use clap::Args;
 use idol::face::{Face, FaceConfig, Frames, Rig, Segment, write};
 use idol::phonemize::{EnglishPhonemizer, Phonemize};
 use idol::speech::{Phoneme, Word};
 use idol::time::{SampleTime, TimeRange, Timeline};
-use idol::tts::{self, Speaker, SynthWorker, VoiceOptions};
+use idol::tts::{self, SynthWorker};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -93,23 +94,25 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     if !clauses.iter().any(|c| !c.text.is_empty()) {
         bail!("nothing to say: the text {:?} has no words", args.text);
     }
-    // The ranges idol.toml's [voice] allows: a NaN or negative noise once reached ONNX Runtime
-    // and failed there with a Reshape error, and a huge one turned speech into noise.
-    if let Some(r) = args.rate
-        && !(r.is_finite() && (0.1..=10.0).contains(&r))
-    {
-        bail!("--rate must be a length scale within 0.1..=10 (1.0 = the voice's pace), got {r}");
-    }
-    for (flag, v) in [
-        ("--noise-scale", args.noise_scale),
-        ("--noise-w", args.noise_w),
-    ] {
-        if let Some(v) = v
-            && !(v.is_finite() && (0.0..=5.0).contains(&v))
-        {
-            bail!("{flag} must be within 0..=5 (default: the voice's own), got {v}");
-        }
-    }
+    // Flags over idol.toml, each flag held to the range idol.toml's value is (a NaN or negative
+    // noise once reached ONNX Runtime and failed there with a Reshape error).
+    let settings = Settings::resolve(
+        &config,
+        &[(
+            Source::Flags,
+            Said {
+                voice: args.voice.as_deref(),
+                speaker: args.speaker.as_deref(),
+                voice_seed: args.seed,
+                rate: args.rate,
+                noise_scale: args.noise_scale,
+                noise_w: args.noise_w,
+                rig: args.rig.as_deref(),
+                fps: args.fps,
+                ..Said::default()
+            },
+        )],
+    )?;
     // The utterance limit: its breaks are checked before the voice loads, its speech as it comes.
     let budget = config.limits;
     let over =
@@ -128,9 +131,16 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
             args.out.display()
         );
     }
-    let vc = &config.voice;
-    let seed = args.seed.unwrap_or(vc.seed);
-    let choice = idol::perform::adapters::config_voice_choice(vc, args.voice.as_deref());
+    let Settings {
+        choice,
+        voice: mut options,
+        rig,
+        fps,
+        face_seed,
+        ..
+    } = settings;
+    options.threads = args.threads;
+    let seed = options.seed;
     let voice_label = tts::select::VoiceSpec::parse(home, &choice.voice).label();
     // What the voice and the phonemizer will load, fetched first where missing (first use).
     let mut files = tts::voice_files(home, &choice);
@@ -138,38 +148,16 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
         files.extend(EnglishPhonemizer::files(home));
     }
     super::wiring::ensure_assets(env, &files)?;
-    let options = VoiceOptions {
-        threads: args.threads,
-        length_scale: args.rate.or(vc.length_scale),
-        noise_scale: args.noise_scale.or(vc.noise_scale),
-        noise_w: args.noise_w.or(vc.noise_w),
-        speaker: args
-            .speaker
-            .as_deref()
-            .or(vc.speaker.as_deref())
-            .map(|s| s.parse::<Speaker>().expect("infallible")),
-        seed,
-        ..VoiceOptions::default()
-    };
     let phonemizer: Arc<dyn Phonemize> = if args.espeak {
         Arc::new(idol::phonemize::EspeakPhonemizer::new("en-us")?)
     } else {
         Arc::new(EnglishPhonemizer::load(home)?)
     };
-    let face_cfg = &config.face;
-    let rig = Rig::find(
-        args.rig.as_deref().unwrap_or(&face_cfg.rig),
-        Some(home.rigs_dir().as_path()),
-    )?;
-    let fps = args.fps.unwrap_or(face_cfg.fps);
-    if fps == 0 {
-        bail!("--fps must be at least 1");
-    }
     let face = Face::new(
-        rig,
+        Rig::find(&rig, Some(home.rigs_dir().as_path()))?,
         FaceConfig {
             fps,
-            seed: face_cfg.seed,
+            seed: face_seed,
             ..FaceConfig::default()
         },
     )?;
@@ -234,7 +222,7 @@ pub fn run(env: &Env, args: &SayArgs) -> anyhow::Result<ExitCode> {
     let mut frames = Frames::with_canonical(face.rig(), rate, fps);
     face.render_into(&prepared, 0..prepared.frame_count(), &mut frames);
     let mut jsonl = Vec::new();
-    write::jsonl(&frames, Some(face_cfg.seed), true, &mut jsonl)?;
+    write::jsonl(&frames, Some(face_seed), true, &mut jsonl)?;
     write_outputs(&args.out, &args.text, &voice_label, seed, &speech)?;
     let frames_path = args.out.join("frames.jsonl");
     tts::wav::write_atomic(&frames_path, &jsonl)

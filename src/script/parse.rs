@@ -9,6 +9,7 @@
 //! depends on how long that line is spoken, so that check happens when the render places the lines
 //! ([`crate::script::render`]), with the same position.
 
+use crate::config::ranges::{self, FPS, LENGTH_SCALE, NOISE};
 use crate::face::EyeGaze;
 use crate::text::{CueEvent, TagParser};
 use crate::tomlpos::line_col;
@@ -475,11 +476,16 @@ impl RawScript {
             None => None,
             Some(f) => {
                 let x = *f.get_ref();
-                if !(1..=1000).contains(&x) {
+                if !(FPS.0..=FPS.1).contains(&x) {
                     return Err(ctx.at(
                         f.span(),
                         "script.fps",
-                        format!("{x} is out of range: frames per second (1..=1000)"),
+                        format!(
+                            "{x} is out of range: {} ({}..={})",
+                            ranges::FPS_IS,
+                            FPS.0,
+                            FPS.1
+                        ),
                     ));
                 }
                 Some(x as u32)
@@ -509,23 +515,23 @@ impl RawScript {
             rate: ctx.float(
                 &h.rate,
                 "script.rate",
-                0.25,
-                4.0,
-                "length scale, 1.0 = the voice's pace",
+                LENGTH_SCALE.0,
+                LENGTH_SCALE.1,
+                ranges::LENGTH_SCALE_IS,
             )?,
             noise_scale: ctx.float(
                 &h.noise_scale,
                 "script.noise_scale",
-                0.0,
-                2.0,
-                "voice noise scale",
+                NOISE.0,
+                NOISE.1,
+                ranges::NOISE_IS,
             )?,
             noise_w: ctx.float(
                 &h.noise_w,
                 "script.noise_w",
-                0.0,
-                2.0,
-                "duration noise width",
+                NOISE.0,
+                NOISE.1,
+                ranges::NOISE_W_IS,
             )?,
             gap: match &h.gap {
                 None => 0.3,
@@ -703,9 +709,9 @@ impl RawScript {
                 rate: ctx.float(
                     &r.rate,
                     &f("rate"),
-                    0.25,
-                    4.0,
-                    "length scale, 1.0 = the voice's pace",
+                    LENGTH_SCALE.0,
+                    LENGTH_SCALE.1,
+                    ranges::LENGTH_SCALE_IS,
                 )?,
                 emphasis: ctx
                     .float(&r.emphasis, &f("emphasis"), 0.0, 1.0, "emphasis")?

@@ -8,6 +8,7 @@
 
 pub mod live;
 pub mod script;
+pub mod settings;
 
 use crate::cli::Env;
 use idol::assets::Home;

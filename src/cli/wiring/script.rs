@@ -4,6 +4,7 @@
 //! `worker`).
 
 use crate::cli::Env;
+use crate::cli::wiring::settings::{Said, Settings, Source, script_says};
 use anyhow::Context;
 use clap::Args;
 use idol::face::Rig;
@@ -11,7 +12,7 @@ use idol::farm::{Job, JobSettings, Queue};
 use idol::phonemize::EnglishPhonemizer;
 use idol::script::live::ScriptRenderer;
 use idol::script::{self, PiperLineVoice, RenderOptions, Script};
-use idol::tts::{Speaker, VoiceOptions};
+use idol::tts::VoiceOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,45 +96,40 @@ pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::R
     // What the script fixes itself (gaps, breaks, tail, events) must fit before the voice loads.
     script::render::check_plan(&script, &config.limits)?;
     let home = &env.home;
-    let d = &script.defaults;
-    let vc = &config.voice;
-    let voice_name = args.voice.as_deref().or(d.voice.as_deref());
-    let choice = idol::perform::adapters::config_voice_choice(vc, voice_name);
-    let seed = args.seed.or(d.seed);
-    let options = VoiceOptions {
-        threads: args.threads,
-        length_scale: vc.length_scale,
-        noise_scale: d.noise_scale.or(vc.noise_scale),
-        noise_w: d.noise_w.or(vc.noise_w),
-        speaker: args
-            .speaker
-            .as_deref()
-            .or(d.speaker.as_deref())
-            .or(vc.speaker.as_deref())
-            .map(|s| s.parse::<Speaker>().expect("infallible")),
-        seed: seed.unwrap_or(vc.seed),
-        ..VoiceOptions::default()
+    let flags = Said {
+        voice: args.voice.as_deref(),
+        speaker: args.speaker.as_deref(),
+        seed: args.seed,
+        rig: args.rig.as_deref(),
+        fps: args.fps,
+        ..Said::default()
     };
+    let Settings {
+        choice,
+        voice: mut options,
+        rate,
+        rig,
+        fps,
+        face_seed,
+    } = Settings::resolve(
+        &config,
+        &[
+            (Source::Flags, flags),
+            (Source::Script, script_says(&script.defaults)),
+        ],
+    )?;
+    options.threads = args.threads;
     // What the voice and the phonemizer will load, fetched first where missing (first use).
     let mut files = idol::tts::voice_files(home, &choice);
     files.extend(EnglishPhonemizer::files(home));
     crate::cli::wiring::ensure_assets(env, &files)?;
     let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
     let voice = idol::tts::load_voice(home, &choice, &options, phonemizer.clone())?;
-    let rig_name = args
-        .rig
-        .as_deref()
-        .or(d.rig.as_deref())
-        .unwrap_or(&config.face.rig);
-    let rig = Rig::find(rig_name, Some(home.rigs_dir().as_path()))?;
-    let fps = args.fps.or(d.fps).unwrap_or(config.face.fps);
-    if fps == 0 {
-        anyhow::bail!("--fps must be at least 1");
-    }
+    let rig = Rig::find(&rig, Some(home.rigs_dir().as_path()))?;
     Ok(Prepared {
         voice: PiperLineVoice::from_voice(voice, options.seed),
-        rate: d.rate.or(vc.length_scale),
-        seed: seed.unwrap_or(config.face.seed),
+        rate,
+        seed: face_seed,
         script,
         rig,
         fps,
@@ -227,50 +223,49 @@ pub fn write_outputs(
 /// script's seed; its own copy of the voice, loaded on the first script.
 pub fn server_renderer(env: &Env, config: &idol::config::Config) -> ScriptRenderer {
     let home = env.home.clone();
-    let vc = config.voice.clone();
     let config_for_voice = config.clone();
-    let face = config.face.clone();
     let budget = config.limits;
     let voice: Arc<parking_lot::Mutex<Option<PiperLineVoice>>> = Arc::default();
     ScriptRenderer::new(move |script: &Script| {
-        let seed = script.defaults.seed;
+        // The session's stream is fixed: a script's voice, speaker, rig and fps are not heard live.
+        let said = Said {
+            voice: None,
+            speaker: None,
+            rig: None,
+            fps: None,
+            ..script_says(&script.defaults)
+        };
+        let settings = Settings::resolve(&config_for_voice, &[(Source::Script, said)])?;
+        // The voice is loaded once, for every script after: its own pace stays idol.toml's, and each
+        // script's lines are spoken at the script's rate (`RenderOptions::rate`).
         let options = VoiceOptions {
-            length_scale: vc.length_scale,
-            noise_scale: script.defaults.noise_scale.or(vc.noise_scale),
-            noise_w: script.defaults.noise_w.or(vc.noise_w),
-            speaker: vc
-                .speaker
-                .as_deref()
-                .map(|s| s.parse::<Speaker>().expect("infallible")),
-            seed: seed.unwrap_or(vc.seed),
-            ..VoiceOptions::default()
+            length_scale: config_for_voice.voice.length_scale,
+            ..settings.voice
         };
         let mut guard = voice.lock();
         if guard.is_none() {
-            let ph = Arc::new(EnglishPhonemizer::load(&home).map_err(|e| e.to_string())?);
+            let ph = Arc::new(EnglishPhonemizer::load(&home)?);
             let choice = idol::perform::adapters::voice_choice(&home, &config_for_voice);
-            let v =
-                idol::tts::load_voice(&home, &choice, &options, ph).map_err(|e| e.to_string())?;
+            let v = idol::tts::load_voice(&home, &choice, &options, ph)?;
             *guard = Some(PiperLineVoice::from_voice(v, options.seed));
         }
         let v = guard.as_mut().expect("loaded");
         v.reseed(options.seed);
-        let rig =
-            Rig::find(&face.rig, Some(home.rigs_dir().as_path())).map_err(|e| e.to_string())?;
+        let rig = Rig::find(&settings.rig, Some(home.rigs_dir().as_path()))?;
         script::render(
             script,
             v,
             RenderOptions {
                 rig,
-                fps: face.fps,
-                seed: seed.unwrap_or(face.seed),
-                rate: script.defaults.rate.or(vc.length_scale),
+                fps: settings.fps,
+                seed: settings.face_seed,
+                rate: settings.rate,
                 lipsync: None,
                 progress: None,
                 budget,
             },
         )
-        .map_err(|e| e.to_string())
+        .map_err(Into::into)
     })
 }
 
