@@ -25,6 +25,7 @@
 //! clause by clause, the face is solved once over the whole performance); the live player runs on the
 //! caller's thread and only sleeps between releases.
 
+mod line;
 pub mod live;
 pub mod output;
 pub mod parse;

@@ -37,13 +37,13 @@
 //! Determinism: the voice's noise is seeded per clause, the face is a pure function of its inputs,
 //! events are ordered by (sample, script order): with a seed, a render is the same bytes every time.
 
+use super::line::{LineAudio, Room, recorded_line, scaled, speak_line};
 use super::parse::{Anchor, Line, LineKind, Look, Pos, Script, ScriptError, Timing};
 use super::pcm::SparsePcm;
 use crate::budget::{Budget, Budgeted, OverBudget};
 use crate::face::{self, EyeGaze, Face, FaceConfig, FaceError, Frames, Rig, Scratch, Segment};
-use crate::speech::{Cue, CueKind, Phoneme, Speech, Word};
-use crate::text::utterance::{Layout, Part};
-use crate::text::{CueEvent, TagParser, normalize};
+use crate::speech::{Cue, CueKind, Phoneme, Word};
+use crate::text::TagParser;
 use crate::time::{SampleTime, TimeRange, Timed, Timeline};
 use crate::tts::TtsError;
 use std::path::PathBuf;
@@ -105,327 +105,6 @@ pub enum RenderError {
     /// or the event) that takes it over, as `s.toml:12:1: line 10`.
     #[error("{at}: {budget}")]
     OverBudget { at: String, budget: OverBudget },
-}
-
-/// One line's audio before placement (all times local to the line; breaks are silence spans).
-struct LineAudio {
-    pcm: SparsePcm,
-    phonemes: Timeline<Phoneme>,
-    words: Timeline<Word>,
-    captions: Vec<(TimeRange, String)>,
-    /// Emotion/action cues and breaks, in text order.
-    marks: Vec<(SampleTime, ScriptEventKind)>,
-    text: String,
-}
-
-/// The local sample of a cue `at` bytes into a sentence `len` bytes long whose audio (`n` samples,
-/// words `words` local to the sentence) starts at `start`: proportional, snapped to a word start.
-fn cue_sample(at: usize, len: usize, start: u64, n: u64, words: &[Timed<Word>]) -> SampleTime {
-    let guess = if len == 0 {
-        0
-    } else {
-        n * at as u64 / len as u64
-    };
-    let snapped = words
-        .iter()
-        .map(|w| w.start().get())
-        .find(|&s| s >= guess)
-        .unwrap_or(guess);
-    SampleTime(start + snapped.min(n))
-}
-
-fn scaled(intensity: f32, emphasis: f32) -> f32 {
-    (intensity * (1.0 + 0.5 * emphasis)).clamp(0.0, 1.0)
-}
-
-fn cue_mark(c: &Cue, emphasis: f32) -> ScriptEventKind {
-    let intensity = scaled(c.intensity, emphasis);
-    let name = c.name.clone();
-    match c.kind {
-        CueKind::Emotion => ScriptEventKind::Emotion { name, intensity },
-        CueKind::Action => ScriptEventKind::Action { name, intensity },
-    }
-}
-
-fn mark_of(ev: &CueEvent, emphasis: f32) -> ScriptEventKind {
-    match ev {
-        CueEvent::Emotion { name, intensity } => ScriptEventKind::Emotion {
-            name: name.clone(),
-            intensity: scaled(*intensity, emphasis),
-        },
-        CueEvent::Action { name, intensity } => ScriptEventKind::Action {
-            name: name.clone(),
-            intensity: scaled(*intensity, emphasis),
-        },
-        CueEvent::Break { millis } => ScriptEventKind::Break { millis: *millis },
-    }
-}
-
-/// A line's audio as it is built: the voice's sentences as clips, breaks as spans of silence under
-/// a pause phoneme `_` (the face rests), timelines on the line's clock.
-struct Track {
-    pcm: SparsePcm,
-    phonemes: Timeline<Phoneme>,
-    words: Timeline<Word>,
-}
-
-impl Track {
-    fn new(rate: u32) -> Self {
-        Track {
-            pcm: SparsePcm::default(),
-            phonemes: Timeline::new(rate).expect("rate"),
-            words: Timeline::new(rate).expect("rate"),
-        }
-    }
-
-    fn len(&self) -> u64 {
-        self.pcm.len() as u64
-    }
-
-    /// Append a sentence's speech at the end.
-    fn push(&mut self, sp: Speech) {
-        let at = self.len();
-        for p in sp.phonemes.shift(at).into_items() {
-            self.phonemes
-                .push(p)
-                .expect("a sentence starts after the line so far");
-        }
-        for w in sp.words.shift(at).into_items() {
-            self.words
-                .push(w)
-                .expect("a sentence starts after the line so far");
-        }
-        self.pcm.place(at, sp.pcm);
-        // Speech whose audio ends before its last phoneme still ends with it.
-        let end = self.phonemes.span().map_or(0, |r| r.end().get());
-        self.pcm.extend_to(end);
-    }
-
-    /// Append `n` samples of silence.
-    fn pause(&mut self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let at = self.len();
-        self.phonemes
-            .push(Timed::new(
-                TimeRange::at(SampleTime(at), n),
-                Phoneme::new("_"),
-            ))
-            .expect("a pause starts at the end");
-        self.pcm.extend_to(at + n);
-    }
-}
-
-/// How much audio a line may have: it starts at `start`, and the performance may not run past `limit`
-/// samples; `over(needed)` is the error for a line that would end at `needed`.
-struct Room<'a> {
-    start: u64,
-    limit: u64,
-    over: &'a dyn Fn(u64) -> RenderError,
-}
-
-impl Room<'_> {
-    /// `Ok` when `len` samples of the line fit.
-    fn fits(&self, len: u64) -> Result<(), RenderError> {
-        let end = self.start.saturating_add(len);
-        if end > self.limit {
-            return Err((self.over)(end));
-        }
-        Ok(())
-    }
-}
-
-fn speak_line(
-    voice: &mut dyn LineVoice,
-    line: &Line,
-    text: &str,
-    style: Style,
-    room: &Room<'_>,
-    warnings: &mut Vec<String>,
-) -> Result<LineAudio, RenderError> {
-    let rate = voice.sample_rate();
-    let mut track = Track::new(rate);
-    let mut layout = Layout::new(rate);
-    let mut captions = Vec::new();
-    let mut marks: Vec<(SampleTime, ScriptEventKind)> = Vec::new();
-    let mut said: Vec<String> = Vec::new();
-    for clause in crate::perform::offline::sentences(text) {
-        let speech = if clause.text.is_empty() {
-            None
-        } else {
-            said.push(clause.text.clone());
-            let sentence = if voice.reads_written_text() {
-                clause.text.clone()
-            } else {
-                normalize(&clause.text)
-            };
-            match voice.speak(&sentence, style) {
-                Ok(sp) => Some(sp),
-                Err(TtsError::Unspeakable(_) | TtsError::Phonemize(_) | TtsError::Empty) => {
-                    warnings.push(format!(
-                        "{}: skipped {:?}: nothing speakable",
-                        line.label(),
-                        clause.text
-                    ));
-                    None
-                }
-                Err(error) => {
-                    return Err(RenderError::Voice {
-                        line: line.label(),
-                        sentence: clause.text.clone(),
-                        error: Box::new(error),
-                    });
-                }
-            }
-        };
-        let placed = layout.place(&clause, speech.as_ref());
-        let mut speech = speech;
-        for part in placed.parts {
-            match part {
-                Part::Pause { at, millis, n } => {
-                    marks.push((at, ScriptEventKind::Break { millis }));
-                    track.pause(n);
-                }
-                Part::Speech { at } => {
-                    let sp = speech.take().expect("a speech part has its speech");
-                    let n = sp.pcm.len() as u64;
-                    captions.push((TimeRange::at(at, n), clause.text.clone()));
-                    track.push(sp);
-                }
-            }
-            room.fits(track.len())?;
-        }
-        marks.extend(
-            placed
-                .cues
-                .iter()
-                .map(|c| (c.at, cue_mark(c, style.emphasis))),
-        );
-    }
-    debug_assert_eq!(track.len(), layout.len());
-    marks.sort_by_key(|(at, _)| *at);
-    Ok(LineAudio {
-        pcm: track.pcm,
-        phonemes: track.phonemes,
-        words: track.words,
-        captions,
-        marks,
-        text: said.join(" "),
-    })
-}
-
-/// Where a recorded line's `field` is, for messages: the file, the line's `[[line]]` table and the
-/// field (the table's position: the values' own are not kept).
-fn field_place(script: &Script, line: &Line, field: &str) -> String {
-    format!(
-        "{}:{}:{}: field `{}.{field}`",
-        script.file.display(),
-        line.pos.line,
-        line.pos.column,
-        line.pos.field
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn recorded_line(
-    script: &Script,
-    line: &Line,
-    audio: &std::path::Path,
-    alignment: Option<&std::path::Path>,
-    rate: u32,
-    room: &Room<'_>,
-    lipsync: &mut Option<&mut dyn LipSync>,
-    warnings: &mut Vec<String>,
-) -> Result<LineAudio, RenderError> {
-    // The take may not be longer than the room left (checked on its header, before decoding).
-    let max_secs = room.limit.saturating_sub(room.start) as f64 / rate as f64;
-    let decoded = crate::audio::decode_file_within(audio, max_secs).map_err(|e| match e {
-        crate::audio::AudioError::TooLong { secs, .. } => {
-            (room.over)(room.start + (secs * rate as f64).ceil() as u64)
-        }
-        e => RenderError::Audio {
-            at: field_place(script, line, "audio"),
-            path: audio.to_path_buf(),
-            message: format!("{e} (paths are relative to the script's folder)"),
-        },
-    })?;
-    let pcm = crate::audio::resample(&decoded.samples, decoded.sample_rate, rate);
-    room.fits(pcm.len() as u64)?;
-    if pcm.is_empty() {
-        return Err(RenderError::Audio {
-            at: field_place(script, line, "audio"),
-            path: audio.to_path_buf(),
-            message: format!("{} has no samples", audio.display()),
-        });
-    }
-    let n = pcm.len() as u64;
-    let end = SampleTime(n);
-    let (clean, cues) = match &line.text {
-        Some(t) => TagParser::parse_all(t),
-        None => (String::new(), Vec::new()),
-    };
-    let transcript = clean.split_whitespace().collect::<Vec<_>>().join(" ");
-    let transcript = transcript.as_str();
-    let (mut phonemes, mut words) = match alignment {
-        Some(p) => {
-            let file =
-                face::read::read_path(p, rate, None).map_err(|e| RenderError::Alignment {
-                    at: field_place(script, line, "phonemes"),
-                    path: p.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-            let words = file
-                .words
-                .unwrap_or_else(|| Timeline::new(rate).expect("rate"));
-            (file.phonemes, words)
-        }
-        None => {
-            let ph = match lipsync.as_deref_mut() {
-                Some(ls) => ls
-                    .phonemes(&pcm, rate, (!transcript.is_empty()).then_some(transcript))
-                    .map_err(|message| RenderError::Audio {
-                        at: field_place(script, line, "audio"),
-                        path: audio.to_path_buf(),
-                        message: format!("lip sync of {} failed: {message}", audio.display()),
-                    })?,
-                None => {
-                    warnings.push(format!(
-                        "{}: recorded line {} has no alignment (phonemes = \"take.TextGrid\"): its mouth stays at rest, expression and idle only",
-                        line.label(),
-                        audio.display()
-                    ));
-                    Timeline::new(rate).expect("rate")
-                }
-            };
-            (ph, Timeline::new(rate).expect("rate"))
-        }
-    };
-    phonemes.truncate(end);
-    words.truncate(end);
-    let len = clean.len();
-    let marks = cues
-        .iter()
-        .map(|c| {
-            let at = cue_sample(c.at, len, 0, n, words.items());
-            (at.min(SampleTime(n)), mark_of(&c.event, line.emphasis))
-        })
-        .collect();
-    let captions = if transcript.is_empty() {
-        Vec::new()
-    } else {
-        vec![(TimeRange::at(SampleTime::ZERO, n), transcript.to_string())]
-    };
-    let mut take = SparsePcm::default();
-    take.place(0, pcm);
-    Ok(LineAudio {
-        pcm: take,
-        phonemes,
-        words,
-        captions,
-        marks,
-        text: transcript.to_string(),
-    })
 }
 
 fn secs(s: f64, rate: u32) -> u64 {
@@ -515,13 +194,60 @@ pub fn render(
     mut opts: RenderOptions<'_>,
 ) -> Result<Performance, RenderError> {
     let rate = voice.sample_rate();
-    let total_lines = script.lines.len();
     let mut warnings = Vec::new();
+    check_plan(script, &opts.budget)?;
+    // 1. Each line's audio, and 2. its placement.
+    let spoken = speak_lines(script, voice, &mut opts, &mut warnings)?;
+    let (end, event_at) = end_and_events(script, &spoken, rate, &opts.budget)?;
+    // 3. Assembly.
+    let a = assemble(script, spoken, &event_at, end, rate);
+    let cues = cue_track(&a.events);
+    warnings.extend(unknown_cues(&cues, &opts.rig));
+    // 4. Face.
+    let frames = solve_face(
+        &opts,
+        &a.phonemes,
+        &a.words,
+        &cues,
+        &a.looks,
+        end,
+        &mut warnings,
+    )?;
+    Ok(Performance {
+        rate,
+        fps: opts.fps,
+        seed: opts.seed,
+        pcm: a.pcm,
+        phonemes: a.phonemes,
+        words: a.words,
+        lines: a.lines,
+        captions: a.captions,
+        cues,
+        events: a.events,
+        frames,
+        warnings,
+    })
+}
+
+/// The lines' audio and where each starts; the last line ends at `end`.
+struct Spoken {
+    audios: Vec<LineAudio>,
+    starts: Vec<u64>,
+    end: u64,
+}
+
+/// Steps 1 and 2: a line's start depends only on the lines before it, so each line is placed before
+/// it is spoken, and may only take the room left.
+fn speak_lines(
+    script: &Script,
+    voice: &mut dyn LineVoice,
+    opts: &mut RenderOptions<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Spoken, RenderError> {
+    let rate = voice.sample_rate();
+    let total_lines = script.lines.len();
     let budget = opts.budget;
     let limit = budget.samples(Budgeted::Performance, rate);
-    check_plan(script, &budget)?;
-    // 1. Each line's audio, and 2. its placement (a line's start depends only on the lines before
-    // it, so each line is placed before it is spoken, and may only take the room left).
     let mut audios = Vec::with_capacity(total_lines);
     let mut starts = Vec::with_capacity(total_lines);
     let mut prev_end = 0u64;
@@ -575,7 +301,7 @@ pub fn render(
                     emphasis: line.emphasis,
                 };
                 let text = line.text.as_deref().unwrap_or_default();
-                speak_line(voice, line, text, style, &room, &mut warnings)?
+                speak_line(voice, line, text, style, &room, warnings)?
             }
             LineKind::Recorded { audio, phonemes } => recorded_line(
                 script,
@@ -585,7 +311,7 @@ pub fn render(
                 rate,
                 &room,
                 &mut opts.lipsync,
-                &mut warnings,
+                warnings,
             )?,
         };
         room.fits(a.pcm.len() as u64)?;
@@ -599,14 +325,31 @@ pub fn render(
     if audios.iter().all(|a| a.pcm.is_empty()) {
         return Err(RenderError::Empty);
     }
-    let mut end = prev_end + secs(script.defaults.tail, rate);
+    Ok(Spoken {
+        audios,
+        starts,
+        end: prev_end,
+    })
+}
+
+/// Where the performance ends (the tail after the last line, or just after the last pass-through
+/// event), and each pass-through event's sample; each checked against the limit.
+fn end_and_events(
+    script: &Script,
+    spoken: &Spoken,
+    rate: u32,
+    budget: &Budget,
+) -> Result<(u64, Vec<u64>), RenderError> {
+    let limit = budget.samples(Budgeted::Performance, rate);
+    let starts = &spoken.starts;
+    let mut end = spoken.end + secs(script.defaults.tail, rate);
     if end > limit {
         let at = format!(
             "{}: the tail of {} s after the last line ([script] tail)",
             script.file.display(),
             script.defaults.tail
         );
-        return Err(over_budget(&budget, at, end as f64 / rate as f64));
+        return Err(over_budget(budget, at, end as f64 / rate as f64));
     }
     let event_at: Vec<u64> = script
         .events
@@ -620,21 +363,39 @@ pub fn render(
         if at >= limit {
             let what = format!("event {:?}", e.name);
             return Err(over_budget(
-                &budget,
+                budget,
                 pos_place(script, &e.pos, &what),
                 at as f64 / rate as f64,
             ));
         }
         end = end.max(at + 1);
     }
-    // 3. Assembly.
+    Ok((end, event_at))
+}
+
+/// Step 3's result: the lines on one clock.
+struct Assembled {
+    pcm: SparsePcm,
+    phonemes: Timeline<Phoneme>,
+    words: Timeline<Word>,
+    lines: Vec<PlacedLine>,
+    captions: Vec<CaptionCue>,
+    /// Sorted by sample.
+    events: Vec<ScriptEvent>,
+    /// Look-at targets from each sample on.
+    looks: Vec<(u64, Option<EyeGaze>)>,
+}
+
+/// Step 3: each line's clips, timelines, captions and marks moved to its start, the gaps filled with
+/// silence under `_`, the pass-through events added, the events sorted.
+fn assemble(script: &Script, spoken: Spoken, event_at: &[u64], end: u64, rate: u32) -> Assembled {
+    let total_lines = script.lines.len();
     let mut pcm = SparsePcm::default();
     let mut phonemes: Timeline<Phoneme> = Timeline::new(rate).expect("rate");
     let mut words: Timeline<Word> = Timeline::new(rate).expect("rate");
     let mut lines = Vec::with_capacity(total_lines);
     let mut captions = Vec::new();
     let mut events: Vec<ScriptEvent> = Vec::new();
-    let mut cues: Vec<Cue> = Vec::new();
     let mut looks: Vec<(u64, Option<EyeGaze>)> = vec![(0, script.defaults.look_at.1.gaze())];
     let mut current_look = script.defaults.look_at.0.clone();
     let fill_to = |phonemes: &mut Timeline<Phoneme>, at: u64| {
@@ -648,7 +409,7 @@ pub fn render(
                 .expect("gap after the last phoneme");
         }
     };
-    for ((line, a), &start) in script.lines.iter().zip(audios).zip(&starts) {
+    for ((line, a), &start) in script.lines.iter().zip(spoken.audios).zip(&spoken.starts) {
         let s0 = SampleTime(start);
         let range = TimeRange::at(s0, a.pcm.len() as u64);
         for (at, clip) in a.pcm.into_clips() {
@@ -734,7 +495,7 @@ pub fn render(
     }
     fill_to(&mut phonemes, end);
     pcm.extend_to(end);
-    for (e, &at) in script.events.iter().zip(&event_at) {
+    for (e, &at) in script.events.iter().zip(event_at) {
         events.push(ScriptEvent {
             at: SampleTime(at),
             line: match e.anchor {
@@ -748,7 +509,21 @@ pub fn render(
         });
     }
     events.sort_by_key(|e| e.at);
-    for e in &events {
+    Assembled {
+        pcm,
+        phonemes,
+        words,
+        lines,
+        captions,
+        events,
+        looks,
+    }
+}
+
+/// The face's cues: the emotion and action events, in order.
+fn cue_track(events: &[ScriptEvent]) -> Vec<Cue> {
+    let mut cues = Vec::new();
+    for e in events {
         let (kind, name, intensity) = match &e.kind {
             ScriptEventKind::Emotion { name, intensity } => (CueKind::Emotion, name, *intensity),
             ScriptEventKind::Action { name, intensity } => (CueKind::Action, name, *intensity),
@@ -761,40 +536,30 @@ pub fn render(
             at: e.at,
         });
     }
-    // Names the face does not know still go out as events (a game engine may animate them).
-    let catalogue = face::gesture::Catalogue::builtin().with_rig(&opts.rig);
+    cues
+}
+
+/// A warning naming the cues the face does not animate (they still go out as events: a game engine
+/// may animate them), with the names it knows.
+fn unknown_cues(cues: &[Cue], rig: &Rig) -> Option<String> {
+    let catalogue = face::gesture::Catalogue::builtin().with_rig(rig);
     let mut unknown: Vec<String> = Vec::new();
-    for c in &cues {
+    for c in cues {
         let label = format!("{:?} `{}`", c.kind, c.name).to_lowercase();
         if !catalogue.knows(c.kind, &c.name) && !unknown.contains(&label) {
             unknown.push(label);
         }
     }
-    if !unknown.is_empty() {
-        let (moods, actions) = catalogue.names();
-        warnings.push(format!(
-            "the face does not animate {} (they are still emitted as events); the face knows the emotions {} and the actions {}",
-            unknown.join(", "),
-            moods.join(", "),
-            actions.join(", ")
-        ));
+    if unknown.is_empty() {
+        return None;
     }
-    // 4. Face.
-    let frames = solve_face(&opts, &phonemes, &words, &cues, &looks, end, &mut warnings)?;
-    Ok(Performance {
-        rate,
-        fps: opts.fps,
-        seed: opts.seed,
-        pcm,
-        phonemes,
-        words,
-        lines,
-        captions,
-        cues,
-        events,
-        frames,
-        warnings,
-    })
+    let (moods, actions) = catalogue.names();
+    Some(format!(
+        "the face does not animate {} (they are still emitted as events); the face knows the emotions {} and the actions {}",
+        unknown.join(", "),
+        moods.join(", "),
+        actions.join(", ")
+    ))
 }
 
 fn smoothstep(x: f64) -> f64 {
