@@ -114,3 +114,95 @@ pub fn read_jsonl(path: &std::path::Path) -> (serde_json::Value, Vec<serde_json:
         .unwrap_or_else(|| panic!("{} is empty", path.display()));
     (header, lines.collect())
 }
+
+/// A WebSocket client of `idol serve` (or `idol relay`): connect and read `hello`, send, the next
+/// message parsed, the next reply, subscribe and wait for the answer. What the serve, relay, NATS
+/// and budget tests share.
+pub mod client {
+    use futures_util::{SinkExt, StreamExt};
+    use idol::server::protocol::{Binary, parse_binary};
+    use serde_json::Value;
+    use std::net::SocketAddr;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+    /// One message from the server, parsed.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum In {
+        Json(Value),
+        Bin(Binary),
+        Closed(Option<(u16, String)>),
+    }
+
+    /// The next text or binary message, parsed (pings skipped); `Closed` once the connection ends.
+    pub async fn next(ws: &mut Ws) -> In {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return In::Json(serde_json::from_str(t.as_str()).unwrap());
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    return In::Bin(parse_binary(&b).expect("well-formed binary message"));
+                }
+                Some(Ok(Message::Close(c))) => {
+                    return In::Closed(
+                        c.map(|c| (u16::from(c.code), c.reason.as_str().to_string())),
+                    );
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return In::Closed(None),
+            }
+        }
+    }
+
+    /// Connect to the stream at `addr` and read its `hello`.
+    pub async fn connect_to(addr: SocketAddr) -> (Ws, Value) {
+        let url = format!("ws://{addr}/v1/stream");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let In::Json(hello) = next(&mut ws).await else {
+            panic!("hello first")
+        };
+        assert_eq!(hello["type"], "hello", "{hello}");
+        (ws, hello)
+    }
+
+    pub async fn send(ws: &mut Ws, v: Value) {
+        ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    /// The next ack, error or pong; what came before it is appended to `kept`.
+    pub async fn reply_keep(ws: &mut Ws, kept: &mut Vec<In>) -> Value {
+        loop {
+            match next(ws).await {
+                In::Json(v) if matches!(v["type"].as_str(), Some("ack" | "error" | "pong")) => {
+                    return v;
+                }
+                In::Closed(c) => panic!("closed: {c:?}"),
+                m => kept.push(m),
+            }
+        }
+    }
+
+    /// The next ack, error or pong (what comes before it is skipped).
+    pub async fn reply(ws: &mut Ws) -> Value {
+        reply_keep(ws, &mut vec![]).await
+    }
+
+    /// Send `v` and return its answer: the next ack, error or pong.
+    pub async fn ask(ws: &mut Ws, v: Value) -> Value {
+        send(ws, v).await;
+        reply(ws).await
+    }
+
+    /// Subscribe with `fields` (`rig`, `audio`, `frames`, `streams`, `id`) and return the answer, which
+    /// must be an ack.
+    pub async fn subscribe(ws: &mut Ws, mut fields: Value) -> Value {
+        fields["type"] = "subscribe".into();
+        let a = ask(ws, fields.clone()).await;
+        assert_eq!(a["type"], "ack", "{fields} was answered with {a}");
+        a
+    }
+}

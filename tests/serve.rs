@@ -2,25 +2,22 @@
 //! voice, a jaw-only face, a scripted persona) until the real stages are wired in.
 
 use crate::common::pearson;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use idol::perform::testing::{JawFace, ScriptedGenerator, ToneVoice};
 use idol::perform::{PerformConfig, SimpleSegmenter, Stages};
-use idol::server::protocol::{Binary, parse_binary};
+use idol::server::protocol::Binary;
 use idol::server::{ConnPolicy, Server, ServerOptions};
 use idol::time::SampleTime;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) const RATE: u32 = 22050;
 const FPS: u32 = 60;
 pub(crate) const LONG: &str = "[happy] Hello there, it is so lovely to see everyone here tonight. \
                     Let us talk about music, movies and the stars above us.";
-
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub(crate) fn stages(replies: &[&str]) -> Stages {
     Stages {
@@ -56,48 +53,10 @@ pub(crate) fn start(replies: &[&str]) -> Server {
     .unwrap()
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum In {
-    Json(Value),
-    Bin(Binary),
-    Closed(Option<(u16, String)>),
-}
-
-pub(crate) async fn next(ws: &mut Ws) -> In {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
-                return In::Json(serde_json::from_str(t.as_str()).unwrap());
-            }
-            Some(Ok(Message::Binary(b))) => {
-                return In::Bin(parse_binary(&b).expect("well-formed binary message"));
-            }
-            Some(Ok(Message::Close(c))) => {
-                return In::Closed(c.map(|c| (u16::from(c.code), c.reason.as_str().to_string())));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return In::Closed(None),
-        }
-    }
-}
+pub(crate) use crate::common::client::{In, Ws, next, reply, reply_keep, send, subscribe};
 
 pub(crate) async fn connect(server: &Server) -> (Ws, Value) {
-    let url = format!("ws://{}/v1/stream", server.addr());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let In::Json(hello) = next(&mut ws).await else {
-        panic!("hello first")
-    };
-    assert_eq!(hello["type"], "hello");
-    (ws, hello)
-}
-
-pub(crate) async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
-/// The next ack, error or pong.
-pub(crate) async fn reply(ws: &mut Ws) -> Value {
-    reply_keep(ws, &mut vec![]).await
+    crate::common::client::connect_to(server.addr()).await
 }
 
 /// The utterance id in the ack of the request sent with `id` (replies before it are skipped).
@@ -106,19 +65,6 @@ async fn utterance_of(ws: &mut Ws, id: &str) -> u64 {
         let r = reply(ws).await;
         if r["id"] == id {
             break r["utterance"].as_u64().unwrap();
-        }
-    }
-}
-
-/// The next ack, error or pong; what came before it is appended to `kept`.
-async fn reply_keep(ws: &mut Ws, kept: &mut Vec<In>) -> Value {
-    loop {
-        match next(ws).await {
-            In::Json(v) if matches!(v["type"].as_str(), Some("ack" | "error" | "pong")) => {
-                return v;
-            }
-            In::Closed(c) => panic!("closed: {c:?}"),
-            m => kept.push(m),
         }
     }
 }
@@ -387,12 +333,7 @@ async fn two_clients_receive_identical_streams() {
     let (mut a, _) = connect(&server).await;
     let (mut b, _) = connect(&server).await;
     // b asks for the same encodings explicitly; a keeps the defaults.
-    send(
-        &mut b,
-        json!({"type":"subscribe","audio":"s16","frames":"binary"}),
-    )
-    .await;
-    assert_eq!(reply(&mut b).await["type"], "ack");
+    subscribe(&mut b, json!({"audio":"s16","frames":"binary"})).await;
     send(
         &mut a,
         json!({"type":"say","text":"One, two, three. Four five six!"}),
@@ -1173,22 +1114,13 @@ async fn clients_on_different_rigs_get_the_same_frames_retargeted() {
         .collect();
     assert_eq!(offered, ["arkit52", "vrm", "live2d", "oculus15"]);
     let (mut b, _) = connect(&server).await;
-    send(&mut b, json!({"type":"subscribe","rig":"vrm","id":"b"})).await;
-    let ack = reply(&mut b).await;
-    assert_eq!(
-        (ack["type"].as_str(), ack["rig"].as_str()),
-        (Some("ack"), Some("vrm"))
-    );
+    let ack = subscribe(&mut b, json!({"rig":"vrm","id":"b"})).await;
+    assert_eq!(ack["rig"], "vrm");
     let vrm = Rig::builtin("vrm").unwrap();
     let names: Vec<&str> = vrm.channel_names().collect();
     assert_eq!(ack["channel_names"], json!(names));
     let (mut c, _) = connect(&server).await;
-    send(
-        &mut c,
-        json!({"type":"subscribe","rig":"oculus15","frames":"json"}),
-    )
-    .await;
-    let ack = reply(&mut c).await;
+    let ack = subscribe(&mut c, json!({"rig":"oculus15","frames":"json"})).await;
     assert_eq!(
         (ack["rig"].as_str(), ack["frames"].as_str()),
         (Some("oculus15"), Some("json"))
@@ -1290,12 +1222,7 @@ async fn clients_on_different_rigs_get_the_same_frames_retargeted() {
         assert_eq!(e["rigs"], json!(offered));
     }
     // Re-subscribe mid-session: b switches to live2d from its ack on.
-    send(
-        &mut b,
-        json!({"type":"subscribe","rig":"live2d","id":"l2d"}),
-    )
-    .await;
-    let ack = reply(&mut b).await;
+    let ack = subscribe(&mut b, json!({"rig":"live2d","id":"l2d"})).await;
     assert_eq!(
         (ack["rig"].as_str(), ack["id"].as_str()),
         (Some("live2d"), Some("l2d"))
