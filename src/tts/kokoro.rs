@@ -3,10 +3,14 @@
 //! One graph speaks every voice: a voice is a table of 256-wide style vectors (`voices_ja.npz`,
 //! `[510, 1, 256]` per voice), and the row used for a run is the one for its token count. The graph
 //! takes `tokens` `[1, n + 2]` (the phoneme string's code points mapped through `vocab.json`, with
-//! id 0 at both ends), `style` `[1, 256]` and `speed` `[1]`, and outputs `audio`. At load it is edited
-//! in memory ([`super::onnx::edit_kokoro_graph`]) to also output the per-token durations (the
-//! duration predictor's rounded frames, the `Clip` after its `Round`), so the face gets the model's
-//! own timing. A probe run learns the hop (samples per frame, 600 at 24 kHz) and warms the session.
+//! id 0 at both ends), `style` `[1, 256]` and `speed` `[1]`, and outputs `audio`. At load it is cut
+//! in memory in two ([`super::onnx::split_kokoro_graph`]): a front that outputs the per-token
+//! durations (the duration predictor's rounded frames, the `Clip` after its `Round`), so the face
+//! gets the model's own timing, with the decoder's inputs for every frame (aligned features, F0 and
+//! energy curves, the sine source's phase), and a decoder that turns any window of those frames into
+//! audio. Run on all the frames, the two give the uncut graph's audio bit for bit; run on the first
+//! frames, the decoder gives a clause's head early ([`KokoroVoice::synthesize_located_head_first`]).
+//! A probe run learns the hop (samples per frame, 600 at 24 kHz) and warms the sessions.
 //!
 //! The graph has no random nodes: a render is a pure function of (text, voice, speed); the seed of
 //! [`super::VoiceOptions`] has nothing to drive.
@@ -20,9 +24,9 @@
 //!
 //! A clause longer than the model's 510 tokens is cut at word boundaries and its pieces appended.
 //!
-//! Threading: a [`KokoroVoice`] owns its session and is used from one thread at a time.
+//! Threading: a [`KokoroVoice`] owns its sessions and is used from one thread at a time.
 
-use super::onnx::edit_kokoro_graph;
+use super::onnx::{KokoroSplit, split_kokoro_graph};
 use super::piper::ort_environment;
 use super::timing::{self, Encoded, Owner, Unit};
 use super::{Synthesizer, TtsError};
@@ -42,6 +46,27 @@ pub const SAMPLE_RATE: u32 = 24_000;
 pub const MAX_TOKENS: usize = 510;
 /// Width of a style vector.
 const STYLE: usize = 256;
+
+/// Frames (25 ms each at the hop of 600) a clause's head is: the audio handed over before the rest
+/// of the clause is decoded ([`KokoroVoice::synthesize_located_head_first`]). It lies within the
+/// clause's leading pause (the start pad lasts 12-14 frames at the voice's own pace).
+pub const HEAD_FRAMES: usize = 8;
+/// Frames decoded after the head in its window, so the decoder's convolutions see what follows it.
+pub const HEAD_CONTEXT: usize = 8;
+/// A clause whose frames leave less than this after the head's window is spoken whole.
+const MIN_REST_FRAMES: usize = 8;
+/// Samples (10 ms) over which the rest fades in from the head window's audio.
+pub const SEAM: usize = 240;
+
+/// Fade the first [`SEAM`] samples of `rest` in from `from` (the head window's audio at the same
+/// place), so the join with the head has no step.
+fn seam(rest: &mut [f32], from: &[f32]) {
+    let n = SEAM.min(rest.len()).min(from.len());
+    for i in 0..n {
+        let t = (i as f32 + 0.5) / n as f32;
+        rest[i] = from[i] * (1.0 - t) + rest[i] * t;
+    }
+}
 
 /// The voice names of the pinned Japanese voice table.
 pub const JA_VOICES: [&str; 5] = [
@@ -104,8 +129,11 @@ impl Default for KokoroOptions {
 
 /// A loaded Kokoro voice.
 pub struct KokoroVoice {
-    session: Session,
-    durations: String,
+    /// Text → durations and the decoder's inputs ([`KokoroSplit`]).
+    front: Session,
+    /// Any window of frames → its audio.
+    decoder: Session,
+    names: KokoroSplit,
     vocab: HashMap<char, i64>,
     /// `[rows, 256]`.
     styles: Vec<f32>,
@@ -193,7 +221,8 @@ pub fn voice_names(npz: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn read_style_table(npz: &Path, voice: &str) -> Result<(usize, Vec<f32>), String> {
+/// A voice's style table from a voice table (`.npz`): its rows and their values (`[rows, 256]`).
+pub fn read_style_table(npz: &Path, voice: &str) -> Result<(usize, Vec<f32>), String> {
     let f = std::fs::File::open(npz).map_err(|e| e.to_string())?;
     let mut z = zip::ZipArchive::new(f).map_err(|e| e.to_string())?;
     let member = format!("{voice}.npy");
@@ -221,7 +250,7 @@ fn read_style_table(npz: &Path, voice: &str) -> Result<(usize, Vec<f32>), String
 }
 
 /// Read `vocab.json` (`{"vocab": {"a": 43, ...}}`): one code point per entry.
-fn read_vocab(path: &Path) -> Result<HashMap<char, i64>, String> {
+pub fn read_vocab(path: &Path) -> Result<HashMap<char, i64>, String> {
     let text = crate::budget::read_text(path, crate::budget::MAX_TEXT_FILE_BYTES)
         .map_err(|e| e.to_string())?;
     #[derive(serde::Deserialize)]
@@ -389,6 +418,24 @@ fn pieces(tokens: &[Located], max: usize) -> Vec<Vec<Located>> {
     out
 }
 
+/// What the front computes for one run: the durations and the decoder's inputs for every frame.
+struct FrontOut {
+    /// Frames per id (pads included).
+    durations: Vec<u64>,
+    /// Their sum.
+    frames: usize,
+    channels: usize,
+    harmonics: usize,
+    /// `[1, channels, frames]`.
+    features: Vec<f32>,
+    /// `[1, 2 · frames]` each.
+    f0: Vec<f32>,
+    energy: Vec<f32>,
+    /// `[1, 2 · frames, harmonics]`.
+    phase: Vec<f32>,
+    style: Vec<f32>,
+}
+
 impl KokoroVoice {
     /// Load the model, vocabulary and voice table `files` and pick `options.voice`.
     pub fn load(
@@ -427,25 +474,33 @@ impl KokoroVoice {
         })?;
         let bytes =
             std::fs::read(&files.model).map_err(|e| corrupt(&files.model, e.to_string()))?;
-        let (edited, durations) =
-            edit_kokoro_graph(&bytes).map_err(|e| corrupt(&files.model, e.to_string()))?;
+        let split = split_kokoro_graph(&bytes).map_err(|e| corrupt(&files.model, e.to_string()))?;
         drop(bytes);
         let env = ort_environment(ort_lib)?;
         let fail = |e: &dyn std::fmt::Display| corrupt(&files.model, e.to_string());
-        let session = Session::builder(&env)
-            .map_err(|e| fail(&e))?
-            .with_intra_threads(options.threads.max(1))
-            .map_err(|e| fail(&e))?
-            .with_inter_threads(1)
-            .map_err(|e| fail(&e))?
-            .with_parallel_execution(false)
-            .map_err(|e| fail(&e))?
-            .commit_from_memory(&edited)
-            .map_err(|e| fail(&e))?;
-        drop(edited);
+        let session = |graph: &[u8]| -> Result<Session, TtsError> {
+            Session::builder(&env)
+                .map_err(|e| fail(&e))?
+                .with_intra_threads(options.threads.max(1))
+                .map_err(|e| fail(&e))?
+                .with_inter_threads(1)
+                .map_err(|e| fail(&e))?
+                .with_parallel_execution(false)
+                .map_err(|e| fail(&e))?
+                .commit_from_memory(graph)
+                .map_err(|e| fail(&e))
+        };
+        let front = session(&split.front)?;
+        let decoder = session(&split.decoder)?;
+        let names = KokoroSplit {
+            front: Vec::new(),
+            decoder: Vec::new(),
+            ..split
+        };
         let mut v = KokoroVoice {
-            session,
-            durations,
+            front,
+            decoder,
+            names,
             vocab,
             styles,
             rows,
@@ -484,8 +539,16 @@ impl KokoroVoice {
         &self.styles[row * STYLE..(row + 1) * STYLE]
     }
 
-    /// One run: ids (with pads) → (audio, frames per id).
+    /// One run: ids (with pads) → (audio, frames per id): the front, then the decoder on every
+    /// frame at once (the same audio as the uncut graph).
     fn run(&mut self, ids: &[i64]) -> Result<(Vec<f32>, Vec<u64>), TtsError> {
+        let front = self.run_front(ids)?;
+        let pcm = self.decode(&front, 0, front.frames)?;
+        Ok((pcm, front.durations))
+    }
+
+    /// The front on ids (with pads): the durations and the decoder's inputs for every frame.
+    fn run_front(&mut self, ids: &[i64]) -> Result<FrontOut, TtsError> {
         let n = ids.len();
         let style = self.style_row(n.saturating_sub(2)).to_vec();
         let inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
@@ -497,7 +560,7 @@ impl KokoroVoice {
             ),
             (
                 "style".into(),
-                Tensor::from_array(([1usize, STYLE], style))
+                Tensor::from_array(([1usize, STYLE], style.clone()))
                     .map_err(rt)?
                     .into(),
             ),
@@ -508,26 +571,114 @@ impl KokoroVoice {
                     .into(),
             ),
         ];
-        let outputs = self.session.run(inputs).map_err(rt)?;
+        let outputs = self.front.run(inputs).map_err(rt)?;
+        let get = |name: &str| -> Result<(Vec<i64>, Vec<f32>), TtsError> {
+            let (shape, data) = outputs[name].try_extract_tensor::<f32>().map_err(rt)?;
+            Ok((shape.to_vec(), data.to_vec()))
+        };
+        let durations: Vec<u64> = get(&self.names.durations)?
+            .1
+            .iter()
+            .map(|d| d.max(0.0).round() as u64)
+            .collect();
+        if durations.len() != n {
+            return Err(TtsError::Runtime(format!(
+                "{} durations for {n} tokens",
+                durations.len()
+            )));
+        }
+        let (fshape, features) = get(&self.names.features)?;
+        let (_, f0) = get(&self.names.f0)?;
+        let (_, energy) = get(&self.names.energy)?;
+        let (pshape, phase) = get(&self.names.phase)?;
+        let frames = durations.iter().sum::<u64>() as usize;
+        let bad = |what: &str| {
+            TtsError::Runtime(format!(
+                "the front gave {what} that does not fit {frames} frames (features {fshape:?}, \
+                 F0 {}, energy {}, phase {pshape:?})",
+                f0.len(),
+                energy.len()
+            ))
+        };
+        let (channels, harmonics) = match (fshape.as_slice(), pshape.as_slice()) {
+            ([1, c, f], [1, p, h]) if *f as usize == frames && *p as usize == 2 * frames => {
+                (*c as usize, *h as usize)
+            }
+            _ => return Err(bad("shapes")),
+        };
+        if f0.len() != 2 * frames || energy.len() != 2 * frames {
+            return Err(bad("curves"));
+        }
+        Ok(FrontOut {
+            durations,
+            frames,
+            channels,
+            harmonics,
+            features,
+            f0,
+            energy,
+            phase,
+            style,
+        })
+    }
+
+    /// The decoder on frames `a..b` of a front's output: `(b - a) · hop` samples once the hop is
+    /// known. Decoding `0..frames` is the whole clause as the uncut graph speaks it.
+    fn decode(&mut self, f: &FrontOut, a: usize, b: usize) -> Result<Vec<f32>, TtsError> {
+        let w = b - a;
+        let mut features = Vec::with_capacity(f.channels * w);
+        for c in 0..f.channels {
+            features.extend_from_slice(&f.features[c * f.frames + a..c * f.frames + b]);
+        }
+        let curve = |v: &[f32]| v[2 * a..2 * b].to_vec();
+        let phase = f.phase[2 * a * f.harmonics..2 * b * f.harmonics].to_vec();
+        let n = &self.names;
+        let inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
+            (
+                n.features.clone(),
+                Tensor::from_array(([1usize, f.channels, w], features))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                n.f0.clone(),
+                Tensor::from_array(([1usize, 2 * w], curve(&f.f0)))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                n.energy.clone(),
+                Tensor::from_array(([1usize, 2 * w], curve(&f.energy)))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                n.phase.clone(),
+                Tensor::from_array(([1usize, 2 * w, f.harmonics], phase))
+                    .map_err(rt)?
+                    .into(),
+            ),
+            (
+                "style".into(),
+                Tensor::from_array(([1usize, STYLE], f.style.clone()))
+                    .map_err(rt)?
+                    .into(),
+            ),
+        ];
+        let outputs = self.decoder.run(inputs).map_err(rt)?;
         let pcm = outputs["audio"]
             .try_extract_tensor::<f32>()
             .map_err(rt)?
             .1
             .to_vec();
-        let frames: Vec<u64> = outputs[self.durations.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(rt)?
-            .1
-            .iter()
-            .map(|d| d.max(0.0).round() as u64)
-            .collect();
-        if frames.len() != n {
+        if self.hop > 0 && pcm.len() as u64 != w as u64 * self.hop {
             return Err(TtsError::Runtime(format!(
-                "{} durations for {n} tokens",
-                frames.len()
+                "the decoder gave {} samples for {w} frames (hop {})",
+                pcm.len(),
+                self.hop
             )));
         }
-        Ok((pcm, frames))
+        Ok(pcm)
     }
 
     /// Synthesize already phonemized tokens.
@@ -579,6 +730,98 @@ impl KokoroVoice {
         Ok(speech)
     }
 
+    /// Synthesize a clause so its first audio can be played before the rest exists (see
+    /// [`Synthesizer::synthesize_head_first`]): the front runs on the whole clause (so the durations,
+    /// hence the plan, are the clause's own), then the decoder on its first [`HEAD_FRAMES`] frames
+    /// with [`HEAD_CONTEXT`] frames after them, and `on_head` gets those first frames' audio with the
+    /// plan; then the decoder runs on the whole clause, and the rest is returned from where the head
+    /// ends, its first [`SEAM`] samples faded from the head window's audio into the whole clause's.
+    ///
+    /// From the seam on the audio is exactly the whole clause's; the head is the decoder's output
+    /// for a window, which is close to but not the whole clause's (the decoder's instance norms and
+    /// int8 input scales take the window's statistics; `benches/kokoro.rs` measures the difference).
+    /// The head lies in the clause's leading pause (its start pad lasts at least [`HEAD_FRAMES`]):
+    /// the listener hears the voice begin after it, while the rest is decoded. A clause too long
+    /// for one run, too short to gain from a head, or whose pause is shorter (a fast pace) is
+    /// spoken whole and `on_head` is not called.
+    pub fn synthesize_located_head_first(
+        &mut self,
+        tokens: &[Located],
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, TtsError> {
+        let mut cut = pieces(tokens, MAX_TOKENS);
+        if cut.len() != 1 {
+            return self.synthesize_located(tokens);
+        }
+        let piece = cut.pop().expect("one piece");
+        let enc = encode_located(&piece, &self.vocab);
+        if enc.units.is_empty() {
+            return self.synthesize_located(tokens);
+        }
+        if !enc.skipped.is_empty() {
+            log::warn!(
+                "voice {} has no phoneme for {:?}; skipped",
+                self.name,
+                enc.skipped.iter().collect::<String>()
+            );
+        }
+        let front = self.run_front(&enc.ids)?;
+        let total = front.frames;
+        let hop = self.hop as usize;
+        let at = HEAD_FRAMES * hop;
+        // The head is taken from the clause's leading pause (the start pad's frames, 12-14 at the
+        // voice's pace), where a window decodes to what the whole clause has there, near silence.
+        let in_pause = front.durations.first().copied().unwrap_or(0) >= HEAD_FRAMES as u64;
+        if !in_pause || total < HEAD_FRAMES + HEAD_CONTEXT + MIN_REST_FRAMES {
+            let pcm = self.decode(&front, 0, total)?;
+            let (phonemes, words) = timing::timelines(
+                &enc,
+                &front.durations,
+                self.hop,
+                pcm.len() as u64,
+                SAMPLE_RATE,
+            );
+            return Ok(Speech {
+                pcm,
+                sample_rate: SAMPLE_RATE,
+                phonemes,
+                words,
+            });
+        }
+        let window = self.decode(&front, 0, HEAD_FRAMES + HEAD_CONTEXT)?;
+        let planned = (total * hop) as u64;
+        let (phonemes, words) =
+            timing::timelines(&enc, &front.durations, self.hop, planned, SAMPLE_RATE);
+        let cut_at = crate::time::SampleTime(at as u64);
+        let (mut head_phonemes, mut head_words) = (phonemes.clone(), words.clone());
+        head_phonemes.truncate(cut_at);
+        head_words.truncate(cut_at);
+        on_head(
+            Speech {
+                pcm: window[..at].to_vec(),
+                sample_rate: SAMPLE_RATE,
+                phonemes: head_phonemes,
+                words: head_words,
+            },
+            Speech {
+                pcm: vec![0.0; planned as usize],
+                sample_rate: SAMPLE_RATE,
+                phonemes: phonemes.clone(),
+                words: words.clone(),
+            },
+        );
+        let whole = self.decode(&front, 0, total)?;
+        let mut rest = whole[at..].to_vec();
+        seam(&mut rest, &window[at..]);
+        let (mut phonemes, mut words) = (phonemes, words);
+        Ok(Speech {
+            pcm: rest,
+            sample_rate: SAMPLE_RATE,
+            phonemes: phonemes.split_off(cut_at),
+            words: words.split_off(cut_at),
+        })
+    }
+
     /// The phoneme string (misaki's layout) a clause would be spoken from.
     pub fn phonemes(&self, text: &str) -> Result<String, TtsError> {
         let tokens = self.phonemizer.phonemize(text)?;
@@ -611,6 +854,18 @@ impl Synthesizer for KokoroVoice {
 
     fn reads_written_text(&self) -> bool {
         true
+    }
+
+    fn synthesize_head_first(
+        &mut self,
+        clause: &str,
+        on_head: &mut dyn FnMut(Speech, Speech),
+    ) -> Result<Speech, TtsError> {
+        if clause.trim().is_empty() {
+            return Err(TtsError::Empty);
+        }
+        let tokens = self.phonemizer.phonemize_located(clause)?;
+        self.synthesize_located_head_first(&tokens, on_head)
     }
 
     /// The length scale sets the pace; the graph has no noise for emphasis to widen.

@@ -1,4 +1,4 @@
-//! In-memory edits of a Piper/VITS ONNX graph, at the protobuf wire level.
+//! In-memory edits of Piper/VITS and Kokoro ONNX graphs, at the protobuf wire level.
 //!
 //! Why the wire level: a partial protobuf schema decoded and re-encoded with prost would silently drop
 //! every field it does not declare. Here the model is walked as raw protobuf fields (key, wire type,
@@ -17,6 +17,11 @@
 //!    the run needs, which for the flow's noise is only known inside the run (it is set by the
 //!    durations). `Shape(like)` is also exported (`idol/noise_k/shape`) so the caller can learn each
 //!    noise's channel count and whether its length follows the phoneme ids or the frames.
+//!
+//! Graphs are also cut in two, the ONNX Runtime having no way to run part of a graph: a new model is
+//! built from the nodes a set of outputs needs, stopping at the tensors chosen as its inputs
+//! (`Graph::extract`): Piper's at its vocoder ([`split_decoder`]), Kokoro's at its decoder's inputs
+//! with the sine source's phase ([`split_kokoro_graph`]).
 //!
 //! Field numbers used (from the ONNX IR definition): ModelProto.graph = 7; GraphProto.node = 1,
 //! initializer = 5, input = 11, output = 12; NodeProto.input = 1, output = 2, name = 3, op_type = 4;
@@ -455,34 +460,6 @@ fn find_kokoro_durations(nodes: &[Node<'_>]) -> Result<String, OnnxError> {
     )
 }
 
-/// Rewrite a Kokoro `ModelProto` so it also outputs the per-token durations (frames, float, `[1, n]`
-/// or `[n]`); returns the new bytes and the name of that output. Every other byte is kept.
-pub fn edit_kokoro_graph(model: &[u8]) -> Result<(Vec<u8>, String), OnnxError> {
-    let (model_fields, graph, graph_fields, nodes) = open_graph(model)?;
-    let durations = find_kokoro_durations(&nodes)?;
-    let mut out_graph = Vec::with_capacity(graph.payload.len() + 64);
-    let last_output = graph_fields.iter().rposition(|f| f.number == 12);
-    for (idx, f) in graph_fields.iter().enumerate() {
-        out_graph.extend_from_slice(f.raw);
-        if Some(idx) == last_output {
-            put_len(
-                &mut out_graph,
-                12,
-                &value_info(&durations, ELEM_FLOAT, None),
-            );
-        }
-    }
-    if last_output.is_none() {
-        put_len(
-            &mut out_graph,
-            12,
-            &value_info(&durations, ELEM_FLOAT, None),
-        );
-    }
-    let out = replace_graph(&model_fields, graph.raw, &out_graph);
-    Ok((out, durations))
-}
-
 /// The first field of a message with number 1 (the `name` of a ValueInfoProto), or field 8 (the `name`
 /// of a TensorProto).
 fn name_field(payload: &[u8], number: u32) -> Result<&str, OnnxError> {
@@ -881,6 +858,130 @@ pub fn split_decoder(
         latent: latent.to_string(),
         cond: cond.iter().map(|s| s.to_string()).collect(),
         flow,
+    })
+}
+
+/// A Kokoro graph cut at its decoder's input, so the decoder can run on any window of frames:
+/// the front (text encoder, duration and prosody predictors, alignment) outputs the per-token
+/// durations, the aligned features `[1, C, frames]`, the pitch (F0) and energy curves `[1, 2·frames]`
+/// and the harmonic source's phase `[1, 2·frames, harmonics]`; the decoder takes those (any span of
+/// them) and the style, and outputs the audio of that span.
+///
+/// The phase is the running sum (`CumSum`) inside the decoder's sine source: cut there, the front
+/// computes it over the whole clause, so a window of the decoder starts its sines at the phase the
+/// whole clause has at that point (cut anywhere before it, every window would restart them at 0).
+/// Decoding all frames at once gives the same audio as the uncut graph, bit for bit (the same nodes
+/// in the same order). A window is not exactly that span of the whole: the decoder's AdaIN layers
+/// normalize over the frames they are given (instance norm) and its int8 inputs are quantized with
+/// a scale taken over them, so their statistics are the window's, not the clause's.
+#[derive(Debug, Clone)]
+pub struct KokoroSplit {
+    pub front: Vec<u8>,
+    pub decoder: Vec<u8>,
+    pub durations: String,
+    pub features: String,
+    pub f0: String,
+    pub energy: String,
+    pub phase: String,
+}
+
+/// The names the kokoro-onnx export gives the decoder's inputs (the encoder's outputs after their
+/// reshapes): aligned features, F0, energy.
+const KOKORO_DECODER_INPUTS: [&str; 3] = [
+    "/encoder/MatMul_1_output_0",
+    "/encoder/Reshape_output_0",
+    "/encoder/Reshape_1_output_0",
+];
+
+/// The sine source's phase: the `CumSum` a few nodes before a `Sin` (found by that structure, the
+/// other `CumSum` builds the alignment), with the exporter's name as a fallback.
+fn find_kokoro_phase(g: &Graph<'_>) -> Result<String, OnnxError> {
+    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (_, n)) in g.nodes.iter().enumerate() {
+        for t in &n.inputs {
+            consumers.entry(t).or_default().push(i);
+        }
+    }
+    let reaches_sin = |start: &str| {
+        let mut frontier = vec![start];
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for t in frontier {
+                for &c in consumers.get(t).map(Vec::as_slice).unwrap_or(&[]) {
+                    let node = &g.nodes[c].1;
+                    if node.op == "Sin" {
+                        return true;
+                    }
+                    next.extend(node.outputs.iter().copied());
+                }
+            }
+            frontier = next;
+        }
+        false
+    };
+    let nodes: Vec<Node<'_>> = g.nodes.iter().map(|(_, n)| n.clone()).collect();
+    let structural: Vec<&str> = g
+        .nodes
+        .iter()
+        .map(|(_, n)| n)
+        .filter(|n| n.op == "CumSum" && n.outputs.len() == 1 && reaches_sin(n.outputs[0]))
+        .map(|n| n.outputs[0])
+        .collect();
+    structural_or_named(
+        &structural,
+        &nodes,
+        "/decoder/decoder/generator/m_source/l_sin_gen/CumSum_output_0",
+        "CumSum of the decoder's sine source (its phase)",
+    )
+}
+
+/// Cut a Kokoro model (see [`KokoroSplit`]). Fails when the decoder's inputs are not the three
+/// tensors the kokoro-onnx export names, the phase and the style.
+pub fn split_kokoro_graph(model: &[u8]) -> Result<KokoroSplit, OnnxError> {
+    let g = Graph::parse(model)?;
+    let nodes: Vec<Node<'_>> = g.nodes.iter().map(|(_, n)| n.clone()).collect();
+    let durations = find_kokoro_durations(&nodes)?;
+    let phase = find_kokoro_phase(&g)?;
+    for t in KOKORO_DECODER_INPUTS {
+        if !g.producer.contains_key(t) {
+            return Err(OnnxError::Missing(
+                "decoder input (aligned features, F0 or energy) of the kokoro-onnx export",
+            ));
+        }
+    }
+    let audio = "audio";
+    if !g.outputs.contains_key(audio) {
+        return Err(OnnxError::Missing("output named \"audio\""));
+    }
+    let [features, f0, energy] = KOKORO_DECODER_INPUTS;
+    let cut = [features, f0, energy, phase.as_str()];
+    let (_, leaves) = g.cone(&[audio], &cut);
+    if leaves.iter().any(|l| *l != "style") {
+        return Err(OnnxError::Missing(
+            "decoder that takes nothing but the aligned features, F0, energy, phase and style",
+        ));
+    }
+    let mut dec_inputs = cut.to_vec();
+    dec_inputs.push("style");
+    let decoder = g.extract(&dec_inputs, &[(audio, ELEM_FLOAT)])?;
+    let front = g.extract(
+        &[],
+        &[
+            (durations.as_str(), ELEM_FLOAT),
+            (features, ELEM_FLOAT),
+            (f0, ELEM_FLOAT),
+            (energy, ELEM_FLOAT),
+            (phase.as_str(), ELEM_FLOAT),
+        ],
+    )?;
+    Ok(KokoroSplit {
+        front,
+        decoder,
+        durations,
+        features: features.to_string(),
+        f0: f0.to_string(),
+        energy: energy.to_string(),
+        phase,
     })
 }
 

@@ -4,26 +4,16 @@
 //!
 //! - [`script`]: script settings, loading and rendering, and render-farm jobs.
 //! - [`live`]: the live stages, the outputs, the viewer's options and the host's voice.
-//! - Here: the voice file a `--voice` names, and first-use fetching ([`ensure_assets`]).
+//! - Here: first-use fetching ([`ensure_assets`]).
 
 pub mod live;
 pub mod script;
 pub mod settings;
 
 use crate::cli::Env;
-use idol::assets::Home;
 use idol::fetch::{FetchError, Fetcher, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
-
-/// The voice file for `--voice`: a path (anything with a `/` or ending in `.onnx`) or a name in voices/.
-pub fn voice_path(home: &Home, voice: Option<&str>, configured: &Path) -> PathBuf {
-    match voice {
-        None => home.path(configured),
-        Some(v) if v.contains('/') || v.ends_with(".onnx") => home.path(v),
-        Some(name) => home.path(format!("voices/{name}.onnx")),
-    }
-}
+use std::path::PathBuf;
 
 /// A terminal progress bar for byte counts.
 pub struct Bar(Option<ProgressBar>);
