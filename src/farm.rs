@@ -16,6 +16,10 @@
 //!   error and terminated (not delivered again).
 //! - Progress: `idol.jobs.events.<id>` carries JSON events (`started`, `line`, `done`, `failed`)
 //!   and the status stream the latest state of every job (`idol jobs`).
+//! - Outputs: into the folder the job names (a shared file system), or, for a job with `store`,
+//!   into the JetStream object store bucket it names, as objects `<job id>/<file>` (the worker
+//!   renders into a private staging folder, puts each file, then marks the job done);
+//!   [`Queue::fetch`] gets them back, byte for byte.
 //!
 //! Rendering itself is the caller's ([`Queue::work`] takes the render function), so a worker renders
 //! exactly what a local `idol render` does.
@@ -41,6 +45,12 @@ pub fn status_subject(id: &str) -> String {
 }
 /// Largest script a job carries.
 pub const MAX_SCRIPT_BYTES: usize = 512 * 1024;
+/// The object store bucket `idol render --queue --store` puts outputs in.
+pub const OUTPUT_BUCKET: &str = "idol-renders";
+/// The object holding file `file` of job `id`.
+pub fn object_name(id: &str, file: &str) -> String {
+    format!("{id}/{file}")
+}
 
 /// The render settings of a job: what `idol render` takes on its command line besides the script.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -61,9 +71,13 @@ pub struct Job {
     pub path: PathBuf,
     /// The script's text.
     pub script: String,
-    /// The folder the outputs go to (absolute; shared by the submitter and the workers).
+    /// The folder the outputs go to (absolute; shared by the submitter and the workers); unused
+    /// with `store`.
     pub out: PathBuf,
     pub settings: JobSettings,
+    /// The object store bucket the outputs go to instead of `out` (objects `<id>/<file>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Job {
@@ -76,7 +90,15 @@ impl Job {
             script,
             out,
             settings,
+            store: None,
         }
+    }
+
+    /// The same job with its outputs going to object store bucket `bucket`.
+    pub fn into_store(mut self, bucket: &str) -> Job {
+        self.out = PathBuf::new();
+        self.store = Some(bucket.to_string());
+        self
     }
 }
 
@@ -102,8 +124,11 @@ pub struct JobStatus {
     /// Deliveries so far (more than one after a worker died).
     pub attempts: u64,
     pub error: Option<String>,
-    /// The files written (names in `out`).
+    /// The files written (names in `out`, or objects `<id>/<name>` in `store`).
     pub files: Vec<String>,
+    /// The object store bucket holding the outputs (`None`: the folder `out`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// Errors of the queue.
@@ -115,6 +140,8 @@ pub enum FarmError {
     Connect { url: String, why: String },
     #[error("render queue: {0}")]
     JetStream(String),
+    #[error("job {id}: {why}")]
+    Fetch { id: String, why: String },
     #[error("{path}: the script is {len} bytes; a queued job carries at most {max}")]
     TooLarge {
         path: String,
@@ -207,6 +234,9 @@ impl Queue {
 
     /// Queue a job (its status first, so `idol jobs` lists it at once).
     pub async fn submit(&self, job: &Job) -> Result<(), FarmError> {
+        if let Some(b) = &job.store {
+            self.bucket(b).await?;
+        }
         if job.script.len() > MAX_SCRIPT_BYTES {
             return Err(FarmError::TooLarge {
                 path: job.path.display().to_string(),
@@ -223,6 +253,7 @@ impl Queue {
             attempts: 0,
             error: None,
             files: vec![],
+            store: job.store.clone(),
         })
         .await?;
         let body = serde_json::to_vec(job).map_err(js_err)?;
@@ -244,6 +275,111 @@ impl Queue {
             .await
             .map_err(js_err)?;
         Ok(())
+    }
+
+    /// Object store bucket `name`, made when missing.
+    async fn bucket(
+        &self,
+        name: &str,
+    ) -> Result<async_nats::jetstream::object_store::ObjectStore, FarmError> {
+        match self.js.get_object_store(name).await {
+            Ok(b) => Ok(b),
+            Err(_) => self
+                .js
+                .create_object_store(async_nats::jetstream::object_store::Config {
+                    bucket: name.to_string(),
+                    description: Some("idol render outputs: <job id>/<file>".into()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| js_err(format!("object store bucket {name}: {e}"))),
+        }
+    }
+
+    /// Put the files `names` of folder `dir` into `bucket` as job `id`'s outputs.
+    async fn put_outputs(
+        &self,
+        bucket: &str,
+        id: &str,
+        dir: &std::path::Path,
+        names: &[String],
+    ) -> Result<(), FarmError> {
+        let b = self.bucket(bucket).await?;
+        for n in names {
+            let path = dir.join(n);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| js_err(format!("reading {}: {e}", path.display())))?;
+            b.put(object_name(id, n).as_str(), &mut &bytes[..])
+                .await
+                .map_err(|e| js_err(format!("storing {}: {e}", object_name(id, n))))?;
+        }
+        Ok(())
+    }
+
+    /// Job `id`'s outputs from the object store, written into folder `out` (created if missing; a
+    /// file is written under a temporary name, then renamed). The names of the files written.
+    pub async fn fetch(&self, id: &str, out: &std::path::Path) -> Result<Vec<String>, FarmError> {
+        use tokio::io::AsyncReadExt;
+        let fetch_err = |why: String| FarmError::Fetch {
+            id: id.to_string(),
+            why,
+        };
+        let s = self
+            .status(id)
+            .await?
+            .ok_or_else(|| fetch_err("no such job (see `idol jobs`)".into()))?;
+        let Some(bucket) = &s.store else {
+            return Err(fetch_err(format!(
+                "its outputs went to the folder {}, not the object store",
+                s.out.display()
+            )));
+        };
+        if s.state != JobState::Done {
+            return Err(fetch_err(format!(
+                "it is {}, not done",
+                serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        let b = self.js.get_object_store(bucket).await.map_err(|e| {
+            fetch_err(format!("object store bucket {bucket}: {e}"))
+        })?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| fetch_err(format!("creating {}: {e}", out.display())))?;
+        let mut written = vec![];
+        for n in &s.files {
+            // Names come from the job's status: take plain file names only.
+            if n.is_empty() || n.contains(['/', '\\']) || n.starts_with('.') {
+                return Err(fetch_err(format!("bad output name {n:?}")));
+            }
+            let mut obj = b
+                .get(object_name(id, n))
+                .await
+                .map_err(|e| fetch_err(format!("{}: {e}", object_name(id, n))))?;
+            let part = out.join(format!(".{n}.part"));
+            let io = |e: std::io::Error, p: &std::path::Path| {
+                fetch_err(format!("writing {}: {e}", p.display()))
+            };
+            let mut f = std::fs::File::create(&part).map_err(|e| io(e, &part))?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let k = obj
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| fetch_err(format!("{}: {e}", object_name(id, n))))?;
+                if k == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut f, &buf[..k]).map_err(|e| io(e, &part))?;
+            }
+            drop(f);
+            let dest = out.join(n);
+            std::fs::rename(&part, &dest).map_err(|e| io(e, &dest))?;
+            written.push(n.clone());
+        }
+        Ok(written)
     }
 
     /// A job's status.
@@ -352,6 +488,7 @@ impl Queue {
                     attempts,
                     error: Some(format!("not a job: {e}")),
                     files: vec![],
+                    store: None,
                 }));
             }
         };
@@ -370,6 +507,7 @@ impl Queue {
             attempts,
             error: None,
             files: vec![],
+            store: job.store.clone(),
         };
         self.put_status(&status).await?;
         self.event(
@@ -404,12 +542,36 @@ impl Queue {
                 }
             })
         };
+        // A job for the object store renders into a private staging folder first.
+        let staging = match &job.store {
+            Some(_) => Some(
+                tempfile::Builder::new()
+                    .prefix("idol-job-")
+                    .tempdir()
+                    .map_err(|e| js_err(format!("a staging folder: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut local = job.clone();
+        if let Some(d) = &staging {
+            local.out = d.path().join("out");
+        }
         let result = tokio::task::block_in_place(|| {
             let mut progress = |done: usize, total: usize| {
                 let _ = tx.send((done, total));
             };
-            render(&job, &mut progress)
+            render(&local, &mut progress)
         });
+        let result = match (result, &job.store) {
+            (Ok(files), Some(bucket)) => {
+                // Stored before the job is done: a worker dying here leaves it to be done again.
+                self.put_outputs(bucket, &job.id, &local.out, &files)
+                    .await?;
+                Ok(files)
+            }
+            (r, _) => r,
+        };
+        drop(staging);
         drop(tx);
         let _ = keep.await;
         match result {

@@ -518,6 +518,191 @@ async fn a_relay_serves_the_same_stream_with_no_models_and_forwards_control() {
     assert_eq!(metric(&m, "idol_clients_connected"), 1);
 }
 
+/// A child process killed (SIGKILL) when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `idol relay` as a process on `port` for idol `idol`.
+fn relay_process(home: &Path, url: &str, idol: &str, port: u16) -> Killed {
+    Killed(
+        crate::common::idol_in(home)
+            .args(["relay", "--nats", url, "--idol", idol, "--bind", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("idol relay"),
+    )
+}
+
+/// The sample stamp of a binary frame message (`None`: not a frame).
+fn frame_stamp(m: &Message) -> Option<u64> {
+    match m {
+        Message::Binary(b) if b.len() >= 24 && b[0] == 2 => {
+            Some(u64::from_le_bytes(b[8..16].try_into().unwrap()))
+        }
+        _ => None,
+    }
+}
+
+/// A client of the relay on `port`, once that relay lists `alternate` (and only it) in `hello`.
+async fn client_listing(port: u16, alternate: &str) -> (Ws, Value) {
+    let t0 = std::time::Instant::now();
+    loop {
+        assert!(t0.elapsed() < PATIENCE, "relay :{port} lists {alternate}");
+        if let Ok((mut ws, _)) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/stream")).await
+            && let In::Json(hello) = next(&mut ws).await
+            && hello["alternates"] == json!([alternate])
+        {
+            return (ws, hello);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The viewer page (headless Chromium) served by relay A plays from A; A is killed; the page
+/// connects to relay B (its `hello`'s alternate; B accepts the page's origin, A's, with no
+/// refusal) and frames come again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_page_moves_to_another_relay_when_its_relay_dies() {
+    let h = crate::common::home();
+    let nats = NatsServer::start();
+    let _server = nats_idol(&nats.url(), "ena");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = relay_process(h.root(), &nats.url(), "ena", pa);
+    let _b = relay_process(h.root(), &nats.url(), "ena", pb);
+    let url_b = format!("ws://127.0.0.1:{pb}/v1/stream");
+    let _probe = client_listing(pa, &url_b).await;
+    let _one = crate::viewer::BROWSER.lock().await;
+    let mut page = crate::browser::open(&format!("http://127.0.0.1:{pa}/"), &[]).await;
+    let cdp = &mut page.cdp;
+    cdp.until(
+        &format!(
+            "!!(window.idolStats && idolStats.connected && idolStats.framesReceived > 30 \
+             && idolStats.server === 'ws://127.0.0.1:{pa}/v1/stream')"
+        ),
+        90,
+        "the page plays from relay A",
+    )
+    .await;
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    cdp.until(
+        &format!("idolStats.connected && idolStats.server === '{url_b}'"),
+        60,
+        "the page moves to relay B",
+    )
+    .await;
+    let n = cdp.eval("idolStats.framesReceived").await.as_u64().unwrap();
+    cdp.until(
+        &format!("idolStats.connected && idolStats.framesReceived > {n} + 30"),
+        60,
+        "frames come from relay B",
+    )
+    .await;
+    let errors = cdp.eval("idolStats.lastError").await;
+    assert!(errors.is_null(), "no refusal on relay B: {errors}");
+}
+
+/// Two relays (processes) of one idol find each other on NATS: a client of relay A gets B in its
+/// `hello`'s `alternates`. A is killed (SIGKILL); the client reconnects to B and is in the same
+/// session on the same clock: B's `hello` `now` runs on from where A's frames were, the frames go on
+/// on the session's frame grid, none repeated, and the stamps it missed are those of the time it
+/// was away (give or take the release lead), no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_relays_clients_reconnect_to_another_on_the_session_clock() {
+    let h = crate::common::home();
+    let nats = NatsServer::start();
+    let _server = nats_idol(&nats.url(), "rin");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = relay_process(h.root(), &nats.url(), "rin", pa);
+    let _b = relay_process(h.root(), &nats.url(), "rin", pb);
+    let url_b = format!("ws://127.0.0.1:{pb}/v1/stream");
+    let (mut ws, hello_a) = client_listing(pa, &url_b).await;
+    let rate = hello_a["sample_rate"].as_u64().unwrap() as f64;
+    let fps = hello_a["fps"].as_u64().unwrap() as f64;
+    let lead = hello_a["lead"].as_u64().unwrap() as f64;
+    // Idle frames sit on the session grid round(k · rate / fps): the frame number of a stamp.
+    let k_of = |s: u64| {
+        let k = (s as f64 * fps / rate).round();
+        assert_eq!((k * rate / fps).round() as u64, s, "{s} is on the frame grid");
+        k as u64
+    };
+    let frames = async |ws: &mut Ws, n: usize| {
+        let mut out = vec![];
+        while out.len() < n {
+            let m = tokio::time::timeout(PATIENCE, ws.next())
+                .await
+                .expect("frames keep coming")
+                .expect("open")
+                .unwrap();
+            if let Some(s) = frame_stamp(&m) {
+                out.push((s, std::time::Instant::now()));
+            }
+        }
+        out
+    };
+    let before = frames(&mut ws, 30).await;
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    // What was on its way arrives, then the connection drops without a close frame.
+    let mut before = before;
+    loop {
+        match tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("the connection drops")
+        {
+            Some(Ok(m)) => {
+                if let Some(s) = frame_stamp(&m) {
+                    before.push((s, std::time::Instant::now()));
+                }
+            }
+            _ => break,
+        }
+    }
+    let alt = hello_a["alternates"][0].as_str().unwrap().to_string();
+    let (mut ws, _) = tokio_tungstenite::connect_async(alt)
+        .await
+        .expect("the alternate relay takes the client");
+    let In::Json(hello_b) = next(&mut ws).await else {
+        panic!("hello first")
+    };
+    let t_hello = std::time::Instant::now();
+    for k in ["session", "sample_rate", "fps", "rig", "channel_names", "lead"] {
+        assert_eq!(hello_b[k], hello_a[k], "{k}: the same session");
+    }
+    let after = frames(&mut ws, 30).await;
+
+    let slack = rate / 4.0;
+    let (s_last, t_last) = *before.last().unwrap();
+    let (s_first, t_first) = after[0];
+    // The clock of B's hello runs on from A's frames (released `lead` ahead of the clock).
+    let now_b = hello_b["now"].as_u64().unwrap() as f64;
+    let away = t_hello.duration_since(t_last).as_secs_f64() * rate;
+    assert!(
+        now_b + lead + slack >= s_last as f64 && now_b <= s_last as f64 + away + slack,
+        "B's now {now_b} after A's last frame {s_last} (lead {lead}, away {away} samples)"
+    );
+    // The frames: on one grid, each connection's consecutive, B's after A's, the gap what it missed.
+    for w in before.windows(2).chain(after.windows(2)) {
+        assert_eq!(k_of(w[1].0), k_of(w[0].0) + 1, "consecutive frames");
+    }
+    assert!(s_first > s_last, "nothing repeated: {s_first} after {s_last}");
+    let missed = (k_of(s_first) - k_of(s_last) - 1) as f64;
+    let away = t_first.duration_since(t_last).as_secs_f64() * fps;
+    assert!(
+        missed <= away + (lead + slack) * fps / rate,
+        "missed {missed} frames while away for {away} frames' time"
+    );
+}
+
 const FARM_SCRIPT_LONG: &str = r#"
 [script]
 seed = 5
@@ -696,4 +881,100 @@ async fn queued_renders_equal_local_ones_and_a_killed_worker_loses_no_job() {
         listed.starts_with("2 jobs: 0 queued, 0 rendering, 2 done, 0 failed"),
         "{listed}"
     );
+}
+
+/// `idol render --queue --store`: the worker puts the outputs into JetStream's object store (on
+/// Debian's nats-server 2.9), `idol jobs --get` fetches them, and they are byte-identical to a
+/// local render; the job's folder is not used. Asking for a job that is not there, or one whose
+/// outputs went to a folder, is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_outputs_come_back_from_the_object_store_byte_for_byte() {
+    let h = crate::common::home();
+    let nats = NatsServer::start_jetstream();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("short.script.toml");
+    std::fs::write(&script, FARM_SCRIPT_SHORT).unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = crate::common::idol_in(h.root())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let idol = |args: &[&std::ffi::OsStr]| {
+        let (ok, out, err) = run(args);
+        assert!(ok, "idol {args:?}: {err}");
+        out
+    };
+    let os = std::ffi::OsStr::new;
+    let local = dir.path().join("local");
+    idol(&[
+        os("render"),
+        script.as_os_str(),
+        os("--out"),
+        local.as_os_str(),
+        os("--quiet"),
+    ]);
+    let url = nats.url();
+    let submitted = idol(&[
+        os("render"),
+        os("--queue"),
+        os(&url),
+        script.as_os_str(),
+        os("--store"),
+    ]);
+    assert!(submitted.contains("object store idol-renders"), "{submitted}");
+    let id = submitted.split_whitespace().next().unwrap().to_string();
+    let worked = idol(&[
+        os("worker"),
+        os("--nats"),
+        os(&url),
+        os("--name"),
+        os("w"),
+        os("--jobs"),
+        os("1"),
+    ]);
+    assert!(worked.starts_with(&format!("done {id} ")), "{worked}");
+    let q = idol::farm::Queue::open(&url, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(s.state, idol::farm::JobState::Done, "{s:?}");
+    assert_eq!(s.store.as_deref(), Some(idol::farm::OUTPUT_BUCKET));
+    assert!(s.files.iter().any(|f| f == "performance.wav"), "{s:?}");
+    let fetched = dir.path().join("fetched");
+    let listed = idol(&[
+        os("jobs"),
+        os("--nats"),
+        os(&url),
+        os("--get"),
+        os(&id),
+        os("--out"),
+        fetched.as_os_str(),
+    ]);
+    assert_eq!(listed.lines().count(), s.files.len(), "{listed}");
+    for f in idol::script::output::FILES {
+        match (
+            std::fs::read(local.join(f)),
+            std::fs::read(fetched.join(f)),
+        ) {
+            (Ok(a), Ok(b)) => assert!(a == b, "{f}: the stored bytes equal the local render's"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("{f}: local {:?}, stored {:?}", a.is_ok(), b.is_ok()),
+        }
+    }
+    let (ok, _, err) = run(&[
+        os("jobs"),
+        os("--nats"),
+        os(&url),
+        os("--get"),
+        os("0123456789abcdef"),
+        os("--out"),
+        fetched.as_os_str(),
+    ]);
+    assert!(!ok && err.contains("no such job"), "{err}");
 }

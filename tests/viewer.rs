@@ -30,7 +30,7 @@ const MORPHS: [&str; 10] = [
 
 /// One browser test at a time: two software-rendering Chromiums on a small machine starve each
 /// other's animation frames.
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn f(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(0.0)

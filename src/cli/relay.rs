@@ -1,7 +1,8 @@
 //! `idol relay`: serve an idol's stream (the WebSocket protocol, `docs/protocol.md`, and the viewer)
 //! from NATS to this process's own clients, with no models loaded (`docs/scale.md`). Settings come
 //! from `[server]` (address, client limits, token, hosts and origins), `[viewer]` and `[nats]` in
-//! idol.toml; `--nats`, `--idol`, `--bind` and `--port` override them.
+//! idol.toml; `--nats`, `--idol`, `--bind` and `--port` override them. Relays of one idol find each
+//! other on NATS (`--advertise`) and list each other in their clients' `hello` (`alternates`).
 
 use super::Env;
 use idol::server::{NatsOptions, NatsRelay, ServerOptions};
@@ -22,6 +23,11 @@ pub struct RelayArgs {
     /// The port (default: [server] port, 8787; 0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// The WebSocket URL clients reach this relay at, announced to the idol's other relays so
+    /// their clients can come here when theirs dies (default: ws://BIND:PORT/v1/stream; bound to
+    /// all addresses, none).
+    #[arg(long, value_name = "ws://HOST:PORT/v1/stream")]
+    pub advertise: Option<String>,
 }
 
 pub fn run(env: &Env, args: &RelayArgs) -> anyhow::Result<ExitCode> {
@@ -44,6 +50,7 @@ pub fn run(env: &Env, args: &RelayArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.port {
         opts.port = p;
     }
+    opts.advertise = args.advertise.clone();
     opts.rigs_dir = Some(env.home.rigs_dir());
     opts.viewer = super::wiring::live::viewer_options(env, &config)?;
     println!(

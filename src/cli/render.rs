@@ -31,7 +31,11 @@ pub fn run(env: &Env, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {s}");
     }
     let wall = t1.elapsed().as_secs_f64();
-    let written = write_outputs(&args.out, &files)?;
+    let out = args
+        .out
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--store goes with --queue; here give --out DIR"))?;
+    let written = write_outputs(out, &files)?;
     let dur = perf.duration_secs();
     let cpu = cpu_time().map(|c| c - cpu0.unwrap_or(0.0));
     eprintln!(

@@ -33,6 +33,13 @@ pub struct JobsArgs {
     /// One JSON object per job instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Fetch this job's outputs from the object store (a job queued with `render --store`) into
+    /// --out.
+    #[arg(long, value_name = "JOB", requires = "out")]
+    pub get: Option<String>,
+    /// With --get: the folder to write the files into (created if missing).
+    #[arg(long, requires = "get")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Render one job as `idol render` would: the same settings, the same files, written whole.
@@ -87,7 +94,10 @@ pub fn worker(env: &Env, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     })?;
     for o in &outcomes {
         match o {
-            Outcome::Done(s) => println!("done {} {}", s.id, s.out.display()),
+            Outcome::Done(s) => match &s.store {
+                Some(b) => println!("done {} nats object store {b}", s.id),
+                None => println!("done {} {}", s.id, s.out.display()),
+            },
             Outcome::Failed(s) => println!(
                 "failed {} {}: {}",
                 s.id,
@@ -103,6 +113,16 @@ pub fn worker(env: &Env, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
 pub fn jobs(_env: &Env, args: &JobsArgs) -> anyhow::Result<ExitCode> {
     idol::config::check_nats_url(&args.nats).map_err(|m| anyhow::anyhow!("--nats {m}"))?;
     let rt = runtime()?;
+    if let (Some(id), Some(out)) = (&args.get, &args.out) {
+        let files = rt.block_on(async {
+            let q = Queue::open(&args.nats, Duration::from_secs(30)).await?;
+            anyhow::Ok(q.fetch(id, out).await?)
+        })?;
+        for f in &files {
+            println!("{}", out.join(f).display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut list = rt.block_on(async {
         let q = Queue::open(&args.nats, Duration::from_secs(30)).await?;
         anyhow::Ok(q.statuses().await?)

@@ -25,6 +25,9 @@ pub struct Guard {
     hosts: Vec<String>,
     /// Normalized origins from `[server] allowed_origins`; `*` allows any origin.
     origins: Vec<String>,
+    /// The origins of sibling relays (a relay's viewer page reconnects to them when its relay
+    /// dies), kept current by the relay from their announcements on NATS.
+    peers: std::sync::Arc<parking_lot::RwLock<Vec<String>>>,
 }
 
 impl Guard {
@@ -43,7 +46,28 @@ impl Guard {
                 .iter()
                 .map(|o| normalize_origin(o))
                 .collect(),
+            peers: Default::default(),
         }
+    }
+
+    /// Allow pages of these origins too (the sibling relays' `http(s)://host:port`), replacing the
+    /// previous list.
+    pub fn set_peer_origins(&self, origins: impl IntoIterator<Item = String>) {
+        *self.peers.write() = origins.into_iter().map(|o| normalize_origin(&o)).collect();
+    }
+
+    /// The web origin of a page served by the server at WebSocket URL `ws` (`ws://h:p/...` →
+    /// `http://h:p`), `None` when `ws` is not a ws:// or wss:// URL.
+    pub fn origin_of_ws_url(ws: &str) -> Option<String> {
+        let (scheme, rest) = ws.split_once("://")?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => "http",
+            "wss" => "https",
+            _ => return None,
+        };
+        let authority = rest.split(['/', '?', '#']).next()?;
+        split_authority(authority)?;
+        Some(normalize_origin(&format!("{scheme}://{authority}")))
     }
 
     /// `Ok` when a request with this `Host` header (`None`: none sent) may be served.
@@ -78,7 +102,10 @@ impl Guard {
             return Ok(());
         };
         let origin = normalize_origin(raw);
-        if self.origins.iter().any(|o| o == "*" || *o == origin) || self.own_origin(&origin, host) {
+        if self.origins.iter().any(|o| o == "*" || *o == origin)
+            || self.own_origin(&origin, host)
+            || self.peers.read().contains(&origin)
+        {
             return Ok(());
         }
         let what = if origin == "null" {
@@ -260,5 +287,24 @@ mod tests {
             lan.check_origin(Some("http://10.0.0.6:8787"), None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn sibling_relays_pages_may_open_the_stream() {
+        let g = guard([127, 0, 0, 1]);
+        let peer = "http://127.0.0.1:9001";
+        assert!(g.check_origin(Some(peer), Some("127.0.0.1:8787")).is_err());
+        let o = Guard::origin_of_ws_url("ws://127.0.0.1:9001/v1/stream").unwrap();
+        assert_eq!(o, peer);
+        g.set_peer_origins([o]);
+        assert!(g.check_origin(Some(peer), Some("127.0.0.1:8787")).is_ok());
+        assert_eq!(
+            Guard::origin_of_ws_url("wss://Relay.example/v1/stream").as_deref(),
+            Some("https://relay.example")
+        );
+        assert_eq!(Guard::origin_of_ws_url("http://x/"), None);
+        assert_eq!(Guard::origin_of_ws_url("ws://"), None);
+        g.set_peer_origins([]);
+        assert!(g.check_origin(Some(peer), Some("127.0.0.1:8787")).is_err());
     }
 }

@@ -135,6 +135,8 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     rigs: Arc<RigCatalog>,
     tap: OnceLock<Arc<dyn Tap>>,
+    /// Where else clients may get this session (sibling relays), for `hello`'s `alternates`.
+    alternates: OnceLock<Box<dyn Fn() -> Vec<String> + Send + Sync>>,
 }
 
 /// Why a `subscribe` naming a rig was refused (`bad_rig`).
@@ -166,7 +168,14 @@ impl Hub {
             metrics,
             rigs: Arc::new(RigCatalog::builtin()),
             tap: OnceLock::new(),
+            alternates: OnceLock::new(),
         }
+    }
+
+    /// The WebSocket URLs each new client's `hello` lists as `alternates` (set once; a relay's
+    /// live sibling relays).
+    pub fn set_alternates(&self, f: impl Fn() -> Vec<String> + Send + Sync + 'static) {
+        let _ = self.alternates.set(Box::new(f));
     }
 
     /// Feed `tap` every event from now on (once; a second tap is ignored).
@@ -295,7 +304,9 @@ impl Hub {
         };
         let names = self.rig_names();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let hello = Message::Text(protocol::hello(&info, now, &sub, &names).into());
+        let alternates = self.alternates.get().map(|f| f()).unwrap_or_default();
+        let hello =
+            Message::Text(protocol::hello(&info, now, &sub, &names, &alternates).into());
         let _ = self.push(&mut slot, hello, Instant::now());
         clients.push(slot);
         self.metrics.clients_total.fetch_add(1, Ordering::Relaxed);

@@ -94,6 +94,10 @@ pub struct ServerOptions {
     pub chat_desk: Option<Arc<ChatDesk>>,
     /// Publish the stream to NATS and take control from it (`None`: no NATS), see [`nats`].
     pub nats: Option<NatsOptions>,
+    /// `idol relay` only: the WebSocket URL its clients reach it at, announced to its sibling relays
+    /// (their clients' `hello` lists it in `alternates`). `None`: `ws://BIND:PORT/v1/stream` when
+    /// bound to one address, not announced when bound to all (0.0.0.0, ::).
+    pub advertise: Option<String>,
 }
 
 impl ServerOptions {
@@ -118,6 +122,7 @@ impl ServerOptions {
             viewer: ViewerOptions::default(),
             chat_desk: None,
             nats: None,
+            advertise: None,
         }
     }
 }

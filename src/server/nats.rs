@@ -12,6 +12,7 @@
 //! | `idol.<idol>.state`        | `state`, `asked` and stage `error` JSON                         |
 //! | `idol.<idol>.control`      | in: `chat`, `say`, `interrupt` JSON; the reply (`ack`/`error`) goes to the request's reply subject |
 //! | `idol.<idol>.hello`        | request/reply: the session's `hello` (with its clock `now`, and `canonical`) for relays' late joiners |
+//! | `idol.<idol>.relays`       | each relay's `{"url": "ws://…/v1/stream"}`, every second (relays' discovery of each other) |
 //!
 //! Control follows the WebSocket's token rules with the NATS server standing for the peer: a NATS
 //! server on loopback is this machine (no token needed); any other needs the control token in the
@@ -92,6 +93,11 @@ impl Subjects {
     }
     pub fn hello(&self) -> String {
         format!("{}.hello", self.prefix)
+    }
+    /// Relays of this idol announce their WebSocket URL here (`idol relay`), so each lists its
+    /// siblings in its clients' `hello` (`alternates`).
+    pub fn relays(&self) -> String {
+        format!("{}.relays", self.prefix)
     }
     pub fn topic(&self, t: Topic<'_>) -> String {
         match t {
@@ -314,7 +320,7 @@ pub fn snapshot(ctx: &ConnCtx) -> String {
     let info = ctx.hub.info().expect("the hub serves a session");
     let names = ctx.hub.rig_names();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let hello = protocol::hello(info, ctx.upstream.now(), &Subscription::default(), &names);
+    let hello = protocol::hello(info, ctx.upstream.now(), &Subscription::default(), &names, &[]);
     let mut v: serde_json::Value = serde_json::from_str(&hello).expect("hello is JSON");
     v["canonical"] = info.canonical.into();
     v.to_string()

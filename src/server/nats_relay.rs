@@ -13,6 +13,12 @@
 //! Late joiners: the relay asks the publisher for its `hello` (request/reply on `idol.<idol>.hello`)
 //! once at start; its clock then runs on from that stamp (the session clock is wall time since the
 //! session began), and each new client's `hello` carries it.
+//!
+//! Siblings: every relay of an idol announces its WebSocket URL on `idol.<idol>.relays` each
+//! [`ANNOUNCE_EVERY`] and hears the others' on its wildcard subscription; a new client's `hello`
+//! lists the siblings heard within [`PEER_TTL`] as `alternates` (rotated per client, so the clients
+//! of a relay that dies spread over the rest), and the relay's `Origin` check accepts the pages of
+//! siblings heard within [`PEER_ORIGIN_TTL`] (the viewer page of a dead relay reconnects here).
 
 use super::conn::{ConnCtx, RemoteUpstream, Upstream};
 use super::hub::Hub;
@@ -32,6 +38,96 @@ use std::time::{Duration, Instant};
 
 /// How long a relay waits at start for the publisher to answer `hello`.
 pub const HELLO_PATIENCE: Duration = Duration::from_secs(30);
+/// How often a relay announces its URL to its siblings.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// A sibling not heard from for this long is no longer listed.
+pub const PEER_TTL: Duration = Duration::from_millis(3500);
+/// A sibling's pages may open the stream here this long after it was last heard (its viewers
+/// arrive after it died, and may have to come back after a lag close).
+pub const PEER_ORIGIN_TTL: Duration = Duration::from_secs(3600);
+/// Longest relay URL taken from an announcement.
+const MAX_URL: usize = 512;
+/// Most siblings listed.
+const MAX_PEERS: usize = 64;
+
+/// A relay's siblings, as their announcements tell.
+pub struct Peers {
+    own: Option<String>,
+    seen: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+    turn: std::sync::atomic::AtomicUsize,
+}
+
+impl Peers {
+    pub fn new(own: Option<String>) -> Self {
+        Peers {
+            own,
+            seen: Default::default(),
+            turn: Default::default(),
+        }
+    }
+
+    /// Take an announcement's payload; `true` when it names a sibling not listed before.
+    pub fn heard(&self, payload: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return false;
+        };
+        let Some(url) = v["url"].as_str() else {
+            return false;
+        };
+        if url.len() > MAX_URL
+            || Guard::origin_of_ws_url(url).is_none()
+            || self.own.as_deref() == Some(url)
+        {
+            return false;
+        }
+        let mut seen = self.seen.lock();
+        let now = Instant::now();
+        seen.retain(|_, t| now.duration_since(*t) < PEER_ORIGIN_TTL);
+        if seen.len() >= MAX_PEERS
+            && !seen.contains_key(url)
+            && let Some(oldest) = seen.iter().min_by_key(|(_, t)| **t).map(|(u, _)| u.clone())
+        {
+            seen.remove(&oldest);
+        }
+        seen.insert(url.to_string(), now).is_none()
+    }
+
+    /// The siblings heard within [`PEER_TTL`], sorted.
+    pub fn alive(&self) -> Vec<String> {
+        self.within(PEER_TTL)
+    }
+
+    fn within(&self, ttl: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let mut v: Vec<String> = self
+            .seen
+            .lock()
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) < ttl)
+            .map(|(u, _)| u.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// [`Self::alive`], rotated by one more place at each call.
+    pub fn alternates(&self) -> Vec<String> {
+        let mut v = self.alive();
+        if !v.is_empty() {
+            let k = self.turn.fetch_add(1, Ordering::Relaxed) % v.len();
+            v.rotate_left(k);
+        }
+        v
+    }
+
+    /// The web origins of the siblings heard within [`PEER_ORIGIN_TTL`].
+    fn origins(&self) -> Vec<String> {
+        self.within(PEER_ORIGIN_TTL)
+            .iter()
+            .filter_map(|u| Guard::origin_of_ws_url(u))
+            .collect()
+    }
+}
 
 /// Errors starting a relay.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +144,8 @@ pub enum RelayError {
         idol: String,
         secs: u64,
     },
+    #[error("--advertise {0:?}: give the WebSocket URL clients reach this relay at, ws://HOST:PORT/v1/stream (or wss://)")]
+    BadAdvertise(String),
     #[error("the publisher's hello is not valid: {0}")]
     BadHello(String),
     #[error(transparent)]
@@ -209,6 +307,26 @@ impl NatsRelay {
             std::net::TcpListener::bind(addr).map_err(|error| ServerError::Bind { addr, error })?;
         listener.set_nonblocking(true).map_err(ServerError::from)?;
         let addr = listener.local_addr().map_err(ServerError::from)?;
+        let own = match &opts.advertise {
+            Some(u) => {
+                if Guard::origin_of_ws_url(u).is_none() || u.len() > MAX_URL {
+                    return Err(RelayError::BadAdvertise(u.clone()));
+                }
+                Some(u.clone())
+            }
+            None if addr.ip().is_unspecified() => {
+                log::warn!(
+                    "relay bound to all addresses: not announced to sibling relays (give --advertise ws://HOST:PORT/v1/stream)"
+                );
+                None
+            }
+            None => Some(format!("ws://{addr}/v1/stream")),
+        };
+        let peers = Arc::new(Peers::new(own.clone()));
+        {
+            let peers = peers.clone();
+            hub.set_alternates(move || peers.alternates());
+        }
 
         let upstream = NatsUpstream {
             client: client.clone(),
@@ -223,14 +341,15 @@ impl NatsRelay {
             policy: Arc::new(opts.policy.clone()),
             stats: Arc::default(),
         };
+        let guard = Arc::new(Guard::new(
+            opts.bind,
+            addr.port(),
+            &opts.allowed_hosts,
+            &opts.allowed_origins,
+        ));
         let app = super::router(AppState {
             ctx,
-            guard: Arc::new(Guard::new(
-                opts.bind,
-                addr.port(),
-                &opts.allowed_hosts,
-                &opts.allowed_origins,
-            )),
+            guard: guard.clone(),
             desk: None,
             viewer: Arc::new(Viewer::new(&opts.viewer)),
             nats: Some(stats.clone()),
@@ -242,7 +361,13 @@ impl NatsRelay {
                 url: nats.url.clone(),
                 why: format!("cannot subscribe to {wildcard}: {e}"),
             })?;
-        rt.spawn(feed(sub, hub.clone(), subjects, info, stats.clone()));
+        let siblings = Siblings {
+            subject: subjects.relays(),
+            peers,
+            guard,
+        };
+        rt.spawn(announce(client.clone(), own, siblings.clone()));
+        rt.spawn(feed(sub, hub.clone(), subjects, info, stats.clone(), siblings));
         let (tx, thread) = super::spawn_http(rt, listener, app).map_err(ServerError::from)?;
         Ok(NatsRelay {
             addr,
@@ -287,6 +412,35 @@ enum Kind {
     State,
 }
 
+/// What a relay knows of its siblings and where it tells it.
+#[derive(Clone)]
+struct Siblings {
+    subject: String,
+    peers: Arc<Peers>,
+    guard: Arc<Guard>,
+}
+
+impl Siblings {
+    fn heard(&self, payload: &[u8]) {
+        if self.peers.heard(payload) {
+            self.guard.set_peer_origins(self.peers.origins());
+        }
+    }
+}
+
+/// Announce `own` every [`ANNOUNCE_EVERY`] and forget siblings gone quiet.
+async fn announce(client: async_nats::Client, own: Option<String>, siblings: Siblings) {
+    let payload = own.map(|u| Bytes::from(serde_json::json!({ "url": u }).to_string()));
+    let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+    loop {
+        tick.tick().await;
+        if let Some(p) = &payload {
+            let _ = client.publish(siblings.subject.clone(), p.clone()).await;
+        }
+        siblings.guard.set_peer_origins(siblings.peers.origins());
+    }
+}
+
 /// Fan each stream message out to the hub's clients, in each one's wire form.
 async fn feed(
     mut sub: async_nats::Subscriber,
@@ -294,6 +448,7 @@ async fn feed(
     subjects: Subjects,
     info: SessionInfo,
     stats: Arc<NatsStats>,
+    siblings: Siblings,
 ) {
     let (audio, captions, cues, state) = (
         subjects.audio(),
@@ -321,6 +476,9 @@ async fn feed(
                 }
             }
         } else {
+            if subject == siblings.subject {
+                siblings.heard(&msg.payload);
+            }
             // control requests and hello: not stream messages.
             continue;
         };
@@ -464,6 +622,25 @@ mod tests {
             protocol::frame_json(&f, &f.frame.weights, "arkit52")
         );
         assert!(s16_of(&[1, 2, 3]).is_none());
+    }
+
+    #[test]
+    fn siblings_are_listed_rotated_and_checked() {
+        let p = Peers::new(Some("ws://127.0.0.1:1/v1/stream".into()));
+        assert!(!p.heard(br#"{"url":"ws://127.0.0.1:1/v1/stream"}"#), "itself");
+        assert!(!p.heard(br#"{"url":"http://127.0.0.1:2/"}"#), "not ws");
+        assert!(!p.heard(b"junk"));
+        assert!(p.heard(br#"{"url":"ws://127.0.0.1:3/v1/stream"}"#));
+        assert!(!p.heard(br#"{"url":"ws://127.0.0.1:3/v1/stream"}"#), "known");
+        assert!(p.heard(br#"{"url":"ws://127.0.0.1:2/v1/stream"}"#));
+        let a = p.alternates();
+        let b = p.alternates();
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], b[0], "rotated");
+        assert_eq!(
+            p.origins(),
+            ["http://127.0.0.1:2", "http://127.0.0.1:3"].map(String::from)
+        );
     }
 
     #[test]

@@ -332,9 +332,16 @@ pub const CLIENT_TYPES: [&str; 8] = [
 ];
 
 /// `hello`, the first message on every connection: `rig` and `channel_names` are the session's rig
-/// (what a client receives until it subscribes to another), `rigs` the rig names it may subscribe to.
-pub fn hello(info: &SessionInfo, now: u64, sub: &Subscription, rigs: &[&str]) -> String {
-    json!({
+/// (what a client receives until it subscribes to another), `rigs` the rig names it may subscribe to,
+/// `alternates` (listed when not empty) other relays' WebSocket URLs serving the same session.
+pub fn hello(
+    info: &SessionInfo,
+    now: u64,
+    sub: &Subscription,
+    rigs: &[&str],
+    alternates: &[String],
+) -> String {
+    let mut v = json!({
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
         "session": info.session,
@@ -348,8 +355,11 @@ pub fn hello(info: &SessionInfo, now: u64, sub: &Subscription, rigs: &[&str]) ->
         "lead": info.lead,
         "audio": sub.audio_encoding,
         "frames": sub.frame_encoding,
-    })
-    .to_string()
+    });
+    if !alternates.is_empty() {
+        v["alternates"] = json!(alternates);
+    }
+    v.to_string()
 }
 
 /// An `error` reply: `code` is machine-readable, `message` says what to do.

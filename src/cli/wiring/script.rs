@@ -24,8 +24,8 @@ pub struct RenderArgs {
     #[command(flatten)]
     pub common: ScriptArgs,
     /// Output folder (created if missing; the six files in it are replaced).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "store")]
+    pub out: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -41,6 +41,11 @@ pub struct RenderArgs {
     /// before another worker gets it (a worker that died).
     #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub ack_wait: u64,
+    /// With --queue, instead of --out: workers put the outputs into the NATS server's JetStream
+    /// object store (bucket idol-renders, objects JOB/FILE); `idol jobs --get JOB --out DIR`
+    /// fetches them.
+    #[arg(long, requires = "queue", conflicts_with = "out")]
+    pub store: bool,
 }
 
 /// Settings shared by `render` and `perform`; each overrides the script's `[script]` value, which
@@ -306,7 +311,10 @@ pub fn submit(env: &Env, args: &RenderArgs, url: &str) -> anyhow::Result<ExitCod
         threads: c.threads,
     };
     let config = env.config()?;
-    let out = absolute(&args.out)?;
+    let out = match &args.out {
+        Some(o) => absolute(o)?,
+        None => PathBuf::new(),
+    };
     let mut jobs = vec![];
     for path in &scripts {
         let path = absolute(path)?;
@@ -323,14 +331,22 @@ pub fn submit(env: &Env, args: &RenderArgs, url: &str) -> anyhow::Result<ExitCod
         } else {
             out.clone()
         };
-        jobs.push(Job::new(path, text, dir, settings.clone()));
+        let job = Job::new(path, text, dir, settings.clone());
+        jobs.push(if args.store {
+            job.into_store(idol::farm::OUTPUT_BUCKET)
+        } else {
+            job
+        });
     }
     let rt = runtime()?;
     rt.block_on(async {
         let q = Queue::open(url, Duration::from_secs(args.ack_wait)).await?;
         for j in &jobs {
             q.submit(j).await?;
-            println!("{} {} -> {}", j.id, j.path.display(), j.out.display());
+            match &j.store {
+                Some(b) => println!("{} {} -> nats object store {b}", j.id, j.path.display()),
+                None => println!("{} {} -> {}", j.id, j.path.display(), j.out.display()),
+            }
         }
         anyhow::Ok(())
     })?;
