@@ -83,10 +83,12 @@ fn have_avx2() -> bool {
 
 /// Layer norm of each `d`-wide row of `x` into `out` (same shape), ε = 1e-5.
 pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], out: &mut [f32]) {
-    assert!(gamma.len() == d && beta.len() == d && out.len() == x.len() && x.len() % d == 0);
+    assert!(
+        gamma.len() == d && beta.len() == d && out.len() == x.len() && x.len().is_multiple_of(d)
+    );
     for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         #[cfg(target_arch = "x86_64")]
-        if have_avx2() && d % 8 == 0 {
+        if have_avx2() && d.is_multiple_of(8) {
             // SAFETY: AVX2 and FMA are present; the row lengths are equal and a multiple of 8.
             unsafe { avx2::layer_norm_row(row, gamma, beta, o) };
             continue;

@@ -293,7 +293,9 @@ impl Net {
         if embed.len() != cfg.vocab_size * d || dec_pos.len() != cfg.max_target_positions * d {
             return Err(NetError("embeddings of the wrong size".into()));
         }
-        if d % cfg.encoder_attention_heads != 0 || d % cfg.decoder_attention_heads != 0 {
+        if !d.is_multiple_of(cfg.encoder_attention_heads)
+            || !d.is_multiple_of(cfg.decoder_attention_heads)
+        {
             return Err(NetError("heads that do not divide the width".into()));
         }
         Ok(Net {
@@ -320,7 +322,9 @@ impl Net {
     /// [`super::mel::pad_frames`] gives it); `frames` even and at most twice the audio context.
     pub fn encode(&self, mel: &[f32], frames: usize) -> Vec<f32> {
         let (d, nm, th) = (self.d, self.n_mels, threads());
-        assert!(mel.len() == nm * frames && frames % 2 == 0 && frames / 2 <= self.audio_ctx);
+        assert!(
+            mel.len() == nm * frames && frames.is_multiple_of(2) && frames / 2 <= self.audio_ctx
+        );
         // time-major input with a zero row at each end (the convolutions' padding)
         let mut x = vec![0.0; (frames + 2) * nm];
         for c in 0..nm {
