@@ -2,7 +2,11 @@
 //! weights at one thread — word error and speed — and, with the real stages served, the time from
 //! the end of the host's speech to the idol's first audio.
 //!
-//! `cargo bench --bench listen [-- --runs 5 --latency-runs 5 --model tiny.en]`
+//! `cargo bench --bench listen [-- --runs 5 --latency-runs 5 --model tiny.en --candle-runs 0]`
+//!
+//! `--candle-runs N` (N > 0) also times candle's own Whisper (`candle_transformers`) on the same
+//! converted weights, greedy as idol, N runs per clip: the implementation idol used before its
+//! own network (src/listen/net.rs), for a before/after in the same run.
 //!
 //! Env: `IDOL_WHISPER_PY` (a python with faster-whisper; default
 //! `~/.cache/idol-anchors/whisper-venv/bin/python`: `python3 -m venv DIR && DIR/bin/pip install
@@ -128,6 +132,7 @@ fn main() {
     let runs: usize = flag("--runs", "5").parse().unwrap();
     let latency_runs: usize = flag("--latency-runs", "5").parse().unwrap();
     let model = flag("--model", "tiny.en");
+    let candle_runs: usize = flag("--candle-runs", "0").parse().unwrap();
     let home = Home::from_manifest_dir();
     let files = WhisperFiles::pinned(&home, &model);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -148,6 +153,8 @@ fn main() {
     let mut wavs = vec![];
     let mut idol_rows = vec![];
     let mut short_rows = vec![];
+    let mut candle_rows = vec![];
+    let mut candle = (candle_runs > 0).then(|| CandleWhisper::load(&files));
     for (name, reference) in CLIPS {
         let pcm = pcm16k(&home, name);
         let wav = dir.path().join(name);
@@ -175,6 +182,16 @@ fn main() {
         }
         w.set_short_windows(false);
         short_rows.push((short_text, median(short_times)));
+        if let Some(c) = candle.as_mut() {
+            let text = c.text(&pcm);
+            let mut times = vec![];
+            for _ in 0..candle_runs {
+                let t = Instant::now();
+                c.text(&pcm);
+                times.push(t.elapsed().as_secs_f64());
+            }
+            candle_rows.push((text, median(times)));
+        }
         idol_rows.push((name, reference, text, median(times)));
     }
     let reference = reference_py().and_then(|py| {
@@ -224,6 +241,28 @@ fn main() {
         }
     }
     let n = CLIPS.len() as f64;
+    if !candle_rows.is_empty() {
+        println!("candle's Whisper (before), same weights, {candle_runs} runs per clip:");
+        let (mut cw, mut ct) = (0.0, 0.0);
+        for ((name, reference_text, _, secs), (text, csecs)) in idol_rows.iter().zip(&candle_rows) {
+            let e = word_error_rate(reference_text, text);
+            cw += e;
+            ct += csecs;
+            println!(
+                "| {name} | {text} | {e:.2} | {csecs:.3} | idol {:.2}x faster |",
+                csecs / secs
+            );
+        }
+        println!(
+            "candle: mean WER {:.3}, total {ct:.3} s{}",
+            cw / n,
+            if reference.is_some() {
+                format!(": {:.2}x faster-whisper's speed", rt_total(&reference) / ct)
+            } else {
+                String::new()
+            }
+        );
+    }
     println!("idol with short windows (the utterance + 1 s encoded, as the live path does):");
     let (mut sw, mut st) = (0.0, 0.0);
     for ((name, reference_text, _, _), (text, secs)) in idol_rows.iter().zip(&short_rows) {
@@ -391,4 +430,114 @@ fn latency(home: &Home, model: &str, runs: usize) {
         median(decided),
         median(words)
     );
+}
+
+/// candle's Whisper on the same converted weights, decoded as idol decodes (greedy, the same
+/// suppression, no timestamps; tiny.en's prompt): what idol ran before its own network.
+struct CandleWhisper {
+    model: candle_transformers::models::whisper::model::Whisper,
+    unembed: candle_core::Tensor,
+    tokenizer: tokenizers::Tokenizer,
+    prompt: Vec<u32>,
+    eot: u32,
+    suppress: Vec<bool>,
+    suppress_begin: Vec<u32>,
+    filters: Vec<f32>,
+    n_mels: usize,
+}
+
+impl CandleWhisper {
+    fn load(files: &WhisperFiles) -> CandleWhisper {
+        use candle_core::{DType, Device};
+        let ct2 = idol::listen::ctranslate2::Ct2Model::load(&files.model).unwrap();
+        let cfg = ct2.whisper_config().unwrap();
+        let tensors = ct2.whisper_tensors(&Device::Cpu).unwrap();
+        let unembed = tensors["model.decoder.embed_tokens.weight"]
+            .t()
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let model =
+            candle_transformers::models::whisper::model::Whisper::load(&vb, cfg.clone()).unwrap();
+        let tokenizer = tokenizers::Tokenizer::from_file(&files.tokenizer).unwrap();
+        let c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&files.config).unwrap()).unwrap();
+        let ids = |k: &str| -> Vec<u32> {
+            c[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_u64())
+                        .map(|v| v as u32)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let id = |t: &str| tokenizer.token_to_id(t).unwrap();
+        let eot = id("<|endoftext|>");
+        let mut suppress: Vec<bool> = (0..cfg.vocab_size as u32).map(|t| t > eot).collect();
+        for t in ids("suppress_ids") {
+            suppress[t as usize] = true;
+        }
+        CandleWhisper {
+            prompt: vec![id("<|startoftranscript|>"), id("<|notimestamps|>")],
+            eot,
+            suppress,
+            suppress_begin: ids("suppress_ids_begin"),
+            filters: idol::listen::mel::mel_filters(cfg.num_mel_bins),
+            n_mels: cfg.num_mel_bins,
+            model,
+            unembed,
+            tokenizer,
+        }
+    }
+
+    fn text(&mut self, pcm: &[f32]) -> String {
+        use candle_core::{Device, IndexOp, Tensor};
+        use idol::listen::mel;
+        let (spec, frames) = mel::log_mel(pcm, &self.filters, self.n_mels);
+        assert!(frames <= mel::N_FRAMES, "one window");
+        let window = mel::pad_frames(&spec, self.n_mels, frames, 0, mel::N_FRAMES);
+        let mel = Tensor::from_vec(window, (1, self.n_mels, mel::N_FRAMES), &Device::Cpu).unwrap();
+        let features = self.model.encoder.forward(&mel, true).unwrap();
+        let mut tokens = self.prompt.clone();
+        let mut words = vec![];
+        for step in 0..self.model.config.max_target_positions / 2 {
+            let input = Tensor::new(tokens.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let hidden = self
+                .model
+                .decoder
+                .forward(&input, &features, step == 0)
+                .unwrap();
+            let last: Vec<f32> = hidden
+                .i((0, tokens.len() - 1..))
+                .and_then(|h| h.matmul(&self.unembed))
+                .and_then(|l| l.i(0))
+                .and_then(|l| l.to_vec1())
+                .unwrap();
+            let mut best: Option<(u32, f32)> = None;
+            for (t, &v) in last.iter().enumerate() {
+                if self.suppress[t] || (step == 0 && self.suppress_begin.contains(&(t as u32))) {
+                    continue;
+                }
+                if best.is_none_or(|(_, b)| v > b) {
+                    best = Some((t as u32, v));
+                }
+            }
+            let Some((next, _)) = best else { break };
+            if next == self.eot {
+                break;
+            }
+            tokens.push(next);
+            words.push(next);
+        }
+        self.tokenizer
+            .decode(&words, true)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
 }

@@ -20,19 +20,132 @@ pub fn pcm16k(name: &str) -> Vec<f32> {
     idol::audio::resample(&a.samples, a.sample_rate, 16_000)
 }
 
+/// What faster-whisper 1.2.1 (CTranslate2, float32, greedy, no timestamps) writes for each fixture
+/// with the same tiny.en weights (benches/listen.rs prints both).
+const REFERENCE_TRANSCRIPTS: [&str; 3] = [
+    "Bobby ripped the ledger.",
+    "Mary rolled the barrel.",
+    "He turned sharply and faced Gregson across the table.",
+];
+
 #[test]
 fn whisper_tiny_en_transcribes_real_speech() {
     let home = home();
     let mut w = Whisper::load(&WhisperFiles::pinned(&home, "tiny.en"), None).unwrap();
-    let mut errors = 0.0;
-    for (wav, reference) in FIXTURES {
+    for ((wav, reference), want) in FIXTURES.into_iter().zip(REFERENCE_TRANSCRIPTS) {
         let text = w.text(&pcm16k(wav)).unwrap();
-        let e = word_error_rate(reference, &text);
-        eprintln!("{wav}: {text:?} (WER {e:.2})");
-        errors += e;
+        eprintln!(
+            "{wav}: {text:?} (WER {:.2})",
+            word_error_rate(reference, &text)
+        );
+        // The same words, to the punctuation, as the CTranslate2 reference on these weights.
+        assert_eq!(text, want, "{wav}");
     }
-    // Loose: tiny.en may miss the odd name (Gregson); it must not miss the sentences.
-    assert!(errors / 3.0 <= 0.25, "mean WER {}", errors / 3.0);
+}
+
+/// idol's own Whisper network (f32 rows, a KV cache) against candle's implementation of the same
+/// model on the same converted weights and the same 30 s window: the encoder's output and the
+/// first decoding step's logits agree to rounding (candle's GELU is the tanh approximation, ours
+/// the erf form both Whisper and CTranslate2 use, so they are close, not equal), and the greedy
+/// token after the prompt is the same.
+#[test]
+fn whisper_network_agrees_with_candles_whisper() {
+    use candle_core::{Device, IndexOp, Tensor};
+    use idol::listen::ctranslate2::Ct2Model;
+    use idol::listen::mel;
+    let home = home();
+    let files = WhisperFiles::pinned(&home, "tiny.en");
+    let ct2 = Ct2Model::load(&files.model).unwrap();
+    let cfg = ct2.whisper_config().unwrap();
+    let tensors = ct2.whisper_tensors(&Device::Cpu).unwrap();
+    let pos = ct2
+        .get("encoder/position_encodings/encodings")
+        .unwrap()
+        .to_f32();
+    let net = idol::listen::net::Net::new(tensors.clone(), &cfg, pos).unwrap();
+    let embed = tensors["model.decoder.embed_tokens.weight"].clone();
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
+    let mut model =
+        candle_transformers::models::whisper::model::Whisper::load(&vb, cfg.clone()).unwrap();
+    let pcm = pcm16k("mary.wav");
+    let filters = mel::mel_filters(cfg.num_mel_bins);
+    let (spec, frames) = mel::log_mel(&pcm, &filters, cfg.num_mel_bins);
+    let window = mel::pad_frames(&spec, cfg.num_mel_bins, frames, 0, mel::N_FRAMES);
+    let ours = net.encode(&window, mel::N_FRAMES);
+    let input =
+        Tensor::from_vec(window, (1, cfg.num_mel_bins, mel::N_FRAMES), &Device::Cpu).unwrap();
+    let theirs = model.encoder.forward(&input, true).unwrap();
+    let flat: Vec<f32> = theirs.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(flat.len(), ours.len());
+    let diff = flat
+        .iter()
+        .zip(&ours)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let scale = flat.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    let mean_diff = flat
+        .iter()
+        .zip(&ours)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
+        / flat.len() as f32;
+    let mean_abs = flat.iter().map(|v| v.abs()).sum::<f32>() / flat.len() as f32;
+    eprintln!(
+        "encoder: max |difference| {diff} (values up to {scale}), mean {mean_diff} (mean |value| {mean_abs})"
+    );
+    // Four layers of GELU erf vs tanh (and positions CTranslate2 stored vs computed) apart: close
+    // on average, a few values further; the decoder's choice below is what must agree.
+    assert!(mean_diff <= 0.02 * mean_abs, "{mean_diff} of {mean_abs}");
+    assert!(diff <= 0.15 * scale, "{diff} of {scale}");
+    let tok = tokenizers::Tokenizer::from_file(&files.tokenizer).unwrap();
+    let prompt = ["<|startoftranscript|>", "<|notimestamps|>"].map(|t| tok.token_to_id(t).unwrap());
+    let mut st = net.decoder(&ours);
+    let logits = net.step(&mut st, &prompt);
+    let tokens = Tensor::new(&prompt[..], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let hidden = model.decoder.forward(&tokens, &theirs, true).unwrap();
+    let want: Vec<f32> = hidden
+        .i((0, prompt.len() - 1))
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+        .matmul(&embed.t().unwrap())
+        .unwrap()
+        .i(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    let ldiff = want
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!(
+        "first step logits: max |difference| {ldiff}, argmax {} vs {}",
+        argmax(&logits),
+        argmax(&want)
+    );
+    assert_eq!(argmax(&logits), argmax(&want));
+    assert!(ldiff < 0.1, "{ldiff}");
+    // The cache: feeding the prompt one token at a time gives the same logits as all at once.
+    let mut st1 = net.decoder(&ours);
+    net.step(&mut st1, &prompt[..1]);
+    let one = net.step(&mut st1, &prompt[1..]);
+    let cdiff = one
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(cdiff < 1e-3, "{cdiff}");
 }
 
 fn silence(secs: f64) -> Vec<f32> {

@@ -302,6 +302,7 @@ impl HostVoice {
         let thread = std::thread::Builder::new()
             .name("idol-host-voice".into())
             .spawn(move || {
+                let mut words = Transcriber::start(whisper)?;
                 let mut rs = StreamResampler::new(input.sample_rate(), super::vad::RATE);
                 let mut pcm = vec![];
                 let mut ev = vec![];
@@ -322,9 +323,15 @@ impl HostVoice {
                                 stats2.speech_starts.fetch_add(1, Ordering::Relaxed);
                                 events.speech_started();
                             }
+                            // Whisper starts on the audio as soon as the speech falls silent;
+                            // the end, if it comes, has the same audio.
+                            VadEvent::Pause { end, pcm, .. } => words.send(end, pcm)?,
                             VadEvent::End { end, pcm, .. } => {
                                 let ended_at = Instant::now();
-                                let text = spoken_words(&whisper.text(&pcm)?);
+                                if words.sent != Some(end) {
+                                    words.send(end, pcm)?;
+                                }
+                                let text = spoken_words(&words.wait(end)?);
                                 if text.is_empty() {
                                     stats2.discarded.fetch_add(1, Ordering::Relaxed);
                                     continue;
@@ -342,7 +349,7 @@ impl HostVoice {
                         }
                     }
                 }
-                Ok(())
+                words.finish()
             })
             .map_err(|e| HostError::Device(e.to_string()))?;
         Ok(HostVoice {
@@ -365,6 +372,81 @@ impl HostVoice {
     /// Whether the listener is still running.
     pub fn running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// Whisper on its own thread, so that it transcribes while the VAD goes on listening: audio is
+/// sent as soon as the speech falls silent ([`VadEvent::Pause`]); if the silence lasts, the end
+/// waits for those words instead of starting then. Only the newest audio waiting is transcribed
+/// (an older pause was followed by more speech).
+struct Transcriber {
+    jobs: Option<Sender<(u64, Vec<f32>)>>,
+    done: Receiver<(u64, Result<String, WhisperError>)>,
+    thread: Option<JoinHandle<()>>,
+    /// The end of the newest audio sent.
+    sent: Option<u64>,
+}
+
+impl Transcriber {
+    fn start(mut whisper: Whisper) -> Result<Transcriber, HostError> {
+        let (jobs, rx) = crossbeam_channel::unbounded::<(u64, Vec<f32>)>();
+        let (tx, done) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("idol-host-whisper".into())
+            .spawn(move || {
+                while let Ok(mut job) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        job = newer;
+                    }
+                    let (end, pcm) = job;
+                    if tx.send((end, whisper.text(&pcm))).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| HostError::Device(e.to_string()))?;
+        Ok(Transcriber {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            sent: None,
+        })
+    }
+
+    fn send(&mut self, end: u64, pcm: Vec<f32>) -> Result<(), HostError> {
+        self.sent = Some(end);
+        self.jobs
+            .as_ref()
+            .and_then(|j| j.send((end, pcm)).ok())
+            .ok_or_else(|| HostError::Device("the Whisper thread ended".into()))
+    }
+
+    /// The words of the audio that ended at `end` (the newest sent).
+    fn wait(&mut self, end: u64) -> Result<String, HostError> {
+        loop {
+            match self.done.recv() {
+                Ok((e, r)) if e == end => return Ok(r?),
+                Ok(_) => {}
+                Err(_) => return Err(HostError::Device("the Whisper thread ended".into())),
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<(), HostError> {
+        self.jobs = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Err(_)) => Err(HostError::Device("the Whisper thread panicked".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Transcriber {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

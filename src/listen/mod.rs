@@ -8,7 +8,9 @@
 
 pub mod ctranslate2;
 pub mod host;
+mod kernels;
 pub mod mel;
+pub mod net;
 pub mod vad;
 pub mod whisper;
 

@@ -145,6 +145,11 @@ pub enum VadEvent {
     Start { start: u64, at: u64 },
     /// An utterance ended: its audio from `start` (pre-roll included) to `end`.
     End { start: u64, end: u64, pcm: Vec<f32> },
+    /// Confirmed speech fell silent at `end` (the first chunk below `end_threshold`): if the
+    /// silence lasts `min_silence_ms`, [`VadEvent::End`] follows with this very audio (same
+    /// `start`, `end` and samples), so a listener may start transcribing it now; if speech
+    /// resumes first, nothing follows it.
+    Pause { start: u64, end: u64, pcm: Vec<f32> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,6 +236,14 @@ impl Hysteresis {
                     0
                 };
                 let from = s.saturating_sub(ms(c.pre_roll_ms));
+                if silent > 0 && silent == chunk.len() as u64 && silent < ms(c.min_silence_ms) {
+                    let end = self.pos - silent;
+                    out.push(VadEvent::Pause {
+                        start: from.max(self.kept_from),
+                        end,
+                        pcm: self.take(from, end),
+                    });
+                }
                 if silent >= ms(c.min_silence_ms) {
                     let end = self.pos - silent;
                     let pcm = self.take(from, end);
@@ -343,7 +356,7 @@ pub fn speech_spans(
         .into_iter()
         .filter_map(|e| match e {
             VadEvent::End { start, end, pcm } => Some((start, end, pcm)),
-            VadEvent::Start { .. } => None,
+            VadEvent::Start { .. } | VadEvent::Pause { .. } => None,
         })
         .collect())
 }
@@ -388,12 +401,20 @@ mod tests {
         let c = CHUNK as u64;
         assert_eq!(spans(&ev), vec![(22 * c, 42 * c)]);
         assert!(matches!(ev[0], VadEvent::Start { start, .. } if start == 22 * c));
-        // The utterance's audio is exactly its chunks.
-        let VadEvent::End { pcm, .. } = &ev[1] else {
+        // The utterance's audio is exactly its chunks, and the pause announced it first.
+        let VadEvent::Pause {
+            pcm: early, end, ..
+        } = &ev[1]
+        else {
+            panic!("{:?}", ev[1])
+        };
+        assert_eq!(*end, 42 * c);
+        let VadEvent::End { pcm, .. } = &ev[2] else {
             panic!()
         };
         assert_eq!(pcm.len(), 20 * CHUNK);
         assert_eq!(pcm[0], 22.0);
+        assert_eq!(early, pcm);
     }
 
     #[test]
@@ -409,6 +430,15 @@ mod tests {
         p.extend(vec![0.0; 30]);
         let ev = run(&p, cfg);
         assert_eq!(spans(&ev), vec![(0, 45 * CHUNK as u64)]);
+        // A pause at the gap (not followed by an end), then one at the real end.
+        let pauses: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                VadEvent::Pause { end, .. } => Some(*end),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pauses, vec![30 * CHUNK as u64, 45 * CHUNK as u64]);
     }
 
     #[test]

@@ -10,9 +10,8 @@
 
 use super::ctranslate2::{Ct2Error, Ct2Model};
 use super::mel;
-use candle_core::{Device, IndexOp, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::whisper::model::Whisper as Model;
+use super::net::{Net, NetError};
+use candle_core::Device;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +26,6 @@ pub enum WhisperError {
     Language(String),
     #[error("Whisper failed: {0}")]
     Run(String),
-}
-
-fn run_err(e: impl std::fmt::Display) -> WhisperError {
-    WhisperError::Run(e.to_string())
 }
 
 /// The files of one CTranslate2 Whisper model.
@@ -93,11 +88,10 @@ pub struct Segment {
 
 /// A loaded Whisper model, ready to transcribe 16 kHz mono audio.
 pub struct Whisper {
-    model: Model,
+    net: Net,
     tokenizer: tokenizers::Tokenizer,
     filters: Vec<f32>,
     n_mels: usize,
-    device: Device,
     prompt: Vec<u32>,
     eot: u32,
     /// Per vocabulary id: never chosen.
@@ -106,8 +100,6 @@ pub struct Whisper {
     /// The model writes more than English (it has language tokens).
     multilingual: bool,
     sample_len: usize,
-    /// The output projection (the token embedding), transposed once: `d_model × vocab`.
-    unembed: Tensor,
     /// Encode only the clip's frames and a margin instead of the whole 30 s window.
     short_windows: bool,
 }
@@ -129,25 +121,19 @@ impl Whisper {
     /// Load a model; `language` (an ISO 639-1 code) is forced for a multilingual model and must
     /// be `en` (or absent) for an English-only one.
     pub fn load(files: &WhisperFiles, language: Option<&str>) -> Result<Whisper, WhisperError> {
-        let device = Device::Cpu;
         let ct2 = Ct2Model::load(&files.model)?;
         let cfg = ct2.whisper_config()?;
-        let tensors = ct2.whisper_tensors(&device)?;
+        let tensors = ct2.whisper_tensors(&Device::Cpu)?;
+        let enc_pos = ct2
+            .get("encoder/position_encodings/encodings")
+            .map(|v| v.to_f32())
+            .unwrap_or_default();
         drop(ct2);
-        let unembed = tensors
-            .get("model.decoder.embed_tokens.weight")
-            .ok_or_else(|| WhisperError::Files {
+        let net =
+            Net::new(tensors, &cfg, enc_pos).map_err(|NetError(what)| WhisperError::Files {
                 path: files.model.clone(),
-                what: "no token embedding".into(),
-            })?
-            .t()
-            .and_then(|t| t.contiguous())
-            .map_err(run_err)?;
-        let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, &device);
-        let model = Model::load(&vb, cfg.clone()).map_err(|e| WhisperError::Files {
-            path: files.model.clone(),
-            what: e.to_string(),
-        })?;
+                what,
+            })?;
         let tokenizer = tokenizers::Tokenizer::from_file(&files.tokenizer).map_err(|e| {
             WhisperError::Files {
                 path: files.tokenizer.clone(),
@@ -198,15 +184,13 @@ impl Whisper {
             filters: mel::mel_filters(cfg.num_mel_bins),
             n_mels: cfg.num_mel_bins,
             sample_len: cfg.max_target_positions / 2,
-            model,
+            net,
             tokenizer,
-            device,
             prompt,
             eot,
             suppress,
             suppress_begin: c2.suppress_ids_begin,
             multilingual,
-            unembed,
             short_windows: false,
         })
     }
@@ -262,29 +246,19 @@ impl Whisper {
             .join(" "))
     }
 
-    /// Greedy decoding of one `n_mels × 3000` window; the text, trimmed.
+    /// Greedy decoding of one `n_mels × len` window; the text, trimmed.
     fn decode_window(&mut self, window: Vec<f32>, len: usize) -> Result<String, WhisperError> {
-        let mel = Tensor::from_vec(window, (1, self.n_mels, len), &self.device).map_err(run_err)?;
-        let features = self.model.encoder.forward(&mel, true).map_err(run_err)?;
-        let mut tokens = self.prompt.clone();
+        let features = self.net.encode(&window, len);
+        let mut state = self.net.decoder(&features);
+        let mut feed = self.prompt.clone();
         let mut words = vec![];
         for step in 0..self.sample_len {
-            let input = Tensor::new(tokens.as_slice(), &self.device)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(run_err)?;
-            let hidden = self
-                .model
-                .decoder
-                .forward(&input, &features, step == 0)
-                .map_err(run_err)?;
-            let last = hidden
-                .i((0, tokens.len() - 1..))
-                .and_then(|h| h.matmul(&self.unembed))
-                .and_then(|l| l.i(0))
-                .and_then(|l| l.to_vec1::<f32>())
-                .map_err(run_err)?;
+            if state.len + feed.len() > self.net.text_ctx {
+                break;
+            }
+            let logits = self.net.step(&mut state, &feed);
             let mut best = None;
-            for (t, &v) in last.iter().enumerate() {
+            for (t, &v) in logits.iter().enumerate() {
                 if self.suppress.get(t).copied().unwrap_or(true)
                     || (step == 0 && self.suppress_begin.contains(&(t as u32)))
                 {
@@ -298,13 +272,13 @@ impl Whisper {
             if next == self.eot {
                 break;
             }
-            tokens.push(next);
             words.push(next);
-            if tokens.len() >= self.model.config.max_target_positions {
-                break;
-            }
+            feed = vec![next];
         }
-        let text = self.tokenizer.decode(&words, true).map_err(run_err)?;
+        let text = self
+            .tokenizer
+            .decode(&words, true)
+            .map_err(|e| WhisperError::Run(e.to_string()))?;
         Ok(text.trim().to_string())
     }
 }
