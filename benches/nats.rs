@@ -308,7 +308,7 @@ fn farm_script(i: usize) -> String {
         OPENERS[i % OPENERS.len()],
         i + 1
     );
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         s.push_str("\n[[line]]\ntext = \"See you next time.\"\ngap = \"200ms\"\n");
     }
     s
@@ -375,7 +375,9 @@ fn farm(n: usize, threads: usize) {
         .unwrap();
     println!(
         "farm: {n} scripts, {threads} ONNX thread(s) a job, load average {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let mut rates = vec![];
     for workers in [1usize, 2] {
@@ -444,11 +446,10 @@ fn farm(n: usize, threads: usize) {
             .iter()
             .filter(|j| j.state == idol::farm::JobState::Failed)
             .count();
-        let per_worker: HashMap<String, usize> =
-            done.iter().fold(HashMap::new(), |mut m, j| {
-                *m.entry(j.worker.clone().unwrap_or_default()).or_default() += 1;
-                m
-            });
+        let per_worker: HashMap<String, usize> = done.iter().fold(HashMap::new(), |mut m, j| {
+            *m.entry(j.worker.clone().unwrap_or_default()).or_default() += 1;
+            m
+        });
         let rate = n as f64 / secs;
         rates.push(rate);
         println!(
@@ -456,7 +457,10 @@ fn farm(n: usize, threads: usize) {
             secs / n as f64
         );
     }
-    println!("farm: 2 workers / 1 worker throughput: {:.2}x", rates[1] / rates[0]);
+    println!(
+        "farm: 2 workers / 1 worker throughput: {:.2}x",
+        rates[1] / rates[0]
+    );
     // Byte-identical: the two runs, and the first scripts against local renders.
     let mut differ = 0;
     for p in &scripts {

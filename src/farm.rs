@@ -343,9 +343,11 @@ impl Queue {
                     .unwrap_or_default()
             )));
         }
-        let b = self.js.get_object_store(bucket).await.map_err(|e| {
-            fetch_err(format!("object store bucket {bucket}: {e}"))
-        })?;
+        let b = self
+            .js
+            .get_object_store(bucket)
+            .await
+            .map_err(|e| fetch_err(format!("object store bucket {bucket}: {e}")))?;
         std::fs::create_dir_all(out)
             .map_err(|e| fetch_err(format!("creating {}: {e}", out.display())))?;
         let mut written = vec![];

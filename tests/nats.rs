@@ -532,7 +532,15 @@ impl Drop for Killed {
 fn relay_process(home: &Path, url: &str, idol: &str, port: u16) -> Killed {
     Killed(
         crate::common::idol_in(home)
-            .args(["relay", "--nats", url, "--idol", idol, "--bind", "127.0.0.1"])
+            .args([
+                "relay",
+                "--nats",
+                url,
+                "--idol",
+                idol,
+                "--bind",
+                "127.0.0.1",
+            ])
             .args(["--port", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -632,7 +640,11 @@ async fn a_killed_relays_clients_reconnect_to_another_on_the_session_clock() {
     // Idle frames sit on the session grid round(k · rate / fps): the frame number of a stamp.
     let k_of = |s: u64| {
         let k = (s as f64 * fps / rate).round();
-        assert_eq!((k * rate / fps).round() as u64, s, "{s} is on the frame grid");
+        assert_eq!(
+            (k * rate / fps).round() as u64,
+            s,
+            "{s} is on the frame grid"
+        );
         k as u64
     };
     let frames = async |ws: &mut Ws, n: usize| {
@@ -654,17 +666,12 @@ async fn a_killed_relays_clients_reconnect_to_another_on_the_session_clock() {
     a.0.wait().unwrap();
     // What was on its way arrives, then the connection drops without a close frame.
     let mut before = before;
-    loop {
-        match tokio::time::timeout(PATIENCE, ws.next())
-            .await
-            .expect("the connection drops")
-        {
-            Some(Ok(m)) => {
-                if let Some(s) = frame_stamp(&m) {
-                    before.push((s, std::time::Instant::now()));
-                }
-            }
-            _ => break,
+    while let Some(Ok(m)) = tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("the connection drops")
+    {
+        if let Some(s) = frame_stamp(&m) {
+            before.push((s, std::time::Instant::now()));
         }
     }
     let alt = hello_a["alternates"][0].as_str().unwrap().to_string();
@@ -675,7 +682,14 @@ async fn a_killed_relays_clients_reconnect_to_another_on_the_session_clock() {
         panic!("hello first")
     };
     let t_hello = std::time::Instant::now();
-    for k in ["session", "sample_rate", "fps", "rig", "channel_names", "lead"] {
+    for k in [
+        "session",
+        "sample_rate",
+        "fps",
+        "rig",
+        "channel_names",
+        "lead",
+    ] {
         assert_eq!(hello_b[k], hello_a[k], "{k}: the same session");
     }
     let after = frames(&mut ws, 30).await;
@@ -694,7 +708,10 @@ async fn a_killed_relays_clients_reconnect_to_another_on_the_session_clock() {
     for w in before.windows(2).chain(after.windows(2)) {
         assert_eq!(k_of(w[1].0), k_of(w[0].0) + 1, "consecutive frames");
     }
-    assert!(s_first > s_last, "nothing repeated: {s_first} after {s_last}");
+    assert!(
+        s_first > s_last,
+        "nothing repeated: {s_first} after {s_last}"
+    );
     let missed = (k_of(s_first) - k_of(s_last) - 1) as f64;
     let away = t_first.duration_since(t_last).as_secs_f64() * fps;
     assert!(
@@ -927,7 +944,10 @@ async fn stored_outputs_come_back_from_the_object_store_byte_for_byte() {
         script.as_os_str(),
         os("--store"),
     ]);
-    assert!(submitted.contains("object store idol-renders"), "{submitted}");
+    assert!(
+        submitted.contains("object store idol-renders"),
+        "{submitted}"
+    );
     let id = submitted.split_whitespace().next().unwrap().to_string();
     let worked = idol(&[
         os("worker"),
@@ -958,10 +978,7 @@ async fn stored_outputs_come_back_from_the_object_store_byte_for_byte() {
     ]);
     assert_eq!(listed.lines().count(), s.files.len(), "{listed}");
     for f in idol::script::output::FILES {
-        match (
-            std::fs::read(local.join(f)),
-            std::fs::read(fetched.join(f)),
-        ) {
+        match (std::fs::read(local.join(f)), std::fs::read(fetched.join(f))) {
             (Ok(a), Ok(b)) => assert!(a == b, "{f}: the stored bytes equal the local render's"),
             (Err(_), Err(_)) => {}
             (a, b) => panic!("{f}: local {:?}, stored {:?}", a.is_ok(), b.is_ok()),

@@ -305,8 +305,7 @@ impl Hub {
         let names = self.rig_names();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let alternates = self.alternates.get().map(|f| f()).unwrap_or_default();
-        let hello =
-            Message::Text(protocol::hello(&info, now, &sub, &names, &alternates).into());
+        let hello = Message::Text(protocol::hello(&info, now, &sub, &names, &alternates).into());
         let _ = self.push(&mut slot, hello, Instant::now());
         clients.push(slot);
         self.metrics.clients_total.fetch_add(1, Ordering::Relaxed);

@@ -320,7 +320,13 @@ pub fn snapshot(ctx: &ConnCtx) -> String {
     let info = ctx.hub.info().expect("the hub serves a session");
     let names = ctx.hub.rig_names();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let hello = protocol::hello(info, ctx.upstream.now(), &Subscription::default(), &names, &[]);
+    let hello = protocol::hello(
+        info,
+        ctx.upstream.now(),
+        &Subscription::default(),
+        &names,
+        &[],
+    );
     let mut v: serde_json::Value = serde_json::from_str(&hello).expect("hello is JSON");
     v["canonical"] = info.canonical.into();
     v.to_string()

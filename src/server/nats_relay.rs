@@ -144,7 +144,9 @@ pub enum RelayError {
         idol: String,
         secs: u64,
     },
-    #[error("--advertise {0:?}: give the WebSocket URL clients reach this relay at, ws://HOST:PORT/v1/stream (or wss://)")]
+    #[error(
+        "--advertise {0:?}: give the WebSocket URL clients reach this relay at, ws://HOST:PORT/v1/stream (or wss://)"
+    )]
     BadAdvertise(String),
     #[error("the publisher's hello is not valid: {0}")]
     BadHello(String),
@@ -367,7 +369,14 @@ impl NatsRelay {
             guard,
         };
         rt.spawn(announce(client.clone(), own, siblings.clone()));
-        rt.spawn(feed(sub, hub.clone(), subjects, info, stats.clone(), siblings));
+        rt.spawn(feed(
+            sub,
+            hub.clone(),
+            subjects,
+            info,
+            stats.clone(),
+            siblings,
+        ));
         let (tx, thread) = super::spawn_http(rt, listener, app).map_err(ServerError::from)?;
         Ok(NatsRelay {
             addr,
@@ -627,11 +636,17 @@ mod tests {
     #[test]
     fn siblings_are_listed_rotated_and_checked() {
         let p = Peers::new(Some("ws://127.0.0.1:1/v1/stream".into()));
-        assert!(!p.heard(br#"{"url":"ws://127.0.0.1:1/v1/stream"}"#), "itself");
+        assert!(
+            !p.heard(br#"{"url":"ws://127.0.0.1:1/v1/stream"}"#),
+            "itself"
+        );
         assert!(!p.heard(br#"{"url":"http://127.0.0.1:2/"}"#), "not ws");
         assert!(!p.heard(b"junk"));
         assert!(p.heard(br#"{"url":"ws://127.0.0.1:3/v1/stream"}"#));
-        assert!(!p.heard(br#"{"url":"ws://127.0.0.1:3/v1/stream"}"#), "known");
+        assert!(
+            !p.heard(br#"{"url":"ws://127.0.0.1:3/v1/stream"}"#),
+            "known"
+        );
         assert!(p.heard(br#"{"url":"ws://127.0.0.1:2/v1/stream"}"#));
         let a = p.alternates();
         let b = p.alternates();
