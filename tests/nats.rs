@@ -594,10 +594,11 @@ async fn the_viewer_page_moves_to_another_relay_when_its_relay_dies() {
     cdp.until(
         &format!(
             "!!(window.idolStats && idolStats.connected && idolStats.framesReceived > 30 \
-             && idolStats.server === 'ws://127.0.0.1:{pa}/v1/stream')"
+             && idolStats.server === 'ws://127.0.0.1:{pa}/v1/stream' \
+             && idolStats.renderer && idolStats.renderer !== '2d')"
         ),
         90,
-        "the page plays from relay A",
+        "the page plays from relay A with its 3D avatar loaded (its modules come from A)",
     )
     .await;
     a.0.kill().unwrap();

@@ -422,7 +422,7 @@ fn say_checks_its_arguments_first() {
         ),
         (
             &["Hi.", "--rate", "1000"][..],
-            "--rate must be a length scale within 0.1..=10",
+            "--rate must be within 0.1..=10",
         ),
         (&["Hi.", "--fps", "0"][..], "1..=1000"),
     ] {

@@ -12,7 +12,7 @@
 //! ([`ReadError`]: 1002 protocol violations, 1007 invalid UTF-8, 1009 too big).
 
 use super::hub::{ClientLink, CloseReason, Hub, Lingering};
-use super::protocol::{self, ClientMsg, StreamKind, Subscription};
+use super::protocol::{self, ClientMsg, StreamKind};
 use crate::perform::{FaceControl, Metrics, PerformHandle, StageError};
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -639,7 +639,7 @@ impl Reader {
             sub.frame_encoding = f;
         }
         let (rig, channels) = self.ctx.hub.rig_of(&sub);
-        let mut extra = subscription_json(&sub);
+        let mut extra = protocol::subscription_json(&sub);
         extra["rig"] = rig.into();
         extra["channel_names"] = channels.into();
         let ack = protocol::ack(id, "subscribe", extra);
@@ -818,22 +818,6 @@ impl Reader {
             s.remove(0);
         }
     }
-}
-
-fn subscription_json(s: &Subscription) -> serde_json::Value {
-    let mut streams = vec![];
-    for (on, name) in [
-        (s.audio, "audio"),
-        (s.frames, "frames"),
-        (s.captions, "captions"),
-        (s.cues, "cues"),
-        (s.state, "state"),
-    ] {
-        if on {
-            streams.push(name);
-        }
-    }
-    json!({"streams": streams, "audio": s.audio_encoding, "frames": s.frame_encoding})
 }
 
 #[cfg(test)]

@@ -530,6 +530,23 @@ pub fn frame_json(f: &FrameEvent, weights: &[f32], rig: &str) -> String {
     .to_string()
 }
 
+/// A subscription as its `ack` states it: the streams on, the audio and frame encodings.
+pub fn subscription_json(s: &Subscription) -> serde_json::Value {
+    let mut streams = vec![];
+    for (on, name) in [
+        (s.audio, "audio"),
+        (s.frames, "frames"),
+        (s.captions, "captions"),
+        (s.cues, "cues"),
+        (s.state, "state"),
+    ] {
+        if on {
+            streams.push(name);
+        }
+    }
+    json!({"streams": streams, "audio": s.audio_encoding, "frames": s.frame_encoding})
+}
+
 /// The eyes as the wire writes them: left yaw, left pitch, right yaw, right pitch.
 pub fn eyes(g: &[EyeGaze; 2]) -> [f32; 4] {
     [g[0].yaw, g[0].pitch, g[1].yaw, g[1].pitch]
