@@ -52,30 +52,39 @@ pub(super) fn copy_into(
 ) -> Result<(String, u64), FetchError> {
     dst.part = Sha256::new();
     dst.part_len = 0;
+    pump(src, desc, progress, |chunk| {
+        dst.whole.update(chunk);
+        dst.part.update(chunk);
+        dst.part_len += chunk.len() as u64;
+        dst.len += chunk.len() as u64;
+        dst.file.write_all(chunk)
+    })?;
+    Ok((hex::encode(dst.part.clone().finalize()), dst.part_len))
+}
+
+/// Read `src` to its end in 1 MiB chunks, handing each to `each` (which writes it somewhere) and
+/// reporting progress; a failed read or write is an error on `desc`.
+fn pump(
+    src: &mut dyn Read,
+    desc: &str,
+    progress: &mut dyn Progress,
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> Result<(), FetchError> {
+    let io = |error| FetchError::Io {
+        path: PathBuf::from(desc),
+        error,
+    };
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match src.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(FetchError::Io {
-                    path: PathBuf::from(desc),
-                    error: e,
-                });
-            }
+            Err(e) => return Err(io(e)),
         };
-        dst.whole.update(&buf[..n]);
-        dst.part.update(&buf[..n]);
-        dst.part_len += n as u64;
-        dst.len += n as u64;
-        dst.file.write_all(&buf[..n]).map_err(|e| FetchError::Io {
-            path: PathBuf::from(desc),
-            error: e,
-        })?;
+        each(&buf[..n]).map_err(io)?;
         progress.advance(n as u64);
     }
-    Ok((hex::encode(dst.part.clone().finalize()), dst.part_len))
 }
 
 /// Load the registry of a user's own assets in `dir` (empty when absent).
@@ -121,11 +130,7 @@ pub(super) fn install_stream(
             actual,
         });
     }
-    finish_file(tmp.as_file(), dest)?;
-    tmp.persist(dest).map_err(|e| FetchError::Io {
-        path: dest.to_path_buf(),
-        error: e.error,
-    })?;
+    install_temp(tmp, dest)?;
     Ok(())
 }
 
@@ -154,11 +159,7 @@ pub(super) fn copy_atomic(
         progress,
     )?;
     progress.finish();
-    finish_file(tmp.as_file(), dest)?;
-    tmp.persist(dest).map_err(|e| FetchError::Io {
-        path: dest.to_path_buf(),
-        error: e.error,
-    })?;
+    install_temp(tmp, dest)?;
     Ok((sha, size))
 }
 
@@ -169,38 +170,29 @@ pub(super) fn copy_hashing(
     progress: &mut dyn Progress,
 ) -> Result<String, FetchError> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(FetchError::Io {
-                    path: PathBuf::from(desc),
-                    error: e,
-                });
-            }
-        };
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n]).map_err(|e| FetchError::Io {
-            path: PathBuf::from(desc),
-            error: e,
-        })?;
-        progress.advance(n as u64);
-    }
+    pump(src, desc, progress, |chunk| {
+        hasher.update(chunk);
+        dst.write_all(chunk)
+    })?;
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Make an installed file world-readable (temporaries are created private) and sync it to disk.
-pub(super) fn finish_file(f: &File, dest: &Path) -> Result<(), FetchError> {
+/// Put a whole, checked temporary file in place as `dest`: world-readable (temporaries are created
+/// private), synced to disk, then renamed over `dest`.
+pub(super) fn install_temp(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), FetchError> {
+    let f = tmp.as_file();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         f.set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(io_err(dest))?;
     }
-    f.sync_all().map_err(io_err(dest))
+    f.sync_all().map_err(io_err(dest))?;
+    tmp.persist(dest).map_err(|e| FetchError::Io {
+        path: dest.to_path_buf(),
+        error: e.error,
+    })?;
+    Ok(())
 }
 
 /// The sha256 of a file, hex.

@@ -597,11 +597,7 @@ impl Fetcher {
                 actual,
             });
         }
-        finish_file(tmp.as_file(), &target)?;
-        tmp.persist(&target).map_err(|e| FetchError::Io {
-            path: target.clone(),
-            error: e.error,
-        })?;
+        install_temp(tmp, &target)?;
         Ok(target)
     }
 

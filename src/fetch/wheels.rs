@@ -217,11 +217,7 @@ impl Fetcher {
             }
             check_gguf_complete(tmp.path())?;
         }
-        finish_file(tmp.as_file(), dest)?;
-        tmp.persist(dest).map_err(|e| FetchError::Io {
-            path: dest.to_path_buf(),
-            error: e.error,
-        })?;
+        install_temp(tmp, dest)?;
         Ok(())
     }
 }
