@@ -143,32 +143,20 @@ pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::R
     })
 }
 
-/// Render a prepared script, `progress(lines done, lines)` after each line, as [`render`] does.
+/// Render a prepared script, `progress(lines done, lines)` after each line; the render's warnings go
+/// to the log.
 pub fn render_with(
     p: &mut Prepared,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<script::Performance> {
-    let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
-    let perf = script::render(
-        &p.script,
-        &mut p.voice,
-        RenderOptions {
-            rig: p.rig.clone(),
-            fps: p.fps,
-            seed: p.seed,
-            rate: p.rate,
-            lipsync: Some(&mut lipsync),
-            progress: Some(progress),
-            budget: p.budget,
-        },
-    )?;
+    let perf = render_lines(p, progress)?;
     for w in &perf.warnings {
         log::warn!("{w}");
     }
     Ok(perf)
 }
 
-/// Render a prepared script, with a progress bar unless `quiet`.
+/// Render a prepared script, with a progress bar unless `quiet`; the render's warnings go to stderr.
 pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performance> {
     let bar = if quiet {
         ProgressBar::hidden()
@@ -183,10 +171,22 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
         );
         b
     };
-    let mut progress = |done: usize, _total: usize| bar.set_position(done as u64);
-    // Recorded lines without an alignment file get their mouth from the audio itself.
+    let perf = render_lines(p, &mut |done, _total| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let perf = perf?;
+    for w in &perf.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(perf)
+}
+
+/// The render itself; recorded lines without an alignment file get their mouth from the audio.
+fn render_lines(
+    p: &mut Prepared,
+    progress: &mut dyn FnMut(usize, usize),
+) -> anyhow::Result<script::Performance> {
     let mut lipsync = script::AudioLipSync::new(Some(p.phonemizer.clone()));
-    let perf = script::render(
+    Ok(script::render(
         &p.script,
         &mut p.voice,
         RenderOptions {
@@ -195,16 +195,10 @@ pub fn render(p: &mut Prepared, quiet: bool) -> anyhow::Result<script::Performan
             seed: p.seed,
             rate: p.rate,
             lipsync: Some(&mut lipsync),
-            progress: Some(&mut progress),
+            progress: Some(progress),
             budget: p.budget,
         },
-    );
-    bar.finish_and_clear();
-    let perf = perf?;
-    for w in &perf.warnings {
-        eprintln!("warning: {w}");
-    }
-    Ok(perf)
+    )?)
 }
 
 /// Write a render's files into `out` whole, removing an output of an earlier render this one did
