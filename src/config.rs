@@ -1363,6 +1363,7 @@ struct RawNats {
     url: Option<Spanned<String>>,
     idol: Option<Spanned<String>>,
     queue: Option<Spanned<i64>>,
+    advertise: Option<Spanned<String>>,
 }
 
 /// `[nats]`: where `idol serve` publishes its stream and takes control (`url`; `None`: it does not)
@@ -1373,6 +1374,9 @@ pub struct NatsConfig {
     pub idol: String,
     /// Messages waiting for the NATS connection before new ones are dropped (and counted).
     pub queue: usize,
+    /// `idol relay` only: the WebSocket URL its clients reach it at, announced to the idol's other
+    /// relays (`None`: `ws://BIND:PORT/v1/stream`, or nothing when bound to all addresses).
+    pub advertise: Option<String>,
 }
 
 impl Default for NatsConfig {
@@ -1381,6 +1385,7 @@ impl Default for NatsConfig {
             url: None,
             idol: "idol".into(),
             queue: 4096,
+            advertise: None,
         }
     }
 }
@@ -1404,6 +1409,31 @@ pub fn check_nats_url(u: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A relay's public WebSocket URL (`ws://HOST:PORT/PATH` or `wss://`), as written; `Err` says what is
+/// wrong. At most 512 bytes: it travels in every client's `hello`.
+pub fn check_ws_url(u: &str) -> Result<(), String> {
+    let ok = u.len() <= 512
+        && !u.contains(char::is_whitespace)
+        && match u.split_once("://") {
+            Some((scheme, rest)) => {
+                matches!(scheme.to_ascii_lowercase().as_str(), "ws" | "wss")
+                    && rest
+                        .split(['/', '?', '#'])
+                        .next()
+                        .is_some_and(|a| !a.is_empty() && !a.starts_with(':') && !a.contains('@'))
+            }
+            None => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not a WebSocket URL clients can reach: give ws://HOST:PORT/v1/stream (or wss://), at most 512 bytes",
+            u.chars().take(80).collect::<String>()
+        ))
+    }
 }
 
 /// A subject token for the idol's name: letters, digits, `-` and `_`, 1 to 64 of them.
@@ -1439,10 +1469,19 @@ impl RawNats {
                 n.get_ref().clone()
             }
         };
+        let advertise = match &self.advertise {
+            None => None,
+            Some(u) => {
+                let t = u.get_ref().trim();
+                check_ws_url(t).map_err(|m| ctx.at(u.span(), "nats.advertise", m))?;
+                Some(t.to_string())
+            }
+        };
         Ok(NatsConfig {
             url,
             idol,
             queue: ctx.int_in(&self.queue, "nats.queue", 16, 1 << 20, d.queue)?,
+            advertise,
         })
     }
 }
@@ -1472,6 +1511,20 @@ mod tests {
         assert!(e.to_string().contains("nats.idol"), "{e}");
         let e = err("[nats]\nqueue = 1\n");
         assert!(e.to_string().contains("nats.queue"), "{e}");
+        let c = Config::from_toml_str(
+            "[nats]\nadvertise = \"wss://relay-b.example:443/v1/stream\"\n",
+            Path::new("idol.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.nats.advertise.as_deref(),
+            Some("wss://relay-b.example:443/v1/stream")
+        );
+        for bad in ["http://a:1/v1/stream", "ws:///v1/stream", "ws://a b/", "relay-b:8787"] {
+            let e = err(&format!("[nats]\nadvertise = {bad:?}\n"));
+            assert!(e.to_string().contains("nats.advertise"), "{bad}: {e}");
+            assert!(e.to_string().contains("ws://HOST:PORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

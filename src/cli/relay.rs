@@ -24,8 +24,8 @@ pub struct RelayArgs {
     #[arg(long)]
     pub port: Option<u16>,
     /// The WebSocket URL clients reach this relay at, announced to the idol's other relays so
-    /// their clients can come here when theirs dies (default: ws://BIND:PORT/v1/stream; bound to
-    /// all addresses, none).
+    /// their clients can come here when theirs dies (default: [nats] advertise, else
+    /// ws://BIND:PORT/v1/stream; bound to all addresses, none).
     #[arg(long, value_name = "ws://HOST:PORT/v1/stream")]
     pub advertise: Option<String>,
 }
@@ -50,7 +50,10 @@ pub fn run(env: &Env, args: &RelayArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.port {
         opts.port = p;
     }
-    opts.advertise = args.advertise.clone();
+    if let Some(u) = &args.advertise {
+        idol::config::check_ws_url(u).map_err(|m| anyhow::anyhow!("--advertise {m}"))?;
+    }
+    opts.advertise = args.advertise.clone().or(nats.advertise.clone());
     opts.rigs_dir = Some(env.home.rigs_dir());
     opts.viewer = super::wiring::live::viewer_options(env, &config)?;
     println!(
