@@ -36,7 +36,8 @@
 //! (`IDOL_ANCHORS_VENV`, default `~/.cache/idol-anchors/venv`, made by `../shared/anchors/run_all.sh`).
 //! Figures go to docs/benchmarks.md ("Audio lip sync"). `AUDIOLIP_QUICK=1` skips the 10-minute
 //! take, `AUDIOLIP_DEBUG=1` prints every scored phone with each method's mouth, and
-//! `AUDIOLIP_SWITCH`, `AUDIOLIP_REFINE`, `AUDIOLIP_RADIUS`, `AUDIOLIP_PAUSE_MS` override settings.
+//! `AUDIOLIP_SWITCH`, `AUDIOLIP_REFINE`, `AUDIOLIP_RADIUS`, `AUDIOLIP_PAUSE_MS`, `AUDIOLIP_DIAGONAL`,
+//! `AUDIOLIP_STRETCH` override settings.
 
 use idol::align;
 use idol::audio;
@@ -479,15 +480,19 @@ fn summary(errs: &[f64]) -> String {
     format!("{mean:.0} | {:.0} %", within * 100.0)
 }
 
-/// Alignment settings, with `AUDIOLIP_REFINE` / `AUDIOLIP_RADIUS` / `AUDIOLIP_PAUSE_MS` overriding
-/// the defaults (to compare settings without rebuilding).
+/// Alignment settings, with `AUDIOLIP_REFINE` / `AUDIOLIP_RADIUS` / `AUDIOLIP_PAUSE_MS` /
+/// `AUDIOLIP_DIAGONAL` / `AUDIOLIP_STRETCH` overriding the defaults (to compare settings without
+/// rebuilding).
 fn synth_opts() -> SynthAlignOptions {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    let envf = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f32>().ok());
     let d = SynthAlignOptions::default();
     SynthAlignOptions {
         refine_frames: env("AUDIOLIP_REFINE").unwrap_or(d.refine_frames),
         radius: env("AUDIOLIP_RADIUS").unwrap_or(d.radius),
         pause_ms: env("AUDIOLIP_PAUSE_MS").map_or(d.pause_ms, |v| v as u32),
+        diagonal_weight: envf("AUDIOLIP_DIAGONAL").unwrap_or(d.diagonal_weight),
+        stretch_cost: envf("AUDIOLIP_STRETCH").unwrap_or(d.stretch_cost),
         ..d
     }
 }
@@ -500,6 +505,14 @@ fn audio_opts() -> AudioLipsyncOptions {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(d.switch_cost),
+        closure_drop_db: std::env::var("AUDIOLIP_DROP_DB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d.closure_drop_db),
+        closure_under_peak_db: std::env::var("AUDIOLIP_UNDER_PEAK_DB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d.closure_under_peak_db),
         ..d
     }
 }

@@ -254,6 +254,38 @@ fn at_middle(frames: &Frames, f: &PhonemeFile, n: usize, ch: &str) -> f32 {
     value(frames, i, ch)
 }
 
+/// Issue 18: a vowel being spoken opens the jaw past 0.15 (the audio lip sync judge's "open") at
+/// its midpoint, a short unstressed close vowel between consonants included, and the lips still
+/// meet for the b before it.
+#[test]
+fn spoken_close_vowels_part_the_teeth_and_bilabials_still_close() {
+    let cfg = FaceConfig {
+        layers: Layers {
+            idle: false,
+            ..Layers::default()
+        },
+        ..FaceConfig::default()
+    };
+    for v in ["IY0", "UW0", "IH0", "AH0", "i", "u"] {
+        let f = timeline(
+            22050,
+            &[
+                ("AA1", 0, 120),
+                ("b", 120, 180),
+                (v, 180, 270),
+                ("t", 270, 330),
+                ("s", 330, 400),
+            ],
+        );
+        let frames = render("arkit52", cfg.clone(), &f, &[]);
+        let jaw = at_middle(&frames, &f, 2, "jawOpen");
+        assert!(jaw > 0.15, "{v}: jawOpen {jaw} at its midpoint");
+        let aperture =
+            at_middle(&frames, &f, 1, "jawOpen") - at_middle(&frames, &f, 1, "mouthClose");
+        assert!(aperture < 0.02, "b before {v}: aperture {aperture}");
+    }
+}
+
 #[test]
 fn open_vowels_open_the_jaw_more_than_close_vowels() {
     let cfg = FaceConfig {

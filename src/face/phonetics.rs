@@ -260,12 +260,15 @@ pub fn ipa(sym: &str) -> Option<Phone> {
         "o" | "oː" | "ɵ" => v(V::Oh, M::F, 0.4, 0.75, 0.0, 0.5),
         "œ" | "ø" | "øː" => v(V::Oh, M::E, 0.4, 0.5, 0.1, 0.3),
         "ʊ" => v(V::Ou, M::F, 0.25, 0.6, 0.0, 0.35),
-        "u" | "uː" | "ʉ" | "ʉː" | "ɯ" | "y" | "yː" => v(V::Ou, M::F, 0.15, 0.95, 0.0, 0.4),
+        // Close vowels open the jaw least, but they do open it: about a third of ɑ's opening, a
+        // little under the near-close ɪ and ʊ (0.22 keeps that order and, unstressed at 0.78, a
+        // spoken i or u still parts the teeth; at 0.15 every unstressed one stayed shut).
+        "u" | "uː" | "ʉ" | "ʉː" | "ɯ" | "y" | "yː" => v(V::Ou, M::F, 0.22, 0.95, 0.0, 0.4),
         "ɛ" | "ɛː" | "e" | "eː" => v(V::E, M::C, 0.45, 0.0, 0.4, 0.0),
         "ɤ" => v(V::E, M::C, 0.4, 0.0, 0.05, 0.0),
         "ə" | "ɘ" | "ɜ" => v(V::E, M::C, 0.32, 0.0, 0.1, 0.0).with(JAW, 0.32, 0.6),
         "ɪ" | "ᵻ" | "ɨ" | "ʏ" => v(V::Ih, M::B, 0.25, 0.0, 0.45, 0.0),
-        "i" | "iː" => v(V::Ih, M::B, 0.15, 0.0, 0.7, 0.0),
+        "i" | "iː" => v(V::Ih, M::B, 0.22, 0.0, 0.7, 0.0),
         "ɚ" | "ɝ" | "ɜː" | "ɝː" => v(V::RR, M::E, 0.3, 0.4, 0.0, 0.35),
         _ => return None,
     })

@@ -69,7 +69,12 @@ impl Norm {
 }
 
 /// Log scores per class for every frame.
-pub fn scores(feats: &[FrameFeatures], norm: &Norm) -> Vec<[f32; VisemeClass::COUNT]> {
+pub fn scores(
+    feats: &[FrameFeatures],
+    norm: &Norm,
+    drop_db: f32,
+    under_peak_db: f32,
+) -> Vec<[f32; VisemeClass::COUNT]> {
     const RADIUS: usize = 15; // ±150 ms
     let n = feats.len();
     // Loudest frame nearby, for the local energy drop.
@@ -89,9 +94,12 @@ pub fn scores(feats: &[FrameFeatures], norm: &Norm) -> Vec<[f32; VisemeClass::CO
         .map(|(f, &lmax)| {
             let drop = lmax.min(norm.peak) - f.energy_db;
             let above_floor = f.energy_db - norm.floor;
-            let quiet = sig((drop - 10.0) / 2.0)
+            let mut quiet = sig((drop - drop_db) / 2.0)
                 .max(sig((6.0 - above_floor) / 2.0))
                 .max(sig((norm.peak - 28.0 - f.energy_db) / 2.5));
+            if under_peak_db > 0.0 {
+                quiet *= sig((norm.peak - under_peak_db - f.energy_db) / 2.0);
+            }
             let audible = sig((above_floor - 8.0) / 2.0);
             let fric = sig((f.high - 0.35) / 0.07) * audible;
             let strong = sig((f.centroid - 3500.0) / 400.0) * sig((14.0 - drop) / 2.5);

