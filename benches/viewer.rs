@@ -84,7 +84,8 @@ async fn run(
         .eval(
             "(() => { let t = 0; const s = __idolViewer.scene; if (s) s.traverse((o) => { \
                if (o.isMesh && o.geometry) { const g = o.geometry; \
-                 t += (g.index ? g.index.count : g.attributes.position.count) / 3; } }); return t; })()",
+                 t += Math.min(g.index ? g.index.count : g.attributes.position.count, g.drawRange.count) / 3; } }); \
+               return t; })()",
         )
         .await
         .as_f64()
