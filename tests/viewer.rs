@@ -608,7 +608,11 @@ async fn vrm_avatar_speaks(bytes: Vec<u8>, version: &str) {
                return m.map((o) => Object.keys(o.geometry.morphAttributes).length); })()",
         )
         .await;
-    assert_eq!(blended, json!([0]), "one face mesh, blended on the CPU: {blended}");
+    assert_eq!(
+        blended,
+        json!([0]),
+        "one face mesh, blended on the CPU: {blended}"
+    );
     cdp.eval(
         "document.getElementById('sayMode').checked = true; \
          document.getElementById('text').value = 'Hello there, how are you all doing today?'; \
