@@ -12,7 +12,9 @@
 //!   triangles in all.
 //!
 //! Each runs at Chromium's normal frame pacing (vsync-like, 60 Hz at most) and, for the VRM-sized
-//! model, once more uncapped (`--disable-frame-rate-limit --disable-gpu-vsync`) to show the headroom.
+//! model, once more uncapped (`--disable-frame-rate-limit --disable-gpu-vsync`) to show the headroom,
+//! and once more as the page drew it before its CPU morphing and culled pieces (`?morph=gpu&pieces=0`,
+//! the same image) for a before/after under the same load.
 //!
 //! `cargo bench --bench viewer -- [SECS=8]` (needs Debian's `chromium` and `idol fetch`'s viewer
 //! modules).
@@ -64,6 +66,7 @@ async fn run(
     avatar: Option<PathBuf>,
     name: &'static str,
     uncapped: bool,
+    query: &str,
     secs: f64,
 ) -> Run {
     let server = viewer_server(home, avatar);
@@ -72,7 +75,7 @@ async fn run(
     } else {
         &[]
     };
-    let mut page = open(&format!("{}/", server.base_url()), extra).await;
+    let mut page = open(&format!("{}/{query}", server.base_url()), extra).await;
     let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected && __idolViewer.stats.rig)",
@@ -171,11 +174,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let cases: [(Option<PathBuf>, &str, bool); 4] = [
-        (None, "default face", false),
-        (Some(quad), "glb quad", false),
-        (Some(big.clone()), "vrm-sized", false),
-        (Some(big), "vrm-sized", true),
+    // The last row renders the page the way it did before the CPU morphing and the pieces
+    // (`?morph=gpu&pieces=0`: three.js's shader morphs, meshes drawn whole; the same image), under
+    // the same load as the others.
+    let cases: [(Option<PathBuf>, &str, bool, &str); 5] = [
+        (None, "default face", false, ""),
+        (Some(quad), "glb quad", false, ""),
+        (Some(big.clone()), "vrm-sized", false, ""),
+        (Some(big.clone()), "vrm-sized", true, ""),
+        (Some(big), "vrm-sized, before", false, "?morph=gpu&pieces=0"),
     ];
     println!(
         "load average before: {}",
@@ -187,8 +194,8 @@ fn main() {
         "| avatar | triangles | pacing | fps | frame interval median | p95 | A/V offset max |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (avatar, name, uncapped) in cases {
-        let r = rt.block_on(run(&home, avatar, name, uncapped, secs));
+    for (avatar, name, uncapped, query) in cases {
+        let r = rt.block_on(run(&home, avatar, name, uncapped, query, secs));
         println!(
             "| {} | {} | {} | {:.1} | {:.1} ms | {:.1} ms | {:.1} ms |",
             r.avatar, r.triangles, r.pacing, r.fps, r.median_ms, r.p95_ms, r.av_ms
