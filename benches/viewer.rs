@@ -12,7 +12,11 @@
 //!   triangles in all.
 //!
 //! Each runs at Chromium's normal frame pacing (vsync-like, 60 Hz at most) and, for the VRM-sized
-//! model, once more uncapped (`--disable-frame-rate-limit --disable-gpu-vsync`) to show the headroom.
+//! model, once more uncapped (`--disable-frame-rate-limit --disable-gpu-vsync`) to show the headroom,
+//! and once more as the page drew it before its CPU morphing and culled pieces (`?morph=gpu&pieces=0`,
+//! the same image) for a before/after under the same load; then the same model with its body
+//! skinned (`vrm-sized skinned`: bound to the hips and, for its upper half, to the head, so it stands
+//! under the face as on a real avatar), now and before.
 //!
 //! `cargo bench --bench viewer -- [SECS=8]` (needs Debian's `chromium` and `idol fetch`'s viewer
 //! modules).
@@ -31,7 +35,7 @@ const TEXT: &str = "Hello everyone, and welcome back to the stream! Today we are
 
 /// A VRoid-sized avatar: the face sphere's targets are the 7 expression names and 45 more (the rest
 /// of a VRoid face's `Fcl_*` shapes), each moving a band of the face.
-fn vrm_sized() -> Vec<u8> {
+fn vrm_sized(skinned: bool) -> Vec<u8> {
     let mut names: Vec<String> = ["aa", "ih", "ou", "ee", "oh", "blink", "happy"]
         .iter()
         .map(|s| s.to_string())
@@ -45,7 +49,19 @@ fn vrm_sized() -> Vec<u8> {
         [0.0, -0.01 * w, 0.004 * w]
     });
     // 149 × 160 quads: 150 × 161 = 24,150 vertices.
-    let body = Mesh::sphere("body", [0.0, 0.9, 0.0], 0.3, 149, 160, &[], |_, _| [0.0; 3]);
+    let mut body = Mesh::sphere("body", [0.0, 0.9, 0.0], 0.3, 149, 160, &[], |_, _| [0.0; 3]);
+    if skinned {
+        // Bound to the hips and, for its upper half, more and more to the head: it stands where
+        // its vertices say (under the face, as on a real avatar) and its top follows the head.
+        body.skin = body
+            .positions
+            .iter()
+            .map(|p| {
+                let h = ((p[1] - 0.9) / 0.3).clamp(0.0, 1.0);
+                ([0, 1, 0, 0], [1.0 - h, h, 0.0, 0.0])
+            })
+            .collect();
+    }
     vrm1_with(face, vec![body])
 }
 
@@ -64,6 +80,7 @@ async fn run(
     avatar: Option<PathBuf>,
     name: &'static str,
     uncapped: bool,
+    query: &str,
     secs: f64,
 ) -> Run {
     let server = viewer_server(home, avatar);
@@ -72,7 +89,7 @@ async fn run(
     } else {
         &[]
     };
-    let mut page = open(&format!("{}/", server.base_url()), extra).await;
+    let mut page = open(&format!("{}/{query}", server.base_url()), extra).await;
     let cdp = &mut page.cdp;
     cdp.until(
         "!!(window.__idolViewer && __idolViewer.ready && __idolViewer.stats.connected && __idolViewer.stats.rig)",
@@ -84,7 +101,8 @@ async fn run(
         .eval(
             "(() => { let t = 0; const s = __idolViewer.scene; if (s) s.traverse((o) => { \
                if (o.isMesh && o.geometry) { const g = o.geometry; \
-                 t += (g.index ? g.index.count : g.attributes.position.count) / 3; } }); return t; })()",
+                 t += Math.min(g.index ? g.index.count : g.attributes.position.count, g.drawRange.count) / 3; } }); \
+               return t; })()",
         )
         .await
         .as_f64()
@@ -164,17 +182,30 @@ fn main() {
     )
     .unwrap();
     let big = dir.path().join("vroid-sized.vrm");
-    std::fs::write(&big, vrm_sized()).unwrap();
+    std::fs::write(&big, vrm_sized(false)).unwrap();
+    let skinned = dir.path().join("vroid-sized-skinned.vrm");
+    std::fs::write(&skinned, vrm_sized(true)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let cases: [(Option<PathBuf>, &str, bool); 4] = [
-        (None, "default face", false),
-        (Some(quad), "glb quad", false),
-        (Some(big.clone()), "vrm-sized", false),
-        (Some(big), "vrm-sized", true),
+    // The last row renders the page the way it did before the CPU morphing and the pieces
+    // (`?morph=gpu&pieces=0`: three.js's shader morphs, meshes drawn whole; the same image), under
+    // the same load as the others.
+    let cases: [(Option<PathBuf>, &str, bool, &str); 7] = [
+        (None, "default face", false, ""),
+        (Some(quad), "glb quad", false, ""),
+        (Some(big.clone()), "vrm-sized", false, ""),
+        (Some(big.clone()), "vrm-sized", true, ""),
+        (Some(big), "vrm-sized, before", false, "?morph=gpu&pieces=0"),
+        (Some(skinned.clone()), "vrm-sized skinned", false, ""),
+        (
+            Some(skinned),
+            "vrm-sized skinned, before",
+            false,
+            "?morph=gpu&pieces=0",
+        ),
     ];
     println!(
         "load average before: {}",
@@ -186,8 +217,8 @@ fn main() {
         "| avatar | triangles | pacing | fps | frame interval median | p95 | A/V offset max |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (avatar, name, uncapped) in cases {
-        let r = rt.block_on(run(&home, avatar, name, uncapped, secs));
+    for (avatar, name, uncapped, query) in cases {
+        let r = rt.block_on(run(&home, avatar, name, uncapped, query, secs));
         println!(
             "| {} | {} | {} | {:.1} | {:.1} ms | {:.1} ms | {:.1} ms |",
             r.avatar, r.triangles, r.pacing, r.fps, r.median_ms, r.p95_ms, r.av_ms

@@ -36,10 +36,11 @@ pub fn vrm1_with(face: Mesh, more: Vec<Mesh>) -> Vec<u8> {
     let (mut nodes, bones) = skeleton();
     let first = nodes.as_array().unwrap().len();
     for (k, m) in more.iter().enumerate() {
-        nodes
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": m.name, "mesh": k + 1}));
+        let mut node = json!({"name": m.name, "mesh": k + 1});
+        if !m.skin.is_empty() {
+            node["skin"] = json!(0);
+        }
+        nodes.as_array_mut().unwrap().push(node);
         nodes[0]["children"]
             .as_array_mut()
             .unwrap()
@@ -163,6 +164,9 @@ pub struct Mesh {
     pub positions: Vec<[f32; 3]>,
     pub indices: Vec<u32>,
     pub targets: Vec<(String, Vec<[f32; 3]>)>,
+    /// Per vertex: 4 joints (indices into the skin's joint list) and their weights; empty: not
+    /// skinned.
+    pub skin: Vec<([u16; 4], [f32; 4])>,
 }
 
 impl Mesh {
@@ -187,6 +191,7 @@ impl Mesh {
                     (n.to_string(), vec![[0.0, -d, 0.0], [0.0, -d, 0.0], z, z])
                 })
                 .collect(),
+            skin: vec![],
         }
     }
 
@@ -234,6 +239,7 @@ impl Mesh {
             positions,
             indices,
             targets,
+            skin: vec![],
         }
     }
 }
@@ -283,6 +289,28 @@ pub fn glb(meshes: &[Mesh], nodes: Value, extensions: Value) -> Vec<u8> {
             .collect();
         let names: Vec<&str> = m.targets.iter().map(|(n, _)| n.as_str()).collect();
         let mut prim = json!({"attributes": {"POSITION": pos}, "indices": idx});
+        if !m.skin.is_empty() {
+            let off = bin.len();
+            for (j, _) in &m.skin {
+                for x in j {
+                    bin.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": bin.len() - off}));
+            accessors.push(json!({"bufferView": views.len() - 1, "componentType": 5123,
+                                  "count": m.skin.len(), "type": "VEC4"}));
+            prim["attributes"]["JOINTS_0"] = json!(accessors.len() - 1);
+            let off = bin.len();
+            for (_, w) in &m.skin {
+                for x in w {
+                    bin.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": bin.len() - off}));
+            accessors.push(json!({"bufferView": views.len() - 1, "componentType": 5126,
+                                  "count": m.skin.len(), "type": "VEC4"}));
+            prim["attributes"]["WEIGHTS_0"] = json!(accessors.len() - 1);
+        }
         let mut mesh = json!({"name": m.name, "primitives": []});
         if !targets.is_empty() {
             prim["targets"] = json!(targets);
@@ -292,6 +320,24 @@ pub fn glb(meshes: &[Mesh], nodes: Value, extensions: Value) -> Vec<u8> {
         mesh["primitives"] = json!([prim]);
         gl_meshes.push(mesh);
     }
+    // A skinned mesh's skin: joints 0 and 1 are the skeleton's hips (node 0, 1 m up) and head
+    // (node 2, 1.6 m up), bound where they stand.
+    let skins = if meshes.iter().any(|m| !m.skin.is_empty()) {
+        let off = bin.len();
+        for y in [1.0f32, 1.6] {
+            let mut m = [0f32; 16];
+            (m[0], m[5], m[10], m[15], m[13]) = (1.0, 1.0, 1.0, 1.0, -y);
+            for x in m {
+                bin.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": bin.len() - off}));
+        accessors.push(json!({"bufferView": views.len() - 1, "componentType": 5126,
+                              "count": 2, "type": "MAT4"}));
+        Some(json!([{"joints": [0, 2], "inverseBindMatrices": accessors.len() - 1}]))
+    } else {
+        None
+    };
     let mut gltf = json!({
         "asset": {"version": "2.0", "generator": "idol tests/browser.rs"},
         "scene": 0,
@@ -302,6 +348,9 @@ pub fn glb(meshes: &[Mesh], nodes: Value, extensions: Value) -> Vec<u8> {
         "bufferViews": views,
         "accessors": accessors,
     });
+    if let Some(skins) = skins {
+        gltf["skins"] = skins;
+    }
     if let Some(ext) = extensions.as_object().filter(|e| !e.is_empty()) {
         gltf["extensionsUsed"] = json!(ext.keys().collect::<Vec<_>>());
         gltf["extensions"] = extensions.clone();

@@ -598,6 +598,21 @@ async fn vrm_avatar_speaks(bytes: Vec<u8>, version: &str) {
         "the page subscribes in the vrm rig",
     )
     .await;
+    // The page blends the face's morph targets on the CPU (docs/viewer.md, "Rendering cost"): the
+    // meshes that carry expressions draw from their own position buffer, with no morph attributes
+    // left for three.js's shader; that buffer, as at rest before the say, must move with the speech.
+    let blended = cdp
+        .eval(
+            "(() => { const m = []; __idolViewer.scene.traverse((o) => { if (o.isMesh && o.userData.cpuMorph) m.push(o); }); \
+               window.__blended = m; window.__rest = m.map((o) => Float32Array.from(o.geometry.attributes.position.array)); \
+               return m.map((o) => Object.keys(o.geometry.morphAttributes).length); })()",
+        )
+        .await;
+    assert_eq!(
+        blended,
+        json!([0]),
+        "one face mesh, blended on the CPU: {blended}"
+    );
     cdp.eval(
         "document.getElementById('sayMode').checked = true; \
          document.getElementById('text').value = 'Hello there, how are you all doing today?'; \
@@ -606,6 +621,12 @@ async fn vrm_avatar_speaks(bytes: Vec<u8>, version: &str) {
     .await;
     cdp.until("__idolViewer.log.length > 20", 90, "the say is heard")
         .await;
+    cdp.until(
+        "__blended.some((o, k) => o.geometry.attributes.position.array.some((x, i) => Math.abs(x - __rest[k][i]) > 0.001))",
+        30,
+        "the face's vertices move with the speech",
+    )
+    .await;
     let got = cdp
         .eval("({log: __idolViewer.log, stats: __idolViewer.stats})")
         .await;
