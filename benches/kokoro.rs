@@ -502,7 +502,13 @@ fn main() {
                 secs += t0.elapsed().as_secs_f64();
                 assert_eq!(s.phonemes, whole.phonemes, "streaming keeps the durations");
                 write(&sdir, i, &s.pcm);
-                ds.push(diff(&s.pcm, &whole.pcm, 0, whole.pcm.len(), voiced_at(whole)));
+                ds.push(diff(
+                    &s.pcm,
+                    &whole.pcm,
+                    0,
+                    whole.pcm.len(),
+                    voiced_at(whole),
+                ));
             }
             let c = transcribe_cer(lang, &sdir, &texts);
             diff_rows.push(summary(
