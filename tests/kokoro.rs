@@ -359,54 +359,12 @@ fn the_cut_model_speaks_like_the_whole_graph() {
     );
 }
 
-/// The first sample of speech: where the clause's leading pause ends.
-fn voiced_at(s: &Speech) -> usize {
-    s.phonemes
-        .iter()
-        .find(|p| !p.value.is_silence())
-        .map(|p| p.range.start().get() as usize)
-        .expect("some speech")
-}
-
-/// Magnitude spectrogram of `x` (1024-point Hann frames, hop 256).
-fn spectrogram(x: &[f32]) -> Vec<Vec<f32>> {
-    use rustfft::{FftPlanner, num_complex::Complex};
-    const N: usize = 1024;
-    let fft = FftPlanner::<f32>::new().plan_fft_forward(N);
-    let hann = |i: usize| 0.5 - 0.5 * (2.0 * std::f32::consts::PI * i as f32 / N as f32).cos();
-    (0..=(x.len().saturating_sub(N)) / 256)
-        .filter(|f| f * 256 + N <= x.len())
-        .map(|f| {
-            let mut buf: Vec<Complex<f32>> = (0..N)
-                .map(|i| Complex::new(x[f * 256 + i] * hann(i), 0.0))
-                .collect();
-            fft.process(&mut buf);
-            buf[..=N / 2].iter().map(|c| c.norm()).collect()
-        })
-        .collect()
-}
-
-/// Signal-to-difference ratio of `a`'s magnitude spectrogram against `b`'s, in dB: what is heard,
-/// without the waveform's phase, which a window's decode may shift.
-fn spectrogram_snr_db(a: &[f32], b: &[f32]) -> f64 {
-    let (sa, sb) = (spectrogram(a), spectrogram(b));
-    let (mut err, mut sig) = (0f64, 0f64);
-    for (fa, fb) in sa.iter().zip(&sb) {
-        for (x, y) in fa.iter().zip(fb) {
-            err += ((x - y) as f64).powi(2);
-            sig += (*y as f64).powi(2);
-        }
-    }
-    10.0 * (sig / err.max(1e-20)).log10()
-}
-
-/// Head first: the head is the clause's leading pause and its first frames of speech, the plan is
-/// the whole clause's timelines, head + rest are exactly as long as the clause spoken whole with
-/// the same timelines, the rest is the whole clause's audio after a 10 ms seam, and the head is
-/// close to it.
+/// Head first: the head is the clause's first frames, the plan is the whole clause's timelines,
+/// head + rest are exactly as long as the clause spoken whole with the same timelines, the rest
+/// is the whole clause's audio after a 10 ms seam, and the head is close to it.
 #[test]
-fn head_first_gives_the_first_voice_early_and_the_rest_exactly() {
-    use idol::tts::kokoro::{FIRST_VOICED, SEAM};
+fn head_first_gives_the_first_frames_early_and_the_rest_exactly() {
+    use idol::tts::kokoro::{HEAD_FRAMES, SEAM};
     let mut v = voice();
     let hop = v.hop() as usize;
     for clause in [
@@ -422,8 +380,7 @@ fn head_first_gives_the_first_voice_early_and_the_rest_exactly() {
         let (head, plan) = heads.pop().unwrap();
         check_timelines(&head);
         check_timelines(&rest);
-        // The head ends FIRST_VOICED frames into the speech.
-        assert_eq!(head.pcm.len(), voiced_at(&whole) + FIRST_VOICED * hop);
+        assert_eq!(head.pcm.len(), HEAD_FRAMES * hop);
         assert_eq!(plan.pcm.len(), whole.pcm.len());
         assert_eq!(
             plan.phonemes, whole.phonemes,
@@ -449,11 +406,16 @@ fn head_first_gives_the_first_voice_early_and_the_rest_exactly() {
             &whole.pcm[at + SEAM..],
             "{clause}: the rest is the whole clause's audio"
         );
-        // The head: the decoder on a window, close to the whole clause's start, and voiced.
-        let peak = head.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(peak > 0.02, "{clause}: the head has no voice (peak {peak})");
-        let snr = spectrogram_snr_db(&joined.pcm[..at + SEAM], &whole.pcm[..at + SEAM]);
-        assert!(snr > HEAD_SNR_DB, "{clause}: head SNR {snr:.1} dB");
+        // The head: the decoder on a window, close to the whole clause's start.
+        let diff = joined.pcm[..at + SEAM]
+            .iter()
+            .zip(&whole.pcm)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let peak = whole.pcm.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(
+            diff < 0.1 * peak,
+            "{clause}: head differs by {diff} (peak {peak})"
+        );
         // Deterministic: the same bytes again.
         let mut again = Vec::new();
         let rest2 = v
@@ -462,64 +424,16 @@ fn head_first_gives_the_first_voice_early_and_the_rest_exactly() {
         assert_eq!(again[0].pcm, head.pcm);
         assert_eq!(rest2.pcm, rest.pcm);
     }
-    // Too short to gain from a head (a fast pace): spoken whole, no head.
-    v.set_style(Some(0.3), 0.0);
+    // At a fast pace the leading pause is shorter than a head: spoken whole, no head.
+    v.set_style(Some(0.4), 0.0);
     let mut called = false;
     let s = v
-        .synthesize_head_first("はい。", &mut |_, _| called = true)
+        .synthesize_head_first("はい、そうです。", &mut |_, _| called = true)
         .unwrap();
-    let whole = v.synthesize("はい。").unwrap();
+    let whole = v.synthesize("はい、そうです。").unwrap();
     v.set_style(None, 0.0);
     assert!(!called);
     assert_eq!(s.pcm, whole.pcm);
-}
-
-/// The head's audio against the whole clause's over the head and the seam: the lowest spectrogram
-/// SNR in dB the test accepts (measured 8-15 dB on bench sentences: see docs/benchmarks.md, "Kokoro
-/// first voice"; the waveform SNR is lower, 0-8 dB, a window's decode shifting the phase).
-const HEAD_SNR_DB: f64 = 5.0;
-/// The streamed clause against the whole clause's audio: the lowest spectrogram SNR in dB the test
-/// accepts (measured 9-10 dB with the default context of 16 frames).
-const STREAMED_SNR_DB: f64 = 5.0;
-
-/// Streamed in windows: the windows come in order, the first one ends a few frames into the speech,
-/// together they are the clause with the whole clause's exact timelines, close to its audio, and the
-/// same bytes every time.
-#[test]
-fn streaming_hands_out_windows_in_order_with_exact_timings() {
-    use idol::tts::kokoro::{CHUNK_FRAMES, FIRST_VOICED};
-    let mut v = voice();
-    let hop = v.hop() as usize;
-    for clause in [
-        "みんな、今日も一緒に楽しく歌いましょうね。新しい歌も練習しています。",
-        "大家好，欢迎来到直播间！今天我们一起唱歌吧。",
-    ] {
-        let whole = v.synthesize(clause).unwrap();
-        let mut windows: Vec<Vec<f32>> = Vec::new();
-        let s = v
-            .synthesize_streaming(clause, &mut |w| windows.push(w.to_vec()))
-            .unwrap();
-        check_timelines(&s);
-        assert_eq!(s.phonemes, whole.phonemes, "{clause}: exact durations");
-        assert_eq!(s.words, whole.words);
-        assert_eq!(s.pcm.len(), whole.pcm.len());
-        assert!(windows.len() >= 3, "{clause}: {} windows", windows.len());
-        assert_eq!(windows[0].len(), voiced_at(&whole) + FIRST_VOICED * hop);
-        assert!(
-            windows[1..windows.len() - 1]
-                .iter()
-                .all(|w| w.len() == CHUNK_FRAMES * hop)
-        );
-        assert_eq!(
-            windows.concat(),
-            s.pcm,
-            "{clause}: the windows are the clause"
-        );
-        let snr = spectrogram_snr_db(&s.pcm, &whole.pcm);
-        assert!(snr > STREAMED_SNR_DB, "{clause}: streamed SNR {snr:.1} dB");
-        let again = v.synthesize_streaming(clause, &mut |_| {}).unwrap();
-        assert_eq!(again.pcm, s.pcm, "{clause}: the same bytes");
-    }
 }
 
 /// `idol lipsync --transcript` speaks the transcript with the configured voice: with `[voice] model

@@ -9,9 +9,7 @@
 //! gets the model's own timing, with the decoder's inputs for every frame (aligned features, F0 and
 //! energy curves, the sine source's phase), and a decoder that turns any window of those frames into
 //! audio. Run on all the frames, the two give the uncut graph's audio bit for bit; run on the first
-//! frames, the decoder gives a clause's first voice early
-//! ([`KokoroVoice::synthesize_located_head_first`]); run window by window, it streams the clause
-//! ([`KokoroVoice::synthesize_located_streamed`]).
+//! frames, the decoder gives a clause's head early ([`KokoroVoice::synthesize_located_head_first`]).
 //! A probe run learns the hop (samples per frame, 600 at 24 kHz) and warms the sessions.
 //!
 //! The graph has no random nodes: a render is a pure function of (text, voice, speed); the seed of
@@ -49,66 +47,19 @@ pub const MAX_TOKENS: usize = 510;
 /// Width of a style vector.
 const STYLE: usize = 256;
 
-/// Frames of speech (25 ms each at the hop of 600) in a clause's first window, after its leading
-/// pause (the start pad, 12-14 frames at the voice's own pace): the head
-/// ([`KokoroVoice::synthesize_located_head_first`]) and the first streamed window
-/// ([`KokoroVoice::synthesize_located_streamed`]) end there, so the first voice is out after the
-/// front and one small decode.
-pub const FIRST_VOICED: usize = 8;
-/// Frames in each later streamed window.
-pub const CHUNK_FRAMES: usize = 32;
-/// Frames decoded either side of a window and thrown away: the decoder's convolutions see past the
-/// window's edges, and its instance norms (which normalize over the frames they are given) see more
-/// of the clause (`benches/kokoro.rs` measures what a window differs from the whole clause by).
-pub const CONTEXT_FRAMES: usize = 16;
-/// A clause whose frames leave less than this after the head is spoken whole.
+/// Frames (25 ms each at the hop of 600) a clause's head is: the audio handed over before the rest
+/// of the clause is decoded ([`KokoroVoice::synthesize_located_head_first`]). It lies within the
+/// clause's leading pause (the start pad lasts 12-14 frames at the voice's own pace).
+pub const HEAD_FRAMES: usize = 8;
+/// Frames decoded after the head in its window, so the decoder's convolutions see what follows it.
+pub const HEAD_CONTEXT: usize = 8;
+/// A clause whose frames leave less than this after the head's window is spoken whole.
 const MIN_REST_FRAMES: usize = 8;
-/// Samples (10 ms) over which a window fades in from the audio the window before it decoded past
-/// its end (its context), so the joins have no step.
+/// Samples (10 ms) over which the rest fades in from the head window's audio.
 pub const SEAM: usize = 240;
 
-/// How a clause is cut into windows of frames for the decoder (see [`window_edges`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Windows {
-    /// Frames of speech in the first window, after the leading pause.
-    pub first_voiced: usize,
-    /// Frames in each later window.
-    pub chunk: usize,
-    /// Frames decoded either side of a window and thrown away.
-    pub context: usize,
-}
-
-impl Default for Windows {
-    fn default() -> Self {
-        Windows {
-            first_voiced: FIRST_VOICED,
-            chunk: CHUNK_FRAMES,
-            context: CONTEXT_FRAMES,
-        }
-    }
-}
-
-/// Where the windows of a clause of `total` frames whose leading pause lasts `pause` frames begin
-/// and end: 0, the first window's end (the pause and `first_voiced` frames of speech), then every
-/// `chunk` frames to `total`; a last window shorter than a quarter of a chunk joins the one before.
-/// Always starts at 0 and ends at `total` (one window, `[0, total]`, when the clause is short).
-pub fn window_edges(pause: usize, total: usize, w: &Windows) -> Vec<usize> {
-    let mut edges = vec![0];
-    let mut at = (pause + w.first_voiced.max(1)).min(total);
-    let chunk = w.chunk.max(1);
-    while at < total {
-        edges.push(at);
-        at += chunk;
-    }
-    if edges.len() > 1 && total - edges[edges.len() - 1] < chunk.div_ceil(4) {
-        edges.pop();
-    }
-    edges.push(total);
-    edges
-}
-
-/// Fade the first [`SEAM`] samples of `rest` in from `from` (the audio the window before decoded at
-/// the same place), so the join has no step.
+/// Fade the first [`SEAM`] samples of `rest` in from `from` (the head window's audio at the same
+/// place), so the join with the head has no step.
 fn seam(rest: &mut [f32], from: &[f32]) {
     let n = SEAM.min(rest.len()).min(from.len());
     for i in 0..n {
@@ -193,8 +144,6 @@ pub struct KokoroVoice {
     hop: u64,
     name: String,
     phonemizer: Arc<dyn Phonemize>,
-    /// How clauses are cut into windows when streamed or spoken head first.
-    windows: Windows,
 }
 
 impl std::fmt::Debug for KokoroVoice {
@@ -560,7 +509,6 @@ impl KokoroVoice {
             hop: 0,
             name: options.voice.clone(),
             phonemizer,
-            windows: Windows::default(),
         };
         v.probe()
             .map_err(|e| corrupt(&files.model, e.to_string()))?;
@@ -782,127 +730,20 @@ impl KokoroVoice {
         Ok(speech)
     }
 
-    /// The decoder on the windows of a front's output that `edges` bound ([`window_edges`]), in
-    /// order: each window is decoded with [`Windows::context`] frames either side (as far as the
-    /// clause goes), its first [`SEAM`] samples faded in from what the window before decoded past
-    /// its end, and handed to `on_window` as soon as it is made. Returns all of it.
-    fn decode_windows(
-        &mut self,
-        f: &FrontOut,
-        edges: &[usize],
-        on_window: &mut dyn FnMut(&[f32]),
-    ) -> Result<Vec<f32>, TtsError> {
-        let hop = self.hop as usize;
-        let context = self.windows.context;
-        let mut pcm = Vec::with_capacity(f.frames * hop);
-        let mut tail: Vec<f32> = Vec::new();
-        for pair in edges.windows(2) {
-            let (a, b) = (pair[0], pair[1]);
-            let (lo, hi) = (a.saturating_sub(context), (b + context).min(f.frames));
-            let decoded = self.decode(f, lo, hi)?;
-            let (from, to) = ((a - lo) * hop, (b - lo) * hop);
-            if decoded.len() < to {
-                return Err(TtsError::Runtime(format!(
-                    "the decoder gave {} samples for frames {lo}..{hi}",
-                    decoded.len()
-                )));
-            }
-            let mut window = decoded[from..to].to_vec();
-            seam(&mut window, &tail);
-            tail = decoded[to..(to + SEAM).min(decoded.len())].to_vec();
-            on_window(&window);
-            pcm.extend_from_slice(&window);
-        }
-        Ok(pcm)
-    }
-
-    /// Set how clauses are cut into windows (streamed, or spoken head first); the default is
-    /// [`Windows::default`].
-    pub fn set_windows(&mut self, windows: Windows) {
-        self.windows = windows;
-    }
-
-    /// How clauses are cut into windows.
-    pub fn windows(&self) -> Windows {
-        self.windows
-    }
-
-    /// Synthesize a clause in windows streamed in order ([`window_edges`] with this voice's
-    /// [`Windows`]), handing each window's audio to `on_audio` as soon as it is decoded: the first
-    /// ends [`Windows::first_voiced`] frames into the speech, so the first voice is out after the
-    /// front and one small decode. Returns the whole clause, whose timelines are the durations'
-    /// (exact, as [`KokoroVoice::synthesize_located`] gives them); its audio differs from the whole
-    /// clause decoded at once only by the windows' statistics (see [`CONTEXT_FRAMES`]). A clause
-    /// too long for one run is streamed piece by piece.
-    pub fn synthesize_located_streamed(
-        &mut self,
-        tokens: &[Located],
-        on_audio: &mut dyn FnMut(&[f32]),
-    ) -> Result<Speech, TtsError> {
-        let mut speech = super::empty_speech(SAMPLE_RATE);
-        let mut any = false;
-        for piece in pieces(tokens, MAX_TOKENS) {
-            let enc = encode_located(&piece, &self.vocab);
-            if !enc.skipped.is_empty() {
-                log::warn!(
-                    "voice {} has no phoneme for {:?}; skipped",
-                    self.name,
-                    enc.skipped.iter().collect::<String>()
-                );
-            }
-            if enc.units.is_empty() {
-                continue;
-            }
-            let front = self.run_front(&enc.ids)?;
-            let pause = front.durations.first().copied().unwrap_or(0) as usize;
-            let edges = window_edges(pause, front.frames, &self.windows);
-            let pcm = self.decode_windows(&front, &edges, on_audio)?;
-            let (phonemes, words) = timing::timelines(
-                &enc,
-                &front.durations,
-                self.hop,
-                pcm.len() as u64,
-                SAMPLE_RATE,
-            );
-            super::append(
-                &mut speech,
-                Speech {
-                    pcm,
-                    sample_rate: SAMPLE_RATE,
-                    phonemes,
-                    words,
-                },
-            );
-            any = true;
-        }
-        if !any {
-            return Err(TtsError::Unspeakable(
-                tokens
-                    .iter()
-                    .map(|t| match &t.token {
-                        PhonToken::Word { text, .. } => text.clone(),
-                        PhonToken::Punct(c) => c.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ));
-        }
-        Ok(speech)
-    }
-
-    /// Synthesize a clause so its first voice can be played before the rest exists (see
+    /// Synthesize a clause so its first audio can be played before the rest exists (see
     /// [`Synthesizer::synthesize_head_first`]): the front runs on the whole clause (so the durations,
-    /// hence the plan, are the clause's own), then the decoder on its first window (the leading
-    /// pause and [`Windows::first_voiced`] frames of speech, [`window_edges`]) with
-    /// [`Windows::context`] frames after it, and `on_head` gets that window's audio with the plan;
-    /// then the decoder runs on the whole clause, and the rest is returned from where the head ends,
-    /// its first [`SEAM`] samples faded from the head window's audio into the whole clause's.
+    /// hence the plan, are the clause's own), then the decoder on its first [`HEAD_FRAMES`] frames
+    /// with [`HEAD_CONTEXT`] frames after them, and `on_head` gets those first frames' audio with the
+    /// plan; then the decoder runs on the whole clause, and the rest is returned from where the head
+    /// ends, its first [`SEAM`] samples faded from the head window's audio into the whole clause's.
     ///
     /// From the seam on the audio is exactly the whole clause's; the head is the decoder's output
     /// for a window, which is close to but not the whole clause's (the decoder's instance norms and
     /// int8 input scales take the window's statistics; `benches/kokoro.rs` measures the difference).
-    /// A clause too long for one run, or too short to gain from a head, is spoken whole and
-    /// `on_head` is not called.
+    /// The head lies in the clause's leading pause (its start pad lasts at least [`HEAD_FRAMES`]):
+    /// the listener hears the voice begin after it, while the rest is decoded. A clause too long
+    /// for one run, too short to gain from a head, or whose pause is shorter (a fast pace) is
+    /// spoken whole and `on_head` is not called.
     pub fn synthesize_located_head_first(
         &mut self,
         tokens: &[Located],
@@ -927,9 +768,11 @@ impl KokoroVoice {
         let front = self.run_front(&enc.ids)?;
         let total = front.frames;
         let hop = self.hop as usize;
-        let pause = front.durations.first().copied().unwrap_or(0) as usize;
-        let head_frames = window_edges(pause, total, &self.windows)[1];
-        if total < head_frames + MIN_REST_FRAMES {
+        let at = HEAD_FRAMES * hop;
+        // The head is taken from the clause's leading pause (the start pad's frames, 12-14 at the
+        // voice's pace), where a window decodes to what the whole clause has there, near silence.
+        let in_pause = front.durations.first().copied().unwrap_or(0) >= HEAD_FRAMES as u64;
+        if !in_pause || total < HEAD_FRAMES + HEAD_CONTEXT + MIN_REST_FRAMES {
             let pcm = self.decode(&front, 0, total)?;
             let (phonemes, words) = timing::timelines(
                 &enc,
@@ -945,14 +788,7 @@ impl KokoroVoice {
                 words,
             });
         }
-        let at = head_frames * hop;
-        let window = self.decode(&front, 0, (head_frames + self.windows.context).min(total))?;
-        if window.len() < at {
-            return Err(TtsError::Runtime(format!(
-                "the decoder gave {} samples for the head's {head_frames} frames",
-                window.len()
-            )));
-        }
+        let window = self.decode(&front, 0, HEAD_FRAMES + HEAD_CONTEXT)?;
         let planned = (total * hop) as u64;
         let (phonemes, words) =
             timing::timelines(&enc, &front.durations, self.hop, planned, SAMPLE_RATE);
@@ -1018,19 +854,6 @@ impl Synthesizer for KokoroVoice {
 
     fn reads_written_text(&self) -> bool {
         true
-    }
-
-    /// In windows streamed in order ([`KokoroVoice::synthesize_located_streamed`]).
-    fn synthesize_streaming(
-        &mut self,
-        clause: &str,
-        on_audio: &mut dyn FnMut(&[f32]),
-    ) -> Result<Speech, TtsError> {
-        if clause.trim().is_empty() {
-            return Err(TtsError::Empty);
-        }
-        let tokens = self.phonemizer.phonemize_located(clause)?;
-        self.synthesize_located_streamed(&tokens, on_audio)
     }
 
     fn synthesize_head_first(
@@ -1121,28 +944,6 @@ mod tests {
             PhonToken::Word { ipa, .. } => ipa.chars().count() < MAX_TOKENS,
             _ => false,
         }));
-    }
-
-    #[test]
-    fn windows_start_after_the_pause_and_cover_the_clause() {
-        let w = Windows {
-            first_voiced: 8,
-            chunk: 32,
-            context: 16,
-        };
-        // The first window is the pause and 8 frames of speech, then chunks; the edges cover it all.
-        assert_eq!(window_edges(13, 100, &w), [0, 21, 53, 85, 100]);
-        // A sliver under a quarter chunk joins the window before.
-        assert_eq!(window_edges(13, 90, &w), [0, 21, 53, 90]);
-        // A clause shorter than the first window is one window.
-        assert_eq!(window_edges(13, 18, &w), [0, 18]);
-        assert_eq!(window_edges(13, 23, &w), [0, 23]);
-        assert_eq!(window_edges(0, 0, &w), [0, 0]);
-        for total in 0..200 {
-            let e = window_edges(12, total, &w);
-            assert_eq!((e[0], *e.last().unwrap()), (0, total));
-            assert!(e.windows(2).all(|p| p[0] < p[1] || total == 0), "{e:?}");
-        }
     }
 
     #[test]
