@@ -1520,7 +1520,12 @@ mod tests {
             c.nats.advertise.as_deref(),
             Some("wss://relay-b.example:443/v1/stream")
         );
-        for bad in ["http://a:1/v1/stream", "ws:///v1/stream", "ws://a b/", "relay-b:8787"] {
+        for bad in [
+            "http://a:1/v1/stream",
+            "ws:///v1/stream",
+            "ws://a b/",
+            "relay-b:8787",
+        ] {
             let e = err(&format!("[nats]\nadvertise = {bad:?}\n"));
             assert!(e.to_string().contains("nats.advertise"), "{bad}: {e}");
             assert!(e.to_string().contains("ws://HOST:PORT"), "{bad}: {e}");

@@ -137,10 +137,19 @@ pub mod client {
         Closed(Option<(u16, String)>),
     }
 
+    /// How long a test waits for the server's next message before it fails instead of hanging
+    /// (a real model on a loaded machine takes seconds; nothing takes minutes).
+    pub const SILENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
     /// The next text or binary message, parsed (pings skipped); `Closed` once the connection ends.
+    /// Panics when the server says nothing for [`SILENCE`].
     pub async fn next(ws: &mut Ws) -> In {
         loop {
-            match ws.next().await {
+            let got = tokio::time::timeout(SILENCE, ws.next()).await;
+            let Ok(got) = got else {
+                panic!("the server sent nothing for {} s", SILENCE.as_secs());
+            };
+            match got {
                 Some(Ok(Message::Text(t))) => {
                     return In::Json(serde_json::from_str(t.as_str()).unwrap());
                 }

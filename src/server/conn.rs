@@ -668,8 +668,11 @@ impl Reader {
                     self.error("bad_message", "chat text is empty", id);
                     return;
                 }
-                let utt = perform.chat(&user, &text);
-                self.reply(protocol::ack(id, "chat", json!({"utterance": utt})));
+                // The ack goes out before the persona sees the message, so it comes before the
+                // utterance's events (a refusal by the guards is reported at once).
+                perform.chat_then("ws", &user, &text, |utt| {
+                    self.reply(protocol::ack(id, "chat", json!({"utterance": utt})))
+                });
             }
             ClientMsg::Say { text, emotion, .. } => {
                 if text.trim().is_empty() {
@@ -689,8 +692,9 @@ impl Reader {
                     self.error("too_long", &format!("its <break/>s alone: {e}"), id);
                     return;
                 }
-                let utt = perform.say(&text, emotion.as_deref());
-                self.reply(protocol::ack(id, "say", json!({"utterance": utt})));
+                perform.say_then(&text, emotion.as_deref(), |utt| {
+                    self.reply(protocol::ack(id, "say", json!({"utterance": utt})))
+                });
             }
             ClientMsg::Interrupt { .. } => {
                 perform.interrupt();

@@ -245,7 +245,21 @@ impl PerformHandle {
     /// A viewer's chat message from `source` (a relay's platform, or `ws`); the sinks get an
     /// [`Event::Asked`] with it once the persona's guards accept it.
     pub fn chat_from(&self, source: &str, user: &str, text: &str) -> UtteranceId {
+        self.chat_then(source, user, text, |_| ())
+    }
+
+    /// [`Self::chat_from`], calling `issued` with the utterance's id before the persona can see the
+    /// message: an acknowledgement sent from `issued` comes before every event of the utterance
+    /// (a refusal by the guards is one, and may be reported at once).
+    pub fn chat_then(
+        &self,
+        source: &str,
+        user: &str,
+        text: &str,
+        issued: impl FnOnce(UtteranceId),
+    ) -> UtteranceId {
         let (utt, t0) = self.issue();
+        issued(utt);
         let _ = self.persona_tx.send(PersonaMsg::Chat {
             utt,
             user: user.to_string(),
@@ -258,7 +272,19 @@ impl PerformHandle {
 
     /// An operator line, spoken as written (tags allowed), optionally in a mood.
     pub fn say(&self, text: &str, emotion: Option<&str>) -> UtteranceId {
+        self.say_then(text, emotion, |_| ())
+    }
+
+    /// [`Self::say`], calling `issued` with the utterance's id before the line can be spoken or
+    /// refused (see [`Self::chat_then`]).
+    pub fn say_then(
+        &self,
+        text: &str,
+        emotion: Option<&str>,
+        issued: impl FnOnce(UtteranceId),
+    ) -> UtteranceId {
         let (utt, _) = self.issue();
+        issued(utt);
         let text = match emotion {
             Some(e) if !e.is_empty() => format!("[{e}] {text}"),
             _ => text.to_string(),
