@@ -1451,17 +1451,25 @@ pub fn check_idol_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An optional string key, trimmed and checked by `check` (its `Err` names what is wrong).
+fn trimmed_checked(
+    ctx: &Ctx,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value else {
+        return Ok(None);
+    };
+    let t = v.get_ref().trim();
+    check(t).map_err(|m| ctx.at(v.span(), key, m))?;
+    Ok(Some(t.to_string()))
+}
+
 impl RawNats {
     fn validate(&self, ctx: &Ctx) -> Result<NatsConfig, ConfigError> {
         let d = NatsConfig::default();
-        let url = match &self.url {
-            None => None,
-            Some(u) => {
-                let t = u.get_ref().trim();
-                check_nats_url(t).map_err(|m| ctx.at(u.span(), "nats.url", m))?;
-                Some(t.to_string())
-            }
-        };
+        let url = trimmed_checked(ctx, &self.url, "nats.url", check_nats_url)?;
         let idol = match &self.idol {
             None => d.idol,
             Some(n) => {
@@ -1469,14 +1477,7 @@ impl RawNats {
                 n.get_ref().clone()
             }
         };
-        let advertise = match &self.advertise {
-            None => None,
-            Some(u) => {
-                let t = u.get_ref().trim();
-                check_ws_url(t).map_err(|m| ctx.at(u.span(), "nats.advertise", m))?;
-                Some(t.to_string())
-            }
-        };
+        let advertise = trimmed_checked(ctx, &self.advertise, "nats.advertise", check_ws_url)?;
         Ok(NatsConfig {
             url,
             idol,
