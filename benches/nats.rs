@@ -315,7 +315,20 @@ fn farm_script(i: usize) -> String {
 }
 
 fn idol_cmd(home: &std::path::Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_idol"));
+    idol_cmd_on(home, None)
+}
+
+/// `idol`, or `taskset -c CPU idol` to keep it on one core.
+fn idol_cmd_on(home: &std::path::Path, cpu: Option<usize>) -> std::process::Command {
+    let idol = env!("CARGO_BIN_EXE_idol");
+    let mut c = match cpu {
+        Some(n) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &n.to_string(), idol]);
+            c
+        }
+        None => std::process::Command::new(idol),
+    };
     c.current_dir(home)
         .env("IDOL_HOME", home)
         .env_remove("RUST_LOG")
@@ -379,6 +392,23 @@ fn farm(n: usize, threads: usize) {
             .unwrap_or_default()
             .trim()
     );
+    // Workers pinned to cores of their own (`taskset`), as the goal has them, unless
+    // IDOL_BENCH_PIN=0 or there is no taskset.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = std::env::var("IDOL_BENCH_PIN").as_deref() != Ok("0")
+        && cores >= 2
+        && std::process::Command::new("taskset")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    println!(
+        "farm: workers {}",
+        if pin {
+            "pinned to cores of their own (taskset)"
+        } else {
+            "not pinned"
+        }
+    );
     let mut rates = vec![];
     for workers in [1usize, 2] {
         let port = free_port();
@@ -408,39 +438,41 @@ fn farm(n: usize, threads: usize) {
                 .arg("--out")
                 .arg(&out),
         );
+        let mut events = rt.block_on(async {
+            let c = async_nats::connect(&url).await.unwrap();
+            let sub = c.subscribe("idol.jobs.events.>").await.unwrap();
+            c.flush().await.unwrap();
+            sub
+        });
         let t0 = Instant::now();
         let mut procs: Vec<Killed> = (0..workers)
             .map(|w| {
+                let mut c = idol_cmd_on(home, pin.then(|| w % cores));
                 Killed(
-                    idol_cmd(home)
-                        .args(["worker", "--nats", &url, "--name", &format!("w{w}")])
+                    c.args(["worker", "--nats", &url, "--name", &format!("w{w}")])
                         .spawn()
                         .unwrap(),
                 )
             })
             .collect();
+        // Finished jobs counted from the workers' `done`/`failed` events (no polling: listing every
+        // status takes a request per job, which would load the cores the workers run on).
         let done = rt.block_on(async {
+            let mut finished = std::collections::HashSet::new();
+            while finished.len() < n {
+                let Some(m) = events.next().await else { break };
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                if v["event"] == "done" || v["event"] == "failed" {
+                    finished.insert(m.subject.to_string());
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
             let q = idol::farm::Queue::open(&url, Duration::from_secs(30))
                 .await
                 .unwrap();
-            loop {
-                let s = q.statuses().await.unwrap();
-                let finished = s
-                    .iter()
-                    .filter(|j| {
-                        matches!(
-                            j.state,
-                            idol::farm::JobState::Done | idol::farm::JobState::Failed
-                        )
-                    })
-                    .count();
-                if finished == n {
-                    break s;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            (secs, q.statuses().await.unwrap())
         });
-        let secs = t0.elapsed().as_secs_f64();
+        let (secs, done) = done;
         procs.clear();
         let failed = done
             .iter()

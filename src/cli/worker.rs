@@ -5,7 +5,7 @@
 
 use super::Env;
 use super::wiring::script::ScriptArgs;
-use super::wiring::script::runtime;
+use super::wiring::script::{Loaded, runtime};
 use idol::farm::{Job, JobState, Outcome, Queue};
 use idol::script::Script;
 use std::path::Path;
@@ -43,9 +43,11 @@ pub struct JobsArgs {
 }
 
 /// Render one job as `idol render` would: the same settings, the same files, written whole.
+/// The voice and phonemizer stay loaded from one job to the next (`loaded`).
 fn render_job(
     env: &Env,
     job: &Job,
+    loaded: &mut Loaded,
     progress: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<Vec<String>> {
     let s = &job.settings;
@@ -61,10 +63,12 @@ fn render_job(
     let base = job.path.parent().unwrap_or(Path::new("."));
     let script = Script::parse(&job.script, &job.path, base)?;
     idol::script::render::check_plan(&script, &env.config()?.limits)?;
-    let mut p = super::wiring::script::prepare_script(env, &args, script)?;
+    let mut p = super::wiring::script::prepare_script_with(env, &args, script, loaded)?;
     let lines = p.script.lines.len();
     progress(0, lines);
-    let perf = super::wiring::script::render_with(&mut p, progress)?;
+    let perf = super::wiring::script::render_with(&mut p, progress);
+    loaded.keep(p);
+    let perf = perf?;
     let (files, skipped) = idol::script::output::files(&perf)?;
     if let Some(s) = skipped {
         log::warn!("{}: {s}", job.path.display());
@@ -81,13 +85,14 @@ pub fn worker(env: &Env, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let rt = runtime()?;
+    let mut loaded = Loaded::default();
     let outcomes = rt.block_on(async {
         let q = Queue::open(&args.nats, Duration::from_secs(30)).await?;
         eprintln!("{name}: taking jobs from {}", args.nats);
         let outcomes = q
             .work(&name, args.jobs, |job, progress| {
                 eprintln!("{name}: rendering {} ({})", job.id, job.path.display());
-                render_job(env, job, progress).map_err(|e| super::report(&e))
+                render_job(env, job, &mut loaded, progress).map_err(|e| super::report(&e))
             })
             .await?;
         anyhow::Ok(outcomes)

@@ -46,6 +46,11 @@ impl PiperLineVoice {
         PiperLineVoice { voice }
     }
 
+    /// The voice, to keep for another script ([`PiperLineVoice::from_voice`] reseeds it).
+    pub fn into_inner(self) -> Box<dyn Synthesizer> {
+        self.voice
+    }
+
     /// Restart the noise streams at clause 0 of `seed` (to render again from the same start).
     pub fn reseed(&mut self, seed: u64) {
         self.voice.set_seed(seed);

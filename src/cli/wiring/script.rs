@@ -12,7 +12,7 @@ use idol::farm::{Job, JobSettings, Queue};
 use idol::phonemize::EnglishPhonemizer;
 use idol::script::live::ScriptRenderer;
 use idol::script::{self, PiperLineVoice, RenderOptions, Script};
-use idol::tts::VoiceOptions;
+use idol::tts::{Synthesizer, VoiceChoice, VoiceOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +97,40 @@ pub fn prepare(env: &Env, args: &ScriptArgs) -> anyhow::Result<Prepared> {
 
 /// Load the voice and the rig for a script already read (`args.script` is not read again).
 pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::Result<Prepared> {
+    prepare_script_with(env, args, script, &mut Loaded::default())
+}
+
+/// The phonemizer and the last voice a process loaded, kept between scripts (`idol worker` renders
+/// job after job): loading them takes longer than rendering a short script. A voice is reused only
+/// for the same choice and options; its noise restarts at the next script's seed either way, so a
+/// script renders the same bytes as in a fresh process.
+#[derive(Default)]
+pub struct Loaded {
+    phonemizer: Option<Arc<EnglishPhonemizer>>,
+    voice: Option<(VoiceKey, Box<dyn Synthesizer>)>,
+    /// What the voice lent to the script being prepared or rendered was loaded for.
+    lent: Option<VoiceKey>,
+}
+
+/// What a voice was loaded for: the choice, and the options but the seed.
+type VoiceKey = (VoiceChoice, VoiceOptions);
+
+impl Loaded {
+    /// Keep a rendered script's voice for the next one.
+    pub fn keep(&mut self, p: Prepared) {
+        if let Some(key) = self.lent.take() {
+            self.voice = Some((key, p.voice.into_inner()));
+        }
+    }
+}
+
+/// [`prepare_script`], reusing what `loaded` holds where it fits.
+pub fn prepare_script_with(
+    env: &Env,
+    args: &ScriptArgs,
+    script: Script,
+    loaded: &mut Loaded,
+) -> anyhow::Result<Prepared> {
     let config = env.config()?;
     // What the script fixes itself (gaps, breaks, tail, events) must fit before the voice loads.
     script::render::check_plan(&script, &config.limits)?;
@@ -128,8 +162,25 @@ pub fn prepare_script(env: &Env, args: &ScriptArgs, script: Script) -> anyhow::R
     let mut files = idol::tts::voice_files(home, &choice);
     files.extend(EnglishPhonemizer::files(home));
     crate::cli::wiring::ensure_assets(env, &files)?;
-    let phonemizer = Arc::new(EnglishPhonemizer::load(home)?);
-    let voice = idol::tts::load_voice(home, &choice, &options, phonemizer.clone())?;
+    let phonemizer = match &loaded.phonemizer {
+        Some(p) => p.clone(),
+        None => {
+            let p = Arc::new(EnglishPhonemizer::load(home)?);
+            loaded.phonemizer = Some(p.clone());
+            p
+        }
+    };
+    // The seed is not part of what was loaded: `from_voice` restarts the noise at it.
+    let key = VoiceOptions {
+        seed: 0,
+        ..options.clone()
+    };
+    let key = (choice, key);
+    let voice = match loaded.voice.take() {
+        Some((k, v)) if k == key => v,
+        _ => idol::tts::load_voice(home, &key.0, &options, phonemizer.clone())?,
+    };
+    loaded.lent = Some(key);
     let rig = Rig::find(&rig, Some(home.rigs_dir().as_path()))?;
     Ok(Prepared {
         voice: PiperLineVoice::from_voice(voice, options.seed),
