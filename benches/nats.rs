@@ -9,15 +9,18 @@
 //!    (fresh queue each), jobs/s and the ratio; every output of the 2-worker run byte-identical to
 //!    the 1-worker run's, and the first scripts' to a local `idol render`.
 //!
-//! `cargo bench --bench nats -- [relays] [clients] [seconds]` (default 2 200 10) runs 1 and 2; the
-//! issue's goal is `-- 4 500 30` (4 relays × 500 clients at the session's 60 fps, p99 lag).
+//! `cargo bench --bench nats -- [relays] [clients] [seconds] [rounds] [tone|real]` (default 2 200 10
+//! 3 tone) runs 1 (`rounds` times each way, alternating, medians) and 2; the goal is `-- 4
+//! 2000 30` (4 relays × 500 clients each at the session's 60 fps, p99 lag). `real` runs 1 only,
+//! with the real voice and face (Piper and the solver idol.toml builds) instead of the tone.
 //! Fake voice (a tone) and the real face solver (so frames are published in all four rigs): this
 //! measures the fan-out, not the models. Everything (publisher, relays, clients, nats-server) shares
 //! this machine's cores.
 //!
 //! `cargo bench --bench nats -- farm [scripts] [threads]` (default 100 1) runs 3 with the real
 //! voice and face (the checkout's models): each job renders with `--threads` ONNX threads, so with
-//! threads = 1 the 2-worker run needs 2 free cores for its ideal 2×.
+//! threads = 1 the 2-worker run needs 2 free cores for its ideal 2×. Each worker is pinned to a core
+//! of its own with `taskset` (`IDOL_BENCH_PIN=0`: not pinned).
 
 use futures_util::{SinkExt, StreamExt};
 use idol::face::{FaceConfig, Rig};
@@ -97,16 +100,20 @@ fn start_nats(port: u16) -> Killed {
 fn publisher(
     nats: Option<String>,
     max_clients: usize,
+    real: bool,
 ) -> (Server, Arc<parking_lot::Mutex<HashMap<u64, Instant>>>) {
     let rate = 22050;
     let released = Arc::new(parking_lot::Mutex::new(HashMap::new()));
-    let server = Server::start_with_sinks(
-        Stages {
-            persona: idol::perform::testing::conversation(),
-            generator: Box::new(ScriptedGenerator::new([LINE])),
-            segmenter: Box::new(SimpleSegmenter::new()),
-            voice: Box::new(ToneVoice::new(rate)),
-            face: Box::new(
+    let (voice, face): idol::perform::adapters::VoiceAndFace = if real {
+        // The voice and face idol.toml builds (Piper, the face solver), as a host runs them.
+        let home = idol::assets::Home::from_manifest_dir();
+        let config = idol::config::Config::default();
+        idol::perform::adapters::build_voice_face(&home, &config)
+            .expect("the real voice and face (idol fetch)")
+    } else {
+        (
+            Box::new(ToneVoice::new(rate)),
+            Box::new(
                 RigFace::new(
                     Rig::builtin("arkit52").unwrap(),
                     FaceConfig::default(),
@@ -114,6 +121,15 @@ fn publisher(
                 )
                 .unwrap(),
             ),
+        )
+    };
+    let server = Server::start_with_sinks(
+        Stages {
+            persona: idol::perform::testing::conversation(),
+            generator: Box::new(ScriptedGenerator::new([LINE])),
+            segmenter: Box::new(SimpleSegmenter::new()),
+            voice,
+            face,
         },
         PerformConfig::default(),
         ServerOptions {
@@ -226,6 +242,8 @@ fn main() {
     let relays: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2);
     let clients: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
     let secs: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
+    let real = args.get(4).map(String::as_str) == Some("real");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -235,27 +253,46 @@ fn main() {
     let _nats = start_nats(port);
     let url = format!("nats://127.0.0.1:{port}");
 
-    // 1. Publisher CPU, one client, without then with NATS.
-    for with in [false, true] {
-        let (server, _) = publisher(with.then(|| url.clone()), 16);
-        let (_, _, cpu) = measure(&rt, &[server.addr()], 1, server.addr(), secs);
-        let published = server
-            .nats_stats()
-            .map(|s| {
-                s.published
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    .to_string()
-            })
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "publisher, 1 client, NATS {}: process CPU {cpu:.2} s over {secs} s ({:.1}% of one core); published {published}",
-            if with { "on " } else { "off" },
-            100.0 * cpu / secs as f64
-        );
+    // 1. Publisher CPU, one client, without then with NATS, alternating `rounds` times (a few
+    // percent of a core: one run each is within the noise).
+    let mut cpus: [Vec<f64>; 2] = [vec![], vec![]];
+    for round in 0..rounds {
+        for with in [false, true] {
+            let (server, _) = publisher(with.then(|| url.clone()), 16, real);
+            let (_, _, cpu) = measure(&rt, &[server.addr()], 1, server.addr(), secs);
+            let published = server
+                .nats_stats()
+                .map(|s| {
+                    s.published
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string()
+                })
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "publisher, 1 client, NATS {}, round {}: process CPU {cpu:.2} s over {secs} s ({:.1}% of one core); published {published}",
+                if with { "on " } else { "off" },
+                round + 1,
+                100.0 * cpu / secs as f64
+            );
+            cpus[usize::from(with)].push(cpu);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        percentile(v, 0.5)
+    };
+    let (off, on) = (median(&mut cpus[0]), median(&mut cpus[1]));
+    println!(
+        "publisher CPU ({} voice), median of {rounds}: NATS off {off:.2} s, on {on:.2} s: {:+.1}%",
+        if real { "real" } else { "tone" },
+        100.0 * (on / off - 1.0)
+    );
+    if real {
+        return;
     }
 
     // 2. Lag: the clients on the publisher, then on the relays.
-    let (server, released) = publisher(Some(url.clone()), clients + 8);
+    let (server, released) = publisher(Some(url.clone()), clients + 8, false);
     let (per, closed, cpu) = measure(&rt, &[server.addr()], clients, server.addr(), secs);
     let l = lags(&per, &released.lock());
     println!(

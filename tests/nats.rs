@@ -230,6 +230,27 @@ async fn serve_publishes_the_websocket_stream_byte_for_byte_and_takes_control() 
         }
     };
     assert_eq!(snapshot["type"], "hello");
+    // Frames in a catalog rig besides the session's are published while someone asks for them
+    // (as relays do for their clients): ask for one, leave the others unasked.
+    let session_rig = hello["rig"].as_str().unwrap().to_string();
+    let others: Vec<String> = hello["rigs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .filter(|r| *r != session_rig)
+        .map(String::from)
+        .collect();
+    if let Some(asked) = others.first() {
+        client
+            .publish(
+                "idol.aoi.want",
+                json!({ "rigs": [asked] }).to_string().into(),
+            )
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+    }
     assert_eq!(snapshot["session"], hello["session"]);
     assert_eq!(snapshot["rig"], hello["rig"]);
     assert!(snapshot["now"].as_u64().is_some());
@@ -339,9 +360,33 @@ async fn serve_publishes_the_websocket_stream_byte_for_byte_and_takes_control() 
         nats_text.ends_with(&ws_text),
         "{nats_text:?} vs {ws_text:?}"
     );
-    // With a face that keeps canonical vectors, every catalog rig has its subject too.
+    // With a face that keeps canonical vectors, the rig asked for has its subject too, as many
+    // frames as the session's rig from when it was asked; no one asked for the rest.
     if snapshot["canonical"] == true {
-        assert!(!on("idol.aoi.frames.vrm").is_empty() || rig == "vrm");
+        let asked = &others[0];
+        let asked_stamps: Vec<u64> = on(&format!("idol.aoi.frames.{asked}"))
+            .iter()
+            .map(|p| match parse_binary(p).expect("a frame") {
+                idol::server::protocol::Binary::Frame { sample, .. } => sample,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(asked_stamps.len() > 10, "{asked}: {asked_stamps:?}");
+        let from = stamps
+            .iter()
+            .position(|s| *s == asked_stamps[0])
+            .expect("the asked rig's first frame is a session frame");
+        assert_eq!(
+            stamps[from..],
+            asked_stamps[..],
+            "{asked}: every frame from when it was asked"
+        );
+        for other in &others[1..] {
+            assert!(
+                on(&format!("idol.aoi.frames.{other}")).is_empty(),
+                "{other} was not asked for"
+            );
+        }
     }
     let m = metrics(&server).await;
     assert_eq!(metric(&m, "idol_nats_connected"), 1);
@@ -516,6 +561,99 @@ async fn a_relay_serves_the_same_stream_with_no_models_and_forwards_control() {
     assert!(metric(&m, "idol_nats_received_total") as usize >= r_bin.len());
     assert_eq!(metric(&m, "idol_nats_connected"), 1);
     assert_eq!(metric(&m, "idol_clients_connected"), 1);
+}
+
+/// A relay's client on a catalog rig other than the session's: the relay asks the publisher for
+/// that rig (`idol.<idol>.want`), which publishes it only then, and the client's frames equal
+/// those a client on the same rig gets from the server itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_asks_for_its_clients_rig_and_serves_it_like_the_server() {
+    let nats = NatsServer::start();
+    let server = nats_idol(&nats.url(), "rin");
+    let opts = ServerOptions {
+        port: 0,
+        nats: Some(NatsOptions {
+            url: nats.url(),
+            idol: "rin".into(),
+            queue: 4096,
+        }),
+        ..ServerOptions::default()
+    };
+    let relay = tokio::task::spawn_blocking(move || idol::server::NatsRelay::start(opts))
+        .await
+        .unwrap()
+        .expect("the relay starts once the idol answers hello");
+    let (mut direct, hello) = ws_connect(server.addr()).await;
+    let session_rig = hello["rig"].as_str().unwrap().to_string();
+    let Some(other) = hello["rigs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .find(|r| *r != session_rig)
+        .map(String::from)
+    else {
+        return; // a face without canonical vectors offers no other rig
+    };
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut asks = watcher.subscribe("idol.rin.want").await.unwrap();
+    watcher.flush().await.unwrap();
+    let (mut relayed, _) = ws_connect(relay.addr()).await;
+    for ws in [&mut direct, &mut relayed] {
+        send(ws, json!({"type":"subscribe","rig":other,"id":"r"})).await;
+        loop {
+            match next(ws).await {
+                In::Json(v) if v["type"] == "ack" => break,
+                In::Json(v) if v["type"] == "error" => panic!("{v}"),
+                In::Closed(c) => panic!("closed {c:?}"),
+                _ => {}
+            }
+        }
+    }
+    let ask = tokio::time::timeout(Duration::from_secs(5), asks.next())
+        .await
+        .expect("the relay asks for its client's rig")
+        .unwrap();
+    let ask: Value = serde_json::from_slice(&ask.payload).unwrap();
+    assert_eq!(ask["rigs"], json!([other]), "{ask}");
+    // Once asked, give the publisher a moment, then speak.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send(
+        &mut relayed,
+        json!({"type":"say","text":"Frames in another rig.","id":"s"}),
+    )
+    .await;
+    let utt = loop {
+        match next(&mut relayed).await {
+            In::Json(v) if v["type"] == "ack" && v["id"] == "s" => {
+                break v["utterance"].as_u64().unwrap();
+            }
+            In::Json(v) if v["type"] == "error" => panic!("{v}"),
+            In::Closed(c) => panic!("closed {c:?}"),
+            _ => {}
+        }
+    };
+    let frames = |msgs: &[Message]| -> Vec<Vec<u8>> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                Message::Binary(b) if b[0] == 2 => Some(b.to_vec()),
+                _ => None,
+            })
+            .collect()
+    };
+    let d = frames(&raw_until_idle(&mut direct, utt).await);
+    let r = frames(&raw_until_idle(&mut relayed, utt).await);
+    assert!(r.len() > 10, "{} frames through the relay", r.len());
+    let start = d
+        .iter()
+        .position(|b| *b == r[0])
+        .expect("the relay's first frame is one the server sent in that rig");
+    assert!(
+        d[start..] == r[..],
+        "{other}: byte-identical frames ({} vs {})",
+        d.len() - start,
+        r.len()
+    );
 }
 
 /// A child process killed (SIGKILL) when dropped.

@@ -60,6 +60,12 @@ pub enum Topic<'a> {
 /// conductor thread: it must return at once.
 pub trait Tap: Send + Sync {
     fn send(&self, topic: Topic<'_>, msg: &Message);
+    /// Whether frames in catalog rig `rig` (not the session's: those always go) are wanted now;
+    /// the hub retargets and sends only those.
+    fn wants_rig(&self, rig: &str) -> bool {
+        let _ = rig;
+        true
+    }
 }
 
 /// The wire form a [`Tap`] receives: everything, f32 audio, binary frames.
@@ -137,6 +143,8 @@ pub struct Hub {
     tap: OnceLock<Arc<dyn Tap>>,
     /// Where else clients may get this session (sibling relays), for `hello`'s `alternates`.
     alternates: OnceLock<Box<dyn Fn() -> Vec<String> + Send + Sync>>,
+    /// Signalled when a client's subscription names a rig (see [`Hub::rigs_in_use`]).
+    rigs_changed: tokio::sync::Notify,
 }
 
 /// Why a `subscribe` naming a rig was refused (`bad_rig`).
@@ -169,6 +177,7 @@ impl Hub {
             rigs: Arc::new(RigCatalog::builtin()),
             tap: OnceLock::new(),
             alternates: OnceLock::new(),
+            rigs_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -352,6 +361,33 @@ impl Hub {
         if let Some(s) = self.clients.lock().iter_mut().find(|s| s.id == id) {
             s.sub = sub;
         }
+        self.rig_named(&sub);
+    }
+
+    /// The catalog rigs (not the session's) clients take frames in, in catalog order.
+    pub fn rigs_in_use(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .clients
+            .lock()
+            .iter()
+            .filter(|s| s.sub.frames)
+            .filter_map(|s| s.sub.rig)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Wait until a client's subscription names a catalog rig (a permit is kept when nobody
+    /// waits, so a change between two waits is not missed).
+    pub async fn rig_named_since(&self) {
+        self.rigs_changed.notified().await
+    }
+
+    fn rig_named(&self, sub: &Subscription) {
+        if sub.frames && sub.rig.is_some() {
+            self.rigs_changed.notify_one();
+        }
     }
 
     /// Change a client's subscription and queue `reply` (its `ack`) in one step, so that every
@@ -365,6 +401,8 @@ impl Hub {
         if let Err(reason) = self.push(&mut clients[i], reply, Instant::now()) {
             self.drop_at(&mut clients, i, reason);
         }
+        drop(clients);
+        self.rig_named(&sub);
     }
 
     /// Queue a reply for one client.
@@ -453,7 +491,7 @@ impl Hub {
                 }
                 if info.canonical {
                     for (i, name) in self.rigs.names().into_iter().enumerate() {
-                        if name == info.rig {
+                        if name == info.rig || !tap.wants_rig(name) {
                             continue;
                         }
                         let sub = Subscription {

@@ -6,12 +6,13 @@
 //! | subject                    | payload (`docs/protocol.md`)                                   |
 //! |----------------------------|----------------------------------------------------------------|
 //! | `idol.<idol>.audio`        | binary audio message, f32 PCM (lossless: s16 is derived from it) |
-//! | `idol.<idol>.frames.<rig>` | binary frame message in `<rig>`: the session's rig, and every rig of the server's catalog when the face keeps canonical vectors |
+//! | `idol.<idol>.frames.<rig>` | binary frame message in `<rig>`: the session's rig, and each catalog rig asked for on `.want` in the last [`WANT_TTL`] (when the face keeps canonical vectors) |
 //! | `idol.<idol>.captions`     | `caption` JSON                                                  |
 //! | `idol.<idol>.cues`         | `cue` JSON                                                      |
 //! | `idol.<idol>.state`        | `state`, `asked` and stage `error` JSON                         |
 //! | `idol.<idol>.control`      | in: `chat`, `say`, `interrupt` JSON; the reply (`ack`/`error`) goes to the request's reply subject |
 //! | `idol.<idol>.hello`        | request/reply: the session's `hello` (with its clock `now`, and `canonical`) for relays' late joiners |
+//! | `idol.<idol>.want`         | in: `{"rigs": [NAME, …]}`, the catalog rigs someone reads (relays send their clients' every [`WANT_EVERY`]) |
 //! | `idol.<idol>.relays`       | each relay's `{"url": "ws://…/v1/stream"}`, every second (relays' discovery of each other) |
 //!
 //! Control follows the WebSocket's token rules with the NATS server standing for the peer: a NATS
@@ -93,6 +94,10 @@ impl Subjects {
     }
     pub fn hello(&self) -> String {
         format!("{}.hello", self.prefix)
+    }
+    /// `{"rigs": [NAME, …]}`: frames in these catalog rigs are published for [`WANT_TTL`] more.
+    pub fn want(&self) -> String {
+        format!("{}.want", self.prefix)
     }
     /// Relays of this idol announce their WebSocket URL here (`idol relay`), so each lists its
     /// siblings in its clients' `hello` (`alternates`).
@@ -233,6 +238,49 @@ pub struct Publisher {
     subjects: Subjects,
     tx: mpsc::Sender<(String, Bytes)>,
     stats: Arc<NatsStats>,
+    wanted: Arc<Wanted>,
+}
+
+/// How long a catalog rig asked for on `idol.<idol>.want` keeps being published.
+pub const WANT_TTL: Duration = Duration::from_secs(5);
+/// How often a relay asks again for the rigs its clients use (well within [`WANT_TTL`]).
+pub const WANT_EVERY: Duration = Duration::from_secs(1);
+/// Longest `want` request read; longer ones are ignored.
+const MAX_WANT_BYTES: usize = 4096;
+
+/// The catalog rigs someone asked for, and when last.
+#[derive(Default)]
+struct Wanted(parking_lot::Mutex<Vec<(String, std::time::Instant)>>);
+
+impl Wanted {
+    fn wants(&self, rig: &str) -> bool {
+        self.0
+            .lock()
+            .iter()
+            .any(|(r, at)| r == rig && at.elapsed() < WANT_TTL)
+    }
+
+    /// Take a `want` request's payload (`{"rigs": ["vrm", …]}`); names `known` refuses are
+    /// ignored, so the list never holds more than the catalog.
+    fn heard(&self, payload: &[u8], known: impl Fn(&str) -> bool) {
+        if payload.len() > MAX_WANT_BYTES {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        let Some(rigs) = v["rigs"].as_array() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut w = self.0.lock();
+        for name in rigs.iter().filter_map(|r| r.as_str()).filter(|r| known(r)) {
+            match w.iter_mut().find(|(r, _)| r == name) {
+                Some(e) => e.1 = now,
+                None => w.push((name.to_string(), now)),
+            }
+        }
+    }
 }
 
 impl Tap for Publisher {
@@ -250,6 +298,10 @@ impl Tap for Publisher {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    fn wants_rig(&self, rig: &str) -> bool {
+        self.wanted.wants(rig)
+    }
 }
 
 /// A publisher for the hub and the task that runs it: create both, give the publisher to
@@ -257,25 +309,32 @@ impl Tap for Publisher {
 pub fn publisher(opts: &NatsOptions, stats: Arc<NatsStats>) -> (Arc<Publisher>, PublishTask) {
     let (tx, rx) = mpsc::channel(opts.queue.max(16));
     let subjects = Subjects::new(&opts.idol);
+    let wanted = Arc::new(Wanted::default());
     (
         Arc::new(Publisher {
             subjects: subjects.clone(),
             tx,
             stats: stats.clone(),
+            wanted: wanted.clone(),
         }),
         PublishTask {
             opts: opts.clone(),
             rx,
             stats,
+            wanted,
         },
     )
 }
+
+/// Messages the publishing task takes off its queue at once.
+const PUBLISH_BATCH: usize = 64;
 
 /// The publishing side's task (see [`publisher`]).
 pub struct PublishTask {
     opts: NatsOptions,
     rx: mpsc::Receiver<(String, Bytes)>,
     stats: Arc<NatsStats>,
+    wanted: Arc<Wanted>,
 }
 
 impl PublishTask {
@@ -286,6 +345,7 @@ impl PublishTask {
             opts,
             mut rx,
             stats,
+            wanted,
         } = self;
         let client = match connect(&opts.url, "idol serve", stats.clone(), false).await {
             Ok(c) => c,
@@ -295,22 +355,42 @@ impl PublishTask {
             }
         };
         let subjects = Subjects::new(&opts.idol);
+        // Subscribed before `hello` is: whoever has had a `hello` answer can ask for rigs.
+        let want = match client.subscribe(subjects.want()).await {
+            Ok(mut sub) => {
+                let hub = ctx.hub.clone();
+                futures_util::future::Either::Left(async move {
+                    while let Some(m) = sub.next().await {
+                        wanted.heard(&m.payload, |r| hub.rigs().index(r).is_some());
+                    }
+                })
+            }
+            Err(e) => {
+                log::error!("nats: cannot subscribe to {}: {e}", subjects.want());
+                futures_util::future::Either::Right(std::future::ready(()))
+            }
+        };
         let publish = {
             let client = client.clone();
             let stats = stats.clone();
             async move {
-                while let Some((subject, payload)) = rx.recv().await {
-                    if client.publish(subject, payload).await.is_ok() {
-                        stats.published.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                // Whatever is queued goes out together (a frame comes in every rig at once): one
+                // wake-up of the client's writer and one socket write for all of it.
+                let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+                while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+                    for (subject, payload) in batch.drain(..) {
+                        if client.publish(subject, payload).await.is_ok() {
+                            stats.published.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }
         };
         let hello = serve_hello(client.clone(), subjects.hello(), ctx.clone());
         let control = serve_control(client.clone(), subjects.control(), ctx, &opts.url, stats);
-        tokio::join!(publish, hello, control);
+        tokio::join!(publish, hello, control, want);
     }
 }
 

@@ -8,7 +8,10 @@
 //!
 //! Each NATS message is turned into each client's wire form once: audio arrives as f32 (lossless)
 //! and s16 is made from it with the server's own encoder, so a relay's s16 bytes equal the server's;
-//! frames arrive per rig in binary and JSON frames are made from them the same way.
+//! frames arrive per rig in binary and JSON frames are made from them the same way. The publisher
+//! sends frames in a catalog rig other than the session's only while someone asks for it on
+//! `idol.<idol>.want`: the relay asks for its clients' rigs as soon as one subscribes to a rig and
+//! then every [`WANT_EVERY`].
 //!
 //! Late joiners: the relay asks the publisher for its `hello` (request/reply on `idol.<idol>.hello`)
 //! once at start; its clock then runs on from that stamp (the session clock is wall time since the
@@ -22,7 +25,7 @@
 
 use super::conn::{ConnCtx, RemoteUpstream, Upstream};
 use super::hub::Hub;
-use super::nats::{NatsError, NatsStats, Subjects, connect};
+use super::nats::{NatsError, NatsStats, Subjects, WANT_EVERY, connect};
 use super::protocol::{self, AudioEncoding, Binary, FrameEncoding, parse_binary};
 use super::{AppState, Guard, ServerError, ServerOptions, Viewer};
 use crate::face::{Frame, MorphWeights};
@@ -369,6 +372,7 @@ impl NatsRelay {
             guard,
         };
         rt.spawn(announce(client.clone(), own, siblings.clone()));
+        rt.spawn(ask_for_rigs(client.clone(), subjects.want(), hub.clone()));
         rt.spawn(feed(
             sub,
             hub.clone(),
@@ -447,6 +451,36 @@ async fn announce(client: async_nats::Client, own: Option<String>, siblings: Sib
             let _ = client.publish(siblings.subject.clone(), p.clone()).await;
         }
         siblings.guard.set_peer_origins(siblings.peers.origins());
+    }
+}
+
+/// Ask the publisher for the catalog rigs this relay's clients take frames in: at once when a
+/// client names one, and again every [`WANT_EVERY`] while any does (the publisher keeps a rig for
+/// [`super::nats::WANT_TTL`] after it was last asked for).
+async fn ask_for_rigs(client: async_nats::Client, subject: String, hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(WANT_EVERY);
+    loop {
+        tokio::select! {
+            _ = hub.rig_named_since() => {}
+            _ = tick.tick() => {}
+        }
+        let rigs = hub.rigs();
+        let names: Vec<&str> = hub
+            .rigs_in_use()
+            .into_iter()
+            .filter_map(|i| rigs.get(i as usize).map(|(n, _)| n))
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let payload = serde_json::json!({ "rigs": names }).to_string();
+        if client
+            .publish(subject.clone(), payload.into())
+            .await
+            .is_ok()
+        {
+            let _ = client.flush().await;
+        }
     }
 }
 
