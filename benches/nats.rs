@@ -49,11 +49,36 @@ impl Sink for Probe {
 }
 
 fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_secs(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds of `/proc/PID/stat`-style text (user + system).
+fn stat_secs(stat: &str) -> f64 {
     let rest = stat.rsplit_once(')').map_or("", |x| x.1);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     (tick(11) + tick(12)) / 100.0
+}
+
+/// This process's CPU seconds by thread name: the servers' and relays' `idol-io` threads, the
+/// bench's clients (`tokio-rt-worker`), and the rest (the session's conductor and stages).
+fn cpu_by_role() -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let secs = stat_secs(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default());
+        let i = match comm.trim() {
+            "idol-io" => 0,
+            "tokio-rt-worker" => 1,
+            _ => 2,
+        };
+        out[i] += secs;
+    }
+    out
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -157,6 +182,7 @@ fn measure(
     n: usize,
     ctl: SocketAddr,
     secs: u64,
+    nats_pid: Option<u32>,
 ) -> (Vec<Vec<(u64, Instant)>>, usize, f64) {
     rt.block_on(async {
         let mut socks = vec![];
@@ -168,6 +194,10 @@ fn measure(
             socks.push(ws);
         }
         let cpu0 = cpu_secs();
+        let roles0 = cpu_by_role();
+        let nats0 = nats_pid.map(|p| {
+            stat_secs(&std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+        });
         let stop = Instant::now() + Duration::from_secs(secs);
         let mut tasks = vec![];
         for ws in socks {
@@ -203,6 +233,22 @@ fn measure(
             }
         }
         let cpu = cpu_secs() - cpu0;
+        if n > 1 {
+            let roles = cpu_by_role();
+            let nats = nats0.map(|c0| {
+                stat_secs(
+                    &std::fs::read_to_string(format!("/proc/{}/stat", nats_pid.unwrap()))
+                        .unwrap_or_default(),
+                ) - c0
+            });
+            println!(
+                "  CPU over {secs} s: servers' and relays' I/O threads {:.1} s, the bench's clients {:.1} s, session and other threads {:.1} s, nats-server {}",
+                roles[0] - roles0[0],
+                roles[1] - roles0[1],
+                roles[2] - roles0[2],
+                nats.map_or("-".into(), |c| format!("{c:.1} s"))
+            );
+        }
         let mut out = vec![];
         let mut closed = 0;
         for t in tasks {
@@ -250,7 +296,8 @@ fn main() {
         .build()
         .unwrap();
     let port = free_port();
-    let _nats = start_nats(port);
+    let nats = start_nats(port);
+    let nats_pid = Some(nats.0.id());
     let url = format!("nats://127.0.0.1:{port}");
 
     // 1. Publisher CPU, one client, without then with NATS, alternating `rounds` times (a few
@@ -259,7 +306,7 @@ fn main() {
     for round in 0..rounds {
         for with in [false, true] {
             let (server, _) = publisher(with.then(|| url.clone()), 16, real);
-            let (_, _, cpu) = measure(&rt, &[server.addr()], 1, server.addr(), secs);
+            let (_, _, cpu) = measure(&rt, &[server.addr()], 1, server.addr(), secs, None);
             let published = server
                 .nats_stats()
                 .map(|s| {
@@ -293,7 +340,14 @@ fn main() {
 
     // 2. Lag: the clients on the publisher, then on the relays.
     let (server, released) = publisher(Some(url.clone()), clients + 8, false);
-    let (per, closed, cpu) = measure(&rt, &[server.addr()], clients, server.addr(), secs);
+    let (per, closed, cpu) = measure(
+        &rt,
+        &[server.addr()],
+        clients,
+        server.addr(),
+        secs,
+        nats_pid,
+    );
     let l = lags(&per, &released.lock());
     println!(
         "direct: {clients} clients on the publisher: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} frames), closed {closed}, CPU {cpu:.1} s",
@@ -319,7 +373,7 @@ fn main() {
         })
         .collect();
     let addrs: Vec<SocketAddr> = relay_list.iter().map(|r| r.addr()).collect();
-    let (per, closed, cpu) = measure(&rt, &addrs, clients, server.addr(), secs);
+    let (per, closed, cpu) = measure(&rt, &addrs, clients, server.addr(), secs, nats_pid);
     let l = lags(&per, &released.lock());
     println!(
         "relayed: {clients} clients over {relays} relays: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} frames), closed {closed}, CPU {cpu:.1} s",
