@@ -397,27 +397,35 @@ impl Queue {
         }
     }
 
-    /// Every job's status, in no particular order.
+    /// Every job's status, in no particular order: one pass of an ordered consumer over the
+    /// status stream (it keeps one message per job), not a request per job.
     pub async fn statuses(&self) -> Result<Vec<JobStatus>, FarmError> {
-        let mut subjects = self
+        let total = self.status.get_info().await.map_err(js_err)?.state.messages;
+        if total == 0 {
+            return Ok(vec![]);
+        }
+        let consumer = self
             .status
-            .info_with_subjects(status_subject("*"))
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
             .await
             .map_err(js_err)?;
-        let mut ids = vec![];
-        while let Some(s) = subjects.next().await {
-            let (subject, _) = s.map_err(js_err)?;
-            if let Some(id) = subject.strip_prefix("idol.jobs.status.") {
-                ids.push(id.to_string());
+        let mut messages = consumer.messages().await.map_err(js_err)?;
+        // A status written during the pass comes again later in it: the last one read counts.
+        let mut by_id: std::collections::HashMap<String, JobStatus> = Default::default();
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(js_err)?;
+            let pending = m.info().map_err(js_err)?.pending;
+            if let Ok(s) = serde_json::from_slice::<JobStatus>(&m.payload) {
+                by_id.insert(s.id.clone(), s);
+            }
+            if pending == 0 {
+                break;
             }
         }
-        let mut out = vec![];
-        for id in ids {
-            if let Some(s) = self.status(&id).await? {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        Ok(by_id.into_values().collect())
     }
 
     /// Jobs waiting in the stream (not yet acknowledged).
