@@ -37,7 +37,8 @@
 //! Figures go to docs/benchmarks.md ("Audio lip sync"). `AUDIOLIP_QUICK=1` skips the 10-minute
 //! take, `AUDIOLIP_DEBUG=1` prints every scored phone with each method's mouth, and
 //! `AUDIOLIP_SWITCH`, `AUDIOLIP_REFINE`, `AUDIOLIP_RADIUS`, `AUDIOLIP_PAUSE_MS`, `AUDIOLIP_DIAGONAL`,
-//! `AUDIOLIP_STRETCH` override settings.
+//! `AUDIOLIP_STRETCH`, `AUDIOLIP_CLASS_REACH`, `AUDIOLIP_CHANGE_DB`, `AUDIOLIP_SETTLE`,
+//! `AUDIOLIP_KEEP_VOICE_PAUSES` override settings.
 
 use idol::align;
 use idol::audio;
@@ -493,6 +494,10 @@ fn synth_opts() -> SynthAlignOptions {
         pause_ms: env("AUDIOLIP_PAUSE_MS").map_or(d.pause_ms, |v| v as u32),
         diagonal_weight: envf("AUDIOLIP_DIAGONAL").unwrap_or(d.diagonal_weight),
         stretch_cost: envf("AUDIOLIP_STRETCH").unwrap_or(d.stretch_cost),
+        class_reach: env("AUDIOLIP_CLASS_REACH").unwrap_or(d.class_reach),
+        min_change_db: envf("AUDIOLIP_CHANGE_DB").unwrap_or(d.min_change_db),
+        drop_voice_pauses: std::env::var_os("AUDIOLIP_KEEP_VOICE_PAUSES").is_none(),
+        settle: envf("AUDIOLIP_SETTLE").unwrap_or(d.settle),
         ..d
     }
 }
@@ -627,6 +632,12 @@ fn main() {
                 "  reference words {ref_words:?}\n  aligned words {:?}",
                 words_of(&aligned.words)
             );
+            let phones: Vec<String> = aligned
+                .phonemes
+                .iter()
+                .map(|p| format!("{:.3} {}", p.start().as_secs_f64(rate), p.value.symbol))
+                .collect();
+            println!("  aligned phones {}", phones.join(" | "));
             for (mid, label, w) in &goals {
                 let k = (mid * 100.0).round() as usize;
                 let at = SampleTime::from_secs_f64(*mid, rate).unwrap();

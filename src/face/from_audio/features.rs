@@ -36,6 +36,19 @@ pub struct FrameFeatures {
     pub mfcc: [f32; N_MFCC],
 }
 
+/// What alignment reads of one 10 ms frame ([`Analyzer::cepstra`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Cepstrum {
+    /// Mean power in dB (full scale 0 dB).
+    pub energy_db: f32,
+    /// Power between 300 Hz and 3 kHz (dB): the formants of vowels, nasals and approximants, and
+    /// not the voice bar under a voiced closure, so it falls at every closure of the vocal tract.
+    pub sonorant_db: f32,
+    /// Power under 300 Hz (dB): the voice bar of a voiced closure, and most of a nasal's murmur.
+    pub low_db: f32,
+    pub mfcc: [f32; N_MFCC],
+}
+
 /// Reusable analysis state (window, mel filters, FFT twiddles).
 pub struct Analyzer {
     window: Vec<f32>,
@@ -132,10 +145,10 @@ impl Analyzer {
         out
     }
 
-    /// Energy (dB) and MFCCs only, for every frame of `pcm` (16 kHz), on the same frame grid as
-    /// [`Analyzer::analyze`]: what alignment needs, without the formant and voicing analysis (which
-    /// costs some twenty times more).
-    pub fn cepstra(&self, pcm: &[f32]) -> Vec<(f32, [f32; N_MFCC])> {
+    /// Energy, band energies and MFCCs only, for every frame of `pcm` (16 kHz), on the same frame
+    /// grid as [`Analyzer::analyze`]: what alignment needs, without the formant and voicing analysis
+    /// (which costs some twenty times more).
+    pub fn cepstra(&self, pcm: &[f32]) -> Vec<Cepstrum> {
         let n = pcm.len().div_ceil(HOP);
         let mut frame = vec![0.0f32; WIN];
         let mut re = vec![0.0f32; NFFT];
@@ -160,10 +173,24 @@ impl Analyzer {
                     re[i] = (frame[i] - mean) * self.window[i];
                 }
                 fft(&mut re, &mut im, &self.twiddles);
+                let (mut low, mut son) = (0.0f32, 0.0f32);
                 for (k, p) in power.iter_mut().enumerate() {
                     *p = re[k] * re[k] + im[k] * im[k];
+                    let hz = k as f32 * RATE as f32 / NFFT as f32;
+                    if hz < 300.0 {
+                        low += *p;
+                    } else if hz < 3000.0 {
+                        son += *p;
+                    }
                 }
-                (10.0 * (ms + 1e-10).log10(), self.mfcc(&power))
+                // Per sample of the frame, like the energy (the window's own gain aside).
+                let db = |e: f32| 10.0 * (e / (NFFT * WIN) as f32 + 1e-10).log10();
+                Cepstrum {
+                    energy_db: 10.0 * (ms + 1e-10).log10(),
+                    sonorant_db: db(son),
+                    low_db: db(low),
+                    mfcc: self.mfcc(&power),
+                }
             })
             .collect()
     }

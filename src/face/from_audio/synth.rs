@@ -15,8 +15,13 @@
 //!    sequences are aligned by dynamic time warping in two passes: first on 80 ms blocks inside a
 //!    band around the diagonal (a quarter of the length, at most 300 s), then on 10 ms frames inside
 //!    ±80 ms of the coarse path. Memory is the band's area, linear in the length of the take.
-//! 3. Every synthetic phone boundary is carried over through the path. Each boundary then moves, by
-//!    at most 10 ms, to where the recording's spectrum changes most (the local peak of spectral flux).
+//! 3. Every synthetic phone boundary is carried over through the path. A pause the voice made where
+//!    the recording sounds on is given to the phones around it. Each boundary between phones of
+//!    different manner then moves, by at most 60 ms, to the recording's own landmark for that pair
+//!    (the formant band falling at a closure and rising at a release, the low band's share rising
+//!    into a nasal, the power rising into a fricative after a stop: [`refine_by_class`]); the
+//!    others move by at most 10 ms to where the spectrum changes most (spectral flux). Words span
+//!    their phones as refined.
 //! 4. Silent stretches of the recording of at least `pause_ms` (and silence at either end) become
 //!    pauses (`_`), clipping the phones around them: a speaker's pause closes the mouth even where
 //!    the voice did not pause.
@@ -60,6 +65,17 @@ pub struct SynthAlignOptions {
     pub diagonal_weight: f32,
     /// Extra cost of a step that advances only one side (keeps equal evidence in step).
     pub stretch_cost: f32,
+    /// How far (10 ms frames) a boundary between two phones of different manner (a vowel and a
+    /// stop, a fricative and a vowel ...) may move to where the recording's band energy changes
+    /// the way that pair of manners does ([`refine_by_class`]). 0 turns it off.
+    pub class_reach: usize,
+    /// The least change of band energy (dB, over two frames either side) that moves a boundary.
+    pub min_change_db: f32,
+    /// Give a pause the voice made, where the recording sounds on, to the phones around it.
+    pub drop_voice_pauses: bool,
+    /// A boundary whose own change is at least this share of the strongest one in reach already
+    /// lies on the landmark (a fall or rise spans several frames) and stays.
+    pub settle: f32,
 }
 
 impl Default for SynthAlignOptions {
@@ -72,6 +88,10 @@ impl Default for SynthAlignOptions {
             max_bent: 0.3,
             diagonal_weight: 1.0,
             stretch_cost: 0.25,
+            class_reach: 6,
+            min_change_db: 3.0,
+            drop_voice_pauses: true,
+            settle: 0.5,
         }
     }
 }
@@ -101,6 +121,9 @@ pub struct SynthAlignment {
 struct Feats {
     v: Vec<[f32; D]>,
     silent: Vec<bool>,
+    /// Per frame, the evidence of [`refine_by_class`] (dB): [`Band::Sonorant`], [`Band::Total`],
+    /// [`Band::Nasal`].
+    bands: Vec<[f32; 3]>,
 }
 
 fn percentile(mut v: Vec<f32>, q: f32) -> f32 {
@@ -115,7 +138,7 @@ fn percentile(mut v: Vec<f32>, q: f32) -> f32 {
 fn feats(pcm16: &[f32]) -> Feats {
     let cep = Analyzer::new().cepstra(pcm16);
     let n = cep.len();
-    let energy: Vec<f32> = cep.iter().map(|c| c.0).collect();
+    let energy: Vec<f32> = cep.iter().map(|c| c.energy_db).collect();
     let peak = percentile(energy.clone(), 0.95);
     let floor = percentile(energy.clone(), 0.05);
     let threshold = (peak - 35.0).max(floor + 6.0).min(peak - 10.0);
@@ -133,7 +156,7 @@ fn feats(pcm16: &[f32]) -> Feats {
     let mut sd = [1.0f32; NC];
     if !speech.is_empty() {
         for &k in &speech {
-            for (m, x) in mean.iter_mut().zip(&cep[k].1[1..]) {
+            for (m, x) in mean.iter_mut().zip(&cep[k].mfcc[1..]) {
                 *m += x;
             }
         }
@@ -141,7 +164,7 @@ fn feats(pcm16: &[f32]) -> Feats {
         let mut var = [0.0f32; NC];
         for &k in &speech {
             for c in 0..NC {
-                let d = cep[k].1[c + 1] - mean[c];
+                let d = cep[k].mfcc[c + 1] - mean[c];
                 var[c] += d * d;
             }
         }
@@ -154,7 +177,7 @@ fn feats(pcm16: &[f32]) -> Feats {
             let mut s = [0.0f32; NC + 1];
             if !silent[k] {
                 for c in 0..NC {
-                    s[c] = (cep[k].1[c + 1] - mean[c]) / sd[c];
+                    s[c] = (cep[k].mfcc[c + 1] - mean[c]) / sd[c];
                 }
             }
             s[NC] = ((energy[k] - peak) / 10.0).clamp(-4.0, 1.0);
@@ -180,7 +203,11 @@ fn feats(pcm16: &[f32]) -> Feats {
             out
         })
         .collect();
-    Feats { v, silent }
+    let bands = cep
+        .iter()
+        .map(|c| [c.sonorant_db, c.energy_db, c.low_db - c.sonorant_db])
+        .collect();
+    Feats { v, silent, bands }
 }
 
 fn dist(a: &[f32; D], b: &[f32; D]) -> f32 {
@@ -478,16 +505,29 @@ pub fn align_to_synthesis(
     };
     let nrec = rec.v.len();
 
-    // Step 3: phone runs on the recording's frames.
+    // Step 3: phone runs on the recording's frames, each with the synthetic word it belongs to
+    // (the word whose span holds the phone's midpoint; none for a pause).
+    let syn_words: Vec<&Timed<Word>> = synth.words.iter().collect();
+    let mut wcur = 0usize;
     let mut runs: Vec<(usize, usize, Phoneme)> = Vec::new();
+    let mut tags: Vec<Option<usize>> = Vec::new();
     let mut runs_src: Vec<(usize, usize)> = Vec::new();
     for p in synth.phonemes.iter() {
         let (a, b) = (map(syn_frame(p.start())), map(syn_frame(p.end())));
         runs_src.push((a, b.max(a)));
+        let mid = (p.start().get() + p.end().get()) / 2;
+        while wcur < syn_words.len() && syn_words[wcur].end().get() <= mid {
+            wcur += 1;
+        }
+        let tag = (!p.value.is_silence()
+            && wcur < syn_words.len()
+            && syn_words[wcur].start().get() <= mid)
+            .then_some(wcur);
         let a = a.max(runs.last().map_or(0, |r| r.1));
         let b = b.max(a).min(nrec);
         if b > a {
             runs.push((a, b, p.value.clone()));
+            tags.push(tag);
         }
     }
     if runs.is_empty() {
@@ -521,7 +561,24 @@ pub fn align_to_synthesis(
     for i in 1..runs.len() {
         runs[i].0 = runs[i - 1].1;
     }
-    refine(&mut runs, &rec.v, opts.refine_frames);
+    if opts.drop_voice_pauses {
+        drop_voice_pauses(&mut runs, &mut tags, &rec.silent);
+    }
+    refine_by_class(
+        &mut runs,
+        &rec.bands,
+        opts.class_reach,
+        opts.min_change_db,
+        opts.settle,
+    );
+    refine(&mut runs, &rec.v, opts.refine_frames, opts.class_reach > 0);
+    // Each word spans its phones as refined.
+    let mut spans: Vec<Option<(usize, usize)>> = vec![None; syn_words.len()];
+    for (r, t) in runs.iter().zip(&tags) {
+        if let Some(w) = *t {
+            spans[w] = Some(spans[w].map_or((r.0, r.1), |(a, b)| (a.min(r.0), b.max(r.1))));
+        }
+    }
     let runs = carve_pauses(runs, &rec.silent, opts.pause_ms);
 
     // Words: each synthetic word's span carried over the same way.
@@ -534,9 +591,9 @@ pub fn align_to_synthesis(
             .min(len as u128) as u64
     };
     let mut words: Vec<Timed<Word>> = Vec::new();
-    for w in synth.words.iter() {
-        let a = to_sample(map(syn_frame(w.start())));
-        let b = to_sample(map(syn_frame(w.end())));
+    for (w, span) in syn_words.iter().zip(&spans) {
+        let Some((a, b)) = *span else { continue };
+        let (a, b) = (to_sample(a), to_sample(b));
         let a = a.max(words.last().map_or(0, |x| x.end().get()));
         if b > a {
             words.push(Timed::new(
@@ -545,8 +602,8 @@ pub fn align_to_synthesis(
             ));
         }
     }
-    // A word starts where its first sound does: not inside a pause the recording makes before it
-    // (the voice's own leading silence is carried over with the first word), and ends before one.
+    // A word starts where its first sound does: not inside a pause the recording makes before it,
+    // and ends before one.
     let pause_at = |s: u64| -> Option<(u64, u64)> {
         runs.iter()
             .map(|r| (to_sample(r.0), to_sample(r.1), r.2.is_silence()))
@@ -588,8 +645,9 @@ pub fn align_to_synthesis(
 }
 
 /// Move each boundary between two sounding phones by up to `reach` frames to the local maximum of
-/// spectral change, keeping every phone at least one frame long.
-fn refine(runs: &mut [(usize, usize, Phoneme)], v: &[[f32; D]], reach: usize) {
+/// spectral change, keeping every phone at least one frame long; with `by_class`, only those that
+/// [`refine_by_class`] has no landmark for.
+fn refine(runs: &mut [(usize, usize, Phoneme)], v: &[[f32; D]], reach: usize, by_class: bool) {
     if reach == 0 || v.len() < 3 {
         return;
     }
@@ -609,6 +667,10 @@ fn refine(runs: &mut [(usize, usize, Phoneme)], v: &[[f32; D]], reach: usize) {
         if runs[i].2.is_silence() || runs[i - 1].2.is_silence() {
             continue;
         }
+        // Placed by its landmark already.
+        if by_class && landmark(manner(&runs[i - 1].2), manner(&runs[i].2)).is_some() {
+            continue;
+        }
         let b = runs[i].0;
         let lo = b.saturating_sub(reach).max(runs[i - 1].0 + 1);
         let hi = (b + reach).min(runs[i].1.saturating_sub(1));
@@ -624,6 +686,202 @@ fn refine(runs: &mut [(usize, usize, Phoneme)], v: &[[f32; D]], reach: usize) {
         }
         runs[i - 1].1 = best.1;
         runs[i].0 = best.1;
+    }
+}
+
+/// A pause the voice made (a comma) where the recording sounds on (the speaker read through it)
+/// is no pause: its frames go to the phones either side, split in the middle (the class refinement
+/// then moves that boundary to the recording's evidence). Pauses the recording does make are
+/// carved from its own silence later ([`carve_pauses`]).
+fn drop_voice_pauses(
+    runs: &mut Vec<(usize, usize, Phoneme)>,
+    tags: &mut Vec<Option<usize>>,
+    silent: &[bool],
+) {
+    let mut i = 1;
+    while i + 1 < runs.len() {
+        let (a, b) = (runs[i].0, runs[i].1);
+        let quiet = silent[a.min(silent.len())..b.min(silent.len())]
+            .iter()
+            .filter(|s| **s)
+            .count();
+        if runs[i].2.is_silence()
+            && !runs[i - 1].2.is_silence()
+            && !runs[i + 1].2.is_silence()
+            && 2 * quiet < b - a
+        {
+            let mid = (a + b) / 2;
+            runs[i - 1].1 = mid;
+            runs[i + 1].0 = mid;
+            runs.remove(i);
+            tags.remove(i);
+            // A run of zero frames (the pause was one frame long) goes too.
+            if runs[i].1 <= runs[i].0 {
+                runs[i - 1].1 = runs[i].1;
+                runs.remove(i);
+                tags.remove(i);
+            }
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// How a phone is made, as far as the recording's band energies can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Manner {
+    Silence,
+    /// Vowels, and approximants (l, r, w, j): formants, energy between 300 Hz and 3 kHz.
+    Sonorant,
+    Nasal,
+    Fricative,
+    /// Stops and affricates: a closure (the band energies fall), then a burst.
+    Stop,
+    /// Anything else (a flap, a symbol not known here): no class evidence.
+    Other,
+}
+
+fn manner(p: &Phoneme) -> Manner {
+    if p.is_silence() {
+        return Manner::Silence;
+    }
+    let first = p
+        .symbol
+        .chars()
+        .find(|c| !matches!(c, 'ˈ' | 'ˌ' | 'ː' | 'ˑ' | '\u{0361}' | '\u{035C}'));
+    match first {
+        Some('p' | 'b' | 't' | 'd' | 'k' | 'g' | 'ɡ' | 'ʔ' | 'c' | 'ɟ' | 'q') => Manner::Stop,
+        Some('m' | 'n' | 'ŋ' | 'ɲ' | 'ɱ') => Manner::Nasal,
+        Some('f' | 'v' | 'θ' | 'ð' | 's' | 'z' | 'ʃ' | 'ʒ' | 'h' | 'x' | 'ç' | 'ɸ' | 'β') => {
+            Manner::Fricative
+        }
+        Some('l' | 'ɹ' | 'r' | 'w' | 'j' | 'ɫ' | 'ʍ' | 'ɻ') => Manner::Sonorant,
+        Some(c) if "aeiouyɑæɐɒɔəɚɛɜɝɪʊʌɨʉøœɯɤɘɵ".contains(c) => {
+            Manner::Sonorant
+        }
+        _ => Manner::Other,
+    }
+}
+
+/// The measures of [`refine_by_class`], indices into [`Feats::bands`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Band {
+    /// Power between 300 Hz and 3 kHz: the formants of vowels and approximants. A closure or a
+    /// narrowing of the tract takes it away; a voiced closure's voice bar lies under 300 Hz, so it
+    /// falls for b, d and g as for p, t and k.
+    Sonorant = 0,
+    /// All the power: what a fricative adds to a closure (voiced or not).
+    Total = 1,
+    /// Power under 300 Hz over power between 300 Hz and 3 kHz: a nasal's murmur is strong low
+    /// down and weak in the formant band (its antiresonances), unlike the vowel beside it.
+    Nasal = 2,
+}
+
+/// Which measure changes at a boundary from `l` to `r`, and which way (+1 rises, -1 falls), if
+/// the pair has a reliable acoustic landmark:
+/// - sonorant to stop or fricative: the formant band falls as the tract closes or narrows; the
+///   reverse rises at the release or the voice onset;
+/// - sonorant to nasal: the murmur's low-band share rises; the reverse falls;
+/// - stop to fricative: the total power rises with the frication; fricative to stop falls at the
+///   closure.
+///
+/// Nasal-stop pairs (the oral closure is held across them), sonorant-sonorant pairs (formant
+/// glides) and pauses (carved from the recording's silence) have none.
+fn landmark(l: Manner, r: Manner) -> Option<(Band, f32)> {
+    use Manner::*;
+    match (l, r) {
+        (Sonorant, Stop | Fricative) => Some((Band::Sonorant, -1.0)),
+        (Stop | Fricative, Sonorant) => Some((Band::Sonorant, 1.0)),
+        (Sonorant, Nasal) => Some((Band::Nasal, 1.0)),
+        (Nasal, Sonorant) => Some((Band::Nasal, -1.0)),
+        (Stop, Fricative) => Some((Band::Total, 1.0)),
+        (Fricative, Stop) => Some((Band::Total, -1.0)),
+        _ => None,
+    }
+}
+
+/// Move each boundary between phones of different manner, by at most `reach` frames, to the
+/// strongest change of the band its [`landmark`] names, in its direction (a closure where the
+/// formant band falls, a release where it rises ...), when that change is at least `min_db` and
+/// the boundary's own change is under `settle` times it (a boundary already on the fall or rise
+/// stays).
+/// This is the local pass of a forced aligner after the coarse one: the warp between two voices
+/// gets the order of the phones right and their times roughly; the recording's own landmarks place
+/// the boundaries. Every phone keeps at least one frame.
+fn refine_by_class(
+    runs: &mut [(usize, usize, Phoneme)],
+    bands: &[[f32; 3]],
+    reach: usize,
+    min_db: f32,
+    settle: f32,
+) {
+    let n = bands.len();
+    if reach == 0 || n < 4 {
+        return;
+    }
+    let at = |k: isize, band: Band| bands[k.clamp(0, n as isize - 1) as usize][band as usize];
+    // Change across the boundary before frame k: two frames after against two before.
+    let change = |k: usize, band: Band| -> f32 {
+        let k = k as isize;
+        (at(k, band) + at(k + 1, band) - at(k - 1, band) - at(k - 2, band)) / 2.0
+    };
+    for i in 1..runs.len() {
+        let Some((band, dir)) = landmark(manner(&runs[i - 1].2), manner(&runs[i].2)) else {
+            continue;
+        };
+        let b = runs[i].0;
+        // A phone shorter than the reach that the warp squeezed against this boundary (the r of
+        // "sharply" before its p) may be pushed along, keeping one frame, into the phone beyond
+        // it when that one is of the same manner (so the landmark still tells the same change).
+        let len = |j: usize| runs[j].1 - runs[j].0;
+        let same = |j: usize, k: usize| manner(&runs[j].2) == manner(&runs[k].2);
+        let left = if i >= 2 && len(i - 1) < reach && same(i - 2, i - 1) {
+            i - 2
+        } else {
+            i - 1
+        };
+        let right = if i + 1 < runs.len() && len(i) < reach && same(i, i + 1) {
+            i + 1
+        } else {
+            i
+        };
+        // The change reads two frames back: not from before the left phone (mostly a pause or
+        // another landmark, whose change is not this one's).
+        let lo = b.saturating_sub(reach).max(runs[left].0 + 2);
+        let hi = (b + reach)
+            .min(runs[right].1.saturating_sub(1 + right - i))
+            .min(n - 1);
+        if lo > hi {
+            continue;
+        }
+        // Nearest first, so that of two about equal changes the nearer wins.
+        let mut best: Option<(f32, usize)> = None;
+        for d in 0..=reach {
+            for k in [b.wrapping_sub(d), b + d] {
+                if k < lo || k > hi {
+                    continue;
+                }
+                let c = dir * change(k, band);
+                if best.is_none_or(|(v, _)| c > v + 0.5) {
+                    best = Some((c, k));
+                }
+            }
+        }
+        if let Some((c, k)) = best
+            && c >= min_db
+            && dir * change(b, band) < settle * c
+        {
+            if k <= runs[i - 1].0 {
+                runs[i - 1].0 = k - 1;
+                runs[i - 2].1 = k - 1;
+            }
+            if k >= runs[i].1 {
+                runs[i].1 = k + 1;
+                runs[i + 1].0 = k + 1;
+            }
+            runs[i - 1].1 = k;
+            runs[i].0 = k;
+        }
     }
 }
 
@@ -688,6 +946,98 @@ mod tests {
 
     fn ph(s: &str) -> Phoneme {
         Phoneme::new(s)
+    }
+
+    #[test]
+    fn boundaries_move_onto_a_closure_and_its_release() {
+        // A vowel, a stop the warp placed 40 ms early and 20 ms short, a vowel; the recording's
+        // formant band falls by 40 dB at frame 14 and comes back at frame 22.
+        let mut runs = vec![(0, 10, ph("ɑː")), (10, 20, ph("p")), (20, 40, ph("ə"))];
+        let bands: Vec<[f32; 3]> = (0..40)
+            .map(|k| {
+                let son = if (14..22).contains(&k) { -60.0 } else { -20.0 };
+                [son, son, 0.0]
+            })
+            .collect();
+        refine_by_class(&mut runs, &bands, 6, 3.0, 0.5);
+        assert_eq!(
+            (runs[0].1, runs[1].0, runs[1].1, runs[2].0),
+            (14, 14, 22, 22)
+        );
+        // A one-frame r squeezed in front of the stop is pushed along.
+        let mut pushed = vec![(0, 9, ph("ɑː")), (9, 10, ph("ɹ")), (10, 20, ph("p"))];
+        refine_by_class(&mut pushed, &bands, 6, 3.0, 0.5);
+        assert_eq!(
+            pushed,
+            vec![(0, 9, ph("ɑː")), (9, 14, ph("ɹ")), (14, 20, ph("p"))]
+        );
+        let mut pushed = vec![(0, 12, ph("ɑː")), (12, 13, ph("ɹ")), (13, 20, ph("p"))];
+        let early: Vec<[f32; 3]> = (0..40)
+            .map(|k| {
+                let son = if (8..22).contains(&k) { -60.0 } else { -20.0 };
+                [son, son, 0.0]
+            })
+            .collect();
+        refine_by_class(&mut pushed, &early, 6, 3.0, 0.5);
+        assert_eq!(
+            pushed,
+            vec![(0, 7, ph("ɑː")), (7, 8, ph("ɹ")), (8, 20, ph("p"))]
+        );
+        // Not through a phone of another manner (a nasal before a squeezed d).
+        let mut held = vec![(0, 12, ph("n")), (12, 13, ph("d")), (13, 20, ph("f"))];
+        refine_by_class(&mut held, &early, 6, 3.0, 0.5);
+        assert_eq!(
+            held,
+            vec![(0, 12, ph("n")), (12, 13, ph("d")), (13, 20, ph("f"))]
+        );
+        // Out of reach, or no landmark between the pair: nothing moves.
+        let mut far = vec![(0, 5, ph("ɑː")), (5, 20, ph("p")), (20, 40, ph("ə"))];
+        refine_by_class(&mut far, &bands, 6, 3.0, 0.5);
+        assert_eq!(
+            (far[0].1, far[1].1),
+            (5, 22),
+            "the fall is 9 frames away: {far:?}"
+        );
+        let mut glide = vec![(0, 10, ph("i")), (10, 40, ph("ɹ"))];
+        refine_by_class(&mut glide, &bands, 6, 3.0, 0.5);
+        assert_eq!(glide[0].1, 10);
+        // A flat recording moves nothing.
+        let flat = vec![[-20.0f32, -20.0, 0.0]; 40];
+        let mut same = vec![(0, 10, ph("ɑː")), (10, 20, ph("p")), (20, 40, ph("ə"))];
+        refine_by_class(&mut same, &flat, 6, 3.0, 0.5);
+        assert_eq!((same[0].1, same[1].1), (10, 20));
+    }
+
+    #[test]
+    fn a_pause_only_the_voice_made_goes_to_its_neighbours() {
+        let mut runs = vec![(0, 10, ph("i")), (10, 14, ph("_")), (14, 20, ph("æ"))];
+        let mut tags = vec![Some(0), None, Some(1)];
+        drop_voice_pauses(&mut runs, &mut tags, &[false; 20]);
+        assert_eq!(
+            runs,
+            vec![(0, 12, ph("i")), (12, 20, ph("æ"))],
+            "the speaker read through the comma"
+        );
+        assert_eq!(tags, vec![Some(0), Some(1)]);
+        // Where the recording is silent too, the pause stays.
+        let mut runs = vec![(0, 10, ph("i")), (10, 14, ph("_")), (14, 20, ph("æ"))];
+        let mut tags = vec![Some(0), None, Some(1)];
+        let mut silent = [false; 20];
+        silent[10..14].fill(true);
+        drop_voice_pauses(&mut runs, &mut tags, &silent);
+        assert_eq!(runs.len(), 3);
+    }
+
+    #[test]
+    fn manners_of_the_voice_phones() {
+        assert_eq!(manner(&ph("p")), Manner::Stop);
+        assert_eq!(manner(&ph("tʃ")), Manner::Stop);
+        assert_eq!(manner(&ph("m")), Manner::Nasal);
+        assert_eq!(manner(&ph("ð")), Manner::Fricative);
+        assert_eq!(manner(&ph("ˈɑː")), Manner::Sonorant);
+        assert_eq!(manner(&ph("ɹ")), Manner::Sonorant);
+        assert_eq!(manner(&ph("_")), Manner::Silence);
+        assert_eq!(manner(&ph("ɾ")), Manner::Other);
     }
 
     #[test]
