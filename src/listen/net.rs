@@ -112,7 +112,8 @@ pub struct Net {
     enc_pos: Vec<f32>,
     enc: Vec<EncoderLayer>,
     enc_ln: Norm,
-    embed: Vec<f32>,
+    /// The token embedding `vocab × d` as the logits' right operand (`d × vocab`), packed.
+    embed: Packed,
     dec_pos: Vec<f32>,
     dec: Vec<DecoderLayer>,
     dec_ln: Norm,
@@ -326,7 +327,7 @@ impl Net {
             enc_pos,
             enc_ln: norm(t, "model.encoder.layer_norm", d)?,
             enc,
-            embed,
+            embed: Packed::new((d, cfg.vocab_size), (&embed, 1, d)),
             dec_pos,
             dec_ln: norm(t, "model.decoder.layer_norm", d)?,
             dec,
@@ -423,7 +424,7 @@ impl Net {
             let t = (t as usize).min(self.vocab - 1);
             let p = st.len + i;
             for j in 0..d {
-                x[i * d + j] = self.embed[t * d + j] + self.dec_pos[p * d + j];
+                x[i * d + j] = self.embed.get(j, t) + self.dec_pos[p * d + j];
             }
         }
         let mut ln = vec![0.0; n * d];
@@ -481,15 +482,12 @@ impl Net {
         let mut h = vec![0.0; d];
         layer_norm(last, d, &self.dec_ln.g, &self.dec_ln.b, &mut h);
         let mut logits = vec![0.0; self.vocab];
-        matmul(
-            th,
-            (1, self.vocab, d),
-            &mut logits,
-            self.vocab,
+        matmul_packed(
+            1,
+            (&mut logits, self.vocab),
             false,
-            &h,
-            d,
-            (&self.embed, 1, d),
+            (&h, d),
+            &self.embed,
             1.0,
         );
         logits
