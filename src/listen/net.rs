@@ -10,7 +10,7 @@
 //! block's scores stay in the core's cache. Arithmetic is f32 throughout, as faster-whisper's
 //! `compute_type="float32"`; products go through the `gemm` crate ([`super::kernels`]).
 
-use super::kernels::{gelu, layer_norm, matmul, softmax};
+use super::kernels::{Packed, gelu, layer_norm, matmul, matmul_packed, softmax};
 use candle_core::Tensor;
 use std::collections::HashMap;
 
@@ -22,8 +22,8 @@ const BLOCK: usize = 64;
 pub struct NetError(pub String);
 
 struct Linear {
-    /// `out × in`, row-major.
-    w: Vec<f32>,
+    /// The weight `out × in` as the right operand `in × out` of the product, packed at load.
+    w: Packed,
     b: Vec<f32>,
     out: usize,
     inp: usize,
@@ -32,25 +32,38 @@ struct Linear {
 impl Linear {
     /// `y[r] = x[r] · wᵀ + b` (`acc`: `y[r] += …`, the bias too) for `rows` rows.
     fn apply(&self, threads: usize, x: &[f32], rows: usize, y: &mut [f32], acc: bool) {
-        let y = &mut y[..rows * self.out];
-        for r in y.chunks_exact_mut(self.out) {
+        self.apply_strided(threads, (x, self.inp), rows, y, acc);
+    }
+
+    /// As [`Linear::apply`] with input row `r` at `x[r·lda..]`.
+    fn apply_strided(
+        &self,
+        threads: usize,
+        (x, lda): (&[f32], usize),
+        rows: usize,
+        y: &mut [f32],
+        acc: bool,
+    ) {
+        let out = self.out;
+        let y = &mut y[..rows * out];
+        for r in y.chunks_exact_mut(out) {
             if acc {
                 r.iter_mut().zip(&self.b).for_each(|(v, b)| *v += b);
             } else {
                 r.copy_from_slice(&self.b);
             }
         }
-        matmul(
-            threads,
-            (rows, self.out, self.inp),
-            y,
-            self.out,
-            true,
-            x,
-            self.inp,
-            (&self.w, 1, self.inp),
-            1.0,
-        );
+        if threads > 1 && rows * out * self.inp >= 1 << 18 {
+            // blocks of rows (a multiple of the kernel's 6) on rayon's threads
+            use rayon::prelude::*;
+            let per = rows.div_ceil(threads).div_ceil(6) * 6;
+            y.par_chunks_mut(per * out).enumerate().for_each(|(i, y)| {
+                let n = y.len() / out;
+                matmul_packed(n, (y, out), true, (&x[i * per * lda..], lda), &self.w, 1.0);
+            });
+        } else {
+            matmul_packed(rows, (y, out), true, (x, lda), &self.w, 1.0);
+        }
     }
 }
 
@@ -99,7 +112,8 @@ pub struct Net {
     enc_pos: Vec<f32>,
     enc: Vec<EncoderLayer>,
     enc_ln: Norm,
-    embed: Vec<f32>,
+    /// The token embedding `vocab × d` as the logits' right operand (`d × vocab`), packed.
+    embed: Packed,
     dec_pos: Vec<f32>,
     dec: Vec<DecoderLayer>,
     dec_ln: Norm,
@@ -108,8 +122,9 @@ pub struct Net {
 /// The decoder's state for one window: the encoder's keys and values per layer, and the
 /// self-attention cache.
 pub struct DecoderState {
-    /// Per layer, `audio frames × 2d` (keys, then values).
-    cross: Vec<Vec<f32>>,
+    /// Per layer and head, the encoder's keys (`head_dim × frames`) and values (`frames ×
+    /// head_dim`), packed for the product.
+    cross: Vec<Vec<(Packed, Packed)>>,
     frames: usize,
     /// Per layer, `text_ctx × 2d`.
     cache: Vec<Vec<f32>>,
@@ -173,9 +188,10 @@ fn linear(
         }
         w.extend(wi);
     }
+    let out = b.len();
     Ok(Linear {
-        out: b.len(),
-        w,
+        out,
+        w: Packed::new((inp, out), (&w, 1, inp)),
         b,
         inp,
     })
@@ -200,7 +216,7 @@ fn conv(t: &mut HashMap<String, Tensor>, prefix: &str) -> Result<Linear, NetErro
         }
     }
     Ok(Linear {
-        w: r,
+        w: Packed::new((3 * inp, out), (&r, 1, 3 * inp)),
         b,
         out,
         inp: 3 * inp,
@@ -311,7 +327,7 @@ impl Net {
             enc_pos,
             enc_ln: norm(t, "model.encoder.layer_norm", d)?,
             enc,
-            embed,
+            embed: Packed::new((d, cfg.vocab_size), (&embed, 1, d)),
             dec_pos,
             dec_ln: norm(t, "model.decoder.layer_norm", d)?,
             dec,
@@ -368,13 +384,22 @@ impl Net {
     pub fn decoder(&self, enc: &[f32]) -> DecoderState {
         let d = self.d;
         let frames = enc.len() / d;
+        let hd = d / self.dec_heads;
+        let mut kv = vec![0.0; frames * 2 * d];
         let cross = self
             .dec
             .iter()
             .map(|l| {
-                let mut kv = vec![0.0; frames * 2 * d];
                 l.xkv.apply(threads(), enc, frames, &mut kv, false);
-                kv
+                (0..self.dec_heads)
+                    .map(|h| {
+                        let c = h * hd;
+                        (
+                            Packed::new((hd, frames), (&kv[c..], 1, 2 * d)),
+                            Packed::new((frames, hd), (&kv[d + c..], 2 * d, 1)),
+                        )
+                    })
+                    .collect()
             })
             .collect();
         DecoderState {
@@ -399,7 +424,7 @@ impl Net {
             let t = (t as usize).min(self.vocab - 1);
             let p = st.len + i;
             for j in 0..d {
-                x[i * d + j] = self.embed[t * d + j] + self.dec_pos[p * d + j];
+                x[i * d + j] = self.embed.get(j, t) + self.dec_pos[p * d + j];
             }
         }
         let mut ln = vec![0.0; n * d];
@@ -434,15 +459,18 @@ impl Net {
             l.out.apply(th, &att, n, &mut x, true);
             layer_norm(&x, d, &l.ln_x.g, &l.ln_x.b, &mut ln);
             l.xq.apply(th, &ln, n, &mut q, false);
-            let kv = &st.cross[li];
-            attend(
-                (n, st.frames, self.dec_heads, hd),
-                (&q, d),
-                (kv, &kv[d..], 2 * d),
-                (&mut att, d),
-                scale,
-                &mut scores,
-            );
+            scores.resize(n * st.frames, 0.0);
+            for (h, (k, v)) in st.cross[li].iter().enumerate() {
+                let c = h * hd;
+                attend_packed(
+                    n,
+                    (&q[c..], d),
+                    (k, v),
+                    (&mut att[c..], d),
+                    scale,
+                    &mut scores,
+                );
+            }
             l.xout.apply(th, &att, n, &mut x, true);
             layer_norm(&x, d, &l.ln2.g, &l.ln2.b, &mut ln);
             l.fc1.apply(th, &ln, n, &mut ff, false);
@@ -454,15 +482,12 @@ impl Net {
         let mut h = vec![0.0; d];
         layer_norm(last, d, &self.dec_ln.g, &self.dec_ln.b, &mut h);
         let mut logits = vec![0.0; self.vocab];
-        matmul(
-            th,
-            (1, self.vocab, d),
-            &mut logits,
-            self.vocab,
+        matmul_packed(
+            1,
+            (&mut logits, self.vocab),
             false,
-            &h,
-            d,
-            (&self.embed, 1, d),
+            (&h, d),
+            &self.embed,
             1.0,
         );
         logits
@@ -480,21 +505,7 @@ fn conv_rows(
     stride: usize,
     y: &mut [f32],
 ) {
-    let y = &mut y[..rows * l.out];
-    for r in y.chunks_exact_mut(l.out) {
-        r.copy_from_slice(&l.b);
-    }
-    matmul(
-        th,
-        (rows, l.out, l.inp),
-        y,
-        l.out,
-        true,
-        x,
-        stride * c,
-        (&l.w, 1, l.inp),
-        1.0,
-    );
+    l.apply_strided(th, (x, stride * c), rows, y, false);
 }
 
 /// The encoder's self-attention over `n` rows of fused `q | k | v` (`3d` wide) into `out` (`d`
@@ -502,26 +513,57 @@ fn conv_rows(
 fn self_attention(qkv: &[f32], n: usize, d: usize, heads: usize, out: &mut [f32], th: usize) {
     let hd = d / heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let block = |(b, o): (usize, &mut [f32])| {
-        let mut scores = vec![];
-        let r0 = b * BLOCK;
-        let rows = o.len() / d;
-        attend(
-            (rows, n, heads, hd),
-            (&qkv[r0 * 3 * d..], 3 * d),
-            (&qkv[d..], &qkv[2 * d..], 3 * d),
-            (o, d),
-            scale,
-            &mut scores,
-        );
-    };
     let out = &mut out[..n * d];
-    if th > 1 {
-        use rayon::prelude::*;
-        out.par_chunks_mut(BLOCK * d).enumerate().for_each(block);
-    } else {
-        out.chunks_mut(BLOCK * d).enumerate().for_each(block);
+    let (mut k, mut v) = (Packed::empty(), Packed::empty());
+    let mut scores = vec![];
+    for h in 0..heads {
+        // this head's keys and values, packed once for all its blocks of queries
+        let c = h * hd;
+        k.pack((hd, n), (&qkv[d + c..], 1, 3 * d));
+        v.pack((n, hd), (&qkv[2 * d + c..], 3 * d, 1));
+        let (k, v) = (&k, &v);
+        let block = |(b, o): (usize, &mut [f32]), scores: &mut Vec<f32>| {
+            let rows = o.len() / d;
+            scores.resize(rows * n, 0.0);
+            attend_packed(
+                rows,
+                (&qkv[b * BLOCK * 3 * d + c..], 3 * d),
+                (k, v),
+                (&mut o[c..], d),
+                scale,
+                scores,
+            );
+        };
+        if th > 1 {
+            use rayon::prelude::*;
+            out.par_chunks_mut(BLOCK * d)
+                .enumerate()
+                .for_each_init(Vec::new, |s, bo| block(bo, s));
+        } else {
+            out.chunks_mut(BLOCK * d)
+                .enumerate()
+                .for_each(|bo| block(bo, &mut scores));
+        }
     }
+}
+
+/// One head's attention of `rows` queries over packed keys (`head_dim × keys`) and values (`keys
+/// × head_dim`): `out = softmax(scale · q kᵀ) v`; `scores` holds at least `rows × keys`.
+fn attend_packed(
+    rows: usize,
+    q: (&[f32], usize),
+    (k, v): (&Packed, &Packed),
+    out: (&mut [f32], usize),
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let keys = k.dims().1;
+    let scores = &mut scores[..rows * keys];
+    matmul_packed(rows, (scores, keys), false, q, k, scale);
+    for r in scores.chunks_exact_mut(keys) {
+        softmax(r);
+    }
+    matmul_packed(rows, out, false, (scores, keys), v, 1.0);
 }
 
 /// Multi-head attention of `rows` queries over `keys` keys: per head `h` (columns `h·hd..`),
