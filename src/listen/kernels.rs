@@ -82,10 +82,13 @@ pub fn matmul(
 /// Columns of a packed panel.
 const NR: usize = 16;
 /// Rows of `c` one kernel call computes.
+#[cfg(target_arch = "x86_64")]
 const MR: usize = 6;
 /// Depth of one pass (a panel's `KC × NR` slice, 16 KB, stays in L1).
+#[cfg(target_arch = "x86_64")]
 const KC: usize = 256;
 /// Rows of `a` one pass walks over a panel (`MC × KC`, 72 KB, stays in L2).
+#[cfg(target_arch = "x86_64")]
 const MC: usize = 72;
 
 /// Eight lanes aligned for one vector load.
