@@ -271,6 +271,24 @@ pub fn glb(meshes: &[Mesh], nodes: Value, extensions: Value) -> Vec<u8> {
         );
         acc.len() - 1
     }
+    /// `count` VEC4s of `component_type`, already in little-endian `bytes`.
+    fn vec4(
+        bin: &mut Vec<u8>,
+        views: &mut Vec<Value>,
+        acc: &mut Vec<Value>,
+        bytes: &[u8],
+        component_type: u32,
+        count: usize,
+    ) -> usize {
+        let off = bin.len();
+        bin.extend_from_slice(bytes);
+        views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": bin.len() - off}));
+        acc.push(
+            json!({"bufferView": views.len() - 1, "componentType": component_type,
+                         "count": count, "type": "VEC4"}),
+        );
+        acc.len() - 1
+    }
     let mut gl_meshes = vec![];
     for m in meshes {
         let pos = vec3(&mut bin, &mut views, &mut accessors, &m.positions);
@@ -290,26 +308,36 @@ pub fn glb(meshes: &[Mesh], nodes: Value, extensions: Value) -> Vec<u8> {
         let names: Vec<&str> = m.targets.iter().map(|(n, _)| n.as_str()).collect();
         let mut prim = json!({"attributes": {"POSITION": pos}, "indices": idx});
         if !m.skin.is_empty() {
-            let off = bin.len();
-            for (j, _) in &m.skin {
-                for x in j {
-                    bin.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-            views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": bin.len() - off}));
-            accessors.push(json!({"bufferView": views.len() - 1, "componentType": 5123,
-                                  "count": m.skin.len(), "type": "VEC4"}));
-            prim["attributes"]["JOINTS_0"] = json!(accessors.len() - 1);
-            let off = bin.len();
-            for (_, w) in &m.skin {
-                for x in w {
-                    bin.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-            views.push(json!({"buffer": 0, "byteOffset": off, "byteLength": bin.len() - off}));
-            accessors.push(json!({"bufferView": views.len() - 1, "componentType": 5126,
-                                  "count": m.skin.len(), "type": "VEC4"}));
-            prim["attributes"]["WEIGHTS_0"] = json!(accessors.len() - 1);
+            let joints: Vec<u8> = m
+                .skin
+                .iter()
+                .flat_map(|(j, _)| j.iter())
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            let j = vec4(
+                &mut bin,
+                &mut views,
+                &mut accessors,
+                &joints,
+                5123,
+                m.skin.len(),
+            );
+            prim["attributes"]["JOINTS_0"] = json!(j);
+            let weights: Vec<u8> = m
+                .skin
+                .iter()
+                .flat_map(|(_, w)| w.iter())
+                .flat_map(|x| x.to_le_bytes())
+                .collect();
+            let w = vec4(
+                &mut bin,
+                &mut views,
+                &mut accessors,
+                &weights,
+                5126,
+                m.skin.len(),
+            );
+            prim["attributes"]["WEIGHTS_0"] = json!(w);
         }
         let mut mesh = json!({"name": m.name, "primitives": []});
         if !targets.is_empty() {

@@ -254,18 +254,23 @@ fn at_middle(frames: &Frames, f: &PhonemeFile, n: usize, ch: &str) -> f32 {
     value(frames, i, ch)
 }
 
-/// Issue 18: a vowel being spoken opens the jaw past 0.15 (the audio lip sync judge's "open") at
-/// its midpoint, a short unstressed close vowel between consonants included, and the lips still
-/// meet for the b before it.
-#[test]
-fn spoken_close_vowels_part_the_teeth_and_bilabials_still_close() {
-    let cfg = FaceConfig {
+/// The default face without its idle layer (so frames depend on the phones alone).
+fn without_idle() -> FaceConfig {
+    FaceConfig {
         layers: Layers {
             idle: false,
             ..Layers::default()
         },
         ..FaceConfig::default()
-    };
+    }
+}
+
+/// Issue 18: a vowel being spoken opens the jaw past 0.15 (the audio lip sync judge's "open") at
+/// its midpoint, a short unstressed close vowel between consonants included, and the lips still
+/// meet for the b before it.
+#[test]
+fn spoken_close_vowels_part_the_teeth_and_bilabials_still_close() {
+    let cfg = without_idle();
     for v in ["IY0", "UW0", "IH0", "AH0", "i", "u"] {
         let f = timeline(
             22050,
@@ -288,13 +293,7 @@ fn spoken_close_vowels_part_the_teeth_and_bilabials_still_close() {
 
 #[test]
 fn open_vowels_open_the_jaw_more_than_close_vowels() {
-    let cfg = FaceConfig {
-        layers: Layers {
-            idle: false,
-            ..Layers::default()
-        },
-        ..FaceConfig::default()
-    };
+    let cfg = without_idle();
     for (open, close) in [
         ("ɑ", "i"),
         ("æ", "u"),
@@ -336,13 +335,7 @@ fn open_vowels_open_the_jaw_more_than_close_vowels() {
 
 #[test]
 fn rounded_vowels_round_the_lips_and_rounding_is_anticipated() {
-    let cfg = FaceConfig {
-        layers: Layers {
-            idle: false,
-            ..Layers::default()
-        },
-        ..FaceConfig::default()
-    };
+    let cfg = without_idle();
     let f = timeline(
         22050,
         &[
@@ -368,13 +361,7 @@ fn rounded_vowels_round_the_lips_and_rounding_is_anticipated() {
 #[test]
 fn expressions_change_brows_and_cheeks_without_freezing_the_mouth() {
     let f = fixture("bobby_phones.TextGrid", 48000);
-    let cfg = FaceConfig {
-        layers: Layers {
-            idle: false,
-            ..Layers::default()
-        },
-        ..FaceConfig::default()
-    };
+    let cfg = without_idle();
     let plain = render("arkit52", cfg.clone(), &f, &[]);
     for (emo, channels) in [
         ("happy", &["cheekSquintLeft", "mouthSmileLeft"][..]),
@@ -937,17 +924,7 @@ fn an_utterance_renders_at_its_session_position_and_faces_are_shareable() {
     );
     assert_eq!(frames.get(0).unwrap().at, start);
     // The same face as rendering the file at 0, with the idle layer 10 s later.
-    let quiet = Face::new(
-        Rig::builtin("arkit52").unwrap(),
-        FaceConfig {
-            layers: Layers {
-                idle: false,
-                ..Layers::default()
-            },
-            ..FaceConfig::default()
-        },
-    )
-    .unwrap();
+    let quiet = Face::new(Rig::builtin("arkit52").unwrap(), without_idle()).unwrap();
     let a = quiet.render_speech(&speech, start, &[]).unwrap();
     let b = quiet.render_speech(&speech, SampleTime::ZERO, &[]).unwrap();
     assert_eq!(a.channel("jawOpen"), b.channel("jawOpen"));

@@ -232,15 +232,7 @@ async fn serve_publishes_the_websocket_stream_byte_for_byte_and_takes_control() 
     assert_eq!(snapshot["type"], "hello");
     // Frames in a catalog rig besides the session's are published while someone asks for them
     // (as relays do for their clients): ask for one, leave the others unasked.
-    let session_rig = hello["rig"].as_str().unwrap().to_string();
-    let others: Vec<String> = hello["rigs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_str())
-        .filter(|r| *r != session_rig)
-        .map(String::from)
-        .collect();
+    let others = other_rigs(&hello);
     if let Some(asked) = others.first() {
         client
             .publish(
@@ -462,6 +454,48 @@ async fn a_down_nats_never_stops_the_session_and_is_joined_when_it_comes_up() {
 }
 
 /// Binary messages and the caption, cue and state texts of a raw stream, in order.
+/// `idol relay` in this process for idol `idol` on the NATS server at `url`.
+async fn start_relay(url: &str, idol: &str) -> idol::server::NatsRelay {
+    let opts = ServerOptions {
+        port: 0,
+        nats: Some(NatsOptions {
+            url: url.to_string(),
+            idol: idol.into(),
+            queue: 4096,
+        }),
+        ..ServerOptions::default()
+    };
+    tokio::task::spawn_blocking(move || idol::server::NatsRelay::start(opts))
+        .await
+        .unwrap()
+        .expect("the relay starts once the idol answers hello")
+}
+
+/// The first `ack` a client gets (an `error` or a close first fails the test).
+async fn first_ack(ws: &mut Ws) -> Value {
+    loop {
+        match next(ws).await {
+            In::Json(v) if v["type"] == "ack" => return v,
+            In::Json(v) if v["type"] == "error" => panic!("{v}"),
+            In::Closed(c) => panic!("closed {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The rigs a `hello` offers besides the session's.
+fn other_rigs(hello: &Value) -> Vec<String> {
+    let session = hello["rig"].as_str().unwrap();
+    hello["rigs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .filter(|r| *r != session)
+        .map(String::from)
+        .collect()
+}
+
 fn stream_part(msgs: &[Message]) -> (Vec<Vec<u8>>, Vec<String>) {
     let mut bin = vec![];
     let mut text = vec![];
@@ -487,19 +521,7 @@ fn stream_part(msgs: &[Message]) -> (Vec<Vec<u8>>, Vec<String>) {
 async fn a_relay_serves_the_same_stream_with_no_models_and_forwards_control() {
     let nats = NatsServer::start();
     let server = nats_idol(&nats.url(), "mio");
-    let opts = ServerOptions {
-        port: 0,
-        nats: Some(NatsOptions {
-            url: nats.url(),
-            idol: "mio".into(),
-            queue: 4096,
-        }),
-        ..ServerOptions::default()
-    };
-    let relay = tokio::task::spawn_blocking(move || idol::server::NatsRelay::start(opts))
-        .await
-        .unwrap()
-        .expect("the relay starts once the idol answers hello");
+    let relay = start_relay(&nats.url(), "mio").await;
     let (mut direct, hello_d) = ws_connect(server.addr()).await;
     let (mut relayed, hello_r) = ws_connect(relay.addr()).await;
     for k in [
@@ -519,17 +541,9 @@ async fn a_relay_serves_the_same_stream_with_no_models_and_forwards_control() {
         json!({"type":"say","text":"Hello through the relay.","id":"r1"}),
     )
     .await;
-    let utt = loop {
-        match next(&mut relayed).await {
-            In::Json(v) if v["type"] == "ack" => {
-                assert_eq!(v["id"], "r1");
-                break v["utterance"].as_u64().unwrap();
-            }
-            In::Json(v) if v["type"] == "error" => panic!("{v}"),
-            In::Closed(c) => panic!("closed {c:?}"),
-            _ => {}
-        }
-    };
+    let ack = first_ack(&mut relayed).await;
+    assert_eq!(ack["id"], "r1");
+    let utt = ack["utterance"].as_u64().unwrap();
     let d = raw_until_idle(&mut direct, utt).await;
     let r = raw_until_idle(&mut relayed, utt).await;
     let (d_bin, d_text) = stream_part(&d);
@@ -570,29 +584,9 @@ async fn a_relay_serves_the_same_stream_with_no_models_and_forwards_control() {
 async fn a_relay_asks_for_its_clients_rig_and_serves_it_like_the_server() {
     let nats = NatsServer::start();
     let server = nats_idol(&nats.url(), "rin");
-    let opts = ServerOptions {
-        port: 0,
-        nats: Some(NatsOptions {
-            url: nats.url(),
-            idol: "rin".into(),
-            queue: 4096,
-        }),
-        ..ServerOptions::default()
-    };
-    let relay = tokio::task::spawn_blocking(move || idol::server::NatsRelay::start(opts))
-        .await
-        .unwrap()
-        .expect("the relay starts once the idol answers hello");
+    let relay = start_relay(&nats.url(), "rin").await;
     let (mut direct, hello) = ws_connect(server.addr()).await;
-    let session_rig = hello["rig"].as_str().unwrap().to_string();
-    let Some(other) = hello["rigs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.as_str())
-        .find(|r| *r != session_rig)
-        .map(String::from)
-    else {
+    let Some(other) = other_rigs(&hello).into_iter().next() else {
         return; // a face without canonical vectors offers no other rig
     };
     let watcher = async_nats::connect(nats.url()).await.unwrap();
@@ -601,14 +595,7 @@ async fn a_relay_asks_for_its_clients_rig_and_serves_it_like_the_server() {
     let (mut relayed, _) = ws_connect(relay.addr()).await;
     for ws in [&mut direct, &mut relayed] {
         send(ws, json!({"type":"subscribe","rig":other,"id":"r"})).await;
-        loop {
-            match next(ws).await {
-                In::Json(v) if v["type"] == "ack" => break,
-                In::Json(v) if v["type"] == "error" => panic!("{v}"),
-                In::Closed(c) => panic!("closed {c:?}"),
-                _ => {}
-            }
-        }
+        assert_eq!(first_ack(ws).await["id"], "r");
     }
     let ask = tokio::time::timeout(Duration::from_secs(5), asks.next())
         .await
@@ -623,16 +610,9 @@ async fn a_relay_asks_for_its_clients_rig_and_serves_it_like_the_server() {
         json!({"type":"say","text":"Frames in another rig.","id":"s"}),
     )
     .await;
-    let utt = loop {
-        match next(&mut relayed).await {
-            In::Json(v) if v["type"] == "ack" && v["id"] == "s" => {
-                break v["utterance"].as_u64().unwrap();
-            }
-            In::Json(v) if v["type"] == "error" => panic!("{v}"),
-            In::Closed(c) => panic!("closed {c:?}"),
-            _ => {}
-        }
-    };
+    let ack = first_ack(&mut relayed).await;
+    assert_eq!(ack["id"], "s");
+    let utt = ack["utterance"].as_u64().unwrap();
     let frames = |msgs: &[Message]| -> Vec<Vec<u8>> {
         msgs.iter()
             .filter_map(|m| match m {

@@ -13,6 +13,33 @@
 
 use gemm::Parallelism;
 
+/// The checks both products make on `c` and `a`; `true` when nothing is left to compute (an empty
+/// output, or `k = 0`: `c` cleared unless accumulating).
+fn trivial(
+    (m, n, k): (usize, usize, usize),
+    (c, ldc): (&mut [f32], usize),
+    acc: bool,
+    (a, lda): (&[f32], usize),
+) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "matmul: output too short");
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                c[i * ldc..i * ldc + n].fill(0.0);
+            }
+        }
+        return true;
+    }
+    assert!(
+        (m - 1) * lda + k <= a.len(),
+        "matmul: left operand too short"
+    );
+    false
+}
+
 /// `c[i·ldc + j] = (acc ? c[i·ldc + j] : 0) + scale · Σ_l a[i·lda + l] · b[l·b_rs + j·b_cs]` for
 /// `i < m`, `j < n`, `l < k`. Panics if a slice is too short for the extents it is given.
 #[allow(clippy::too_many_arguments)]
@@ -27,22 +54,9 @@ pub fn matmul(
     (b, b_rs, b_cs): (&[f32], usize, usize),
     scale: f32,
 ) {
-    if m == 0 || n == 0 {
+    if trivial((m, n, k), (c, ldc), acc, (a, lda)) {
         return;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "matmul: output too short");
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    assert!(
-        (m - 1) * lda + k <= a.len(),
-        "matmul: left operand too short"
-    );
     assert!(
         (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
         "matmul: right operand too short"
@@ -182,22 +196,9 @@ pub fn matmul_packed(
     scale: f32,
 ) {
     let (k, n) = (b.k, b.n);
-    if m == 0 || n == 0 {
+    if trivial((m, n, k), (c, ldc), acc, (a, lda)) {
         return;
     }
-    assert!((m - 1) * ldc + n <= c.len(), "matmul: output too short");
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                c[i * ldc..i * ldc + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    assert!(
-        (m - 1) * lda + k <= a.len(),
-        "matmul: left operand too short"
-    );
     #[cfg(target_arch = "x86_64")]
     if have_avx2() {
         // SAFETY: AVX2 and FMA are present; every row and column touched lies within the slices

@@ -948,17 +948,22 @@ mod tests {
         Phoneme::new(s)
     }
 
+    /// 40 frames of band levels whose formant bands fall by 40 dB over `dip`.
+    fn formant_dip(dip: std::ops::Range<usize>) -> Vec<[f32; 3]> {
+        (0..40)
+            .map(|k| {
+                let son = if dip.contains(&k) { -60.0 } else { -20.0 };
+                [son, son, 0.0]
+            })
+            .collect()
+    }
+
     #[test]
     fn boundaries_move_onto_a_closure_and_its_release() {
         // A vowel, a stop the warp placed 40 ms early and 20 ms short, a vowel; the recording's
         // formant band falls by 40 dB at frame 14 and comes back at frame 22.
         let mut runs = vec![(0, 10, ph("ɑː")), (10, 20, ph("p")), (20, 40, ph("ə"))];
-        let bands: Vec<[f32; 3]> = (0..40)
-            .map(|k| {
-                let son = if (14..22).contains(&k) { -60.0 } else { -20.0 };
-                [son, son, 0.0]
-            })
-            .collect();
+        let bands = formant_dip(14..22);
         refine_by_class(&mut runs, &bands, 6, 3.0, 0.5);
         assert_eq!(
             (runs[0].1, runs[1].0, runs[1].1, runs[2].0),
@@ -972,12 +977,7 @@ mod tests {
             vec![(0, 9, ph("ɑː")), (9, 14, ph("ɹ")), (14, 20, ph("p"))]
         );
         let mut pushed = vec![(0, 12, ph("ɑː")), (12, 13, ph("ɹ")), (13, 20, ph("p"))];
-        let early: Vec<[f32; 3]> = (0..40)
-            .map(|k| {
-                let son = if (8..22).contains(&k) { -60.0 } else { -20.0 };
-                [son, son, 0.0]
-            })
-            .collect();
+        let early = formant_dip(8..22);
         refine_by_class(&mut pushed, &early, 6, 3.0, 0.5);
         assert_eq!(
             pushed,
